@@ -1,0 +1,24 @@
+"""Errors meant for users: one clear line saying what was wrong and what to do."""
+
+from __future__ import annotations
+
+__all__ = ["ActstoreError", "ProvenanceError", "StoreError", "WriterConflictError"]
+
+
+class ActstoreError(ValueError):
+    """Bad input or a refused operation. The CLI prints it as one line and exits with code 2.
+
+    Raise it *before* anything is written, so that a store is left as it was.
+    """
+
+
+class StoreError(ActstoreError):
+    """A path that is not an actstore store, a newer format version, a corrupt slot."""
+
+
+class ProvenanceError(ActstoreError):
+    """Existing data were made from other weights, probe set or configuration."""
+
+
+class WriterConflictError(ActstoreError):
+    """Another process is writing the same run."""

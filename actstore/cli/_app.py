@@ -1,0 +1,48 @@
+"""The Typer application object and the decorator that registers commands on it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from actstore._errors import ActstoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="actstore",
+    help=(
+        "Record every layer's activations of families of networks into one chunked Zarr "
+        "store, and analyse them out-of-core (decoders, RSA/CKA, alignment, complexity)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one error line on stderr and return the exit (code 2) to raise."""
+    typer.echo(f"actstore: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command on :data:`app`; user errors become one line and exit code 2."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kw: Any) -> Any:
+            try:
+                return fn(*args, **kw)
+            except ActstoreError as e:
+                raise fail(str(e)) from None
+
+        app.command(name, **kwargs)(wrapped)
+        return fn
+
+    return deco

@@ -1,0 +1,160 @@
+"""``actstore dump | ls | info``: record activations and look at a store."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from actstore.cli._app import command
+
+console = Console()
+
+
+def human_bytes(n: int | None) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["seed=0", "task=shape"]`` -> ``{"seed": 0, "task": "shape"}`` (JSON values allowed)."""
+    from actstore._errors import ActstoreError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ActstoreError(f"{what} {item!r} must look like key=value")
+        try:
+            out[key] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key] = val
+    return out
+
+
+@command("dump", help="Record the activations of every checkpoint of a run into a store.")
+def dump_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL (created if missing).")],
+    checkpoints: Annotated[
+        str, typer.Argument(help="Directory of .pt files, a glob, or one file.")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model factory: package.module:fn or file.py:fn.")
+    ],
+    probe_set: Annotated[
+        str, typer.Option("--probe-set", "-p", help="Probe set in the store, or an .npz file.")
+    ],
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id to write.")],
+    layers: Annotated[
+        str, typer.Option(help="'all', or comma-separated names / module paths / globs.")
+    ] = "all",
+    reduce: Annotated[
+        str, typer.Option(help="Reduction of conv maps / sequences: mean, max, center, "
+                               "flatten, randproj:K, last, all.")
+    ] = "mean",
+    dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
+    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
+    device: Annotated[str, typer.Option(help="torch device for the forward pass.")] = "cpu",
+    model_arg: Annotated[
+        list[str] | None, typer.Option("--model-arg", help="key=value passed to the factory.")
+    ] = None,
+    attr: Annotated[
+        list[str] | None, typer.Option("--attr", help="Run attribute key=value (task, seed...).")
+    ] = None,
+    codec: Annotated[str, typer.Option(help="Compression of activations.")] = "blosc-lz4",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    from actstore.store._dump import dump
+
+    report = dump(
+        store, run, model, checkpoints, probe_set, layers=layers, reduce=reduce, dtype=dtype,
+        batch_size=batch_size, device=device, attrs=parse_kv(attr, "--attr"),
+        factory_kwargs=parse_kv(model_arg, "--model-arg"), codec=codec,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(report.__dict__))
+    else:
+        console.print(
+            f"run [bold]{run}[/]: wrote {len(report.written)} checkpoint(s) {report.written}, "
+            f"skipped {len(report.skipped)} already complete {report.skipped}"
+        )
+
+
+@command("ls", help="List the runs of a store: model, task, seed, layers, completion, size.")
+def ls_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from actstore.store import open_store
+    from actstore.store._info import store_summary
+
+    s = store_summary(open_store(store))
+    if as_json:
+        typer.echo(json.dumps(s, default=str))
+        return
+    console.print(f"[bold]{s['url']}[/] format {s['format']}, {human_bytes(s['stored_bytes'])}")
+    for ps in s["probe_sets"]:
+        console.print(f"probe set [bold]{ps['name']}[/]: {ps['n']} samples, "
+                      f"features {', '.join(ps['features'] or [])}")
+    table = Table("run", "model", "task", "seed", "layers", "checkpoints", "size")
+    for r in s["runs"]:
+        done = f"{r['checkpoints_complete']}/{r['checkpoints_total']}"
+        if r["writing"]:
+            done += " (writing)"
+        table.add_row(r["run"], str(r["model"]), str(r["task"]), str(r["seed"]),
+                      str(r["layers"]), done, human_bytes(r["stored_bytes"]))
+    console.print(table)
+    if s["results"]:
+        console.print("results: " + ", ".join(s["results"]))
+
+
+@command("info", help="Details of a store, or of one run: layers, shapes, chunks, checkpoints.")
+def info_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    run: Annotated[str | None, typer.Argument(help="Run id (default: every run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from actstore.store import open_store
+    from actstore.store._info import run_info, store_summary
+
+    st = open_store(store)
+    runs = [run] if run else st.run_ids()
+    infos = [run_info(st, r) for r in runs]
+    if as_json:
+        out: Any = infos[0] if run else {"store": store_summary(st), "runs": infos}
+        typer.echo(json.dumps(out, default=str))
+        return
+    for info in infos:
+        console.print(
+            f"[bold]{info['run']}[/]: model {info.get('model')}, task {info.get('task')}, "
+            f"seed {info.get('seed')}, probe set {info.get('probe_set')} "
+            f"({info['n_samples']} samples), {human_bytes(info['stored_bytes'])}"
+        )
+        if info["writer"]:
+            w = info["writer"]
+            console.print(f"  being written by pid {w.get('pid')} on {w.get('host')}")
+        steps = " ".join(
+            f"{s['planned_step']}{'' if s['status'] == 'complete' else '(' + s['status'] + ')'}"
+            for s in info["slots"]
+        )
+        console.print(f"  checkpoints {info['checkpoints_complete']}/"
+                      f"{info['checkpoints_total']}: {steps}")
+        table = Table("layer", "module", "reduction", "units", "dtype", "chunks", "stored",
+                      "ratio")
+        for ly in info["layers"]:
+            ratio = ly["nbytes"] / ly["stored_bytes"] if ly["stored_bytes"] else float("nan")
+            table.add_row(ly["name"], str(ly["module"]), str(ly["reduction"]), str(ly["units"]),
+                          ly["dtype"], "x".join(map(str, ly["chunks"])),
+                          human_bytes(ly["stored_bytes"]), f"{ratio:.2f}")
+        console.print(table)

@@ -1,0 +1,141 @@
+"""Array backends: one namespace helper for numpy, torch (CPU/CUDA) and cupy.
+
+Numerical code in :mod:`actstore.probes` never imports a GPU library itself. It asks this
+module for the array namespace of its inputs (``xp = get_namespace(X, Y)``) and writes its
+algorithm once against that namespace. ``cupy``, ``cuml`` and ``torch.cuda`` are only touched
+here. There is no global "current backend": the namespace always follows the data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_array, is_torch_array
+
+__all__ = [
+    "BACKENDS",
+    "cupy_available",
+    "device_of",
+    "get_namespace",
+    "gpu_available",
+    "move_to",
+    "to_numpy",
+]
+
+#: Names accepted by ``--device`` and :func:`move_to`.
+BACKENDS = ("numpy", "torch", "cuda", "cupy")
+
+
+def get_namespace(*arrays: Any) -> Any:
+    """Return the array-API namespace shared by ``arrays``.
+
+    Parameters
+    ----------
+    *arrays : array-like
+        numpy, torch or cupy arrays (``None`` and Python scalars are ignored).
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different libraries (e.g. a numpy and a torch array): mixing
+        them would copy data between devices behind the user's back.
+    """
+    arrs = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool))]
+    if not arrs:
+        raise TypeError("get_namespace() needs at least one array")
+    kinds = {_kind(a) for a in arrs}
+    if len(kinds) > 1:
+        raise TypeError(
+            f"arrays from different libraries were mixed ({', '.join(sorted(kinds))}); "
+            "convert them to one library first (see actstore.probes.move_to)"
+        )
+    return array_namespace(*arrs)
+
+
+def _kind(a: Any) -> str:
+    if is_torch_array(a):
+        return "torch"
+    if is_cupy_array(a):
+        return "cupy"
+    return type(a).__module__.split(".")[0]
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy any backend array to a host numpy array (a device-to-host sync point)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def device_of(x: Any) -> str:
+    """Return ``"cpu"`` or the device name (``"cuda:0"``) an array lives on."""
+    if is_torch_array(x):
+        return str(x.device)
+    if is_cupy_array(x):
+        return f"cuda:{x.device.id}"
+    return "cpu"
+
+
+def cupy_available() -> bool:
+    """True when cupy is importable and sees at least one GPU."""
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:
+        return False
+
+
+def gpu_available() -> bool:
+    """True when torch sees a CUDA device or cupy sees a GPU."""
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    return cupy_available()
+
+
+def move_to(x: Any, backend: str, dtype: Any = None) -> Any:
+    """Convert a host or device array to ``backend``.
+
+    Parameters
+    ----------
+    x : array
+        Any numpy/torch/cupy array.
+    backend : {"numpy", "torch", "cuda", "cupy"}
+        ``"torch"`` is torch on the CPU; ``"cuda"`` is torch on the current CUDA device.
+    dtype : str, optional
+        ``"float32"`` or ``"float64"``; keeps the input's dtype when omitted.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "numpy":
+        out = to_numpy(x)
+        return out if dtype is None else out.astype(dtype, copy=False)
+    if backend in ("torch", "cuda"):
+        import torch
+
+        if backend == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        dev = "cuda" if backend == "cuda" else "cpu"
+        t = x if is_torch_array(x) else torch.from_numpy(np.ascontiguousarray(to_numpy(x)))
+        tdtype = None if dtype is None else getattr(torch, str(np.dtype(dtype)))
+        # Pinned host memory lets the host-to-device copy overlap with compute.
+        if dev == "cuda" and t.device.type == "cpu":
+            t = t.pin_memory()
+        return t.to(device=dev, dtype=tdtype, non_blocking=True)
+    if not cupy_available():
+        raise RuntimeError("--device cupy was asked for, but cupy is missing or sees no GPU")
+    import cupy
+
+    out = cupy.asarray(to_numpy(x) if not is_cupy_array(x) else x)
+    return out if dtype is None else out.astype(dtype, copy=False)

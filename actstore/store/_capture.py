@@ -1,0 +1,486 @@
+"""Capture: forward hooks -> reductions on the device -> a background writer into the store.
+
+The forward pass runs in batches over the probe set. Each requested module's output is
+reduced on the device (e.g. global average pool of a conv map), copied to the host, checked
+(NaN/Inf, float16 range) and handed to a writer thread through a bounded queue, so that the
+next batch is computed while the previous one is compressed and written. The forward pass
+stops right after the last requested layer has produced its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.store import _layout as L
+
+__all__ = [
+    "REDUCTIONS",
+    "capture_slot",
+    "check_values",
+    "layer_names",
+    "reduce_output",
+    "resolve_layers",
+    "weights_hash",
+]
+
+FLOAT16_MAX = 65504.0
+
+
+# -- reductions ------------------------------------------------------------------------------
+def _spatial_dims(t: Any) -> tuple[int, ...]:
+    return tuple(range(2, t.ndim))
+
+
+def _red_mean(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim == 3:  # (B, T, D) token sequence
+        return t.mean(dim=1)
+    return t.mean(dim=_spatial_dims(t))  # (B, C, ...) -> (B, C)
+
+
+def _red_max(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim == 3:
+        return t.amax(dim=1)
+    return t.amax(dim=_spatial_dims(t))
+
+
+def _red_center(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim < 4:
+        raise ActstoreError(
+            f"reduction 'center' needs a conv map (batch, channels, height, width); layer "
+            f"{name!r} gives shape {tuple(t.shape)}; use 'mean' or 'last'"
+        )
+    idx = tuple(s // 2 for s in t.shape[2:])
+    return t[(slice(None), slice(None), *idx)]  # (B, C)
+
+
+def _red_flatten(t: Any, arg: int | None, name: str) -> Any:
+    return t.reshape(t.shape[0], -1)
+
+
+def _red_last(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim != 3:
+        raise ActstoreError(
+            f"reduction 'last' needs a token sequence (batch, tokens, features); layer "
+            f"{name!r} gives shape {tuple(t.shape)}; use 'mean', 'max' or 'flatten'"
+        )
+    return t[:, -1]
+
+
+def _red_all(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim != 3:
+        raise ActstoreError(
+            f"reduction 'all' keeps every token of a sequence (batch, tokens, features); layer "
+            f"{name!r} gives shape {tuple(t.shape)}"
+        )
+    return t  # (B, T, D): stored with a token axis
+
+
+_PROJ_CACHE: dict[tuple[str, int, int, str], Any] = {}
+
+
+def _red_randproj(t: Any, arg: int | None, name: str) -> Any:
+    import torch
+
+    if not arg or arg < 1:
+        raise ActstoreError("reduction 'randproj:K' needs a positive K, e.g. randproj:512")
+    x = t.reshape(t.shape[0], -1)  # (B, D)
+    d = x.shape[1]
+    key = (name, d, arg, str(x.device))
+    if key not in _PROJ_CACHE:
+        # Very sparse random projection (entries +-sqrt(s/K) with prob 1/(2s), s = sqrt(D)),
+        # seeded by layer name and sizes so every checkpoint and run uses the same matrix.
+        seed = int.from_bytes(hashlib.sha256(f"{name}:{d}:{arg}".encode()).digest()[:8], "little")
+        rng = np.random.default_rng(seed)
+        s = max(1.0, float(np.sqrt(d)))
+        nnz_per_col = rng.binomial(d, 1.0 / s, size=arg)
+        rows = np.concatenate([rng.choice(d, size=k, replace=False) for k in nnz_per_col])
+        cols = np.repeat(np.arange(arg), nnz_per_col)
+        vals = rng.choice([-1.0, 1.0], size=len(rows)) * np.sqrt(s / arg)
+        proj = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([cols, rows])), torch.from_numpy(vals).float(), (arg, d),
+            check_invariants=True,
+        ).coalesce()
+        _PROJ_CACHE[key] = proj.to(x.device)
+    proj = _PROJ_CACHE[key]
+    return torch.sparse.mm(proj, x.float().T).T  # (B, K)
+
+
+#: Reductions applied at capture time; ``randproj`` takes ``:K``.
+REDUCTIONS: dict[str, Callable[[Any, int | None, str], Any]] = {
+    "mean": _red_mean,
+    "max": _red_max,
+    "center": _red_center,
+    "flatten": _red_flatten,
+    "last": _red_last,
+    "all": _red_all,
+    "randproj": _red_randproj,
+}
+
+
+def parse_reduction(spec: str) -> tuple[str, int | None]:
+    """``"randproj:512"`` -> ``("randproj", 512)``; checks the name."""
+    name, _, arg = spec.partition(":")
+    if name not in REDUCTIONS:
+        raise ActstoreError(
+            f"unknown reduction {spec!r}; choose one of {', '.join(REDUCTIONS)} (randproj:K)"
+        )
+    try:
+        return name, int(arg) if arg else None
+    except ValueError:
+        raise ActstoreError(f"reduction {spec!r}: K must be an integer") from None
+
+
+def reduce_output(t: Any, spec: str, name: str) -> tuple[Any, str]:
+    """Reduce one layer output; 2-D outputs (batch, units) are kept as they are.
+
+    Returns the reduced tensor and the reduction actually applied.
+    """
+    rname, arg = parse_reduction(spec)
+    if t.ndim <= 2 and rname != "randproj":
+        return t.reshape(t.shape[0], -1), "none"
+    return REDUCTIONS[rname](t, arg, name), spec
+
+
+def _first_tensor(out: Any) -> Any:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+        return None
+    if hasattr(out, "keys") and hasattr(out, "__getitem__"):  # dict, HF ModelOutput
+        if "last_hidden_state" in out.keys():
+            return out["last_hidden_state"]
+        for k in out.keys():
+            t = _first_tensor(out[k])
+            if t is not None:
+                return t
+        return None
+    if is_dataclass(out):
+        for f in fields(out):
+            t = _first_tensor(getattr(out, f.name))
+            if t is not None:
+                return t
+    return None
+
+
+# -- layer selection -------------------------------------------------------------------------
+def layer_names(model: Any) -> list[tuple[str, str]]:
+    """``(canonical name, module path)`` of the layers "all" selects.
+
+    A model may declare ``actstore_layers`` (module paths); otherwise every leaf module.
+    """
+    named = dict(model.named_modules())
+    declared = getattr(model, "actstore_layers", None)
+    if declared is not None:
+        paths = list(declared)
+    else:
+        paths = [p for p, m in named.items() if p and not any(True for _ in m.children())]
+    return [(L.canonical_name(p), p) for p in paths]
+
+
+def resolve_layers(model: Any, layers: str | list[str] = "all") -> list[tuple[str, str]]:
+    """Select layers by ``"all"``, names, module paths or glob patterns (``"conv*"``).
+
+    Raises
+    ------
+    ActstoreError
+        For a pattern that matches no module (the message lists the available names).
+    """
+    named = dict(model.named_modules())
+    default = layer_names(model)
+    if layers == "all" or layers == ["all"]:
+        return default
+    pats = [p.strip() for p in (layers.split(",") if isinstance(layers, str) else layers)]
+    every = [(L.canonical_name(p), p) for p in named]
+    out: list[tuple[str, str]] = []
+    for pat in pats:
+        rx = _glob_regex(pat)
+        hits = [(c, p) for c, p in every if c == pat or (p and rx.fullmatch(p))]
+        if not hits:
+            shown = [c for c, _ in default] or [c for c, _ in every]
+            more = "" if len(shown) <= 40 else f" ... ({len(shown)} in all)"
+            raise ActstoreError(
+                f"no layer matches {pat!r}; available: {', '.join(shown[:40])}{more}"
+            )
+        out += [h for h in hits if h not in out]
+    order = {p: i for i, p in enumerate(named)}
+    return sorted(out, key=lambda cp: order[cp[1]])
+
+
+def _glob_regex(pat: str) -> re.Pattern[str]:
+    """Glob over module paths where ``*`` and ``?`` stay inside one path component."""
+    out = []
+    for ch in pat:
+        out.append({"*": r"[^.]*", "?": r"[^.]"}.get(ch, re.escape(ch)))
+    return re.compile("".join(out))
+
+
+def _reduction_for(name: str, path: str, reduce: str | dict[str, str]) -> str:
+    if isinstance(reduce, str):
+        return reduce
+    for pat, spec in reduce.items():
+        if name == pat or _glob_regex(pat).fullmatch(path):
+            return spec
+    return "mean"
+
+
+# -- checks ----------------------------------------------------------------------------------
+def check_values(a: np.ndarray, layer: str, step: int, dtype: str) -> np.ndarray:
+    """Refuse NaN/Inf and values beyond float16; return ``a`` cast to ``dtype``."""
+    if dtype not in ("float32", "float16"):
+        raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
+    if not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        raise ActstoreError(
+            f"layer {layer!r} at checkpoint {step} has {bad} NaN/Inf activations; fix the model "
+            "or its inputs (nothing of this checkpoint was kept)"
+        )
+    if dtype == "float16" and a.size:
+        m = float(np.abs(a).max())
+        if m > FLOAT16_MAX:
+            raise ActstoreError(
+                f"layer {layer!r} at checkpoint {step} has values up to {m:.4g}, beyond "
+                "float16's range (65504); store it with --dtype float32"
+            )
+    return a.astype(dtype, copy=False)
+
+
+def weights_hash(model: Any) -> str:
+    """sha256 of a model's state dict (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype.is_floating_point or t.numel() else b"")
+    return h.hexdigest()
+
+
+# -- background writer -----------------------------------------------------------------------
+class _SlotWriter:
+    """Writer thread: buffers whole shards per layer and writes each shard in one call."""
+
+    def __init__(self, arrays: dict[str, Any], slot: int, n: int, maxsize: int = 4):
+        self.arrays = arrays
+        self.slot = slot
+        self.n = n
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self.bufs: dict[str, tuple[int, np.ndarray, int]] = {}
+        self.thread = threading.Thread(target=self._run, name="actstore-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                start, batch = item
+                for name, a in batch.items():
+                    self._add(name, start, a)
+            except BaseException as e:
+                self.error = e
+
+    def _add(self, name: str, start: int, a: np.ndarray) -> None:
+        arr = self.arrays[name]
+        shard = arr.shards[1] if arr.shards else arr.chunks[1]
+        pos = 0
+        while pos < len(a):
+            if name not in self.bufs:
+                s0 = start + pos
+                rows = min(shard, self.n - s0)
+                self.bufs[name] = (s0, np.empty((rows, *a.shape[1:]), dtype=a.dtype), 0)
+            s0, buf, fill = self.bufs[name]
+            take = min(len(buf) - fill, len(a) - pos)
+            buf[fill : fill + take] = a[pos : pos + take]
+            fill += take
+            pos += take
+            if fill == len(buf):
+                arr[self.slot, s0 : s0 + len(buf)] = buf
+                del self.bufs[name]
+            else:
+                self.bufs[name] = (s0, buf, fill)
+
+    def put(self, start: int, batch: dict[str, np.ndarray]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((start, batch))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.bufs:  # pragma: no cover - would mean fewer samples than the probe set
+            raise RuntimeError(f"unwritten activations left for layers {sorted(self.bufs)}")
+
+
+class _StopForward(Exception):
+    """Raised in a hook once every requested layer has produced its output."""
+
+
+# -- capture ---------------------------------------------------------------------------------
+def capture_slot(
+    writer: Any,
+    model: Any,
+    step: int,
+    layers: str | list[str] = "all",
+    reduce: str | dict[str, str] = "mean",
+    dtype: str = "float32",
+    batch_size: int = 256,
+    device: Any = None,
+    weights_hash: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> bool:
+    """Record one checkpoint of ``model`` into an open :class:`RunWriter`.
+
+    Parameters
+    ----------
+    writer : RunWriter
+        The run, opened with ``store.writer(...)``.
+    model : torch.nn.Module
+        Any module; tuple, dict and dataclass outputs (Hugging Face) are handled.
+    step : int
+        Training step of this checkpoint.
+    layers : "all", list of str or comma-separated str
+        Names, module paths or glob patterns.
+    reduce : str or dict of glob to str
+        Reduction of conv maps / token sequences (see :data:`REDUCTIONS`).
+    dtype : {"float32", "float16"}
+        Storage dtype; float16 refuses values beyond its range.
+    batch_size : int
+        Probe-set samples per forward pass.
+    device : str or torch.device, optional
+        Where to run the model (default: where its parameters are).
+    weights_hash : str, optional
+        Provenance of the weights; a complete slot recorded from other weights is an error.
+    progress : callable, optional
+        Called with the number of samples done after each batch.
+
+    Returns
+    -------
+    bool
+        ``False`` if the slot was already complete (nothing was done).
+    """
+    import torch
+
+    if writer.is_complete(step, weights_hash):
+        return False
+    if dtype not in ("float32", "float16"):
+        raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
+    if batch_size < 1:
+        raise ActstoreError(f"batch size must be >= 1, got {batch_size}")
+    ps = writer.store.probe_set(writer.probe_set_name)
+    if ps.inputs is None:
+        raise ActstoreError(
+            f"probe set {ps.name!r} has no inputs stored; capture needs the stimuli"
+        )
+    sel = resolve_layers(model, layers)
+    known = writer._attrs.get(L.ATTR_LAYERS, {})
+    if known and set(known) != {c for c, _ in sel}:
+        raise ActstoreError(
+            f"run {writer.run_id!r} records layers {sorted(known)}; this capture selects "
+            f"{sorted(c for c, _ in sel)}; a run records the same layers at every checkpoint"
+        )
+    specs = {c: _reduction_for(c, p, reduce) for c, p in sel}
+    for s in specs.values():
+        parse_reduction(s)
+    modules = dict(model.named_modules())
+    if device is None:
+        p0 = next(iter(model.parameters()), None)
+        device = p0.device if p0 is not None else torch.device("cpu")
+    wants_root = any(p == "" for _, p in sel)
+
+    captured: dict[str, Any] = {}
+    applied: dict[str, tuple[str, list[int]]] = {}
+
+    def hook_for(cname: str) -> Callable[..., None]:
+        def hook(mod: Any, inp: Any, out: Any) -> None:
+            t = _first_tensor(out)
+            if t is None:
+                raise ActstoreError(f"layer {cname!r} returned no tensor; choose another layer")
+            red, used = reduce_output(t.detach(), specs[cname], cname)
+            applied.setdefault(cname, (used, list(t.shape[1:])))
+            # device-to-host sync point: the reduced batch is copied to host memory
+            captured[cname] = red.float().cpu().numpy()
+            if not wants_root and len(captured) == len(sel):
+                raise _StopForward
+
+        return hook
+
+    n = ps.n
+    was_training = model.training
+    model.eval()
+    handles = [modules[p].register_forward_hook(hook_for(c)) for c, p in sel]
+    sw: _SlotWriter | None = None
+    slot_started = False
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(ps.inputs[start : start + batch_size]))
+                if xb.is_floating_point():
+                    xb = xb.float()
+                xb = xb.to(device)
+                captured.clear()
+                try:
+                    model(xb)
+                except _StopForward:
+                    pass
+                missing = [c for c, _ in sel if c not in captured]
+                if missing:
+                    raise ActstoreError(
+                        f"layers {missing} produced no output in the forward pass; they are not "
+                        "used by this model's forward(); choose other layers"
+                    )
+                batch = {c: check_values(captured[c], c, step, dtype) for c, _ in sel}
+                if sw is None:
+                    writer.begin_slot(step, weights_hash)
+                    slot_started = True
+                    arrays = {}
+                    for c, p in sel:
+                        used, out_shape = applied[c]
+                        kind = {1: "vector", 2: "sequence"}.get(len(out_shape), "conv")
+                        info = {"module": p, "reduction": used, "output_shape": out_shape,
+                                "kind": kind}
+                        if used == "all":
+                            info["unit_dims"] = ["token", "unit"]
+                        arrays[c] = writer.layer_array(c, batch[c].shape[1:], dtype, info)
+                    sw = _SlotWriter(arrays, writer._slot_index(step), n)
+                sw.put(start, batch)
+                if progress is not None:
+                    progress(min(n, start + batch_size))
+        if sw is not None:
+            sw.close()
+            sw = None
+        writer.end_slot(step)
+    except BaseException:
+        if sw is not None:
+            try:
+                sw.close()
+            except BaseException:
+                pass
+        if slot_started:
+            writer.rollback_slot(step)
+        raise
+    finally:
+        for h in handles:
+            h.remove()
+        captured.clear()
+        model.train(was_training)
+    return True

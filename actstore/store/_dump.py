@@ -1,0 +1,294 @@
+"""``actstore dump``: record every checkpoint file of a run into a store, resumably."""
+
+from __future__ import annotations
+
+import glob as _glob
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.store._layout import DEFAULT_CODEC
+from actstore.store._probeset import ProbeSet
+
+__all__ = ["DumpReport", "dump", "find_checkpoints", "load_factory", "probe_set_from_npz"]
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+@dataclass
+class DumpReport:
+    """What a dump did: steps written and steps found complete already."""
+
+    run: str
+    written: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Import a model factory named ``package.module:function`` or ``path/file.py:function``.
+
+    This is the only user code actstore imports, and only when the user names it.
+    """
+    mod_name, sep, fn_name = spec.rpartition(":")
+    if not sep or not mod_name or not fn_name:
+        raise ActstoreError(
+            f"--model {spec!r} must name a factory as package.module:function or file.py:function"
+        )
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise ActstoreError(f"model factory file {mod_name} does not exist")
+            modspec = importlib.util.spec_from_file_location(f"_actstore_user_{path.stem}", path)
+            assert modspec is not None and modspec.loader is not None
+            module = importlib.util.module_from_spec(modspec)
+            sys.modules[modspec.name] = module
+            modspec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ActstoreError(f"cannot import {mod_name!r} for --model {spec!r}: {e}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ActstoreError(f"{mod_name!r} has no callable {fn_name!r} (from --model {spec!r})")
+    return fn  # type: ignore[no-any-return]
+
+
+def _step_from_name(path: Path) -> int | None:
+    nums = re.findall(r"\d+", path.stem)
+    return int(nums[-1]) if nums else None
+
+
+def _load_state(path: Path) -> tuple[dict[str, Any], int | None]:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ActstoreError(
+            f"cannot load checkpoint {path} as plain tensors (weights_only=True): {e}"
+        ) from None
+    step = None
+    if isinstance(obj, dict):
+        if "step" in obj and not hasattr(obj["step"], "shape"):
+            step = int(obj["step"])
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                return obj[key], step
+        return obj, step
+    raise ActstoreError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+
+
+def find_checkpoints(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Checkpoint files from a directory, a glob pattern, or a list of paths."""
+    if isinstance(spec, (str, Path)):
+        p = Path(spec)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix in CHECKPOINT_SUFFIXES)
+        elif p.is_file():
+            files = [p]
+        else:
+            files = sorted(Path(f) for f in _glob.glob(str(spec)))
+    else:
+        files = [Path(f) for f in spec]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ActstoreError(f"checkpoint files not found: {', '.join(missing)}")
+    if not files:
+        raise ActstoreError(
+            f"no checkpoint files ({'/'.join(CHECKPOINT_SUFFIXES)}) found at {spec}"
+        )
+    return files
+
+
+def probe_set_from_npz(path: str | Path, name: str | None = None) -> ProbeSet:
+    """A probe set from an ``.npz`` file: ``inputs``, optional ``sample``, one 1-D array per
+    feature (every other array of length n)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ActstoreError(f"probe set file {p} does not exist")
+    with np.load(p, allow_pickle=False) as z:
+        if "inputs" not in z.files:
+            raise ActstoreError(f"probe set file {p} has no 'inputs' array (has {z.files})")
+        inputs = z["inputs"]
+        sample = z["sample"] if "sample" in z.files else None
+        labels = {k: z[k] for k in z.files if k not in ("inputs", "sample")}
+    n = len(inputs)
+    for k, v in labels.items():
+        if v.ndim != 1 or len(v) != n:
+            raise ActstoreError(
+                f"probe set file {p}: labels {k!r} have shape {v.shape} but there are {n} "
+                "inputs; give one label per input"
+            )
+    return ProbeSet(name=name or p.stem, labels=labels, inputs=inputs, sample=sample,
+                    attrs={"generator": "npz", "source": p.name})
+
+
+def _remove_url(url: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def dump(
+    store: str,
+    run: str,
+    model: str | Callable[..., Any],
+    checkpoints: str | Path | Sequence[str | Path],
+    probe_set: str | ProbeSet,
+    layers: str | list[str] = "all",
+    reduce: str | dict[str, str] = "mean",
+    dtype: str = "float32",
+    batch_size: int = 256,
+    device: str = "cpu",
+    attrs: dict[str, Any] | None = None,
+    factory_kwargs: dict[str, Any] | None = None,
+    codec: str = DEFAULT_CODEC,
+    progress: bool = False,
+) -> DumpReport:
+    """Record the activations of every checkpoint of one run into ``store``.
+
+    Resumable and idempotent per checkpoint: complete slots are skipped (after checking their
+    weights hash), interrupted ones are redone. Every input is checked before anything is
+    written; on an error the store is left as it was (a store or probe set made by this call
+    is removed again).
+
+    Parameters
+    ----------
+    store : str
+        Path or fsspec URL; created if missing.
+    run : str
+        Run id.
+    model : str or callable
+        ``package.module:factory`` / ``file.py:factory``, or the factory itself.
+    checkpoints : str, Path or list
+        A directory of ``.pt`` files, a glob, or a list of files. The step of a file is its
+        ``"step"`` entry or the last number in its name.
+    probe_set : str or ProbeSet
+        A probe set in the store, an ``.npz`` file, or a :class:`ProbeSet`.
+    """
+    import torch
+
+    from actstore.store._capture import resolve_layers, weights_hash
+    from actstore.store._store import _exists, create_store, open_store
+
+    factory = load_factory(model) if isinstance(model, str) else model
+    model_name = model if isinstance(model, str) else getattr(model, "__name__", "model")
+    files = find_checkpoints(checkpoints)
+    net = factory(**(factory_kwargs or {}))
+    if not isinstance(net, torch.nn.Module):
+        raise ActstoreError(f"model factory {model_name!r} returned {type(net).__name__}, "
+                            "not a torch.nn.Module")
+    resolve_layers(net, layers)  # unknown names fail before anything is written
+    plan: list[tuple[int, Path, str]] = []
+    for f in files:
+        state, step = _load_state(f)
+        step = step if step is not None else _step_from_name(f)
+        if step is None:
+            raise ActstoreError(f"cannot tell the training step of {f}: name it like "
+                                "step_100.pt or store {'step': 100, 'state_dict': ...}")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            detail = " ".join(s.strip() for s in first[1:3]) or first[0]
+            raise ActstoreError(
+                f"checkpoint {f} does not match model {model_name}: {detail}"
+            ) from None
+        plan.append((step, f, weights_hash(net)))
+    steps = [s for s, _, _ in plan]
+    if len(set(steps)) != len(steps):
+        raise ActstoreError(f"two checkpoint files share a step: {sorted(steps)}")
+    plan.sort()
+
+    ps_obj: ProbeSet | None = None
+    if isinstance(probe_set, ProbeSet):
+        ps_obj = probe_set
+    elif str(probe_set).endswith(".npz"):
+        ps_obj = probe_set_from_npz(probe_set)
+    created = not _exists(store)
+    st = create_store(store) if created else open_store(store, mode="a")
+    if ps_obj is None and probe_set not in st.probe_set_names():
+        raise ActstoreError(
+            f"no probe set {probe_set!r} in {store}; give an .npz file or one of: "
+            f"{', '.join(st.probe_set_names()) or 'none'}"
+        )
+    added = st.add_probe_set(ps_obj) if ps_obj is not None else False
+    ps_name = ps_obj.name if ps_obj is not None else str(probe_set)
+    meta = {"model": model_name, "dataset": ps_name, **(attrs or {})}
+    report = DumpReport(run=run)
+    try:
+        net.to(device)
+        with st.writer(run, ps_name, steps, attrs=meta, codec=codec) as w:
+            bar = _progress(progress, len(plan) * st.probe_set(ps_name, inputs=False).n)
+            with bar:
+                for step, f, wh in plan:
+                    if w.is_complete(step, wh):
+                        report.skipped.append(step)
+                        bar.advance(w.n_samples)
+                        continue
+                    state, _ = _load_state(f)
+                    net.load_state_dict(state, strict=True)
+                    done = [0]
+
+                    def tick(k: int, done: list[int] = done) -> None:
+                        bar.advance(k - done[0])
+                        done[0] = k
+
+                    w.capture(net, step, layers=layers, reduce=reduce, dtype=dtype,
+                              batch_size=batch_size, device=device, weights_hash=wh,
+                              progress=tick)
+                    report.written.append(step)
+    except BaseException:
+        if created:
+            _remove_url(store)
+        elif added:
+            st.refresh()
+            if ps_name not in {st.reader(r).attrs.get("probe_set") for r in st.run_ids()}:
+                st.remove_probe_set(ps_name)
+                st.consolidate()
+        raise
+    return report
+
+
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+    def advance(self, k: int) -> None:
+        return None
+
+
+class _RichBar(_NoBar):
+    def __init__(self, total: int):
+        from rich.progress import Progress
+
+        self.p = Progress(transient=False)
+        self.task = self.p.add_task("dump", total=total)
+
+    def __enter__(self) -> _RichBar:
+        self.p.start()
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        self.p.stop()
+
+    def advance(self, k: int) -> None:
+        self.p.advance(self.task, k)
+
+
+def _progress(show: bool, total: int) -> _NoBar:
+    return _RichBar(total) if show else _NoBar()

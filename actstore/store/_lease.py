@@ -1,0 +1,146 @@
+"""One writer per run: a lease that a second process cannot take while the first is alive.
+
+Local stores use an ``flock`` on a lock file in the system's temporary directory (released by
+the kernel even when the holder is killed with SIGKILL). ``memory://`` stores live in one
+process and use an in-process registry. Other URLs (``s3://``...) use a lease attribute on the
+run group that the holder renews every few seconds; a lease that is not renewed expires.
+In every case the holder is also recorded in the run's ``actstore.writer`` attribute, so that a
+refused writer can say who holds the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from actstore._errors import WriterConflictError
+
+__all__ = ["Lease", "is_local", "settle_delay"]
+
+TTL_SECONDS = 60.0
+_HELD_IN_PROCESS: set[str] = set()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def is_local(url: str) -> bool:
+    """True for plain paths and ``file://`` URLs."""
+    return "://" not in url or url.startswith("file://")
+
+
+def _local_path(url: str) -> str:
+    return os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
+
+
+def _describe(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "another process"
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
+
+
+class Lease:
+    """Exclusive right to write one run of one store."""
+
+    def __init__(self, url: str, run_id: str):
+        self.url = url
+        self.run_id = run_id
+        self.key = f"{_local_path(url) if is_local(url) else url}::{run_id}"
+        self.info = {
+            "id": uuid.uuid4().hex,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "expires": 0.0,
+        }
+        self._fd: int | None = None
+        self._in_process = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- acquisition -------------------------------------------------------------------------
+    def _conflict(self, holder: dict[str, Any] | None) -> WriterConflictError:
+        return WriterConflictError(
+            f"run {self.run_id!r} in {self.url} is being written by {_describe(holder)}; "
+            "wait for that writer to finish, or write to another run id"
+        )
+
+    def acquire_local(self, current: dict[str, Any] | None) -> None:
+        """Take the lock before anything is written (local paths and memory:// only)."""
+        if is_local(self.url):
+            lockdir = Path(tempfile.gettempdir()) / "actstore-locks"
+            lockdir.mkdir(exist_ok=True)
+            name = hashlib.sha256(self.key.encode()).hexdigest()[:32] + ".lock"
+            fd = os.open(lockdir / name, os.O_RDWR | os.O_CREAT, 0o666)
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise self._conflict(current) from None
+            self._fd = fd
+        elif self.url.startswith("memory://"):
+            with _REGISTRY_LOCK:
+                if self.key in _HELD_IN_PROCESS:
+                    raise self._conflict(current)
+                _HELD_IN_PROCESS.add(self.key)
+            self._in_process = True
+
+    @property
+    def needs_attr_lease(self) -> bool:
+        """True where the run attribute is the only lock (object stores)."""
+        return not (is_local(self.url) or self.url.startswith("memory://"))
+
+    def check_attr(self, current: dict[str, Any] | None) -> None:
+        """Refuse if a live lease of another writer is recorded on the run."""
+        if not current or current.get("id") == self.info["id"]:
+            return
+        if self.needs_attr_lease:
+            if float(current.get("expires", 0)) > time.time():
+                raise self._conflict(current)
+
+    def stamp(self) -> dict[str, Any]:
+        """The attribute value to record now (renewed expiry)."""
+        self.info["expires"] = time.time() + TTL_SECONDS
+        return dict(self.info)
+
+    def start_heartbeat(self, renew: Any) -> None:
+        """Renew the attribute lease every TTL/4 seconds (object stores only)."""
+        if not self.needs_attr_lease:
+            return
+
+        def beat() -> None:
+            while not self._stop.wait(TTL_SECONDS / 4):
+                with contextlib.suppress(Exception):
+                    renew()
+
+        self._thread = threading.Thread(target=beat, name="actstore-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Give the run back (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+        if self._in_process:
+            with _REGISTRY_LOCK:
+                _HELD_IN_PROCESS.discard(self.key)
+            self._in_process = False
+
+
+def settle_delay(url: str) -> float:
+    """Seconds to wait before re-reading an attribute lease (object stores)."""
+    return 0.0 if is_local(url) or url.startswith("memory://") else 1.0
+

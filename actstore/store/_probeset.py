@@ -1,0 +1,118 @@
+"""Probe sets: the stimuli activations are recorded on, with one label array per feature."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+
+__all__ = ["ProbeSet"]
+
+_RESERVED = {"sample", "inputs", "checkpoint", "status"}
+
+
+@dataclass
+class ProbeSet:
+    """A named set of stimuli and their feature labels.
+
+    Parameters
+    ----------
+    name : str
+        Name under ``/probe_sets`` (letters, digits, ``_``, ``-``, ``.``).
+    labels : dict of str to array of shape (n,)
+        One label array per feature (integer classes or continuous values).
+    inputs : array of shape (n, ...), optional
+        The stimuli themselves, fed to the model in batches along axis 0.
+    sample : array of shape (n,), optional
+        Stable sample ids (default ``arange(n)``).
+    attrs : dict, optional
+        JSON-serialisable description: generator name and parameters.
+    """
+
+    name: str
+    labels: dict[str, np.ndarray]
+    inputs: np.ndarray | None = None
+    sample: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "_-." for c in self.name):
+            raise ActstoreError(
+                f"probe set name {self.name!r} is not usable as a store path; "
+                "use letters, digits, '_', '-' or '.'"
+            )
+        self.labels = {k: np.asarray(v) for k, v in self.labels.items()}
+        n = None
+        if self.inputs is not None:
+            self.inputs = np.asarray(self.inputs)
+            n = len(self.inputs)
+        if self.sample is None:
+            if n is None:
+                lens = {len(v) for v in self.labels.values()}
+                n = lens.pop() if len(lens) == 1 else None
+            if n is None:
+                raise ActstoreError(
+                    f"probe set {self.name!r}: give inputs or sample ids (the label arrays "
+                    "alone do not agree on a sample count)"
+                )
+            self.sample = np.arange(n, dtype=np.int64)
+        self.sample = np.asarray(self.sample)
+        n = len(self.sample)
+        if self.inputs is not None and len(self.inputs) != n:
+            raise ActstoreError(
+                f"probe set {self.name!r}: {len(self.inputs)} inputs but {n} sample ids; "
+                "they must agree"
+            )
+        if len(np.unique(self.sample)) != n:
+            raise ActstoreError(f"probe set {self.name!r}: sample ids are not unique")
+        for k, v in self.labels.items():
+            if k in _RESERVED or not k.replace("_", "").isalnum():
+                raise ActstoreError(
+                    f"probe set {self.name!r}: feature name {k!r} is reserved or not a plain "
+                    "identifier; rename it"
+                )
+            if v.ndim != 1 or len(v) != n:
+                raise ActstoreError(
+                    f"probe set {self.name!r}: labels of feature {k!r} have shape {v.shape}, "
+                    f"but there are {n} samples; give one label per sample"
+                )
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        assert self.sample is not None
+        return len(self.sample)
+
+    @property
+    def features(self) -> list[str]:
+        """Feature names, in insertion order."""
+        return list(self.labels)
+
+    @property
+    def hash(self) -> str:
+        """sha256 over sample ids, labels, inputs and generator attributes."""
+        h = hashlib.sha256()
+        assert self.sample is not None
+        for name, arr in [("sample", self.sample), *sorted(self.labels.items())]:
+            h.update(name.encode())
+            h.update(str(arr.dtype).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        if self.inputs is not None:
+            h.update(b"inputs" + str(self.inputs.dtype).encode() + str(self.inputs.shape).encode())
+            h.update(np.ascontiguousarray(self.inputs).tobytes())
+        return h.hexdigest()
+
+    def subset(self, index: np.ndarray, name: str | None = None) -> ProbeSet:
+        """A new probe set of the samples at ``index``."""
+        assert self.sample is not None
+        return ProbeSet(
+            name=name or self.name,
+            labels={k: v[index] for k, v in self.labels.items()},
+            inputs=None if self.inputs is None else self.inputs[index],
+            sample=self.sample[index],
+            attrs=dict(self.attrs),
+        )

@@ -1,0 +1,515 @@
+"""Runs: writing checkpoint slots resumably and safely, and reading them back."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError, ProvenanceError, StoreError
+from actstore.store import _layout as L
+from actstore.store._lease import Lease, settle_delay
+
+__all__ = ["RunReader", "RunWriter"]
+
+#: Run attributes that identify what a run is; an existing run must agree on all of them.
+IDENTITY_KEYS = ("model", "task", "seed", "dataset", "variant", "config")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_name(run_id: str) -> None:
+    if not run_id or not all(c.isalnum() or c in "_-." for c in run_id) or run_id[0] == ".":
+        raise ActstoreError(
+            f"run id {run_id!r} is not usable as a store path; use letters, digits, '_', '-', '.'"
+        )
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+class RunReader:
+    """Read access to one run: layers, checkpoint slots, labels, activations."""
+
+    def __init__(self, store: Any, run_id: str):
+        self.store = store
+        self.run_id = run_id
+        self.group = store.root[L.RUNS][run_id]
+        self._all_attrs = dict(self.group.attrs)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Run attributes (model, task, seed, dataset, config, probe_set, metrics...)."""
+        return {k: v for k, v in self._all_attrs.items() if not k.startswith("actstore.")}
+
+    @property
+    def layer_table(self) -> dict[str, dict[str, Any]]:
+        """``name -> {module, kind, output_shape, reduction, units, dtype}``."""
+        return dict(self._all_attrs.get(L.ATTR_LAYERS, {}))
+
+    @property
+    def layers(self) -> list[str]:
+        """Recorded layer names, in forward order."""
+        return list(self.layer_table)
+
+    @property
+    def planned_steps(self) -> list[int]:
+        """Steps of all slots, written or not."""
+        return [int(s) for s in self._all_attrs.get(L.ATTR_STEPS, [])]
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Step of each slot; ``-1`` marks a slot not yet written."""
+        return np.asarray(self.group["checkpoint"][...], dtype=np.int64)
+
+    @property
+    def status(self) -> np.ndarray:
+        """0 empty, 1 writing (or interrupted), 2 complete, per slot."""
+        return np.asarray(self.group["status"][...], dtype=np.uint8)
+
+    @property
+    def complete(self) -> np.ndarray:
+        """Boolean per slot."""
+        return self.status == L.STATUS_COMPLETE
+
+    @property
+    def complete_steps(self) -> list[int]:
+        """Steps whose slots are complete, in slot order."""
+        return [int(s) for s, c in zip(self.steps, self.complete, strict=True) if c]
+
+    @property
+    def sample(self) -> np.ndarray:
+        """Sample ids (copied from the probe set)."""
+        return np.asarray(self.group["sample"][...])
+
+    @property
+    def features(self) -> list[str]:
+        """Feature names of the run's probe set."""
+        return list(self._all_attrs.get("actstore.features", []))
+
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        """Feature labels (copied from the probe set), one array of shape (n,) each."""
+        return {f: np.asarray(self.group[f][...]) for f in self.features}
+
+    def _layer(self, layer: str) -> Any:
+        if layer not in self.layer_table:
+            raise ActstoreError(
+                f"run {self.run_id!r} has no layer {layer!r}; layers: "
+                f"{', '.join(self.layers) or 'none (nothing captured yet)'}"
+            )
+        return self.group[layer]
+
+    def array(self, layer: str) -> Any:
+        """The zarr array of a layer, shape (checkpoints, samples, *unit_shape)."""
+        return self._layer(layer)
+
+    def units(self, layer: str) -> int:
+        """Number of units (product of the unit shape) of a layer."""
+        return int(np.prod(self._layer(layer).shape[2:]))
+
+    def slot(self, step: int) -> int:
+        """Slot index of a written step."""
+        idx = np.flatnonzero(self.steps == int(step))
+        if len(idx) == 0:
+            raise ActstoreError(
+                f"run {self.run_id!r} has no checkpoint at step {step}; written steps: "
+                f"{[int(s) for s in self.steps if s >= 0]}"
+            )
+        return int(idx[0])
+
+    def _complete_slot(self, step: int) -> int:
+        i = self.slot(step)
+        if self.status[i] != L.STATUS_COMPLETE:
+            raise StoreError(
+                f"checkpoint {step} of run {self.run_id!r} is incomplete (an interrupted "
+                "write); re-run the dump or training to finish it"
+            )
+        return i
+
+    def read(self, layer: str, step: int) -> np.ndarray:
+        """Activations of one (layer, checkpoint) as an array of shape (n_samples, units)."""
+        arr = self._layer(layer)
+        i = self._complete_slot(step)
+        try:
+            data = np.asarray(arr[i])
+        except Exception as e:  # checksum or codec failure
+            raise StoreError(
+                f"corrupt data in run {self.run_id!r}, layer {layer!r}, checkpoint {step}: {e}; "
+                "run `actstore verify` on the store"
+            ) from None
+        return data.reshape(data.shape[0], -1)
+
+    def iter_blocks(
+        self, layer: str, step: int, block: int | None = None
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Stream one (layer, checkpoint) along samples in chunk-aligned blocks.
+
+        Yields
+        ------
+        (start, stop, block) : (int, int, array of shape (stop - start, units))
+        """
+        arr = self._layer(layer)
+        i = self._complete_slot(step)
+        n = arr.shape[1]
+        step_rows = block or arr.chunks[1]
+        for start in range(0, n, step_rows):
+            stop = min(n, start + step_rows)
+            try:
+                data = np.asarray(arr[i, start:stop])
+            except Exception as e:
+                raise StoreError(
+                    f"corrupt data in run {self.run_id!r}, layer {layer!r}, checkpoint {step}, "
+                    f"samples {start}:{stop}: {e}; run `actstore verify` on the store"
+                ) from None
+            yield start, stop, data.reshape(stop - start, -1)
+
+
+class RunWriter:
+    """Context manager that holds a run's writer lease and writes checkpoint slots.
+
+    Use :meth:`actstore.store.Store.writer` to make one.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        run_id: str,
+        probe_set: str,
+        steps: list[int],
+        attrs: dict[str, Any],
+        codec: str,
+    ):
+        _check_name(run_id)
+        L.make_codecs(codec)  # validates the name
+        self.store = store
+        self.run_id = run_id
+        self.probe_set_name = probe_set
+        self.steps = sorted({int(s) for s in steps})
+        if any(s < 0 for s in self.steps):
+            raise ActstoreError(f"checkpoint steps must be >= 0, got {self.steps}")
+        self.identity = _jsonable({k: attrs.get(k) for k in IDENTITY_KEYS})
+        self.extra_attrs = _jsonable({k: v for k, v in attrs.items() if k not in IDENTITY_KEYS})
+        self.codec = codec
+        self.group: Any = None
+        self._attrs: dict[str, Any] = {}
+        self._attr_lock = threading.Lock()
+        self._lease = Lease(store.url, run_id)
+        self._created = False
+        self._entered = False
+
+    # -- attributes --------------------------------------------------------------------------
+    def _put_attrs(self, updates: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
+        with self._attr_lock:
+            self._attrs.update(_jsonable(updates))
+            for k in remove:
+                self._attrs.pop(k, None)
+            self.group.attrs.put(self._attrs)
+
+    def update_attrs(self, updates: dict[str, Any]) -> None:
+        """Add or replace run attributes (metrics, notes). Identity keys cannot change."""
+        bad = [k for k in updates if k in IDENTITY_KEYS or k.startswith("actstore.")]
+        if bad:
+            raise ActstoreError(f"run attributes {bad} are fixed when the run is created")
+        self._put_attrs(updates)
+
+    # -- entering: provenance, lease, layout -------------------------------------------------
+    def __enter__(self) -> RunWriter:
+        st = self.store
+        ps_group = st.root[L.PROBE_SETS][self.probe_set_name] if (
+            self.probe_set_name in st.probe_set_names()) else None
+        if ps_group is None:
+            raise ActstoreError(
+                f"no probe set {self.probe_set_name!r} in {st.url}; add it first "
+                f"(available: {', '.join(st.probe_set_names()) or 'none'})"
+            )
+        self._ps_hash = ps_group.attrs["actstore.hash"]
+        self._ps_features = list(ps_group.attrs.get("actstore.features", []))
+        runs = st._group(L.RUNS)
+        existing = runs[self.run_id] if self.run_id in runs else None
+        current_writer = dict(existing.attrs).get(L.ATTR_WRITER) if existing is not None else None
+        self._lease.acquire_local(current_writer)
+        try:
+            self._enter_locked(runs, existing)
+        except BaseException:
+            self._lease.release()
+            raise
+        self._entered = True
+        return self
+
+    def _enter_locked(self, runs: Any, existing: Any) -> None:
+        if existing is not None:
+            old = dict(existing.attrs)
+            self._lease.check_attr(old.get(L.ATTR_WRITER))
+            if not old.get(L.ATTR_LAYOUT_DONE):
+                # creation was interrupted before any slot could be written: start over
+                del runs[self.run_id]
+                existing = None
+            else:
+                self._check_provenance(old)
+        if existing is None:
+            self.group = runs.create_group(self.run_id)
+            self._created = True
+            self._attrs = {
+                **self.identity,
+                "probe_set": self.probe_set_name,
+                "probe_set_hash": self._ps_hash,
+                "config_hash": L.json_hash(self.identity),
+                "actstore_version": _version(),
+                "created": _now(),
+                **self.extra_attrs,
+                "actstore.features": self._ps_features,
+                L.ATTR_STEPS: [],
+                L.ATTR_SLOTS: {},
+                L.ATTR_LAYERS: {},
+                L.ATTR_LAYOUT_DONE: False,
+            }
+        else:
+            self.group = existing
+            self._attrs = dict(existing.attrs)
+            self._attrs.update(self.extra_attrs)
+        self._put_attrs({L.ATTR_WRITER: self._lease.stamp()})
+        delay = settle_delay(self.store.url)
+        if delay:
+            time.sleep(delay)
+            from actstore.store import open_store
+
+            fresh = open_store(self.store.url, mode="r").root[L.RUNS][self.run_id]
+            holder = dict(fresh.attrs).get(L.ATTR_WRITER) or {}
+            if holder.get("id") != self._lease.info["id"]:
+                raise self._lease._conflict(holder)
+        self._lease.start_heartbeat(lambda: self._put_attrs({L.ATTR_WRITER: self._lease.stamp()}))
+        if self._created:
+            self._create_layout()
+        self._add_slots(self.steps)
+
+    def _check_provenance(self, old: dict[str, Any]) -> None:
+        diffs = [k for k in IDENTITY_KEYS if old.get(k) != self.identity.get(k)]
+        if diffs:
+            k = diffs[0]
+            raise ProvenanceError(
+                f"run {self.run_id!r} in {self.store.url} exists with another {k} "
+                f"({old.get(k)!r} there, {self.identity.get(k)!r} now); use a new run id"
+            )
+        if old.get("probe_set") != self.probe_set_name or old.get("probe_set_hash") != self._ps_hash:
+            raise ProvenanceError(
+                f"run {self.run_id!r} was recorded on probe set {old.get('probe_set')!r} "
+                f"(hash {str(old.get('probe_set_hash'))[:12]}), not on {self.probe_set_name!r} "
+                f"(hash {self._ps_hash[:12]}); use a new run id"
+            )
+
+    def _create_layout(self) -> None:
+        from zarr.codecs import Crc32cCodec
+
+        ps_group = self.store.root[L.PROBE_SETS][self.probe_set_name]
+        g = self.group
+        g.create_array("checkpoint", shape=(0,), chunks=(1,), dtype="int64", fill_value=-1,
+                       dimension_names=("checkpoint",), compressors=[Crc32cCodec()])
+        g.create_array("status", shape=(0,), chunks=(1,), dtype="uint8", fill_value=0,
+                       dimension_names=("checkpoint",), compressors=[Crc32cCodec()])
+        g.create_array("sample", data=ps_group["sample"][...], dimension_names=("sample",))
+        for f in self._ps_features:
+            g.create_array(f, data=ps_group[f][...], dimension_names=("sample",))
+        self._put_attrs({L.ATTR_LAYOUT_DONE: True})
+
+    def _add_slots(self, steps: list[int]) -> None:
+        planned = [int(s) for s in self._attrs.get(L.ATTR_STEPS, [])]
+        new = [s for s in steps if s not in planned]
+        if not new:
+            return
+        total = len(planned) + len(new)
+        for name in ["checkpoint", "status", *self._attrs.get(L.ATTR_LAYERS, {})]:
+            arr = self.group[name]
+            arr.resize((total, *arr.shape[1:]))
+        self._put_attrs({L.ATTR_STEPS: planned + new})
+
+    # -- slots -------------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        """Number of samples of the run's probe set."""
+        return int(self.group["sample"].shape[0])
+
+    def _slot_index(self, step: int) -> int:
+        planned = [int(s) for s in self._attrs[L.ATTR_STEPS]]
+        if int(step) not in planned:
+            self._add_slots([int(step)])
+            planned = [int(s) for s in self._attrs[L.ATTR_STEPS]]
+        return planned.index(int(step))
+
+    def is_complete(self, step: int, weights_hash: str | None = None) -> bool:
+        """True if the slot of ``step`` is complete.
+
+        With ``weights_hash``, a complete slot recorded from other weights raises
+        :class:`ProvenanceError` instead of being reused.
+        """
+        planned = [int(s) for s in self._attrs.get(L.ATTR_STEPS, [])]
+        if int(step) not in planned:
+            return False
+        i = planned.index(int(step))
+        if int(self.group["status"][i]) != L.STATUS_COMPLETE:
+            return False
+        if weights_hash is not None:
+            old = self._attrs.get(L.ATTR_SLOTS, {}).get(str(int(step)), {}).get("weights_hash")
+            if old is not None and old != weights_hash:
+                raise ProvenanceError(
+                    f"checkpoint {step} of run {self.run_id!r} was recorded from other weights "
+                    f"(sha256 {old[:12]}, now {weights_hash[:12]}); use a new run id"
+                )
+        return True
+
+    def layer_array(self, name: str, unit_shape: tuple[int, ...], dtype: str,
+                    info: dict[str, Any]) -> Any:
+        """The zarr array of a layer, created on first use with the chunking of FORMAT.md."""
+        table = dict(self._attrs.get(L.ATTR_LAYERS, {}))
+        if name in table:
+            arr = self.group[name]
+            if tuple(arr.shape[2:]) != tuple(unit_shape) or str(arr.dtype) != dtype:
+                raise ActstoreError(
+                    f"layer {name!r} of run {self.run_id!r} holds {tuple(arr.shape[2:])} "
+                    f"{arr.dtype} units, but this capture gives {tuple(unit_shape)} {dtype}; "
+                    "use a new run id for another model or reduction"
+                )
+            return arr
+        n = self.n_samples
+        itemsize = np.dtype(dtype).itemsize
+        per_chunk, per_shard = L.chunk_shape(n, unit_shape, itemsize)
+        n_slots = len(self._attrs[L.ATTR_STEPS])
+        unit_dims = (f"{name}_unit",) if len(unit_shape) == 1 else tuple(
+            f"{name}_{d}" for d in info.get("unit_dims", [f"dim{i}" for i in range(len(unit_shape))])
+        )
+        arr = self.group.create_array(
+            name,
+            shape=(n_slots, n, *unit_shape),
+            chunks=(1, per_chunk, *unit_shape),
+            shards=(1, per_shard, *unit_shape),
+            dtype=dtype,
+            fill_value=np.nan,
+            compressors=L.make_codecs(self.codec),
+            dimension_names=("checkpoint", "sample", *unit_dims),
+            attributes=_jsonable(info),
+        )
+        table[name] = _jsonable({**info, "units": int(np.prod(unit_shape)), "dtype": dtype})
+        self._put_attrs({L.ATTR_LAYERS: table})
+        return arr
+
+    def begin_slot(self, step: int, weights_hash: str | None = None) -> int:
+        """Mark the slot of ``step`` as being written; returns its index."""
+        i = self._slot_index(step)
+        slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
+        slots[str(int(step))] = {"weights_hash": weights_hash, "started": _now()}
+        self._put_attrs({L.ATTR_SLOTS: slots})
+        self.group["status"][i] = L.STATUS_WRITING
+        self.group["checkpoint"][i] = int(step)
+        return i
+
+    def end_slot(self, step: int) -> None:
+        """Mark the slot complete: written last, after every layer of the slot."""
+        i = self._slot_index(step)
+        self.group["status"][i] = L.STATUS_COMPLETE
+        slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
+        slots.setdefault(str(int(step)), {})["completed"] = _now()
+        self._put_attrs({L.ATTR_SLOTS: slots})
+
+    def rollback_slot(self, step: int) -> None:
+        """Forget a slot whose write failed: its chunks are removed, status back to empty."""
+        i = self._slot_index(step)
+        for name in self._attrs.get(L.ATTR_LAYERS, {}):
+            arr = self.group[name]
+            # writing the fill value removes the chunks (zarr does not store empty chunks)
+            arr[i] = np.nan
+        self.group["status"][i] = L.STATUS_EMPTY
+        self.group["checkpoint"][i] = -1
+        slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
+        slots.pop(str(int(step)), None)
+        self._put_attrs({L.ATTR_SLOTS: slots})
+
+    def write_slot(
+        self,
+        step: int,
+        arrays: dict[str, np.ndarray],
+        weights_hash: str | None = None,
+        dtype: str = "float32",
+        info: dict[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Write precomputed activations of one checkpoint.
+
+        Parameters
+        ----------
+        step : int
+            Training step of the checkpoint.
+        arrays : dict of str to array of shape (n_samples, *unit_shape)
+            One array per layer.
+        Returns ``False`` (and writes nothing) if the slot was already complete.
+        """
+        from actstore.store._capture import check_values
+
+        if self.is_complete(step, weights_hash):
+            return False
+        known = self._attrs.get(L.ATTR_LAYERS, {})
+        if known and set(arrays) != set(known):
+            raise ActstoreError(
+                f"run {self.run_id!r} records layers {sorted(known)}; this slot gives "
+                f"{sorted(arrays)}; a run records the same layers at every checkpoint"
+            )
+        checked = {}
+        for name, a in arrays.items():
+            a = np.asarray(a)
+            if a.ndim < 2 or a.shape[0] != self.n_samples:
+                raise ActstoreError(
+                    f"layer {name!r}: activations of shape {a.shape}, but the probe set has "
+                    f"{self.n_samples} samples; give (n_samples, units)"
+                )
+            checked[name] = check_values(a, name, step, dtype)
+        i = self.begin_slot(step, weights_hash)
+        try:
+            for name, a in checked.items():
+                meta = {"module": name, "reduction": "none", "kind": "array",
+                        "output_shape": list(a.shape[1:]), **((info or {}).get(name, {}))}
+                self.layer_array(name, tuple(a.shape[1:]), dtype, meta)[i] = a
+        except BaseException:
+            self.rollback_slot(step)
+            raise
+        self.end_slot(step)
+        return True
+
+    def capture(self, model: Any, step: int, **kwargs: Any) -> bool:
+        """Record the activations of ``model`` on the run's probe set at ``step``.
+
+        Keyword arguments are those of :func:`actstore.store.capture_slot` (``layers``,
+        ``reduce``, ``dtype``, ``batch_size``, ``device``, ``weights_hash``, ``progress``).
+        Returns ``False`` if the slot was already complete.
+        """
+        from actstore.store._capture import capture_slot
+
+        return capture_slot(self, model, step, **kwargs)
+
+    # -- leaving -----------------------------------------------------------------------------
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            status = np.asarray(self.group["status"][...]) if "status" in self.group else []
+            nothing_done = not any(s == L.STATUS_COMPLETE for s in status)
+            if exc_type is not None and self._created and nothing_done:
+                # a run made by this writer that never completed a slot leaves no trace
+                del self.store.root[L.RUNS][self.run_id]
+            else:
+                self._put_attrs({}, remove=(L.ATTR_WRITER,))
+        finally:
+            self._lease.release()
+        if exc_type is None:
+            self.store.refresh()
+            self.store.consolidate()
+
+
+def _version() -> str:
+    from actstore import __version__
+
+    return __version__

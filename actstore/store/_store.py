@@ -1,0 +1,299 @@
+"""Open and create stores; probe sets, runs and results at the top of the hierarchy."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.errors import GroupNotFoundError
+
+from actstore._errors import ActstoreError, ProvenanceError, StoreError
+from actstore.store import _layout as L
+from actstore.store._probeset import ProbeSet
+
+__all__ = ["Store", "create_store", "open_store"]
+
+
+def _version() -> str:
+    from actstore import __version__
+
+    return __version__
+
+
+def _exists(url: str) -> bool:
+    try:
+        zarr.open_group(url, mode="r", use_consolidated=False)
+        return True
+    except (GroupNotFoundError, FileNotFoundError, KeyError):
+        return False
+
+
+def create_store(url: str, exist_ok: bool = True, storage_options: dict | None = None) -> Store:
+    """Create an empty actstore store at a path or fsspec URL (``memory://``, ``s3://``).
+
+    With ``exist_ok`` (default) an existing actstore store is opened for appending instead.
+    A path that holds something other than an actstore store is refused.
+    """
+    url = str(url)
+    if _exists(url):
+        if not exist_ok:
+            raise StoreError(f"{url} already exists; choose a new path or open it instead")
+        return open_store(url, mode="a", storage_options=storage_options)
+    root = zarr.open_group(url, mode="w-", zarr_format=3, storage_options=storage_options)
+    root.attrs.update(
+        {
+            L.ATTR_FORMAT: L.FORMAT_VERSION,
+            L.ATTR_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            L.ATTR_VERSION: _version(),
+        }
+    )
+    for name in (L.PROBE_SETS, L.RUNS, L.RESULTS):
+        root.require_group(name)
+    store = Store(url, root, mode="a", storage_options=storage_options)
+    store.consolidate()
+    return store
+
+
+def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -> Store:
+    """Open an existing store (``mode="r"`` read-only, ``"a"`` read/write).
+
+    Raises
+    ------
+    StoreError
+        If ``url`` holds no store, something that is not an actstore store, or a store of a
+        newer format version than this actstore reads.
+    """
+    url = str(url)
+    if mode not in ("r", "a"):
+        raise ActstoreError(f"mode must be 'r' or 'a', not {mode!r}")
+    try:
+        root = zarr.open_group(
+            url, mode="r" if mode == "r" else "r+", use_consolidated=False,
+            storage_options=storage_options,
+        )
+    except (GroupNotFoundError, FileNotFoundError, KeyError):
+        raise StoreError(
+            f"{url} is not an actstore store (no Zarr group there); create one with "
+            "`actstore dump` / `actstore train`, or check the path"
+        ) from None
+    fmt = root.attrs.get(L.ATTR_FORMAT)
+    if fmt is None:
+        raise StoreError(
+            f"{url} is a Zarr group but not an actstore store (no '{L.ATTR_FORMAT}' attribute)"
+        )
+    if int(fmt) > L.FORMAT_VERSION:
+        raise StoreError(
+            f"{url} has store format {fmt}, newer than the {L.FORMAT_VERSION} this actstore "
+            f"{_version()} reads; upgrade actstore"
+        )
+    return Store(url, root, mode=mode, storage_options=storage_options)
+
+
+class Store:
+    """An open actstore store. Create with :func:`create_store` or :func:`open_store`."""
+
+    def __init__(self, url: str, root: Any, mode: str, storage_options: dict | None = None):
+        self.url = url
+        self.root = root
+        self.mode = mode
+        self.storage_options = storage_options
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r}, runs={len(self.run_ids())})"
+
+    # -- groups ------------------------------------------------------------------------------
+    def _group(self, name: str) -> Any:
+        if name in self.root:
+            return self.root[name]
+        if self.mode == "r":
+            raise StoreError(f"{self.url} has no /{name} group")
+        return self.root.require_group(name)
+
+    def refresh(self) -> None:
+        """Re-read the hierarchy (other processes may have added runs)."""
+        self.root = zarr.open_group(
+            self.url, mode="r" if self.mode == "r" else "r+", use_consolidated=False,
+            storage_options=self.storage_options,
+        )
+
+    def _check_writable(self) -> None:
+        if self.mode == "r":
+            raise ActstoreError(f"{self.url} was opened read-only; open it with mode='a'")
+
+    def consolidate(self) -> None:
+        """Write consolidated metadata so that plain xarray opens the store in one read."""
+        if self.mode == "r":
+            return
+        with warnings.catch_warnings():
+            # Zarr v3 calls consolidated metadata an extension; xarray reads it by default.
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.root.store)
+
+    # -- probe sets --------------------------------------------------------------------------
+    def probe_set_names(self) -> list[str]:
+        """Names of the probe sets in the store."""
+        return sorted(self._group(L.PROBE_SETS).group_keys()) if L.PROBE_SETS in self.root else []
+
+    def add_probe_set(self, ps: ProbeSet) -> bool:
+        """Write ``ps`` under ``/probe_sets/<name>``.
+
+        Returns ``True`` if it was written, ``False`` if an identical one was already there.
+
+        Raises
+        ------
+        ProvenanceError
+            If a different probe set of the same name exists.
+        """
+        self._check_writable()
+        parent = self._group(L.PROBE_SETS)
+        if ps.name in parent:
+            old = parent[ps.name].attrs.get("actstore.hash")
+            if old == ps.hash:
+                return False
+            raise ProvenanceError(
+                f"probe set {ps.name!r} already exists in {self.url} with other contents "
+                f"(hash {str(old)[:12]} vs {ps.hash[:12]}); give the new one another name"
+            )
+        g = parent.create_group(ps.name, overwrite=True)
+        assert ps.sample is not None
+        g.create_array("sample", data=ps.sample, dimension_names=("sample",))
+        for k, v in ps.labels.items():
+            g.create_array(k, data=v, dimension_names=("sample",))
+        if ps.inputs is not None:
+            dims = ("sample", *[f"input_dim{i}" for i in range(1, ps.inputs.ndim)])
+            g.create_array(
+                "inputs", data=ps.inputs, dimension_names=dims,
+                chunks=(min(ps.n, max(1, 2**22 // max(1, ps.inputs[0].nbytes))),
+                        *ps.inputs.shape[1:]),
+            )
+        # written last: a probe set without its hash is incomplete and gets rewritten
+        g.attrs.update(
+            {"actstore.features": ps.features, "actstore.attrs": ps.attrs,
+             "actstore.n": ps.n, "actstore.hash": ps.hash}
+        )
+        return True
+
+    def probe_set(self, name: str, inputs: bool = True) -> ProbeSet:
+        """Read a probe set (``inputs=False`` skips loading the stimuli)."""
+        names = self.probe_set_names()
+        if name not in names:
+            raise ActstoreError(
+                f"no probe set {name!r} in {self.url}; available: {', '.join(names) or 'none'}"
+            )
+        g = self.root[L.PROBE_SETS][name]
+        feats = list(g.attrs.get("actstore.features", []))
+        return ProbeSet(
+            name=name,
+            labels={k: g[k][...] for k in feats},
+            inputs=g["inputs"][...] if inputs and "inputs" in g else None,
+            sample=g["sample"][...],
+            attrs=dict(g.attrs.get("actstore.attrs", {})),
+        )
+
+    def remove_probe_set(self, name: str) -> None:
+        """Delete a probe set that no run refers to."""
+        self._check_writable()
+        users = [r for r in self.run_ids() if self.reader(r).attrs.get("probe_set") == name]
+        if users:
+            raise ActstoreError(f"probe set {name!r} is used by runs {users}; remove them first")
+        del self.root[L.PROBE_SETS][name]
+
+    # -- runs --------------------------------------------------------------------------------
+    def run_ids(self) -> list[str]:
+        """Ids of the runs in the store (sorted)."""
+        if L.RUNS not in self.root:
+            return []
+        return sorted(self.root[L.RUNS].group_keys())
+
+    def reader(self, run_id: str) -> Any:
+        """A :class:`RunReader` of one run."""
+        from actstore.store._run import RunReader
+
+        ids = self.run_ids()
+        if run_id not in ids:
+            raise ActstoreError(
+                f"no run {run_id!r} in {self.url}; runs: {', '.join(ids) or 'none'}"
+            )
+        return RunReader(self, run_id)
+
+    def writer(
+        self,
+        run_id: str,
+        probe_set: str,
+        steps: list[int] | np.ndarray,
+        attrs: dict[str, Any] | None = None,
+        codec: str = L.DEFAULT_CODEC,
+    ) -> Any:
+        """Open a run for writing (a context manager holding the run's writer lease).
+
+        Parameters
+        ----------
+        run_id : str
+            Run name (letters, digits, ``_``, ``-``, ``.``).
+        probe_set : str
+            Name of a probe set already in the store.
+        steps : list of int
+            Training steps of the checkpoint slots this writer may fill. Steps the run does not
+            have yet are added as new slots.
+        attrs : dict
+            ``model``, ``task``, ``seed``, ``dataset``, ``config`` (JSON-serialisable). An
+            existing run must have the same ones (else :class:`ProvenanceError`).
+        codec : str
+            Compression of activation arrays (see :data:`actstore.store.CODECS`).
+        """
+        from actstore.store._run import RunWriter
+
+        self._check_writable()
+        return RunWriter(self, run_id, probe_set, list(steps), dict(attrs or {}), codec)
+
+    def remove_run(self, run_id: str) -> None:
+        """Delete a run and all its activations."""
+        self._check_writable()
+        self.reader(run_id)
+        del self.root[L.RUNS][run_id]
+
+    # -- results -----------------------------------------------------------------------------
+    def result_names(self, analysis: str | None = None) -> list[str]:
+        """``analysis/name`` of every result (or names of one analysis)."""
+        if L.RESULTS not in self.root:
+            return []
+        res = self.root[L.RESULTS]
+        kinds = [analysis] if analysis else sorted(res.group_keys())
+        out = []
+        for a in kinds:
+            if a in res:
+                out += [f"{a}/{n}" if not analysis else n for n in sorted(res[a].group_keys())]
+        return out
+
+    def write_result(self, analysis: str, name: str, ds: Any) -> None:
+        """Write an xarray Dataset to ``/results/<analysis>/<name>`` (replacing it)."""
+        self._check_writable()
+        for part in (analysis, name):
+            if not part or not all(c.isalnum() or c in "_-." for c in part):
+                raise ActstoreError(f"result name {part!r} must use letters, digits, _ - .")
+        self._group(L.RESULTS).require_group(analysis)
+        ds.to_zarr(
+            self.root.store, group=f"{L.RESULTS}/{analysis}/{name}", mode="w",
+            zarr_format=3, consolidated=False,
+        )
+        self.refresh()
+        self.consolidate()
+
+    def read_result(self, analysis: str, name: str) -> Any:
+        """Read ``/results/<analysis>/<name>`` as an xarray Dataset (loaded)."""
+        import xarray as xr
+
+        names = self.result_names(analysis)
+        if name not in names:
+            raise ActstoreError(
+                f"no result {analysis}/{name} in {self.url}; available: "
+                f"{', '.join(self.result_names()) or 'none'}"
+            )
+        with xr.open_zarr(
+            self.root.store, group=f"{L.RESULTS}/{analysis}/{name}", consolidated=False,
+            zarr_format=3,
+        ) as ds:
+            return ds.load()

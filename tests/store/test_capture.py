@@ -1,0 +1,182 @@
+"""Activations written through capture equal a direct forward pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from factories import MLP, SmallCNN, TinyTransformer, mlp, small_cnn, tiny_transformer
+
+from actstore import ActstoreError
+from actstore.store import ProbeSet, create_store
+
+
+def _forward_outputs(model, x, names):
+    outs = {}
+    hooks = [
+        dict(model.named_modules())[n].register_forward_hook(
+            lambda m, i, o, n=n: outs.__setitem__(n, o if isinstance(o, torch.Tensor) else o[0])
+        )
+        for n in names
+    ]
+    with torch.no_grad():
+        model.eval()
+        model(x)
+    for h in hooks:
+        h.remove()
+    return outs
+
+
+@pytest.mark.parametrize("url_kind", ["local", "memory"])
+def test_cnn_roundtrip_float32_exact(tmp_path, image_probe_set, url_kind):
+    url = str(tmp_path / "s.zarr") if url_kind == "local" else f"memory://{tmp_path.name}/s.zarr"
+    st = create_store(url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with st.writer("cnn0", "images", steps=[0]) as w:
+        assert w.capture(model, 0, batch_size=16)
+    rd = st.reader("cnn0")
+    assert rd.layers == ["conv1", "relu1", "conv2", "pool", "fc1", "out"]
+    ref = _forward_outputs(model, torch.from_numpy(image_probe_set.inputs), rd.layers)
+    for name in rd.layers:
+        expect = ref[name]
+        if expect.ndim == 4:
+            expect = expect.mean(dim=(2, 3))
+        np.testing.assert_array_equal(rd.read(name, 0), expect.reshape(len(expect), -1).numpy())
+    assert rd.layer_table["conv1"]["reduction"] == "mean"
+    assert rd.layer_table["conv1"]["output_shape"] == [8, 8, 8]
+    assert rd.layer_table["out"]["reduction"] == "none"
+
+
+def test_mlp_roundtrip_float16_within_precision(store_url):
+    rng = np.random.default_rng(1)
+    ps = ProbeSet("bits", labels={"easy": rng.integers(0, 2, 64)},
+                  inputs=rng.integers(0, 2, (64, 32)).astype("float32"))
+    st = create_store(store_url)
+    st.add_probe_set(ps)
+    model = mlp()
+    with st.writer("mlp0", "bits", steps=[0]) as w:
+        w.capture(model, 0, dtype="float16", batch_size=10)
+    rd = st.reader("mlp0")
+    ref = _forward_outputs(model, torch.from_numpy(ps.inputs), ["fc1", "fc2", "out"])
+    for name in ["fc1", "fc2", "out"]:
+        got = rd.read(name, 0)
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float32), ref[name].numpy(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "last", "all", "max"])
+def test_transformer_tuple_and_dataclass_outputs(store_url, reduce):
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(0, 16, (24, 6)).astype("int64")
+    ps = ProbeSet("seq", labels={"first": tokens[:, 0]}, inputs=tokens)
+    st = create_store(store_url)
+    st.add_probe_set(ps)
+    model = tiny_transformer()
+    with st.writer("tf0", "seq", steps=[0]) as w:
+        w.capture(model, 0, layers=["embed", "block*", "output"], reduce=reduce, batch_size=8)
+    rd = st.reader("tf0")
+    assert rd.layers == ["output", "embed", "block0", "block1"]
+    ref = _forward_outputs(model, torch.from_numpy(tokens), ["embed", "block0", "block1"])
+    with torch.no_grad():
+        ref["output"] = model(torch.from_numpy(tokens)).last_hidden_state
+    for name, h in ref.items():  # h: (B, T, D)
+        expect = {"mean": h.mean(1), "last": h[:, -1], "all": h, "max": h.amax(1)}[reduce]
+        got = rd.read(name, 0)
+        np.testing.assert_allclose(got, expect.reshape(len(h), -1).numpy(), rtol=1e-6, atol=1e-6)
+    if reduce == "all":
+        assert rd.array("block0").shape == (1, 24, 6, 16)
+
+
+def test_conv_reductions(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    x = torch.from_numpy(image_probe_set.inputs)
+    conv = _forward_outputs(model, x, ["conv1"])["conv1"]  # (B, C, H, W)
+    expected = {
+        "max": conv.amax(dim=(2, 3)),
+        "center": conv[:, :, 4, 4],
+        "flatten": conv.reshape(len(conv), -1),
+    }
+    for i, (spec, exp) in enumerate(expected.items()):
+        with st.writer(f"r{i}", "images", steps=[0]) as w:
+            w.capture(model, 0, layers="conv1", reduce=spec)
+        np.testing.assert_allclose(st.reader(f"r{i}").read("conv1", 0), exp.numpy(), rtol=1e-6)
+
+
+def test_randproj_is_seeded_and_preserves_geometry(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    for run in ("a", "b"):
+        with st.writer(run, "images", steps=[0]) as w:
+            w.capture(model, 0, layers="conv2", reduce="randproj:256")
+    a, b = st.reader("a").read("conv2", 0), st.reader("b").read("conv2", 0)
+    assert a.shape == (40, 256)
+    np.testing.assert_array_equal(a, b)  # same projection for every run and checkpoint
+    flat = _forward_outputs(model, torch.from_numpy(image_probe_set.inputs), ["conv2"])["conv2"]
+    flat = flat.reshape(40, -1).numpy()
+    d_full = np.linalg.norm(flat[:, None] - flat[None], axis=-1)[np.triu_indices(40, 1)]
+    d_proj = np.linalg.norm(a[:, None] - a[None], axis=-1)[np.triu_indices(40, 1)]
+    # Johnson-Lindenstrauss: distances kept within ~20% for K = 256
+    assert np.median(np.abs(d_proj / d_full - 1)) < 0.2
+
+
+def test_early_stop_skips_later_layers(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    calls = []
+    model.out.register_forward_hook(lambda *a: calls.append(1))
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(model, 0, layers=["conv1", "conv2"], batch_size=20)
+    assert calls == []  # the head never ran
+    assert st.reader("r").layers == ["conv1", "conv2"]
+    model(torch.from_numpy(image_probe_set.inputs[:2]))
+    assert calls == [1]  # hooks were removed, the model works as before
+
+
+def test_unknown_layer_lists_available(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with pytest.raises(ActstoreError, match=r"no layer matches 'fc9'; available: conv1, relu1"):
+        with st.writer("r", "images", steps=[0]) as w:
+            w.capture(small_cnn(), 0, layers="fc9")
+    assert st.run_ids() == []  # nothing left behind
+
+
+def test_nan_activations_reported_and_rolled_back(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with st.writer("r", "images", steps=[0, 5]) as w:
+        w.capture(model, 0)
+    before = st.reader("r").read("conv1", 0).copy()
+    with torch.no_grad():
+        model.fc1[0].weight[0, 0] = float("nan")
+    with pytest.raises(ActstoreError, match=r"layer 'fc1' at checkpoint 5 has .* NaN/Inf"):
+        with st.writer("r", "images", steps=[0, 5]) as w:
+            w.capture(model, 5, batch_size=8)
+    rd = st.reader("r")
+    assert rd.status.tolist() == [2, 0]
+    assert rd.steps.tolist() == [0, -1]
+    np.testing.assert_array_equal(rd.read("conv1", 0), before)
+
+
+def test_float16_overflow_is_an_error(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with torch.no_grad():
+        model.out.bias.fill_(1e6)
+    with pytest.raises(ActstoreError, match="beyond float16's range"):
+        with st.writer("r", "images", steps=[0]) as w:
+            w.capture(model, 0, dtype="float16")
+    assert st.run_ids() == []
+
+
+def test_models_are_importable_classes():
+    assert isinstance(small_cnn(), SmallCNN)
+    assert isinstance(mlp(), MLP)
+    assert isinstance(tiny_transformer(), TinyTransformer)
