@@ -29,7 +29,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RDM_KINDS", "pattern_form", "rdm_strip", "strict_upper_mask"]
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes._backend import to_numpy
+from actstore.probes._signatures import Signature, _device, _diag_mask, strict_upper_mask
+
+__all__ = [
+    "RDM_COMPARES",
+    "RDM_KINDS",
+    "pattern_form",
+    "rdm_strip",
+    "rsa_signature",
+    "strict_upper_mask",
+]
 
 #: Distances between activation patterns understood by :func:`rdm_strip`.
 RDM_KINDS = ("correlation", "cosine", "euclidean", "sqeuclidean")
@@ -101,21 +114,121 @@ def rdm_strip(Z: Any, sqnorm: Any, kind: str, r0: int, r1: int, xp: Any) -> Any:
     return xp.where(_diag_mask(r1 - r0, D.shape[1], xp, D), xp.zeros_like(D), D)
 
 
-def _diag_mask(h: int, width: int, xp: Any, like: Any) -> Any:
-    """Boolean (h, width) mask of the positions (i, i): the diagonal of the full matrix."""
-    rows = xp.arange(h, device=_device(like))
-    cols = xp.arange(width, device=_device(like))
-    return rows[:, None] == cols[None, :]
+#: How two RDMs are compared (``compare=``).
+RDM_COMPARES = ("pearson", "spearman", "cosine")
 
 
-def strict_upper_mask(h: int, width: int, xp: Any, like: Any) -> Any:
-    """Boolean (h, width) mask of the positions (i, j) with j > i (strictly above the diagonal)."""
-    rows = xp.arange(h, device=_device(like))
-    cols = xp.arange(width, device=_device(like))
-    return cols[None, :] > rows[:, None]
+class _RSA(Signature):
+    """An RDM (or its ranks) in strips; duplicate-stimulus pairs of a bootstrap are left out."""
+
+    def __init__(
+        self, X: Any, xp: Any, rdm: str, compare: str, idx: Any, chunks: list
+    ) -> None:
+        n = X.shape[0]
+        dup_ordered = 0
+        if idx is not None:
+            _, counts = np.unique(to_numpy(idx), return_counts=True)
+            dup_ordered = int(np.sum(counts * (counts - 1)))
+        super().__init__(n, xp, n_entries=n * (n - 1) - dup_ordered)
+        self.rdm, self.compare, self.idx = rdm, compare, idx
+        self.centred_entries = compare in ("pearson", "spearman")
+        self.Z, self.sq = pattern_form(X, rdm, xp)
+        self.ranks: dict[tuple[int, int], Any] | None = None
+        if compare == "spearman":
+            self._rank(chunks)
+
+    def _distances(self, r0: int, r1: int) -> Any:
+        xp = self.xp
+        D = rdm_strip(self.Z, self.sq, self.rdm, r0, r1, xp)
+        if self.idx is not None:
+            # A stimulus drawn twice has distance 0 to its copy: such pairs carry no
+            # information and are dropped, as rsatoolbox does (NaN entries there).
+            same = self.idx[r0:r1, None] == self.idx[None, r0:]
+            D = xp.where(same, xp.zeros_like(D), D)
+        return D
+
+    def _valid(self, r0: int, r1: int, D: Any) -> Any:
+        xp = self.xp
+        mask = strict_upper_mask(r1 - r0, self.n - r0, xp, D)
+        if self.idx is not None:
+            mask = mask & (self.idx[r0:r1, None] != self.idx[None, r0:])
+        return mask
+
+    def _rank(self, chunks: list) -> None:
+        """Average ranks (1-based, ties averaged) of the counted upper-triangle entries."""
+        xp = self.xp
+        values, masks = [], []
+        for r0, r1 in chunks:
+            D = self._distances(r0, r1)
+            m = self._valid(r0, r1, D)
+            values.append(D[m])
+            masks.append(m)
+        v = xp.concat(values)
+        s = xp.sort(v)
+        lo = xp.searchsorted(s, v, side="left")
+        hi = xp.searchsorted(s, v, side="right")
+        r = (xp.astype(lo, v.dtype) + xp.astype(hi, v.dtype) + 1.0) / 2.0
+        self.ranks = {}
+        at = 0
+        for (r0, r1), m in zip(chunks, masks):
+            k = int(xp.sum(xp.astype(m, xp.int64)))
+            R = xp.zeros(m.shape, dtype=v.dtype, device=_device(v))
+            R[m] = r[at : at + k]
+            at += k
+            h = r1 - r0
+            # The square part is symmetric: mirror its upper triangle below the diagonal.
+            sq = R[:, :h] + R[:, :h].T
+            self.ranks[(r0, r1)] = xp.concat([sq, R[:, h:]], axis=1)
+
+    def strip(self, r0: int, r1: int) -> Any:
+        if self.ranks is not None:
+            try:
+                return self.ranks[(r0, r1)]
+            except KeyError:
+                raise ValueError(
+                    f"Spearman RSA strips were ranked for other stimulus blocks than {r0}:{r1}"
+                ) from None
+        return self._distances(r0, r1)
 
 
-def _device(x: Any) -> Any:
-    from array_api_compat import device
+def rsa_signature(
+    X: Any,
+    *,
+    rdm: str = "correlation",
+    compare: str = "pearson",
+    idx: Any = None,
+    chunks: list | None = None,
+) -> Signature:
+    """Representational similarity analysis: compare the representations' RDMs.
 
-    return device(x)
+    ``sim(X, Y) = compare(upper(RDM_X), upper(RDM_Y))`` over the n (n - 1) / 2 stimulus pairs,
+    as rsatoolbox ``compare(calc_rdm(...), calc_rdm(...), method=...)``.
+
+    Parameters
+    ----------
+    X : array of shape (n_stimuli, n_units), float64
+        Activations (after any bootstrap resampling).
+    rdm : {"correlation", "cosine", "euclidean", "sqeuclidean"}
+        Distance between activation patterns (see the module docstring).
+    compare : {"pearson", "spearman", "cosine"}
+        How the upper triangles are compared (rsatoolbox ``corr``, ``spearman``, ``cosine``);
+        Spearman ranks are averaged over ties.
+    idx : array of shape (n_stimuli,), int, optional
+        Original index of each stimulus of a bootstrap sample; pairs of copies of one
+        stimulus are left out of the comparison.
+    chunks : list of (int, int), optional
+        Stimulus blocks the engine will read (Spearman ranks are cached per block).
+    """
+    from actstore.probes._backend import get_namespace
+
+    xp = get_namespace(X)
+    if rdm not in RDM_KINDS:
+        raise ActstoreError(f"unknown RDM distance {rdm!r}; choose one of {', '.join(RDM_KINDS)}")
+    if compare not in RDM_COMPARES:
+        raise ActstoreError(
+            f"unknown RDM comparison {compare!r}; choose one of {', '.join(RDM_COMPARES)}"
+        )
+    n = X.shape[0]
+    if n < 3:
+        raise ActstoreError(f"RSA needs at least 3 stimuli, got {n}; select more stimuli")
+    return _RSA(X, xp, rdm, compare, idx, chunks or [(0, n)])

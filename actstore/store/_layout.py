@@ -124,6 +124,22 @@ def make_codecs(name: str) -> list[Any]:
     return [*CODECS[name](), Crc32cCodec()]
 
 
+def to_zarr_data(arr: np.ndarray) -> np.ndarray:
+    """Strings become variable-length UTF-8 (a Zarr v3 data type with a specification)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "UOT":
+        return arr.astype(np.dtypes.StringDType())
+    return arr
+
+
+def from_zarr_data(arr: np.ndarray) -> np.ndarray:
+    """Variable-length strings come back as ordinary numpy unicode arrays."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "OT":
+        return arr.astype(str)
+    return arr
+
+
 def json_hash(obj: Any) -> str:
     """Stable sha256 of a JSON-serialisable object (sorted keys)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

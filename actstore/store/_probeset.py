@@ -15,6 +15,11 @@ __all__ = ["ProbeSet"]
 _RESERVED = {"sample", "inputs", "checkpoint", "status"}
 
 
+def _plain(a: object) -> np.ndarray:
+    arr = np.asarray(a)
+    return arr.astype(str) if arr.dtype.kind in "OT" else arr
+
+
 @dataclass
 class ProbeSet:
     """A named set of stimuli and their feature labels.
@@ -45,7 +50,7 @@ class ProbeSet:
                 f"probe set name {self.name!r} is not usable as a store path; "
                 "use letters, digits, '_', '-' or '.'"
             )
-        self.labels = {k: np.asarray(v) for k, v in self.labels.items()}
+        self.labels = {k: _plain(v) for k, v in self.labels.items()}
         n = None
         if self.inputs is not None:
             self.inputs = np.asarray(self.inputs)
@@ -60,7 +65,7 @@ class ProbeSet:
                     "alone do not agree on a sample count)"
                 )
             self.sample = np.arange(n, dtype=np.int64)
-        self.sample = np.asarray(self.sample)
+        self.sample = _plain(self.sample)
         n = len(self.sample)
         if self.inputs is not None and len(self.inputs) != n:
             raise ActstoreError(

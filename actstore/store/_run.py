@@ -89,7 +89,7 @@ class RunReader:
     @property
     def sample(self) -> np.ndarray:
         """Sample ids (copied from the probe set)."""
-        return np.asarray(self.group["sample"][...])
+        return L.from_zarr_data(self.group["sample"][...])
 
     @property
     def features(self) -> list[str]:
@@ -99,7 +99,7 @@ class RunReader:
     @property
     def labels(self) -> dict[str, np.ndarray]:
         """Feature labels (copied from the probe set), one array of shape (n,) each."""
-        return {f: np.asarray(self.group[f][...]) for f in self.features}
+        return {f: L.from_zarr_data(self.group[f][...]) for f in self.features}
 
     def _layer(self, layer: str) -> Any:
         if layer not in self.layer_table:
@@ -316,9 +316,9 @@ class RunWriter:
                        dimension_names=("checkpoint",), compressors=[Crc32cCodec()])
         g.create_array("status", shape=(0,), chunks=(1,), dtype="uint8", fill_value=0,
                        dimension_names=("checkpoint",), compressors=[Crc32cCodec()])
-        g.create_array("sample", data=ps_group["sample"][...], dimension_names=("sample",))
-        for f in self._ps_features:
-            g.create_array(f, data=ps_group[f][...], dimension_names=("sample",))
+        for name in ["sample", *self._ps_features]:
+            g.create_array(name, data=L.to_zarr_data(ps_group[name][...]),
+                           dimension_names=("sample",))
         self._put_attrs({L.ATTR_LAYOUT_DONE: True})
 
     def _add_slots(self, steps: list[int]) -> None:

@@ -159,9 +159,9 @@ class Store:
             )
         g = parent.create_group(ps.name, overwrite=True)
         assert ps.sample is not None
-        g.create_array("sample", data=ps.sample, dimension_names=("sample",))
+        g.create_array("sample", data=L.to_zarr_data(ps.sample), dimension_names=("sample",))
         for k, v in ps.labels.items():
-            g.create_array(k, data=v, dimension_names=("sample",))
+            g.create_array(k, data=L.to_zarr_data(v), dimension_names=("sample",))
         if ps.inputs is not None:
             dims = ("sample", *[f"input_dim{i}" for i in range(1, ps.inputs.ndim)])
             g.create_array(
@@ -187,9 +187,9 @@ class Store:
         feats = list(g.attrs.get("actstore.features", []))
         return ProbeSet(
             name=name,
-            labels={k: g[k][...] for k in feats},
+            labels={k: L.from_zarr_data(g[k][...]) for k in feats},
             inputs=g["inputs"][...] if inputs and "inputs" in g else None,
-            sample=g["sample"][...],
+            sample=L.from_zarr_data(g["sample"][...]),
             attrs=dict(g.attrs.get("actstore.attrs", {})),
         )
 
@@ -275,6 +275,10 @@ class Store:
             if not part or not all(c.isalnum() or c in "_-." for c in part):
                 raise ActstoreError(f"result name {part!r} must use letters, digits, _ - .")
         self._group(L.RESULTS).require_group(analysis)
+        ds = ds.copy()
+        for k in list(ds.variables):
+            if ds[k].dtype.kind == "U":
+                ds[k] = ds[k].astype(object)  # variable-length strings (a specified v3 type)
         ds.to_zarr(
             self.root.store, group=f"{L.RESULTS}/{analysis}/{name}", mode="w",
             zarr_format=3, consolidated=False,

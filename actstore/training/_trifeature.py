@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
+from actstore.training._checks import check_int, check_prob
 from actstore.training._data import Dataset, InputSpec, Split, TaskData, params_hash
 from actstore.training._render import (
     COLORS,
@@ -88,12 +89,7 @@ def pairing(cv_split: int = 0) -> np.ndarray:
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ActstoreError(f"trifeature parameter {name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ActstoreError(f"trifeature parameter {name}={value} must be {rng}")
-    return int(value)
+    return check_int("trifeature", name, value, lo, hi)
 
 
 class Trifeature(Dataset):
@@ -150,11 +146,7 @@ class Trifeature(Dataset):
         self.renders = _check_int("renders", renders, 1)
         self.cv_split = _check_int("cv_split", cv_split, 0)
         if p is not None:
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-                raise ActstoreError(
-                    f"trifeature parameter p={p!r} is a probability; give a value in [0, 1]"
-                )
-            p = float(p)
+            p = check_prob("trifeature", "p", p)
         self.p = p
         if n_heldout is None:
             n_heldout = 3 if p is None else 0

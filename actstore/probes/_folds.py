@@ -1,0 +1,238 @@
+"""Cross-validation folds for the probe engine: stratified and seeded, or given explicitly.
+
+A :class:`Folds` object follows scikit-learn's ``PredefinedSplit`` convention: one integer per
+sample, ``k >= 0`` meaning "held out in fold k" and ``-1`` meaning "always in the training set".
+Stratified K-fold puts every sample in exactly one held-out fold; an explicit train/validation
+split (e.g. Trifeature's held-out combinations) is one fold whose held-out rows are the
+validation set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+
+__all__ = [
+    "Folds",
+    "check_folds",
+    "explicit_split",
+    "predefined_folds",
+    "stratified_folds",
+]
+
+
+@dataclass(frozen=True)
+class Folds:
+    """Assignment of samples to held-out folds.
+
+    Attributes
+    ----------
+    test_fold : ndarray of shape (n_samples,), int64
+        ``k`` in ``0 .. n_splits-1``: the sample is held out in fold ``k`` (and trains the
+        others); ``-1``: the sample is in the training set of every fold.
+    n_splits : int
+        Number of folds.
+    description : str
+        How the folds were made (recorded in result attributes).
+    """
+
+    test_fold: np.ndarray
+    n_splits: int
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        tf = np.asarray(self.test_fold)
+        if tf.ndim != 1:
+            raise ActstoreError(f"test_fold must be one-dimensional, got shape {tf.shape}")
+        if tf.size and (tf.min() < -1 or tf.max() >= self.n_splits):
+            raise ActstoreError(
+                f"test_fold values must lie in -1 .. {self.n_splits - 1}, "
+                f"got {int(tf.min())} .. {int(tf.max())}"
+            )
+        object.__setattr__(self, "test_fold", tf.astype(np.int64, copy=False))
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return int(self.test_fold.shape[0])
+
+    @property
+    def n_groups(self) -> int:
+        """Number of disjoint sample groups: one per fold, plus one for always-train rows."""
+        return self.n_splits + int(bool(np.any(self.test_fold < 0)))
+
+    def group_of(self) -> np.ndarray:
+        """Group index per sample: ``k`` for fold ``k``, ``n_splits`` for always-train rows."""
+        return np.where(self.test_fold < 0, self.n_splits, self.test_fold)
+
+    def test_mask(self, k: int) -> np.ndarray:
+        """Boolean mask of the rows held out in fold ``k``, shape (n_samples,)."""
+        return self.test_fold == k
+
+    def train_mask(self, k: int) -> np.ndarray:
+        """Boolean mask of the rows that train fold ``k``, shape (n_samples,)."""
+        return self.test_fold != k
+
+    def split(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(train_indices, test_indices)`` like a scikit-learn splitter."""
+        idx = np.arange(self.n)
+        for k in range(self.n_splits):
+            yield idx[self.train_mask(k)], idx[self.test_mask(k)]
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(n_train, n_test)``, each of shape (n_splits,)."""
+        n_test = np.bincount(self.test_fold[self.test_fold >= 0], minlength=self.n_splits)
+        return self.n - n_test, n_test
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Integer codes of a label array (any dtype), in sorted order of the distinct values."""
+    return np.unique(np.asarray(values), return_inverse=True)[1].reshape(-1)
+
+
+def stratified_folds(
+    n: int,
+    n_splits: int = 5,
+    seed: int = 0,
+    stratify: Mapping[str, np.ndarray] | np.ndarray | None = None,
+) -> Folds:
+    """Seeded K-fold assignment, stratified on one or several categorical labels at once.
+
+    Samples are shuffled (seeded), sorted by the labels lexicographically (the shuffle breaks
+    ties at random) and dealt to the folds in turn. Every joint label combination, and so every
+    class of the first label, is spread over the folds with counts that differ by at most one;
+    the other labels' marginals are balanced to within their number of combinations.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    n_splits : int
+        Number of folds (>= 2).
+    seed : int
+        Seed of the shuffle; the same seed gives the same folds.
+    stratify : mapping name -> array of shape (n,), or array of shape (n,), optional
+        Categorical labels to balance across folds.
+
+    Returns
+    -------
+    Folds
+    """
+    if n_splits < 2:
+        raise ActstoreError(f"cross-validation needs at least 2 folds, got {n_splits}")
+    if n < n_splits:
+        raise ActstoreError(f"cannot make {n_splits} folds of {n} samples; use fewer folds")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    if stratify is None:
+        order = perm
+        names = "none"
+    else:
+        cols = list(stratify.values()) if isinstance(stratify, Mapping) else [stratify]
+        names = ", ".join(stratify) if isinstance(stratify, Mapping) else "labels"
+        keys = []
+        for c in cols:
+            c = np.asarray(c)
+            if c.shape != (n,):
+                raise ActstoreError(f"stratification labels must have shape ({n},), got {c.shape}")
+            keys.append(_codes(c)[perm])
+        # np.lexsort sorts by its last key first, and is stable so the shuffle breaks ties.
+        order = perm[np.lexsort(keys[::-1])] if keys else perm
+    test_fold = np.empty(n, dtype=np.int64)
+    offset = int(rng.integers(n_splits))
+    test_fold[order] = (np.arange(n) + offset) % n_splits
+    return Folds(test_fold, n_splits, f"stratified {n_splits}-fold, seed {seed}, on {names}")
+
+
+def explicit_split(is_test: np.ndarray, description: str = "explicit split") -> Folds:
+    """One fold from an explicit train/validation split.
+
+    Parameters
+    ----------
+    is_test : array of shape (n_samples,)
+        Boolean (True = validation/held-out row), or labels among ``train``/``val``/
+        ``valid``/``validation``/``test`` (strings), or 0/1 integers (1 = held out).
+    """
+    v = np.asarray(is_test)
+    if v.dtype.kind in "USO":
+        s = np.char.lower(v.astype(str))
+        known = {"train", "val", "valid", "validation", "test"}
+        bad = sorted(set(np.unique(s).tolist()) - known)
+        if bad:
+            raise ActstoreError(
+                f"split labels must be train/val/valid/validation/test, found {bad[:5]}"
+            )
+        mask = s != "train"
+    elif v.dtype.kind == "b":
+        mask = v
+    elif v.dtype.kind in "iu":
+        vals = set(np.unique(v).tolist())
+        if not vals <= {0, 1}:
+            raise ActstoreError(f"an integer split must hold 0 (train) and 1 (test), found {vals}")
+        mask = v.astype(bool)
+    else:
+        raise ActstoreError(f"a split must be boolean, 0/1 or train/test strings, got {v.dtype}")
+    if mask.all() or not mask.any():
+        raise ActstoreError(
+            "the explicit split has no training rows or no held-out rows; "
+            "check the split labels"
+        )
+    return Folds(np.where(mask, 0, -1), 1, description)
+
+
+def predefined_folds(test_fold: np.ndarray, description: str = "predefined folds") -> Folds:
+    """Folds from a scikit-learn ``PredefinedSplit``-style vector (-1 = always train)."""
+    tf = np.asarray(test_fold, dtype=np.int64)
+    used = np.unique(tf[tf >= 0])
+    if used.size == 0:
+        raise ActstoreError("predefined folds hold no held-out rows (all values are -1)")
+    if not np.array_equal(used, np.arange(used.size)):
+        raise ActstoreError(f"fold numbers must be 0 .. K-1 without gaps, got {used.tolist()}")
+    return Folds(tf, int(used.size), description)
+
+
+def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:
+    """Refuse labels that cannot be decoded with these folds, with one clear message.
+
+    A categorical feature needs at least two classes, and, for K-fold cross-validation, at
+    least ``n_splits`` samples in every class (so that each fold can see every class). With an
+    explicit split every class must occur in the training rows.
+
+    Raises
+    ------
+    ActstoreError
+        Naming the feature, the offending class and its count.
+    """
+    for name, labels in categorical.items():
+        lab = np.asarray(labels)
+        if lab.shape != (folds.n,):
+            raise ActstoreError(
+                f"feature {name!r} has {lab.shape[0]} labels but the folds cover {folds.n} samples"
+            )
+        classes, counts = np.unique(lab, return_counts=True)
+        if classes.size < 2:
+            raise ActstoreError(
+                f"feature {name!r} has a single class ({classes[0]!r}); a decoder needs two or "
+                "more; leave it out with --features"
+            )
+        always_train = folds.test_fold < 0
+        if always_train.any():
+            tr_classes = np.unique(lab[always_train])
+            if tr_classes.size < 2:
+                raise ActstoreError(
+                    f"feature {name!r} has a single class in the training rows of the split; "
+                    "leave it out with --features"
+                )
+        else:
+            small = counts < folds.n_splits
+            if small.any():
+                i = int(np.argmin(counts))
+                raise ActstoreError(
+                    f"feature {name!r}: class {classes[i]!r} has {int(counts[i])} samples, fewer "
+                    f"than the {folds.n_splits} folds; use fewer folds (--folds) or leave the "
+                    "feature out (--features)"
+                )

@@ -1,0 +1,152 @@
+"""The store format: plain xarray access, laziness, version and path checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import dask
+import numpy as np
+import pytest
+import zarr
+from factories import small_cnn
+
+import actstore
+from actstore import ActstoreError, StoreError
+from actstore.store import FORMAT_VERSION, ProbeSet, create_store, open_store
+
+
+@pytest.fixture
+def filled(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    for seed in (0, 1):
+        with st.writer(f"cnn_s{seed}", "images", steps=[0, 10],
+                       attrs={"model": "small_cnn", "task": "color", "seed": seed}) as w:
+            w.capture(small_cnn(), 0)
+            w.capture(small_cnn(), 10)
+    return st
+
+
+def test_plain_xarray_opens_without_actstore(filled):
+    code = (
+        "import sys, xarray as xr, warnings; warnings.simplefilter('error');"
+        f"dt = xr.open_datatree({filled.url!r}, engine='zarr');"
+        "r = dt['runs/cnn_s0'];"
+        "x = r['conv1'].sel(checkpoint=10).where(r['color'] == 1, drop=True);"
+        "print(x.shape, dt.attrs['actstore.format'], 'actstore' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n1 = int((filled.probe_set("images").labels["color"] == 1).sum())
+    assert out.stdout.strip() == f"({n1}, 8) {FORMAT_VERSION} False"
+
+
+def test_every_array_has_dimension_names_and_json_attrs(filled):
+    root = zarr.open_group(filled.url, mode="r", use_consolidated=False)
+    count = 0
+    for path, arr in _walk(root):
+        assert arr.metadata.dimension_names is not None, path
+        assert len(arr.metadata.dimension_names) == arr.ndim
+        json.dumps(dict(arr.attrs))
+        count += 1
+    assert count > 10
+
+
+def _walk(group, prefix=""):
+    for name, arr in group.arrays():
+        yield f"{prefix}/{name}", arr
+    for name, sub in group.groups():
+        yield from _walk(sub, f"{prefix}/{name}")
+
+
+def test_layer_arrays_are_chunked_by_checkpoint_and_sharded(filled):
+    arr = filled.reader("cnn_s0").array("conv1")
+    assert arr.chunks[0] == 1 and arr.chunks[2] == arr.shape[2]
+    assert arr.shards == (1, arr.chunks[1] * (-(-arr.shape[1] // arr.chunks[1])), arr.shape[2])
+    codecs = [type(c).__name__ for c in arr.metadata.codecs[0].codecs]
+    assert "Crc32cCodec" in codecs
+
+
+def test_selection_is_lazy_until_values(filled):
+    tree = actstore.open(filled.url)
+
+    def fail(dsk, keys, **kw):
+        raise AssertionError("computed before .values")
+
+    with dask.config.set(scheduler=fail):
+        sel = tree["runs/cnn_s1"]["fc1"].sel(checkpoint=10).isel(sample=slice(0, 5))
+        da = actstore.open_layer(filled.url, "conv2").sel(checkpoint=0)
+        assert sel.shape == (5, 32)
+        with pytest.raises(AssertionError, match="computed before"):
+            sel.values  # noqa: B018
+    np.testing.assert_array_equal(sel.values, filled.reader("cnn_s1").read("fc1", 10)[:5])
+    assert da.dims == ("run", "sample", "unit")
+
+
+def test_open_layer_stacks_runs_with_coordinates(filled):
+    da = actstore.open_layer(filled.url, "fc1")
+    assert da.dims == ("run", "checkpoint", "sample", "unit")
+    assert da.sizes == {"run": 2, "checkpoint": 2, "sample": 40, "unit": 32}
+    assert list(da.seed.values) == [0, 1]
+    assert list(da.task.values) == ["color", "color"]
+    assert list(da.checkpoint.values) == [0, 10]
+    np.testing.assert_array_equal(da.sel(run="cnn_s1", checkpoint=10).values,
+                                  filled.reader("cnn_s1").read("fc1", 10))
+    with pytest.raises(ActstoreError, match="no run .* has layer 'nope'"):
+        actstore.open_layer(filled.url, "nope")
+
+
+def test_memory_url_opens_with_xarray(image_probe_set):
+    url = "memory://fmt-test/s.zarr"
+    st = create_store(url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[3]) as w:
+        w.capture(small_cnn(), 3, layers="fc1")
+    tree = actstore.open(url)
+    assert tree["runs/r"]["fc1"].sizes["checkpoint"] == 1
+    assert int(tree["runs/r"]["checkpoint"].values[0]) == 3
+
+
+def test_not_a_store_and_newer_format(tmp_path):
+    with pytest.raises(StoreError, match="is not an actstore store"):
+        open_store(str(tmp_path / "missing.zarr"))
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(StoreError, match="not an actstore store"):
+        open_store(str(tmp_path / "plain.zarr"))
+    st = create_store(str(tmp_path / "new.zarr"))
+    st.root.attrs["actstore.format"] = FORMAT_VERSION + 1
+    with pytest.raises(StoreError, match="newer than the 1 this actstore"):
+        open_store(str(tmp_path / "new.zarr"))
+
+
+def test_probe_set_label_count_mismatch():
+    with pytest.raises(ActstoreError, match=r"labels of feature 'color' have shape \(3,\), but "
+                                             r"there are 4 samples"):
+        ProbeSet("p", labels={"color": np.arange(3)}, inputs=np.zeros((4, 2)))
+
+
+def test_probe_set_roundtrip_and_conflict(store_url, image_probe_set):
+    st = create_store(store_url)
+    assert st.add_probe_set(image_probe_set)
+    assert not st.add_probe_set(image_probe_set)  # identical: nothing to do
+    back = st.probe_set("images")
+    assert back.hash == image_probe_set.hash
+    np.testing.assert_array_equal(back.inputs, image_probe_set.inputs)
+    other = image_probe_set.subset(np.arange(10))
+    with pytest.raises(actstore.ProvenanceError, match="already exists .* other contents"):
+        st.add_probe_set(other)
+
+
+def test_results_roundtrip(store_url):
+    import xarray as xr
+
+    st = create_store(store_url)
+    ds = xr.Dataset({"acc": (("layer", "feature"), np.arange(6.0).reshape(2, 3))},
+                    coords={"layer": ["a", "b"], "feature": ["x", "y", "z"]})
+    st.write_result("probes", "first", ds)
+    assert st.result_names() == ["probes/first"]
+    back = open_store(store_url).read_result("probes", "first")
+    xr.testing.assert_identical(back, ds)
+    tree = actstore.open(store_url)
+    assert tree["results/probes/first"]["acc"].shape == (2, 3)

@@ -1,0 +1,176 @@
+"""Resumable, idempotent writes; provenance; one writer per run; concurrent runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from factories import small_cnn
+
+from actstore import ActstoreError, ProvenanceError, WriterConflictError
+from actstore.store import create_store, open_store, weights_hash
+
+HERE = Path(__file__).parent
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def test_rerun_skips_complete_slots(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with st.writer("r", "images", steps=[0, 1]) as w:
+        assert w.capture(model, 0)
+        assert not w.capture(model, 0)  # complete: skipped
+        assert w.is_complete(0) and not w.is_complete(1)
+    assert open_store(store_url).reader("r").complete.tolist() == [True, False]
+
+
+def test_new_steps_append_slots(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(small_cnn(), 0)
+    with st.writer("r", "images", steps=[0, 100]) as w:
+        w.capture(small_cnn(), 100)
+    rd = open_store(store_url).reader("r")
+    assert rd.steps.tolist() == [0, 100]
+    assert rd.array("conv1").shape[0] == 2
+    np.testing.assert_array_equal(rd.read("fc1", 0), rd.read("fc1", 100))
+
+
+def test_config_mismatch_is_refused(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0], attrs={"model": "cnn", "seed": 0}) as w:
+        w.capture(small_cnn(), 0, layers="fc1")
+    with pytest.raises(ProvenanceError, match=r"exists with another seed \(0 there, 1 now\)"):
+        with st.writer("r", "images", steps=[0], attrs={"model": "cnn", "seed": 1}):
+            pass
+
+
+def test_other_weights_for_a_complete_slot_is_refused(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    a, b = small_cnn(), small_cnn(width=8)
+    with torch.no_grad():
+        b.out.bias.add_(1.0)
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(a, 0, weights_hash=weights_hash(a))
+        assert not w.capture(a, 0, weights_hash=weights_hash(a))
+        with pytest.raises(ProvenanceError, match="recorded from other weights"):
+            w.capture(b, 0, weights_hash=weights_hash(b))
+
+
+def test_other_layers_for_a_run_is_refused(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0, 1]) as w:
+        w.capture(small_cnn(), 0, layers="fc1")
+        with pytest.raises(ActstoreError, match="records layers"):
+            w.capture(small_cnn(), 1, layers="conv1")
+
+
+def test_second_writer_in_process_is_refused(image_probe_set):
+    url = "memory://writer-test/s.zarr"
+    st = create_store(url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0]):
+        with pytest.raises(WriterConflictError, match="is being written by pid"):
+            with open_store(url, mode="a").writer("r", "images", steps=[0]):
+                pass
+        # another run of the same store is fine
+        with open_store(url, mode="a").writer("other", "images", steps=[0]) as w2:
+            w2.capture(small_cnn(), 0, layers="fc1")
+    with st.writer("r", "images", steps=[0]):  # released
+        pass
+
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {here!r})
+from actstore.store import open_store
+st = open_store({url!r}, mode="a")
+with st.writer("r", "images", steps=[0]):
+    print("holding", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_second_writer_across_processes_is_refused(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(small_cnn(), 0, layers="fc1")
+    before = _snapshot(Path(store_url))
+    proc = subprocess.Popen([sys.executable, "-c", HOLD.format(here=str(HERE), url=store_url)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+        with pytest.raises(WriterConflictError, match=r"run 'r' in .* is being written by pid "
+                                                      rf"{proc.pid}"):
+            with open_store(store_url, mode="a").writer("r", "images", steps=[0]):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+    # the holder was SIGKILLed: its lock is gone with it, the run can be written again
+    with open_store(store_url, mode="a").writer("r", "images", steps=[0]) as w:
+        assert w.is_complete(0)
+    after = _snapshot(Path(store_url))
+    assert {k: v for k, v in after.items() if k != "runs/r/zarr.json"} == \
+        {k: v for k, v in before.items() if k != "runs/r/zarr.json"}
+
+
+CONCURRENT = """
+import sys
+sys.path.insert(0, {here!r})
+from factories import small_cnn
+from actstore.store import open_store
+st = open_store({url!r}, mode="a")
+with st.writer({run!r}, "images", steps=[0, 1, 2], attrs={{"seed": {seed}}}) as w:
+    for step in (0, 1, 2):
+        w.capture(small_cnn(width={width}), step, batch_size=7)
+"""
+
+
+def test_four_processes_write_different_runs(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CONCURRENT.format(
+            here=str(HERE), url=store_url, run=f"run{i}", seed=i, width=4 + i)])
+        for i in range(4)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    st = open_store(store_url)
+    assert st.run_ids() == ["run0", "run1", "run2", "run3"]
+    x = torch.from_numpy(image_probe_set.inputs)
+    for i in range(4):
+        rd = st.reader(f"run{i}")
+        assert rd.complete.all()
+        model = small_cnn(width=4 + i).eval()
+        with torch.no_grad():
+            expect = model.conv1(x).mean(dim=(2, 3)).numpy()
+        for step in (0, 1, 2):
+            np.testing.assert_array_equal(rd.read("conv1", step), expect)
+
+
+def test_failed_first_capture_leaves_store_as_it_was(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    before = _snapshot(Path(store_url))
+    model = small_cnn()
+    with torch.no_grad():
+        model.conv2.weight.fill_(float("inf"))
+    with pytest.raises(ActstoreError, match="NaN/Inf"):
+        with st.writer("r", "images", steps=[0]) as w:
+            w.capture(model, 0)
+    assert _snapshot(Path(store_url)) == before
