@@ -170,7 +170,7 @@ class _RSA(Signature):
         r = (xp.astype(lo, v.dtype) + xp.astype(hi, v.dtype) + 1.0) / 2.0
         self.ranks = {}
         at = 0
-        for (r0, r1), m in zip(chunks, masks):
+        for (r0, r1), m in zip(chunks, masks, strict=True):
             k = int(xp.sum(xp.astype(m, xp.int64)))
             R = xp.zeros(m.shape, dtype=v.dtype, device=_device(v))
             R[m] = r[at : at + k]

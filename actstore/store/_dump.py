@@ -182,6 +182,12 @@ def dump(
     from actstore.store._capture import resolve_layers, weights_hash
     from actstore.store._store import _exists, create_store, open_store
 
+    from actstore.store._capture import parse_reduction
+
+    if dtype not in ("float32", "float16"):
+        raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
+    for spec in [reduce] if isinstance(reduce, str) else list(reduce.values()):
+        parse_reduction(spec)
     factory = load_factory(model) if isinstance(model, str) else model
     model_name = model if isinstance(model, str) else getattr(model, "__name__", "model")
     files = find_checkpoints(checkpoints)
@@ -274,9 +280,10 @@ class _NoBar:
 
 class _RichBar(_NoBar):
     def __init__(self, total: int):
+        from rich.console import Console
         from rich.progress import Progress
 
-        self.p = Progress(transient=False)
+        self.p = Progress(console=Console(stderr=True), transient=False)
         self.task = self.p.add_task("dump", total=total)
 
     def __enter__(self) -> _RichBar:

@@ -136,7 +136,7 @@ def from_zarr_data(arr: np.ndarray) -> np.ndarray:
     """Variable-length strings come back as ordinary numpy unicode arrays."""
     arr = np.asarray(arr)
     if arr.dtype.kind in "OT":
-        return arr.astype(str)
+        return np.asarray(arr.tolist(), dtype=str)
     return arr
 
 

@@ -17,7 +17,7 @@ _RESERVED = {"sample", "inputs", "checkpoint", "status"}
 
 def _plain(a: object) -> np.ndarray:
     arr = np.asarray(a)
-    return arr.astype(str) if arr.dtype.kind in "OT" else arr
+    return np.asarray(arr.tolist(), dtype=str) if arr.dtype.kind in "OT" else arr
 
 
 @dataclass

@@ -42,13 +42,14 @@ def create_store(url: str, exist_ok: bool = True, storage_options: dict | None =
         if not exist_ok:
             raise StoreError(f"{url} already exists; choose a new path or open it instead")
         return open_store(url, mode="a", storage_options=storage_options)
-    root = zarr.open_group(url, mode="w-", zarr_format=3, storage_options=storage_options)
-    root.attrs.update(
-        {
+    # the root's attributes go in the same (atomic) write as the group itself
+    root = zarr.open_group(
+        url, mode="w-", zarr_format=3, storage_options=storage_options,
+        attributes={
             L.ATTR_FORMAT: L.FORMAT_VERSION,
             L.ATTR_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             L.ATTR_VERSION: _version(),
-        }
+        },
     )
     for name in (L.PROBE_SETS, L.RUNS, L.RESULTS):
         root.require_group(name)
@@ -153,6 +154,9 @@ class Store:
             old = parent[ps.name].attrs.get("actstore.hash")
             if old == ps.hash:
                 return False
+            if old is None:  # an interrupted write: the hash is written last
+                del parent[ps.name]
+                return self.add_probe_set(ps)
             raise ProvenanceError(
                 f"probe set {ps.name!r} already exists in {self.url} with other contents "
                 f"(hash {str(old)[:12]} vs {ps.hash[:12]}); give the new one another name"

@@ -1,0 +1,256 @@
+"""Held-out scores of many decoders at once: accuracy, balanced accuracy, R^2, V-information.
+
+Predictions arrive fold by fold, in blocks of held-out rows, for every penalty and every target
+column at once (``Yhat`` of shape (rows, n_penalties, n_columns)). :class:`HeldOutScores`
+accumulates additive parts (correct counts, per-class hits, squared errors, target sums) on the
+host in float64, and :meth:`HeldOutScores.finalize` turns them into per-fold scores:
+
+* accuracy: argmax over a categorical feature's class columns, compared with the label;
+* balanced accuracy: mean recall over the classes present in the held-out rows
+  (scikit-learn's ``balanced_accuracy_score``);
+* R^2: ``1 - SSE / SST`` around the held-out mean (scikit-learn's ``r2_score``), pooled over a
+  feature's columns (``multioutput="variance_weighted"``) for categorical features;
+* V-information, linear-Gaussian family (PAPERS.md C): ``max(0, R^2)`` of the standardised
+  target; for categorical features the pooled one-hot R^2;
+* V-information, multinomial-logistic family (probabilistic decoders): held-out
+  ``H(Y) - CE`` in bits, clipped at 0, where ``H(Y)`` is the cross-entropy of the training-fold
+  class frequencies on the held-out labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from actstore.probes._backend import get_namespace, to_numpy
+from actstore.probes._folds import Folds
+from actstore.probes._targets import Targets
+
+__all__ = [
+    "METRICS",
+    "HeldOutScores",
+    "accuracy",
+    "balanced_accuracy",
+    "r2",
+    "select_penalty",
+    "vinfo_gaussian",
+]
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of equal labels."""
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``y_true``."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes = np.unique(y_true)
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
+
+
+def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Coefficient of determination, pooled over columns (variance-weighted)."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    sse = np.sum((y_true - y_pred) ** 2)
+    sst = np.sum((y_true - y_true.mean(axis=0)) ** 2)
+    return float(1.0 - sse / sst)
+
+
+def vinfo_gaussian(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """V-information of a standardised target under the linear-Gaussian family: max(0, R^2)."""
+    return max(0.0, r2(y_true, y_pred))
+
+
+#: Reference implementations on (y_true, y_pred); the engine computes the same quantities from
+#: accumulated parts in :class:`HeldOutScores`.
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": accuracy,
+    "balanced_accuracy": balanced_accuracy,
+    "r2": r2,
+    "vinfo": vinfo_gaussian,
+}
+
+
+class HeldOutScores:
+    """Accumulate held-out scores of ``n_penalties`` x all features, fold by fold.
+
+    Parameters
+    ----------
+    targets : Targets
+    folds : Folds
+    n_penalties : int
+    """
+
+    def __init__(self, targets: Targets, folds: Folds, n_penalties: int) -> None:
+        self.targets = targets
+        self.folds = folds
+        K, P, F = folds.n_splits, n_penalties, len(targets.features)
+        q = targets.Y.shape[1]
+        self.n_test = np.zeros(K)
+        self.correct = np.zeros((K, P, F))
+        self.sse = np.zeros((K, P, q))
+        self.ce = np.zeros((K, P, F))
+        self.sum_y = np.zeros((K, q))
+        self.sumsq_y = np.zeros((K, q))
+        self.class_hits = [np.zeros((K, P, f.n_classes)) for f in targets.features]
+        self.class_count = [np.zeros((K, f.n_classes)) for f in targets.features]
+        self._onehot: dict[int, np.ndarray] = {}
+        self._has_proba = False
+
+    def update(self, k: int, rows: np.ndarray, Yhat: Any, log_proba: bool = False) -> None:
+        """Add the predictions of fold ``k`` for held-out ``rows``.
+
+        Parameters
+        ----------
+        k : int
+            Fold index.
+        rows : ndarray of shape (m,), int
+            Sample indices (host numpy) of the predictions.
+        Yhat : array of shape (m, n_penalties, n_columns)
+            Decision values (any backend); with ``log_proba=True`` these are per-feature
+            log-probabilities (each categorical block sums to one after ``exp``).
+        log_proba : bool
+            Also accumulate the held-out cross-entropy (probabilistic decoders).
+        """
+        xp = get_namespace(Yhat)
+        Y = self.targets.Y[rows]  # (m, q) host
+        Yd = _like(Y, Yhat)
+        self.n_test[k] += rows.size
+        self.sum_y[k] += Y.sum(axis=0)
+        self.sumsq_y[k] += (Y**2).sum(axis=0)
+        if not log_proba:
+            # Squared error of decision values (only meaningful for the ridge decoders).
+            diff = Yhat - Yd[:, None, :]
+            self.sse[k] += to_numpy(xp.sum(diff * diff, axis=0))  # sync point: (P, q)
+        else:
+            self._has_proba = True
+        for j, f in enumerate(self.targets.features):
+            if f.kind != "categorical":
+                continue
+            block = Yhat[:, :, f.start : f.stop]  # (m, P, C)
+            pred = xp.argmax(block, axis=2)  # (m, P)
+            codes = self.targets.codes[rows, j]
+            onehot = (codes[:, None] == np.arange(f.n_classes)[None, :]).astype(np.float64)
+            hit = xp.astype(pred == _like(codes, pred)[:, None], xp.float64)  # (m, P)
+            hits = to_numpy(xp.matrix_transpose(hit) @ _like(onehot, hit))  # sync: (P, C)
+            self.class_hits[j][k] += hits
+            self.correct[k, :, j] += hits.sum(axis=1)
+            self.class_count[j][k] += onehot.sum(axis=0)
+            if log_proba:
+                oh = _like(onehot, Yhat)
+                self.ce[k, :, j] -= to_numpy(xp.sum(block * oh[:, None, :], axis=(0, 2)))
+
+    def finalize(self) -> dict[str, np.ndarray]:
+        """Per-fold scores, each of shape (n_splits, n_penalties, n_features), plus chance.
+
+        Returns
+        -------
+        dict
+            ``accuracy``, ``balanced_accuracy``, ``r2``, ``vinfo`` (and ``cross_entropy``,
+            ``vinfo_bits`` after log-probability updates), float64 with NaN where a score does
+            not apply; ``chance`` (n_splits, n_features): accuracy of always predicting the
+            training fold's most frequent class.
+        """
+        K, P, F = self.correct.shape
+        feats = self.targets.features
+        out = {k: np.full((K, P, F), np.nan) for k in ("accuracy", "balanced_accuracy", "r2")}
+        chance = np.full((K, F), np.nan)
+        n_te = self.n_test[:, None]
+        mean_y = self.sum_y / n_te
+        sst_col = self.sumsq_y - n_te * mean_y**2  # (K, q)
+        ent = np.full((K, F), np.nan)
+        for j, f in enumerate(feats):
+            cols = slice(f.start, f.stop)
+            sse = self.sse[:, :, cols].sum(axis=2)
+            sst = sst_col[:, cols].sum(axis=1)
+            if not self._has_proba:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out["r2"][:, :, j] = 1.0 - sse / sst[:, None]
+            if f.kind != "categorical":
+                continue
+            out["accuracy"][:, :, j] = self.correct[:, :, j] / n_te
+            cnt = self.class_count[j]  # (K, C)
+            present = cnt > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                recall = self.class_hits[j] / cnt[:, None, :]
+            recall = np.where(present[:, None, :], recall, 0.0)
+            out["balanced_accuracy"][:, :, j] = recall.sum(axis=2) / present.sum(axis=1)[:, None]
+            train_counts = self._train_class_counts(j, f.n_classes)  # (K, C)
+            majority = np.argmax(train_counts, axis=1)
+            chance[:, j] = cnt[np.arange(K), majority] / self.n_test
+            prior = train_counts / train_counts.sum(axis=1, keepdims=True)
+            with np.errstate(divide="ignore"):
+                ent[:, j] = -(cnt * np.log(prior)).sum(axis=1) / self.n_test
+        out["vinfo"] = np.maximum(out["r2"], 0.0)
+        out["chance"] = chance
+        if self._has_proba:
+            ce = self.ce / n_te[:, :, None]
+            out["cross_entropy"] = np.where(np.isnan(out["accuracy"]), np.nan, ce)
+            out["vinfo_bits"] = np.maximum(ent[:, None, :] - out["cross_entropy"], 0.0) / np.log(2)
+            out["vinfo"] = np.full((K, P, F), np.nan)
+        return out
+
+    def _train_class_counts(self, j: int, n_classes: int) -> np.ndarray:
+        codes = self.targets.codes[:, j]
+        out = np.zeros((self.folds.n_splits, n_classes))
+        for k in range(self.folds.n_splits):
+            out[k] = np.bincount(codes[self.folds.train_mask(k)], minlength=n_classes)
+        return out
+
+
+def _like(a: np.ndarray, like: Any) -> Any:
+    """Host array ``a`` on the namespace and device of ``like``."""
+    xp = get_namespace(like)
+    if xp.__name__.endswith("numpy"):
+        return a
+    from array_api_compat import device
+
+    dtype = xp.float64 if a.dtype.kind == "f" else xp.int64
+    return xp.asarray(a, dtype=dtype, device=device(like))
+
+
+def select_penalty(
+    scores: dict[str, np.ndarray], kinds: list[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Choose one penalty per feature by the mean held-out score over folds.
+
+    The score is accuracy for categorical features and R^2 for continuous ones. Ties go to the
+    first penalty in the order given (order penalties from strong to weak to prefer the
+    simpler decoder).
+
+    Parameters
+    ----------
+    scores : dict name -> array (n_splits, n_penalties, n_features)
+    kinds : list of str, one per feature
+
+    Returns
+    -------
+    chosen : ndarray of shape (n_features,), int
+    summary : dict name -> ndarray of shape (n_features,)
+        Mean over folds of each score at the chosen penalty (``*_std``: spread over folds),
+        and ``score_path`` (n_penalties, n_features): the selection criterion per penalty.
+    """
+    F = len(kinds)
+    crit = np.stack(
+        [
+            scores["accuracy"][:, :, j] if kinds[j] == "categorical" else scores["r2"][:, :, j]
+            for j in range(F)
+        ],
+        axis=1,
+    ).mean(axis=0)  # (P, F)
+    filled = np.where(np.isnan(crit), -np.inf, crit)
+    chosen = np.argmax(filled, axis=0)
+    summary: dict[str, np.ndarray] = {"score_path": crit}
+    cols = np.arange(F)
+    for name, arr in scores.items():
+        if arr.ndim == 3:
+            at = arr[:, chosen, cols]  # (K, F)
+            summary[name] = at.mean(axis=0)
+            if name in ("accuracy", "r2"):
+                summary[f"{name}_std"] = at.std(axis=0)
+        else:
+            summary[name] = arr.mean(axis=0)
+    return chosen, summary

@@ -1,0 +1,274 @@
+"""Ridge decoders for every penalty and every target from one eigendecomposition per fold.
+
+Primal form (n_units <= n_train): the centred training Gram ``C = Xc^T Xc`` (d, d) is
+diagonalised once, ``C = V diag(s) V^T``; with ``B = Xc^T Yc`` the coefficients of penalty
+``a`` are ``W(a) = V diag(1 / (s + a)) V^T B`` and the intercept is ``mean_y - mean_x W(a)``
+(scikit-learn's ``Ridge(alpha=a, fit_intercept=True)``). All penalties and all target columns
+cost one ``eigh`` plus matrix products.
+
+Dual (kernel) form (n_units > n_train): the centred training kernel ``K = Xc Xc^T`` is
+diagonalised instead, ``W(a) = Xc^T U diag(1 / (lam + a)) U^T Yc``, and held-out predictions
+only need the centred cross-kernel, so they come from the n x n Gram without another pass over
+the activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from actstore.probes._backend import get_namespace
+from actstore.probes._folds import Folds
+from actstore.probes._metrics import HeldOutScores
+from actstore.probes._stats import (
+    BlockSource,
+    GramStats,
+    GroupStats,
+    Moments,
+    accumulate_gram,
+    accumulate_groups,
+)
+from actstore.probes._targets import Targets
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "DualFold",
+    "PrimalFold",
+    "choose_form",
+    "ridge_cv",
+    "solve_dual",
+    "solve_primal",
+]
+
+#: 13 penalties from 1e-2 to 1e4 (half-decade steps), as in scikit-learn's usual grids.
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
+
+
+def _eigh_psd(M: Any) -> tuple[Any, Any]:
+    """Eigenvalues (clipped at 0) and eigenvectors of a symmetric PSD matrix."""
+    xp = get_namespace(M)
+    s, V = xp.linalg.eigh(M)
+    return xp.clip(s, 0.0, None), V
+
+
+def _alphas_on(alphas: Sequence[float], like: Any) -> Any:
+    xp = get_namespace(like)
+    from array_api_compat import device
+
+    return xp.asarray(np.asarray(alphas, dtype=np.float64), dtype=xp.float64, device=device(like))
+
+
+@dataclass
+class PrimalFold:
+    """A ridge problem solved for all penalties in the primal (unit-space) form.
+
+    Attributes
+    ----------
+    mean_x : array (d,), mean_y : array (q,)
+        Training means (original coordinates).
+    V : array (d, d)
+        Eigenvectors of the centred training Gram.
+    s : array (d,)
+        Its eigenvalues (ascending, >= 0).
+    VB : array (d, q)
+        ``V^T Xc^T Yc``.
+    """
+
+    mean_x: Any
+    mean_y: Any
+    V: Any
+    s: Any
+    VB: Any
+
+    def coef(self, alphas: Sequence[float]) -> Any:
+        """Coefficients of shape (n_alphas, d, q)."""
+        xp = get_namespace(self.V)
+        a = _alphas_on(alphas, self.V)
+        scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])  # (P, d, q)
+        return self.V[None, :, :] @ scaled
+
+    def intercept(self, coef: Any) -> Any:
+        """Intercepts of shape (n_alphas, q) for coefficients (n_alphas, d, q)."""
+        xp = get_namespace(coef)
+        return self.mean_y[None, :] - xp.sum(self.mean_x[None, :, None] * coef, axis=1)
+
+    def predict(self, X: Any, alphas: Sequence[float], coef: Any | None = None) -> Any:
+        """Decision values of shape (m, n_alphas, q) for rows ``X`` (m, d).
+
+        With ``coef`` given (from :meth:`coef`) the rows are multiplied by it directly;
+        otherwise they are rotated into the eigenbasis first (cheaper when m is small).
+        """
+        xp = get_namespace(X)
+        Xc = xp.astype(X, xp.float64) - self.mean_x
+        if coef is not None:
+            out = xp.stack([Xc @ coef[i] for i in range(coef.shape[0])], axis=1)
+        else:
+            a = _alphas_on(alphas, self.V)
+            Z = Xc @ self.V  # (m, d)
+            scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])
+            out = xp.stack([Z @ scaled[i] for i in range(scaled.shape[0])], axis=1)
+        return out + self.mean_y
+
+
+def solve_primal(mom: Moments) -> PrimalFold:
+    """Diagonalise one fold's centred Gram: every penalty is then a matrix product away."""
+    xp = get_namespace(mom.C)
+    s, V = _eigh_psd(mom.C)
+    return PrimalFold(mom.mean_x, mom.mean_y, V, s, xp.matrix_transpose(V) @ mom.B)
+
+
+@dataclass
+class DualFold:
+    """A ridge problem solved for all penalties in the dual (kernel) form.
+
+    Attributes
+    ----------
+    train, test : ndarray of int
+        Row indices (host).
+    lam : array (r,)
+        Eigenvalues of the centred training kernel (>= 0).
+    UY : array (r, q)
+        ``U^T Yc`` (eigenvectors transposed times centred training targets).
+    U : array (n_train, r)
+    mean_y : array (q,)
+    Kx : array (n_test, n_train)
+        Centred cross-kernel between held-out and training rows.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    lam: Any
+    U: Any
+    UY: Any
+    mean_y: Any
+    Kx: Any
+
+    def predict_test(self, alphas: Sequence[float]) -> Any:
+        """Held-out decision values of shape (n_test, n_alphas, q)."""
+        xp = get_namespace(self.U)
+        a = _alphas_on(alphas, self.U)
+        KU = self.Kx @ self.U  # (n_test, r)
+        scaled = self.UY[None, :, :] / (self.lam[None, :, None] + a[:, None, None])
+        out = xp.stack([KU @ scaled[i] for i in range(scaled.shape[0])], axis=1)
+        return out + self.mean_y
+
+    def dual_coef(self, alphas: Sequence[float]) -> Any:
+        """Dual coefficients of shape (n_alphas, n_train, q): ``W = Xc_train^T @ dual``."""
+        a = _alphas_on(alphas, self.U)
+        scaled = self.UY[None, :, :] / (self.lam[None, :, None] + a[:, None, None])
+        return self.U[None, :, :] @ scaled
+
+
+def solve_dual(gram: GramStats, Y: Any, train: np.ndarray, test: np.ndarray) -> DualFold:
+    """Diagonalise the centred training kernel of one fold.
+
+    Parameters
+    ----------
+    gram : GramStats
+        ``G`` of shape (n, n) over all samples.
+    Y : array of shape (n, q), float64, on the Gram's device
+    train, test : ndarray of int
+    """
+    xp = get_namespace(gram.G)
+    from array_api_compat import device
+
+    dev = device(gram.G)
+    tr = xp.asarray(train, dtype=xp.int64, device=dev)
+    te = xp.asarray(test, dtype=xp.int64, device=dev)
+    Gtr = xp.take(xp.take(gram.G, tr, axis=0), tr, axis=1)  # (n_tr, n_tr)
+    Gte = xp.take(xp.take(gram.G, te, axis=0), tr, axis=1)  # (n_te, n_tr)
+    # Centre with the training mean mu: (x_i - mu).(x_j - mu) = G_ij - m_i - m_j + mbar,
+    # where m_i = x_i . mu.
+    m_tr = xp.mean(Gtr, axis=1)
+    m_te = xp.mean(Gte, axis=1)
+    mbar = xp.mean(m_tr)
+    K = Gtr - m_tr[:, None] - m_tr[None, :] + mbar
+    K = (K + xp.matrix_transpose(K)) / 2
+    Kx = Gte - m_te[:, None] - m_tr[None, :] + mbar
+    Ytr = xp.take(Y, tr, axis=0)
+    mean_y = xp.mean(Ytr, axis=0)
+    lam, U = _eigh_psd(K)
+    UY = xp.matrix_transpose(U) @ (Ytr - mean_y)
+    return DualFold(train, test, lam, U, UY, mean_y, Kx)
+
+
+def choose_form(n_units: int, folds: Folds) -> str:
+    """``"primal"`` when the unit Gram is no larger than the training kernel, else ``"dual"``."""
+    n_train = int(folds.counts()[0].max())
+    return "primal" if n_units <= n_train else "dual"
+
+
+def ridge_cv(
+    source: BlockSource,
+    targets: Targets,
+    folds: Folds,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    form: str = "auto",
+    stats: GroupStats | None = None,
+) -> dict[str, np.ndarray]:
+    """Held-out scores of ridge decoders for every fold, penalty and feature.
+
+    Parameters
+    ----------
+    source : BlockSource
+        The activations, streamed (wrap in :class:`~actstore.probes._stats.CachedSource` to
+        read them once when they fit in memory).
+    targets : Targets
+    folds : Folds
+    alphas : sequence of float
+        Penalties (scikit-learn's ``alpha``).
+    form : {"auto", "primal", "dual"}
+    stats : GroupStats, optional
+        Precomputed primal statistics (skips the first pass).
+
+    Returns
+    -------
+    dict
+        See :meth:`HeldOutScores.finalize`; arrays of shape (n_splits, n_alphas, n_features).
+    """
+    if form == "auto":
+        form = choose_form(source.d, folds)
+    if form not in ("primal", "dual"):
+        raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
+    acc = HeldOutScores(targets, folds, len(alphas))
+    if form == "dual":
+        gram = accumulate_gram(source, cache_bytes=getattr(source, "cache_bytes", 0))
+        xp = get_namespace(gram.G)
+        from array_api_compat import device
+
+        Yd = xp.asarray(targets.Y, dtype=xp.float64, device=device(gram.G))
+        for k, (train, test) in enumerate(folds.split()):
+            fold = solve_dual(gram, Yd, train, test)
+            acc.update(k, test, fold.predict_test(alphas))
+        return acc.finalize()
+
+    if stats is None:
+        stats = accumulate_groups(source, targets.Y, folds)
+    solved = [solve_primal(stats.moments(exclude=k)) for k in range(folds.n_splits)]
+    n_train, n_test = folds.counts()
+    q = targets.Y.shape[1]
+    # Multiply held-out rows by precomputed coefficients when that is cheaper than rotating
+    # them into each fold's eigenbasis: d*d*P*q (coef) vs n_test*d*d (rotation).
+    coefs = [
+        f.coef(alphas) if len(alphas) * q < n_test[k] else None for k, f in enumerate(solved)
+    ]
+    for a, b, block in source.blocks():
+        tf = folds.test_fold[a:b]
+        for k in np.unique(tf[tf >= 0]):
+            local = np.flatnonzero(tf == k)
+            xp = get_namespace(block)
+            rows = block if local.size == b - a else xp.take(block, _idx(local, block), axis=0)
+            acc.update(int(k), a + local, solved[k].predict(rows, alphas, coefs[k]))
+    return acc.finalize()
+
+
+def _idx(rows: np.ndarray, like: Any) -> Any:
+    xp = get_namespace(like)
+    if xp.__name__.endswith("numpy"):
+        return rows
+    from array_api_compat import device
+
+    return xp.asarray(rows, dtype=xp.int64, device=device(like))

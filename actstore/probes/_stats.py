@@ -1,0 +1,371 @@
+"""Streaming float64 sufficient statistics of activations, per cross-validation group.
+
+The activation matrix ``X`` (n_samples, n_units) of one (run, checkpoint, layer) is read in
+blocks of rows. Samples fall in disjoint groups (one per held-out fold, plus the rows that
+always train), and for each group we accumulate, in float64 on the array's device:
+
+* the count, the column sums of ``X`` and of the targets ``Y``,
+* ``X^T X`` (n_units, n_units) and ``X^T Y`` (n_units, n_columns) for all features at once.
+
+The training statistics of fold ``k`` are the sums over every group but ``k``. Rows are shifted
+by the first block's mean before accumulating, so that centring by subtraction later does not
+lose precision when activations have a large offset (the shift cancels in centred moments).
+
+When there are more units than samples, the n x n Gram matrix ``X X^T`` is the smaller
+statistic (:func:`accumulate_gram`); it also gives held-out predictions without a second pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes._backend import get_namespace, move_to, to_numpy
+from actstore.probes._folds import Folds
+
+__all__ = [
+    "ArraySource",
+    "BlockSource",
+    "CachedSource",
+    "GramStats",
+    "GroupStats",
+    "Moments",
+    "accumulate_gram",
+    "accumulate_groups",
+]
+
+
+class BlockSource(Protocol):
+    """Anything that can stream an (n, d) activation matrix in blocks of rows, repeatedly."""
+
+    n: int
+    d: int
+    name: str
+
+    def blocks(self) -> Iterator[tuple[int, int, Any]]:
+        """Yield ``(start, stop, block)`` with ``block`` of shape (stop - start, d)."""
+        ...
+
+
+@dataclass
+class ArraySource:
+    """A :class:`BlockSource` over an in-memory array (numpy, torch or cupy).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_units)
+    block_rows : int
+        Rows per block.
+    name : str
+        Used in error messages.
+    """
+
+    X: Any
+    block_rows: int = 4096
+    name: str = "activations"
+
+    def __post_init__(self) -> None:
+        if len(self.X.shape) != 2:
+            raise ActstoreError(f"{self.name}: activations must be 2-D, got {tuple(self.X.shape)}")
+        self.n, self.d = int(self.X.shape[0]), int(self.X.shape[1])
+
+    def blocks(self) -> Iterator[tuple[int, int, Any]]:
+        for a in range(0, self.n, self.block_rows):
+            b = min(a + self.block_rows, self.n)
+            yield a, b, self.X[a:b]
+
+
+class CachedSource:
+    """Wrap a source: blocks are moved to ``backend`` and kept while they fit ``cache_bytes``.
+
+    The first pass reads the underlying source; later passes reuse the cached blocks when the
+    whole matrix fit, and re-read the source otherwise (memory stays bounded either way).
+
+    Parameters
+    ----------
+    source : BlockSource
+    backend : str, optional
+        ``"numpy"``, ``"torch"``, ``"cuda"`` or ``"cupy"`` (:func:`move_to`); ``None`` keeps the
+        blocks as the source yields them.
+    cache_bytes : int
+        Budget for cached blocks.
+    check_finite : bool
+        Refuse NaN/inf values (checked on the first pass).
+    """
+
+    def __init__(
+        self,
+        source: BlockSource,
+        backend: str | None = None,
+        cache_bytes: int = 256 * 2**20,
+        check_finite: bool = True,
+    ) -> None:
+        self.source = source
+        self.n, self.d, self.name = source.n, source.d, source.name
+        self.backend = backend
+        self.cache_bytes = cache_bytes
+        self.check_finite = check_finite
+        self._cache: list[tuple[int, int, Any]] | None = None
+        self._passes = 0
+        self._checked = not check_finite
+
+    @property
+    def passes(self) -> int:
+        """How many times the underlying source was read."""
+        return self._passes
+
+    def _convert(self, a: int, b: int, block: Any, check: bool) -> Any:
+        if check:
+            host = to_numpy(block) if self.backend is None else block
+            xp = get_namespace(host)
+            if not bool(xp.all(xp.isfinite(host))):
+                bad = a + int(np.flatnonzero(~np.isfinite(to_numpy(host)).all(axis=1))[0])
+                raise ActstoreError(
+                    f"{self.name}: activations hold NaN or infinite values (first in sample row "
+                    f"{bad}); re-capture the checkpoint or leave the layer out (--layers)"
+                )
+        return block if self.backend is None else move_to(block, self.backend)
+
+    def blocks(self) -> Iterator[tuple[int, int, Any]]:
+        if self._cache is not None:
+            yield from self._cache
+            return
+        self._passes += 1
+        check = not self._checked
+        cache: list[tuple[int, int, Any]] | None = [] if self.cache_bytes > 0 else None
+        used = 0
+        rows = 0
+        for a, b, block in self.source.blocks():
+            blk = self._convert(a, b, block, check)
+            rows += b - a
+            if cache is not None:
+                used += (b - a) * self.d * int(_itemsize(blk))
+                if used <= self.cache_bytes:
+                    cache.append((a, b, blk))
+                else:
+                    cache = None
+            yield a, b, blk
+        if rows == self.n:
+            self._checked = True
+            if cache is not None:
+                self._cache = cache
+
+
+def _itemsize(x: Any) -> int:
+    dt = x.dtype
+    return int(getattr(dt, "itemsize", None) or np.dtype(str(dt).replace("torch.", "")).itemsize)
+
+
+@dataclass
+class Moments:
+    """Centred training moments of one fold.
+
+    Attributes
+    ----------
+    n : float
+    mean_x : array (d,), mean_y : array (q,)
+        Means in the original coordinates.
+    C : array (d, d)
+        Centred ``X^T X``.
+    B : array (d, q)
+        Centred ``X^T Y``.
+    """
+
+    n: float
+    mean_x: Any
+    mean_y: Any
+    C: Any
+    B: Any
+
+
+@dataclass
+class GroupStats:
+    """Per-group float64 sums (all arrays on the data's device).
+
+    Attributes
+    ----------
+    count : ndarray (G,)
+    shift_x : array (d,), shift_y : array (q,)
+    sx : list of G arrays (d,)   -- sums of ``x - shift_x``
+    sy : list of G arrays (q,)
+    xtx : list of G arrays (d, d)
+    xty : list of G arrays (d, q)
+    """
+
+    count: np.ndarray
+    shift_x: Any
+    shift_y: Any
+    sx: list[Any]
+    sy: list[Any]
+    xtx: list[Any]
+    xty: list[Any]
+
+    @property
+    def xp(self) -> Any:
+        return get_namespace(self.shift_x)
+
+    def moments(self, exclude: int | None = None) -> Moments:
+        """Centred moments over every group except ``exclude`` (``None``: all rows)."""
+        keep = [g for g in range(len(self.sx)) if g != exclude]
+        n = float(sum(self.count[g] for g in keep))
+        sx = _sum([self.sx[g] for g in keep])
+        sy = _sum([self.sy[g] for g in keep])
+        C = _sum([self.xtx[g] for g in keep])
+        B = _sum([self.xty[g] for g in keep])
+        xp = self.xp
+        mx, my = sx / n, sy / n
+        C = C - n * xp.linalg.outer(mx, mx)
+        C = (C + xp.matrix_transpose(C)) / 2  # exact symmetry for eigh
+        B = B - n * xp.linalg.outer(mx, my)
+        return Moments(n, mx + self.shift_x, my + self.shift_y, C, B)
+
+
+def _sum(arrs: list[Any]) -> Any:
+    out = arrs[0]
+    for a in arrs[1:]:
+        out = out + a
+    return out
+
+
+def _targets_on(Y: np.ndarray, like: Any) -> Any:
+    """The target matrix (float64) on the namespace/device of ``like``."""
+    xp = get_namespace(like)
+    if xp.__name__.endswith("numpy"):
+        return np.asarray(Y, dtype=np.float64)
+    return xp.asarray(Y, dtype=xp.float64, device=_device(like))
+
+
+def _device(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> GroupStats:
+    """One streaming pass: per-group counts, sums, ``X^T X`` and ``X^T Y`` in float64.
+
+    Parameters
+    ----------
+    source : BlockSource
+        Activations (n_samples, n_units), any float dtype, any backend.
+    Y : ndarray of shape (n_samples, n_columns)
+        Targets of all features (host numpy, float64).
+    folds : Folds
+
+    Returns
+    -------
+    GroupStats
+        Peak memory is one block plus ``n_groups * n_units * (n_units + n_columns)`` floats.
+    """
+    if Y.shape[0] != source.n or folds.n != source.n:
+        raise ActstoreError(
+            f"{source.name}: {source.n} activation rows but {Y.shape[0]} labels and "
+            f"{folds.n} fold entries; the probe set and the run do not match"
+        )
+    group = folds.group_of()
+    G = folds.n_groups
+    st: GroupStats | None = None
+    Yd = None
+    for a, b, block in source.blocks():
+        xp = get_namespace(block)
+        Xb = xp.astype(block, xp.float64)
+        if st is None:
+            Yd = _targets_on(Y, Xb)
+            d, q = Xb.shape[1], Yd.shape[1]
+            zeros = lambda *shape: xp.zeros(shape, dtype=xp.float64, device=_device(Xb))  # noqa: E731
+            st = GroupStats(
+                count=np.zeros(G),
+                shift_x=xp.mean(Xb, axis=0),
+                shift_y=xp.mean(Yd, axis=0),
+                sx=[zeros(d) for _ in range(G)],
+                sy=[zeros(q) for _ in range(G)],
+                xtx=[zeros(d, d) for _ in range(G)],
+                xty=[zeros(d, q) for _ in range(G)],
+            )
+        assert Yd is not None
+        Xb = Xb - st.shift_x
+        Yb = Yd[a:b, ...] - st.shift_y
+        g_blk = group[a:b]
+        for g in np.unique(g_blk):
+            rows = np.flatnonzero(g_blk == g)
+            if rows.size == b - a:
+                Xg, Yg = Xb, Yb
+            else:
+                idx = _index_on(rows, Xb)
+                Xg, Yg = xp.take(Xb, idx, axis=0), xp.take(Yb, idx, axis=0)
+            Xt = xp.matrix_transpose(Xg)
+            st.count[g] += rows.size
+            st.sx[g] += xp.sum(Xg, axis=0)
+            st.sy[g] += xp.sum(Yg, axis=0)
+            st.xtx[g] += Xt @ Xg
+            st.xty[g] += Xt @ Yg
+    if st is None:
+        raise ActstoreError(f"{source.name}: no activation rows to read")
+    return st
+
+
+def _index_on(rows: np.ndarray, like: Any) -> Any:
+    xp = get_namespace(like)
+    if xp.__name__.endswith("numpy"):
+        return rows
+    return xp.asarray(rows, dtype=xp.int64, device=_device(like))
+
+
+@dataclass
+class GramStats:
+    """The full Gram matrix of the shifted activations, for the dual (kernel) solver.
+
+    Attributes
+    ----------
+    G : array of shape (n_samples, n_samples), float64
+        ``(X - shift)(X - shift)^T``.
+    """
+
+    G: Any
+
+
+def accumulate_gram(source: BlockSource, cache_bytes: int = 256 * 2**20) -> GramStats:
+    """Accumulate ``X X^T`` (n, n) in float64 from row blocks.
+
+    Each pair of blocks contributes one tile. Earlier blocks are kept (in float64) while they
+    fit in ``cache_bytes``; beyond that the inner loop re-reads them from ``source``, so memory
+    stays bounded by the Gram matrix plus two blocks.
+    """
+    G = None
+    shift = None
+    kept: list[tuple[int, int, Any]] | None = []
+    used = 0
+    for a, b, block in source.blocks():
+        xp = get_namespace(block)
+        Xa = xp.astype(block, xp.float64)
+        if G is None:
+            shift = xp.mean(Xa, axis=0)
+            G = xp.zeros((source.n, source.n), dtype=xp.float64, device=_device(Xa))
+        Xa = Xa - shift
+        G[a:b, a:b] = Xa @ xp.matrix_transpose(Xa)
+        for c, e, Xc in kept if kept is not None else _earlier(source, a, shift):
+            tile = Xa @ xp.matrix_transpose(Xc)  # (b - a, e - c)
+            G[a:b, c:e] = tile
+            G[c:e, a:b] = xp.matrix_transpose(tile)
+        if kept is not None:
+            used += (b - a) * source.d * 8
+            if used <= cache_bytes:
+                kept.append((a, b, Xa))
+            else:
+                kept = None
+    if G is None:
+        raise ActstoreError(f"{source.name}: no activation rows to read")
+    return GramStats(G)
+
+
+def _earlier(source: BlockSource, stop: int, shift: Any) -> Iterator[tuple[int, int, Any]]:
+    """Re-read the blocks of ``source`` that end at or before row ``stop``."""
+    for c, e, blk in source.blocks():
+        if e > stop:
+            return
+        xp = get_namespace(blk)
+        yield c, e, xp.astype(blk, xp.float64) - shift

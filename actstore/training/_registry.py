@@ -1,0 +1,153 @@
+"""Name -> factory registries of datasets, tasks and models; unknown names list the valid ones."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from actstore._errors import ActstoreError
+from actstore.training._binary import BinaryEasyHard
+from actstore.training._data import Dataset, Head, InputSpec
+from actstore.training._models import MLP, AlexNetCNN, HeadedModel, ResNetCNN
+from actstore.training._multifeature import MultiFeature
+from actstore.training._transformer import SmallTransformer
+from actstore.training._trifeature import Trifeature
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "TASKS",
+    "build_model",
+    "lookup",
+    "make_dataset",
+    "model_params",
+    "task_targets",
+    "tasks_for",
+]
+
+T = TypeVar("T")
+
+#: Datasets by name: classes taking their parameters as keyword arguments.
+DATASETS: dict[str, type[Dataset]] = {
+    "trifeature": Trifeature,
+    "binary": BinaryEasyHard,
+    "multifeature": MultiFeature,
+}
+
+#: Models by name: ``cls(input_spec, heads, **params)``.
+MODELS: dict[str, type[HeadedModel]] = {
+    "alexnet": AlexNetCNN,
+    "resnet": ResNetCNN,
+    "mlp": MLP,
+    "transformer": SmallTransformer,
+}
+
+
+def _single(feature: str) -> Callable[[Dataset], tuple[str, ...]]:
+    def task(ds: Dataset) -> tuple[str, ...]:
+        if feature not in ds.targets:
+            raise ActstoreError(
+                f"task {feature!r} does not apply to dataset {ds.name!r}; its tasks: "
+                f"{', '.join(tasks_for(ds))}"
+            )
+        return (feature,)
+
+    task.__doc__ = f"Train one head reporting {feature!r}."
+    return task
+
+
+def _all(ds: Dataset) -> tuple[str, ...]:
+    """One head per target feature of the dataset, equal loss weights."""
+    return tuple(ds.targets)
+
+
+#: Tasks by name: ``task(dataset) -> target features`` (one output head each).
+TASKS: dict[str, Callable[[Dataset], tuple[str, ...]]] = {
+    "shape": _single("shape"),
+    "texture": _single("texture"),
+    "color": _single("color"),
+    "label": _single("label"),
+    "all": _all,
+}
+
+
+def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
+    """``registry[name]``, or :class:`ActstoreError` listing the valid names."""
+    if name not in registry:
+        raise ActstoreError(f"unknown {what} {name!r}; valid {what}s: {', '.join(registry)}")
+    return registry[name]
+
+
+def _keywords(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    sig = inspect.signature(factory)
+    return {k: p for k, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def check_keys(factory: Callable[..., Any], params: Mapping[str, Any], what: str) -> None:
+    """Refuse parameter names ``factory`` does not take (the message lists the valid ones)."""
+    valid = _keywords(factory)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ActstoreError(
+            f"unknown {what} parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"valid: {', '.join(valid)}"
+        )
+
+
+def make_dataset(name: str, params: Mapping[str, Any] | None = None) -> Dataset:
+    """Instantiate dataset ``name`` with ``params`` (checked)."""
+    cls = lookup(DATASETS, name, "dataset")
+    params = dict(params or {})
+    check_keys(cls, params, f"dataset {name!r}")
+    return cls(**params)
+
+
+def tasks_for(ds: Dataset) -> list[str]:
+    """Names of the tasks that apply to a dataset."""
+    ok = []
+    for name, task in TASKS.items():
+        try:
+            task(ds)
+        except ActstoreError:
+            continue
+        ok.append(name)
+    return ok
+
+
+def task_targets(task: str, ds: Dataset) -> tuple[str, ...]:
+    """Target features of ``task`` on ``ds`` (checked)."""
+    return lookup(TASKS, task, "task")(ds)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def model_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``params`` of model ``name`` checked and completed with the defaults (JSON)."""
+    cls = lookup(MODELS, name, "model")
+    params = dict(params or {})
+    check_keys(cls, params, f"model {name!r}")
+    full = {k: p.default for k, p in _keywords(cls).items()}
+    full.update(params)
+    return _jsonable(full)  # type: ignore[no-any-return]
+
+
+def build_model(
+    name: str,
+    input_spec: InputSpec,
+    heads: tuple[Head, ...],
+    params: Mapping[str, Any] | None = None,
+) -> HeadedModel:
+    """Instantiate model ``name`` (seed torch first for a reproducible initialisation)."""
+    cls = lookup(MODELS, name, "model")
+    params = dict(params or {})
+    check_keys(cls, params, f"model {name!r}")
+    return cls(input_spec, heads, **params)
