@@ -71,7 +71,9 @@ def dump_cmd(
     attr: Annotated[
         list[str] | None, typer.Option("--attr", help="Run attribute key=value (task, seed...).")
     ] = None,
-    codec: Annotated[str, typer.Option(help="Compression of activations.")] = "blosc-lz4",
+    codec: Annotated[
+        str, typer.Option(help="Compression of activations: zstd, blosc-lz4, blosc-zstd, none.")
+    ] = "zstd",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore.store._dump import dump

@@ -33,7 +33,13 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.probes._backend import to_numpy
-from actstore.probes._signatures import Signature, _device, _diag_mask, strict_upper_mask
+from actstore.probes._signatures import (
+    Signature,
+    _device,
+    _diag_mask,
+    _zero_diagonal_,
+    strict_upper_mask,
+)
 
 __all__ = [
     "RDM_COMPARES",
@@ -129,7 +135,7 @@ class _RSA(Signature):
         if idx is not None:
             _, counts = np.unique(to_numpy(idx), return_counts=True)
             dup_ordered = int(np.sum(counts * (counts - 1)))
-        super().__init__(n, xp, n_entries=n * (n - 1) - dup_ordered)
+        super().__init__(X, xp, n_entries=n * (n - 1) - dup_ordered)
         self.rdm, self.compare, self.idx = rdm, compare, idx
         self.centred_entries = compare in ("pearson", "spearman")
         self.Z, self.sq = pattern_form(X, rdm, xp)
@@ -179,6 +185,22 @@ class _RSA(Signature):
             # The square part is symmetric: mirror its upper triangle below the diagonal.
             sq = R[:, :h] + R[:, :h].T
             self.ranks[(r0, r1)] = xp.concat([sq, R[:, h:]], axis=1)
+
+    def fill(self, r0: int, r1: int, sq: Any, rt: Any) -> None:
+        if self.ranks is not None or self.rdm not in ("correlation", "cosine"):
+            return super().fill(r0, r1, sq, rt)
+        xp = self.xp
+        A = self.Z[r0:r1, :]
+        xp.matmul(A, A.T, out=sq)
+        xp.matmul(A, self.Z[r1:, :].T, out=rt)
+        for part in (sq, rt):
+            part *= -1.0
+            part += 1.0
+        _zero_diagonal_(sq, xp)
+        if self.idx is not None:
+            sq[self.idx[r0:r1, None] == self.idx[None, r0:r1]] = 0.0
+            if r1 < self.n:
+                rt[self.idx[r0:r1, None] == self.idx[None, r1:]] = 0.0
 
     def strip(self, r0: int, r1: int) -> Any:
         if self.ranks is not None:

@@ -59,16 +59,19 @@ class Signature:
     centred_entries: bool = False
     pair_reduce: str = "fro2"
 
-    def __init__(self, n: int, xp: Any, n_entries: int | None = None) -> None:
+    def __init__(self, X: Any, xp: Any, n_entries: int | None = None) -> None:
+        n = X.shape[0]
         self.n = n
         self.xp = xp
+        self.device = _device(X)
         self.n_entries = n * n if n_entries is None else n_entries
         self.degenerate = False
 
     @property
     def has_strips(self) -> bool:
-        """True when :meth:`strip` is implemented (the Gram path)."""
-        return type(self).strip is not Signature.strip
+        """True when the signature has a Gram form (:meth:`strip` or :meth:`fill`)."""
+        cls = type(self)
+        return cls.strip is not Signature.strip or cls.fill is not Signature.fill
 
     def strip(self, r0: int, r1: int) -> Any:
         """Rows ``r0:r1``, columns ``r0:`` of the signature matrix.
@@ -78,6 +81,23 @@ class Signature:
         array of shape (r1 - r0, n - r0), float64
         """
         raise NotImplementedError(f"{type(self).__name__} has no Gram form")
+
+    def fill(self, r0: int, r1: int, sq: Any, rt: Any) -> None:
+        """Write the strip of rows ``r0:r1`` into preallocated buffers.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Stimulus block.
+        sq : array of shape (r1 - r0, r1 - r0), float64
+            Receives the square part ``S[r0:r1, r0:r1]``.
+        rt : array of shape (r1 - r0, n - r1), float64
+            Receives the right part ``S[r0:r1, r1:]``.
+        """
+        S = self.strip(r0, r1)
+        h = r1 - r0
+        sq[...] = S[:, :h]
+        rt[...] = S[:, h:]
 
     def features(self) -> Any | None:
         """Feature-space form ``F`` (n x r, float64), or None when the metric has none."""
@@ -108,6 +128,12 @@ def _zero_diagonal(M: Any, xp: Any) -> Any:
     return xp.where(_diag_mask(h, w, xp, M), xp.zeros_like(M), M)
 
 
+def _zero_diagonal_(sq: Any, xp: Any) -> None:
+    """Set the diagonal of a square array to 0, in place."""
+    i = xp.arange(sq.shape[0], device=_device(sq))
+    sq[i, i] = 0.0
+
+
 def _u_centre_strip(K: Any, u: Any, t: float, n: int, r0: int, r1: int, xp: Any) -> Any:
     """U-centre a strip of a kernel matrix (Székely & Rizzo; Song et al. 2012).
 
@@ -123,8 +149,7 @@ class _LinearCKA(Signature):
     """Centred (or U-centred) linear Gram ``Xc Xc^T``; feature form ``Xc``."""
 
     def __init__(self, X: Any, xp: Any, debiased: bool) -> None:
-        n = X.shape[0]
-        super().__init__(n, xp)
+        super().__init__(X, xp)
         self.debiased = debiased
         self.Xc, self.degenerate = _centre(X, xp)
         if debiased:
@@ -134,11 +159,22 @@ class _LinearCKA(Signature):
             self.u = Xc @ g - self.a  # (n,) row sums of K with a zero diagonal
             self.t = float(xp.sum(g * g) - xp.sum(self.a))
 
-    def strip(self, r0: int, r1: int) -> Any:
-        K = self.Xc[r0:r1, :] @ self.Xc[r0:, :].T  # (h, n - r0)
-        if not self.debiased:
-            return K
-        return _u_centre_strip(K, self.u, self.t, self.n, r0, r1, self.xp)
+    def fill(self, r0: int, r1: int, sq: Any, rt: Any) -> None:
+        xp = self.xp
+        A = self.Xc[r0:r1, :]
+        xp.matmul(A, A.T, out=sq)  # symmetric product: BLAS syrk where available
+        xp.matmul(A, self.Xc[r1:, :].T, out=rt)
+        if self.debiased:
+            n = self.n
+            u = self.u / (n - 2)
+            c = self.t / ((n - 1) * (n - 2))
+            sq -= u[r0:r1, None]
+            sq -= u[None, r0:r1]
+            sq += c
+            _zero_diagonal_(sq, xp)
+            rt -= u[r0:r1, None]
+            rt -= u[None, r1:]
+            rt += c
 
     def features(self) -> Any:
         return self.Xc
@@ -178,7 +214,7 @@ class _RBFCKA(Signature):
 
     def __init__(self, X: Any, xp: Any, t: float, debiased: bool, chunks: list) -> None:
         n = X.shape[0]
-        super().__init__(n, xp)
+        super().__init__(X, xp)
         self.debiased = debiased
         self.Xc, self.degenerate = _centre(X, xp)
         self.a = xp.sum(self.Xc * self.Xc, axis=1)
@@ -283,7 +319,7 @@ class _Procrustes(Signature):
 
     def __init__(self, X: Any, xp: Any) -> None:
         n, d = X.shape
-        super().__init__(n, xp)
+        super().__init__(X, xp)
         Xc, self.degenerate = _centre(X, xp)
         if d > n:
             # Xc = U S V^T: Xc V = U S has the same cross-product singular values with any Y.

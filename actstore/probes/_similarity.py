@@ -388,11 +388,16 @@ def _gram_block(
     xp = SA[0].xp
     h = r1 - r0
 
+    n = SA[0].n
+    dev = SA[0].device
+
     def stack(S: list[Signature]) -> tuple[Any, Any]:
-        strips = [s.strip(r0, r1) for s in S]
-        sq = xp.stack([xp.reshape(t[:, :h], (-1,)) for t in strips])  # (|S|, h*h)
-        rt = xp.stack([xp.reshape(t[:, h:], (-1,)) for t in strips])  # (|S|, h*(n-r1))
-        return sq, rt
+        # Strips are written straight into the stacked buffers: no copies of n x n data.
+        sq = xp.empty((len(S), h, h), dtype=xp.float64, device=dev)
+        rt = xp.empty((len(S), h, n - r1), dtype=xp.float64, device=dev)
+        for k, s in enumerate(S):
+            s.fill(r0, r1, sq[k, ...], rt[k, ...])
+        return xp.reshape(sq, (len(S), h * h)), xp.reshape(rt, (len(S), h * (n - r1)))
 
     sqa, rta = stack(SA)
     sums = xp.sum(sqa, axis=1) + 2.0 * xp.sum(rta, axis=1)

@@ -179,10 +179,8 @@ def dump(
     """
     import torch
 
-    from actstore.store._capture import resolve_layers, weights_hash
+    from actstore.store._capture import parse_reduction, resolve_layers, weights_hash
     from actstore.store._store import _exists, create_store, open_store
-
-    from actstore.store._capture import parse_reduction
 
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")

@@ -46,7 +46,9 @@ def run_info(store: Any, run_id: str, sizes: bool = True) -> dict[str, Any]:
                 "chunks": list(arr.chunks),
                 "shards": list(arr.shards) if arr.shards else None,
                 "nbytes": int(np.prod(arr.shape)) * arr.dtype.itemsize,
-                "stored_bytes": disk_usage(store.url, f"{L.RUNS}/{run_id}/{name}") if sizes else None,
+                "stored_bytes": (
+                    disk_usage(store.url, f"{L.RUNS}/{run_id}/{name}") if sizes else None
+                ),
             }
         )
     slots = [

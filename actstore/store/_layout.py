@@ -110,7 +110,7 @@ CODECS: dict[str, Callable[[], list[Any]]] = {
     "zstd": _zstd(1),
     "none": lambda: [],
 }
-DEFAULT_CODEC = "blosc-lz4"
+DEFAULT_CODEC = "zstd"
 
 
 def make_codecs(name: str) -> list[Any]:

@@ -300,7 +300,8 @@ class RunWriter:
                 f"run {self.run_id!r} in {self.store.url} exists with another {k} "
                 f"({old.get(k)!r} there, {self.identity.get(k)!r} now); use a new run id"
             )
-        if old.get("probe_set") != self.probe_set_name or old.get("probe_set_hash") != self._ps_hash:
+        same_ps = old.get("probe_set") == self.probe_set_name
+        if not same_ps or old.get("probe_set_hash") != self._ps_hash:
             raise ProvenanceError(
                 f"run {self.run_id!r} was recorded on probe set {old.get('probe_set')!r} "
                 f"(hash {str(old.get('probe_set_hash'))[:12]}), not on {self.probe_set_name!r} "
@@ -383,8 +384,9 @@ class RunWriter:
         itemsize = np.dtype(dtype).itemsize
         per_chunk, per_shard = L.chunk_shape(n, unit_shape, itemsize)
         n_slots = len(self._attrs[L.ATTR_STEPS])
+        dim_names = info.get("unit_dims", [f"dim{i}" for i in range(len(unit_shape))])
         unit_dims = (f"{name}_unit",) if len(unit_shape) == 1 else tuple(
-            f"{name}_{d}" for d in info.get("unit_dims", [f"dim{i}" for i in range(len(unit_shape))])
+            f"{name}_{d}" for d in dim_names
         )
         arr = self.group.create_array(
             name,

@@ -12,7 +12,7 @@ from actstore.store import _layout as L
 __all__ = ["open", "open_layer"]
 
 
-def open(url: str, storage_options: dict | None = None) -> Any:  # noqa: A001
+def open(url: str, storage_options: dict | None = None) -> Any:
     """Open a store as an :class:`xarray.DataTree` of lazy Dask arrays.
 
     Nothing is read beyond metadata until ``.values`` / ``.compute()``.

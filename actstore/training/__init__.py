@@ -1,0 +1,90 @@
+"""Training: synthetic feature datasets, a model zoo, and multi-seed multi-task runs that record
+every layer's activations at every checkpoint into a store (see docs/training.md)."""
+
+from __future__ import annotations
+
+from actstore.training._binary import BinaryEasyHard
+from actstore.training._data import Dataset, Head, InputSpec, Split, TaskData
+from actstore.training._demo import run_demo
+from actstore.training._execute import SweepReport, plan_sweep, run_sweep
+from actstore.training._models import ACTIVATIONS, MLP, AlexNetCNN, HeadedModel, ResNetCNN
+from actstore.training._multifeature import MultiFeature
+from actstore.training._registry import (
+    DATASETS,
+    MODELS,
+    TASKS,
+    build_model,
+    make_dataset,
+    task_targets,
+    tasks_for,
+)
+from actstore.training._render import (
+    COLORS,
+    SHAPES,
+    TEXTURES,
+    RenderParams,
+    render,
+    render_reference,
+    sample_render_params,
+)
+from actstore.training._run import (
+    CaptureConfig,
+    RunSpec,
+    load_saved_model,
+    model_from_config,
+    train_run,
+)
+from actstore.training._sweep import Sweep, builtin_sweeps, load_sweep, parse_sweep
+from actstore.training._trainer import OPTIMIZERS, TrainConfig, Trainer, schedule
+from actstore.training._transformer import SmallTransformer
+from actstore.training._trifeature import Trifeature, heldout_mask, pairing
+
+__all__ = [
+    "ACTIVATIONS",
+    "COLORS",
+    "DATASETS",
+    "MLP",
+    "MODELS",
+    "OPTIMIZERS",
+    "SHAPES",
+    "TASKS",
+    "TEXTURES",
+    "AlexNetCNN",
+    "BinaryEasyHard",
+    "CaptureConfig",
+    "Dataset",
+    "Head",
+    "HeadedModel",
+    "InputSpec",
+    "MultiFeature",
+    "RenderParams",
+    "ResNetCNN",
+    "RunSpec",
+    "SmallTransformer",
+    "Split",
+    "Sweep",
+    "SweepReport",
+    "TaskData",
+    "TrainConfig",
+    "Trainer",
+    "Trifeature",
+    "build_model",
+    "builtin_sweeps",
+    "heldout_mask",
+    "load_saved_model",
+    "load_sweep",
+    "make_dataset",
+    "model_from_config",
+    "pairing",
+    "parse_sweep",
+    "plan_sweep",
+    "render",
+    "render_reference",
+    "run_demo",
+    "run_sweep",
+    "sample_render_params",
+    "schedule",
+    "task_targets",
+    "tasks_for",
+    "train_run",
+]

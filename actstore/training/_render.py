@@ -53,7 +53,7 @@ COLORS: dict[str, tuple[float, float, float]] = {
 # Colours and the grey background as 8-bit values, computed once, so that both renderers
 # write identical bytes.
 _PALETTE = np.array(
-    [[int(round(255 * c)) for c in rgb] for rgb in COLORS.values()], dtype=np.uint8
+    [[round(255 * c) for c in rgb] for rgb in COLORS.values()], dtype=np.uint8
 )  # (10, 3)
 _GREY = 128
 
@@ -62,10 +62,8 @@ SHAPE_FRACTION = 128.0 / 224.0
 
 
 def _regular(n: int, radius: float, start: float = -math.pi / 2) -> list[tuple[float, float]]:
-    return [
-        (radius * math.cos(start + 2 * math.pi * k / n), radius * math.sin(start + 2 * math.pi * k / n))
-        for k in range(n)
-    ]
+    angles = [start + 2 * math.pi * k / n for k in range(n)]
+    return [(radius * math.cos(a), radius * math.sin(a)) for a in angles]
 
 
 def _star(n: int, outer: float, inner: float) -> list[tuple[float, float]]:
@@ -213,7 +211,7 @@ def _shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return inside
     pts = POLYGONS[name]
     inside = np.zeros(u.shape, dtype=bool)
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1], strict=True):
         if y0 == y1:
             continue
         # An edge crosses the horizontal ray to the right of (u, v).
@@ -368,7 +366,7 @@ def render(
 
 def _ref_polygon(pts: list[tuple[float, float]], u: float, v: float) -> bool:
     inside = False
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1], strict=True):
         if y0 == y1:
             continue
         if (y0 > v) != (y1 > v) and u < x0 + (v - y0) * (x1 - x0) / (y1 - y0):

@@ -65,7 +65,9 @@ class Block(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.ln_mlp = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+            nn.Linear(d_model, mlp_ratio * d_model),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * d_model, d_model),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

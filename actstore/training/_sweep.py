@@ -1,0 +1,284 @@
+"""Sweeps: datasets x tasks x models x seeds x variants, from a TOML file or CLI ranges, run as
+parallel Dask tasks (one task per run) that write different runs of one store.
+
+A sweep file (see ``actstore/training/sweeps/*.toml`` and docs/training.md)::
+
+    name = "demo"
+    datasets = ["trifeature"]
+    tasks = ["shape", "texture", "color"]   # or a table: {trifeature = ["shape"], ...}
+    models = ["alexnet"]
+    seeds = [0, 1]                          # or "0:5"
+
+    [train]                                 # TrainConfig fields
+    steps = 300
+    [capture]                               # CaptureConfig fields
+    reduce = "mean"
+    [dataset.trifeature]                    # keyword parameters of the dataset
+    image_size = 32
+    [model.alexnet]                         # keyword parameters of the model
+    width = 16
+    [variants.p05.dataset.trifeature]       # named variants override any of the above
+    p = 0.5
+
+Every key is checked; unknown keys, names and parameters are errors that list the valid ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from actstore._errors import ActstoreError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+from actstore.training._registry import DATASETS, MODELS, TASKS, lookup
+from actstore.training._run import CaptureConfig, RunSpec
+from actstore.training._trainer import TrainConfig
+
+__all__ = [
+    "SWEEP_DIR",
+    "Sweep",
+    "builtin_sweeps",
+    "load_sweep",
+    "merge",
+    "parse_seeds",
+    "parse_sweep",
+    "parse_value",
+    "set_option",
+]
+
+#: Directory of the sweep files shipped with actstore.
+SWEEP_DIR = Path(__file__).parent / "sweeps"
+
+_TOP = ("name", "description", "datasets", "tasks", "models", "seeds", "train", "capture",
+        "dataset", "model", "variants")
+_VARIANT = ("description", "train", "capture", "dataset", "model")
+
+
+@dataclass
+class Sweep:
+    """A named list of runs.
+
+    Attributes
+    ----------
+    name : str
+    runs : list of RunSpec
+        In expansion order (dataset, task, model, variant, seed).
+    description : str
+    """
+
+    name: str
+    runs: list[RunSpec]
+    description: str = ""
+
+
+def builtin_sweeps() -> list[str]:
+    """Names of the sweep files shipped with actstore."""
+    return sorted(p.stem for p in SWEEP_DIR.glob("*.toml"))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ActstoreError(f"sweep file {path} is not valid TOML: {e}") from None
+
+
+def load_sweep(source: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
+    """Read a sweep from a TOML file or a built-in name (:func:`builtin_sweeps`).
+
+    ``overrides`` (same structure as the file) is merged on top before checking.
+    """
+    path = Path(source)
+    if not path.is_file():
+        if str(source) in builtin_sweeps():
+            path = SWEEP_DIR / f"{source}.toml"
+        else:
+            raise ActstoreError(
+                f"sweep {str(source)!r} is neither a file nor a built-in sweep; built-in: "
+                f"{', '.join(builtin_sweeps())}"
+            )
+    doc = merge(_read_toml(path), overrides or {})
+    doc.setdefault("name", path.stem)
+    return parse_sweep(doc, source=str(path))
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge of two TOML-like documents (``over`` wins; tables merge)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A CLI value as TOML (``64``, ``0.5``, ``true``, ``[1, 2]``, ``"x"``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_seeds(value: Any) -> list[int]:
+    """Seeds from a list, an int, ``"a:b"`` (range, b excluded) or ``"0,3,7"``."""
+    if isinstance(value, bool):
+        raise ActstoreError(f"seeds must be integers, got {value!r}")
+    if isinstance(value, int):
+        seeds = [value]
+    elif isinstance(value, list):
+        seeds = value
+    elif isinstance(value, str):
+        try:
+            if ":" in value:
+                a, b = value.split(":")
+                seeds = list(range(int(a), int(b)))
+            else:
+                seeds = [int(s) for s in value.split(",") if s.strip()]
+        except ValueError:
+            raise ActstoreError(
+                f"seeds {value!r}: use a range like 0:5, a list like 0,1,2, or one integer"
+            ) from None
+    else:
+        raise ActstoreError(f"seeds must be a list, a range 'a:b' or an integer, got {value!r}")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad or not seeds:
+        raise ActstoreError(f"seeds must be integers >= 0 (at least one), got {value!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def set_option(doc: dict[str, Any], key: str, value: Any) -> None:
+    """Apply a CLI ``--set KEY=VALUE`` to a sweep document.
+
+    ``train.X``, ``capture.X``, ``dataset.NAME.X``, ``model.NAME.X``; ``dataset.X`` /
+    ``model.X`` apply to every dataset / model of the sweep.
+    """
+    parts = key.split(".")
+    head = parts[0]
+    if head in ("train", "capture") and len(parts) == 2:
+        doc.setdefault(head, {})[parts[1]] = value
+        return
+    if head in ("dataset", "model") and len(parts) in (2, 3):
+        names = doc.get(head + "s") or []
+        if len(parts) == 3:
+            names = [parts[1]]
+        elif not names:
+            raise ActstoreError(f"--set {key}: give the {head} name, as {head}.NAME.{parts[1]}")
+        for name in names:
+            doc.setdefault(head, {}).setdefault(name, {})[parts[-1]] = value
+        return
+    raise ActstoreError(
+        f"--set {key}: use train.KEY, capture.KEY, dataset[.NAME].KEY or model[.NAME].KEY"
+    )
+
+
+def _names(doc: dict[str, Any], key: str, registry: dict[str, Any], what: str) -> list[str]:
+    v = doc.get(key)
+    if v is None:
+        raise ActstoreError(f"the sweep names no {key}; give {key} = [...] (valid: "
+                            f"{', '.join(registry)})")
+    names = [v] if isinstance(v, str) else v
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ActstoreError(f"sweep key {key} must be a list of names, got {v!r}")
+    for n in names:
+        lookup(registry, n, what)
+    return list(dict.fromkeys(names))
+
+
+def _check_keys(table: Any, valid: tuple[str, ...] | list[str], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ActstoreError(f"{where} must be a table, got {table!r}")
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ActstoreError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
+            f"valid keys: {', '.join(valid)}"
+        )
+    return table
+
+
+def _dataclass_from(cls: Any, table: dict[str, Any], where: str) -> Any:
+    _check_keys(table, [f.name for f in fields(cls)], where)
+    return cls(**table)
+
+
+def _params_tables(doc: dict[str, Any], key: str, registry: dict[str, Any], where: str
+                   ) -> dict[str, dict[str, Any]]:
+    tables = _check_keys(doc.get(key, {}), list(registry), f"[{where}{key}]")
+    for name, t in tables.items():
+        _check_keys(t, list(t), f"[{where}{key}.{name}]")  # must be a table
+    return tables
+
+
+def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
+    """Check a sweep document and expand it into runs (nothing is trained or written).
+
+    Raises
+    ------
+    ActstoreError
+        For an unknown key, name or parameter, a task that does not apply to a dataset, or two
+        runs with the same id; the message names the place in the document.
+    """
+    _check_keys(doc, _TOP, f"sweep {source}")
+    datasets = _names(doc, "datasets", DATASETS, "dataset")
+    models = _names(doc, "models", MODELS, "model")
+    tasks_v = doc.get("tasks")
+    if isinstance(tasks_v, dict):
+        _check_keys(tasks_v, datasets, "[tasks]")
+        tasks = {d: _names(tasks_v, d, TASKS, "task") for d in datasets if d in tasks_v}
+        missing = [d for d in datasets if d not in tasks]
+        if missing:
+            raise ActstoreError(f"[tasks] gives no tasks for dataset(s) {', '.join(missing)}")
+    else:
+        names = _names(doc, "tasks", TASKS, "task")
+        tasks = {d: names for d in datasets}
+    seeds = parse_seeds(doc.get("seeds", [0]))
+    base = {k: doc.get(k, {}) for k in ("train", "capture", "dataset", "model")}
+    _params_tables(base, "dataset", DATASETS, "")
+    _params_tables(base, "model", MODELS, "")
+    variants_doc = _check_keys(doc.get("variants", {}), list(doc.get("variants", {})),
+                               "[variants]")
+    variants: list[tuple[str, dict[str, Any]]] = [("", base)]
+    if variants_doc:
+        variants = []
+        for vname, vdoc in variants_doc.items():
+            if not vname or not all(c.isalnum() or c in "_." for c in vname):
+                raise ActstoreError(
+                    f"variant name {vname!r} must use letters, digits, '_' or '.' (it becomes "
+                    "part of run ids)"
+                )
+            _check_keys(vdoc, _VARIANT, f"[variants.{vname}]")
+            _params_tables(vdoc, "dataset", DATASETS, f"variants.{vname}.")
+            _params_tables(vdoc, "model", MODELS, f"variants.{vname}.")
+            over = {k: v for k, v in vdoc.items() if k != "description"}
+            variants.append((vname, merge(base, over)))
+
+    runs: list[RunSpec] = []
+    for vname, vdoc in variants:
+        where = f"[variants.{vname}]" if vname else "sweep"
+        train = _dataclass_from(TrainConfig, dict(vdoc.get("train", {})), f"[train] of {where}")
+        capture = _dataclass_from(CaptureConfig, dict(vdoc.get("capture", {})),
+                                  f"[capture] of {where}")
+        for d in datasets:
+            for task, model in itertools.product(tasks[d], models):
+                for seed in seeds:
+                    runs.append(RunSpec(
+                        dataset=d, task=task, model=model, seed=seed,
+                        dataset_params=dict(vdoc.get("dataset", {}).get(d, {})),
+                        model_params=dict(vdoc.get("model", {}).get(model, {})),
+                        train=train, capture=capture, variant=vname,
+                    ))
+    ids = [r.run_id for r in runs]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ActstoreError(f"the sweep gives several runs the same id: {', '.join(dup[:5])}")
+    name = str(doc.get("name", Path(source).stem))
+    return Sweep(name=name, runs=runs, description=str(doc.get("description", "")))
