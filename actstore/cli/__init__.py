@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from actstore.cli._app import app
-
 # Each module registers its commands on ``app`` when imported.
-from actstore.cli import _store_cmds  # noqa: E402,F401  (dump, ls, info, demo)
+from actstore.cli import (
+    _integrity_cmds,  # noqa: F401  (verify, repair, ingest)
+    _store_cmds,  # noqa: F401  (dump, ls, info)
+)
+from actstore.cli._app import app
 
 __all__ = ["app", "main"]
 

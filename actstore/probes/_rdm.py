@@ -35,6 +35,7 @@ from actstore._errors import ActstoreError
 from actstore.probes._backend import to_numpy
 from actstore.probes._signatures import (
     Signature,
+    _centre,
     _device,
     _diag_mask,
     _zero_diagonal_,
@@ -139,6 +140,8 @@ class _RSA(Signature):
         self.rdm, self.compare, self.idx = rdm, compare, idx
         self.centred_entries = compare in ("pearson", "spearman")
         self.Z, self.sq = pattern_form(X, rdm, xp)
+        # Identical activation patterns for every stimulus: no structure to compare.
+        self.degenerate = _centre(X, xp)[1]
         self.ranks: dict[tuple[int, int], Any] | None = None
         if compare == "spearman":
             self._rank(chunks)
@@ -161,11 +164,24 @@ class _RSA(Signature):
         return mask
 
     def _rank(self, chunks: list) -> None:
-        """Average ranks (1-based, ties averaged) of the counted upper-triangle entries."""
+        """Average ranks (1-based, ties averaged) of the counted upper-triangle entries.
+
+        Ranks need exact ties: two identical activation patterns (copies of a stimulus in a
+        bootstrap draw, dead-ReLU patterns) must give bit-identical distances, which a
+        blocked matrix product does not promise. Distances are therefore computed once
+        between the distinct patterns, made exactly symmetric, and gathered.
+        """
         xp = self.xp
+        Zh = to_numpy(self.Z)
+        _, first, inv = np.unique(Zh, axis=0, return_index=True, return_inverse=True)
+        keep = xp.asarray(first, device=_device(self.Z))
+        Zu = xp.take(self.Z, keep, axis=0)
+        Du = rdm_strip(Zu, xp.take(self.sq, keep, axis=0), self.rdm, 0, len(first), xp)
+        Du = (Du + Du.T) / 2.0  # exactly symmetric
+        inv_x = xp.asarray(np.asarray(inv).reshape(-1), device=_device(self.Z))
         values, masks = [], []
         for r0, r1 in chunks:
-            D = self._distances(r0, r1)
+            D = xp.take(xp.take(Du, inv_x[r0:r1], axis=0), inv_x[r0:], axis=1)
             m = self._valid(r0, r1, D)
             values.append(D[m])
             masks.append(m)

@@ -347,6 +347,7 @@ def capture_slot(
     device: Any = None,
     weights_hash: str | None = None,
     progress: Callable[[int], None] | None = None,
+    source: str | None = None,
 ) -> bool:
     """Record one checkpoint of ``model`` into an open :class:`RunWriter`.
 
@@ -372,6 +373,8 @@ def capture_slot(
         Provenance of the weights; a complete slot recorded from other weights is an error.
     progress : callable, optional
         Called with the number of samples done after each batch.
+    source : str, optional
+        The checkpoint file the weights came from (recorded for ``actstore repair``).
 
     Returns
     -------
@@ -450,7 +453,7 @@ def capture_slot(
                     )
                 batch = {c: check_values(captured[c], c, step, dtype) for c, _ in sel}
                 if sw is None:
-                    writer.begin_slot(step, weights_hash)
+                    writer.begin_slot(step, weights_hash, source)
                     slot_started = True
                     arrays = {}
                     for c, p in sel:

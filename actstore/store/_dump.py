@@ -132,14 +132,6 @@ def probe_set_from_npz(path: str | Path, name: str | None = None) -> ProbeSet:
                     attrs={"generator": "npz", "source": p.name})
 
 
-def _remove_url(url: str) -> None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
 def dump(
     store: str,
     run: str,
@@ -180,7 +172,7 @@ def dump(
     import torch
 
     from actstore.store._capture import parse_reduction, resolve_layers, weights_hash
-    from actstore.store._store import _exists, create_store, open_store
+    from actstore.store._store import _exists, create_store, open_store, undo_additions
 
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
@@ -230,6 +222,10 @@ def dump(
     added = st.add_probe_set(ps_obj) if ps_obj is not None else False
     ps_name = ps_obj.name if ps_obj is not None else str(probe_set)
     meta = {"model": model_name, "dataset": ps_name, **(attrs or {})}
+    if isinstance(model, str):  # enough to redo a slot later (actstore repair)
+        meta["dump"] = {"factory": model, "factory_kwargs": factory_kwargs or {},
+                        "layers": layers, "reduce": reduce, "dtype": dtype,
+                        "batch_size": batch_size}
     report = DumpReport(run=run)
     try:
         net.to(device)
@@ -251,16 +247,10 @@ def dump(
 
                     w.capture(net, step, layers=layers, reduce=reduce, dtype=dtype,
                               batch_size=batch_size, device=device, weights_hash=wh,
-                              progress=tick)
+                              progress=tick, source=str(Path(f).resolve()))
                     report.written.append(step)
     except BaseException:
-        if created:
-            _remove_url(store)
-        elif added:
-            st.refresh()
-            if ps_name not in {st.reader(r).attrs.get("probe_set") for r in st.run_ids()}:
-                st.remove_probe_set(ps_name)
-                st.consolidate()
+        undo_additions(store, st, created, ps_name if added else None)
         raise
     return report
 

@@ -403,11 +403,17 @@ class RunWriter:
         self._put_attrs({L.ATTR_LAYERS: table})
         return arr
 
-    def begin_slot(self, step: int, weights_hash: str | None = None) -> int:
-        """Mark the slot of ``step`` as being written; returns its index."""
+    def begin_slot(self, step: int, weights_hash: str | None = None,
+                   source: str | None = None) -> int:
+        """Mark the slot of ``step`` as being written; returns its index.
+
+        ``source`` (a checkpoint file) is recorded so that ``actstore repair`` can redo it.
+        """
         i = self._slot_index(step)
         slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
         slots[str(int(step))] = {"weights_hash": weights_hash, "started": _now()}
+        if source is not None:
+            slots[str(int(step))]["source"] = source
         self._put_attrs({L.ATTR_SLOTS: slots})
         self.group["status"][i] = L.STATUS_WRITING
         self.group["checkpoint"][i] = int(step)

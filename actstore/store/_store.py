@@ -14,7 +14,7 @@ from actstore._errors import ActstoreError, ProvenanceError, StoreError
 from actstore.store import _layout as L
 from actstore.store._probeset import ProbeSet
 
-__all__ = ["Store", "create_store", "open_store"]
+__all__ = ["Store", "create_store", "open_store", "undo_additions"]
 
 
 def _version() -> str:
@@ -305,3 +305,20 @@ class Store:
             zarr_format=3,
         ) as ds:
             return ds.load()
+
+
+def undo_additions(url: str, store: Store, created: bool, probe_set: str | None) -> None:
+    """After a failed command: remove the store it created, or the probe set it added that no
+    run uses, so that the store is left as it was."""
+    if created:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        return
+    if probe_set is not None:
+        store.refresh()
+        if probe_set not in {store.reader(r).attrs.get("probe_set") for r in store.run_ids()}:
+            store.remove_probe_set(probe_set)
+            store.consolidate()

@@ -1,0 +1,94 @@
+"""``actstore verify | repair | ingest``: integrity of a store, and activations made elsewhere."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from actstore.cli._app import command, fail
+from actstore.cli._store_cmds import parse_kv
+
+console = Console()
+
+
+@command("verify", help="Read every chunk of a store (checksums); list corrupt or interrupted "
+                        "slots. Exit code 1 when something is wrong.")
+def verify_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from actstore.store import open_store
+    from actstore.store._integrity import verify
+
+    problems = verify(open_store(store), runs=run)
+    if as_json:
+        typer.echo(json.dumps([asdict(p) for p in problems]))
+    elif not problems:
+        console.print(f"{store}: every chunk read back and matched its checksum")
+    else:
+        for p in problems:
+            typer.echo(p.line())
+        typer.echo(f"{len(problems)} problem(s); `actstore repair {store}` resets them and "
+                   "redoes the slots whose checkpoint files still exist")
+    if problems:
+        raise typer.Exit(1)
+
+
+@command("repair", help="Reset corrupt or interrupted slots and redo them from their checkpoint "
+                        "files where these still exist.")
+def repair_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs.")] = None,
+    redo: Annotated[bool, typer.Option(help="Redo reset slots from checkpoint files.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from actstore.store import open_store
+    from actstore.store._integrity import repair
+
+    rep = repair(open_store(store, mode="a"), runs=run, redo=redo)
+    if as_json:
+        typer.echo(json.dumps(asdict(rep)))
+        return
+    if not rep.reset:
+        console.print(f"{store}: nothing to repair")
+        return
+    console.print(f"reset {len(rep.reset)} slot(s); redid {len(rep.redone)} from their "
+                  f"checkpoint files")
+    for r, s in rep.needs_rerun:
+        console.print(f"  run {r!r} checkpoint {s}: no checkpoint file; re-run the dump or "
+                      "training of this run to fill it")
+
+
+@command("ingest", help="Import activations made elsewhere (.npy, .npz, HDF5 — e.g. "
+                        "THINGSvision or TransformerLens exports) as one checkpoint of a run.")
+def ingest_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL (created if missing).")],
+    files: Annotated[list[str], typer.Argument(help="Activation files: .npy, .npz, .h5.")],
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id to write.")],
+    labels: Annotated[str, typer.Option("--labels", help="CSV of feature labels, one row "
+                                                         "per sample (optional sample column).")],
+    step: Annotated[int, typer.Option(help="Checkpoint step of these activations.")] = 0,
+    probe_set: Annotated[str | None, typer.Option(help="Probe-set name (default: CSV name).")] = None,
+    attr: Annotated[
+        list[str] | None, typer.Option("--attr", help="Run attribute key=value (model, seed...).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from actstore.store._ingest import ingest
+
+    if not files:
+        raise fail("give at least one activation file")
+    out = ingest(store, run, files, labels, step=step, probe_set=probe_set,
+                 attrs=parse_kv(attr, "--attr"), dtype=dtype)
+    if as_json:
+        typer.echo(json.dumps(out))
+    else:
+        state = "wrote" if out["written"] else "already complete:"
+        console.print(f"run [bold]{run}[/] checkpoint {step}: {state} {len(out['layers'])} "
+                      f"layer(s) {', '.join(out['layers'])} over {out['n_samples']} samples")
