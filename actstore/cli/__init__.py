@@ -4,8 +4,10 @@ from __future__ import annotations
 
 # Each module registers its commands on ``app`` when imported.
 from actstore.cli import (
+    _demo,  # noqa: F401  (demo)
     _integrity_cmds,  # noqa: F401  (verify, repair, ingest)
     _store_cmds,  # noqa: F401  (dump, ls, info)
+    _train,  # noqa: F401  (train)
 )
 from actstore.cli._app import app
 

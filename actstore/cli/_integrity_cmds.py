@@ -73,7 +73,9 @@ def ingest_cmd(
     labels: Annotated[str, typer.Option("--labels", help="CSV of feature labels, one row "
                                                          "per sample (optional sample column).")],
     step: Annotated[int, typer.Option(help="Checkpoint step of these activations.")] = 0,
-    probe_set: Annotated[str | None, typer.Option(help="Probe-set name (default: CSV name).")] = None,
+    probe_set: Annotated[
+        str | None, typer.Option(help="Probe-set name (default: the CSV's name).")
+    ] = None,
     attr: Annotated[
         list[str] | None, typer.Option("--attr", help="Run attribute key=value (model, seed...).")
     ] = None,

@@ -213,18 +213,19 @@ def _like(a: np.ndarray, like: Any) -> Any:
 
 
 def select_penalty(
-    scores: dict[str, np.ndarray], kinds: list[str]
+    scores: dict[str, np.ndarray], kinds: list[str], strong_first: np.ndarray | None = None
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Choose one penalty per feature by the mean held-out score over folds.
 
     The score is accuracy for categorical features and R^2 for continuous ones. Ties go to the
-    first penalty in the order given (order penalties from strong to weak to prefer the
-    simpler decoder).
+    stronger penalty (the simpler decoder).
 
     Parameters
     ----------
     scores : dict name -> array (n_splits, n_penalties, n_features)
     kinds : list of str, one per feature
+    strong_first : ndarray of int, optional
+        Penalty indices from the strongest to the weakest (default: the order given).
 
     Returns
     -------
@@ -239,10 +240,11 @@ def select_penalty(
             scores["accuracy"][:, :, j] if kinds[j] == "categorical" else scores["r2"][:, :, j]
             for j in range(F)
         ],
-        axis=1,
+        axis=2,
     ).mean(axis=0)  # (P, F)
     filled = np.where(np.isnan(crit), -np.inf, crit)
-    chosen = np.argmax(filled, axis=0)
+    order = np.arange(crit.shape[0]) if strong_first is None else np.asarray(strong_first)
+    chosen = order[np.argmax(filled[order], axis=0)]
     summary: dict[str, np.ndarray] = {"score_path": crit}
     cols = np.arange(F)
     for name, arr in scores.items():

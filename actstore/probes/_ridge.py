@@ -30,6 +30,7 @@ from actstore.probes._stats import (
     Moments,
     accumulate_gram,
     accumulate_groups,
+    coalesce,
 )
 from actstore.probes._targets import Targets
 
@@ -207,7 +208,7 @@ def ridge_cv(
     folds: Folds,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     form: str = "auto",
-    stats: GroupStats | None = None,
+    stats: GroupStats | GramStats | None = None,
 ) -> dict[str, np.ndarray]:
     """Held-out scores of ridge decoders for every fold, penalty and feature.
 
@@ -221,21 +222,25 @@ def ridge_cv(
     alphas : sequence of float
         Penalties (scikit-learn's ``alpha``).
     form : {"auto", "primal", "dual"}
-    stats : GroupStats, optional
-        Precomputed primal statistics (skips the first pass).
+    stats : GroupStats or GramStats, optional
+        Precomputed statistics (skip the first pass); their type sets the form.
 
     Returns
     -------
     dict
         See :meth:`HeldOutScores.finalize`; arrays of shape (n_splits, n_alphas, n_features).
     """
-    if form == "auto":
+    if isinstance(stats, GramStats):
+        form = "dual"
+    elif isinstance(stats, GroupStats):
+        form = "primal"
+    elif form == "auto":
         form = choose_form(source.d, folds)
     if form not in ("primal", "dual"):
         raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
     acc = HeldOutScores(targets, folds, len(alphas))
     if form == "dual":
-        gram = accumulate_gram(source, cache_bytes=getattr(source, "cache_bytes", 0))
+        gram = stats if isinstance(stats, GramStats) else accumulate_gram(source)
         xp = get_namespace(gram.G)
         from array_api_compat import device
 
@@ -245,7 +250,7 @@ def ridge_cv(
             acc.update(k, test, fold.predict_test(alphas))
         return acc.finalize()
 
-    if stats is None:
+    if not isinstance(stats, GroupStats):
         stats = accumulate_groups(source, targets.Y, folds)
     solved = [solve_primal(stats.moments(exclude=k)) for k in range(folds.n_splits)]
     n_train, n_test = folds.counts()
@@ -255,7 +260,7 @@ def ridge_cv(
     coefs = [
         f.coef(alphas) if len(alphas) * q < n_test[k] else None for k, f in enumerate(solved)
     ]
-    for a, b, block in source.blocks():
+    for a, b, block in coalesce(source.blocks(), source.d):
         tf = folds.test_fold[a:b]
         for k in np.unique(tf[tf >= 0]):
             local = np.flatnonzero(tf == k)

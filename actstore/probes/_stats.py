@@ -36,6 +36,7 @@ __all__ = [
     "Moments",
     "accumulate_gram",
     "accumulate_groups",
+    "coalesce",
 ]
 
 
@@ -245,6 +246,31 @@ def _device(x: Any) -> Any:
     return device(x)
 
 
+def coalesce(
+    blocks: Iterator[tuple[int, int, Any]], d: int, target_bytes: int = 32 * 2**20
+) -> Iterator[tuple[int, int, Any]]:
+    """Merge consecutive row blocks into blocks of about ``target_bytes`` (as float64).
+
+    Rank-k updates of a d x d Gram are memory-bound for small k; larger blocks keep them
+    compute-bound. Memory grows by at most ``target_bytes``.
+    """
+    target = max(1, target_bytes // (8 * max(d, 1)))
+    buf: list[Any] = []
+    start = rows = 0
+    for a, b, blk in blocks:
+        if not buf:
+            start = a
+        buf.append(blk)
+        rows += b - a
+        if rows >= target:
+            xp = get_namespace(buf[0])
+            yield start, start + rows, buf[0] if len(buf) == 1 else xp.concat(buf, axis=0)
+            buf, rows = [], 0
+    if buf:
+        xp = get_namespace(buf[0])
+        yield start, start + rows, buf[0] if len(buf) == 1 else xp.concat(buf, axis=0)
+
+
 def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> GroupStats:
     """One streaming pass: per-group counts, sums, ``X^T X`` and ``X^T Y`` in float64.
 
@@ -270,7 +296,7 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
     G = folds.n_groups
     st: GroupStats | None = None
     Yd = None
-    for a, b, block in source.blocks():
+    for a, b, block in coalesce(source.blocks(), source.d):
         xp = get_namespace(block)
         Xb = xp.astype(block, xp.float64)
         if st is None:

@@ -293,7 +293,9 @@ class RunWriter:
         self._add_slots(self.steps)
 
     def _check_provenance(self, old: dict[str, Any]) -> None:
-        diffs = [k for k in IDENTITY_KEYS if old.get(k) != self.identity.get(k)]
+        # keys left out (None) adopt the run's values; keys given must agree
+        diffs = [k for k in IDENTITY_KEYS
+                 if self.identity.get(k) is not None and old.get(k) != self.identity.get(k)]
         if diffs:
             k = diffs[0]
             raise ProvenanceError(

@@ -54,6 +54,7 @@ def _single(feature: str) -> Callable[[Dataset], tuple[str, ...]]:
         return (feature,)
 
     task.__doc__ = f"Train one head reporting {feature!r}."
+    task.feature = feature  # type: ignore[attr-defined]
     return task
 
 
@@ -105,14 +106,8 @@ def make_dataset(name: str, params: Mapping[str, Any] | None = None) -> Dataset:
 
 def tasks_for(ds: Dataset) -> list[str]:
     """Names of the tasks that apply to a dataset."""
-    ok = []
-    for name, task in TASKS.items():
-        try:
-            task(ds)
-        except ActstoreError:
-            continue
-        ok.append(name)
-    return ok
+    return [name for name, task in TASKS.items()
+            if getattr(task, "feature", None) in (None, *ds.targets)]
 
 
 def task_targets(task: str, ds: Dataset) -> tuple[str, ...]:

@@ -50,6 +50,7 @@ __all__ = [
     "parse_seeds",
     "parse_sweep",
     "parse_value",
+    "read_sweep",
     "set_option",
 ]
 
@@ -90,11 +91,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ActstoreError(f"sweep file {path} is not valid TOML: {e}") from None
 
 
-def load_sweep(source: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
-    """Read a sweep from a TOML file or a built-in name (:func:`builtin_sweeps`).
-
-    ``overrides`` (same structure as the file) is merged on top before checking.
-    """
+def read_sweep(source: str | Path) -> tuple[dict[str, Any], str]:
+    """The document of a sweep file or built-in sweep, and where it came from."""
     path = Path(source)
     if not path.is_file():
         if str(source) in builtin_sweeps():
@@ -104,9 +102,42 @@ def load_sweep(source: str | Path, overrides: dict[str, Any] | None = None) -> S
                 f"sweep {str(source)!r} is neither a file nor a built-in sweep; built-in: "
                 f"{', '.join(builtin_sweeps())}"
             )
-    doc = merge(_read_toml(path), overrides or {})
+    doc = _read_toml(path)
     doc.setdefault("name", path.stem)
-    return parse_sweep(doc, source=str(path))
+    return doc, str(path)
+
+
+def load_sweep(
+    source: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[tuple[str, Any]] | tuple[tuple[str, Any], ...] = (),
+) -> Sweep:
+    """Read and check a sweep.
+
+    Parameters
+    ----------
+    source : str or Path or None
+        A TOML file or a built-in name (:func:`builtin_sweeps`); ``None`` builds the sweep
+        from ``overrides`` alone (which must then name datasets, tasks and models).
+    overrides : dict, optional
+        Merged on top of the file (same structure), e.g. from CLI ranges.
+    sets : list of (key, value)
+        ``--set`` options applied last (see :func:`set_option`).
+    """
+    if source is None:
+        doc, where = {"name": "cli"}, "command line"
+        missing = [k for k in ("datasets", "tasks", "models") if k not in (overrides or {})]
+        if missing:
+            raise ActstoreError(
+                f"give a sweep file (or built-in name), or the sweep's {', '.join(missing)}; "
+                "see `actstore train --list`"
+            )
+    else:
+        doc, where = read_sweep(source)
+    doc = merge(doc, overrides or {})
+    for key, value in sets:
+        set_option(doc, key, value)
+    return parse_sweep(doc, source=where)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -243,6 +243,8 @@ def test_lazy_reps_are_loaded_on_demand():
 # -- invariances (hypothesis) -----------------------------------------------------------------
 
 ORTHO_INVARIANT = [c for c in CASES if c[0] != "rsa" or c[1]["rdm"] != "correlation"]
+# Widths start at 3: two-unit patterns correlate at exactly +-1, so a correlation RDM of
+# two units is all ties, ranked by round-off alone.
 
 
 def _random_orthogonal(rng, d):

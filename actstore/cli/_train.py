@@ -1,0 +1,167 @@
+"""``actstore train``: train a sweep of networks and record their activations into a store."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from actstore._errors import ActstoreError
+from actstore.cli._app import command
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def sweep_overrides(
+    dataset: str | None = None,
+    task: str | None = None,
+    model: str | None = None,
+    seeds: str | None = None,
+    steps: int | None = None,
+    checkpoints: int | None = None,
+) -> dict[str, Any]:
+    """A sweep document fragment from the CLI range options."""
+    doc: dict[str, Any] = {}
+    for key, val in (("datasets", dataset), ("tasks", task), ("models", model)):
+        names = _csv(val)
+        if names is not None:
+            doc[key] = names
+    if seeds is not None:
+        doc["seeds"] = seeds
+    train: dict[str, Any] = {}
+    if steps is not None:
+        train["steps"] = steps
+    if checkpoints is not None:
+        train["checkpoints"] = checkpoints
+    if train:
+        doc["train"] = train
+    return doc
+
+
+def print_report(report: Any, as_json: bool) -> None:
+    """Print a :class:`SweepReport` as a table (or JSON); failed runs become an error."""
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        table = Table("run", "status", "checkpoints written", "wall s", "val acc (final)")
+        for r in report.runs:
+            acc = ", ".join(f"{k} {v:.2f}" for k, v in r.get("final", {}).items())
+            status = r["status"] if r["status"] != "failed" else f"[red]failed[/]: {r['error']}"
+            table.add_row(r["run_id"], status, str(len(r["written"])) if r["written"] else "-",
+                          f"{r['wall_s']:.1f}", acc or "-")
+        console.print(table)
+        console.print(f"sweep [bold]{report.name}[/] -> {report.store} in {report.wall_s:.1f} s")
+    raise_failures(report)
+
+
+def raise_failures(report: Any) -> None:
+    """One error line (exit code 2) if any run of a sweep failed."""
+    if report.failed:
+        first = report.failed[0]
+        raise ActstoreError(
+            f"{len(report.failed)} of {len(report.runs)} runs failed; {first['run_id']}: "
+            f"{first['error']} (completed runs are kept; re-run to resume)"
+        )
+
+
+def _listing() -> None:
+    from actstore.training import DATASETS, MODELS, TASKS, builtin_sweeps, make_dataset, tasks_for
+
+    table = Table("dataset", "tasks", "features")
+    for name in DATASETS:
+        ds = make_dataset(name)
+        table.add_row(name, ", ".join(tasks_for(ds)), ", ".join(ds.features))
+    console.print(table)
+    console.print(f"models: {', '.join(MODELS)}")
+    console.print(f"tasks: {', '.join(TASKS)}")
+    console.print(f"built-in sweeps: {', '.join(builtin_sweeps())}")
+
+
+@command(
+    "train",
+    help=(
+        "Train a sweep (datasets x tasks x models x seeds x variants) and record every layer's "
+        "activations at every checkpoint into STORE. Give a sweep TOML file / built-in sweep "
+        "name, or ranges: --dataset trifeature --task shape,color --model alexnet --seeds 0:3. "
+        "Resumable: complete runs are skipped."
+    ),
+)
+def train_cmd(
+    store: Annotated[
+        str | None, typer.Argument(help="Store path or URL (created if missing).")
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Argument(help="Sweep TOML file or built-in sweep name (see --list).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Dataset name(s), comma-separated.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="Task name(s), comma-separated.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name(s), comma-separated.")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", "-s", help="Seeds: 0:5 (range), 0,2,4, or 3.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps per run.")] = None,
+    checkpoints: Annotated[
+        int | None, typer.Option(help="Checkpoints per run (log-spaced, incl. step 0).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE: train.lr=1e-3, dataset.trifeature.p=0.5, "
+                                   "model.width=8 (TOML values; repeatable)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (default: local processes).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local Dask workers (default: one per core).")
+    ] = None,
+    serial: Annotated[
+        bool, typer.Option("--serial", help="Train in this process, one run after another.")
+    ] = False,
+    weights_dir: Annotated[
+        str | None, typer.Option(help="Also save each checkpoint's weights under DIR/<run>/.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the sweep and list its runs; write nothing.")
+    ] = False,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List datasets, tasks, models, built-in sweeps.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    from actstore.training import load_sweep, run_sweep
+    from actstore.training._sweep import parse_value
+
+    if list_:
+        _listing()
+        return
+    if store is None:
+        raise ActstoreError("give the store to write: actstore train STORE [SWEEP] [options]")
+    sets = []
+    for item in set_ or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ActstoreError(f"--set {item!r} must look like KEY=VALUE")
+        sets.append((key.strip(), parse_value(val.strip())))
+    over = sweep_overrides(dataset, task, model, seeds, steps, checkpoints)
+    sw = load_sweep(sweep, overrides=over, sets=sets)
+    report = run_sweep(
+        sw, store, scheduler=scheduler, n_workers=workers, serial=serial,
+        weights_dir=weights_dir, progress=not as_json, dry_run=dry_run, console=err_console,
+    )
+    print_report(report, as_json)

@@ -1,0 +1,374 @@
+"""Decode every feature from one activation matrix: the unit of work of the probe engine.
+
+:func:`decode` takes a streamed activation matrix (one run x checkpoint x layer) and the labels
+of its probe set, makes the folds, accumulates the statistics once, runs every requested
+decoder for every penalty and feature, and chooses a penalty per feature by cross-validation.
+:func:`probe_arrays` is the same on an in-memory array, returning an xarray Dataset.
+
+Decoders are plain functions in :data:`DECODERS` (name -> solver); each takes the streamed
+source, the targets, the folds, its penalties and the shared statistics, and returns held-out
+scores of shape (n_splits, n_penalties, n_features).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes._backend import BACKENDS, get_namespace, move_to
+from actstore.probes._folds import Folds, check_folds, explicit_split, stratified_folds
+from actstore.probes._logistic import DEFAULT_CS, logistic_cv
+from actstore.probes._metrics import select_penalty
+from actstore.probes._ridge import DEFAULT_ALPHAS, choose_form, ridge_cv
+from actstore.probes._stats import (
+    ArraySource,
+    BlockSource,
+    CachedSource,
+    GramStats,
+    GroupStats,
+    accumulate_gram,
+    accumulate_groups,
+)
+from actstore.probes._targets import Targets, encode_targets
+
+__all__ = [
+    "DECODERS",
+    "DecodeResult",
+    "ProbeConfig",
+    "decode",
+    "make_folds",
+    "probe_arrays",
+]
+
+Solver = Callable[..., dict[str, np.ndarray]]
+
+
+def _ridge(
+    source: CachedSource,
+    targets: Targets,
+    folds: Folds,
+    penalties: Sequence[float],
+    stats: GroupStats | GramStats,
+    config: ProbeConfig,
+) -> dict[str, np.ndarray]:
+    """Ridge decoders (scikit-learn ``Ridge``/``RidgeClassifier``) for every ``alpha``."""
+    return ridge_cv(source, targets, folds, penalties, stats=stats)
+
+
+def _logistic(
+    source: CachedSource,
+    targets: Targets,
+    folds: Folds,
+    penalties: Sequence[float],
+    stats: GroupStats | GramStats,
+    config: ProbeConfig,
+) -> dict[str, np.ndarray]:
+    """Multinomial logistic decoders (scikit-learn ``LogisticRegression``) for every ``C``."""
+    X = _materialize(source)
+    if config.device in ("cuda", "cupy") and config.logistic_dtype == "float32":
+        xp = get_namespace(X)
+        X = xp.astype(X, xp.float32)
+    return logistic_cv(
+        X, targets, folds, penalties, stats=stats, tol=config.tol, max_iter=config.max_iter
+    )
+
+
+#: name -> solver; the CLI's ``--decoders`` and the planner look names up here.
+DECODERS: dict[str, Solver] = {"ridge": _ridge, "logistic": _logistic}
+
+#: The penalty each decoder is swept over, and whether larger values regularise more.
+PENALTY = {"ridge": ("alpha", True), "logistic": ("C", False)}
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Settings of a probe computation (recorded with the results).
+
+    Attributes
+    ----------
+    decoders : tuple of str
+        Names in :data:`DECODERS`.
+    alphas : tuple of float
+        Ridge penalties.
+    Cs : tuple of float
+        Logistic inverse penalties.
+    n_splits : int
+        Folds of stratified cross-validation (ignored with ``split``).
+    seed : int
+        Seed of the folds.
+    split : str, optional
+        Name of a label array holding an explicit train/validation split (booleans, 0/1 or
+        ``train``/``val``/``test`` strings); that label is then not decoded itself.
+    device : {"numpy", "torch", "cuda", "cupy"}
+        Where the numerical work runs.
+    tol, max_iter : float, int
+        Logistic convergence tolerance and iteration cap per penalty.
+    logistic_dtype : {"float64", "float32"}
+        float32 is used on GPUs only; CPUs always work in float64.
+    cache_mb : float
+        Activation blocks are kept in memory up to this size so that a job reads its array
+        once; larger arrays are streamed twice. Memory per job is bounded by this plus the
+        statistics.
+    """
+
+    decoders: tuple[str, ...] = ("ridge", "logistic")
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    Cs: tuple[float, ...] = DEFAULT_CS
+    n_splits: int = 5
+    seed: int = 0
+    split: str | None = None
+    device: str = "numpy"
+    tol: float = 1e-6
+    max_iter: int = 500
+    logistic_dtype: str = "float64"
+    cache_mb: float = 256.0
+    _result_keys: tuple[str, ...] = field(
+        default=("decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter"),
+        repr=False,
+        compare=False,
+    )
+
+    def __post_init__(self) -> None:
+        unknown = [d for d in self.decoders if d not in DECODERS]
+        if unknown or not self.decoders:
+            raise ActstoreError(
+                f"unknown decoder {', '.join(unknown) or '(none given)'}; "
+                f"available: {', '.join(DECODERS)}"
+            )
+        if self.device not in BACKENDS:
+            raise ActstoreError(
+                f"unknown device {self.device!r}; choose one of {', '.join(BACKENDS)}"
+            )
+        for name, vals in (("alphas", self.alphas), ("Cs", self.Cs)):
+            if not vals or any(not np.isfinite(v) or v <= 0 for v in vals):
+                raise ActstoreError(f"{name} must be positive numbers, got {list(vals)}")
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        object.__setattr__(self, "Cs", tuple(float(c) for c in self.Cs))
+        object.__setattr__(self, "decoders", tuple(self.decoders))
+
+    def penalties(self, decoder: str) -> tuple[float, ...]:
+        """The penalty sweep of a decoder."""
+        return self.alphas if PENALTY[decoder][0] == "alpha" else self.Cs
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings that determine the numbers (device and cache do not)."""
+        d = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
+                if k in self._result_keys}
+
+    def key(self) -> str:
+        """A short hash of :meth:`to_json`: results with the same key are interchangeable."""
+        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def make_folds(labels: Mapping[str, np.ndarray], config: ProbeConfig) -> tuple[Folds, dict]:
+    """Folds for a probe set, and the labels that are decoded.
+
+    With ``config.split`` the named label array is the explicit split (and is not decoded);
+    otherwise stratified K-fold on all categorical labels together.
+
+    Returns
+    -------
+    folds : Folds
+    decoded : dict name -> labels
+    """
+    labels = dict(labels)
+    if config.split is not None:
+        if config.split not in labels:
+            raise ActstoreError(
+                f"no label array {config.split!r} to split on; labels: {', '.join(labels)}"
+            )
+        folds = explicit_split(labels.pop(config.split), f"explicit split {config.split!r}")
+        return folds, labels
+    n = len(next(iter(labels.values())))
+    cat = {k: v for k, v in labels.items() if np.asarray(v).dtype.kind not in "fc"}
+    return stratified_folds(n, config.n_splits, config.seed, cat or None), labels
+
+
+@dataclass
+class DecodeResult:
+    """Everything decoded from one activation matrix.
+
+    Attributes
+    ----------
+    features : list of str
+    kinds : list of str
+    decoders : dict name -> dict
+        Per decoder: ``penalty`` (n_features,) chosen value; ``summary`` name -> (n_features,)
+        scores at the chosen penalty (mean over folds); ``path`` (n_penalties, n_features)
+        the selection criterion per penalty; ``extra`` diagnostics.
+    chance : ndarray (n_features,)
+        Accuracy of predicting the training fold's majority class (NaN if continuous).
+    n_train, n_test : float
+        Mean rows per fold.
+    form : str
+        ``"primal"`` or ``"dual"``.
+    seconds : dict
+        Time spent per stage.
+    """
+
+    features: list[str]
+    kinds: list[str]
+    decoders: dict[str, dict[str, Any]]
+    chance: np.ndarray
+    n_train: float
+    n_test: float
+    form: str
+    seconds: dict[str, float]
+    passes: int = 0
+
+
+def _materialize(source: CachedSource) -> Any:
+    """The whole activation matrix (from the cache when it fits, else read once more)."""
+    blocks = [blk for _, _, blk in source.blocks()]
+    xp = get_namespace(blocks[0])
+    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
+
+
+def decode(
+    source: BlockSource,
+    labels: Mapping[str, np.ndarray],
+    config: ProbeConfig | None = None,
+    folds: Folds | None = None,
+) -> DecodeResult:
+    """Run every decoder of ``config`` on one streamed activation matrix.
+
+    Parameters
+    ----------
+    source : BlockSource
+        Activations (n_samples, n_units), read in blocks of rows.
+    labels : mapping name -> array (n_samples,)
+        The features to decode (and the split label, if ``config.split``).
+    config : ProbeConfig
+    folds : Folds, optional
+        Overrides the folds made from ``config``.
+
+    Returns
+    -------
+    DecodeResult
+    """
+    config = config or ProbeConfig()
+    made, decoded = make_folds(labels, config)
+    folds = folds or made
+    targets = encode_targets(decoded)
+    check_folds(folds, targets.labels())
+    if any(f.kind == "categorical" for f in targets.features) is False and (
+        "logistic" in config.decoders
+    ):
+        config = ProbeConfig(**{**asdict(config), "decoders": tuple(
+            d for d in config.decoders if d != "logistic") or ("ridge",)})
+    backend = None if config.device == "numpy" else config.device
+    src = CachedSource(source, backend=backend, cache_bytes=int(config.cache_mb * 2**20))
+    t0 = time.perf_counter()
+    form = choose_form(source.d, folds)
+    stats: GroupStats | GramStats
+    stats = accumulate_groups(src, targets.Y, folds) if form == "primal" else accumulate_gram(
+        src, cache_bytes=src.cache_bytes
+    )
+    seconds = {"statistics": time.perf_counter() - t0}
+    kinds = [f.kind for f in targets.features]
+    out: dict[str, dict[str, Any]] = {}
+    chance = np.full(len(kinds), np.nan)
+    for name in config.decoders:
+        t = time.perf_counter()
+        pen = config.penalties(name)
+        scores = DECODERS[name](src, targets, folds, pen, stats, config)
+        larger_is_stronger = PENALTY[name][1]
+        strong_first = np.argsort(-np.asarray(pen)) if larger_is_stronger else np.argsort(pen)
+        per_fold = {k: v for k, v in scores.items() if k not in ("n_iter", "converged")}
+        chosen, summary = select_penalty(per_fold, kinds, strong_first)
+        chance = summary.pop("chance")
+        extra = {}
+        if "converged" in scores:
+            extra["converged"] = scores["converged"].mean(axis=(0, 1))  # per categorical feature
+            extra["n_iter"] = scores["n_iter"].sum(axis=(0, 1))
+        out[name] = {
+            "penalty": np.asarray(pen)[chosen],
+            "summary": summary,
+            "path": summary.pop("score_path"),
+            "extra": extra,
+        }
+        seconds[name] = time.perf_counter() - t
+    n_train, n_test = folds.counts()
+    return DecodeResult(
+        targets.names, kinds, out, chance, float(n_train.mean()), float(n_test.mean()),
+        form, seconds, src.passes,
+    )
+
+
+def probe_arrays(
+    X: Any,
+    labels: Mapping[str, np.ndarray],
+    config: ProbeConfig | None = None,
+    folds: Folds | None = None,
+    **options: Any,
+) -> Any:
+    """Decode every feature from an in-memory activation matrix.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_units)
+        numpy, torch or cupy.
+    labels : mapping name -> array (n_samples,)
+    config : ProbeConfig, optional
+    folds : Folds, optional
+    **options
+        Fields of :class:`ProbeConfig` (e.g. ``decoders=("ridge",)``, ``n_splits=3``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``decoder``, ``feature`` (and ``alpha``/``C`` for the penalty paths); variables
+        ``accuracy``, ``balanced_accuracy``, ``r2``, ``vinfo``, ``vinfo_bits``, ``penalty``,
+        ``chance``, ``ridge_score``, ``logistic_score``.
+    """
+    import xarray as xr
+
+    if config is None:
+        config = ProbeConfig(**options)
+    elif options:
+        config = ProbeConfig(**{**asdict(config), **options})
+    if config.device != "numpy":
+        X = move_to(X, config.device)
+    res = decode(ArraySource(X), labels, config, folds)
+    ds = xr.Dataset(coords={"decoder": list(res.decoders), "feature": res.features})
+    for var in RESULT_VARS:
+        ds[var] = (("decoder", "feature"), np.stack(
+            [_summary_var(res, d, var) for d in res.decoders]))
+    ds["chance"] = ("feature", res.chance)
+    for d, info in res.decoders.items():
+        pname = PENALTY[d][0]
+        ds = ds.assign_coords({pname: list(config.penalties(d))})
+        ds[f"{d}_score"] = ((pname, "feature"), info["path"])
+    ds.attrs.update({"n_train": res.n_train, "n_test": res.n_test, "form": res.form})
+    return ds
+
+
+#: Per-(decoder, feature) variables of probe results.
+RESULT_VARS = (
+    "accuracy",
+    "accuracy_std",
+    "balanced_accuracy",
+    "r2",
+    "r2_std",
+    "vinfo",
+    "vinfo_bits",
+    "cross_entropy",
+    "penalty",
+)
+
+
+def _summary_var(res: DecodeResult, decoder: str, var: str) -> np.ndarray:
+    info = res.decoders[decoder]
+    if var == "penalty":
+        return np.asarray(info["penalty"], dtype=np.float64)
+    val = info["summary"].get(var)
+    return np.full(len(res.features), np.nan) if val is None else np.asarray(val, np.float64)

@@ -1,0 +1,368 @@
+"""Representation selection over a store: which (run, checkpoint, layer) to compare, on which stimuli.
+
+Examples
+--------
+All layers of all runs at the last checkpoint::
+
+    select(store)
+
+Layer ``fc6`` across all checkpoints of seed 0::
+
+    select(store, layers="fc6", checkpoints="all", where={"seed": 0})
+
+The same as a command-line string (``actstore similarity --select ...``)::
+
+    parse_selection("layer=fc6;checkpoint=all;seed=0")
+
+Stimulus subsets (``stimuli=``): an index array, or ``"all"``, ``"first:N"``,
+``"random:N[:SEED]"``, ``"per:FEATURE[,FEATURE...]:K[:SEED]"`` (K stimuli per combination of
+the named label features, e.g. an RSA set of one image per shape x colour).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes._similarity import LazyRep
+
+__all__ = [
+    "COORDS",
+    "RepRef",
+    "Selection",
+    "parse_selection",
+    "select",
+    "stimulus_subset",
+]
+
+#: Coordinates that describe each selected representation.
+COORDS = ("run", "model", "task", "seed", "checkpoint", "layer")
+
+#: Run attributes usable as filters.
+_ATTR_KEYS = ("model", "task", "seed", "dataset", "variant")
+
+
+@dataclass(frozen=True)
+class RepRef:
+    """One representation: a layer of a run at a checkpoint (training step)."""
+
+    run: str
+    checkpoint: int
+    layer: str
+    units: int
+    model: str = ""
+    task: str = ""
+    seed: int = -1
+
+    @property
+    def label(self) -> str:
+        """``run@step/layer``."""
+        return f"{self.run}@{self.checkpoint}/{self.layer}"
+
+
+@dataclass(frozen=True)
+class _StoreLoader:
+    """Reads one representation by store URL, so that Dask workers can run it (picklable)."""
+
+    url: str
+    run: str
+    layer: str
+    checkpoint: int
+    stimuli: tuple[int, ...] | None
+    storage_options: dict | None = None
+
+    def __call__(self) -> np.ndarray:
+        from actstore.store import open_store
+
+        r = open_store(self.url, storage_options=self.storage_options).reader(self.run)
+        X = r.read(self.layer, self.checkpoint)
+        return X if self.stimuli is None else X[np.asarray(self.stimuli)]
+
+
+@dataclass
+class Selection:
+    """Representations chosen from a store, all on the same stimuli.
+
+    Attributes
+    ----------
+    url : str
+        Store location (workers re-open it).
+    refs : list of RepRef
+        In run order, then checkpoint, then layer (forward order).
+    stimuli : ndarray of int or None
+        Selected rows of the probe set (None: all).
+    sample : ndarray
+        Sample ids of the selected stimuli.
+    """
+
+    url: str
+    refs: list[RepRef]
+    stimuli: np.ndarray | None
+    sample: np.ndarray
+    storage_options: dict | None = None
+    layer_info: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @property
+    def n(self) -> int:
+        """Number of stimuli."""
+        return len(self.sample)
+
+    @property
+    def labels(self) -> list[str]:
+        """``run@step/layer`` of each representation."""
+        return [r.label for r in self.refs]
+
+    def lazy_reps(self) -> list[LazyRep]:
+        """One :class:`LazyRep` per representation (read when the engine needs it)."""
+        stim = None if self.stimuli is None else tuple(int(i) for i in self.stimuli)
+        return [
+            LazyRep(
+                (self.n, r.units),
+                _StoreLoader(self.url, r.run, r.layer, r.checkpoint, stim, self.storage_options),
+                r.label,
+            )
+            for r in self.refs
+        ]
+
+    def coords(self) -> dict[str, list[Any]]:
+        """Coordinate values (``run, model, task, seed, checkpoint, layer``) per representation."""
+        return {k: [getattr(r, k) for r in self.refs] for k in COORDS}
+
+
+def _split(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _match(name: str, patterns: list[str] | None) -> bool:
+    return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _steps(reader: Any, spec: Any) -> list[int]:
+    done = reader.complete_steps
+    if not done:
+        return []
+    if spec is None or spec == "last":
+        return [max(done)]
+    if spec == "first":
+        return [min(done)]
+    if spec == "all":
+        return sorted(done)
+    wanted = [int(s) for s in _split(spec) or []]
+    missing = [s for s in wanted if s not in done]
+    if missing:
+        raise ActstoreError(
+            f"run {reader.run_id!r} has no complete checkpoint at step(s) {missing}; "
+            f"complete steps: {sorted(done)}"
+        )
+    return wanted
+
+
+def select(
+    store: Any,
+    *,
+    runs: str | Sequence[str] | None = None,
+    layers: str | Sequence[str] | None = None,
+    checkpoints: str | int | Sequence[int] | None = "last",
+    where: dict[str, Any] | None = None,
+    stimuli: Any = None,
+) -> Selection:
+    """Choose representations (run x checkpoint x layer) from a store.
+
+    Parameters
+    ----------
+    store : Store or str
+        An open store or its path/URL.
+    runs, layers : str or sequence of str, optional
+        Names or shell-style patterns (``"seed*"``, ``"fc*"``); comma-separated strings
+        work too. Default: all.
+    checkpoints : {"last", "first", "all"} or int or sequence of int
+        Training steps, among each run's complete checkpoints.
+    where : dict, optional
+        Run attributes to match (``model``, ``task``, ``seed``, ``dataset``, ``variant``);
+        a value may be a list of accepted values.
+    stimuli : optional
+        Stimulus subset (see the module docstring).
+
+    Returns
+    -------
+    Selection
+
+    Raises
+    ------
+    ActstoreError
+        Nothing matched (the message lists what exists), unknown filters, or runs recorded
+        on different stimuli (the message names both runs).
+    """
+    from actstore.store import open_store
+
+    if isinstance(store, str):
+        store = open_store(store)
+    where = dict(where or {})
+    bad = [k for k in where if k not in _ATTR_KEYS]
+    if bad:
+        raise ActstoreError(
+            f"unknown selection key {bad[0]!r}; use run, layer, checkpoint, "
+            f"{', '.join(_ATTR_KEYS)}"
+        )
+    run_pat, layer_pat = _split(runs), _split(layers)
+    all_runs = store.run_ids()
+    refs: list[RepRef] = []
+    first_sample: tuple[str, np.ndarray] | None = None
+    info: dict[tuple[str, str], dict[str, Any]] = {}
+    seen_layers: set[str] = set()
+    for run in all_runs:
+        if not _match(run, run_pat):
+            continue
+        rd = store.reader(run)
+        attrs = rd.attrs
+        if any(str(attrs.get(k)) not in (_split(v) or []) for k, v in where.items()):
+            continue
+        seen_layers.update(rd.layers)
+        layers_here = [ly for ly in rd.layers if _match(ly, layer_pat)]
+        steps = _steps(rd, checkpoints) if layers_here else []
+        if not steps:
+            continue
+        sample = rd.sample
+        if first_sample is None:
+            first_sample = (run, sample)
+        elif len(sample) != len(first_sample[1]) or not np.array_equal(sample, first_sample[1]):
+            raise ActstoreError(
+                f"runs {first_sample[0]!r} and {run!r} were recorded on different samples "
+                f"(or in another order): {len(first_sample[1])} vs {len(sample)} stimuli; "
+                "select runs of one probe set (e.g. --select 'run=...')"
+            )
+        for step in steps:
+            for ly in layers_here:
+                refs.append(RepRef(
+                    run=run, checkpoint=int(step), layer=ly, units=rd.units(ly),
+                    model=str(attrs.get("model", "")), task=str(attrs.get("task", "")),
+                    seed=int(attrs["seed"]) if str(attrs.get("seed", "")).lstrip("-").isdigit()
+                    else -1,
+                ))
+                info[(run, ly)] = dict(rd.layer_table.get(ly, {}))
+    if not refs:
+        raise ActstoreError(
+            f"the selection matched no representation in {store.url}; runs: "
+            f"{', '.join(all_runs) or 'none'}; layers: {', '.join(sorted(seen_layers)) or 'none'}"
+        )
+    assert first_sample is not None
+    labels = store.reader(first_sample[0]).labels
+    idx = stimulus_subset(stimuli, len(first_sample[1]), labels)
+    sample = first_sample[1] if idx is None else first_sample[1][idx]
+    return Selection(
+        url=store.url, refs=refs, stimuli=idx, sample=sample,
+        storage_options=getattr(store, "storage_options", None), layer_info=info,
+    )
+
+
+def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Resolve a stimulus subset to sorted row indices (None: all stimuli).
+
+    Parameters
+    ----------
+    spec : None, "all", "first:N", "random:N[:SEED]", "per:F1[,F2]:K[:SEED]", or indices
+    n : int
+        Stimuli in the probe set.
+    labels : dict of str to ndarray of shape (n,)
+        Label features (for ``per:``).
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
+        return None
+    if not isinstance(spec, str):
+        idx = np.asarray(spec)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n)):
+            raise ActstoreError(f"stimulus indices must be a 1-D array within 0..{n - 1}")
+        return np.asarray(idx, dtype=np.int64)
+    parts = spec.strip().split(":")
+    kind = parts[0]
+    try:
+        if kind == "first" and len(parts) == 2:
+            return np.arange(min(n, int(parts[1])))
+        if kind == "random" and len(parts) in (2, 3):
+            k = min(n, int(parts[1]))
+            rng = np.random.default_rng(int(parts[2]) if len(parts) == 3 else 0)
+            return np.sort(rng.choice(n, size=k, replace=False))
+        if kind == "per" and len(parts) in (3, 4):
+            feats = _split(parts[1]) or []
+            k = int(parts[2])
+            seed = int(parts[3]) if len(parts) == 4 else 0
+            return _per_combination(feats, k, seed, labels)
+    except ValueError:
+        pass
+    raise ActstoreError(
+        f"cannot read the stimulus subset {spec!r}; use all, first:N, random:N[:SEED] or "
+        "per:FEATURE[,FEATURE]:K[:SEED]"
+    )
+
+
+def _per_combination(
+    feats: list[str], k: int, seed: int, labels: dict[str, np.ndarray]
+) -> np.ndarray:
+    missing = [f for f in feats if f not in labels]
+    if missing or not feats:
+        raise ActstoreError(
+            f"no label feature {missing[0] if missing else '(none given)'!r} in the probe set; "
+            f"features: {', '.join(labels) or 'none'}"
+        )
+    keys = np.stack([np.unique(np.asarray(labels[f]), return_inverse=True)[1].reshape(-1)
+                     for f in feats], axis=1)
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        chosen.append(rng.choice(members, size=min(k, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def parse_selection(spec: str | Sequence[str] | None) -> dict[str, Any]:
+    """Read a command-line selection into keyword arguments of :func:`select`.
+
+    ``"run=seed*;layer=fc6,fc7;checkpoint=all;seed=0"``: ``key=value`` terms separated by
+    ``;`` (or given as separate strings); keys ``run``, ``layer``, ``checkpoint``,
+    ``stimuli`` and the run attributes ``model``, ``task``, ``seed``, ``dataset``,
+    ``variant``.
+    """
+    terms: list[str] = []
+    for s in [spec] if isinstance(spec, str) else list(spec or []):
+        terms += [t.strip() for t in s.split(";") if t.strip()]
+    out: dict[str, Any] = {"where": {}}
+    for t in terms:
+        if "=" not in t:
+            raise ActstoreError(
+                f"selection term {t!r} is not key=value; e.g. 'layer=fc6;checkpoint=last;seed=0'"
+            )
+        key, value = (p.strip() for p in t.split("=", 1))
+        if key in ("run", "runs"):
+            out["runs"] = value
+        elif key in ("layer", "layers"):
+            out["layers"] = value
+        elif key in ("checkpoint", "checkpoints", "step"):
+            out["checkpoints"] = value
+        elif key == "stimuli":
+            out["stimuli"] = value
+        elif key in _ATTR_KEYS:
+            out["where"][key] = value
+        else:
+            raise ActstoreError(
+                f"unknown selection key {key!r}; use run, layer, checkpoint, stimuli, "
+                f"{', '.join(_ATTR_KEYS)}"
+            )
+    return out
