@@ -1,0 +1,648 @@
+"""Probe engine: plan decoding jobs over a store, run them (in process or on Dask), and write
+the results back into the store.
+
+One job = one (run, checkpoint, layer). A job opens the store by URL itself, streams that
+activation array, decodes every selected feature (:func:`actstore.probes.decode`) and returns
+a few small arrays; nothing large travels through the scheduler. Results are one xarray
+Dataset at ``/results/probes/<name>`` with dims (decoder, run, checkpoint, layer, feature);
+its ``done`` variable records finished jobs so that a re-run computes only the rest.
+
+``memory://`` stores live inside one process, so their jobs always run in this process.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes._decode import (
+    PENALTY,
+    RESULT_VARS,
+    DecodeResult,
+    ProbeConfig,
+    decode,
+    make_folds,
+)
+from actstore.probes._folds import check_folds
+from actstore.probes._targets import encode_targets
+
+__all__ = [
+    "Job",
+    "ProbePlan",
+    "ProbeWarning",
+    "export_results",
+    "plan_probes",
+    "run_probes",
+    "summary_table",
+]
+
+ANALYSIS = "probes"
+
+
+class ProbeWarning(UserWarning):
+    """Something was skipped (e.g. an incomplete checkpoint); the rest was computed."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: decode all selected features of one (run, checkpoint, layer)."""
+
+    run: str
+    step: int
+    layer: str
+    units: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.run}/{self.step}/{self.layer}"
+
+
+@dataclass
+class ProbePlan:
+    """The jobs of a probe computation and the coordinates of its result.
+
+    Attributes
+    ----------
+    jobs : list of Job
+    runs, layers, features : list of str
+    steps : list of int
+        Union of the selected checkpoints over runs.
+    features_of : dict run -> list of str
+        The decoded features of each run (its probe set's labels among the selection).
+    kinds : dict feature -> str
+    skipped : list of str
+        Descriptions of incomplete checkpoints that were left out.
+    """
+
+    jobs: list[Job]
+    runs: list[str]
+    steps: list[int]
+    layers: list[str]
+    features: list[str]
+    features_of: dict[str, list[str]]
+    kinds: dict[str, str]
+    skipped: list[str]
+    units: dict[tuple[str, str], int]
+
+
+def _patterns(sel: str | Sequence[str] | None) -> list[str] | None:
+    if sel is None:
+        return None
+    items = [s.strip() for s in (sel.split(",") if isinstance(sel, str) else sel)]
+    items = [s for s in items if s]
+    return None if not items or items == ["all"] else items
+
+
+def _match(names: Sequence[str], pats: list[str] | None, what: str, valid: Sequence[str]) -> list:
+    if pats is None:
+        return list(names)
+    out = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+    for p in pats:
+        if not any(fnmatch.fnmatchcase(v, p) for v in valid):
+            raise ActstoreError(
+                f"no {what} matches {p!r}; {what}s: {', '.join(valid) or 'none'}"
+            )
+    return out
+
+
+def _select_steps(
+    reader: Any, sel: str | Sequence[int | str] | None, strict: bool, skipped: list[str]
+) -> list[int]:
+    planned = reader.planned_steps
+    written = [int(s) for s in reader.steps if s >= 0]
+    complete = set(reader.complete_steps)
+    candidates = sorted(set(planned) | set(written))
+    items = _patterns(sel if not isinstance(sel, (list, tuple)) else [str(s) for s in sel])
+    chosen: list[int] = []
+    if items is None:
+        chosen = candidates
+    else:
+        for it in items:
+            if it in ("first", "last"):
+                if candidates:
+                    chosen.append(candidates[0] if it == "first" else candidates[-1])
+                continue
+            try:
+                step = int(it)
+            except ValueError:
+                raise ActstoreError(
+                    f"checkpoint {it!r} is not a step number, 'first', 'last' or 'all'"
+                ) from None
+            if step not in candidates:
+                raise ActstoreError(
+                    f"run {reader.run_id!r} has no checkpoint at step {step}; steps: "
+                    f"{', '.join(map(str, candidates)) or 'none'}"
+                )
+            chosen.append(step)
+    out = []
+    for s in sorted(set(chosen)):
+        if s in complete:
+            out.append(s)
+            continue
+        what = f"run {reader.run_id!r} checkpoint {s} is incomplete"
+        if strict:
+            raise ActstoreError(
+                f"{what}; finish it (re-run training/dump) or leave out --strict to skip it"
+            )
+        skipped.append(what)
+    return out
+
+
+def plan_probes(
+    store: Any,
+    runs: str | Sequence[str] | None = None,
+    checkpoints: str | Sequence[int | str] | None = None,
+    layers: str | Sequence[str] | None = "all",
+    features: str | Sequence[str] | None = None,
+    config: ProbeConfig | None = None,
+    strict: bool = False,
+) -> ProbePlan:
+    """Select runs, checkpoints, layers and features, and check every input before computing.
+
+    Parameters
+    ----------
+    store : actstore.store.Store
+    runs, layers : str or list of str, optional
+        Names or glob patterns (comma-separated in a string); ``None``/``"all"``: all.
+    checkpoints : str or list, optional
+        ``"all"`` (default), ``"first"``, ``"last"``, or step numbers (``"0,1000"``).
+    features : str or list of str, optional
+        Feature names (default: every label of the probe set).
+    config : ProbeConfig
+    strict : bool
+        An incomplete checkpoint is an error instead of a skipped job (with a warning).
+
+    Raises
+    ------
+    ActstoreError
+        Unknown names (listing the valid ones), or labels that cannot be decoded.
+    """
+    config = config or ProbeConfig()
+    all_runs = store.run_ids()
+    if not all_runs:
+        raise ActstoreError(f"{store.url} has no runs to probe; train or dump some first")
+    run_ids = _match(all_runs, _patterns(runs), "run", all_runs)
+    readers = {r: store.reader(r) for r in run_ids}
+    all_layers = list(dict.fromkeys(lay for r in readers.values() for lay in r.layers))
+    lay_pats = _patterns(layers)
+    _match(all_layers, lay_pats, "layer", all_layers)
+    all_feats = list(dict.fromkeys(f for r in readers.values() for f in r.features))
+    feat_sel = _patterns(features)
+    if feat_sel is not None:
+        for f in feat_sel:
+            if f not in all_feats:
+                raise ActstoreError(
+                    f"unknown feature {f!r}; features: {', '.join(all_feats) or 'none'}"
+                )
+    if config.split is not None and config.split not in all_feats:
+        raise ActstoreError(
+            f"no label array {config.split!r} to split on; labels: {', '.join(all_feats)}"
+        )
+    jobs: list[Job] = []
+    skipped: list[str] = []
+    features_of: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
+    units: dict[tuple[str, str], int] = {}
+    steps_all: set[int] = set()
+    checked: dict[str, list[str]] = {}
+    for rid, rd in readers.items():
+        feats = [f for f in rd.features if f != config.split]
+        if feat_sel is not None:
+            feats = [f for f in feats if f in feat_sel]
+        if not feats:
+            continue
+        key = json.dumps([rd.attrs.get("probe_set"), feats])
+        if key not in checked:
+            labels = rd.labels
+            use = {f: labels[f] for f in feats}
+            if config.split is not None:
+                if config.split not in labels:
+                    raise ActstoreError(
+                        f"run {rid!r} has no label {config.split!r} to split on; "
+                        f"labels: {', '.join(labels)}"
+                    )
+                use[config.split] = labels[config.split]
+            folds, decoded = make_folds(use, config)
+            targets = encode_targets(decoded)
+            check_folds(folds, targets.labels())
+            checked[key] = [f.kind for f in targets.features]
+        for f, k in zip(feats, checked[key], strict=True):
+            kinds[f] = k
+        features_of[rid] = feats
+        lays = _match(rd.layers, lay_pats, "layer", all_layers) if lay_pats else rd.layers
+        steps = _select_steps(rd, checkpoints, strict, skipped)
+        steps_all.update(steps)
+        for lay in lays:
+            units[(rid, lay)] = rd.units(lay)
+            for s in steps:
+                jobs.append(Job(rid, s, lay, units[(rid, lay)]))
+    for msg in skipped:
+        warnings.warn(f"{msg}; skipped (use --strict to make this an error)", ProbeWarning,
+                      stacklevel=2)
+    feats_used = [f for f in all_feats if f in kinds]
+    lays_used = [lay for lay in all_layers if any(j.layer == lay for j in jobs)]
+    return ProbePlan(
+        jobs=jobs,
+        runs=[r for r in run_ids if r in features_of],
+        steps=sorted(steps_all),
+        layers=lays_used,
+        features=feats_used,
+        features_of=features_of,
+        kinds=kinds,
+        skipped=skipped,
+        units=units,
+    )
+
+
+class _ReaderSource:
+    """Stream one (layer, checkpoint) of a run in chunk-aligned blocks of samples."""
+
+    def __init__(self, reader: Any, layer: str, step: int) -> None:
+        self.reader, self.layer, self.step = reader, layer, step
+        self.n = int(reader.array(layer).shape[1])
+        self.d = reader.units(layer)
+        self.name = f"run {reader.run_id!r}, layer {layer!r}, checkpoint {step}"
+
+    def blocks(self) -> Iterable[tuple[int, int, np.ndarray]]:
+        yield from self.reader.iter_blocks(self.layer, self.step)
+
+
+def run_job(
+    url: str,
+    job: Job,
+    features: list[str],
+    config_json: dict[str, Any],
+    threads: int | None = None,
+    storage_options: dict | None = None,
+) -> dict[str, Any]:
+    """Run one job (in this process or on a Dask worker); returns small numpy arrays."""
+    from actstore.store import open_store
+
+    config = ProbeConfig(**config_json)
+    limiter = _thread_limits(threads, config.device)
+    try:
+        store = open_store(url, mode="r", storage_options=storage_options)
+        rd = store.reader(job.run)
+        labels = rd.labels
+        use = {f: labels[f] for f in features}
+        if config.split is not None:
+            use[config.split] = labels[config.split]
+        res = decode(_ReaderSource(rd, job.layer, job.step), use, config)
+    finally:
+        limiter()
+    return {"job": job, "result": res}
+
+
+def _thread_limits(threads: int | None, device: str) -> Callable[[], None]:
+    """Limit BLAS (and torch) threads; returns the function that restores them."""
+    if threads is None:
+        return lambda: None
+    undo: list[Callable[[], None]] = []
+    try:
+        from threadpoolctl import threadpool_limits
+
+        lim = threadpool_limits(threads)
+        undo.append(lim.restore_original_limits)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    if device in ("torch", "cuda"):
+        import torch
+
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        undo.append(lambda: torch.set_num_threads(old))
+    def restore() -> None:
+        for u in undo:
+            u()
+
+    return restore
+
+
+class _Results:
+    """Result arrays over the plan's coordinates, filled job by job."""
+
+    def __init__(self, plan: ProbePlan, config: ProbeConfig, old: Any | None) -> None:
+        import xarray as xr
+
+        self.config = config
+        runs = list(dict.fromkeys([*(old.run.values.tolist() if old is not None else []),
+                                   *plan.runs]))
+        steps = sorted(set(plan.steps) | set(old.checkpoint.values.tolist() if old is not None
+                                             else []))
+        layers = list(dict.fromkeys([*(old.layer.values.tolist() if old is not None else []),
+                                     *plan.layers]))
+        feats = list(dict.fromkeys([*(old.feature.values.tolist() if old is not None else []),
+                                    *plan.features]))
+        kinds = dict(plan.kinds)
+        if old is not None:
+            kinds = {**dict(zip(old.feature.values.tolist(),
+                                old.feature_kind.values.tolist(), strict=True)), **kinds}
+        dec = list(config.decoders)
+        R, S, L, F, D = len(runs), len(steps), len(layers), len(feats), len(dec)
+        coords = {
+            "decoder": dec, "run": runs, "checkpoint": np.asarray(steps, dtype=np.int64),
+            "layer": layers, "feature": feats,
+            "feature_kind": ("feature", [kinds.get(f, "categorical") for f in feats]),
+        }
+        main = ("decoder", "run", "checkpoint", "layer", "feature")
+        data: dict[str, Any] = {v: (main, np.full((D, R, S, L, F), np.nan)) for v in RESULT_VARS}
+        data["chance"] = (("run", "feature"), np.full((R, F), np.nan))
+        data["n_train"] = (("run",), np.full(R, np.nan))
+        data["n_test"] = (("run",), np.full(R, np.nan))
+        data["units"] = (("run", "layer"), np.full((R, L), -1, dtype=np.int64))
+        data["done"] = (("run", "checkpoint", "layer"), np.zeros((R, S, L), dtype=bool))
+        data["seconds"] = (("run", "checkpoint", "layer"), np.full((R, S, L), np.nan))
+        for d in dec:
+            pname = PENALTY[d][0]
+            coords[pname] = np.asarray(config.penalties(d))
+            data[f"{d}_score"] = (
+                ("run", "checkpoint", "layer", "feature", pname),
+                np.full((R, S, L, F, len(config.penalties(d))), np.nan),
+            )
+        if "logistic" in dec:
+            data["logistic_converged"] = (main[1:], np.full((R, S, L, F), np.nan))
+        ds = xr.Dataset(data, coords=coords)
+        if old is not None:
+            for var in ds.data_vars:
+                if var in old.data_vars:
+                    fill = False if var == "done" else (-1 if var == "units" else np.nan)
+                    ds[var] = old[var].reindex_like(ds[var], fill_value=fill).astype(
+                        ds[var].dtype
+                    )
+        for (rid, lay), u in plan.units.items():
+            ds["units"].loc[{"run": rid, "layer": lay}] = u
+        self.ds = ds
+        self.idx = {k: {v: i for i, v in enumerate(ds[k].values.tolist())}
+                    for k in ("run", "checkpoint", "layer", "feature", "decoder")}
+
+    def is_done(self, job: Job) -> bool:
+        i = self.idx
+        return bool(self.ds["done"].values[i["run"][job.run], i["checkpoint"][job.step],
+                                           i["layer"][job.layer]])
+
+    def add(self, job: Job, res: DecodeResult) -> None:
+        i = self.idx
+        r, s, lay = i["run"][job.run], i["checkpoint"][job.step], i["layer"][job.layer]
+        fi = [i["feature"][f] for f in res.features]
+        ds = self.ds
+        for d, info in res.decoders.items():
+            di = i["decoder"][d]
+            for var in RESULT_VARS:
+                if var == "penalty":
+                    val = np.asarray(info["penalty"], np.float64)
+                    # a decoder that does not apply to a feature chose nothing
+                    applies = ~np.all(np.isnan(info["path"]), axis=0)
+                    val = np.where(applies, val, np.nan)
+                else:
+                    val = info["summary"].get(var)
+                    if val is None:
+                        continue
+                ds[var].values[di, r, s, lay, fi] = val
+            ds[f"{d}_score"].values[r, s, lay, fi, :] = info["path"].T
+            if d == "logistic" and "converged" in info["extra"]:
+                cat = [fi[j] for j, k in enumerate(res.kinds) if k == "categorical"]
+                ds["logistic_converged"].values[r, s, lay, cat] = info["extra"]["converged"]
+        ds["chance"].values[r, fi] = res.chance
+        ds["n_train"].values[r] = res.n_train
+        ds["n_test"].values[r] = res.n_test
+        ds["seconds"].values[r, s, lay] = sum(res.seconds.values())
+        ds["done"].values[r, s, lay] = True
+
+    def dataset(self, description: str) -> Any:
+        ds = self.ds.copy()
+        from actstore import __version__
+
+        ds.attrs = {
+            "analysis": ANALYSIS,
+            "actstore.config": json.dumps(self.config.to_json(), sort_keys=True),
+            "actstore.config_key": self.config.key(),
+            "folds": description,
+            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "actstore.version": __version__,
+            "description": (
+                "Held-out decoding of each feature from each (run, checkpoint, layer): scores "
+                "at the penalty chosen by cross-validation (mean over folds); *_score: the "
+                "selection criterion (accuracy, or R^2 for continuous features) per penalty."
+            ),
+        }
+        return ds
+
+
+def _existing(store: Any, name: str, config: ProbeConfig, overwrite: bool) -> Any | None:
+    if name not in store.result_names(ANALYSIS):
+        return None
+    old = store.read_result(ANALYSIS, name)
+    if overwrite:
+        return None
+    if old.attrs.get("actstore.config_key") != config.key():
+        raise ActstoreError(
+            f"results/probes/{name} in {store.url} were computed with other settings "
+            f"({old.attrs.get('actstore.config')}); choose another --name or pass --overwrite"
+        )
+    return old
+
+
+def run_probes(
+    url: str,
+    name: str = "default",
+    runs: str | Sequence[str] | None = None,
+    checkpoints: str | Sequence[int | str] | None = None,
+    layers: str | Sequence[str] | None = "all",
+    features: str | Sequence[str] | None = None,
+    config: ProbeConfig | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    storage_options: dict | None = None,
+    flush_seconds: float = 60.0,
+) -> Any:
+    """Decode every selected feature from every selected (run, checkpoint, layer) of a store.
+
+    Parameters
+    ----------
+    url : str
+        Store path or URL (every Dask worker must reach it).
+    name : str
+        Result name: written to ``/results/probes/<name>``.
+    runs, checkpoints, layers, features, strict
+        Selection; see :func:`plan_probes`.
+    config : ProbeConfig
+        Decoders, penalties, folds, device.
+    scheduler : str, optional
+        Address of a running Dask scheduler. Default: a local cluster of worker processes
+        (one per core, one BLAS thread each); ``n_workers=1`` runs in this process.
+        ``memory://`` stores always run in this process.
+    overwrite : bool
+        Recompute everything even if results with this name exist.
+    progress : bool
+        Show a progress bar (stderr).
+
+    Returns
+    -------
+    xarray.Dataset
+        The complete result (also written to the store).
+    """
+    from actstore.store import open_store
+
+    config = config or ProbeConfig()
+    store = open_store(url, mode="a", storage_options=storage_options)
+    plan = plan_probes(store, runs, checkpoints, layers, features, config, strict)
+    if not plan.jobs:
+        raise ActstoreError(
+            f"nothing to probe in {url}: no complete checkpoint among the selection"
+        )
+    old = _existing(store, name, config, overwrite)
+    results = _Results(plan, config, old)
+    todo = [j for j in plan.jobs if not results.is_done(j)]
+    todo.sort(key=lambda j: -j.units)  # big jobs first: better balance across workers
+    desc = ""
+    if plan.runs:
+        rd = store.reader(plan.runs[0])
+        labs = {f: rd.labels[f] for f in plan.features_of[plan.runs[0]]}
+        if config.split:
+            labs[config.split] = rd.labels[config.split]
+        desc = make_folds(labs, config)[0].description
+    cfg = asdict(config)
+    cfg.pop("_result_keys", None)
+    in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        store.write_result(ANALYSIS, name, results.dataset(desc))
+
+    try:
+        with _progress(progress, len(todo)) as advance:
+            if in_process:
+                for job in todo:
+                    out = run_job(url, job, plan.features_of[job.run], cfg, None,
+                                  storage_options)
+                    results.add(job, out["result"])
+                    advance()
+                    if time.monotonic() - last_flush > flush_seconds:
+                        flush()
+                        last_flush = time.monotonic()
+            elif todo:
+                from distributed import as_completed
+
+                from actstore._dask import dask_client
+
+                with dask_client(scheduler, n_workers) as client:
+                    futs = [
+                        client.submit(run_job, url, job, plan.features_of[job.run], cfg, 1,
+                                      storage_options, pure=False)
+                        for job in todo
+                    ]
+                    for fut in as_completed(futs):
+                        out = fut.result()
+                        results.add(out["job"], out["result"])
+                        advance()
+                        if time.monotonic() - last_flush > flush_seconds:
+                            flush()
+                            last_flush = time.monotonic()
+    finally:
+        # Finished jobs are kept even if the computation stops half-way.
+        flush()
+    return results.dataset(desc)
+
+
+class _progress:
+    """A rich progress bar over jobs (or nothing)."""
+
+    def __init__(self, show: bool, total: int) -> None:
+        self.show, self.total = show, total
+        self._p: Any = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.show or not self.total:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._p = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+        )
+        self._p.start()
+        task = self._p.add_task("probing", total=self.total)
+        return lambda: self._p.advance(task)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+def summary_table(ds: Any, decoder: str | None = None) -> Any:
+    """Features x layers: score at the first and the last checkpoint, mean over runs.
+
+    The score is accuracy for categorical features and R^2 for continuous ones.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A probe result.
+    decoder : str, optional
+        Default: ``logistic`` if present (the papers' decoder), else the first.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: feature; columns: layer; cells ``"0.31 -> 0.87"`` (first -> last checkpoint).
+    """
+    import pandas as pd
+
+    decs = ds.decoder.values.tolist()
+    decoder = decoder or ("logistic" if "logistic" in decs else decs[0])
+    if decoder not in decs:
+        raise ActstoreError(f"no decoder {decoder!r} in these results; decoders: {decs}")
+    sub = ds.sel(decoder=decoder)
+    cells: dict[str, dict[str, str]] = {}
+    for f, kind in zip(ds.feature.values.tolist(), ds.feature_kind.values.tolist(), strict=True):
+        var = sub["accuracy"] if kind == "categorical" else sub["r2"]
+        if decoder == "logistic" and kind != "categorical":
+            var = ds.sel(decoder=decs[0])["r2"] if decs[0] != "logistic" else var
+        v = var.sel(feature=f).mean("run", skipna=True)  # (checkpoint, layer)
+        row = {}
+        for lay in ds.layer.values.tolist():
+            vals = v.sel(layer=lay).values
+            ok = np.flatnonzero(~np.isnan(vals))
+            row[lay] = "-" if ok.size == 0 else (
+                f"{vals[ok[0]]:.2f}" if ok.size == 1 else f"{vals[ok[0]]:.2f} -> {vals[ok[-1]]:.2f}"
+            )
+        cells[f"{f} ({'acc' if kind == 'categorical' else 'R2'})"] = row
+    return pd.DataFrame.from_dict(cells, orient="index")
+
+
+def export_results(ds: Any, path: str) -> Any:
+    """Write the per-(decoder, run, checkpoint, layer, feature) scores as a tidy table.
+
+    ``.csv`` and ``.parquet`` (needs pyarrow) are supported. Returns the DataFrame.
+    """
+    import os
+
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in (".csv", ".parquet"):
+        raise ActstoreError(f"--out must end in .csv or .parquet, got {path!r}")
+    keep = [v for v in (*RESULT_VARS, "logistic_converged") if v in ds.data_vars]
+    df = ds[keep + ["chance"]].to_dataframe().reset_index()
+    df = df[df[["accuracy", "r2"]].notna().any(axis=1)]
+    if ext == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        try:
+            df.to_parquet(path, index=False)
+        except ImportError:
+            raise ActstoreError(
+                "writing parquet needs pyarrow; pip install pyarrow, or use --out file.csv"
+            ) from None
+    return df

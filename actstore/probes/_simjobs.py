@@ -1,0 +1,418 @@
+"""Store-level similarity and alignment jobs: select, compute (in-process or on Dask), write.
+
+``similarity_job`` computes an all-pairs matrix over a :class:`~._select.Selection` and writes
+``/results/similarity/<name>`` (an xarray Dataset whose ``similarity`` DataArray is M x M with
+``run/model/task/seed/checkpoint/layer`` coordinates on both axes) plus, optionally, a heatmap
+PNG. ``alignment_job`` aligns the units of two or more runs layer by layer and writes
+``/results/alignment/<name>.<layer>``.
+
+Execution: ``scheduler=None`` starts a local Dask cluster (one worker process per core),
+``scheduler="tcp://..."`` uses a running one, ``scheduler="sync"`` computes in this process.
+Stores in memory (``memory://``) are always computed in this process, since workers in other
+processes cannot see them. Work is split so that each task re-opens the store by URL:
+
+* Gram path — stimulus blocks (each task forms the signature strips of its blocks for all
+  representations and returns partial M x M sums);
+* feature path — blocks of representation pairs;
+* bootstrap — groups of replicates;
+* alignment — one task per layer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes._bootstrap import bootstrap_indices, bootstrap_replicates, summarize_bootstrap
+from actstore.probes._select import COORDS, Selection, select
+from actstore.probes._similarity import (
+    DEFAULT_MEMORY,
+    _factory,
+    accumulate,
+    finalize,
+    merge_partials,
+    plan_similarity,
+)
+
+__all__ = [
+    "alignment_job",
+    "similarity_dataset",
+    "similarity_job",
+    "write_heatmap",
+]
+
+Progress = Callable[[str, int, int], None]
+
+
+# -- execution --------------------------------------------------------------------------------
+
+
+def _in_process(url: str, scheduler: str | None) -> bool:
+    return scheduler in ("sync", "none") or str(url).startswith("memory://")
+
+
+def _run_tasks(
+    tasks: list[tuple[Callable[..., Any], tuple, dict]],
+    *,
+    local: bool,
+    scheduler: str | None,
+    n_workers: int | None,
+    stage: str,
+    progress: Progress | None,
+) -> list[Any]:
+    """Run ``fn(*args, **kw)`` for each task, in this process or on Dask; results in order."""
+    if progress:
+        progress(stage, 0, len(tasks))
+    if local or len(tasks) == 0:
+        out = []
+        for i, (fn, args, kw) in enumerate(tasks):
+            out.append(fn(*args, **kw))
+            if progress:
+                progress(stage, i + 1, len(tasks))
+        return out
+    from distributed import as_completed
+
+    from actstore._dask import dask_client, default_workers
+
+    workers = n_workers or min(len(tasks), default_workers())
+    results: list[Any] = [None] * len(tasks)
+    with dask_client(scheduler, workers) as client:
+        futures = {
+            client.submit(fn, *args, **kw, pure=False, key=f"{stage}-{i}-{time.time_ns()}"): i
+            for i, (fn, args, kw) in enumerate(tasks)
+        }
+        for done, fut in enumerate(as_completed(futures), start=1):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(stage, done, len(tasks))
+    return results
+
+
+def _split(items: int, parts: int) -> list[tuple[int, int]]:
+    parts = max(1, min(items, parts))
+    edges = np.linspace(0, items, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def _area_split(chunks: list[tuple[int, int]], n: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous groups of stimulus blocks with about equal strip areas."""
+    area = np.array([(r1 - r0) * (n - r0) for r0, r1 in chunks], dtype=float)
+    cum = np.cumsum(area) / area.sum()
+    groups, start = [], 0
+    for p in range(1, parts + 1):
+        stop = int(np.searchsorted(cum, p / parts - 1e-12)) + 1
+        stop = min(len(chunks), max(stop, start + 1))
+        if start < len(chunks):
+            groups.append((start, stop))
+        start = stop
+    return groups
+
+
+# -- similarity -------------------------------------------------------------------------------
+
+
+def similarity_job(
+    store: Any,
+    selection: Selection | dict[str, Any] | None = None,
+    *,
+    metric: str = "cka",
+    params: dict[str, Any] | None = None,
+    name: str | None = None,
+    bootstrap: int = 0,
+    ci: float = 0.95,
+    seed: int = 0,
+    method: str = "auto",
+    device: str | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    max_memory: int = DEFAULT_MEMORY,
+    png: str | None = None,
+    write: bool = True,
+    progress: Progress | None = None,
+) -> Any:
+    """All-pairs similarity of representations selected from a store.
+
+    Parameters
+    ----------
+    store : Store or str
+        Store (or its path/URL).
+    selection : Selection or dict, optional
+        A :class:`Selection`, or keyword arguments of :func:`select` (default: all layers of
+        all runs at their last checkpoint).
+    metric : str
+        Key of :data:`actstore.probes.SIMILARITIES`.
+    params : dict, optional
+        Metric parameters (``debiased``, ``t``, ``rdm``, ``compare``).
+    name : str, optional
+        Result name (default: the metric name).
+    bootstrap : int
+        Replicates of the stimulus bootstrap (0: none).
+    ci, seed
+        Confidence level and seed of the bootstrap.
+    method, device, max_memory
+        See :func:`actstore.probes.similarity_matrix`.
+    scheduler, n_workers
+        Dask execution (see the module docstring).
+    png : str, optional
+        Write a heatmap PNG to this path.
+    write : bool
+        Write the result to ``/results/similarity/<name>``.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``similarity`` (rep_a, rep_b) and, with a bootstrap, ``ci_low``, ``ci_high``,
+        ``boot_std``; ``degenerate`` (rep_a).
+    """
+    from actstore.store import open_store
+
+    params = dict(params or {})
+    _factory(metric, params)  # unknown metric / parameter: fail before reading anything
+    if bootstrap and (bootstrap < 2 or not 0 < ci < 1):
+        raise ActstoreError(
+            f"a bootstrap needs >= 2 replicates and a level in (0, 1); got {bootstrap}, {ci}"
+        )
+    st = open_store(store, mode="a" if write else "r") if isinstance(store, str) else store
+    sel = selection if isinstance(selection, Selection) else select(st, **(selection or {}))
+    name = name or metric
+    _check_result_name(name)
+    reps, labels = sel.lazy_reps(), sel.labels
+    plan = plan_similarity([r.shape for r in reps], metric, method=method,
+                           max_memory=max_memory, **params)
+    local = _in_process(st.url, scheduler)
+    workers = 1 if local else (n_workers or _workers(scheduler))
+    common = {"names": labels, "device": device}
+    if plan.method == "gram":
+        parts = [(accumulate, (reps, metric, params, plan), {**common, "chunk_range": g})
+                 for g in _area_split(plan.chunks, plan.n, 1 if local else 2 * workers)]
+    else:
+        pairs = plan.block_pairs()
+        parts = [(accumulate, (reps, metric, params, plan),
+                  {**common, "block_pairs": pairs[a:b]})
+                 for a, b in _split(len(pairs), 1 if local else 2 * workers)]
+    partials = _run_tasks(parts, local=local, scheduler=scheduler, n_workers=n_workers,
+                          stage="similarity", progress=progress)
+    result = finalize(merge_partials(partials), metric, params, plan.method, labels)
+    boot = None
+    if bootstrap:
+        idx = bootstrap_indices(sel.n, bootstrap, seed)
+        groups = _split(bootstrap, 1 if local else 2 * workers)
+        tasks = [(bootstrap_replicates, (reps, metric, idx[a:b]),
+                  {**common, "method": method, "max_memory": max_memory, **params})
+                 for a, b in groups]
+        samples = np.concatenate(_run_tasks(tasks, local=local, scheduler=scheduler,
+                                            n_workers=n_workers, stage="bootstrap",
+                                            progress=progress))
+        boot = summarize_bootstrap(samples, ci, seed)
+    ds = similarity_dataset(sel, result, boot)
+    if write:
+        st.write_result("similarity", name, ds)
+    if png:
+        write_heatmap(ds, png)
+    return ds
+
+
+def _workers(scheduler: str | None) -> int:
+    from actstore._dask import default_workers
+
+    return default_workers() if scheduler is None else 4
+
+
+def _check_result_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "_-." for c in name):
+        raise ActstoreError(f"result name {name!r} must use letters, digits, _ - .")
+
+
+def similarity_dataset(sel: Selection, result: Any, boot: Any = None) -> Any:
+    """An xarray Dataset of an all-pairs result with coordinates on both axes."""
+    import xarray as xr
+
+    coords: dict[str, Any] = {}
+    for side, dim in (("a", "rep_a"), ("b", "rep_b")):
+        for k, v in sel.coords().items():
+            coords[f"{k}_{side}"] = (dim, np.asarray(v))
+        coords[f"label_{side}"] = (dim, np.asarray(sel.labels))
+    data = {
+        "similarity": (("rep_a", "rep_b"), result.values),
+        "degenerate": (("rep_a",), result.degenerate),
+    }
+    if boot is not None:
+        data["ci_low"] = (("rep_a", "rep_b"), boot.low)
+        data["ci_high"] = (("rep_a", "rep_b"), boot.high)
+        data["boot_std"] = (("rep_a", "rep_b"), boot.std)
+    attrs = {
+        "metric": result.metric,
+        "params": json.dumps(result.params, sort_keys=True),
+        "method": result.method,
+        "n_stimuli": int(sel.n),
+        "stimuli": "all" if sel.stimuli is None else json.dumps(sel.stimuli.tolist()),
+        "coords": list(COORDS),
+    }
+    if boot is not None:
+        attrs.update({"n_boot": boot.n_boot, "ci": boot.ci, "boot_seed": boot.seed})
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def write_heatmap(ds: Any, path: str) -> str:
+    """Save the ``similarity`` matrix of a result as a heatmap PNG; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    S = np.asarray(ds["similarity"].values)
+    labels = [str(v) for v in ds["label_a"].values]
+    M = len(S)
+    size = min(16.0, 3.0 + 0.25 * M)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    try:
+        lo = min(0.0, float(np.nanmin(S)))
+        im = ax.imshow(S, vmin=lo, vmax=1.0, cmap="viridis", interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.8, label=ds.attrs.get("metric", "similarity"))
+        if M <= 60:
+            ax.set_xticks(range(M), labels, rotation=90, fontsize=7)
+            ax.set_yticks(range(M), labels, fontsize=7)
+        title = ds.attrs.get("metric", "")
+        params = ds.attrs.get("params", "{}")
+        ax.set_title(f"{title} {params if params != '{}' else ''} "
+                     f"({ds.attrs.get('n_stimuli', '?')} stimuli)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+# -- alignment --------------------------------------------------------------------------------
+
+
+def alignment_job(
+    store: Any,
+    runs: Sequence[str],
+    *,
+    layers: str | Sequence[str] | None = None,
+    checkpoint: str | int = "last",
+    stimuli: Any = None,
+    name: str = "align",
+    mutual_info: bool = True,
+    lasso: bool = True,
+    alphas: Sequence[float] | None = None,
+    n_clusters: int | None = None,
+    positions: str = "auto",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    write: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Convergent-learning alignment of two or more runs, layer by layer.
+
+    Parameters
+    ----------
+    store : Store or str
+    runs : sequence of str
+        Two or more run ids (all pairs are aligned).
+    layers : str or sequence of str, optional
+        Layer names or patterns (default: every layer the runs share).
+    checkpoint : "last", "first" or int
+        Checkpoint of every run.
+    stimuli : optional
+        Stimulus subset (see :func:`actstore.probes.select`).
+    name : str
+        Results go to ``/results/alignment/<name>.<layer>``.
+    mutual_info, lasso : bool
+        Compute binned MI / the sparse-prediction path.
+    alphas : sequence of float, optional
+        LASSO penalties (default 0, 1e-5 ... 1e-1).
+    n_clusters : int, optional
+        Spectral clusters of the joint correlation matrix (default total units / 8).
+    positions : {"auto", "yes", "no"}
+        Treat the spatial positions of unpooled conv maps as samples (``auto``: when the store
+        holds the whole map of a layer).
+    test_fraction, seed
+        Held-out stimuli of the LASSO path.
+    scheduler, n_workers, write, progress
+        As in :func:`similarity_job`.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        One Dataset per layer.
+    """
+    from actstore.probes._aligndata import align_layer
+    from actstore.probes._lasso import DEFAULT_ALPHAS
+    from actstore.store import open_store
+
+    runs = list(dict.fromkeys(runs))
+    if len(runs) < 2:
+        raise ActstoreError(f"alignment needs at least two runs, got {runs}")
+    if positions not in ("auto", "yes", "no"):
+        raise ActstoreError(f"positions must be auto, yes or no, not {positions!r}")
+    _check_result_name(name)
+    st = open_store(store, mode="a" if write else "r") if isinstance(store, str) else store
+    sels = [select(st, runs=r, layers=layers, checkpoints=checkpoint, stimuli=stimuli)
+            for r in runs]
+    by_run = [{ref.layer for ref in s.refs} for s in sels]
+    common = [ly for ly in (ref.layer for ref in sels[0].refs) if all(ly in b for b in by_run)]
+    if not common:
+        raise ActstoreError(
+            f"runs {runs} share no selected layer; layers: "
+            + "; ".join(f"{r}: {', '.join(sorted(b))}" for r, b in zip(runs, by_run, strict=True))
+        )
+    for s, r in zip(sels[1:], runs[1:], strict=True):
+        if not np.array_equal(s.sample, sels[0].sample):
+            raise ActstoreError(
+                f"runs {runs[0]!r} and {r!r} were recorded on different samples; "
+                "align runs of one probe set"
+            )
+    steps = [s.refs[0].checkpoint for s in sels]
+    stim = sels[0].stimuli
+    tasks = [
+        (align_layer, (st.url, runs, steps, ly),
+         {"stimuli": stim, "mutual_info": mutual_info, "lasso": lasso,
+          "alphas": tuple(alphas if alphas is not None else DEFAULT_ALPHAS),
+          "n_clusters": n_clusters, "positions": positions, "test_fraction": test_fraction,
+          "seed": seed, "storage_options": getattr(st, "storage_options", None)})
+        for ly in common
+    ]
+    local = _in_process(st.url, scheduler)
+    results = _run_tasks(tasks, local=local, scheduler=scheduler, n_workers=n_workers,
+                         stage="align", progress=progress)
+    out = dict(zip(common, results, strict=True))
+    if write:
+        for ly, ds in out.items():
+            st.write_result("alignment", f"{name}.{ly}", ds)
+    return out
+
+
+def summary_rows(datasets: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (layer, pair of runs) of alignment results, for printing."""
+    rows = []
+    for ly, ds in datasets.items():
+        for p in range(ds.sizes["pair"]):
+            row: dict[str, Any] = {"layer": ly, "run_a": str(ds["run_a"].values[p]),
+                                   "run_b": str(ds["run_b"].values[p])}
+            for k in ("bipartite_corr_mean", "semi_corr_mean", "bipartite_mi_mean"):
+                if k in ds:
+                    row[k] = float(ds[k].values[p])
+            if "lasso_test_loss_mean" in ds:
+                for i, a in enumerate(ds["alpha"].values):
+                    row[f"loss@{a:g}"] = float(ds["lasso_test_loss_mean"].values[p, i])
+                    row[f"nnz@{a:g}"] = float(ds["lasso_nonzero_mean"].values[p, i])
+            row["mixed_clusters"] = int(ds.attrs.get("mixed_clusters", 0))
+            row["constant_units"] = int(ds["constant"].values.sum())
+            rows.append(row)
+    for r in rows:
+        for k, v in list(r.items()):
+            if isinstance(v, float) and math.isnan(v):
+                r[k] = None
+    return rows
