@@ -32,6 +32,7 @@ def dask_client(
     processes: bool = True,
     timeout: float = 10.0,
     memory_limit: str | int | None = "auto",
+    device: str = "cpu",
 ) -> Iterator[Any]:
     """Yield a ``distributed.Client``: a fresh local cluster, or one connected to ``scheduler``.
 
@@ -46,6 +47,9 @@ def dask_client(
         Local workers as processes (default) or threads of this process.
     timeout : float
         Seconds to wait for ``scheduler`` to answer.
+    device : str
+        ``"cuda"`` starts one worker per GPU (dask-cuda's ``LocalCUDACluster``, from the
+        ``actstore[gpu]`` extra) instead of one per core.
 
     Raises
     ------
@@ -66,6 +70,21 @@ def dask_client(
             yield client
         finally:
             client.close()
+        return
+    if device.startswith("cuda"):
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ActstoreError(
+                "--device cuda on a local cluster needs dask-cuda; pip install 'actstore[gpu]'"
+            ) from None
+        gpu_cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address=None)
+        client = Client(gpu_cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            gpu_cluster.close()
         return
     cluster = LocalCluster(
         n_workers=n_workers or default_workers(),

@@ -83,6 +83,65 @@ def s3_server():
                 os.environ[k] = v
 
 
+class LoopbackCluster:
+    """A real Dask cluster: `dask scheduler` + `dask worker` processes on 127.0.0.1."""
+
+    def __init__(self, tmp: Path, n_workers: int = 2):
+        import json
+        import subprocess
+        import time
+
+        self.tmp = tmp
+        self.file = tmp / "scheduler.json"
+        bin_dir = Path(sys.executable).parent
+        dask = str(bin_dir / "dask")
+        self.scheduler = subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(self.file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 60
+        while not self.file.exists():
+            if time.time() > deadline:
+                raise RuntimeError("dask scheduler did not start")
+            time.sleep(0.1)
+        time.sleep(0.2)
+        self.address = json.loads(self.file.read_text())["address"]
+        self.workers = [self._start_worker() for _ in range(n_workers)]
+        self.wait_for_workers(n_workers)
+
+    def _start_worker(self):
+        import subprocess
+
+        dask = str(Path(sys.executable).parent / "dask")
+        return subprocess.Popen(
+            [dask, "worker", self.address, "--nthreads", "1", "--no-nanny",
+             "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def wait_for_workers(self, n: int) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as c:
+            c.wait_for_workers(n, timeout=60)
+
+    def close(self) -> None:
+        for p in [*self.workers, self.scheduler]:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """Scheduler + 2 single-threaded worker processes on loopback (`.address`, `.workers`)."""
+    cluster = LoopbackCluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 @pytest.fixture
 def store_url(tmp_path):
     return str(tmp_path / "s.zarr")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from actstore.cli import (
     _demo,  # noqa: F401  (demo)
     _integrity_cmds,  # noqa: F401  (verify, repair, ingest)
+    _probe,  # noqa: F401  (probe)
+    _similarity,  # noqa: F401  (similarity, align)
     _store_cmds,  # noqa: F401  (dump, ls, info)
     _train,  # noqa: F401  (train)
 )

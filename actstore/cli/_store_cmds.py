@@ -46,7 +46,9 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
 def dump_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL (created if missing).")],
     checkpoints: Annotated[
-        str, typer.Argument(help="Directory of .pt files, a glob, or one file.")
+        list[str],
+        typer.Argument(help="Directory of .pt files, a glob, or one file. Several directories "
+                            "dump several runs, one Dask task each (see --run)."),
     ],
     model: Annotated[
         str, typer.Option("--model", "-m", help="Model factory: package.module:fn or file.py:fn.")
@@ -54,7 +56,10 @@ def dump_cmd(
     probe_set: Annotated[
         str, typer.Option("--probe-set", "-p", help="Probe set in the store, or an .npz file.")
     ],
-    run: Annotated[str, typer.Option("--run", "-r", help="Run id to write.")],
+    run: Annotated[
+        str, typer.Option("--run", "-r", help="Run id to write; with several directories a "
+                                              "template: {parent}, {dir}, {i}.")
+    ],
     layers: Annotated[
         str, typer.Option(help="'all', or comma-separated names / module paths / globs.")
     ] = "all",
@@ -74,22 +79,36 @@ def dump_cmd(
     codec: Annotated[
         str, typer.Option(help="Compression of activations: zstd, blosc-lz4, blosc-zstd, none.")
     ] = "zstd",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (several runs in parallel).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local Dask worker processes (default: one per core).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.store._dump import dump
+    from actstore.store._dump import dump, dump_many, run_ids_for
 
-    report = dump(
-        store, run, model, checkpoints, probe_set, layers=layers, reduce=reduce, dtype=dtype,
-        batch_size=batch_size, device=device, attrs=parse_kv(attr, "--attr"),
-        factory_kwargs=parse_kv(model_arg, "--model-arg"), codec=codec,
-        progress=not as_json,
+    common: dict[str, Any] = dict(
+        layers=layers, reduce=reduce, dtype=dtype, batch_size=batch_size, device=device,
+        attrs=parse_kv(attr, "--attr"), factory_kwargs=parse_kv(model_arg, "--model-arg"),
+        codec=codec,
     )
-    if as_json:
-        typer.echo(json.dumps(report.__dict__))
+    if len(checkpoints) == 1 and scheduler is None:
+        reports = [dump(store, run, model, checkpoints[0], probe_set, progress=not as_json,
+                        **common)]
     else:
+        ids = run_ids_for(checkpoints, run) if len(checkpoints) > 1 else [run]
+        reports = dump_many(store, ids, checkpoints, model, probe_set, scheduler=scheduler,
+                            workers=workers, progress=not as_json, **common)
+    if as_json:
+        out = [r.__dict__ for r in reports]
+        typer.echo(json.dumps(out[0] if len(out) == 1 else out))
+        return
+    for r in reports:
         console.print(
-            f"run [bold]{run}[/]: wrote {len(report.written)} checkpoint(s) {report.written}, "
-            f"skipped {len(report.skipped)} already complete {report.skipped}"
+            f"run [bold]{r.run}[/]: wrote {len(r.written)} checkpoint(s) {r.written}, "
+            f"skipped {len(r.skipped)} already complete {r.skipped}"
         )
 
 

@@ -105,13 +105,21 @@ class PrimalFold:
         xp = get_namespace(X)
         Xc = xp.astype(X, xp.float64) - self.mean_x
         if coef is not None:
-            out = xp.stack([Xc @ coef[i] for i in range(coef.shape[0])], axis=1)
+            out = _apply(Xc, coef)
         else:
             a = _alphas_on(alphas, self.V)
             Z = Xc @ self.V  # (m, d)
             scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])
-            out = xp.stack([Z @ scaled[i] for i in range(scaled.shape[0])], axis=1)
+            out = _apply(Z, scaled)
         return out + self.mean_y
+
+
+def _apply(A: Any, W: Any) -> Any:
+    """``A @ W[p]`` for every p as one product: (m, k) x (P, k, q) -> (m, P, q)."""
+    xp = get_namespace(A)
+    P, k, q = W.shape
+    flat = xp.reshape(xp.permute_dims(W, (1, 0, 2)), (k, P * q))
+    return xp.reshape(A @ flat, (A.shape[0], P, q))
 
 
 def solve_primal(mom: Moments) -> PrimalFold:
@@ -153,8 +161,7 @@ class DualFold:
         a = _alphas_on(alphas, self.U)
         KU = self.Kx @ self.U  # (n_test, r)
         scaled = self.UY[None, :, :] / (self.lam[None, :, None] + a[:, None, None])
-        out = xp.stack([KU @ scaled[i] for i in range(scaled.shape[0])], axis=1)
-        return out + self.mean_y
+        return _apply(KU, scaled) + self.mean_y
 
     def dual_coef(self, alphas: Sequence[float]) -> Any:
         """Dual coefficients of shape (n_alphas, n_train, q): ``W = Xc_train^T @ dual``."""

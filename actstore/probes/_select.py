@@ -1,4 +1,4 @@
-"""Representation selection over a store: which (run, checkpoint, layer) to compare, on which stimuli.
+"""Representation selection over a store: which (run, checkpoint, layer), on which stimuli.
 
 Examples
 --------
@@ -254,12 +254,11 @@ def select(
                     else -1,
                 ))
                 info[(run, ly)] = dict(rd.layer_table.get(ly, {}))
-    if not refs:
+    if not refs or first_sample is None:
         raise ActstoreError(
             f"the selection matched no representation in {store.url}; runs: "
             f"{', '.join(all_runs) or 'none'}; layers: {', '.join(sorted(seen_layers)) or 'none'}"
         )
-    assert first_sample is not None
     labels = store.reader(first_sample[0]).labels
     idx = stimulus_subset(stimuli, len(first_sample[1]), labels)
     sample = first_sample[1] if idx is None else first_sample[1][idx]
@@ -290,21 +289,18 @@ def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndar
             raise ActstoreError(f"stimulus indices must be a 1-D array within 0..{n - 1}")
         return np.asarray(idx, dtype=np.int64)
     parts = spec.strip().split(":")
-    kind = parts[0]
-    try:
-        if kind == "first" and len(parts) == 2:
-            return np.arange(min(n, int(parts[1])))
-        if kind == "random" and len(parts) in (2, 3):
-            k = min(n, int(parts[1]))
-            rng = np.random.default_rng(int(parts[2]) if len(parts) == 3 else 0)
-            return np.sort(rng.choice(n, size=k, replace=False))
+    kind, nums = parts[0], parts[1:]
+    if kind == "per" and len(parts) in (3, 4):
+        feats, nums = _split(parts[1]) or [], parts[2:]
+    ints = [int(p) for p in nums if p.strip().lstrip("-").isdigit()]
+    if len(ints) == len(nums):
+        if kind == "first" and len(ints) == 1:
+            return np.arange(min(n, ints[0]))
+        if kind == "random" and len(ints) in (1, 2):
+            rng = np.random.default_rng(ints[1] if len(ints) == 2 else 0)
+            return np.sort(rng.choice(n, size=min(n, ints[0]), replace=False))
         if kind == "per" and len(parts) in (3, 4):
-            feats = _split(parts[1]) or []
-            k = int(parts[2])
-            seed = int(parts[3]) if len(parts) == 4 else 0
-            return _per_combination(feats, k, seed, labels)
-    except ValueError:
-        pass
+            return _per_combination(feats, ints[0], ints[1] if len(ints) == 2 else 0, labels)
     raise ActstoreError(
         f"cannot read the stimulus subset {spec!r}; use all, first:N, random:N[:SEED] or "
         "per:FEATURE[,FEATURE]:K[:SEED]"

@@ -20,6 +20,7 @@ processes cannot see them. Work is split so that each task re-opens the store by
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -29,7 +30,16 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
+from actstore.probes._alignment import (
+    PairAlignment,
+    align_from_parts,
+    correlations_from_moments,
+    joint_clusters,
+    mutual_information,
+    split_mask,
+)
 from actstore.probes._bootstrap import bootstrap_indices, bootstrap_replicates, summarize_bootstrap
+from actstore.probes._moments import PairMoments
 from actstore.probes._select import COORDS, Selection, select
 from actstore.probes._similarity import (
     DEFAULT_MEMORY,
@@ -41,9 +51,12 @@ from actstore.probes._similarity import (
 )
 
 __all__ = [
+    "align_layer",
+    "alignment_dataset",
     "alignment_job",
     "similarity_dataset",
     "similarity_job",
+    "summary_rows",
     "write_heatmap",
 ]
 
@@ -97,7 +110,7 @@ def _run_tasks(
 def _split(items: int, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(items, parts))
     edges = np.linspace(0, items, parts + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _area_split(chunks: list[tuple[int, int]], n: int, parts: int) -> list[tuple[int, int]]:
@@ -348,7 +361,6 @@ def alignment_job(
     dict of str to xarray.Dataset
         One Dataset per layer.
     """
-    from actstore.probes._aligndata import align_layer
     from actstore.probes._lasso import DEFAULT_ALPHAS
     from actstore.store import open_store
 
@@ -392,6 +404,234 @@ def alignment_job(
         for ly, ds in out.items():
             st.write_result("alignment", f"{name}.{ly}", ds)
     return out
+
+
+def _is_map(info: dict[str, Any]) -> bool:
+    """The store holds a whole conv map (channels x positions) for this layer."""
+    shape = list(info.get("output_shape", []))
+    return info.get("reduction") in ("flatten", "none") and len(shape) == 3
+
+
+def _sub_moments(m: PairMoments, ia: np.ndarray, ib: np.ndarray) -> PairMoments:
+    """Moments of two unit subsets of a joint accumulator (x = all nets side by side)."""
+    return PairMoments(
+        m.n, m.shift_x[ia], m.shift_x[ib], m.sx[ia], m.sx[ib], m.sxx[np.ix_(ia, ia)],
+        m.sxx[np.ix_(ia, ib)], m.sxx[np.ix_(ib, ib)],
+    )
+
+
+def align_layer(
+    url: str,
+    runs: Sequence[str],
+    steps: Sequence[int],
+    layer: str,
+    *,
+    stimuli: np.ndarray | None = None,
+    mutual_info: bool = True,
+    lasso: bool = True,
+    alphas: Sequence[float] = (),
+    n_clusters: int | None = None,
+    positions: str = "auto",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    block: int = 512,
+    storage_options: dict | None = None,
+) -> Any:
+    """Align one layer of several runs, streaming the activations block by block.
+
+    Returns
+    -------
+    xarray.Dataset
+        See :func:`alignment_dataset`.
+    """
+    from actstore.store import open_store
+
+    st = open_store(url, storage_options=storage_options)
+    readers = [st.reader(r) for r in runs]
+    infos = [rd.layer_table.get(layer, {}) for rd in readers]
+    maps = [_is_map(i) for i in infos]
+    if positions == "yes" and not all(maps):
+        raise ActstoreError(
+            f"layer {layer!r} is not stored as whole conv maps in every run (reduction "
+            f"{[i.get('reduction') for i in infos]}); record it with --reduce flatten, or "
+            "use --positions no"
+        )
+    conv = all(maps) and positions != "no"
+    widths = [int(i["output_shape"][0]) if conv else rd.units(layer)
+              for i, rd in zip(infos, readers, strict=True)]
+    n_all = len(readers[0].sample)
+    keep = np.ones(n_all, dtype=bool) if stimuli is None else np.isin(np.arange(n_all), stimuli)
+    n_sel = int(keep.sum())
+    test_stim = split_mask(n_sel, test_fraction, seed)
+    pos_in_sel = np.cumsum(keep) - 1  # row of the probe set -> position among the selected
+    offsets = np.cumsum([0, *widths])
+    train = test = None
+    full_rows: list[list[np.ndarray]] = [[] for _ in runs]
+    iters = [rd.iter_blocks(layer, step, block=block)
+             for rd, step in zip(readers, steps, strict=True)]
+    for parts in zip(*iters, strict=True):
+        start, stop = parts[0][0], parts[0][1]
+        k = keep[start:stop]
+        if not k.any():
+            continue
+        mats = []
+        for (_, _, data), w in zip(parts, widths, strict=True):
+            data = np.asarray(data, dtype=np.float64)[k]
+            if conv:
+                # (b, C*H*W) -> (b, C, H*W) -> (b*H*W, C): positions become samples
+                data = data.reshape(len(data), w, -1).transpose(0, 2, 1).reshape(-1, w)
+            mats.append(data)
+        X = np.hstack(mats)
+        reps = len(X) // int(k.sum())
+        t = np.repeat(test_stim[pos_in_sel[start:stop][k]], reps)
+        if train is None:
+            shift = X.mean(axis=0)
+            train = PairMoments.empty(shift, np.zeros(0))
+            test = PairMoments.empty(shift, np.zeros(0))
+        none = np.zeros((len(X), 0))
+        train.update(X[~t], none[~t])
+        test.update(X[t], none[t])
+        if mutual_info:
+            for r, m in enumerate(mats):
+                full_rows[r].append(m.astype(np.float32))
+    if train is None or test is None:
+        raise ActstoreError(f"no stimuli selected for layer {layer!r}")
+    full = train + test
+    pairs, results = [], []
+    idx = [np.arange(offsets[r], offsets[r + 1]) for r in range(len(runs))]
+    full_data = [np.concatenate(rows) for rows in full_rows] if mutual_info else None
+    for r in range(len(runs)):
+        for q in range(r + 1, len(runs)):
+            mi = (mutual_information(full_data[r], full_data[q])
+                  if full_data is not None else None)
+            results.append(align_from_parts(
+                (runs[r], runs[q]), _sub_moments(full, idx[r], idx[q]),
+                _sub_moments(train, idx[r], idx[q]) if lasso else None,
+                _sub_moments(test, idx[r], idx[q]) if lasso else None, mi, alphas,
+            ))
+            pairs.append((r, q))
+    joint = correlations_from_moments(full)
+    labels, clusters = joint_clusters(
+        [joint.within_a[np.ix_(i, i)] for i in idx],
+        {(r, q): joint.within_a[np.ix_(idx[r], idx[q])] for r, q in pairs},
+        [joint.constant_a[i] for i in idx], n_clusters=n_clusters, seed=seed,
+    )
+    return alignment_dataset(
+        layer, runs, steps, widths, pairs, results, labels, clusters,
+        n_samples=full.n, positions=conv, alphas=alphas,
+    )
+
+
+def alignment_dataset(
+    layer: str,
+    runs: Sequence[str],
+    steps: Sequence[int],
+    widths: Sequence[int],
+    pairs: list[tuple[int, int]],
+    results: list[PairAlignment],
+    labels: np.ndarray,
+    clusters: dict[str, Any],
+    *,
+    n_samples: int,
+    positions: bool,
+    alphas: Sequence[float],
+) -> Any:
+    """Pack the alignments of one layer into an xarray Dataset (units padded to the widest net).
+
+    Dimensions: ``run``, ``unit``, ``pair``, ``unit_b``, ``alpha``. Padding is NaN for
+    values and -1 for indices and cluster labels.
+    """
+    import xarray as xr
+
+    R, P, U = len(runs), len(pairs), max(widths)
+    K = len(alphas)
+
+    off = np.cumsum([0, *widths])
+    per_run = {
+        "constant": np.zeros((R, U), dtype=bool),
+        "mean": np.full((R, U), np.nan),
+        "std": np.full((R, U), np.nan),
+        "cluster": np.full((R, U), -1),
+    }
+    for r in range(R):
+        per_run["cluster"][r, : widths[r]] = labels[off[r] : off[r + 1]]
+    data: dict[str, Any] = {}
+    pair_vars: dict[str, np.ndarray] = {
+        "corr": np.full((P, U, U), np.nan),
+        "bipartite_index": np.full((P, U), -1),
+        "bipartite_corr": np.full((P, U), np.nan),
+        "semi_index": np.full((P, U), -1),
+        "semi_corr": np.full((P, U), np.nan),
+        "semi_index_ba": np.full((P, U), -1),
+        "semi_corr_ba": np.full((P, U), np.nan),
+    }
+    summ: dict[str, np.ndarray] = {"bipartite_corr_mean": np.full(P, np.nan),
+                                   "semi_corr_mean": np.full(P, np.nan)}
+    has_mi = any(res.mi is not None for res in results)
+    has_lasso = any(res.lasso is not None for res in results)
+    if has_mi:
+        pair_vars.update({"mi": np.full((P, U, U), np.nan),
+                          "mi_bipartite_index": np.full((P, U), -1),
+                          "mi_bipartite": np.full((P, U), np.nan)})
+        summ["bipartite_mi_mean"] = np.full(P, np.nan)
+    if has_lasso:
+        for k in ("lasso_test_loss", "lasso_train_loss"):
+            pair_vars[k] = np.full((P, K, U), np.nan)
+        pair_vars["lasso_nonzero"] = np.full((P, K, U), -1)
+        summ["lasso_test_loss_mean"] = np.full((P, K), np.nan)
+        summ["lasso_nonzero_mean"] = np.full((P, K), np.nan)
+    for p, ((r, q), res) in enumerate(zip(pairs, results, strict=True)):
+        da, db = widths[r], widths[q]
+        c = res.corr
+        for rr, const, mean, std in ((r, c.constant_a, c.mean_a, c.std_a),
+                                     (q, c.constant_b, c.mean_b, c.std_b)):
+            per_run["constant"][rr, : len(const)] = const
+            per_run["mean"][rr, : len(mean)] = mean
+            per_run["std"][rr, : len(std)] = std
+        pair_vars["corr"][p, :da, :db] = c.between
+        pair_vars["bipartite_index"][p, :da], pair_vars["bipartite_corr"][p, :da] = res.bipartite
+        pair_vars["semi_index"][p, :da], pair_vars["semi_corr"][p, :da] = res.semi_ab
+        pair_vars["semi_index_ba"][p, :db], pair_vars["semi_corr_ba"][p, :db] = res.semi_ba
+        s = res.summary()
+        summ["bipartite_corr_mean"][p] = s["bipartite_corr"]
+        summ["semi_corr_mean"][p] = s["semi_corr"]
+        if res.mi is not None and res.mi_bipartite is not None:
+            pair_vars["mi"][p, :da, :db] = res.mi
+            pair_vars["mi_bipartite_index"][p, :da] = res.mi_bipartite[0]
+            pair_vars["mi_bipartite"][p, :da] = res.mi_bipartite[1]
+            summ["bipartite_mi_mean"][p] = s["bipartite_mi"]
+        if res.lasso is not None:
+            lp = res.lasso
+            pair_vars["lasso_test_loss"][p, :, :db] = lp.test_loss
+            pair_vars["lasso_train_loss"][p, :, :db] = lp.train_loss
+            pair_vars["lasso_nonzero"][p, :, :db] = lp.nonzero
+            for i, a in enumerate(lp.alphas):
+                summ["lasso_test_loss_mean"][p, i] = s[f"lasso_test_loss@{a:g}"]
+                summ["lasso_nonzero_mean"][p, i] = s[f"lasso_nonzero@{a:g}"]
+    dims = {"corr": ("pair", "unit", "unit_b"), "mi": ("pair", "unit", "unit_b"),
+            "semi_index_ba": ("pair", "unit_b"), "semi_corr_ba": ("pair", "unit_b"),
+            "lasso_test_loss": ("pair", "alpha", "unit_b"),
+            "lasso_train_loss": ("pair", "alpha", "unit_b"),
+            "lasso_nonzero": ("pair", "alpha", "unit_b"),
+            "lasso_test_loss_mean": ("pair", "alpha"), "lasso_nonzero_mean": ("pair", "alpha")}
+    for k, v in pair_vars.items():
+        data[k] = (dims.get(k, ("pair", "unit")), v)
+    for k, v in summ.items():
+        data[k] = (dims.get(k, ("pair",)), v)
+    for k, v in per_run.items():
+        data[k] = (("run", "unit"), v)
+    coords = {
+        "run": np.asarray(list(runs)),
+        "checkpoint": ("run", np.asarray(list(steps), dtype=np.int64)),
+        "units": ("run", np.asarray(list(widths), dtype=np.int64)),
+        "run_a": ("pair", np.asarray([runs[r] for r, _ in pairs])),
+        "run_b": ("pair", np.asarray([runs[q] for _, q in pairs])),
+        "alpha": np.asarray(list(alphas), dtype=float),
+    }
+    attrs = {"layer": layer, "n_samples": int(n_samples), "positions": bool(positions),
+             "n_clusters": clusters["n_clusters"], "mixed_clusters": clusters["mixed"],
+             "units_in_mixed": clusters["units_in_mixed"]}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def summary_rows(datasets: dict[str, Any]) -> list[dict[str, Any]]:

@@ -77,7 +77,7 @@ class ArraySource:
     def blocks(self) -> Iterator[tuple[int, int, Any]]:
         for a in range(0, self.n, self.block_rows):
             b = min(a + self.block_rows, self.n)
-            yield a, b, self.X[a:b]
+            yield a, b, self.X[a:b, ...]
 
 
 class CachedSource:

@@ -18,7 +18,15 @@ from actstore._errors import ActstoreError
 from actstore.store._layout import DEFAULT_CODEC
 from actstore.store._probeset import ProbeSet
 
-__all__ = ["DumpReport", "dump", "find_checkpoints", "load_factory", "probe_set_from_npz"]
+__all__ = [
+    "DumpReport",
+    "dump",
+    "dump_many",
+    "find_checkpoints",
+    "load_factory",
+    "probe_set_from_npz",
+    "run_ids_for",
+]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
@@ -59,7 +67,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ActstoreError(f"{mod_name!r} has no callable {fn_name!r} (from --model {spec!r})")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _step_from_name(path: Path) -> int | None:
@@ -287,3 +295,85 @@ class _RichBar(_NoBar):
 
 def _progress(show: bool, total: int) -> _NoBar:
     return _RichBar(total) if show else _NoBar()
+
+
+def run_ids_for(dirs: Sequence[str | Path], template: str) -> list[str]:
+    """Run ids for several checkpoint directories from a template.
+
+    ``{dir}`` is the directory's name, ``{parent}`` its parent's name, ``{i}`` its position.
+    """
+    ids = []
+    for i, d in enumerate(dirs):
+        p = Path(d)
+        try:
+            ids.append(template.format(dir=p.name, parent=p.parent.name, i=i))
+        except (KeyError, IndexError):
+            raise ActstoreError(
+                f"--run {template!r}: only {{dir}}, {{parent}} and {{i}} can be filled in"
+            ) from None
+    if len(set(ids)) != len(ids):
+        raise ActstoreError(
+            f"--run {template!r} gives the same run id to several directories ({ids}); "
+            "use {parent} or {i}"
+        )
+    return ids
+
+
+def _dump_task(store: str, run: str, checkpoints: str, probe_set: str,
+               kwargs: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # one core per Dask worker
+    rep = dump(store, run, checkpoints=checkpoints, probe_set=probe_set, **kwargs)
+    return {"run": rep.run, "written": rep.written, "skipped": rep.skipped}
+
+
+def dump_many(
+    store: str,
+    runs: Sequence[str],
+    checkpoint_dirs: Sequence[str | Path],
+    model: str,
+    probe_set: str | ProbeSet,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    **kwargs: Any,
+) -> list[DumpReport]:
+    """Dump several runs, one Dask task per run (a local process cluster, or ``scheduler``).
+
+    Each task holds the writer lease of its own run; the probe set is added once before the
+    tasks start. Re-running skips complete checkpoints, so a task that Dask retries after a
+    worker died redoes only what was not finished.
+    """
+    from actstore._dask import dask_client
+    from actstore.store._store import _exists, create_store, open_store
+
+    if len(runs) != len(checkpoint_dirs):
+        raise ActstoreError(f"{len(runs)} run ids for {len(checkpoint_dirs)} directories")
+    if not isinstance(model, str):
+        raise ActstoreError("dumping on a cluster needs the model as package.module:factory")
+    for d in checkpoint_dirs:
+        find_checkpoints(d)
+    ps_obj = probe_set if isinstance(probe_set, ProbeSet) else (
+        probe_set_from_npz(probe_set) if str(probe_set).endswith(".npz") else None)
+    st = create_store(store) if not _exists(store) else open_store(store, mode="a")
+    if ps_obj is not None:
+        st.add_probe_set(ps_obj)
+        st.consolidate()
+    ps_name = ps_obj.name if ps_obj is not None else str(probe_set)
+    st.probe_set(ps_name, inputs=False)  # exists, or a clear error
+    kwargs = {**kwargs, "model": model}
+    from distributed import as_completed
+
+    with dask_client(scheduler, workers) as client:
+        futs = [client.submit(_dump_task, store, r, str(d), ps_name, kwargs, key=f"dump-{r}",
+                              pure=False, retries=2)
+                for r, d in zip(runs, checkpoint_dirs, strict=True)]
+        bar = _progress(progress, len(futs))
+        out = {}
+        with bar:
+            for fut in as_completed(futs):
+                res = fut.result()
+                out[res["run"]] = DumpReport(res["run"], res["written"], res["skipped"])
+                bar.advance(1)
+    return [out[r] for r in runs]

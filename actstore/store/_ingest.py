@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, 
 def ingest(
     store: str,
     run: str,
-    files: list[str | Path],
+    files: Sequence[str | Path],
     labels: str | Path,
     step: int = 0,
     probe_set: str | None = None,

@@ -85,7 +85,7 @@ def chunk_shape(n_samples: int, unit_shape: tuple[int, ...], itemsize: int) -> t
     return per_chunk, per_shard
 
 
-def _blosc(cname: str, shuffle: str, clevel: int) -> Callable[[], list[Any]]:
+def _blosc(cname: Any, shuffle: Any, clevel: int) -> Callable[[], list[Any]]:
     def make() -> list[Any]:
         from zarr.codecs import BloscCodec
 

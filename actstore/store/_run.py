@@ -505,7 +505,9 @@ class RunWriter:
     # -- leaving -----------------------------------------------------------------------------
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            status = np.asarray(self.group["status"][...]) if "status" in self.group else []
+            status: Any = (
+                np.asarray(self.group["status"][...]) if "status" in self.group else []
+            )
             nothing_done = not any(s == L.STATUS_COMPLETE for s in status)
             if exc_type is not None and self._created and nothing_done:
                 # a run made by this writer that never completed a slot leaves no trace

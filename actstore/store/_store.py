@@ -85,7 +85,7 @@ def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -
         raise StoreError(
             f"{url} is a Zarr group but not an actstore store (no '{L.ATTR_FORMAT}' attribute)"
         )
-    if int(fmt) > L.FORMAT_VERSION:
+    if not isinstance(fmt, int) or fmt > L.FORMAT_VERSION:
         raise StoreError(
             f"{url} has store format {fmt}, newer than the {L.FORMAT_VERSION} this actstore "
             f"{_version()} reads; upgrade actstore"

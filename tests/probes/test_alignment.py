@@ -115,7 +115,7 @@ def test_matching_optimality(seed, da, db):
         else:
             rows = rng.permutation(da)[:db]
             assert total >= C[rows, np.arange(db)].sum() - 1e-12
-    s_idx, s_val = semi_matching(C)
+    _, s_val = semi_matching(C)
     assert (s_val[matched] >= val[matched] - 1e-15).all()  # semi-matching >= matching per unit
     np.testing.assert_array_equal(s_val, C.max(axis=1))
 
@@ -206,7 +206,7 @@ def test_lasso_gram_solves_all_targets_at_once():
 
 
 def test_lasso_finds_one_to_one_mappings():
-    A, B, perm = _nets(seed=9, n=600, noise=0.05)
+    A, B, _ = _nets(seed=9, n=600, noise=0.05)
     res = align_pair(A, B, mutual_info=False, alphas=(1e-2,))
     nz = res.lasso.nonzero[0]
     assert np.median(nz) <= 3

@@ -376,6 +376,13 @@ def test_bootstrap_replicate_is_the_matrix_of_resampled_stimuli(case):
         np.testing.assert_allclose(samples[b], want, atol=1e-12)
 
 
+_COMPARE = {
+    "pearson": lambda a, c: scipy.stats.pearsonr(a, c)[0],
+    "spearman": lambda a, c: scipy.stats.spearmanr(a, c)[0],
+    "cosine": lambda a, c: 1 - ssd.cosine(a, c),
+}
+
+
 @pytest.mark.parametrize("compare", ["pearson", "spearman", "cosine"])
 def test_bootstrap_rsa_drops_pairs_of_copies(compare):
     reps = _reps(seed=9)
@@ -391,10 +398,7 @@ def test_bootstrap_rsa_drops_pairs_of_copies(compare):
             for j in range(4):
                 if i == j:
                     continue
-                a, c = vec[i], vec[j]
-                want = {"pearson": lambda: scipy.stats.pearsonr(a, c)[0],
-                        "spearman": lambda: scipy.stats.spearmanr(a, c)[0],
-                        "cosine": lambda: 1 - ssd.cosine(a, c)}[compare]()
+                want = _COMPARE[compare](vec[i], vec[j])
                 assert samples[b, i, j] == pytest.approx(want, abs=1e-10)
 
 

@@ -1,0 +1,160 @@
+"""``actstore probe``: linear decoders for every run x checkpoint x layer x feature."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from actstore._errors import ActstoreError
+from actstore.cli._app import command
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_penalties(text: str, what: str) -> tuple[float, ...]:
+    """``"1e-2:1e4:13"`` (log-spaced, inclusive) or ``"0.1,1,10"`` -> penalties."""
+    try:
+        if ":" in text:
+            lo, hi, num = text.split(":")
+            vals = np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(num))
+        else:
+            vals = np.asarray([float(v) for v in text.split(",") if v.strip()])
+    except ValueError:
+        raise ActstoreError(
+            f"{what} {text!r} must be LOW:HIGH:COUNT (log-spaced) or a comma-separated list"
+        ) from None
+    if vals.size == 0 or np.any(~np.isfinite(vals)) or np.any(vals <= 0):
+        raise ActstoreError(f"{what} {text!r} must be positive numbers")
+    return tuple(float(v) for v in vals)
+
+
+@command(
+    "probe",
+    help=(
+        "Decode every feature of the probe set from every selected run x checkpoint x layer "
+        "with ridge and multinomial logistic decoders (penalty chosen by cross-validation); "
+        "results go to /results/probes/NAME in the store. Re-running skips finished jobs."
+    ),
+)
+def probe_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    layers: Annotated[
+        str, typer.Option(help="'all', or comma-separated layer names / globs.")
+    ] = "all",
+    runs: Annotated[str, typer.Option(help="'all', or comma-separated run ids / globs.")] = "all",
+    checkpoints: Annotated[
+        str, typer.Option(help="'all', 'first', 'last', or comma-separated steps.")
+    ] = "all",
+    features: Annotated[
+        str, typer.Option(help="'all', or comma-separated feature names.")
+    ] = "all",
+    decoders: Annotated[str, typer.Option(help="Comma-separated: ridge, logistic.")] = (
+        "ridge,logistic"
+    ),
+    folds: Annotated[int, typer.Option(help="Stratified cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Label array with an explicit train/validation split "
+                          "(train/val strings, booleans or 0/1); replaces --folds."),
+    ] = None,
+    alphas: Annotated[
+        str, typer.Option(help="Ridge penalties: LOW:HIGH:COUNT (log-spaced) or a list.")
+    ] = "1e-2:1e4:13",
+    cs: Annotated[
+        str, typer.Option("--cs", help="Logistic inverse penalties C: LOW:HIGH:COUNT or a list.")
+    ] = "1e-4:1e2:13",
+    device: Annotated[str, typer.Option(help="numpy, torch (CPU), cuda or cupy.")] = "numpy",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a running Dask scheduler.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Local Dask worker processes (default: one per core; 1 = in this "
+                          "process). With --device cuda: one per GPU."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Result name under /results/probes.")] = "default",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Incomplete checkpoints are errors, not skipped.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Recompute results that already exist.")
+    ] = False,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Also export the scores to FILE.csv/.parquet.")
+    ] = None,
+    decoder_table: Annotated[
+        str | None, typer.Option("--table-decoder", help="Decoder shown in the summary table.")
+    ] = None,
+    cache_mb: Annotated[
+        float, typer.Option(help="Keep each job's activations in memory up to this size.")
+    ] = 256.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    from actstore.probes import ProbeConfig, export_results, run_probes, summary_table
+
+    if out is not None and not out.lower().endswith((".csv", ".parquet")):
+        raise ActstoreError(f"--out must end in .csv or .parquet, got {out!r}")
+    config = ProbeConfig(
+        decoders=tuple(d.strip() for d in decoders.split(",") if d.strip()),
+        alphas=parse_penalties(alphas, "--alphas"),
+        Cs=parse_penalties(cs, "--cs"),
+        n_splits=folds,
+        seed=seed,
+        split=split,
+        device=device,
+        cache_mb=cache_mb,
+    )
+    if device in ("cuda", "cupy") and workers is None and scheduler is None:
+        from actstore.probes._backend import gpu_available
+
+        if not gpu_available():
+            raise ActstoreError(f"--device {device} was asked for, but no GPU is visible")
+        workers = _gpu_count()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = run_probes(
+            store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
+            features=features, config=config, scheduler=scheduler, n_workers=workers,
+            strict=strict, overwrite=overwrite, progress=not as_json,
+        )
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            err_console.print(f"actstore: warning: {w.message}", highlight=False)
+    if out is not None:
+        export_results(ds, out)
+    n_done = int(ds["done"].sum())
+    if as_json:
+        typer.echo(json.dumps({
+            "store": store, "result": f"results/probes/{name}", "jobs_done": n_done,
+            "runs": ds.run.values.tolist(), "layers": ds.layer.values.tolist(),
+            "checkpoints": ds.checkpoint.values.tolist(), "features": ds.feature.values.tolist(),
+            "decoders": ds.decoder.values.tolist(), "out": out,
+            "summary": summary_table(ds, decoder_table).to_dict(),
+        }))
+        return
+    table = summary_table(ds, decoder_table)
+    dec = decoder_table or ("logistic" if "logistic" in ds.decoder.values else
+                            str(ds.decoder.values[0]))
+    t = Table(title=f"{dec} decoders, held-out score, first -> last checkpoint (mean over runs)")
+    t.add_column("feature")
+    for col in table.columns:
+        t.add_column(str(col), justify="right")
+    for idx, row in table.iterrows():
+        t.add_row(str(idx), *[str(v) for v in row.values])
+    console.print(t)
+    console.print(f"{n_done} jobs in {store} at results/probes/{name}"
+                  + (f"; exported to {out}" if out else ""), highlight=False)
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return max(1, torch.cuda.device_count())

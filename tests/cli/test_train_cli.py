@@ -1,0 +1,124 @@
+"""``actstore train``: ranges and sweep files, JSON report, one-line errors with exit code 2
+and nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from actstore.cli import app
+from actstore.store import open_store
+
+runner = CliRunner()
+
+TINY = [
+    "--steps", "4", "--checkpoints", "3",
+    "--set", "dataset.image_size=16", "--set", "dataset.renders=1",
+    "--set", "dataset.n_val=16", "--set", "dataset.probe_combos=20",
+    "--set", "model.width=4", "--set", "model.fc_width=8", "--set", "train.eval_size=16",
+]
+
+
+def test_train_ranges_serial_json_and_resume(tmp_path):
+    store = str(tmp_path / "s.zarr")
+    args = ["train", store, "-d", "trifeature", "-t", "shape,color", "-m", "alexnet",
+            "-s", "0:2", "--serial", "--json", *TINY]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert [r["status"] for r in report["runs"]] == ["trained"] * 4
+    st = open_store(store)
+    assert st.run_ids() == sorted(r["run_id"] for r in report["runs"])
+    for rid in st.run_ids():
+        r = st.reader(rid)
+        assert r.complete.all() and 0 in r.steps.tolist() and sorted(r.steps.tolist()) == [0, 1, 4]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0
+    assert [r["status"] for r in json.loads(again.stdout)["runs"]] == ["complete"] * 4
+
+
+def test_train_sweep_file_with_variant(tmp_path):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(
+        'datasets = ["binary"]\ntasks = ["label"]\nmodels = ["mlp"]\nseeds = [0]\n'
+        "[train]\nsteps = 3\ncheckpoints = 2\neval_size = 16\n"
+        "[dataset.binary]\nn_train = 64\nn_val = 16\nn_probe = 32\n"
+        '[variants."easy0.6".dataset.binary]\neasy_predictivity = 0.6\n'
+        "[variants.easy1.dataset.binary]\neasy_predictivity = 1.0\n"
+    )
+    store = str(tmp_path / "s.zarr")
+    res = runner.invoke(app, ["train", store, str(sweep), "--serial"])
+    assert res.exit_code == 0, res.output
+    st = open_store(store)
+    assert st.run_ids() == ["binary-label-mlp-easy0.6-s0", "binary-label-mlp-easy1-s0"]
+    cfg = st.reader("binary-label-mlp-easy1-s0").attrs["config"]
+    assert cfg["dataset"]["params"]["easy_predictivity"] == 1.0
+    assert "easy0.6" in res.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["-d", "trifeature", "-t", "shape", "-m", "alexnett"], "unknown model 'alexnett'"),
+        (["-d", "imagenet", "-t", "shape", "-m", "alexnet"], "valid datasets: trifeature"),
+        (["-d", "trifeature", "-t", "size", "-m", "alexnet"], "valid tasks: shape"),
+        (["-d", "binary", "-t", "label", "-m", "resnet"], "takes image inputs"),
+        (["-d", "trifeature", "-t", "shape", "-m", "alexnet", "--set",
+          "dataset.n_heldout=12"], "impossible split"),
+        (["-d", "trifeature", "-t", "shape", "-m", "alexnet", "--set", "dataset.p=1.2"],
+         r"\[0, 1\]"),
+        (["-d", "binary", "-t", "label", "-m", "mlp", "--set", "dataset.easy_predictivity=-1"],
+         r"\[0, 1\]"),
+        (["-d", "trifeature", "-t", "shape", "-m", "alexnet", "--set", "train.epochs=2"],
+         "unknown key epochs"),
+        (["-d", "trifeature", "-t", "shape", "-m", "alexnet", "--set", "bogus"], "KEY=VALUE"),
+        (["-d", "trifeature", "-t", "shape"], "give a sweep file"),
+        (["no_such_sweep"], "built-in: "),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, match):
+    import re
+
+    store = tmp_path / "s.zarr"
+    res = runner.invoke(app, ["train", str(store), *args])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("actstore: error: ")
+    assert re.search(match, lines[0]), lines[0]
+    assert not store.exists()
+
+
+def test_unknown_key_in_sweep_file(tmp_path):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('datasets = ["binary"]\ntasks = ["label"]\nmodels = ["mlp"]\nlr = 0.1\n')
+    res = runner.invoke(app, ["train", str(tmp_path / "s.zarr"), str(sweep)])
+    assert res.exit_code == 2
+    assert "unknown key lr in sweep" in res.stderr and "valid keys:" in res.stderr
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_changed_config_for_existing_run_is_refused(tmp_path):
+    store = tmp_path / "s.zarr"
+    base = ["train", str(store), "-d", "trifeature", "-t", "shape", "-m", "alexnet", "--serial",
+            *TINY]
+    assert runner.invoke(app, base).exit_code == 0
+    stamp = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    res = runner.invoke(app, [*base, "--set", "train.lr=0.01"])
+    assert res.exit_code == 2
+    assert "trifeature-shape-alexnet-s0" in res.stderr and "another config" in res.stderr
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == stamp
+
+
+def test_dry_run_and_list(tmp_path):
+    store = tmp_path / "s.zarr"
+    res = runner.invoke(app, ["train", str(store), "demo", "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    runs = json.loads(res.stdout)["runs"]
+    assert len(runs) == 6 and {r["status"] for r in runs} == {"planned"}
+    assert not store.exists()
+    res = runner.invoke(app, ["train", "--list"])
+    assert res.exit_code == 0
+    for word in ("trifeature", "binary", "multifeature", "alexnet", "transformer", "demo"):
+        assert word in res.stdout

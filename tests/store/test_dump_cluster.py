@@ -1,0 +1,76 @@
+"""Dumping several runs on a real Dask cluster, with a worker killed mid-run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from factories import small_cnn
+
+from actstore import ActstoreError
+from actstore.store import open_store
+from actstore.store._dump import dump, dump_many, run_ids_for
+
+HERE = Path(__file__).parent
+FACTORY = f"{HERE / 'factories.py'}:small_cnn"
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "probe.npz", inputs=rng.standard_normal((300, 3, 16, 16)).astype("float32"),
+             color=rng.integers(0, 3, 300))
+    dirs = []
+    for seed in range(4):
+        d = tmp_path / f"seed{seed}" / "checkpoints"
+        d.mkdir(parents=True)
+        torch.manual_seed(seed)
+        model = small_cnn()
+        for step in (0, 10, 20):
+            with torch.no_grad():
+                model.conv1.weight.mul_(1.1)
+            torch.save(model.state_dict(), d / f"step{step}.pt")
+        dirs.append(d)
+    return tmp_path, dirs
+
+
+def _all(url: str) -> dict[tuple[str, str, int], np.ndarray]:
+    st = open_store(url)
+    return {(r, ly, s): st.reader(r).read(ly, s) for r in st.run_ids()
+            for ly in st.reader(r).layers for s in st.reader(r).complete_steps}
+
+
+def test_run_id_templates(tmp_path):
+    dirs = [tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints"]
+    assert run_ids_for(dirs, "{parent}") == ["a", "b"]
+    assert run_ids_for(dirs, "net_{i}") == ["net_0", "net_1"]
+    with pytest.raises(ActstoreError, match="same run id"):
+        run_ids_for(dirs, "{dir}")
+
+
+def test_cluster_dump_with_a_killed_worker_equals_local(sweep, dask_cluster):
+    tmp, dirs = sweep
+    ids = run_ids_for(dirs, "{parent}")
+    local = str(tmp / "local.zarr")
+    for r, d in zip(ids, dirs, strict=True):
+        dump(local, r, FACTORY, d, str(tmp / "probe.npz"), batch_size=8)
+
+    victim = dask_cluster.workers[0]
+    killer = threading.Timer(3.0, victim.kill)  # SIGKILL one worker while tasks run
+    killer.start()
+    url = str(tmp / "cluster.zarr")
+    t0 = time.perf_counter()
+    reports = dump_many(url, ids, dirs, FACTORY, str(tmp / "probe.npz"),
+                        scheduler=dask_cluster.address, batch_size=8)
+    killer.join()
+    assert time.perf_counter() - t0 > 3.0, "the cluster finished before the worker was killed"
+    assert victim.poll() is not None
+    assert [r.run for r in reports] == ids
+    got, expect = _all(url), _all(local)
+    assert got.keys() == expect.keys()
+    for key, arr in expect.items():
+        np.testing.assert_array_equal(got[key], arr, err_msg=str(key))

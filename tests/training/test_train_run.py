@@ -1,0 +1,160 @@
+"""Runs into a store: complete checkpoints from step 0, metrics, determinism of activations,
+resuming, provenance, saved weights that ``dump`` can re-record."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actstore import ProvenanceError
+from actstore.store import open_store
+from actstore.store._dump import dump
+from actstore.training import (
+    RunSpec,
+    TrainConfig,
+    load_saved_model,
+    parse_sweep,
+    plan_sweep,
+    run_sweep,
+    train_run,
+)
+from actstore.training._demo import TINY
+
+
+def _spec(**kw):
+    base = {
+        "dataset": "trifeature",
+        "task": "shape",
+        "model": "alexnet",
+        "seed": 0,
+        "dataset_params": {"image_size": 16, "renders": 1, "n_val": 32, "probe_combos": 40},
+        "model_params": {"width": 4, "fc_width": 8},
+        "train": TrainConfig(steps=6, checkpoints=3, eval_size=32),
+    }
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def _all(store, run_id):
+    r = open_store(store).reader(run_id)
+    return {(layer, int(s)): r.read(layer, int(s)) for layer in r.layers for s in r.steps}
+
+
+def test_run_writes_complete_checkpoints_from_step_0(tmp_path):
+    from actstore.store import create_store
+
+    url = str(tmp_path / "s.zarr")
+    create_store(url)
+    res = train_run(_spec(), url)
+    assert res["status"] == "trained" and res["written"] == [0, 1, 6]
+    st = open_store(url)
+    r = st.reader("trifeature-shape-alexnet-s0")
+    assert sorted(r.steps.tolist()) == [0, 1, 6] and r.complete.all()
+    assert r.layers == ["conv1", "conv2", "conv3", "conv4", "conv5", "pool3", "fc6", "fc7", "out"]
+    assert r.read("conv2", 0).shape == (40, 12)  # 3 x width channels, mean-pooled
+    a = r.attrs
+    assert (a["model"], a["task"], a["seed"], a["dataset"]) == ("alexnet", "shape", 0,
+                                                               "trifeature")
+    assert a["config"]["dataset"]["params"]["image_size"] == 16
+    assert a["metrics"]["step"] == [0, 1, 6]
+    assert len(a["metrics"]["val"]["acc"]["shape"]) == 3
+    assert set(r.labels) >= {"shape", "texture", "color", "heldout_shape"}
+    # untrained and trained activations differ
+    assert not np.array_equal(r.read("fc6", 0), r.read("fc6", 6))
+
+
+def test_same_seed_identical_activations_and_resume(tmp_path):
+    a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
+    sweep = parse_sweep({
+        "datasets": ["trifeature"], "tasks": ["color"], "models": ["alexnet"], "seeds": [0, 1],
+        "train": {"steps": 6, "checkpoints": 3, "eval_size": 32},
+        "dataset": {"trifeature": {"image_size": 16, "renders": 1, "n_val": 32,
+                                   "probe_combos": 40}},
+        "model": {"alexnet": {"width": 4, "fc_width": 8}},
+    })
+    run_sweep(sweep, a, serial=True, progress=False)
+    run_sweep(sweep, b, serial=True, progress=False)
+    rid = "trifeature-color-alexnet-s0"
+    ref = _all(a, rid)
+    assert all(np.array_equal(v, _all(b, rid)[k]) for k, v in ref.items())
+    other = _all(a, "trifeature-color-alexnet-s1")
+    assert not np.array_equal(ref[("fc7", 6)], other[("fc7", 6)])
+
+    # a complete run is skipped
+    rep = run_sweep(sweep, a, serial=True, progress=False)
+    assert [r["status"] for r in rep.runs] == ["complete", "complete"]
+
+    # a partially written run is trained again and only its missing slot is written
+    st = open_store(a, mode="a")
+    with st.writer(rid, st.reader(rid).attrs["probe_set"], [0, 1, 6],
+                   attrs=st.reader(rid).attrs) as w:
+        w.rollback_slot(1)
+    assert open_store(a).reader(rid).complete.sum() == 2
+    rep = run_sweep(sweep, a, serial=True, progress=False)
+    by_id = {r["run_id"]: r for r in rep.runs}
+    assert by_id[rid]["status"] == "trained" and by_id[rid]["written"] == [1]
+    again = _all(a, rid)
+    assert all(np.array_equal(v, again[k]) for k, v in ref.items())
+
+
+def test_other_config_for_existing_run_is_refused_before_writing(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    doc = {
+        "datasets": ["trifeature"], "tasks": ["shape"], "models": ["alexnet"], "seeds": [0],
+        "train": {"steps": 4, "checkpoints": 2, "eval_size": 16},
+        "dataset": {"trifeature": {"image_size": 16, "renders": 1, "n_val": 16,
+                                   "probe_combos": 20}},
+        "model": {"alexnet": {"width": 4, "fc_width": 8}},
+    }
+    run_sweep(parse_sweep(doc), url, serial=True, progress=False)
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    changed = dict(doc, seeds=[0, 1], train={**doc["train"], "lr": 1e-3})
+    with pytest.raises(ProvenanceError, match="trifeature-shape-alexnet-s0.*another config"):
+        run_sweep(parse_sweep(changed), url, serial=True, progress=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamp
+
+
+def test_dry_run_writes_nothing_and_plans(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    sweep = parse_sweep({"datasets": ["binary"], "tasks": ["label"], "models": ["mlp"],
+                         "seeds": "0:3", "train": {"steps": 3, "checkpoints": 2}})
+    rep = run_sweep(sweep, url, dry_run=True, progress=False)
+    assert [r["status"] for r in rep.runs] == ["planned"] * 3
+    assert not (tmp_path / "s.zarr").exists()
+    attrs, probe_sets, complete = plan_sweep(sweep, url)
+    assert len(attrs) == 3 and len(probe_sets) == 1 and complete == []
+
+
+def test_saved_weights_reload_and_dump_reproduces_activations(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    wdir = tmp_path / "weights"
+    sweep = parse_sweep({"datasets": ["multifeature"], "tasks": ["all"],
+                         "models": ["transformer"], "seeds": [3],
+                         "train": {"steps": 5, "checkpoints": 3, "eval_size": 32},
+                         "dataset": {"multifeature": {"n_train": 128, "n_val": 32,
+                                                      "n_probe": 48}},
+                         "model": {"transformer": {"d_model": 8, "n_heads": 2,
+                                                   "n_layers": 1}}})
+    run_sweep(sweep, url, serial=True, progress=False, weights_dir=str(wdir))
+    rid = "multifeature-all-transformer-s3"
+    files = sorted(p.name for p in (wdir / rid).iterdir())
+    assert files == ["config.json", "step_00000000.pt", "step_00000001.pt", "step_00000005.pt"]
+    st = open_store(url)
+    ps_name = st.reader(rid).attrs["probe_set"]
+    # re-record the saved checkpoints with the store's dump and compare
+    dump(url, "redump", lambda: load_saved_model(wdir / rid), wdir / rid, ps_name)
+    a, b = _all(url, rid), _all(url, "redump")
+    assert set(a) == set(b)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    model = load_saved_model(wdir / rid, step=5)
+    assert model.actstore_layers == ["embed", "block0", "out"]
+
+
+def test_tiny_demo_overrides_are_valid():
+    from actstore.training import load_sweep
+
+    sweep = load_sweep("demo", overrides=TINY)
+    assert len(sweep.runs) == 6
+    assert all(r.train.steps == 12 for r in sweep.runs)
