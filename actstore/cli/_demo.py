@@ -49,11 +49,17 @@ def demo_cmd(
 
     report = run_demo(store, tiny=tiny, scheduler=scheduler, n_workers=workers, serial=serial,
                       progress=not as_json, console=err_console)
+    # Last step: linear CKA of every layer of every run at its last checkpoint.
+    from actstore.probes._simjobs import demo_similarity
+
+    sim = demo_similarity(store, scheduler=scheduler)
     size = store_size(store)
     if as_json:
-        typer.echo(json.dumps({**report.to_json(), "store_bytes": size}))
+        typer.echo(json.dumps({**report.to_json(), "store_bytes": size, "similarity": sim}))
         raise_failures(report)
         return
     print_report(report, as_json=False)
     console.print(f"store {store}: {_size(size)}. Next: `actstore ls {store}`, "
                   f"`actstore probe {store}`, or in Python `actstore.open({store!r})`.")
+    console.print(f"similarity: linear CKA of {sim['representations']} representations -> "
+                  f"/results/similarity/demo-cka, heatmap {sim['png'] or '-'}")

@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -53,7 +54,12 @@ def print_report(report: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_json()))
     else:
-        table = Table("run", "status", "checkpoints written", "wall s", "val acc (final)")
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("run", overflow="fold")
+        table.add_column("status", overflow="fold")
+        table.add_column("ckpts", justify="right")
+        table.add_column("s", justify="right")
+        table.add_column("val acc", overflow="fold")
         for r in report.runs:
             acc = ", ".join(f"{k} {v:.2f}" for k, v in r.get("final", {}).items())
             status = r["status"] if r["status"] != "failed" else f"[red]failed[/]: {r['error']}"

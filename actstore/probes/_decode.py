@@ -139,7 +139,7 @@ class ProbeConfig:
         unknown = [d for d in self.decoders if d not in DECODERS]
         if unknown or not self.decoders:
             raise ActstoreError(
-                f"unknown decoder {', '.join(unknown) or '(none given)'}; "
+                f"unknown decoder {', '.join(map(repr, unknown)) or '(none given)'}; "
                 f"available: {', '.join(DECODERS)}"
             )
         if self.device not in BACKENDS:

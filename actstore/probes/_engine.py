@@ -12,6 +12,7 @@ its ``done`` variable records finished jobs so that a re-run computes only the r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fnmatch
 import json
@@ -361,6 +362,7 @@ class _Results:
         data["units"] = (("run", "layer"), np.full((R, L), -1, dtype=np.int64))
         data["done"] = (("run", "checkpoint", "layer"), np.zeros((R, S, L), dtype=bool))
         data["seconds"] = (("run", "checkpoint", "layer"), np.full((R, S, L), np.nan))
+        data["reads"] = (("run", "checkpoint", "layer"), np.zeros((R, S, L), dtype=np.int64))
         for d in dec:
             pname = PENALTY[d][0]
             coords[pname] = np.asarray(config.penalties(d))
@@ -374,7 +376,7 @@ class _Results:
         if old is not None:
             for var in ds.data_vars:
                 if var in old.data_vars:
-                    fill = False if var == "done" else (-1 if var == "units" else np.nan)
+                    fill = {"done": False, "units": -1, "reads": 0}.get(var, np.nan)
                     ds[var] = old[var].reindex_like(ds[var], fill_value=fill).astype(
                         ds[var].dtype
                     )
@@ -415,6 +417,7 @@ class _Results:
         ds["n_train"].values[r] = res.n_train
         ds["n_test"].values[r] = res.n_test
         ds["seconds"].values[r, s, lay] = sum(res.seconds.values())
+        ds["reads"].values[r, s, lay] = res.passes
         ds["done"].values[r, s, lay] = True
 
     def dataset(self, description: str) -> Any:
@@ -466,6 +469,7 @@ def run_probes(
     progress: bool = False,
     storage_options: dict | None = None,
     flush_seconds: float = 60.0,
+    scheduler_timeout: float = 10.0,
 ) -> Any:
     """Decode every selected feature from every selected (run, checkpoint, layer) of a store.
 
@@ -487,6 +491,12 @@ def run_probes(
         Recompute everything even if results with this name exist.
     progress : bool
         Show a progress bar (stderr).
+    storage_options : dict, optional
+        fsspec options of the store URL (passed to every job).
+    flush_seconds : float
+        Finished jobs are written to the store at least this often.
+    scheduler_timeout : float
+        Seconds to wait for ``scheduler`` to answer.
 
     Returns
     -------
@@ -516,28 +526,37 @@ def run_probes(
     cfg = asdict(config)
     cfg.pop("_result_keys", None)
     in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
+    added = 0
     last_flush = time.monotonic()
 
-    def flush() -> None:
-        store.write_result(ANALYSIS, name, results.dataset(desc))
+    def collect(job: Job, res: DecodeResult, advance: Callable[[], None]) -> None:
+        nonlocal added, last_flush
+        results.add(job, res)
+        added += 1
+        advance()
+        if time.monotonic() - last_flush > flush_seconds:
+            store.write_result(ANALYSIS, name, results.dataset(desc))
+            last_flush = time.monotonic()
 
-    try:
-        with _progress(progress, len(todo)) as advance:
-            if in_process:
-                for job in todo:
-                    out = run_job(url, job, plan.features_of[job.run], cfg, None,
-                                  storage_options)
-                    results.add(job, out["result"])
-                    advance()
-                    if time.monotonic() - last_flush > flush_seconds:
-                        flush()
-                        last_flush = time.monotonic()
-            elif todo:
-                from distributed import as_completed
+    with contextlib.ExitStack() as stack:
+        client = None
+        if todo and not in_process:
+            from actstore._dask import dask_client
 
-                from actstore._dask import dask_client
+            # Connect before anything is written: a dead scheduler leaves the store untouched.
+            client = stack.enter_context(
+                dask_client(scheduler, n_workers, timeout=scheduler_timeout)
+            )
+        try:
+            with _progress(progress, len(todo)) as advance:
+                if client is None:
+                    for job in todo:
+                        out = run_job(url, job, plan.features_of[job.run], cfg, None,
+                                      storage_options)
+                        collect(job, out["result"], advance)
+                else:
+                    from distributed import as_completed
 
-                with dask_client(scheduler, n_workers) as client:
                     futs = [
                         client.submit(run_job, url, job, plan.features_of[job.run], cfg, 1,
                                       storage_options, pure=False)
@@ -545,14 +564,11 @@ def run_probes(
                     ]
                     for fut in as_completed(futs):
                         out = fut.result()
-                        results.add(out["job"], out["result"])
-                        advance()
-                        if time.monotonic() - last_flush > flush_seconds:
-                            flush()
-                            last_flush = time.monotonic()
-    finally:
-        # Finished jobs are kept even if the computation stops half-way.
-        flush()
+                        collect(out["job"], out["result"], advance)
+        finally:
+            # Finished jobs are kept even if the computation stops half-way.
+            if added:
+                store.write_result(ANALYSIS, name, results.dataset(desc))
     return results.dataset(desc)
 
 
@@ -634,7 +650,7 @@ def export_results(ds: Any, path: str) -> Any:
     if ext not in (".csv", ".parquet"):
         raise ActstoreError(f"--out must end in .csv or .parquet, got {path!r}")
     keep = [v for v in (*RESULT_VARS, "logistic_converged") if v in ds.data_vars]
-    df = ds[keep + ["chance"]].to_dataframe().reset_index()
+    df = ds[[*keep, "chance"]].to_dataframe().reset_index()
     df = df[df[["accuracy", "r2"]].notna().any(axis=1)]
     if ext == ".csv":
         df.to_csv(path, index=False)

@@ -216,8 +216,8 @@ def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:
         classes, counts = np.unique(lab, return_counts=True)
         if classes.size < 2:
             raise ActstoreError(
-                f"feature {name!r} has a single class ({classes[0].item()!r}); a decoder needs two or "
-                "more; leave it out with --features"
+                f"feature {name!r} has a single class ({classes[0].item()!r}); a decoder needs "
+                "two or more; leave it out with --features"
             )
         always_train = folds.test_fold < 0
         if always_train.any():
@@ -232,7 +232,7 @@ def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:
             if small.any():
                 i = int(np.argmin(counts))
                 raise ActstoreError(
-                    f"feature {name!r}: class {classes[i].item()!r} has {int(counts[i])} samples, fewer "
-                    f"than the {folds.n_splits} folds; use fewer folds (--folds) or leave the "
-                    "feature out (--features)"
+                    f"feature {name!r}: class {classes[i].item()!r} has {int(counts[i])} "
+                    f"samples, fewer than the {folds.n_splits} folds; use fewer folds (--folds) "
+                    "or leave the feature out (--features)"
                 )

@@ -86,7 +86,6 @@ class PrimalFold:
 
     def coef(self, alphas: Sequence[float]) -> Any:
         """Coefficients of shape (n_alphas, d, q)."""
-        xp = get_namespace(self.V)
         a = _alphas_on(alphas, self.V)
         scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])  # (P, d, q)
         return self.V[None, :, :] @ scaled
@@ -157,7 +156,6 @@ class DualFold:
 
     def predict_test(self, alphas: Sequence[float]) -> Any:
         """Held-out decision values of shape (n_test, n_alphas, q)."""
-        xp = get_namespace(self.U)
         a = _alphas_on(alphas, self.U)
         KU = self.Kx @ self.U  # (n_test, r)
         scaled = self.UY[None, :, :] / (self.lam[None, :, None] + a[:, None, None])
@@ -260,7 +258,7 @@ def ridge_cv(
     if not isinstance(stats, GroupStats):
         stats = accumulate_groups(source, targets.Y, folds)
     solved = [solve_primal(stats.moments(exclude=k)) for k in range(folds.n_splits)]
-    n_train, n_test = folds.counts()
+    n_test = folds.counts()[1]
     q = targets.Y.shape[1]
     # Multiply held-out rows by precomputed coefficients when that is cheaper than rotating
     # them into each fold's eigenbasis: d*d*P*q (coef) vs n_test*d*d (rotation).

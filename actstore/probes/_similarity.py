@@ -413,12 +413,12 @@ def _gram_block(
 def _feature_block(SA: list[Signature], SB: list[Signature], same: bool) -> np.ndarray:
     """Per-pair values from the cross products of feature-space forms."""
     xp = SA[0].xp
-    FA = [s.features() for s in SA]
-    FB = FA if same else [s.features() for s in SB]
+    FA: list[Any] = [s.features() for s in SA]
+    FB: list[Any] = FA if same else [s.features() for s in SB]
     CA = xp.concat(FA, axis=1)  # (n, sum d_A)
     C = CA.T @ CA if same else CA.T @ xp.concat(FB, axis=1)
-    oa = np.cumsum([0] + [f.shape[1] for f in FA])
-    ob = np.cumsum([0] + [f.shape[1] for f in FB])
+    oa = np.cumsum(np.array([0] + [f.shape[1] for f in FA]))
+    ob = np.cumsum(np.array([0] + [f.shape[1] for f in FB]))
     V = np.zeros((len(SA), len(SB)))
     reduce = SA[0].pair_reduce
     for i in range(len(SA)):
@@ -428,11 +428,11 @@ def _feature_block(SA: list[Signature], SB: list[Signature], same: bool) -> np.n
                 V[i, j] = float(xp.sum(xp.linalg.svdvals(blk)))
             else:
                 V[i, j] = float(xp.sum(blk * blk))
-    terms = [s.pair_terms() for s in SA]
+    terms: list[Any] = [s.pair_terms() for s in SA]
     if terms[0] is not None:
         # Unbiased HSIC (times n (n - 3)) from feature-space sums, see _signatures.
         n = SA[0].n
-        tb = terms if same else [s.pair_terms() for s in SB]
+        tb: list[Any] = terms if same else [s.pair_terms() for s in SB]
         Aa = xp.stack([t[0] for t in terms])
         Ua = xp.stack([t[1] for t in terms])
         Ab = xp.stack([t[0] for t in tb])

@@ -54,6 +54,7 @@ __all__ = [
     "align_layer",
     "alignment_dataset",
     "alignment_job",
+    "demo_similarity",
     "similarity_dataset",
     "similarity_job",
     "summary_rows",
@@ -202,7 +203,7 @@ def similarity_job(
                            max_memory=max_memory, **params)
     local = _in_process(st.url, scheduler)
     workers = 1 if local else (n_workers or _workers(scheduler))
-    common = {"names": labels, "device": device}
+    common: dict[str, Any] = {"names": labels, "device": device}
     if plan.method == "gram":
         parts = [(accumulate, (reps, metric, params, plan), {**common, "chunk_range": g})
                  for g in _area_split(plan.chunks, plan.n, 1 if local else 2 * workers)]
@@ -231,6 +232,28 @@ def similarity_job(
     if png:
         write_heatmap(ds, png)
     return ds
+
+
+def demo_similarity(store: str, scheduler: str | None = None) -> dict[str, Any]:
+    """The similarity step of ``actstore demo``: linear CKA of every layer of every run.
+
+    All layers of all runs at their last checkpoint, written to
+    ``/results/similarity/demo-cka``; for a local store the heatmap goes next to it
+    (``<store>.cka.png``).
+
+    Returns
+    -------
+    dict
+        ``result``, ``representations``, ``stimuli``, ``png``.
+    """
+    from pathlib import Path
+
+    local = "://" not in str(store)
+    png = str(Path(store).with_suffix("")) + ".cka.png" if local else None
+    ds = similarity_job(store, metric="cka", name="demo-cka", png=png,
+                        scheduler=scheduler or "sync")
+    return {"result": "similarity/demo-cka", "representations": int(ds.sizes["rep_a"]),
+            "stimuli": int(ds.attrs["n_stimuli"]), "png": png}
 
 
 def _workers(scheduler: str | None) -> int:
@@ -484,7 +507,7 @@ def align_layer(
         X = np.hstack(mats)
         reps = len(X) // int(k.sum())
         t = np.repeat(test_stim[pos_in_sel[start:stop][k]], reps)
-        if train is None:
+        if train is None or test is None:
             shift = X.mean(axis=0)
             train = PairMoments.empty(shift, np.zeros(0))
             test = PairMoments.empty(shift, np.zeros(0))

@@ -17,7 +17,7 @@ statistic (:func:`accumulate_gram`); it also gives held-out predictions without 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -247,7 +247,7 @@ def _device(x: Any) -> Any:
 
 
 def coalesce(
-    blocks: Iterator[tuple[int, int, Any]], d: int, target_bytes: int = 32 * 2**20
+    blocks: Iterator[tuple[int, int, Any]], d: int, target_bytes: int = 16 * 2**20
 ) -> Iterator[tuple[int, int, Any]]:
     """Merge consecutive row blocks into blocks of about ``target_bytes`` (as float64).
 
@@ -302,7 +302,7 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
         if st is None:
             Yd = _targets_on(Y, Xb)
             d, q = Xb.shape[1], Yd.shape[1]
-            zeros = lambda *shape: xp.zeros(shape, dtype=xp.float64, device=_device(Xb))  # noqa: E731
+            zeros = _zeros_like(Xb)
             st = GroupStats(
                 count=np.zeros(G),
                 shift_x=xp.mean(Xb, axis=0),
@@ -332,6 +332,12 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
     if st is None:
         raise ActstoreError(f"{source.name}: no activation rows to read")
     return st
+
+
+def _zeros_like(like: Any) -> Any:
+    """A ``zeros(*shape)`` maker for float64 arrays on the namespace/device of ``like``."""
+    xp, dev = get_namespace(like), _device(like)
+    return lambda *shape: xp.zeros(shape, dtype=xp.float64, device=dev)
 
 
 def _index_on(rows: np.ndarray, like: Any) -> Any:

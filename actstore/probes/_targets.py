@@ -125,7 +125,9 @@ def encode_targets(
     for name, raw in labels.items():
         v = np.asarray(raw)
         if v.ndim != 1:
-            raise ActstoreError(f"feature {name!r} must be one label per sample, got shape {v.shape}")
+            raise ActstoreError(
+                f"feature {name!r} must be one label per sample, got shape {v.shape}"
+            )
         if n is None:
             n = v.shape[0]
         elif v.shape[0] != n:

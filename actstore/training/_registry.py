@@ -132,7 +132,8 @@ def model_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str
     check_keys(cls, params, f"model {name!r}")
     full = {k: p.default for k, p in _keywords(cls).items()}
     full.update(params)
-    return _jsonable(full)  # type: ignore[no-any-return]
+    out: dict[str, Any] = _jsonable(full)
+    return out
 
 
 def build_model(

@@ -95,7 +95,8 @@ BOXES: dict[str, list[tuple[float, float, float, float]]] = {
 }
 _RHOMBUS = (0.6, 1.0)  # half-diagonals along u and v
 
-_SQRT3_2 = math.sqrt(3.0) / 2.0
+_SQRT3 = math.sqrt(3.0)
+_SQRT3_2 = _SQRT3 / 2.0
 
 
 @dataclass
@@ -262,30 +263,21 @@ def _texture(name: str, s: np.ndarray, r: np.ndarray, seed: np.ndarray) -> np.nd
         dv = np.abs(fr - 0.5)
         return ((du < 0.1) & (dv < 0.35)) | ((dv < 0.1) & (du < 0.35))
     if name == "hexgrid":
-        # Honeycomb: Voronoi cells of a triangular lattice (spacing 1 period); a point is on a
-        # line where its hexagonal distance to the nearest lattice point nears the apothem 0.5.
-        b = r / _SQRT3_2
-        a = s - 0.5 * b
-        a0 = np.floor(a)
-        b0 = np.floor(b)
-        best_d = np.full(s.shape, np.inf)
-        best_x = np.zeros(s.shape)
-        best_y = np.zeros(s.shape)
-        for da in (0.0, 1.0):
-            for db in (0.0, 1.0):
-                ca = a0 + da
-                cb = b0 + db
-                x = s - (ca + 0.5 * cb)
-                y = r - cb * _SQRT3_2
-                d = x * x + y * y
-                closer = d < best_d
-                best_d = np.where(closer, d, best_d)
-                best_x = np.where(closer, x, best_x)
-                best_y = np.where(closer, y, best_y)
-        h1 = np.abs(best_x)
-        h2 = np.abs(0.5 * best_x + _SQRT3_2 * best_y)
-        h3 = np.abs(-0.5 * best_x + _SQRT3_2 * best_y)
-        return np.maximum(np.maximum(h1, h2), h3) > 0.38
+        # Honeycomb: Voronoi cells of a triangular lattice (spacing 1 period), which is the
+        # union of two rectangular lattices of cell (1, sqrt 3), offset by half a cell; the
+        # nearest point of each is found by rounding. A point is on a line where its hexagonal
+        # distance to the nearest lattice point nears the apothem 0.5.
+        ya = np.floor(r / _SQRT3 + 0.5) * _SQRT3
+        xa = np.floor(s + 0.5)
+        yb = (np.floor(r / _SQRT3) + 0.5) * _SQRT3
+        xb = np.floor(s) + 0.5
+        da = (s - xa) ** 2 + (r - ya) ** 2
+        db = (s - xb) ** 2 + (r - yb) ** 2
+        a_wins = da <= db
+        x = np.where(a_wins, s - xa, s - xb)
+        y = np.where(a_wins, r - ya, r - yb)
+        h = np.maximum(np.abs(0.5 * x + _SQRT3_2 * y), np.abs(-0.5 * x + _SQRT3_2 * y))
+        return np.maximum(np.abs(x), h) > 0.38
     raise ActstoreError(f"unknown texture {name!r}; valid textures: {', '.join(TEXTURES)}")
 
 
@@ -331,31 +323,38 @@ def render(
     py = coords[None, :, None]  # (1, H, 1)
     half = SHAPE_FRACTION * size / 2.0
     centre = size / 2.0
+    qx = px - centre
+    qy = py - centre
+    # math.cos per image (not np.cos) so both renderers use the same libm values.
+    cos_a, sin_a = _cos(params.angle)[:, None, None], _sin(params.angle)[:, None, None]
+    cos_t, sin_t = _cos(params.tex_angle)[:, None, None], _sin(params.tex_angle)[:, None, None]
+    cx, cy = params.cx[:, None, None], params.cy[:, None, None]
+    tdx, tdy = params.tex_dx[:, None, None], params.tex_dy[:, None, None]
+    seed = params.seed[:, None, None]
     for start in range(0, n, chunk):
-        p = params.take(slice(start, start + chunk))
-        b = len(p)
-        col = lambda a: a[:, None, None]  # noqa: E731  (B,) -> (B, 1, 1)
-        dx = px - col(p.cx)
-        dy = py - col(p.cy)
-        # math.cos per image (not np.cos) so both renderers use the same libm values.
-        ca, sa = col(_cos(p.angle)), col(_sin(p.angle))
-        u = (ca * dx + sa * dy) / half  # (B, H, W) shape-frame coordinates
-        v = (ca * dy - sa * dx) / half
-        ct, st = col(_cos(p.tex_angle)), col(_sin(p.tex_angle))
-        qx = px - centre
-        qy = py - centre
-        s = (ct * qx + st * qy) / period + col(p.tex_dx)  # (B, H, W) texture coordinates
-        r = (ct * qy - st * qx) / period + col(p.tex_dy)
-        on = np.zeros((b, size, size), dtype=bool)
-        for k in np.unique(p.shape):
-            idx = np.flatnonzero(p.shape == k)
-            on[idx] = _shape_mask(SHAPES[k], u[idx], v[idx])
-        for k in np.unique(p.texture):
-            idx = np.flatnonzero(p.texture == k)
-            seed = p.seed[idx][:, None, None]
-            on[idx] &= _texture(TEXTURES[k], s[idx], r[idx], seed)
-        rgb = _PALETTE[p.color]  # (B, 3)
-        out[start : start + b] = np.where(on[:, None], rgb[:, :, None, None], np.uint8(_GREY))
+        stop = min(n, start + chunk)
+        on = np.empty((stop - start, size, size), dtype=bool)
+        # Coordinates are computed per shape / texture group, only for the images of the group.
+        shapes = params.shape[start:stop]
+        for k in np.unique(shapes):
+            rel = np.flatnonzero(shapes == k)
+            i = rel + start
+            dx = px - cx[i]
+            dy = py - cy[i]
+            u = (cos_a[i] * dx + sin_a[i] * dy) / half  # (G, H, W) shape-frame coordinates
+            v = (cos_a[i] * dy - sin_a[i] * dx) / half
+            on[rel] = _shape_mask(SHAPES[k], u, v)
+        textures = params.texture[start:stop]
+        for k in np.unique(textures):
+            rel = np.flatnonzero(textures == k)
+            i = rel + start
+            if TEXTURES[k] == "solid":
+                continue
+            s = (cos_t[i] * qx + sin_t[i] * qy) / period + tdx[i]  # (G, H, W) texture coords
+            r = (cos_t[i] * qy - sin_t[i] * qx) / period + tdy[i]
+            on[rel] &= _texture(TEXTURES[k], s, r, seed[i])
+        rgb = _PALETTE[params.color[start:stop]]  # (B, 3)
+        out[start:stop] = np.where(on[:, None], rgb[:, :, None, None], np.uint8(_GREY))
     return out
 
 
@@ -422,17 +421,15 @@ def _ref_texture(name: str, s: float, r: float, seed: int) -> bool:
         du, dv = abs(fs - 0.5), abs(fr - 0.5)
         return (du < 0.1 and dv < 0.35) or (dv < 0.1 and du < 0.35)
     if name == "hexgrid":
-        b = r / _SQRT3_2
-        a = s - 0.5 * b
-        best = (math.inf, 0.0, 0.0)
-        for da in (0.0, 1.0):
-            for db in (0.0, 1.0):
-                ca, cb = math.floor(a) + da, math.floor(b) + db
-                x, y = s - (ca + 0.5 * cb), r - cb * _SQRT3_2
-                if x * x + y * y < best[0]:
-                    best = (x * x + y * y, x, y)
-        _, x, y = best
-        return max(abs(x), abs(0.5 * x + _SQRT3_2 * y), abs(-0.5 * x + _SQRT3_2 * y)) > 0.38
+        ya = math.floor(r / _SQRT3 + 0.5) * _SQRT3
+        xa = math.floor(s + 0.5)
+        yb = (math.floor(r / _SQRT3) + 0.5) * _SQRT3
+        xb = math.floor(s) + 0.5
+        da = (s - xa) ** 2 + (r - ya) ** 2
+        db = (s - xb) ** 2 + (r - yb) ** 2
+        x, y = (s - xa, r - ya) if da <= db else (s - xb, r - yb)
+        h = max(abs(0.5 * x + _SQRT3_2 * y), abs(-0.5 * x + _SQRT3_2 * y))
+        return max(abs(x), h) > 0.38
     raise ActstoreError(f"unknown texture {name!r}; valid textures: {', '.join(TEXTURES)}")
 
 

@@ -290,7 +290,7 @@ class Trainer:
             idx = order[pos : pos + bs]
             pos += bs
             parts = model.split_logits(model(x_all[idx]))
-            if step < cfg.first_steps:
+            if step < cfg.first_steps and cfg.first_head:
                 loss = F.cross_entropy(parts[cfg.first_head], y_all[cfg.first_head][idx])
             else:
                 loss = torch.stack(

@@ -109,3 +109,15 @@ def test_align_errors(store):
     assert res.exit_code == 2 and "runs: net-s0, net-s1" in res.stderr
     res = runner.invoke(app, ["align", store, "net-s0", "net-s1", "--alphas", "a,b"])
     assert res.exit_code == 2 and "penalties" in res.stderr
+
+
+def test_demo_similarity_step(store, tmp_path):
+    """The step `actstore demo` ends with: linear CKA of every layer of every run."""
+    from actstore.probes._simjobs import demo_similarity
+
+    out = demo_similarity(store)
+    assert out == {"result": "similarity/demo-cka", "representations": 4, "stimuli": N,
+                   "png": str(tmp_path / "cli.cka.png")}
+    ds = open_store(store).read_result("similarity", "demo-cka")
+    assert list(ds["checkpoint_a"].values) == [5, 5, 5, 5]
+    assert (tmp_path / "cli.cka.png").exists()

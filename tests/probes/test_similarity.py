@@ -412,7 +412,7 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_estimate():
     off = ~np.eye(4, dtype=bool)
     assert (boot.std[off] > 0).all()
     # the percentile interval of a reasonable bootstrap contains the full-sample estimate
-    inside = (boot.low[off] <= point.values[off] + 0.05) & (point.values[off] - 0.05 <= boot.high[off])
-    assert inside.all()
+    est = point.values[off]
+    assert ((boot.low[off] <= est + 0.05) & (est - 0.05 <= boot.high[off])).all()
     with pytest.raises(ActstoreError, match="confidence level"):
         bootstrap_similarity(reps, "cka", n_boot=5, ci=95)

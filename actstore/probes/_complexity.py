@@ -1,0 +1,508 @@
+"""Feature complexity (Fel et al. 2024): V-information of dictionary features across layers.
+
+A layer's activations are factorised into ``k`` dictionary features (:func:`~._nmf.nmf`);
+each feature's per-input value (its code ``z``) becomes a continuous decoding target. With the
+linear-Gaussian predictive family and ``z`` standardised, the V-information a layer ``l`` holds
+about ``z`` is the held-out R^2 of a ridge probe, clipped at zero::
+
+    I_V(f_l(x) -> z) = max(0, R^2)
+
+computed by the probe engine for all ``k`` features at once (one eigendecomposition per fold
+serves every feature and penalty, :func:`~actstore.probes.ridge_cv`). Then
+
+* complexity ``K(z) = 1 - mean over probed layers of I_V`` (in [0, 1]: features decodable
+  from early layers are simple);
+* time-to-decode ``1 - mean over checkpoints of I_V`` from the feature's own layer (in
+  [0, 1]: features decodable from early in training have small values; inferred);
+* ``decodable_step``: the first checkpoint whose I_V reaches ``threshold`` (inferred);
+* importance: signed gradient x activation of the class logit (:mod:`._importance`).
+
+Results: ``/results/complexity/<name>`` (one Dataset over runs), and the codes of each run as
+a feature set ``/results/nmf/<name>.<run>`` with dims (sample, atom) (docs/analyses.md).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes._folds import Folds
+from actstore.probes._metrics import select_penalty
+from actstore.probes._ridge import DEFAULT_ALPHAS, ridge_cv
+from actstore.probes._stats import ArraySource, BlockSource, CachedSource
+from actstore.probes._targets import FeatureSpec, Targets
+
+__all__ = [
+    "ANALYSIS",
+    "CODES_ANALYSIS",
+    "code_targets",
+    "codes_as_labels",
+    "complexity_score",
+    "decodable_step",
+    "read_codes",
+    "run_complexity",
+    "time_to_decode",
+    "vinfo_of_codes",
+]
+
+ANALYSIS = "complexity"
+#: The codes of every run are a feature set under ``/results/nmf/<name>.<run>``.
+CODES_ANALYSIS = "nmf"
+
+
+def code_targets(codes: np.ndarray, prefix: str = "atom") -> tuple[Targets, np.ndarray]:
+    """Standardised continuous targets from feature values, for the decoder engine.
+
+    Parameters
+    ----------
+    codes : ndarray of shape (n_samples, k)
+
+    Returns
+    -------
+    targets : Targets
+        One z-scored column per feature that varies (named ``<prefix><i>``).
+    usable : ndarray of shape (k,), bool
+        False for constant (e.g. unused, all-zero) features, which have no target column.
+    """
+    Z = np.asarray(codes, dtype=np.float64)
+    if Z.ndim != 2:
+        raise ActstoreError(f"codes must be 2-D (samples, atoms), got shape {Z.shape}")
+    if not np.all(np.isfinite(Z)):
+        raise ActstoreError("codes hold NaN or infinite values")
+    sd = Z.std(axis=0)
+    usable = sd > 1e-12 * np.maximum(np.abs(Z).max(axis=0), 1e-300)
+    idx = np.flatnonzero(usable)
+    Y = (Z[:, idx] - Z[:, idx].mean(axis=0)) / sd[idx]
+    specs = tuple(FeatureSpec(f"{prefix}{i}", "continuous", j, j + 1) for j, i in enumerate(idx))
+    codes_int = np.full((Z.shape[0], idx.size), -1, dtype=np.int64)
+    return Targets(Y, codes_int, specs), usable
+
+
+def vinfo_of_codes(
+    source: BlockSource | Any,
+    codes: np.ndarray,
+    folds: Folds,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    backend: str | None = None,
+) -> dict[str, np.ndarray]:
+    """V-information (linear-Gaussian family) of every feature from one representation.
+
+    Parameters
+    ----------
+    source : BlockSource or array of shape (n_samples, n_units)
+        The representation the features are decoded from (streamed).
+    codes : ndarray of shape (n_samples, k)
+        Feature values (any real values; standardised here).
+    folds : Folds
+    alphas : sequence of float
+        Ridge penalties; one is chosen per feature by the mean held-out R^2 over folds.
+    backend : str, optional
+        ``"torch"``, ``"cuda"`` or ``"cupy"`` for the arithmetic.
+
+    Returns
+    -------
+    dict
+        ``vinfo`` (k,): mean over folds of ``max(0, R^2)`` at the chosen penalty; ``r2`` (k,);
+        ``alpha`` (k,); NaN for constant features.
+    """
+    if not hasattr(source, "blocks"):
+        source = ArraySource(source)
+    targets, usable = code_targets(codes)
+    k = usable.size
+    out = {key: np.full(k, np.nan) for key in ("vinfo", "r2", "alpha")}
+    if not usable.any():
+        return out
+    src = CachedSource(source, backend=backend)
+    scores = ridge_cv(src, targets, folds, alphas)
+    q = len(targets.features)
+    strong_first = np.argsort(-np.asarray(alphas))
+    chosen, summary = select_penalty(
+        {k_: v for k_, v in scores.items() if k_ != "chance"}, ["continuous"] * q, strong_first
+    )
+    out["vinfo"][usable] = summary["vinfo"]
+    out["r2"][usable] = summary["r2"]
+    out["alpha"][usable] = np.asarray(alphas)[chosen]
+    return out
+
+
+def complexity_score(vinfo: np.ndarray) -> np.ndarray:
+    """``K = 1 - mean over layers of I_V``, clipped to [0, 1].
+
+    Parameters
+    ----------
+    vinfo : ndarray of shape (n_layers, k)
+        V-information of each feature from each probed layer (NaN layers are ignored).
+
+    Returns
+    -------
+    ndarray of shape (k,)
+    """
+    v = np.asarray(vinfo, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+            m = np.nanmean(np.clip(v, 0.0, 1.0), axis=0)
+    return np.clip(1.0 - m, 0.0, 1.0)
+
+
+def time_to_decode(vinfo: np.ndarray) -> np.ndarray:
+    """``1 - mean over checkpoints of I_V`` (in [0, 1]; 0 = decodable from the start).
+
+    Parameters
+    ----------
+    vinfo : ndarray of shape (n_checkpoints, k)
+        V-information of each feature at each checkpoint, in training order.
+    """
+    return complexity_score(vinfo)
+
+
+def decodable_step(vinfo: np.ndarray, steps: Sequence[int], threshold: float = 0.5) -> np.ndarray:
+    """First training step at which each feature's V-information reaches ``threshold``.
+
+    Parameters
+    ----------
+    vinfo : ndarray of shape (n_checkpoints, k)
+    steps : sequence of int, length n_checkpoints (increasing)
+
+    Returns
+    -------
+    ndarray of shape (k,), float64
+        The step, or NaN if the feature never reaches the threshold.
+    """
+    v = np.nan_to_num(np.asarray(vinfo, dtype=np.float64), nan=-np.inf)
+    hit = v >= threshold
+    first = np.argmax(hit, axis=0)
+    out = np.asarray(steps, dtype=np.float64)[first]
+    return np.where(hit.any(axis=0), out, np.nan)
+
+
+def codes_as_labels(ds: Any, prefix: str = "atom") -> dict[str, np.ndarray]:
+    """The codes of a ``/results/nmf`` Dataset as continuous labels for the decoder engine.
+
+    Constant (unused) atoms are left out. The result can be passed as ``labels`` to
+    :func:`actstore.probes.decode` or :func:`actstore.probes.probe_arrays`.
+    """
+    Z = np.asarray(ds["codes"].values, dtype=np.float64)
+    _, usable = code_targets(Z)
+    atoms = ds["atom"].values.tolist()
+    return {f"{prefix}{atoms[i]}": Z[:, i] for i in np.flatnonzero(usable)}
+
+
+def read_codes(store: Any, name: str, run: str) -> Any:
+    """The dictionary features of one run (``/results/nmf/<name>.<run>``) as a Dataset."""
+    return store.read_result(CODES_ANALYSIS, f"{name}.{run}")
+
+
+# -- store level -------------------------------------------------------------------------------
+
+
+def _dictionary_layer(reader: Any, layer: str | None, head: str) -> str:
+    layers = reader.layers
+    if layer is not None:
+        if layer not in layers:
+            raise ActstoreError(
+                f"run {reader.run_id!r} has no layer {layer!r}; layers: {', '.join(layers)}"
+            )
+        return layer
+    if head in layers and layers.index(head) > 0:
+        return str(layers[layers.index(head) - 1])
+    return str(layers[-1])
+
+
+def _heads(reader: Any, n_logits: int) -> list[tuple[str, int, int]]:
+    """``(feature, first logit column, n_classes)`` of each output head of a zoo run."""
+    cfg = reader.attrs.get("config") or {}
+    heads = (cfg.get("task") or {}).get("heads") if isinstance(cfg, dict) else None
+    out, start = [], 0
+    for h in heads or []:
+        out.append((str(h["name"]), start, int(h["n_classes"])))
+        start += int(h["n_classes"])
+    return out if start == n_logits else []
+
+
+def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None) -> dict:
+    """One run: NMF, V-information per layer and checkpoint, importance (small arrays back)."""
+    from actstore.probes._decode import ProbeConfig, make_folds
+    from actstore.probes._importance import linear_importance, recover_linear_head
+    from actstore.probes._nmf import nmf
+    from actstore.probes._variance import ReaderSource, default_features
+    from actstore.store import open_store
+
+    rd = open_store(url, storage_options=storage_options).reader(run)
+    head = opts["head_layer"]
+    layer = _dictionary_layer(rd, opts["layer"], head)
+    steps = rd.complete_steps
+    if not steps:
+        raise ActstoreError(f"run {run!r} has no complete checkpoint")
+    step = steps[-1] if opts["step"] is None else int(opts["step"])
+    if step not in steps:
+        raise ActstoreError(f"run {run!r} has no complete checkpoint {step}; complete: {steps}")
+    order = rd.layers
+    if opts["layers"] is None:
+        probed = [x for x in order[: order.index(layer) + 1] if x != head]
+    else:
+        probed = [x for x in opts["layers"] if x in order]
+    res = nmf(ReaderSource(rd, layer, step), opts["k"], mode=opts["mode"],
+              batch_rows=opts["batch_rows"], max_epochs=opts["max_epochs"], tol=opts["tol"],
+              seed=opts["seed"], negative=opts["negative"], backend=opts["backend"])
+    Z = res.codes
+    labels = rd.labels
+    feats = default_features(labels, opts["split"])
+    use = {f: labels[f] for f in feats}
+    if opts["split"] is not None:
+        use[opts["split"]] = labels[opts["split"]]
+    folds, _ = make_folds(use, ProbeConfig(decoders=("ridge",), n_splits=opts["n_splits"],
+                                           seed=opts["seed"], split=opts["split"]))
+    alphas = opts["alphas"]
+    by_layer = {}
+    for lay in probed:
+        by_layer[lay] = vinfo_of_codes(ReaderSource(rd, lay, step), Z, folds, alphas,
+                                       opts["backend"])
+    ckpts = steps if opts["over_checkpoints"] else [step]
+    by_step = {}
+    for s in ckpts:
+        by_step[s] = by_layer[layer] if (s == step and layer in by_layer) else vinfo_of_codes(
+            ReaderSource(rd, layer, s), Z, folds, alphas, opts["backend"])
+    imp: dict[str, np.ndarray] = {}
+    residual = np.nan
+    if opts["importance"] and head in order:
+        A = rd.read(layer, step)
+        logits = rd.read(head, step)
+        lin = recover_linear_head(A, logits)
+        residual = lin.residual
+        if lin.is_exact(opts["head_tol"]):
+            for fname, start, n_cls in _heads(rd, logits.shape[1]):
+                y = np.asarray(labels.get(fname, []))
+                if y.shape != (Z.shape[0],) or y.dtype.kind not in "iu" or (
+                    y.size and (y.min() < 0 or y.max() >= n_cls)
+                ):
+                    continue
+                W = lin.W[start : start + n_cls]
+                imp[fname] = linear_importance(Z, res.dictionary, W, y)["importance"]
+    return {
+        "run": run, "layer": layer, "step": step, "probed": probed, "steps": ckpts,
+        "codes": Z.astype(np.float32), "dictionary": res.dictionary.astype(np.float32),
+        "sample": rd.sample, "error": res.error, "relative_error": res.relative_error,
+        "clipped": res.clipped, "n_epochs": res.n_epochs,
+        "vinfo_layer": {k: v["vinfo"] for k, v in by_layer.items()},
+        "vinfo_step": {k: v["vinfo"] for k, v in by_step.items()},
+        "importance": imp, "head_residual": residual, "folds": folds.description,
+    }
+
+
+def _codes_dataset(p: dict[str, Any], name: str) -> Any:
+    import xarray as xr
+
+    k = p["codes"].shape[1]
+    unit = f"{p['layer']}_unit"
+    return xr.Dataset(
+        {"codes": (("sample", "atom"), p["codes"]),
+         "dictionary": (("atom", unit), p["dictionary"])},
+        coords={"sample": p["sample"], "atom": np.arange(k)},
+        attrs={"analysis": CODES_ANALYSIS, "result": name, "run": p["run"],
+               "layer": p["layer"], "checkpoint": int(p["step"]), "k": int(k),
+               "error": float(p["error"]), "relative_error": float(p["relative_error"]),
+               "clipped": float(p["clipped"]), "n_epochs": int(p["n_epochs"]),
+               "description": (
+                   "Dictionary features of one layer: activations ~ codes @ dictionary with "
+                   "codes, dictionary >= 0 (NMF); dictionary rows have unit norm, so codes are "
+                   "in activation units. Use the codes as continuous decoding targets "
+                   "(actstore.probes.codes_as_labels).")},
+    )
+
+
+def run_complexity(
+    url: str,
+    name: str = "default",
+    runs: str | Sequence[str] | None = None,
+    k: int = 32,
+    layer: str | None = None,
+    step: int | None = None,
+    layers: Sequence[str] | None = None,
+    head_layer: str = "out",
+    n_splits: int = 5,
+    seed: int = 0,
+    split: str | None = None,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    over_checkpoints: bool = True,
+    threshold: float = 0.5,
+    importance: bool = True,
+    head_tol: float = 1e-3,
+    negative: str = "clip",
+    mode: str = "minibatch",
+    batch_rows: int = 2048,
+    max_epochs: int = 200,
+    tol: float = 1e-5,
+    backend: str | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = 1,
+    write: bool = True,
+    storage_options: dict | None = None,
+) -> Any:
+    """Dictionary features, their complexity, time-to-decode and importance for runs of a store.
+
+    Parameters
+    ----------
+    url : str
+        Store path or URL.
+    name : str
+        Results: ``/results/complexity/<name>`` and ``/results/nmf/<name>.<run>``.
+    runs : str or list of str, optional
+        Run ids or glob patterns (default all).
+    k : int
+        Dictionary features per run (may exceed the layer's width).
+    layer : str, optional
+        The factorised layer (default: the layer before ``head_layer``, i.e. the input of
+        the read-out; else the last layer).
+    step : int, optional
+        Checkpoint of the dictionary (default: the last complete one).
+    layers : list of str, optional
+        Layers probed for complexity (default: every layer up to ``layer``, forward order).
+    head_layer : str
+        The recorded logits layer (``out`` in the model zoo).
+    n_splits, seed, split
+        Folds, as in :func:`actstore.probes.run_probes`.
+    alphas : sequence of float
+        Ridge penalties.
+    over_checkpoints : bool
+        Also decode the features from ``layer`` at every complete checkpoint.
+    threshold : float
+        V-information that counts as decodable (``decodable_step``).
+    importance : bool
+        Gradient x activation of the class logit of every head whose logits are an exact
+        linear function of ``layer`` (to ``head_tol``; recovered from the recorded logits).
+    negative : {"clip", "error"}
+        Negative activations (leaky ReLU, logits) are clipped to zero (the clipped fraction
+        is reported), or refused.
+    mode, batch_rows, max_epochs, tol, backend
+        NMF solver settings (:func:`actstore.probes.nmf`).
+    scheduler, n_workers
+        Dask (one task per run); ``n_workers=1``: in this process.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims run, atom, layer, checkpoint, head; see docs/analyses.md.
+    """
+    import fnmatch
+
+    import xarray as xr
+
+    from actstore.store import open_store
+
+    if not name or not all(c.isalnum() or c in "_-." for c in name):
+        raise ActstoreError(f"result name {name!r} must use letters, digits, _ - .")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ActstoreError(f"the number of features k must be a positive integer, got {k!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ActstoreError(f"threshold must lie in [0, 1], got {threshold}")
+    store = open_store(url, mode="a" if write else "r", storage_options=storage_options)
+    all_runs = store.run_ids()
+    pats = None if runs is None else ([runs] if isinstance(runs, str) else list(runs))
+    if pats is not None:
+        pats = [p.strip() for x in pats for p in x.split(",") if p.strip()]
+        if pats == ["all"]:
+            pats = None
+    chosen = [r for r in all_runs if pats is None or any(fnmatch.fnmatchcase(r, p)
+                                                         for p in pats)]
+    if not chosen:
+        raise ActstoreError(
+            f"no run of {url} matches {runs!r}; runs: {', '.join(all_runs) or 'none'}"
+        )
+    for r in chosen:  # check names before computing anything
+        rd = store.reader(r)
+        _dictionary_layer(rd, layer, head_layer)
+        if split is not None and split not in rd.labels:
+            raise ActstoreError(f"run {r!r} has no label {split!r} to split on")
+    opts = {"k": int(k), "layer": layer, "step": step, "layers": layers,
+            "head_layer": head_layer, "n_splits": n_splits, "seed": seed, "split": split,
+            "alphas": tuple(float(a) for a in alphas), "over_checkpoints": over_checkpoints,
+            "importance": importance, "head_tol": head_tol, "negative": negative,
+            "mode": mode, "batch_rows": batch_rows, "max_epochs": max_epochs, "tol": tol,
+            "backend": backend}
+    in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
+    if in_process:
+        parts = [_job(url, r, opts, storage_options) for r in chosen]
+    else:
+        from actstore._dask import dask_client
+
+        with dask_client(scheduler, n_workers) as client:
+            futs = [client.submit(_job, url, r, opts, storage_options, pure=False)
+                    for r in chosen]
+            parts = client.gather(futs)
+    lays = list(dict.fromkeys(x for p in parts for x in p["probed"]))
+    ckpts = sorted({int(s) for p in parts for s in p["steps"]})
+    heads = list(dict.fromkeys(h for p in parts for h in p["importance"]))
+    R, K, L, S, H = len(parts), int(k), len(lays), len(ckpts), len(heads)
+    v_lay = np.full((R, L, K), np.nan)
+    v_step = np.full((R, S, K), np.nan)
+    imp = np.full((R, H, K), np.nan)
+    comp, ttd, first, mean_code = (np.full((R, K), np.nan) for _ in range(4))
+    per_run = {key: [] for key in ("layer", "checkpoint", "error", "relative_error",
+                                   "clipped", "head_residual")}
+    for i, p in enumerate(parts):
+        for lay, v in p["vinfo_layer"].items():
+            v_lay[i, lays.index(lay)] = v
+        for s, v in p["vinfo_step"].items():
+            v_step[i, ckpts.index(int(s))] = v
+        for h, v in p["importance"].items():
+            imp[i, heads.index(h)] = v
+        comp[i] = complexity_score(np.stack([p["vinfo_layer"][x] for x in p["probed"]]))
+        vs = np.stack([p["vinfo_step"][s] for s in p["steps"]])
+        ttd[i] = time_to_decode(vs)
+        first[i] = decodable_step(vs, p["steps"], threshold)
+        mean_code[i] = p["codes"].astype(np.float64).mean(axis=0)
+        per_run["layer"].append(p["layer"])
+        per_run["checkpoint"].append(int(p["step"]))
+        for key in ("error", "relative_error", "clipped", "head_residual"):
+            per_run[key].append(float(p[key]))
+    run_ids = [p["run"] for p in parts]
+    ds = xr.Dataset(
+        {
+            "complexity": (("run", "atom"), comp),
+            "time_to_decode": (("run", "atom"), ttd),
+            "decodable_step": (("run", "atom"), first),
+            "code_mean": (("run", "atom"), mean_code),
+            "vinfo_layer": (("run", "layer", "atom"), v_lay),
+            "vinfo_checkpoint": (("run", "checkpoint", "atom"), v_step),
+            "importance": (("run", "head", "atom"), imp),
+            "source_layer": (("run",), np.asarray(per_run["layer"], dtype=object)),
+            "source_checkpoint": (("run",), np.asarray(per_run["checkpoint"], dtype=np.int64)),
+            "nmf_error": (("run",), np.asarray(per_run["error"])),
+            "nmf_relative_error": (("run",), np.asarray(per_run["relative_error"])),
+            "clipped": (("run",), np.asarray(per_run["clipped"])),
+            "head_residual": (("run",), np.asarray(per_run["head_residual"])),
+        },
+        coords={"run": run_ids, "atom": np.arange(K), "layer": lays,
+                "checkpoint": np.asarray(ckpts, dtype=np.int64),
+                "head": np.asarray(heads, dtype=str)},
+        attrs={
+            "analysis": ANALYSIS,
+            "description": (
+                "Dictionary features (NMF, k per run) of one layer; V-information (held-out "
+                "ridge R^2 of the standardised code, clipped at 0) from every probed layer "
+                "(vinfo_layer) and from the feature's layer at every checkpoint "
+                "(vinfo_checkpoint); complexity = 1 - mean over layers; time_to_decode = 1 - "
+                "mean over checkpoints (inferred); importance = mean gradient x activation of "
+                "each input's class logit (linear head recovered from the recorded logits)."
+            ),
+            "folds": parts[0]["folds"] if parts else "",
+            "threshold": float(threshold),
+            "codes": f"results/{CODES_ANALYSIS}/{name}.<run>",
+            "actstore.config": json.dumps({key: (list(v) if isinstance(v, tuple) else v)
+                                           for key, v in opts.items()}, sort_keys=True),
+            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    if write:
+        for p in parts:
+            store.write_result(CODES_ANALYSIS, f"{name}.{p['run']}", _codes_dataset(p, name))
+        store.write_result(ANALYSIS, name, ds)
+    return ds

@@ -1,0 +1,148 @@
+"""Multinomial logistic decoders against scikit-learn's LogisticRegression."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from actstore.probes import encode_targets, fit_logistic_path, logistic_cv, stratified_folds
+from actstore.probes._backend import move_to
+from actstore.probes._logistic import whiten
+
+CS = [1e-3, 1e-2, 0.1, 1.0, 10.0]
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+def _data(n, d, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    yb = rng.integers(0, 2, n)
+    M = rng.standard_normal((4, d))
+    X = rng.standard_normal((n, d)) * 2 + M[y] + 0.7 * yb[:, None] + 3
+    X[:, 0] *= 50  # badly scaled units: the whitening must cope
+    return X * scale, {"y": y, "b": yb}
+
+
+def _sk(X, y, C, tol=1e-10):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegression(C=C, tol=tol, max_iter=20_000).fit(X, y)
+
+
+def test_path_matches_sklearn_coefficients_and_probabilities():
+    X, labels = _data(300, 20)
+    T = encode_targets(labels)
+    folds = stratified_folds(300, 3, seed=0, stratify=labels)
+    Z, Tm, omega, _ = whiten(X)
+    fit = fit_logistic_path(Z, omega, T, folds, CS, tol=1e-9, max_iter=2000)
+    assert fit.converged.all()
+    for p, C in enumerate(CS):
+        for k, (train, test) in enumerate(folds.split()):
+            for name, a, e in [("y", 0, 4), ("b", 4, 6)]:
+                ref = _sk(X[train], labels[name][train], C)
+                W = Tm @ fit.W[p][:, k, a:e]  # (d, classes) in unit space
+                coef = (W[:, 1] - W[:, 0])[None] if e - a == 2 else W.T
+                assert np.abs(coef - ref.coef_).max() <= 1e-3 * np.abs(ref.coef_).max()
+                proba = np.exp(fit.log_proba[p][test, k, a:e])
+                assert np.abs(proba - ref.predict_proba(X[test])).max() < 1e-3
+
+
+def test_cv_accuracy_within_one_point_of_sklearn():
+    X, labels = _data(600, 40, seed=1)
+    T = encode_targets(labels)
+    folds = stratified_folds(600, 5, seed=2, stratify=labels)
+    Cs = [1e-2, 1.0]
+    s = logistic_cv(X, T, folds, Cs)
+    for i, C in enumerate(Cs):
+        for j, name in enumerate(["y", "b"]):
+            acc, ce = [], []
+            for tr, te in folds.split():
+                proba = _sk(X[tr], labels[name][tr], C, tol=1e-8).predict_proba(X[te])
+                acc.append(np.mean(np.argmax(proba, axis=1) == labels[name][te]))
+                ce.append(-np.mean(np.log(proba[np.arange(te.size), labels[name][te]])))
+            assert abs(s["accuracy"][:, i, j].mean() - np.mean(acc)) <= 0.01
+            assert s["cross_entropy"][:, i, j].mean() == pytest.approx(np.mean(ce), rel=1e-3)
+
+
+def test_vinfo_bits_is_prior_entropy_minus_cross_entropy():
+    X, labels = _data(400, 10, seed=3)
+    T = encode_targets(labels)
+    folds = stratified_folds(400, 4, seed=0, stratify=labels)
+    s = logistic_cv(X, T, folds, [1.0])
+    for k, (tr, te) in enumerate(folds.split()):
+        prior = np.bincount(labels["y"][tr], minlength=4) / tr.size
+        h = -np.mean(np.log(prior[labels["y"][te]]))
+        expect = max(0.0, h - s["cross_entropy"][k, 0, 0]) / np.log(2)
+        assert s["vinfo_bits"][k, 0, 0] == pytest.approx(expect, rel=1e-12)
+    assert np.all(s["vinfo_bits"] >= 0)
+
+
+def test_warm_started_path_equals_cold_fits():
+    X, labels = _data(200, 15, seed=4)
+    T = encode_targets(labels)
+    folds = stratified_folds(200, 2, seed=0)
+    Z, _, omega, _ = whiten(X)
+    path = fit_logistic_path(Z, omega, T, folds, CS, tol=1e-10, max_iter=3000)
+    for p, C in enumerate(CS):
+        cold = fit_logistic_path(Z, omega, T, folds, [C], tol=1e-10, max_iter=3000)
+        np.testing.assert_allclose(np.exp(cold.log_proba[0]), np.exp(path.log_proba[p]),
+                                   atol=1e-6)
+
+
+def test_numpy_and_torch_cpu_give_the_same_numbers():
+    pytest.importorskip("torch")
+    X, labels = _data(150, 12, seed=5)
+    T = encode_targets(labels)
+    folds = stratified_folds(150, 3, seed=0)
+    a = logistic_cv(X, T, folds, CS, tol=1e-10, max_iter=3000)
+    b = logistic_cv(move_to(X, "torch"), T, folds, CS, tol=1e-10, max_iter=3000)
+    np.testing.assert_array_equal(a["accuracy"], b["accuracy"])
+    np.testing.assert_allclose(a["cross_entropy"], b["cross_entropy"], rtol=1e-8)
+
+
+def test_more_units_than_samples_uses_the_kernel_basis():
+    X, labels = _data(60, 200, seed=6)
+    Z, T, _, _ = whiten(X)
+    assert T is None and Z.shape[1] <= 60
+    s = logistic_cv(X, encode_targets(labels), stratified_folds(60, 3), [0.1])
+    for j, name in enumerate(["y", "b"]):
+        ref = np.mean([
+            np.mean(_sk(X[tr], labels[name][tr], 0.1).predict(X[te]) == labels[name][te])
+            for tr, te in stratified_folds(60, 3).split()
+        ])
+        assert abs(s["accuracy"][:, 0, j].mean() - ref) <= 0.02  # one sample of a 3-fold test
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    n=st.integers(30, 90),
+    d=st.integers(2, 120),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 1000),
+)
+def test_random_shapes_match_sklearn_probabilities(n, d, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = np.arange(n) % 3
+    X[:, 0] += y
+    T = encode_targets({"y": y})
+    folds = stratified_folds(n, 2, seed=seed, stratify=y)
+    Z, _, omega, _ = whiten(X)
+    fit = fit_logistic_path(Z, omega, T, folds, [0.05, 1.0], tol=1e-9, max_iter=3000)
+    X64 = X.astype(np.float64)
+    for p, C in enumerate([0.05, 1.0]):
+        for k, (tr, te) in enumerate(folds.split()):
+            ref = _sk(X64[tr], y[tr], C).predict_proba(X64[te])
+            assert np.abs(np.exp(fit.log_proba[p][te, k, :]) - ref).max() < 2e-3

@@ -1,0 +1,93 @@
+"""The probe engine on a real multi-process Dask cluster (scheduler + 2 workers on loopback)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from actstore import ActstoreError
+from actstore.probes import ProbeConfig, run_probes, write_synthetic_store
+
+CONFIG = ProbeConfig(n_splits=3, alphas=(0.1, 10.0, 1000.0), Cs=(0.01, 1.0), max_iter=200)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """``dask scheduler`` and ``dask worker --nworkers 2`` as separate OS processes."""
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )]
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nworkers", "2",
+         "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GiB"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ))
+    try:
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(addr, timeout=5) as c:
+                    c.wait_for_workers(2, timeout=max(1, deadline - time.monotonic()))
+                    worker_pids = set(c.run(lambda: __import__("os").getpid()).values())
+                break
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield addr, worker_pids
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_cluster_results_equal_the_local_run(tmp_path, cluster):
+    addr, worker_pids = cluster
+    url = str(tmp_path / "d.zarr")
+    write_synthetic_store(url, n_runs=2, steps=[0, 100], widths=[5, 20], n=150,
+                          features={"shape": 3, "color": 2})
+    import os
+
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+    remote = run_probes(url, name="remote", scheduler=addr, config=CONFIG)
+    local = run_probes(url, name="local", n_workers=1, config=CONFIG)
+    assert bool(remote.done.all()) and int(remote.done.sum()) == 8
+    np.testing.assert_array_equal(remote.penalty.values, local.penalty.values)
+    np.testing.assert_array_equal(remote.accuracy.values, local.accuracy.values)
+    for var in ("r2", "vinfo", "vinfo_bits", "cross_entropy", "ridge_score", "logistic_score"):
+        np.testing.assert_allclose(remote[var].values, local[var].values, rtol=1e-9,
+                                   atol=1e-12, err_msg=var)
+
+
+def test_scheduler_that_does_not_answer(tmp_path):
+    url = str(tmp_path / "n.zarr")
+    write_synthetic_store(url, n_runs=1, steps=[0], widths=[4], n=40, features={"a": 2})
+    addr = f"tcp://127.0.0.1:{_free_port()}"
+    t = time.monotonic()
+    with pytest.raises(ActstoreError, match=f"scheduler at {addr} did not answer"):
+        run_probes(url, scheduler=addr, config=CONFIG, scheduler_timeout=2)
+    assert time.monotonic() - t < 30
+    from actstore.store import open_store
+
+    assert open_store(url).result_names() == []  # nothing written

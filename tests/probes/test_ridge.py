@@ -1,0 +1,198 @@
+"""Ridge decoders against scikit-learn: primal and dual, streamed, all backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import Ridge, RidgeClassifier
+from sklearn.metrics import balanced_accuracy_score, r2_score
+from threadpoolctl import threadpool_limits
+
+from actstore.probes import (
+    ArraySource,
+    CachedSource,
+    accumulate_gram,
+    accumulate_groups,
+    encode_targets,
+    ridge_cv,
+    stratified_folds,
+)
+from actstore.probes._backend import move_to, to_numpy
+from actstore.probes._ridge import solve_dual, solve_primal
+
+ALPHAS = [1e-3, 0.1, 1.0, 10.0, 1e3]
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    # small matrices on a shared machine: one BLAS thread is faster and deterministic
+    with threadpool_limits(1):
+        yield
+
+
+def _data(n, d, seed=0, offset=0.0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 4, n)
+    b = rng.integers(0, 2, n)
+    X = rng.standard_normal((n, d)) + offset
+    X[:, 0] += a
+    X[:, 1 % d] += 2 * b
+    c = X[:, 2 % d] - X[:, 0] + 0.5 * rng.standard_normal(n)
+    return X.astype(dtype), {"a": a, "b": b, "c": c}
+
+
+def _rel(a, b):
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_primal_coefficients_equal_sklearn_ridge(offset):
+    X, labels = _data(240, 12, offset=offset)
+    T = encode_targets(labels)
+    folds = stratified_folds(240, 4, seed=0, stratify={"a": labels["a"]})
+    stats = accumulate_groups(ArraySource(X, block_rows=50), T.Y, folds)
+    for k, (train, _test) in enumerate(folds.split()):
+        fold = solve_primal(stats.moments(exclude=k))
+        W = fold.coef(ALPHAS)
+        b = fold.intercept(W)
+        for i, alpha in enumerate(ALPHAS):
+            ref = Ridge(alpha=alpha).fit(X[train], T.Y[train])
+            assert _rel(W[i], ref.coef_.T) < 1e-6
+            assert _rel(b[i], ref.intercept_) < 1e-6
+
+
+def test_dual_coefficients_equal_sklearn_ridge():
+    X, labels = _data(60, 150, seed=1)
+    T = encode_targets(labels)
+    folds = stratified_folds(60, 3, seed=0)
+    gram = accumulate_gram(ArraySource(X, block_rows=16))
+    for train, test in folds.split():
+        fold = solve_dual(gram, T.Y, train, test)
+        dual = fold.dual_coef(ALPHAS)
+        Xc = X[train] - X[train].mean(axis=0)
+        pred = fold.predict_test(ALPHAS)
+        for i, alpha in enumerate(ALPHAS):
+            ref = Ridge(alpha=alpha).fit(X[train], T.Y[train])
+            assert _rel(Xc.T @ dual[i], ref.coef_.T) < 1e-6
+            assert _rel(pred[:, i, :], ref.predict(X[test])) < 1e-6
+
+
+@pytest.mark.parametrize("form, n, d", [("primal", 300, 20), ("dual", 50, 120)])
+def test_cv_scores_equal_sklearn_classifier_and_regressor(form, n, d):
+    X, labels = _data(n, d, seed=2)
+    T = encode_targets(labels)
+    folds = stratified_folds(n, 3, seed=5, stratify={"a": labels["a"], "b": labels["b"]})
+    s = ridge_cv(ArraySource(X, block_rows=37), T, folds, ALPHAS, form=form)
+    for k, (train, test) in enumerate(folds.split()):
+        for i, alpha in enumerate(ALPHAS):
+            for j, f in enumerate(["a", "b"]):
+                clf = RidgeClassifier(alpha=alpha).fit(X[train], labels[f][train])
+                pred = clf.predict(X[test])
+                assert s["accuracy"][k, i, j] == np.mean(pred == labels[f][test])
+                assert s["balanced_accuracy"][k, i, j] == pytest.approx(
+                    balanced_accuracy_score(labels[f][test], pred), abs=1e-12
+                )
+            reg = Ridge(alpha=alpha).fit(X[train], labels["c"][train])
+            r2 = r2_score(labels["c"][test], reg.predict(X[test]))
+            assert s["r2"][k, i, 2] == pytest.approx(r2, rel=1e-6, abs=1e-9)
+            assert s["vinfo"][k, i, 2] == pytest.approx(max(r2, 0.0), rel=1e-6, abs=1e-9)
+            # one-hot R^2 of a categorical feature: variance-weighted over its columns
+            cols = slice(T.features[0].start, T.features[0].stop)
+            oh = Ridge(alpha=alpha).fit(X[train], T.Y[train, cols]).predict(X[test])
+            ref = r2_score(T.Y[test, cols], oh, multioutput="variance_weighted")
+            assert s["r2"][k, i, 0] == pytest.approx(ref, rel=1e-6, abs=1e-9)
+
+
+def test_primal_and_dual_forms_agree():
+    X, labels = _data(80, 60, seed=3)
+    T = encode_targets(labels)
+    folds = stratified_folds(80, 4, seed=0)
+    p = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="primal")
+    d = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="dual")
+    for key in ("accuracy", "balanced_accuracy", "r2"):
+        np.testing.assert_allclose(p[key], d[key], rtol=1e-8, atol=1e-10)
+
+
+def test_numpy_and_torch_cpu_give_the_same_numbers():
+    pytest.importorskip("torch")
+    X, labels = _data(200, 30, seed=4)
+    T = encode_targets(labels)
+    folds = stratified_folds(200, 5, seed=0)
+    ref = ridge_cv(ArraySource(X, 64), T, folds, ALPHAS)
+    for form in ("primal", "dual"):
+        got = ridge_cv(CachedSource(ArraySource(X, 64), backend="torch"), T, folds, ALPHAS,
+                       form=form)
+        for key in ("accuracy", "r2", "balanced_accuracy"):
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-8, atol=1e-10)
+
+
+def test_array_api_strict_arrays():
+    xps = pytest.importorskip("array_api_strict")
+    X, labels = _data(90, 10, seed=6)
+    T = encode_targets(labels)
+    folds = stratified_folds(90, 3, seed=0)
+    ref = ridge_cv(ArraySource(X, 32), T, folds, ALPHAS)
+    got = ridge_cv(ArraySource(xps.asarray(X), 32), T, folds, ALPHAS)
+    np.testing.assert_allclose(got["r2"], ref["r2"], rtol=1e-10)
+    np.testing.assert_array_equal(got["accuracy"], ref["accuracy"])  # NaN where n/a
+
+
+def test_streaming_twice_when_the_cache_is_too_small():
+    X, labels = _data(400, 16, seed=7)
+    T = encode_targets(labels)
+    folds = stratified_folds(400, 4, seed=0)
+    big = CachedSource(ArraySource(X, 50), cache_bytes=10**9)
+    small = CachedSource(ArraySource(X, 50), cache_bytes=1000)
+    a = ridge_cv(big, T, folds, ALPHAS)
+    b = ridge_cv(small, T, folds, ALPHAS)
+    assert big.passes == 1 and small.passes == 2
+    np.testing.assert_allclose(a["r2"], b["r2"], rtol=1e-10)
+
+
+def test_nan_activations_are_refused_with_the_row():
+    from actstore import ActstoreError
+
+    X, labels = _data(100, 8, seed=8)
+    X[57, 3] = np.nan
+    T = encode_targets(labels)
+    src = CachedSource(ArraySource(X, 32, name="run 'r0', layer 'fc1', checkpoint 10"))
+    with pytest.raises(ActstoreError, match="layer 'fc1', checkpoint 10.*sample row 57"):
+        ridge_cv(src, T, stratified_folds(100, 3), ALPHAS)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(12, 80),
+    d=st.integers(1, 100),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    block=st.integers(1, 64),
+    seed=st.integers(0, 1000),
+)
+def test_random_shapes_match_sklearn(n, d, dtype, block, seed):
+    """n < d and n > d, float32 and float64 inputs: held-out predictions equal sklearn's."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, 3, n)
+    y[:6] = [0, 0, 1, 1, 2, 2]
+    T = encode_targets({"y": y, "z": rng.standard_normal(n)})
+    folds = stratified_folds(n, 2, seed=seed)
+    X64 = X.astype(np.float64)
+    alphas = [0.01, 1.0, 100.0]
+    for form in ("primal", "dual"):
+        s = ridge_cv(ArraySource(X, block), T, folds, alphas, form=form)
+        for k, (train, test) in enumerate(folds.split()):
+            for i, alpha in enumerate(alphas):
+                ref = Ridge(alpha=alpha).fit(X64[train], T.Y[train])
+                pred = ref.predict(X64[test])
+                sse = np.sum((pred[:, -1] - T.Y[test, -1]) ** 2)
+                sst = np.sum((T.Y[test, -1] - T.Y[test, -1].mean()) ** 2)
+                assert s["r2"][k, i, 1] == pytest.approx(1 - sse / sst, rel=1e-6, abs=1e-8)
+                acc = np.mean(np.argmax(pred[:, :3], axis=1) == T.codes[test, 0])
+                assert abs(s["accuracy"][k, i, 0] - acc) <= 1.0 / len(test) + 1e-12
+
+
+def test_backend_round_trip_helpers():
+    X = np.arange(6.0).reshape(2, 3)
+    assert np.array_equal(to_numpy(move_to(X, "torch")), X)
