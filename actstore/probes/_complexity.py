@@ -389,7 +389,8 @@ def run_complexity(
     Returns
     -------
     xarray.Dataset
-        Dims run, atom, layer, checkpoint, head; see docs/analyses.md.
+        Dims run, atom, layer, checkpoint, target (the feature a head reports); see
+        docs/analyses.md.
     """
     import fnmatch
 
@@ -472,7 +473,7 @@ def run_complexity(
             "code_mean": (("run", "atom"), mean_code),
             "vinfo_layer": (("run", "layer", "atom"), v_lay),
             "vinfo_checkpoint": (("run", "checkpoint", "atom"), v_step),
-            "importance": (("run", "head", "atom"), imp),
+            "importance": (("run", "target", "atom"), imp),
             "source_layer": (("run",), np.asarray(per_run["layer"], dtype=object)),
             "source_checkpoint": (("run",), np.asarray(per_run["checkpoint"], dtype=np.int64)),
             "nmf_error": (("run",), np.asarray(per_run["error"])),
@@ -482,7 +483,7 @@ def run_complexity(
         },
         coords={"run": run_ids, "atom": np.arange(K), "layer": lays,
                 "checkpoint": np.asarray(ckpts, dtype=np.int64),
-                "head": np.asarray(heads, dtype=str)},
+                "target": np.asarray(heads, dtype=str)},
         attrs={
             "analysis": ANALYSIS,
             "description": (

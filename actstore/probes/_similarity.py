@@ -243,7 +243,8 @@ def plan_similarity(
         raise ActstoreError(f"unknown method {method!r}; choose auto, gram or feature")
     if cost[method] == math.inf:
         raise ActstoreError(f"metric {metric!r} has no {method}-space form; use method='auto'")
-    per_rep = [n * d * 8 * 2 + (4 * n * n * 8 if params.get("compare") == "spearman" else 0)
+    # A built signature keeps the centred float64 activations (Spearman RSA: its rank strips).
+    per_rep = [n * d * 8 + (n * n * 8 if params.get("compare") == "spearman" else 0)
                for d in widths]
     if method == "feature":
         # Concatenated features of two blocks plus their cross products must fit.
