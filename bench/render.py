@@ -69,7 +69,7 @@ def main() -> None:
         rate = k / t
         print(f"{name:<26}{k:>8}{t:>10.2f}{rate:>12.0f}{rate_batch / rate:>17.1f}x")
     print(f"{n} images in {t_batch:.2f} s "
-          f"(per-pixel loop would take {n / (n_pix / t_pix) / 60:.0f} min)")
+          f"(the per-pixel loop would take {n / (n_pix / t_pix):.0f} s)")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ from actstore.cli import (
     _demo,  # noqa: F401  (demo)
     _integrity_cmds,  # noqa: F401  (verify, repair, ingest)
     _probe,  # noqa: F401  (probe)
+    _report,  # noqa: F401  (variance, complexity, report)
     _similarity,  # noqa: F401  (similarity, align)
     _store_cmds,  # noqa: F401  (dump, ls, info)
+    _study,  # noqa: F401  (study)
     _train,  # noqa: F401  (train)
 )
 from actstore.cli._app import app

@@ -75,6 +75,9 @@ def probe_cmd(
     scheduler: Annotated[
         str | None, typer.Option(help="Address of a running Dask scheduler.")
     ] = None,
+    scheduler_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for --scheduler to answer.")
+    ] = 10.0,
     workers: Annotated[
         int | None,
         typer.Option(help="Local Dask worker processes (default: one per core; 1 = in this "
@@ -124,6 +127,7 @@ def probe_cmd(
             store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
             features=features, config=config, scheduler=scheduler, n_workers=workers,
             strict=strict, overwrite=overwrite, progress=not as_json,
+            scheduler_timeout=scheduler_timeout,
         )
     for w in caught:
         if issubclass(w.category, UserWarning):

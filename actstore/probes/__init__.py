@@ -60,7 +60,17 @@ from actstore.probes._logistic import DEFAULT_CS, fit_logistic_path, logistic_cv
 from actstore.probes._metrics import METRICS, HeldOutScores, select_penalty
 from actstore.probes._moments import PairMoments
 from actstore.probes._nmf import NMFResult, nmf, nmf_transform
+from actstore.probes._plots import (
+    PLOTS,
+    plot_alignment,
+    plot_complexity,
+    plot_probe_checkpoints,
+    plot_probe_layers,
+    plot_similarity,
+    plot_variance,
+)
 from actstore.probes._rdm import RDM_COMPARES, RDM_KINDS, rsa_signature
+from actstore.probes._report import Report, default_report_dir, write_report
 from actstore.probes._ridge import DEFAULT_ALPHAS, ridge_cv
 from actstore.probes._select import RepRef, Selection, parse_selection, select, stimulus_subset
 from actstore.probes._signatures import (
@@ -167,17 +177,26 @@ __all__ += [
 
 # Feature measures: variance explained, dictionary features, complexity, importance.
 __all__ += [
+    "PLOTS",
     "LinearHead",
     "NMFResult",
     "ReaderSource",
+    "Report",
     "code_targets",
     "codes_as_labels",
     "complexity_score",
     "decodable_step",
+    "default_report_dir",
     "gradient_x_activation",
     "linear_importance",
     "nmf",
     "nmf_transform",
+    "plot_alignment",
+    "plot_complexity",
+    "plot_probe_checkpoints",
+    "plot_probe_layers",
+    "plot_similarity",
+    "plot_variance",
     "read_codes",
     "recover_linear_head",
     "run_complexity",
@@ -186,4 +205,5 @@ __all__ += [
     "variance_arrays",
     "variance_explained",
     "vinfo_of_codes",
+    "write_report",
 ]

@@ -271,6 +271,7 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None)
         by_step[s] = by_layer[layer] if (s == step and layer in by_layer) else vinfo_of_codes(
             ReaderSource(rd, layer, s), Z, folds, alphas, opts["backend"])
     imp: dict[str, np.ndarray] = {}
+    basis: dict[str, str] = {}
     residual = np.nan
     if opts["importance"] and head in order:
         A = rd.read(layer, step)
@@ -280,10 +281,14 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None)
         if lin.is_exact(opts["head_tol"]):
             for fname, start, n_cls in _heads(rd, logits.shape[1]):
                 y = np.asarray(labels.get(fname, []))
+                basis[fname] = "label"
                 if y.shape != (Z.shape[0],) or y.dtype.kind not in "iu" or (
                     y.size and (y.min() < 0 or y.max() >= n_cls)
                 ):
-                    continue
+                    # the probe set does not label this head's feature: use the network's
+                    # own decision (the predicted class)
+                    y = np.argmax(logits[:, start : start + n_cls], axis=1)
+                    basis[fname] = "predicted"
                 W = lin.W[start : start + n_cls]
                 imp[fname] = linear_importance(Z, res.dictionary, W, y)["importance"]
     return {
@@ -293,7 +298,7 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None)
         "clipped": res.clipped, "n_epochs": res.n_epochs,
         "vinfo_layer": {k: v["vinfo"] for k, v in by_layer.items()},
         "vinfo_step": {k: v["vinfo"] for k, v in by_step.items()},
-        "importance": imp, "head_residual": residual, "folds": folds.description,
+        "importance": imp, "basis": basis, "head_residual": residual, "folds": folds.description,
     }
 
 
@@ -378,6 +383,8 @@ def run_complexity(
     importance : bool
         Gradient x activation of the class logit of every head whose logits are an exact
         linear function of ``layer`` (to ``head_tol``; recovered from the recorded logits).
+        The class is each input's label when the probe set labels the head's feature, else
+        the network's predicted class (``importance_class``).
     negative : {"clip", "error"}
         Negative activations (leaky ReLU, logits) are clipped to zero (the clipped fraction
         is reported), or refused.
@@ -445,6 +452,7 @@ def run_complexity(
     v_lay = np.full((R, L, K), np.nan)
     v_step = np.full((R, S, K), np.nan)
     imp = np.full((R, H, K), np.nan)
+    basis = np.full((R, H), "", dtype=object)
     comp, ttd, first, mean_code = (np.full((R, K), np.nan) for _ in range(4))
     per_run = {key: [] for key in ("layer", "checkpoint", "error", "relative_error",
                                    "clipped", "head_residual")}
@@ -455,6 +463,7 @@ def run_complexity(
             v_step[i, ckpts.index(int(s))] = v
         for h, v in p["importance"].items():
             imp[i, heads.index(h)] = v
+            basis[i, heads.index(h)] = p["basis"][h]
         comp[i] = complexity_score(np.stack([p["vinfo_layer"][x] for x in p["probed"]]))
         vs = np.stack([p["vinfo_step"][s] for s in p["steps"]])
         ttd[i] = time_to_decode(vs)
@@ -474,6 +483,7 @@ def run_complexity(
             "vinfo_layer": (("run", "layer", "atom"), v_lay),
             "vinfo_checkpoint": (("run", "checkpoint", "atom"), v_step),
             "importance": (("run", "target", "atom"), imp),
+            "importance_class": (("run", "target"), basis),
             "source_layer": (("run",), np.asarray(per_run["layer"], dtype=object)),
             "source_checkpoint": (("run",), np.asarray(per_run["checkpoint"], dtype=np.int64)),
             "nmf_error": (("run",), np.asarray(per_run["error"])),

@@ -113,10 +113,12 @@ class LogisticFit:
     ----------
     Cs : ndarray (P,)
     W : array (P, r, K, Q)
-        Whitened coefficients (``T @ W[p, :, k, :]`` in unit space for the primal form).
+        Whitened coefficients (``T @ W[p, :, k, :]`` in unit space for the primal form); the
+        Q columns are the categorical features' classes, in target order.
     b : array (P, K, Q)
-    log_proba : array (P, n, K, Q)
-        Per-feature log-probabilities of every sample under every fold's model.
+    log_proba : array (P, n, Q)
+        Per-feature log-probabilities of every sample under the model of the fold that holds
+        it out (zeros for rows that are never held out).
     n_iter : ndarray (P, K, F)
         Iterations used per problem.
     converged : ndarray (P, K, F), bool
@@ -131,21 +133,41 @@ class LogisticFit:
 
 
 class _Problem:
-    """Batched objective: all folds x categorical features of one penalty."""
+    """Batched objective: all folds x categorical features of one penalty.
+
+    Internally the categorical features are ordered by class count, so that features with
+    the same number of classes form one contiguous group of columns that is handled with one
+    reshape (n, K, features, classes) instead of a loop over features.
+    """
 
     def __init__(self, Z: Any, omega: Any, targets: Targets, folds: Folds) -> None:
         xp = get_namespace(Z)
         self.xp, self.Z = xp, Z
         self.Zt = xp.matrix_transpose(Z)
         self.n, self.r = Z.shape
-        self.feats = [f for f in targets.features if f.kind == "categorical"]
+        cat = [f for f in targets.features if f.kind == "categorical"]
+        order = sorted(range(len(cat)), key=lambda j: cat[j].n_classes)
+        self.order = np.asarray(order)
+        self.feats = [cat[j] for j in order]
         self.K, self.F = folds.n_splits, len(self.feats)
-        # Column layout: the categorical features' class columns, concatenated.
-        spans, start = [], 0
-        for f in self.feats:
-            spans.append((start, start + f.n_classes))
-            start += f.n_classes
-        self.spans, self.Q = spans, start
+        # Internal column layout, and where each internal column sits in the caller's layout
+        # (the categorical features' class columns concatenated in target order).
+        ext_start = np.cumsum([0] + [f.n_classes for f in cat])
+        perm: list[int] = []
+        for j in order:
+            perm.extend(range(ext_start[j], ext_start[j + 1]))
+        self.perm = np.asarray(perm)
+        self.inv_perm = np.argsort(self.perm)
+        self.Q = len(perm)
+        self.groups: list[tuple[int, int, int, int]] = []  # (col start, n features, classes, f0)
+        col = 0
+        for j, f in enumerate(self.feats):
+            if self.groups and self.groups[-1][2] == f.n_classes:
+                a, nf, c, f0 = self.groups[-1]
+                self.groups[-1] = (a, nf + 1, c, f0)
+            else:
+                self.groups.append((col, 1, f.n_classes, j))
+            col += f.n_classes
         Y01 = np.concatenate([(targets.Y[:, f.start : f.stop] + 1) / 2 for f in self.feats], 1)
         col_feat = np.concatenate([np.full(f.n_classes, j) for j, f in enumerate(self.feats)])
         self.col_feat = col_feat
@@ -162,10 +184,9 @@ class _Problem:
         self.binary = np.array([f.n_classes == 2 for f in self.feats])
 
     def lam(self, C: float) -> Any:
-        """L2 strength per (fold, column) in the mean-loss scaling: 1 / (C_eff * n_train)."""
+        """L2 strength per (fold, feature) in the mean-loss scaling: 1 / (C_eff * n_train)."""
         C_eff = np.where(self.binary, C / 2.0, C)  # (F,)
-        lam = 1.0 / (C_eff[None, :] * self.n_train[:, None])  # (K, F)
-        return _asarray(lam[:, self.col_feat], self.Z)  # (K, Q)
+        return _asarray(1.0 / (C_eff[None, :] * self.n_train[:, None]), self.Z)  # (K, F)
 
     def per_problem(self, colvals: Any) -> Any:
         """Sum (K, Q) column values into (K, F) problem values."""
@@ -175,34 +196,88 @@ class _Problem:
         """Broadcast (K, F) problem values to (K, Q) columns."""
         return probvals @ self.Et
 
-    def logits(self, W: Any, b: Any) -> Any:
+    def _split(self, A: Any, lead: tuple[int, ...]) -> list[Any]:
+        """Views of (*lead, Q) as (*lead, features, classes), one per group."""
         xp = self.xp
-        L = self.Z @ xp.reshape(W, (self.r, self.K * self.Q))  # (n, K*Q)
-        return xp.reshape(L, (self.n, self.K, self.Q)) + b[None, :, :]
+        return [xp.reshape(A[..., a : a + nf * c], (*lead, nf, c)) for a, nf, c, _ in self.groups]
 
-    def log_softmax(self, L: Any) -> Any:
+    def _join(self, parts: list[Any], lead: tuple[int, ...]) -> Any:
         xp = self.xp
-        parts = []
-        for a, e in self.spans:
-            blk = L[:, :, a:e]
-            mx = xp.max(blk, axis=2, keepdims=True)
-            sh = blk - mx
-            parts.append(sh - xp.log(xp.sum(xp.exp(sh), axis=2, keepdims=True)))
-        return xp.concat(parts, axis=2)
+        flat = [xp.reshape(p, (*lead, p.shape[-2] * p.shape[-1])) for p in parts]
+        return flat[0] if len(flat) == 1 else xp.concat(flat, axis=len(lead))
 
-    def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, Any]:
-        """Objective (K, F), gradients (r, K, Q) and (K, Q), and log-probabilities (n, K, Q)."""
+    def forward(self, W: Any, b: Any) -> tuple[Any, Any]:
+        """Log-probabilities and probabilities (n, K, Q) of every row under every fold."""
         xp = self.xp
-        logp = self.log_softmax(self.logits(W, b))
+        L = xp.reshape(self.Z @ xp.reshape(W, (self.r, self.K * self.Q)),
+                       (self.n, self.K, self.Q)) + b[None, :, :]
+        lead = (self.n, self.K)
+        logps, ps = [], []
+        for blk in self._split(L, lead):
+            sh = blk - xp.max(blk, axis=-1, keepdims=True)
+            e = xp.exp(sh)
+            tot = xp.sum(e, axis=-1, keepdims=True)
+            logps.append(sh - xp.log(tot))
+            ps.append(e / tot)
+        return self._join(logps, lead), self._join(ps, lead)
+
+    def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """Objective (K, F), gradients (r, K, Q) and (K, Q), log-probabilities and
+        probabilities (n, K, Q)."""
+        xp = self.xp
+        logp, P = self.forward(W, b)
         Mw = self.M[:, :, None]
-        data = -xp.sum(Mw * self.Y01[:, None, :] * logp, axis=0)  # (K, Q)
-        pen = 0.5 * lam * xp.sum(self.omega[:, None, None] * W * W, axis=0)  # (K, Q)
+        data = -xp.sum(Mw * (self.Y01[:, None, :] * logp), axis=0)  # (K, Q)
+        lam_c = self.to_cols(lam)
+        pen = 0.5 * lam_c * xp.sum(self.omega[:, None, None] * W * W, axis=0)  # (K, Q)
         f = self.per_problem(data + pen)
-        R = Mw * (xp.exp(logp) - self.Y01[:, None, :])  # (n, K, Q)
+        R = Mw * (P - self.Y01[:, None, :])  # (n, K, Q)
         gW = xp.reshape(self.Zt @ xp.reshape(R, (self.n, self.K * self.Q)), W.shape)
-        gW = gW + lam[None, :, :] * self.omega[:, None, None] * W
+        gW = gW + lam_c[None, :, :] * self.omega[:, None, None] * W
         gb = xp.sum(R, axis=0)
-        return f, gW, gb, logp
+        return f, gW, gb, logp, P
+
+    def curvature(self, P: Any) -> list[tuple[Any, Any]]:
+        """Per group, eigen-decomposition of the mean softmax curvature over training rows.
+
+        ``A[k, f] = mean_i (diag(p_i) - p_i p_i^T)`` (classes x classes). In whitened
+        coordinates the data Hessian of problem (k, f) is close to ``I (x) A[k, f]``; with the
+        diagonal penalty this gives a cheap, well-scaled inverse-Hessian approximation.
+        """
+        xp = self.xp
+        out = []
+        for Pg in self._split(P, (self.n, self.K)):
+            nf, c = Pg.shape[2], Pg.shape[3]
+            Pw = Pg * self.M[:, :, None, None]
+            flat = xp.reshape(Pg, (self.n, self.K * nf, c))
+            flat_w = xp.reshape(Pw, (self.n, self.K * nf, c))
+            PtP = xp.permute_dims(flat_w, (1, 2, 0)) @ xp.permute_dims(flat, (1, 0, 2))
+            diag = xp.sum(flat_w, axis=0)  # (K*nf, c)
+            eye = xp.eye(c, dtype=P.dtype, device=_dev(P))
+            A = diag[:, :, None] * eye[None, :, :] - PtP  # (K*nf, c, c)
+            lamb, U = xp.linalg.eigh((A + xp.matrix_transpose(A)) / 2)
+            out.append((xp.clip(lamb, 0.0, None), U))
+        return out
+
+    def precondition(self, gW: Any, gb: Any, curv: list[tuple[Any, Any]], lam: Any
+                     ) -> tuple[Any, Any]:
+        """Apply the approximate inverse Hessian to (r, K, Q) and (K, Q) arrays."""
+        xp = self.xp
+        outW, outb = [], []
+        gWs = self._split(gW, (self.r, self.K))
+        gbs = self._split(gb, (self.K,))
+        for (a, nf, c, f0), Gw, Gb, (lamb, U) in zip(self.groups, gWs, gbs, curv, strict=True):
+            kf = self.K * nf
+            G = xp.reshape(xp.permute_dims(Gw, (1, 2, 0, 3)), (kf, self.r, c))
+            Ut = xp.matrix_transpose(U)
+            lam_g = xp.reshape(lam[:, f0 : f0 + nf], (kf, 1, 1))
+            den = lamb[:, None, :] + lam_g * self.omega[None, :, None]  # (kf, r, c)
+            H = ((G @ U) / den) @ Ut
+            outW.append(xp.permute_dims(xp.reshape(H, (self.K, nf, self.r, c)), (2, 0, 1, 3)))
+            floor = 1e-3 * xp.max(lamb, axis=1, keepdims=True) + 1e-12
+            Hb = ((xp.reshape(Gb, (kf, 1, c)) @ U) / xp.maximum(lamb, floor)[:, None, :]) @ Ut
+            outb.append(xp.reshape(Hb, (self.K, nf, c)))
+        return self._join(outW, (self.r, self.K)), self._join(outb, (self.K,))
 
     def dot(self, aW: Any, ab: Any, bW: Any, bb: Any) -> Any:
         """Per-problem inner products (K, F)."""
@@ -213,10 +288,13 @@ class _Problem:
         """Per-problem max-abs gradient (K, F)."""
         xp = self.xp
         colmax = xp.maximum(xp.max(xp.abs(gW), axis=0), xp.abs(gb))  # (K, Q)
-        out = []
-        for a, e in self.spans:
-            out.append(xp.max(colmax[:, a:e], axis=1))
-        return xp.stack(out, axis=1)
+        parts = [xp.max(g, axis=-1) for g in self._split(colmax, (self.K,))]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+
+
+def _blend(new: Any, old: Any, take: Any) -> Any:
+    """``new`` where ``take`` (broadcast 0/1 floats) else ``old``."""
+    return old + take * (new - old)
 
 
 def _lbfgs(
@@ -228,19 +306,20 @@ def _lbfgs(
     max_iter: int,
     memory: int = 10,
 ) -> tuple[Any, Any, Any, np.ndarray, np.ndarray]:
-    """Batched L-BFGS over all (fold, feature) problems of one penalty."""
+    """Batched L-BFGS over all (fold, feature) problems of one penalty.
+
+    The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
+    :meth:`_Problem.curvature`, refreshed at every iteration.
+    """
     xp = prob.xp
-    curv = 0.25  # upper bound of the softmax curvature per unit-variance coordinate
-    D = 1.0 / (curv + lam[None, :, :] * prob.omega[:, None, None])  # (r, K, Q)
-    Db = xp.full(b.shape, 1.0 / curv, dtype=b.dtype, device=_dev(b))
-    f, gW, gb, logp = prob.value_grad(W, b, lam)
+    f, gW, gb, logp, P = prob.value_grad(W, b, lam)
     hist: list[tuple[Any, Any, Any, Any, Any]] = []
     n_iter = np.zeros((prob.K, prob.F), dtype=np.int64)
     done = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
     for _ in range(max_iter):
         if done.all():
             break
-        active = _asarray((~done).astype(np.float64), f)  # (K, F)
+        act_c = prob.to_cols(_asarray((~done).astype(np.float64), f))  # (K, Q)
         # Two-loop recursion, per problem.
         qW, qb = gW, gb
         alphas = []
@@ -249,53 +328,45 @@ def _lbfgs(
             ac = prob.to_cols(a)
             qW, qb = qW - ac[None] * yW, qb - ac * yb
             alphas.append(a)
-        if hist:
-            sW, sb, yW, yb, rho = hist[-1]
-            yy = prob.dot(yW * D, yb * Db, yW, yb)
-            sy = prob.dot(sW, sb, yW, yb)
-            good = (rho > 0) & (yy > 0)
-            gamma = prob.to_cols(xp.where(good, sy / xp.where(good, yy, 1.0), 1.0))
-        else:
-            gamma = xp.ones_like(gb)
-        rW, rb = gamma[None] * D * qW, gamma * Db * qb
+        rW, rb = prob.precondition(qW, qb, prob.curvature(P), lam)
         for (sW, sb, yW, yb, rho), a in zip(hist, reversed(alphas), strict=True):
             beta = rho * prob.dot(yW, yb, rW, rb)
             c = prob.to_cols(a - beta)
             rW, rb = rW + c[None] * sW, rb + c * sb
-        act_c = prob.to_cols(active)
         pW, pb = -rW * act_c[None], -rb * act_c  # search direction, zero for finished problems
         slope = prob.dot(pW, pb, gW, gb)  # (K, F), negative
-        # Guard: if a direction is not a descent direction, fall back to scaled steepest descent.
         bad = _np(slope) >= 0
-        if bad.any():
-            badc = prob.to_cols(_asarray(bad.astype(np.float64), f))
-            pW = pW * (1 - badc[None]) - badc[None] * D * gW * act_c[None]
-            pb = pb * (1 - badc) - badc * Db * gb * act_c
+        if bad.any():  # not a descent direction: restart from the preconditioned gradient
+            hist.clear()
+            rW, rb = prob.precondition(gW, gb, prob.curvature(P), lam)
+            pW, pb = -rW * act_c[None], -rb * act_c
             slope = prob.dot(pW, pb, gW, gb)
         t = np.ones((prob.K, prob.F))
         pending = ~done
-        newW, newb = W, b
-        nf, ngW, ngb, nlogp = f, gW, gb, logp
+        f_np, slope_np = _np(f), _np(slope)
+        newW, newb, nf, ngW, ngb, nlogp, nP = W, b, f, gW, gb, logp, P
         for _ls in range(30):
             tc = prob.to_cols(_asarray(np.where(pending, t, 0.0), f))
             cW, cb = W + tc[None] * pW, b + tc * pb
-            cf, cgW, cgb, clogp = prob.value_grad(cW, cb, lam)
-            ok = _np(cf) <= _np(f) + 1e-4 * t * _np(slope) + 1e-12 * np.abs(_np(f))
+            cf, cgW, cgb, clogp, cP = prob.value_grad(cW, cb, lam)
+            ok = _np(cf) <= f_np + 1e-4 * t * slope_np + 1e-12 * np.abs(f_np)
             acc = pending & ok
+            if _ls == 0 and (acc == pending).all():  # the usual case: every step accepted
+                newW, newb, nf, ngW, ngb, nlogp, nP = cW, cb, cf, cgW, cgb, clogp, cP
+                pending = pending & ~ok
+                break
             if acc.any():
-                ac = prob.to_cols(_asarray(acc.astype(np.float64), f))
-                newW = newW * (1 - ac[None]) + cW * ac[None]
-                newb = newb * (1 - ac) + cb * ac
-                accf = _asarray(acc.astype(np.float64), f)
-                nf = nf * (1 - accf) + cf * accf
-                ngW = ngW * (1 - ac[None]) + cgW * ac[None]
-                ngb = ngb * (1 - ac) + cgb * ac
-                nlogp = nlogp * (1 - ac[None]) + clogp * ac[None]
+                take = _asarray(acc.astype(np.float64), f)
+                tk = prob.to_cols(take)
+                newW, newb = _blend(cW, newW, tk[None]), _blend(cb, newb, tk)
+                nf = _blend(cf, nf, take)
+                ngW, ngb = _blend(cgW, ngW, tk[None]), _blend(cgb, ngb, tk)
+                nlogp, nP = _blend(clogp, nlogp, tk[None]), _blend(cP, nP, tk[None])
             pending = pending & ~ok
             if not pending.any():
                 break
             t = np.where(pending, t * 0.5, t)
-        stalled = pending  # no decrease found: treat as converged at the current point
+        stalled = pending  # no decrease found: the point is as good as this precision allows
         sW, sb = newW - W, newb - b
         yW, yb = ngW - gW, ngb - gb
         sy = prob.dot(sW, sb, yW, yb)
@@ -304,7 +375,7 @@ def _lbfgs(
         hist.append((sW, sb, yW, yb, rho))
         if len(hist) > memory:
             hist.pop(0)
-        W, b, f, gW, gb, logp = newW, newb, nf, ngW, ngb, nlogp
+        W, b, f, gW, gb, logp, P = newW, newb, nf, ngW, ngb, nlogp, nP
         n_iter += ~done
         done = done | (_np(prob.gmax(gW, gb)) <= tol) | stalled
     converged = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
@@ -356,21 +427,28 @@ def fit_logistic_path(
     order = np.argsort(np.asarray(Cs, dtype=np.float64))
     W = xp.zeros((prob.r, prob.K, prob.Q), dtype=Z.dtype, device=_dev(Z))
     # Start the intercepts at the training log-frequencies (the optimum at C -> 0).
-    b0 = np.zeros((prob.K, prob.Q))
-    Y01 = _np(prob.Y01)
-    for k in range(prob.K):
-        freq = (Y01 * _np(prob.M)[:, k : k + 1]).sum(axis=0)
-        for a, e in prob.spans:
-            b0[k, a:e] = np.log(np.maximum(freq[a:e], 1e-12))
-    b = _asarray(b0, Z)
+    freq = _np(xp.matrix_transpose(prob.M) @ prob.Y01)  # (K, Q)
+    b = _asarray(np.log(np.maximum(freq, 1e-12)), Z)
+    # Held-out rows of every fold, then the rows that are never held out (explicit splits).
+    tests = [np.flatnonzero(folds.test_mask(k)) for k in range(prob.K)]
+    never = np.flatnonzero(folds.test_fold < 0)
+    back = _asarray(np.argsort(np.concatenate([*tests, never])), Z, xp.int64)
+    tests_d = [_asarray(t, Z, xp.int64) for t in tests]
+    ext = _asarray(prob.inv_perm, Z, xp.int64)
     P = len(Cs)
     Ws, bs, lps = [None] * P, [None] * P, [None] * P
     n_iter = np.zeros((P, prob.K, prob.F), dtype=np.int64)
     conv = np.zeros((P, prob.K, prob.F), dtype=bool)
+    feat_back = np.argsort(prob.order)
     for p in order:
         W, b, logp, it, ok = _lbfgs(prob, W, b, prob.lam(float(Cs[p])), tol, max_iter)
-        Ws[p], bs[p], lps[p] = W, b, logp
-        n_iter[p], conv[p] = it, ok
+        held = [xp.take(logp[:, k, :], tests_d[k], axis=0) for k in range(prob.K)]
+        held.append(xp.zeros((never.size, prob.Q), dtype=logp.dtype, device=_dev(logp)))
+        lp = xp.take(xp.concat(held, axis=0), back, axis=0)  # (n, Q), row order restored
+        Ws[p] = xp.take(W, ext, axis=2)
+        bs[p] = xp.take(b, ext, axis=1)
+        lps[p] = xp.take(lp, ext, axis=1)
+        n_iter[p], conv[p] = it[:, feat_back], ok[:, feat_back]
     return LogisticFit(
         np.asarray(Cs, dtype=np.float64),
         xp.stack(Ws, axis=0),
@@ -422,7 +500,7 @@ def logistic_cv(
     for k in range(folds.n_splits):
         test = np.flatnonzero(folds.test_mask(k))
         idx = xp.asarray(test, dtype=xp.int64, device=_dev(Z))
-        lp = xp.take(fit.log_proba[:, :, k, :], idx, axis=1)  # (P, m, Qcat)
+        lp = xp.take(fit.log_proba, idx, axis=1)  # (P, m, Qcat)
         lp = xp.permute_dims(lp, (1, 0, 2))  # (m, P, Qcat)
         # Scatter the categorical columns back into the full target layout.
         full = xp.zeros((test.size, len(Cs), q), dtype=lp.dtype, device=_dev(lp))

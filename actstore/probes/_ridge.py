@@ -102,7 +102,7 @@ class PrimalFold:
         otherwise they are rotated into the eigenbasis first (cheaper when m is small).
         """
         xp = get_namespace(X)
-        Xc = xp.astype(X, xp.float64) - self.mean_x
+        Xc = xp.astype(X, xp.float64, copy=False) - self.mean_x
         if coef is not None:
             out = _apply(Xc, coef)
         else:

@@ -108,6 +108,10 @@ def _run_tasks(
     return results
 
 
+def _stage(progress: Progress, stage: str) -> Callable[[int, int], None]:
+    return lambda done, total: progress(stage, done, total)
+
+
 def _split(items: int, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(items, parts))
     edges = np.linspace(0, items, parts + 1).round().astype(int)
@@ -212,8 +216,12 @@ def similarity_job(
         parts = [(accumulate, (reps, metric, params, plan),
                   {**common, "block_pairs": pairs[a:b]})
                  for a, b in _split(len(pairs), 1 if local else 2 * workers)]
+    if local and progress is not None:
+        # One task in this process: report its blocks instead of the task.
+        parts = [(fn, a, {**kw, "progress": _stage(progress, "similarity")})
+                 for fn, a, kw in parts]
     partials = _run_tasks(parts, local=local, scheduler=scheduler, n_workers=n_workers,
-                          stage="similarity", progress=progress)
+                          stage="similarity", progress=None if local else progress)
     result = finalize(merge_partials(partials), metric, params, plan.method, labels)
     boot = None
     if bootstrap:
@@ -222,9 +230,12 @@ def similarity_job(
         tasks = [(bootstrap_replicates, (reps, metric, idx[a:b]),
                   {**common, "method": method, "max_memory": max_memory, **params})
                  for a, b in groups]
+        if local and progress is not None:
+            tasks = [(fn, a, {**kw, "progress": _stage(progress, "bootstrap")})
+                     for fn, a, kw in tasks]
         samples = np.concatenate(_run_tasks(tasks, local=local, scheduler=scheduler,
                                             n_workers=n_workers, stage="bootstrap",
-                                            progress=progress))
+                                            progress=None if local else progress))
         boot = summarize_bootstrap(samples, ci, seed)
     ds = similarity_dataset(sel, result, boot)
     if write:

@@ -247,28 +247,35 @@ def _device(x: Any) -> Any:
 
 
 def coalesce(
-    blocks: Iterator[tuple[int, int, Any]], d: int, target_bytes: int = 16 * 2**20
+    blocks: Iterator[tuple[int, int, Any]], d: int, target_bytes: int = 8 * 2**20
 ) -> Iterator[tuple[int, int, Any]]:
-    """Merge consecutive row blocks into blocks of about ``target_bytes`` (as float64).
+    """Copy consecutive row blocks into fresh float64 blocks of about ``target_bytes``.
 
     Rank-k updates of a d x d Gram are memory-bound for small k; larger blocks keep them
-    compute-bound. Memory grows by at most ``target_bytes``.
+    compute-bound. The yielded arrays are new (the caller may modify them in place); memory
+    grows by one such block plus one source block.
     """
     target = max(1, target_bytes // (8 * max(d, 1)))
-    buf: list[Any] = []
-    start = rows = 0
+    pending: list[tuple[int, int, Any]] = []
+    rows = 0
     for a, b, blk in blocks:
-        if not buf:
-            start = a
-        buf.append(blk)
+        pending.append((a, b, blk))
         rows += b - a
         if rows >= target:
-            xp = get_namespace(buf[0])
-            yield start, start + rows, buf[0] if len(buf) == 1 else xp.concat(buf, axis=0)
-            buf, rows = [], 0
-    if buf:
-        xp = get_namespace(buf[0])
-        yield start, start + rows, buf[0] if len(buf) == 1 else xp.concat(buf, axis=0)
+            yield _merge(pending, rows, d)
+            pending, rows = [], 0
+    if pending:
+        yield _merge(pending, rows, d)
+
+
+def _merge(pending: list[tuple[int, int, Any]], rows: int, d: int) -> tuple[int, int, Any]:
+    first = pending[0][2]
+    xp = get_namespace(first)
+    out = xp.empty((rows, d), dtype=xp.float64, device=_device(first))
+    start = pending[0][0]
+    for a, b, blk in pending:
+        out[a - start : b - start, :] = xp.astype(blk, xp.float64)
+    return start, start + rows, out
 
 
 def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> GroupStats:
@@ -296,9 +303,8 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
     G = folds.n_groups
     st: GroupStats | None = None
     Yd = None
-    for a, b, block in coalesce(source.blocks(), source.d):
-        xp = get_namespace(block)
-        Xb = xp.astype(block, xp.float64)
+    for a, b, Xb in coalesce(source.blocks(), source.d):
+        xp = get_namespace(Xb)  # Xb: a fresh float64 block, modified in place below
         if st is None:
             Yd = _targets_on(Y, Xb)
             d, q = Xb.shape[1], Yd.shape[1]
@@ -313,7 +319,7 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
                 xty=[zeros(d, q) for _ in range(G)],
             )
         assert Yd is not None
-        Xb = Xb - st.shift_x
+        Xb -= st.shift_x
         Yb = Yd[a:b, ...] - st.shift_y
         g_blk = group[a:b]
         for g in np.unique(g_blk):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,23 @@ class _Progress:
             self.step(msg["run"], int(msg["step"]), int(msg["total"]))
 
 
+@contextmanager
+def _keep_malloc_defaults() -> Iterator[None]:
+    """Start local workers without distributed's ``MALLOC_TRIM_THRESHOLD_=65536``.
+
+    That setting makes glibc return freed memory at once, so every training step re-maps its
+    tensors (measured: 6 s of system time and 75% more wall time for a 100-step run). Clusters
+    given by address keep their own environment.
+    """
+    import dask
+    import distributed  # noqa: F401  (loads the distributed config)
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        yield
+
+
 def _failure(spec: RunSpec, e: BaseException) -> dict[str, Any]:
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if not isinstance(e, ActstoreError):
@@ -292,7 +310,7 @@ def run_sweep(
             from actstore._dask import dask_client
 
             workers = n_workers or min(len(todo), default_workers())
-            with dask_client(scheduler, workers) as client:
+            with _keep_malloc_defaults(), dask_client(scheduler, workers) as client:
                 client.subscribe_topic(_TOPIC, bars.event)
                 futures = {
                     client.submit(_dask_task, spec, store, weights_dir, pure=False,

@@ -293,7 +293,7 @@ def render(
     params: RenderParams,
     size: int,
     texture_period: float | None = None,
-    chunk: int = 256,
+    chunk: int | None = None,
 ) -> np.ndarray:
     """Render a batch of Trifeature images.
 
@@ -305,9 +305,9 @@ def render(
         Image side in pixels.
     texture_period : float, optional
         Texture period in pixels (default :func:`default_texture_period`).
-    chunk : int
-        Images rendered at once; bounds the temporary memory to about ``chunk * size**2 * 80``
-        bytes.
+    chunk : int, optional
+        Images rendered at once (default: about 2**18 pixels, which keeps the temporaries in
+        cache); the temporary memory is about ``chunk * size**2 * 80`` bytes.
 
     Returns
     -------
@@ -317,6 +317,7 @@ def render(
         raise ActstoreError(f"image size {size} is too small; use at least 8 pixels")
     period = default_texture_period(size) if texture_period is None else float(texture_period)
     n = len(params)
+    chunk = chunk or max(1, 2**18 // (size * size))
     out = np.empty((n, 3, size, size), dtype=np.uint8)
     coords = np.arange(size, dtype=np.float64) + 0.5  # pixel centres
     px = coords[None, None, :]  # (1, 1, W)

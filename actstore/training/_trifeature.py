@@ -66,8 +66,8 @@ def heldout_mask(anchor: str, n_heldout: int, cv_split: int = 0) -> np.ndarray:
             f"impossible split: n_heldout={n_heldout} of {N_VALUES} values per non-target "
             f"feature; use 0 to {N_VALUES - 1} so that some values remain for training"
         )
-    rng = np.random.default_rng([int(cv_split), _SPLIT])
     a = FEATURES.index(anchor)
+    rng = np.random.default_rng([int(cv_split), _SPLIT, a])  # one design per target feature
     allowed = np.ones((N_VALUES,) * 3, dtype=bool)
     for f in range(3):
         if f == a:

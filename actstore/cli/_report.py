@@ -1,0 +1,216 @@
+"""``actstore variance``, ``actstore complexity`` and ``actstore report``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from actstore._errors import ActstoreError
+from actstore.cli._app import command
+
+console = Console()
+
+
+def _layers(text: str | None) -> list[str] | None:
+    if text is None or text.strip() in ("", "all"):
+        return None
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _fmt(v: float) -> str:
+    return "-" if not np.isfinite(v) else f"{v:.3f}"
+
+
+@command(
+    "variance",
+    help=(
+        "Variance of each layer explained by each feature (held-out R^2 of the layer regressed "
+        "on the feature, pooled over units) for every run x checkpoint x layer; results go to "
+        "/results/variance/NAME."
+    ),
+)
+def variance_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    name: Annotated[str, typer.Option(help="Result name under /results/variance.")] = "default",
+    runs: Annotated[str, typer.Option(help="'all', or comma-separated run ids / globs.")] = "all",
+    layers: Annotated[str, typer.Option(help="'all', or comma-separated layers / globs.")] = (
+        "all"
+    ),
+    checkpoints: Annotated[
+        str, typer.Option(help="'all', 'first', 'last', or comma-separated steps.")
+    ] = "all",
+    features: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated features (default: every label but heldout_*)."),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Stratified cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
+    split: Annotated[
+        str | None, typer.Option(help="Label array with an explicit train/validation split.")
+    ] = None,
+    denominator: Annotated[
+        str, typer.Option(help="r2_final over training: 'final' (the final checkpoint's total "
+                               "variance) or 'own'.")
+    ] = "final",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a running Dask scheduler.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Local Dask worker processes (1 = in this process).")
+    ] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    from actstore.probes import run_variance
+
+    ds = run_variance(
+        store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
+        features=features, n_splits=folds, seed=seed, split=split, denominator=denominator,
+        scheduler=scheduler, n_workers=workers,
+    )
+    last = ds.isel(checkpoint=-1)["r2"].mean("run", skipna=True)  # (layer, feature)
+    if as_json:
+        typer.echo(json.dumps({
+            "store": store, "result": f"results/variance/{name}",
+            "runs": ds.run.values.tolist(), "layers": ds.layer.values.tolist(),
+            "checkpoints": ds.checkpoint.values.tolist(), "features": ds.feature.values.tolist(),
+            "r2_last": {str(f): {str(x): float(last.sel(layer=x, feature=f))
+                                 for x in ds.layer.values} for f in ds.feature.values},
+        }))
+        return
+    t = Table(title=f"variance explained (held-out R^2), step {int(ds.checkpoint[-1])}, "
+                    "mean over runs")
+    t.add_column("feature")
+    for x in ds.layer.values:
+        t.add_column(str(x), justify="right")
+    for f in ds.feature.values:
+        t.add_row(str(f), *[_fmt(float(last.sel(layer=x, feature=f))) for x in ds.layer.values])
+    console.print(t)
+    console.print(f"written to {store} results/variance/{name}")
+
+
+@command(
+    "complexity",
+    help=(
+        "Dictionary features (NMF of a layer, k atoms) of each run, the V-information of each "
+        "feature from every layer and checkpoint (ridge probes), complexity K = 1 - mean over "
+        "layers, time-to-decode and signed importance; results go to "
+        "/results/complexity/NAME, codes to /results/nmf/NAME.RUN."
+    ),
+)
+def complexity_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    name: Annotated[str, typer.Option(help="Result name.")] = "default",
+    runs: Annotated[str, typer.Option(help="'all', or comma-separated run ids / globs.")] = "all",
+    k: Annotated[int, typer.Option("-k", "--k", help="Dictionary features per run.")] = 32,
+    layer: Annotated[
+        str | None, typer.Option(help="Factorised layer (default: the input of the read-out).")
+    ] = None,
+    step: Annotated[
+        int | None, typer.Option(help="Checkpoint of the dictionary (default: the last).")
+    ] = None,
+    layers: Annotated[
+        str | None, typer.Option(help="Probed layers (default: every layer up to --layer).")
+    ] = None,
+    head_layer: Annotated[str, typer.Option(help="The recorded logits layer.")] = "out",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the NMF.")] = 0,
+    split: Annotated[
+        str | None, typer.Option(help="Label array with an explicit train/validation split.")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="V-information that counts as decodable (decodable_step).")
+    ] = 0.5,
+    checkpoints: Annotated[
+        bool, typer.Option("--checkpoints/--no-checkpoints",
+                           help="Decode the features at every checkpoint (time-to-decode).")
+    ] = True,
+    importance: Annotated[
+        bool, typer.Option("--importance/--no-importance",
+                           help="Gradient x activation of the class logits.")
+    ] = True,
+    negative: Annotated[
+        str, typer.Option(help="Negative activations: 'clip' to zero or 'error'.")
+    ] = "clip",
+    max_epochs: Annotated[int, typer.Option(help="NMF passes over the data.")] = 200,
+    batch_rows: Annotated[int, typer.Option(help="NMF minibatch rows.")] = 2048,
+    device: Annotated[
+        str, typer.Option(help="numpy, torch (CPU), cuda or cupy for the arithmetic.")
+    ] = "numpy",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a running Dask scheduler.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Local Dask worker processes, one run each (1 = in process).")
+    ] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    from actstore.probes import run_complexity
+    from actstore.probes._backend import BACKENDS
+
+    if device not in BACKENDS:
+        raise ActstoreError(f"unknown device {device!r}; choose one of {', '.join(BACKENDS)}")
+    ds = run_complexity(
+        store, name=name, runs=runs, k=k, layer=layer, step=step, layers=_layers(layers),
+        head_layer=head_layer, n_splits=folds, seed=seed, split=split,
+        over_checkpoints=checkpoints, threshold=threshold, importance=importance,
+        negative=negative, max_epochs=max_epochs, batch_rows=batch_rows,
+        backend=None if device == "numpy" else device, scheduler=scheduler, n_workers=workers,
+    )
+    rows = []
+    for i, r in enumerate(ds.run.values):
+        comp = ds["complexity"].values[i]
+        ok = np.isfinite(comp)
+        rows.append({
+            "run": str(r), "layer": str(ds["source_layer"].values[i]),
+            "step": int(ds["source_checkpoint"].values[i]),
+            "nmf_relative_error": float(ds["nmf_relative_error"].values[i]),
+            "mean_complexity": float(comp[ok].mean()) if ok.any() else None,
+            "features": int(ok.sum()),
+        })
+    if as_json:
+        typer.echo(json.dumps({"store": store, "result": f"results/complexity/{name}",
+                               "codes": f"results/nmf/{name}.<run>", "runs": rows}))
+        return
+    t = Table(title=f"dictionary features (k={k}) and complexity")
+    for col in ("run", "layer", "step", "NMF rel. error", "mean K", "features"):
+        t.add_column(col, justify="left" if col in ("run", "layer") else "right")
+    for row in rows:
+        mk = row["mean_complexity"]
+        t.add_row(row["run"], row["layer"], str(row["step"]), _fmt(row["nmf_relative_error"]),
+                  "-" if mk is None else f"{mk:.3f}", str(row["features"]))
+    console.print(t)
+    console.print(f"written to {store} results/complexity/{name} (codes: results/nmf/{name}.*)")
+
+
+@command(
+    "report",
+    help=(
+        "Write an HTML page (index.html + PNG figures) summarising every result in the store's "
+        "/results: probes, variance, similarity, alignment, complexity."
+    ),
+)
+def report_cmd(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    out: Annotated[
+        str | None, typer.Option("--out", help="Report folder (default: STORE-report next to "
+                                                "the store).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    from actstore.probes import write_report
+
+    rep = write_report(store, out=out, title=title)
+    if as_json:
+        typer.echo(json.dumps({"index": rep.path, "figures": rep.figures,
+                               "sections": rep.sections, "problems": rep.problems}))
+        return
+    for p in rep.problems:
+        typer.echo(f"actstore: warning: {p}", err=True)
+    console.print(f"report: {rep.path} ({len(rep.sections)} results, {len(rep.figures)} "
+                  "figures)")

@@ -1,0 +1,388 @@
+"""``actstore report``: one static HTML page (plus PNG figures) summarising a store's results.
+
+The page lists the runs (model, task, seed, checkpoints, final accuracy), then one section per
+result under ``/results``: its description, its figures (:mod:`._plots`), and a summary table.
+Analyses without a dedicated section (written by other tools) are listed with their variables,
+so that nothing in ``/results`` is left out. The folder holds ``index.html`` and the PNGs,
+referenced relatively: it can be copied or served as it is. Nothing is loaded from the network.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+from actstore.probes import _plots as P
+
+__all__ = ["Report", "default_report_dir", "write_report"]
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc;
+       padding-bottom: 0.2em; margin-top: 2em; } h3 { margin-top: 1.5em; }
+.meta { color: #666; font-size: 0.9em; } .desc { color: #444; max-width: 60em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.8em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; display: block; }
+nav ul { columns: 2; } code, pre { background: #f6f6f6; padding: 0.1em 0.3em; }
+pre { padding: 0.8em; overflow-x: auto; } .problem { color: #a00; }
+"""
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote.
+
+    Attributes
+    ----------
+    path : str
+        ``index.html``.
+    figures : list of str
+        PNG files.
+    sections : list of str
+        ``analysis/name`` of every result summarised.
+    problems : list of str
+        Figures or tables that could not be made (with the reason); also shown on the page.
+    """
+
+    path: str
+    figures: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def default_report_dir(url: str) -> str:
+    """``<store>-report`` next to a local store (``demo.zarr`` -> ``demo-report``)."""
+    if "://" in str(url) and not str(url).startswith("file://"):
+        raise ActstoreError(
+            f"{url} is not a local path; give the report folder with --out"
+        )
+    p = Path(str(url).removeprefix("file://")).resolve()
+    stem = p.name[:-5] if p.name.endswith(".zarr") else p.name
+    return str(p.parent / f"{stem}-report")
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "result"
+
+
+def _table(df: Any, float_format: str = "{:.3f}") -> str:
+    """An HTML table from a DataFrame (cells escaped)."""
+    cols = [str(c) for c in df.columns]
+    head = "".join(f"<th>{_e(c)}</th>" for c in [df.index.name or "", *cols])
+    rows = []
+    for idx, row in df.iterrows():
+        cells = []
+        for v in row.tolist():
+            if isinstance(v, (float, np.floating)):
+                cells.append("-" if not np.isfinite(v) else float_format.format(float(v)))
+            else:
+                cells.append(_e(v))
+        rows.append(f"<tr><td>{_e(idx)}</td>" + "".join(f"<td>{c}</td>" for c in cells)
+                    + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _run_table(store: Any) -> tuple[str, dict[str, list[str]]]:
+    import pandas as pd
+
+    rows, targets = {}, {}
+    for rid in store.run_ids():
+        rd = store.reader(rid)
+        a = rd.attrs
+        cfg = a.get("config") if isinstance(a.get("config"), dict) else {}
+        heads = [str(h["name"]) for h in (cfg.get("task") or {}).get("heads", [])]
+        if heads:
+            targets[rid] = heads
+        acc = ""
+        val = ((a.get("metrics") or {}).get("val") or {}).get("acc") or {}
+        if isinstance(val, dict) and val:
+            acc = ", ".join(f"{h} {v[-1]:.2f}" for h, v in val.items()
+                            if isinstance(v, list) and v)
+        steps = rd.complete_steps
+        rows[rid] = {
+            "model": a.get("model", ""), "task": a.get("task", ""), "seed": a.get("seed", ""),
+            "dataset": a.get("dataset", ""),
+            "checkpoints": f"{len(steps)} ({steps[0]}..{steps[-1]})" if steps else "0",
+            "layers": len(rd.layers), "final val. accuracy": acc or "-",
+        }
+    if not rows:
+        return "<p>The store holds no runs.</p>", targets
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "run"
+    return _table(df), targets
+
+
+def _mean_table(da: Any, index: str, columns: str) -> Any:
+    """Mean over every other dimension of a DataArray, as a DataFrame ``index x columns``."""
+    import pandas as pd
+
+    other = [d for d in da.dims if d not in (index, columns)]
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = da.mean(other, skipna=True) if other else da
+    m = m.transpose(index, columns)
+    df = pd.DataFrame(m.values, index=[str(v) for v in m[index].values],
+                      columns=[str(v) for v in m[columns].values])
+    df.index.name = index
+    return df
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _probes(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
+    from actstore.probes._engine import summary_table
+
+    fig("layers", P.plot_probe_layers, ds, targets=ctx.get("targets"))
+    fig("checkpoints", P.plot_probe_checkpoints, ds)
+    table = summary_table(ds)
+    table.index.name = "feature"
+    _, decoder = P.probe_score(ds)
+    return (f"<p>Held-out score of the <b>{_e(decoder)}</b> decoders (accuracy; R<sup>2</sup>"
+            f" for continuous features), first &rarr; last checkpoint, mean over runs. "
+            f"{int(ds['done'].sum()) if 'done' in ds else '?'} jobs; folds: "
+            f"{_e(ds.attrs.get('folds', '?'))}.</p>" + _table(table))
+
+
+def _variance(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
+    fig("variance", P.plot_variance, ds)
+    last = ds.isel(checkpoint=-1)
+    df = _mean_table(last["r2"], "feature", "layer")
+    return (f"<p>Held-out R<sup>2</sup> of each layer regressed on each feature at step "
+            f"{int(ds['checkpoint'].values[-1])} (mean over runs). Folds: "
+            f"{_e(ds.attrs.get('folds', '?'))}; denominator over training: "
+            f"{_e(ds.attrs.get('denominator', '?'))}.</p>" + _table(df))
+
+
+def _similarity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
+    import pandas as pd
+
+    fig("heatmap", P.plot_similarity, ds)
+    S = np.asarray(ds["similarity"].values, dtype=float)
+    M = S.shape[0]
+    off = S[~np.eye(M, dtype=bool)] if M > 1 else np.array([np.nan])
+    text = (f"<p>{M} representations, metric <b>{_e(ds.attrs.get('metric', '?'))}</b> "
+            f"{_e(ds.attrs.get('params', ''))}, {_e(ds.attrs.get('n_stimuli', '?'))} stimuli. "
+            f"Off-diagonal similarity: mean {np.nanmean(off):.3f}, min {np.nanmin(off):.3f}, "
+            f"max {np.nanmax(off):.3f}.</p>")
+    if "layer_a" in ds.coords and "layer_b" in ds.coords:
+        la = [str(v) for v in ds["layer_a"].values]
+        layers = list(dict.fromkeys(la))
+        if len(layers) > 1:
+            # mean similarity between layers over all pairs of representations
+            tab = np.full((len(layers), len(layers)), np.nan)
+            arr = np.asarray(la)
+            for i, x in enumerate(layers):
+                for j, y in enumerate(layers):
+                    block = S[np.ix_(arr == x, arr == y)]
+                    if x == y and block.shape[0] > 1:
+                        block = block[~np.eye(block.shape[0], dtype=bool)]
+                    tab[i, j] = np.nanmean(block) if block.size else np.nan
+            df = pd.DataFrame(tab, index=layers, columns=layers)
+            df.index.name = "layer"
+            text += "<p>Mean similarity between layers (over runs and checkpoints):</p>"
+            text += _table(df)
+    return text
+
+
+def _complexity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    fig("complexity", P.plot_complexity, ds)
+    rows = {}
+    for i, r in enumerate(ds["run"].values):
+        comp = ds["complexity"].values[i]
+        row: dict[str, Any] = {
+            "layer": str(ds["source_layer"].values[i]),
+            "step": int(ds["source_checkpoint"].values[i]),
+            "NMF rel. error": float(ds["nmf_relative_error"].values[i]),
+            "mean K": float(np.nanmean(comp)) if np.isfinite(comp).any() else np.nan,
+        }
+        if ds.sizes.get("target", 0):
+            imp = np.nanmean(ds["importance"].values[i], axis=0)
+            ok = np.isfinite(imp) & np.isfinite(comp)
+            row["Spearman(K, importance)"] = (
+                float(spearmanr(comp[ok], imp[ok]).statistic) if ok.sum() > 2 and np.ptp(
+                    imp[ok]) > 0 else np.nan)
+        rows[str(r)] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "run"
+    return (f"<p>{ds.sizes['atom']} dictionary features per run; complexity "
+            f"K = 1 - mean V-information over {ds.sizes['layer']} layers. Codes: "
+            f"<code>{_e(ds.attrs.get('codes', ''))}</code>.</p>" + _table(df))
+
+
+def _alignment(group: dict[str, Any], fig: Callable[..., str], ctx: dict[str, Any]) -> str:
+    import pandas as pd
+
+    from actstore.probes._simjobs import summary_rows
+
+    fig("alignment", P.plot_alignment, group)
+    df = pd.DataFrame(summary_rows(group))
+    keep = [c for c in ("layer", "run_a", "run_b", "bipartite_corr_mean", "semi_corr_mean",
+                        "bipartite_mi_mean", "mixed_clusters") if c in df.columns]
+    df = df[keep].set_index("layer")
+    return f"<p>{len(group)} layers aligned between runs.</p>" + _table(df.fillna(np.nan))
+
+
+def _generic(ds: Any) -> str:
+    items = "".join(
+        f"<li><code>{_e(k)}</code> {_e(tuple(v.dims))}</li>" for k, v in ds.data_vars.items()
+    )
+    return f"<p>Variables:</p><ul>{items}</ul>"
+
+
+_SECTIONS: dict[str, Callable[..., str]] = {
+    "probes": _probes,
+    "variance": _variance,
+    "similarity": _similarity,
+    "complexity": _complexity,
+}
+
+
+def _groups(store: Any) -> list[tuple[str, str, Any]]:
+    """``(analysis, name, dataset or {layer: dataset})`` for every result, in a stable order.
+
+    Alignment results ``<name>.<layer>`` are grouped by name; NMF codes are summarised in
+    their complexity result's section.
+    """
+    out: list[tuple[str, str, Any]] = []
+    names = store.result_names()
+    align: dict[str, dict[str, Any]] = {}
+    for full in names:
+        analysis, name = full.split("/", 1)
+        if analysis == "nmf":
+            continue
+        ds = store.read_result(analysis, name)
+        if analysis == "alignment" and "." in name:
+            base, layer = name.split(".", 1)
+            align.setdefault(base, {})[layer] = ds
+            continue
+        out.append((analysis, name, ds))
+    for base, layers in align.items():
+        out.append(("alignment", base, layers))
+    order = {k: i for i, k in enumerate(("probes", "variance", "similarity", "alignment",
+                                         "complexity"))}
+    out.sort(key=lambda t: (order.get(t[0], 99), t[0], t[1]))
+    return out
+
+
+def write_report(
+    url: str,
+    out: str | None = None,
+    title: str | None = None,
+    storage_options: dict | None = None,
+) -> Report:
+    """Write ``index.html`` and its PNG figures summarising every result of a store.
+
+    Parameters
+    ----------
+    url : str
+        Store path or URL.
+    out : str, optional
+        Folder of the report (created; default ``<store>-report`` next to a local store).
+    title : str, optional
+
+    Returns
+    -------
+    Report
+    """
+    from actstore.store import open_store
+
+    store = open_store(url, storage_options=storage_options)
+    folder = Path(out or default_report_dir(url))
+    if folder.exists() and not folder.is_dir():
+        raise ActstoreError(f"{folder} exists and is not a folder; choose another --out")
+    groups = _groups(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = Report(path=str(folder / "index.html"))
+    run_html, targets = _run_table(store)
+    ctx = {"targets": targets or None}
+    body: list[str] = []
+    toc: list[str] = []
+    for analysis, name, ds in groups:
+        key = f"{analysis}/{name}"
+        anchor = _slug(key)
+        toc.append(f'<li><a href="#{anchor}">{_e(key)}</a></li>')
+        figs: list[tuple[str, str]] = []
+
+        def fig(label: str, fn: Callable[..., str], data: Any, _a: str = analysis,
+                _n: str = name, _figs: list = figs, **kw: Any) -> str:
+            fname = f"{_slug(_a)}-{_slug(_n)}-{label}.png"
+            try:
+                fn(data, str(folder / fname), **kw)
+            except Exception as e:  # a figure that cannot be drawn is reported, not fatal
+                report.problems.append(f"{_a}/{_n} {label}: {type(e).__name__}: {e}")
+                return ""
+            report.figures.append(str(folder / fname))
+            _figs.append((label, fname))
+            return fname
+
+        try:
+            if analysis == "alignment":
+                text = _alignment(ds, fig, ctx)
+            elif analysis in _SECTIONS:
+                text = _SECTIONS[analysis](ds, fig, ctx)
+            else:
+                text = _generic(ds)
+        except Exception as e:
+            msg = f"{key}: {type(e).__name__}: {e}"
+            report.problems.append(msg)
+            text = f'<p class="problem">Could not summarise this result: {_e(msg)}</p>'
+        attrs = ds.attrs if hasattr(ds, "attrs") else next(iter(ds.values())).attrs
+        desc = attrs.get("description", "")
+        imgs = "".join(f'<img src="{_e(f)}" alt="{_e(key)} {_e(lab)}">' for lab, f in figs)
+        body.append(
+            f'<h3 id="{anchor}">{_e(key)}</h3>'
+            + (f'<p class="desc">{_e(desc)}</p>' if desc else "")
+            + imgs + text
+        )
+        report.sections.append(key)
+    problems = "".join(f'<li class="problem">{_e(p)}</li>' for p in report.problems)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    from actstore import __version__
+
+    title = title or f"actstore report: {Path(str(url)).name}"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{_e(title)}</h1>
+<p class="meta">Store <code>{_e(url)}</code> &middot; {len(store.run_ids())} runs &middot;
+{len(report.sections)} results &middot; written {_e(now)} by actstore {_e(__version__)}</p>
+<nav><h2>Contents</h2><ul><li><a href="#runs">Runs</a></li>{''.join(toc)}</ul></nav>
+<h2 id="runs">Runs</h2>
+{run_html}
+<h2>Results</h2>
+{''.join(body) if body else '<p>No results yet: run <code>actstore probe</code>, '
+ '<code>actstore similarity</code>, <code>actstore variance</code> or '
+ '<code>actstore complexity</code> on the store first.</p>'}
+{f'<h2>Problems</h2><ul>{problems}</ul>' if problems else ''}
+<h2>Open the data yourself</h2>
+<pre>import xarray as xr
+tree = xr.open_datatree({_e(repr(str(url)))}, engine="zarr")
+tree["results/&lt;analysis&gt;/&lt;name&gt;"].to_dataset()</pre>
+</body></html>
+"""
+    Path(report.path).write_text(page, encoding="utf-8")
+    return report
