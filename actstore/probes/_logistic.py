@@ -305,6 +305,8 @@ def _lbfgs(
     tol: float,
     max_iter: int,
     memory: int = 10,
+    h0: str = "kfac",
+    scale: bool = True,
 ) -> tuple[Any, Any, Any, np.ndarray, np.ndarray]:
     """Batched L-BFGS over all (fold, feature) problems of one penalty.
 
@@ -328,7 +330,15 @@ def _lbfgs(
             ac = prob.to_cols(a)
             qW, qb = qW - ac[None] * yW, qb - ac * yb
             alphas.append(a)
-        rW, rb = prob.precondition(qW, qb, prob.curvature(P), lam)
+        rW, rb = _h0(prob, qW, qb, P, lam, h0)
+        if scale and hist:
+            sW, sb, yW, yb, rho = hist[-1]
+            HyW, Hyb = _h0(prob, yW, yb, P, lam, h0)
+            yHy = prob.dot(yW, yb, HyW, Hyb)
+            sy = prob.dot(sW, sb, yW, yb)
+            good = (rho > 0) & (yHy > 0)
+            gamma = prob.to_cols(xp.where(good, sy / xp.where(good, yHy, 1.0), 1.0))
+            rW, rb = rW * gamma[None], rb * gamma
         for (sW, sb, yW, yb, rho), a in zip(hist, reversed(alphas), strict=True):
             beta = rho * prob.dot(yW, yb, rW, rb)
             c = prob.to_cols(a - beta)
@@ -338,7 +348,7 @@ def _lbfgs(
         bad = _np(slope) >= 0
         if bad.any():  # not a descent direction: restart from the preconditioned gradient
             hist.clear()
-            rW, rb = prob.precondition(gW, gb, prob.curvature(P), lam)
+            rW, rb = _h0(prob, gW, gb, P, lam, h0)
             pW, pb = -rW * act_c[None], -rb * act_c
             slope = prob.dot(pW, pb, gW, gb)
         t = np.ones((prob.K, prob.F))
@@ -380,6 +390,13 @@ def _lbfgs(
         done = done | (_np(prob.gmax(gW, gb)) <= tol) | stalled
     converged = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
     return W, b, logp, n_iter, converged
+
+
+def _h0(prob: _Problem, gW: Any, gb: Any, P: Any, lam: Any, kind: str) -> tuple[Any, Any]:
+    if kind == "kfac":
+        return prob.precondition(gW, gb, prob.curvature(P), lam)
+    lam_c = prob.to_cols(lam)
+    return gW / (0.25 + lam_c[None] * prob.omega[:, None, None]), gb / 0.25
 
 
 def _np(x: Any) -> np.ndarray:

@@ -362,6 +362,13 @@ def dump_many(
         st.consolidate()
     ps_name = ps_obj.name if ps_obj is not None else str(probe_set)
     st.probe_set(ps_name, inputs=False)  # exists, or a clear error
+    # workers resolve paths against their own working directory: send absolute ones
+    if "://" not in store:
+        store = str(Path(store).resolve())
+    mod, sep, fn = model.rpartition(":")
+    if mod.endswith(".py"):
+        model = f"{Path(mod).resolve()}{sep}{fn}"
+    checkpoint_dirs = [Path(d).resolve() for d in checkpoint_dirs]
     kwargs = {**kwargs, "model": model}
     from distributed import as_completed
 

@@ -151,6 +151,10 @@ class Dataset(ABC):
         """Draw the training and validation sets of a task (deterministic in ``seed``)."""
 
     @abstractmethod
+    def probe_params(self) -> dict[str, Any]:
+        """The parameters the probe set depends on (JSON)."""
+
+    @abstractmethod
     def probe_set(self) -> Any:
         """The fixed probe stimuli of this dataset (an :class:`actstore.store.ProbeSet`).
 

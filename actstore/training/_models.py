@@ -15,7 +15,6 @@ Outputs: logits of every head concatenated, ``(B, sum of n_classes)`` in head or
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -261,10 +260,3 @@ class MLP(HeadedModel):
             x = getattr(self, f"fc{i + 1}")(x)
         return self.out(x)  # (B, n_outputs)
 
-
-def describe(model: Any) -> dict[str, Any]:
-    """Parameter count and recorded layers of a zoo model (JSON)."""
-    return {
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-        "layers": list(getattr(model, "actstore_layers", [])),
-    }

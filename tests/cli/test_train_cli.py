@@ -122,3 +122,18 @@ def test_dry_run_and_list(tmp_path):
     assert res.exit_code == 0
     for word in ("trifeature", "binary", "multifeature", "alexnet", "transformer", "demo"):
         assert word in res.stdout
+
+
+def test_train_on_a_dask_cluster_by_address(tmp_path, dask_cluster):
+    store = str(tmp_path / "s.zarr")
+    res = runner.invoke(app, [
+        "train", store, "-d", "binary", "-t", "label", "-m", "mlp", "-s", "0:3",
+        "--steps", "5", "--checkpoints", "3", "--set", "dataset.n_train=128",
+        "--set", "dataset.n_probe=64", "--set", "model.hidden=[16]",
+        "--scheduler", dask_cluster.address, "--json",
+    ])
+    assert res.exit_code == 0, res.output
+    assert {r["status"] for r in json.loads(res.stdout)["runs"]} == {"trained"}
+    st = open_store(store)
+    assert len(st.run_ids()) == 3
+    assert all(st.reader(r).complete.all() for r in st.run_ids())

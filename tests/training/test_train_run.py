@@ -158,3 +158,33 @@ def test_tiny_demo_overrides_are_valid():
     sweep = load_sweep("demo", overrides=TINY)
     assert len(sweep.runs) == 6
     assert all(r.train.steps == 12 for r in sweep.runs)
+
+
+def test_progress_bars_follow_worker_events_and_serial_runs(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from actstore.training._execute import _Progress
+
+    out = io.StringIO()
+    bars = _Progress(True, total=2, label="t", console=Console(file=out, width=100))
+    with bars:
+        bars.event((123.0, {"run": "r0", "step": 3, "total": 10}))  # a Dask worker event
+        task = bars.progress.tasks[bars.bars["r0"]]
+        assert (task.completed, task.total) == (3, 10)
+        bars.done("r0")
+        assert "r0" not in bars.bars
+        assert bars.progress.tasks[bars.overall].completed == 1
+
+    url = str(tmp_path / "s.zarr")
+    sweep = parse_sweep({"datasets": ["binary"], "tasks": ["label"], "models": ["mlp"],
+                         "train": {"steps": 4, "checkpoints": 2, "eval_size": 8},
+                         "dataset": {"binary": {"n_train": 32, "n_val": 8, "n_probe": 8}}})
+    out = io.StringIO()
+    seen = []
+    rep = run_sweep(sweep, url, serial=True, console=Console(file=out, width=100),
+                    on_run=seen.append)
+    assert [r["run_id"] for r in seen] == ["binary-label-mlp-s0"] == [r["run_id"]
+                                                                      for r in rep.runs]
+    assert "1/1" in out.getvalue()
