@@ -266,6 +266,8 @@ def load_study(source: str, scale: str = "small") -> Study:
     sweep_doc["name"] = f"{name}-{scale}"
     sweep = parse_sweep(sweep_doc, source=f"{path.name} [sweep] at scale {scale}")
     over = _check_keys(sc.get("analysis", {}), tuple(ANALYSES), f"[scale.{scale}.analysis]")
+    for kind, opts in over.items():
+        _check_keys(opts, ANALYSES[kind][0], f"[scale.{scale}.analysis.{kind}]")
     analyses: list[dict[str, Any]] = []
     names: set[tuple[str, str]] = set()
     for i, a in enumerate(doc.get("analysis", [])):

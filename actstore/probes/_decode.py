@@ -125,7 +125,7 @@ class ProbeConfig:
     seed: int = 0
     split: str | None = None
     device: str = "numpy"
-    tol: float = 1e-6
+    tol: float = 1e-4
     max_iter: int = 500
     logistic_dtype: str = "float64"
     cache_mb: float = 256.0

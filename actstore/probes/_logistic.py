@@ -305,8 +305,6 @@ def _lbfgs(
     tol: float,
     max_iter: int,
     memory: int = 10,
-    h0: str = "kfac",
-    scale: bool = True,
 ) -> tuple[Any, Any, Any, np.ndarray, np.ndarray]:
     """Batched L-BFGS over all (fold, feature) problems of one penalty.
 
@@ -330,10 +328,12 @@ def _lbfgs(
             ac = prob.to_cols(a)
             qW, qb = qW - ac[None] * yW, qb - ac * yb
             alphas.append(a)
-        rW, rb = _h0(prob, qW, qb, P, lam, h0)
-        if scale and hist:
+        curv = prob.curvature(P)
+        rW, rb = prob.precondition(qW, qb, curv, lam)
+        if hist:
+            # Shanno scaling of the initial inverse Hessian by the latest curvature pair.
             sW, sb, yW, yb, rho = hist[-1]
-            HyW, Hyb = _h0(prob, yW, yb, P, lam, h0)
+            HyW, Hyb = prob.precondition(yW, yb, curv, lam)
             yHy = prob.dot(yW, yb, HyW, Hyb)
             sy = prob.dot(sW, sb, yW, yb)
             good = (rho > 0) & (yHy > 0)
@@ -345,11 +345,11 @@ def _lbfgs(
             rW, rb = rW + c[None] * sW, rb + c * sb
         pW, pb = -rW * act_c[None], -rb * act_c  # search direction, zero for finished problems
         slope = prob.dot(pW, pb, gW, gb)  # (K, F), negative
-        bad = _np(slope) >= 0
-        if bad.any():  # not a descent direction: restart from the preconditioned gradient
-            hist.clear()
-            rW, rb = _h0(prob, gW, gb, P, lam, h0)
-            pW, pb = -rW * act_c[None], -rb * act_c
+        bad = (_np(slope) >= 0) & ~done
+        if bad.any():  # not a descent direction: use the preconditioned gradient there
+            badc = prob.to_cols(_asarray(bad.astype(np.float64), f))
+            rW, rb = prob.precondition(gW, gb, curv, lam)
+            pW, pb = _blend(-rW, pW, badc[None]), _blend(-rb, pb, badc)
             slope = prob.dot(pW, pb, gW, gb)
         t = np.ones((prob.K, prob.F))
         pending = ~done
@@ -392,13 +392,6 @@ def _lbfgs(
     return W, b, logp, n_iter, converged
 
 
-def _h0(prob: _Problem, gW: Any, gb: Any, P: Any, lam: Any, kind: str) -> tuple[Any, Any]:
-    if kind == "kfac":
-        return prob.precondition(gW, gb, prob.curvature(P), lam)
-    lam_c = prob.to_cols(lam)
-    return gW / (0.25 + lam_c[None] * prob.omega[:, None, None]), gb / 0.25
-
-
 def _np(x: Any) -> np.ndarray:
     from actstore.probes._backend import to_numpy
 
@@ -411,7 +404,7 @@ def fit_logistic_path(
     targets: Targets,
     folds: Folds,
     Cs: Sequence[float] = DEFAULT_CS,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
     max_iter: int = 500,
 ) -> LogisticFit:
     """Fit every (fold, categorical feature) problem along a path of penalties.
@@ -482,7 +475,7 @@ def logistic_cv(
     folds: Folds,
     Cs: Sequence[float] = DEFAULT_CS,
     stats: GroupStats | GramStats | None = None,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
     max_iter: int = 500,
 ) -> dict[str, np.ndarray]:
     """Held-out scores of multinomial logistic decoders for every fold, penalty and feature.

@@ -251,9 +251,12 @@ def plan_similarity(
         per_rep = [n * d * 8 * 2 for d in widths]
     blocks = _group(per_rep, widths, max_memory, method)
     bmax = max(len(b) for b in blocks)
-    chunks = _stimulus_chunks(n, max(n, max_memory / (3 * 16 * bmax)))
-    if method == "feature":
-        chunks = [(0, n)]
+    # What the representations of the (at most two) blocks in memory leave of the budget goes
+    # to the stacked strip buffers: taller stimulus blocks make larger, faster products.
+    held = sorted((sum(per_rep[i] for i in b) for b in blocks), reverse=True)[:2]
+    spare = max(max_memory - sum(held), max_memory // 4)
+    entries = spare / (8 * bmax * (1 if len(blocks) == 1 else 2))
+    chunks = _stimulus_chunks(n, max(n, entries)) if method == "gram" else [(0, n)]
     return Plan(method=method, n=n, chunks=chunks, blocks=blocks, cost=cost)
 
 

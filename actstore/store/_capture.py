@@ -261,11 +261,14 @@ def check_values(a: np.ndarray, layer: str, step: int, dtype: str) -> np.ndarray
 
 def weights_hash(model: Any) -> str:
     """sha256 of a model's state dict (names, dtypes, shapes and bytes)."""
+    import torch
+
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         t = v.detach().cpu().contiguous()
         h.update(k.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes() if t.dtype.is_floating_point or t.numel() else b"")
+        # raw bytes, so that dtypes numpy lacks (bfloat16, float8) hash too
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -221,6 +221,11 @@ def dump(
     elif str(probe_set).endswith(".npz"):
         ps_obj = probe_set_from_npz(probe_set)
     created = not _exists(store)
+    if created and ps_obj is None:
+        raise ActstoreError(
+            f"no probe set {probe_set!r}: {store} does not exist yet; give the probe set as an "
+            ".npz file (inputs and one label array per feature)"
+        )
     st = create_store(store) if created else open_store(store, mode="a")
     if ps_obj is None and probe_set not in st.probe_set_names():
         raise ActstoreError(
@@ -356,6 +361,11 @@ def dump_many(
         find_checkpoints(d)
     ps_obj = probe_set if isinstance(probe_set, ProbeSet) else (
         probe_set_from_npz(probe_set) if str(probe_set).endswith(".npz") else None)
+    if ps_obj is None and not _exists(store):
+        raise ActstoreError(
+            f"no probe set {probe_set!r}: {store} does not exist yet; give the probe set as an "
+            ".npz file (inputs and one label array per feature)"
+        )
     st = create_store(store) if not _exists(store) else open_store(store, mode="a")
     if ps_obj is not None:
         st.add_probe_set(ps_obj)

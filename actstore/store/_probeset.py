@@ -16,8 +16,14 @@ _RESERVED = {"sample", "inputs", "checkpoint", "status"}
 
 
 def _plain(a: object) -> np.ndarray:
+    """The form an array has after a round trip through the store, so that its hash does too:
+    strings as unicode of the longest item's width, numbers in native byte order."""
     arr = np.asarray(a)
-    return np.asarray(arr.tolist(), dtype=str) if arr.dtype.kind in "OT" else arr
+    if arr.dtype.kind in "OTU":
+        return np.asarray(arr.tolist(), dtype=str)
+    if not arr.dtype.isnative:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
 
 
 @dataclass
@@ -54,6 +60,8 @@ class ProbeSet:
         n = None
         if self.inputs is not None:
             self.inputs = np.asarray(self.inputs)
+            if not self.inputs.dtype.isnative:
+                self.inputs = self.inputs.astype(self.inputs.dtype.newbyteorder("="))
             n = len(self.inputs)
         if self.sample is None:
             if n is None:
@@ -99,7 +107,7 @@ class ProbeSet:
 
     @property
     def hash(self) -> str:
-        """sha256 over sample ids, labels, inputs and generator attributes."""
+        """sha256 over sample ids, labels (names, dtypes, bytes) and inputs."""
         h = hashlib.sha256()
         assert self.sample is not None
         for name, arr in [("sample", self.sample), *sorted(self.labels.items())]:

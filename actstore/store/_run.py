@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import threading
 import time
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from actstore._errors import ActstoreError, ProvenanceError, StoreError
+from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
 from actstore.store import _layout as L
 from actstore.store._lease import Lease, settle_delay
 
@@ -206,6 +207,7 @@ class RunWriter:
         self._lease = Lease(store.url, run_id)
         self._created = False
         self._entered = False
+        self._n_slots_entered = 0
 
     # -- attributes --------------------------------------------------------------------------
     def _put_attrs(self, updates: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
@@ -235,10 +237,15 @@ class RunWriter:
         self._ps_hash = ps_group.attrs["actstore.hash"]
         self._ps_features = list(ps_group.attrs.get("actstore.features", []))
         runs = st._group(L.RUNS)
-        existing = runs[self.run_id] if self.run_id in runs else None
-        current_writer = dict(existing.attrs).get(L.ATTR_WRITER) if existing is not None else None
-        self._lease.acquire_local(current_writer)
         try:
+            self._lease.acquire_local(None)
+        except WriterConflictError:
+            holder = dict(runs[self.run_id].attrs).get(L.ATTR_WRITER) if (
+                self.run_id in runs) else None
+            raise self._lease._conflict(holder) from None
+        try:
+            # read under the lock: a writer that held the run until now may have changed it
+            existing = runs[self.run_id] if self.run_id in runs else None
             self._enter_locked(runs, existing)
         except BaseException:
             self._lease.release()
@@ -290,6 +297,7 @@ class RunWriter:
         self._lease.start_heartbeat(lambda: self._put_attrs({L.ATTR_WRITER: self._lease.stamp()}))
         if self._created:
             self._create_layout()
+        self._n_slots_entered = len(self._attrs.get(L.ATTR_STEPS, []))
         self._add_slots(self.steps)
 
     def _check_provenance(self, old: dict[str, Any]) -> None:
@@ -504,6 +512,7 @@ class RunWriter:
 
     # -- leaving -----------------------------------------------------------------------------
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        removed = False
         try:
             status: Any = (
                 np.asarray(self.group["status"][...]) if "status" in self.group else []
@@ -512,13 +521,39 @@ class RunWriter:
             if exc_type is not None and self._created and nothing_done:
                 # a run made by this writer that never completed a slot leaves no trace
                 del self.store.root[L.RUNS][self.run_id]
+                removed = True
             else:
+                if exc_type is not None:
+                    with contextlib.suppress(Exception):
+                        self._drop_unused_slots()
                 self._put_attrs({}, remove=(L.ATTR_WRITER,))
         finally:
             self._lease.release()
         if exc_type is None:
             self.store.refresh()
             self.store.consolidate()
+        elif not removed:
+            # complete slots written before the failure stay: plain xarray must see them too
+            with contextlib.suppress(Exception):
+                self.store.refresh()
+                self.store.consolidate()
+
+    def _drop_unused_slots(self) -> None:
+        """After a failed write: remove the empty slots at the end that this writer added, so
+        that the run's slot table is as it was."""
+        planned = [int(s) for s in self._attrs.get(L.ATTR_STEPS, [])]
+        status = np.asarray(self.group["status"][...])
+        steps = np.asarray(self.group["checkpoint"][...])
+        keep = min(len(planned), len(status))
+        while (keep > self._n_slots_entered and status[keep - 1] == L.STATUS_EMPTY
+               and steps[keep - 1] == -1):
+            keep -= 1
+        if keep == len(planned):
+            return
+        for name in ["checkpoint", "status", *self._attrs.get(L.ATTR_LAYERS, {})]:
+            arr = self.group[name]
+            arr.resize((keep, *arr.shape[1:]))
+        self._put_attrs({L.ATTR_STEPS: planned[:keep]})
 
 
 def _version() -> str:

@@ -309,8 +309,13 @@ class Store:
 
 def undo_additions(url: str, store: Store, created: bool, probe_set: str | None) -> None:
     """After a failed command: remove the store it created, or the probe set it added that no
-    run uses, so that the store is left as it was."""
-    if created:
+    run uses, so that the store is left as it was.
+
+    A store that holds runs is kept even if this command created it: their complete slots
+    (written before the failure, or by other processes writing other runs) are never removed.
+    """
+    store.refresh()
+    if created and not store.run_ids():
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(url)
@@ -318,7 +323,6 @@ def undo_additions(url: str, store: Store, created: bool, probe_set: str | None)
             fs.rm(path, recursive=True)
         return
     if probe_set is not None:
-        store.refresh()
         if probe_set not in {store.reader(r).attrs.get("probe_set") for r in store.run_ids()}:
             store.remove_probe_set(probe_set)
             store.consolidate()

@@ -216,11 +216,12 @@ def load_saved_model(config: str | os.PathLike[str], step: int | None = None) ->
 def _save_weights(directory: Path, step: int, model: Any) -> None:
     import torch
 
+    # always (re)written: a file left by an earlier run with another config must not stand
+    # next to this run's config.json
     f = directory / f"step_{step:08d}.pt"
-    if not f.exists():
-        tmp = f.with_suffix(".tmp")
-        torch.save({"step": step, "state_dict": model.state_dict()}, tmp)
-        tmp.replace(f)
+    tmp = f.with_suffix(".tmp")
+    torch.save({"step": step, "state_dict": model.state_dict()}, tmp)
+    tmp.replace(f)
 
 
 def train_run(
@@ -258,6 +259,13 @@ def train_run(
     attrs = spec.resolve()
     run_id = spec.run_id
     steps = spec.train.checkpoint_steps()
+    if weights_dir is not None:
+        saved = Path(weights_dir) / run_id / "config.json"
+        if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(attrs)):
+            raise ProvenanceError(
+                f"weights directory {saved.parent} holds weights of run {run_id!r} trained with "
+                "another configuration; give another weights directory"
+            )
     ds = spec.make_dataset()
     st = open_store(store, mode="a")
     probe = ds.probe_set()

@@ -113,3 +113,35 @@ def test_help_explains_commands():
         assert cmd in res.output
     res = runner.invoke(app, ["dump", "--help"])
     assert "--probe-set" in res.output and "Reduction" in res.output
+
+
+def test_failure_after_complete_checkpoints_keeps_them(run_dir):
+    store = run_dir / "s.zarr"  # created by this dump
+    state = torch.load(run_dir / "ckpts" / "epoch50.pt", weights_only=True)["state_dict"]
+    bad = {k: v.clone() for k, v in state.items()}
+    bad["conv2.weight"].fill_(float("inf"))
+    torch.save({"step": 90, "state_dict": bad}, run_dir / "ckpts" / "epoch90.pt")
+    res = _dump(run_dir, str(store), "--json")
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "layer 'conv2' at checkpoint 90 has" in lines[0], res.output
+    rd = open_store(str(store)).reader("cnn0")
+    assert rd.complete_steps == [0, 50] and rd.steps.tolist() == [0, 50]
+    kept = {s: rd.read("fc1", s) for s in (0, 50)}
+    torch.save({"step": 90, "state_dict": state}, run_dir / "ckpts" / "epoch90.pt")
+    res = _dump(run_dir, str(store), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1]) == \
+        {"run": "cnn0", "written": [90], "skipped": [0, 50]}
+    rd = open_store(str(store)).reader("cnn0")
+    for s, arr in kept.items():
+        np.testing.assert_array_equal(rd.read("fc1", s), arr)
+
+
+def test_probe_set_name_for_a_new_store_leaves_no_store(run_dir):
+    store = run_dir / "s.zarr"
+    res = runner.invoke(app, ["dump", str(store), str(run_dir / "ckpts"), "--model",
+                              f"{FACTORIES}:small_cnn", "--probe-set", "images", "--run", "r"])
+    assert res.exit_code == 2
+    assert "no probe set 'images'" in res.output and "does not exist yet" in res.output
+    assert not store.exists()

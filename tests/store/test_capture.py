@@ -180,3 +180,17 @@ def test_models_are_importable_classes():
     assert isinstance(small_cnn(), SmallCNN)
     assert isinstance(mlp(), MLP)
     assert isinstance(tiny_transformer(), TinyTransformer)
+
+
+def test_weights_hash_of_every_float_dtype():
+    from actstore.store import weights_hash
+
+    model = small_cnn()
+    h32 = weights_hash(model)
+    assert weights_hash(small_cnn()) == h32
+    half = small_cnn().to(torch.bfloat16)
+    h16 = weights_hash(half)
+    assert h16 != h32 and weights_hash(small_cnn().to(torch.bfloat16)) == h16
+    with torch.no_grad():
+        half.out.bias[0] += 1
+    assert weights_hash(half) != h16

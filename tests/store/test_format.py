@@ -150,3 +150,18 @@ def test_results_roundtrip(store_url):
     xr.testing.assert_identical(back, ds)
     tree = actstore.open(store_url)
     assert tree["results/probes/first"]["acc"].shape == (2, 3)
+
+
+def test_probe_set_hash_survives_the_store_round_trip(store_url):
+    from actstore.store._integrity import verify
+
+    words = np.empty(6, dtype="<U12")  # wider than its longest item
+    words[:] = ["red", "blue"] * 3
+    ps = ProbeSet("p", labels={"word": words, "size": np.arange(6, dtype=">i8")},
+                  inputs=np.arange(12, dtype=">f4").reshape(6, 2))
+    st = create_store(store_url)
+    st.add_probe_set(ps)
+    assert verify(open_store(store_url)) == []  # a correct probe set is not reported corrupt
+    back = open_store(store_url).probe_set("p")
+    assert back.hash == ps.hash
+    assert not open_store(store_url, mode="a").add_probe_set(back)  # the same probe set

@@ -174,3 +174,71 @@ def test_failed_first_capture_leaves_store_as_it_was(store_url, image_probe_set)
         with st.writer("r", "images", steps=[0]) as w:
             w.capture(model, 0)
     assert _snapshot(Path(store_url)) == before
+
+
+def test_failed_new_slot_of_an_existing_run_leaves_it_as_it_was(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(model, 0)
+    before = _snapshot(Path(store_url))
+    with torch.no_grad():
+        model.fc1[0].weight[0, 0] = float("nan")
+    with pytest.raises(ActstoreError, match="at checkpoint 5 has .* NaN/Inf"):
+        with open_store(store_url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+            w.capture(model, 5)
+    rd = open_store(store_url).reader("r")
+    assert rd.planned_steps == [0] and rd.steps.tolist() == [0]
+    assert rd.array("conv1").shape[0] == 1
+    # every object but the run's attributes and the consolidated metadata is as before
+    after = _snapshot(Path(store_url))
+    skip = {"zarr.json", "runs/r/zarr.json"}
+    assert {k: v for k, v in after.items() if k not in skip} == \
+        {k: v for k, v in before.items() if k not in skip}
+
+
+def test_complete_slots_of_a_failed_write_are_visible_to_plain_xarray(store_url,
+                                                                      image_probe_set):
+    import xarray as xr
+
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with pytest.raises(ActstoreError, match="NaN/Inf"):
+        with st.writer("r", "images", steps=[0, 1]) as w:
+            w.capture(model, 0)
+            with torch.no_grad():
+                model.conv2.weight.fill_(float("inf"))
+            w.capture(model, 1)
+    tree = xr.open_datatree(store_url, engine="zarr")  # consolidated metadata, as users open it
+    run = tree["runs/r"]
+    assert run["checkpoint"].values.tolist() == [0]
+    np.testing.assert_array_equal(run["conv1"].sel(checkpoint=0).values,
+                                  open_store(store_url).reader("r").read("conv1", 0))
+
+
+def test_a_writer_reads_the_run_only_once_it_holds_the_lock(store_url, image_probe_set,
+                                                            monkeypatch):
+    from actstore.store._lease import Lease
+
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(small_cnn(), 0, layers="fc1")
+    acquire = Lease.acquire_local
+    calls = []
+
+    def late(self, current):
+        # another writer takes the run, records metrics and lets go just before this one locks
+        if not calls:
+            calls.append(1)
+            with open_store(store_url, mode="a").writer("r", "images", steps=[0]) as other:
+                other.update_attrs({"metrics": {"loss": [0.5]}})
+        return acquire(self, current)
+
+    monkeypatch.setattr(Lease, "acquire_local", late)
+    with open_store(store_url, mode="a").writer("r", "images", steps=[0]) as w:
+        assert w.is_complete(0)
+    assert calls == [1]
+    assert open_store(store_url).reader("r").attrs["metrics"] == {"loss": [0.5]}

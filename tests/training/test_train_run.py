@@ -188,3 +188,47 @@ def test_progress_bars_follow_worker_events_and_serial_runs(tmp_path):
     assert [r["run_id"] for r in seen] == ["binary-label-mlp-s0"] == [r["run_id"]
                                                                       for r in rep.runs]
     assert "1/1" in out.getvalue()
+
+
+def _mlp_spec(**train):
+    return RunSpec(dataset="binary", task="label", model="mlp", seed=0,
+                   dataset_params={"n_train": 64, "n_val": 16, "n_probe": 16},
+                   model_params={"hidden": [8]},
+                   train=TrainConfig(steps=4, checkpoints=2, eval_size=16, **train))
+
+
+def test_weights_dir_of_another_configuration_is_refused(tmp_path):
+    from actstore.store import create_store
+
+    wdir = tmp_path / "weights"
+    for name in ("a.zarr", "b.zarr"):
+        create_store(str(tmp_path / name))
+    train_run(_mlp_spec(), str(tmp_path / "a.zarr"), weights_dir=wdir)
+    rid = _mlp_spec().run_id
+    saved = {p.name: p.read_bytes() for p in (wdir / rid).iterdir()}
+    with pytest.raises(ProvenanceError, match="weights directory .* another configuration"):
+        train_run(_mlp_spec(lr=1e-2), str(tmp_path / "b.zarr"), weights_dir=wdir)
+    assert {p.name: p.read_bytes() for p in (wdir / rid).iterdir()} == saved
+    assert open_store(str(tmp_path / "b.zarr")).run_ids() == []
+
+
+def test_weights_dir_holds_the_weights_the_store_recorded(tmp_path):
+    import torch
+
+    from actstore.store import create_store
+
+    wdir = tmp_path / "weights"
+    for name in ("a.zarr", "b.zarr"):
+        create_store(str(tmp_path / name))
+    train_run(_mlp_spec(), str(tmp_path / "a.zarr"), weights_dir=wdir)
+    rid = _mlp_spec().run_id
+    stale = wdir / rid / "step_00000004.pt"
+    state = torch.load(stale, weights_only=True)
+    torch.save({"step": 4, "state_dict": {k: v * 0 for k, v in state["state_dict"].items()}},
+               stale)
+    url = str(tmp_path / "b.zarr")
+    train_run(_mlp_spec(), url, weights_dir=wdir)
+    ps_name = open_store(url).reader(rid).attrs["probe_set"]
+    dump(url, "redump", lambda: load_saved_model(wdir / rid), wdir / rid, ps_name)
+    a, b = _all(url, rid), _all(url, "redump")
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)

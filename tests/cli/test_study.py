@@ -1,0 +1,183 @@
+"""``actstore study``: the four recipes parse at both scales, bad recipes are refused before
+anything is trained, and a small study runs end to end and renders its report."""
+
+from __future__ import annotations
+
+import json
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from actstore import ActstoreError
+from actstore.cli import app
+from actstore.cli._study import ANALYSES, builtin_studies, load_study, run_study
+
+STUDIES = ("fel2024", "hermann2020", "lampinen2024", "li2016")
+
+
+def _images(index: Path) -> list[str]:
+    class P(HTMLParser):
+        srcs: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.srcs.append(dict(attrs)["src"])
+
+    p = P()
+    p.srcs = []
+    p.feed(index.read_text())
+    return p.srcs
+
+
+def _check_report(folder: Path, n_min: int) -> None:
+    index = folder / "index.html"
+    assert index.is_file()
+    srcs = _images(index)
+    assert len(srcs) >= n_min
+    for s in srcs:
+        raw = (folder / s).read_bytes()
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        w, h = struct.unpack(">II", raw[16:24])
+        assert w > 300 and h > 200
+    assert "Problems" not in index.read_text()
+
+
+def test_builtin_studies():
+    assert tuple(builtin_studies()) == STUDIES
+
+
+@pytest.mark.parametrize("name", STUDIES)
+@pytest.mark.parametrize("scale", ["small", "paper"])
+def test_every_study_parses_at_every_scale(name, scale):
+    s = load_study(name, scale)
+    assert s.name == name and s.scale == scale
+    assert s.sweep.runs and s.analyses
+    assert all(a["kind"] in ANALYSES for a in s.analyses)
+    for spec in s.sweep.runs:
+        spec.resolve()  # every model builds (on the meta device)
+    seeds = {r.seed for r in s.sweep.runs}
+    if scale == "small":
+        assert len(seeds) == 2
+    else:
+        assert len(seeds) >= 3
+
+
+def test_paper_scale_uses_the_published_sizes():
+    h = load_study("hermann2020", "paper")
+    assert {r.dataset_params["image_size"] for r in h.sweep.runs} == {224}
+    assert {r.model for r in h.sweep.runs} == {"alexnet", "resnet"}
+    assert "logistic" in h.analyses[0]["decoders"]
+    small = load_study("hermann2020", "small")
+    assert {r.dataset_params["image_size"] for r in small.sweep.runs} == {24}
+    lam = load_study("lampinen2024", "paper")
+    assert {r.variant for r in lam.sweep.runs} == {"complexity", "prevalence", "order",
+                                                   "position"}
+    assert {r.model for r in lam.sweep.runs} == {"mlp", "transformer"}
+    assert {r.variant for r in load_study("lampinen2024", "small").sweep.runs} == {
+        "complexity", "prevalence"}
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "mine.toml"
+    p.write_text(text)
+    return str(p)
+
+
+BASE = """
+name = "mine"
+[sweep]
+datasets = ["binary"]
+tasks = ["label"]
+models = ["mlp"]
+seeds = [0]
+"""
+
+
+@pytest.mark.parametrize("extra,match", [
+    ("colour = 1\n", "unknown key colour"),
+    ("[[analysis]]\nkind = \"nope\"\n", "kind must be one of"),
+    ("[[analysis]]\nkind = \"probe\"\nfoldz = 3\n", "unknown key foldz"),
+    ("[[analysis]]\nkind = \"probe\"\ndecoders = [\"svm\"]\n", "unknown decoder"),
+    ("[[analysis]]\nkind = \"probe\"\n[[analysis]]\nkind = \"probe\"\n", "named 'main'"),
+    ("[scale.small]\nvariants = [\"x\"]\n", "not variants of the sweep"),
+    ("[scale.huge]\n", "unknown key huge"),
+    ("[scale.small.analysis.probe]\nfolds = 3\nbad = 1\n", "unknown key bad"),
+])
+def test_bad_recipes_are_refused(tmp_path, extra, match):
+    with pytest.raises(ActstoreError, match=match):
+        load_study(_write(tmp_path, BASE + extra), "small")
+
+
+def test_unknown_study_and_scale_via_cli(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["study", "nope2099"])
+    assert res.exit_code == 2 and "built-in" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = runner.invoke(app, ["study", "li2016", "--scale", "huge"])
+    assert res.exit_code == 2 and "unknown scale" in res.stderr
+    res = runner.invoke(app, ["study", "li2016", "--dry-run", "--json"])
+    assert res.exit_code == 0
+    plan = json.loads(res.stdout)
+    assert plan["runs"] == ["trifeature-shape-alexnet-s0", "trifeature-shape-alexnet-s1"]
+    res = runner.invoke(app, ["study", "--list"])
+    assert res.exit_code == 0 and all(s in res.stdout for s in STUDIES)
+
+
+def test_lampinen2024_small_end_to_end(tmp_path):
+    """The smallest study, as a user runs it, in the normal test suite (about 30 s)."""
+    from actstore.store import open_store
+
+    store = tmp_path / "lamp.zarr"
+    out = tmp_path / "lamp-report"
+    res = CliRunner().invoke(app, ["study", "lampinen2024", str(store), "--workers", "1",
+                                   "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert [s["stage"] for s in rep["stages"]] == [
+        "train", "variance:main", "probe:main", "similarity:rsa", "report"]
+    assert rep["problems"] == [] and rep["failed_runs"] == []
+    assert rep["store_bytes"] > 0
+    st = open_store(str(store))
+    assert set(st.result_names()) == {"variance/main", "probes/main", "similarity/rsa"}
+    assert len(st.run_ids()) == 4
+    _check_report(out, n_min=4)
+    # Lampinen et al.'s finding at this small scale: both features of the complexity variant
+    # are learned, yet the linear one explains more of the last hidden layer's variance
+    v = st.read_result("variance", "main")
+    runs = [r for r in v.run.values.tolist() if "complexity" in r]
+    for r in runs:
+        acc = st.reader(r).attrs["metrics"]["val"]["acc"]
+        assert acc["linear"][-1] > 0.95 and acc["parity3"][-1] > 0.95
+        last = v.sel(run=r, layer="fc2").isel(checkpoint=-1)["r2"]
+        assert float(last.sel(feature="linear")) > float(last.sel(feature="parity3")) + 0.05
+    p = st.read_result("probes", "main")
+    assert np.nanmax(p["accuracy"].values) > 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,results,n_figs", [
+    ("hermann2020", {"probes/main", "similarity/rsa", "similarity/cka"}, 4),
+    ("fel2024", {"complexity/main", "probes/main"}, 3),
+    ("li2016", {"similarity/cka"}, 2),
+])
+def test_small_study_end_to_end(tmp_path, name, results, n_figs):
+    """The other small studies (minutes each; also timed by bench/studies.py)."""
+    from actstore.store import open_store
+
+    store = tmp_path / f"{name}.zarr"
+    rep = run_study(load_study(name, "small"), str(store), progress=False)
+    assert rep.problems == [] and Path(rep.report).is_file()
+    names = set(open_store(str(store)).result_names())
+    assert results <= names
+    if name == "li2016":
+        assert any(n.startswith("alignment/main-") for n in names)
+    if name == "fel2024":
+        ds = open_store(str(store)).read_result("complexity", "main")
+        c = ds["complexity"].values
+        assert np.all((c[np.isfinite(c)] >= 0) & (c[np.isfinite(c)] <= 1))
+        assert np.isfinite(ds["importance"].values).any()
+    _check_report(Path(rep.report).parent, n_figs)
