@@ -16,6 +16,7 @@ from rich.table import Table
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 from actstore.cli._store_cmds import parse_kv
+from actstore.probes._similarity import SIMILARITIES
 
 console = Console()
 err_console = Console(stderr=True)
@@ -79,7 +80,7 @@ def _floats(text: str) -> list[float]:
 def similarity_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     metric: Annotated[
-        str, typer.Option("--metric", "-m", help="cka, rbf_cka, rsa or procrustes.")
+        str, typer.Option("--metric", "-m", help=f"One of {', '.join(SIMILARITIES)}.")
     ] = "cka",
     select: Annotated[
         list[str] | None,

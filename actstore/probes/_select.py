@@ -263,9 +263,16 @@ def select(
     idx = stimulus_subset(stimuli, len(first_sample[1]), labels)
     sample = first_sample[1] if idx is None else first_sample[1][idx]
     return Selection(
-        url=store.url, refs=refs, stimuli=idx, sample=sample,
+        url=_absolute(store.url), refs=refs, stimuli=idx, sample=sample,
         storage_options=getattr(store, "storage_options", None), layer_info=info,
     )
+
+
+def _absolute(url: str) -> str:
+    """Local paths made absolute, so that workers in other directories find the store."""
+    import os
+
+    return url if "://" in url else os.path.abspath(url)
 
 
 def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndarray | None:

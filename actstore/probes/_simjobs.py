@@ -40,7 +40,7 @@ from actstore.probes._alignment import (
 )
 from actstore.probes._bootstrap import bootstrap_indices, bootstrap_replicates, summarize_bootstrap
 from actstore.probes._moments import PairMoments
-from actstore.probes._select import COORDS, Selection, select
+from actstore.probes._select import COORDS, Selection, _absolute, select
 from actstore.probes._similarity import (
     DEFAULT_MEMORY,
     _factory,
@@ -327,10 +327,9 @@ def write_heatmap(ds: Any, path: str) -> str:
         if M <= 60:
             ax.set_xticks(range(M), labels, rotation=90, fontsize=7)
             ax.set_yticks(range(M), labels, fontsize=7)
-        title = ds.attrs.get("metric", "")
         params = ds.attrs.get("params", "{}")
-        ax.set_title(f"{title} {params if params != '{}' else ''} "
-                     f"({ds.attrs.get('n_stimuli', '?')} stimuli)")
+        title = " ".join([str(ds.attrs.get("metric", "")), "" if params == "{}" else params])
+        ax.set_title(f"{title.strip()} ({ds.attrs.get('n_stimuli', '?')} stimuli)")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:
@@ -423,7 +422,7 @@ def alignment_job(
     steps = [s.refs[0].checkpoint for s in sels]
     stim = sels[0].stimuli
     tasks = [
-        (align_layer, (st.url, runs, steps, ly),
+        (align_layer, (_absolute(st.url), runs, steps, ly),
          {"stimuli": stim, "mutual_info": mutual_info, "lasso": lasso,
           "alphas": tuple(alphas if alphas is not None else DEFAULT_ALPHAS),
           "n_clusters": n_clusters, "positions": positions, "test_fraction": test_fraction,

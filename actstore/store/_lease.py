@@ -75,10 +75,8 @@ class Lease:
     def acquire_local(self, current: dict[str, Any] | None) -> None:
         """Take the lock before anything is written (local paths and memory:// only)."""
         if is_local(self.url):
-            lockdir = Path(tempfile.gettempdir()) / "actstore-locks"
-            lockdir.mkdir(exist_ok=True)
             name = hashlib.sha256(self.key.encode()).hexdigest()[:32] + ".lock"
-            fd = os.open(lockdir / name, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_lock_file(name)
             import fcntl
 
             try:
@@ -138,6 +136,40 @@ class Lease:
             with _REGISTRY_LOCK:
                 _HELD_IN_PROCESS.discard(self.key)
             self._in_process = False
+
+
+def _open_lock_file(name: str) -> int:
+    """Open (creating it if needed) a lock file in the shared lock directory.
+
+    The directory is shared by every user of the machine, like ``/tmp`` itself (mode 1777),
+    and lock files are readable and writable by all, so that two users writing one store
+    exclude each other instead of failing on permissions.
+    """
+    from actstore._errors import ActstoreError
+
+    lockdir = Path(tempfile.gettempdir()) / "actstore-locks"
+    try:
+        lockdir.mkdir(mode=0o1777)
+    except FileExistsError:
+        pass
+    if lockdir.stat().st_mode & 0o1777 != 0o1777:
+        with contextlib.suppress(OSError):  # the umask filtered mkdir's mode; only the owner
+            os.chmod(lockdir, 0o1777)       # can set it
+    path = lockdir / name
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        try:  # another user's lock file: flock works on a read-only descriptor too
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise ActstoreError(
+                f"cannot create the writer lock {path} ({e.strerror}); every user who writes "
+                f"stores needs write access to {lockdir} (chmod 1777 {lockdir})"
+            ) from None
+    else:
+        with contextlib.suppress(OSError):  # not allowed on another user's file
+            os.fchmod(fd, 0o666)
+    return fd
 
 
 def settle_delay(url: str) -> float:

@@ -232,3 +232,20 @@ def test_weights_dir_holds_the_weights_the_store_recorded(tmp_path):
     dump(url, "redump", lambda: load_saved_model(wdir / rid), wdir / rid, ps_name)
     a, b = _all(url, rid), _all(url, "redump")
     assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_dask_worker_and_serial_runs_are_identical(tmp_path):
+    sweep = parse_sweep({"datasets": ["binary"], "tasks": ["label"], "models": ["mlp"],
+                         "seeds": [0], "train": {"steps": 6, "checkpoints": 3, "eval_size": 16},
+                         "dataset": {"binary": {"n_train": 64, "n_val": 16, "n_probe": 32}},
+                         "model": {"mlp": {"hidden": [16, 8]}}})
+    a, b = str(tmp_path / "worker.zarr"), str(tmp_path / "serial.zarr")
+    rep = run_sweep(sweep, a, n_workers=1, progress=False)
+    assert [r["status"] for r in rep.runs] == ["trained"]
+    run_sweep(sweep, b, serial=True, progress=False)
+    rid = sweep.runs[0].run_id
+    slots = [open_store(u).reader(rid).group.attrs["actstore.slots"] for u in (a, b)]
+    assert [s["weights_hash"] for s in slots[0].values()] == \
+        [s["weights_hash"] for s in slots[1].values()]
+    ref, got = _all(a, rid), _all(b, rid)
+    assert set(ref) == set(got) and all(np.array_equal(ref[k], got[k]) for k in ref)
