@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -161,7 +161,7 @@ def complexity_cmd(
         negative=negative, max_epochs=max_epochs, batch_rows=batch_rows,
         backend=None if device == "numpy" else device, scheduler=scheduler, n_workers=workers,
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, r in enumerate(ds.run.values):
         comp = ds["complexity"].values[i]
         ok = np.isfinite(comp)

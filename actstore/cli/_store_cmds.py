@@ -42,7 +42,16 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-@command("dump", help="Record the activations of every checkpoint of a run into a store.")
+@command(
+    "dump",
+    help=(
+        "Record the activations of every checkpoint of a run into a store. Checkpoint files "
+        "hold a state dict (or {'step': N, 'state_dict': ...}), loaded with weights_only=True; "
+        "a file's training step is its 'step' entry or the last number in its name "
+        "(step_100.pt). Resumable: complete checkpoints are skipped after checking their "
+        "weights hash, interrupted ones are redone."
+    ),
+)
 def dump_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL (created if missing).")],
     checkpoints: Annotated[

@@ -101,7 +101,8 @@ def _variance(url: str, name: str, o: dict[str, Any], ex: dict[str, Any]) -> Any
 def _similarity(url: str, name: str, o: dict[str, Any], ex: dict[str, Any]) -> Any:
     from actstore.probes import similarity_job
 
-    sel = {k: o[k] for k in ("runs", "layers", "checkpoints", "where", "stimuli") if k in o}
+    sel: dict[str, Any] = {k: o[k] for k in ("runs", "layers", "checkpoints", "where",
+                                             "stimuli") if k in o}
     for k in ("runs", "layers"):
         if k in sel:
             sel[k] = None if sel[k] == "all" else _csv(sel[k])

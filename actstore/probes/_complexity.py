@@ -454,8 +454,8 @@ def run_complexity(
     imp = np.full((R, H, K), np.nan)
     basis = np.full((R, H), "", dtype=object)
     comp, ttd, first, mean_code = (np.full((R, K), np.nan) for _ in range(4))
-    per_run = {key: [] for key in ("layer", "checkpoint", "error", "relative_error",
-                                   "clipped", "head_residual")}
+    per_run: dict[str, list[Any]] = {key: [] for key in (
+        "layer", "checkpoint", "error", "relative_error", "clipped", "head_residual")}
     for i, p in enumerate(parts):
         for lay, v in p["vinfo_layer"].items():
             v_lay[i, lays.index(lay)] = v

@@ -140,48 +140,83 @@ class _Problem:
     reshape (n, K, features, classes) instead of a loop over features.
     """
 
-    def __init__(self, Z: Any, omega: Any, targets: Targets, folds: Folds) -> None:
+    def __init__(
+        self,
+        Z: Any,
+        omega: Any,
+        Y01: np.ndarray,
+        M: np.ndarray,
+        n_classes: Sequence[int],
+        n_train: np.ndarray,
+    ) -> None:
+        """
+        Parameters
+        ----------
+        Z : array (n, r)
+            Whitened activations.
+        omega : array (r,)
+            Penalty weight per coordinate.
+        Y01 : ndarray (n, Q)
+            0/1 one-hot targets, features ordered by class count.
+        M : ndarray (n, K)
+            Row weights of each fold's training loss (1 / n_train on training rows, else 0).
+        n_classes : sequence of int (F,), non-decreasing
+        n_train : ndarray (K,)
+        """
         xp = get_namespace(Z)
         self.xp, self.Z = xp, Z
         self.Zt = xp.matrix_transpose(Z)
         self.n, self.r = Z.shape
-        cat = [f for f in targets.features if f.kind == "categorical"]
-        order = sorted(range(len(cat)), key=lambda j: cat[j].n_classes)
-        self.order = np.asarray(order)
-        self.feats = [cat[j] for j in order]
-        self.K, self.F = folds.n_splits, len(self.feats)
-        # Internal column layout, and where each internal column sits in the caller's layout
-        # (the categorical features' class columns concatenated in target order).
-        ext_start = np.cumsum([0] + [f.n_classes for f in cat])
-        perm: list[int] = []
-        for j in order:
-            perm.extend(range(ext_start[j], ext_start[j + 1]))
-        self.perm = np.asarray(perm)
-        self.inv_perm = np.argsort(self.perm)
-        self.Q = len(perm)
+        self.omega = omega
+        self.n_classes = [int(c) for c in n_classes]
+        self.K, self.F, self.Q = M.shape[1], len(self.n_classes), int(sum(self.n_classes))
+        self.host_Y01, self.host_M = Y01, M
+        self.n_train = np.asarray(n_train, dtype=np.float64)
+        self.binary = np.array([c == 2 for c in self.n_classes])
         self.groups: list[tuple[int, int, int, int]] = []  # (col start, n features, classes, f0)
         col = 0
-        for j, f in enumerate(self.feats):
-            if self.groups and self.groups[-1][2] == f.n_classes:
-                a, nf, c, f0 = self.groups[-1]
-                self.groups[-1] = (a, nf + 1, c, f0)
+        for j, c in enumerate(self.n_classes):
+            if self.groups and self.groups[-1][2] == c:
+                a, nf, cc, f0 = self.groups[-1]
+                self.groups[-1] = (a, nf + 1, cc, f0)
             else:
-                self.groups.append((col, 1, f.n_classes, j))
-            col += f.n_classes
-        Y01 = np.concatenate([(targets.Y[:, f.start : f.stop] + 1) / 2 for f in self.feats], 1)
-        col_feat = np.concatenate([np.full(f.n_classes, j) for j, f in enumerate(self.feats)])
-        self.col_feat = col_feat
+                self.groups.append((col, 1, c, j))
+            col += c
+        self.col_feat = np.concatenate([np.full(c, j) for j, c in enumerate(self.n_classes)])
         E = np.zeros((self.Q, self.F))
-        E[np.arange(self.Q), col_feat] = 1.0
-        n_train = folds.counts()[0].astype(np.float64)
-        M = np.stack([folds.train_mask(k) / n_train[k] for k in range(self.K)], axis=1)  # (n, K)
+        E[np.arange(self.Q), self.col_feat] = 1.0
         self.Y01 = _asarray(Y01, Z)  # (n, Q)
         self.M = _asarray(M, Z)  # (n, K)
         self.E = _asarray(E, Z)  # (Q, F)
         self.Et = xp.matrix_transpose(self.E)
-        self.omega = omega  # (r,)
-        self.n_train = n_train
-        self.binary = np.array([f.n_classes == 2 for f in self.feats])
+
+    @classmethod
+    def build(cls, Z: Any, omega: Any, targets: Targets, folds: Folds) -> tuple[_Problem, Any]:
+        """The problem of all folds x categorical features, and its column bookkeeping.
+
+        Returns the problem and ``(order, perm)``: internal feature j is categorical feature
+        ``order[j]``; internal column i is column ``perm[i]`` of the categorical columns in
+        target order.
+        """
+        cat = [f for f in targets.features if f.kind == "categorical"]
+        order = sorted(range(len(cat)), key=lambda j: cat[j].n_classes)
+        ext_start = np.cumsum([0] + [f.n_classes for f in cat])
+        perm: list[int] = []
+        for j in order:
+            perm.extend(range(ext_start[j], ext_start[j + 1]))
+        feats = [cat[j] for j in order]
+        Y01 = np.concatenate([(targets.Y[:, f.start : f.stop] + 1) / 2 for f in feats], 1)
+        n_train = folds.counts()[0].astype(np.float64)
+        M = np.stack([folds.train_mask(k) / n_train[k] for k in range(folds.n_splits)], axis=1)
+        prob = cls(Z, omega, Y01, M, [f.n_classes for f in feats], n_train)
+        return prob, (np.asarray(order), np.asarray(perm))
+
+    def subset(self, ks: np.ndarray, fs: np.ndarray) -> tuple[_Problem, np.ndarray]:
+        """The sub-problem of folds ``ks`` x features ``fs``, and its columns in this one."""
+        cols = np.concatenate([np.flatnonzero(self.col_feat == j) for j in fs])
+        sub = _Problem(self.Z, self.omega, self.host_Y01[:, cols], self.host_M[:, ks],
+                       [self.n_classes[j] for j in fs], self.n_train[ks])
+        return sub, cols
 
     def lam(self, C: float) -> Any:
         """L2 strength per (fold, feature) in the mean-loss scaling: 1 / (C_eff * n_train)."""
@@ -237,6 +272,14 @@ class _Problem:
         gb = xp.sum(R, axis=0)
         return f, gW, gb, logp, P
 
+    def value(self, W: Any, b: Any, lam: Any) -> Any:
+        """Objective (K, F) only (one matrix product)."""
+        xp = self.xp
+        logp, _ = self.forward(W, b)
+        data = -xp.sum(self.M[:, :, None] * (self.Y01[:, None, :] * logp), axis=0)
+        pen = 0.5 * self.to_cols(lam) * xp.sum(self.omega[:, None, None] * W * W, axis=0)
+        return self.per_problem(data + pen)
+
     def curvature(self, P: Any) -> list[tuple[Any, Any]]:
         """Per group, eigen-decomposition of the mean softmax curvature over training rows.
 
@@ -266,7 +309,7 @@ class _Problem:
         outW, outb = [], []
         gWs = self._split(gW, (self.r, self.K))
         gbs = self._split(gb, (self.K,))
-        for (a, nf, c, f0), Gw, Gb, (lamb, U) in zip(self.groups, gWs, gbs, curv, strict=True):
+        for (_, nf, c, f0), Gw, Gb, (lamb, U) in zip(self.groups, gWs, gbs, curv, strict=True):
             kf = self.K * nf
             G = xp.reshape(xp.permute_dims(Gw, (1, 2, 0, 3)), (kf, self.r, c))
             Ut = xp.matrix_transpose(U)
@@ -305,11 +348,16 @@ def _lbfgs(
     tol: float,
     max_iter: int,
     memory: int = 10,
-) -> tuple[Any, Any, Any, np.ndarray, np.ndarray]:
+    compact: float = 0.0,
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
     """Batched L-BFGS over all (fold, feature) problems of one penalty.
 
     The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
     :meth:`_Problem.curvature`, refreshed at every iteration.
+
+    Returns ``(W, b, n_iter, done, converged)``; with ``compact > 0`` it returns early, with
+    problems left, once the folds x features still active fill at most that fraction of the
+    grid (the caller then continues on the smaller grid).
     """
     xp = prob.xp
     f, gW, gb, logp, P = prob.value_grad(W, b, lam)
@@ -319,6 +367,10 @@ def _lbfgs(
     for _ in range(max_iter):
         if done.all():
             break
+        if compact > 0:
+            act = ~done
+            if act.any(axis=1).sum() * act.any(axis=0).sum() <= compact * act.size:
+                break
         act_c = prob.to_cols(_asarray((~done).astype(np.float64), f))  # (K, Q)
         # Two-loop recursion, per problem.
         qW, qb = gW, gb
@@ -387,9 +439,10 @@ def _lbfgs(
             hist.pop(0)
         W, b, f, gW, gb, logp, P = newW, newb, nf, ngW, ngb, nlogp, nP
         n_iter += ~done
-        done = done | (_np(prob.gmax(gW, gb)) <= tol) | stalled
+        converged = _np(prob.gmax(gW, gb)) <= tol
+        done = done | converged | stalled
     converged = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
-    return W, b, logp, n_iter, converged
+    return W, b, n_iter, done, converged
 
 
 def _np(x: Any) -> np.ndarray:
@@ -431,10 +484,11 @@ def fit_logistic_path(
         Solutions in the order of ``Cs`` as given.
     """
     xp = get_namespace(Z)
-    prob = _Problem(Z, omega, targets, folds)
+    prob, (feat_order, perm) = _Problem.build(Z, omega, targets, folds)
     if prob.F == 0:
         raise ValueError("logistic decoders need at least one categorical feature")
-    order = np.argsort(np.asarray(Cs, dtype=np.float64))
+    Cs_arr = np.asarray(Cs, dtype=np.float64)
+    order = np.argsort(Cs_arr)
     W = xp.zeros((prob.r, prob.K, prob.Q), dtype=Z.dtype, device=_dev(Z))
     # Start the intercepts at the training log-frequencies (the optimum at C -> 0).
     freq = _np(xp.matrix_transpose(prob.M) @ prob.Y01)  # (K, Q)
@@ -444,14 +498,30 @@ def fit_logistic_path(
     never = np.flatnonzero(folds.test_fold < 0)
     back = _asarray(np.argsort(np.concatenate([*tests, never])), Z, xp.int64)
     tests_d = [_asarray(t, Z, xp.int64) for t in tests]
-    ext = _asarray(prob.inv_perm, Z, xp.int64)
+    ext = _asarray(np.argsort(perm), Z, xp.int64)
     P = len(Cs)
     Ws, bs, lps = [None] * P, [None] * P, [None] * P
     n_iter = np.zeros((P, prob.K, prob.F), dtype=np.int64)
     conv = np.zeros((P, prob.K, prob.F), dtype=bool)
-    feat_back = np.argsort(prob.order)
+    feat_back = np.argsort(feat_order)
+    prev: tuple[Any, Any, float] | None = None
+    last_logC: float | None = None
     for p in order:
-        W, b, logp, it, ok = _lbfgs(prob, W, b, prob.lam(float(Cs[p])), tol, max_iter)
+        logC = float(np.log(Cs_arr[p]))
+        lam = prob.lam(float(Cs_arr[p]))
+        W0, b0 = W, b
+        if prev is not None and last_logC is not None and prev[2] != last_logC:
+            # Linear extrapolation along log C, kept per problem where it lowers the objective.
+            step = (logC - last_logC) / (last_logC - prev[2])
+            We, be = W + step * (W - prev[0]), b + step * (b - prev[1])
+            better = _asarray((_np(prob.value(We, be, lam)) < _np(prob.value(W, b, lam)))
+                              .astype(np.float64), Z)
+            bc = prob.to_cols(better)
+            W0, b0 = _blend(We, W, bc[None]), _blend(be, b, bc)
+        Wn, bn, it, ok = _solve_compacting(prob, W0, b0, lam, tol, max_iter)
+        prev, last_logC = (W, b, last_logC if last_logC is not None else logC), logC
+        W, b = Wn, bn
+        logp, _ = prob.forward(W, b)
         held = [xp.take(logp[:, k, :], tests_d[k], axis=0) for k in range(prob.K)]
         held.append(xp.zeros((never.size, prob.Q), dtype=logp.dtype, device=_dev(logp)))
         lp = xp.take(xp.concat(held, axis=0), back, axis=0)  # (n, Q), row order restored
@@ -460,13 +530,65 @@ def fit_logistic_path(
         lps[p] = xp.take(lp, ext, axis=1)
         n_iter[p], conv[p] = it[:, feat_back], ok[:, feat_back]
     return LogisticFit(
-        np.asarray(Cs, dtype=np.float64),
+        Cs_arr,
         xp.stack(Ws, axis=0),
         xp.stack(bs, axis=0),
         xp.stack(lps, axis=0),
         n_iter,
         conv,
     )
+
+
+def _solve_compacting(
+    prob: _Problem, W: Any, b: Any, lam: Any, tol: float, max_iter: int
+) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Run :func:`_lbfgs`, moving to the smaller grid of unfinished folds x features as
+    problems finish (fewer columns in every matrix product)."""
+    xp = prob.xp
+    n_iter = np.zeros((prob.K, prob.F), dtype=np.int64)
+    done = np.zeros((prob.K, prob.F), dtype=bool)
+    conv = np.zeros((prob.K, prob.F), dtype=bool)
+    ks, fs = np.arange(prob.K), np.arange(prob.F)
+    sub, cols = prob, np.arange(prob.Q)
+    used = 0
+    while True:
+        full = sub is prob
+        if full:
+            Ws, bs, lam_s = W, b, lam
+        else:
+            kd, cd = _asarray(ks, W, xp.int64), _asarray(cols, W, xp.int64)
+            Ws = xp.take(xp.take(W, kd, axis=1), cd, axis=2)
+            bs = xp.take(xp.take(b, kd, axis=0), cd, axis=1)
+            lam_s = xp.take(xp.take(lam, kd, axis=0), _asarray(fs, W, xp.int64), axis=1)
+        Ws, bs, it, d, c = _lbfgs(sub, Ws, bs, lam_s, tol, max_iter - used, compact=0.6)
+        if full:
+            W, b = Ws, bs
+        else:
+            W, b = _embed(W, Ws, ks, cols, prob.K, prob.Q), _embed(b, bs, ks, cols, prob.K,
+                                                                 prob.Q, axis=0)
+        grid = np.ix_(ks, fs)
+        n_iter[grid] += it
+        done[grid], conv[grid] = d, c
+        used += int(it.max()) if it.size else 0
+        if done.all() or used >= max_iter:
+            return W, b, n_iter, conv
+        act = ~done
+        ks, fs = np.flatnonzero(act.any(axis=1)), np.flatnonzero(act.any(axis=0))
+        sub, cols = prob.subset(ks, fs)
+
+
+def _embed(full: Any, part: Any, ks: np.ndarray, cols: np.ndarray, K: int, Q: int,
+           axis: int = 1) -> Any:
+    """Write ``part`` (.., len(ks), len(cols)) into ``full`` (.., K, Q) at (ks, cols)."""
+    xp = get_namespace(full)
+    kmap, qmap = np.zeros(K, dtype=np.int64), np.zeros(Q, dtype=np.int64)
+    kmap[ks], qmap[cols] = np.arange(ks.size), np.arange(cols.size)
+    mask = np.zeros((K, Q))
+    mask[np.ix_(ks, cols)] = 1.0
+    wide = xp.take(xp.take(part, _asarray(kmap, full, xp.int64), axis=axis),
+                   _asarray(qmap, full, xp.int64), axis=axis + 1)
+    m = _asarray(mask, full)
+    return _blend(wide, full, m[None] if axis == 1 else m)
 
 
 def logistic_cv(

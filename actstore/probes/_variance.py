@@ -260,8 +260,9 @@ def variance_from_stats(
     return {"sse": sse, "sst": sst, "n_test": n_test, "r2": r2}
 
 
-def default_features(labels: Mapping[str, np.ndarray], split: str | None = None) -> list[str]:
-    """Label arrays that are stimulus features (not the ``heldout_*`` split design)."""
+def default_features(labels: Mapping[str, Any] | Sequence[str], split: str | None = None
+                     ) -> list[str]:
+    """Label names that are stimulus features (not the ``heldout_*`` split design)."""
     return [k for k in labels if k != split and not k.startswith(_META_PREFIXES)]
 
 
@@ -439,9 +440,11 @@ def run_variance(
     if not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ActstoreError(f"result name {name!r} must use letters, digits, _ - .")
     store = open_store(url, mode="a" if write else "r", storage_options=storage_options)
-    if features is None:
-        first = store.reader(store.run_ids()[0]) if store.run_ids() else None
-        features = default_features(first.labels, split) if first is not None else None
+    if features is None and store.run_ids():
+        # every run's stimulus features (runs may be recorded on different probe sets)
+        features = list(dict.fromkeys(
+            f for r in store.run_ids() for f in default_features(store.reader(r).features,
+                                                                  split)))
     config = ProbeConfig(decoders=("ridge",), n_splits=n_splits, seed=seed, split=split)
     plan = plan_probes(store, runs, checkpoints, layers, features, config)
     if not plan.jobs:

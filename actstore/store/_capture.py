@@ -398,6 +398,7 @@ def capture_slot(
             f"probe set {ps.name!r} has no inputs stored; capture needs the stimuli"
         )
     sel = resolve_layers(model, layers)
+    writer.check_layer_names([c for c, _ in sel])
     known = writer._attrs.get(L.ATTR_LAYERS, {})
     if known and set(known) != {c for c, _ in sel}:
         raise ActstoreError(

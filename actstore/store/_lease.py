@@ -19,16 +19,18 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from actstore._errors import WriterConflictError
 
-__all__ = ["Lease", "is_local", "settle_delay"]
+__all__ = ["Lease", "is_local", "settle_delay", "store_lock"]
 
 TTL_SECONDS = 60.0
 _HELD_IN_PROCESS: set[str] = set()
 _REGISTRY_LOCK = threading.Lock()
+_MEMORY_LOCKS: dict[str, threading.Lock] = {}
 
 
 def is_local(url: str) -> bool:
@@ -170,6 +172,33 @@ def _open_lock_file(name: str) -> int:
         with contextlib.suppress(OSError):  # not allowed on another user's file
             os.fchmod(fd, 0o666)
     return fd
+
+
+@contextlib.contextmanager
+def store_lock(url: str, what: str) -> Iterator[None]:
+    """Wait for exclusive use of ``what`` (``"create"``, ``"probe_sets/<name>"``) of a store.
+
+    Serialises short metadata updates that several writers of one store may attempt at once
+    (creating the store, adding the same probe set): an ``flock`` for local paths, a lock per
+    key for ``memory://``; other URLs are not locked.
+    """
+    key = f"{_local_path(url) if is_local(url) else url}::{what}"
+    if is_local(url):
+        import fcntl
+
+        fd = _open_lock_file(hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+    elif url.startswith("memory://"):
+        with _REGISTRY_LOCK:
+            lock = _MEMORY_LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            yield
+    else:
+        yield
 
 
 def settle_delay(url: str) -> float:

@@ -19,6 +19,12 @@ __all__ = ["RunReader", "RunWriter"]
 
 #: Run attributes that identify what a run is; an existing run must agree on all of them.
 IDENTITY_KEYS = ("model", "task", "seed", "dataset", "variant", "config")
+#: Run attributes that actstore records itself (besides ``actstore.*``): never set by callers.
+OWNED_KEYS = ("probe_set", "probe_set_hash", "config_hash", "actstore_version", "created")
+
+
+def _owned(key: str) -> bool:
+    return key in OWNED_KEYS or key.startswith("actstore.")
 
 
 def _now() -> str:
@@ -219,7 +225,7 @@ class RunWriter:
 
     def update_attrs(self, updates: dict[str, Any]) -> None:
         """Add or replace run attributes (metrics, notes). Identity keys cannot change."""
-        bad = [k for k in updates if k in IDENTITY_KEYS or k.startswith("actstore.")]
+        bad = [k for k in updates if k in IDENTITY_KEYS or _owned(k)]
         if bad:
             raise ActstoreError(f"run attributes {bad} are fixed when the run is created")
         self._put_attrs(updates)
@@ -263,7 +269,10 @@ class RunWriter:
                 existing = None
             else:
                 self._check_provenance(old)
+                self._check_owned(old)
         if existing is None:
+            self._check_owned({"probe_set": self.probe_set_name, "probe_set_hash": self._ps_hash,
+                               "config_hash": L.json_hash(self.identity)})
             self.group = runs.create_group(self.run_id)
             self._created = True
             self._attrs = {
@@ -317,6 +326,17 @@ class RunWriter:
                 f"(hash {str(old.get('probe_set_hash'))[:12]}), not on {self.probe_set_name!r} "
                 f"(hash {self._ps_hash[:12]}); use a new run id"
             )
+
+    def _check_owned(self, current: dict[str, Any]) -> None:
+        """Attributes actstore records may be passed back only with the run's own values."""
+        for k, v in self.extra_attrs.items():
+            if _owned(k) and current.get(k) != v:
+                raise ActstoreError(
+                    f"run attribute {k!r} is recorded by actstore "
+                    f"({'not set yet' if current.get(k) is None else repr(current.get(k))}) and "
+                    f"cannot be set to {v!r}; choose another attribute name"
+                )
+        self.extra_attrs = {k: v for k, v in self.extra_attrs.items() if not _owned(k)}
 
     def _create_layout(self) -> None:
         from zarr.codecs import Crc32cCodec
@@ -376,6 +396,17 @@ class RunWriter:
                     f"(sha256 {old[:12]}, now {weights_hash[:12]}); use a new run id"
                 )
         return True
+
+    def check_layer_names(self, names: list[str]) -> None:
+        """Refuse layer names that are taken by the run's own arrays (slot table, labels)."""
+        taken = {"checkpoint", "status", "sample", *self._ps_features}
+        clash = [n for n in names if n in taken]
+        if clash:
+            raise ActstoreError(
+                f"layer {clash[0]!r} of run {self.run_id!r} has the name of an array every run "
+                f"holds ({', '.join(sorted(taken))}); rename that feature of probe set "
+                f"{self.probe_set_name!r}, or select other layers"
+            )
 
     def layer_array(self, name: str, unit_shape: tuple[int, ...], dtype: str,
                     info: dict[str, Any]) -> Any:
@@ -478,6 +509,7 @@ class RunWriter:
                 f"run {self.run_id!r} records layers {sorted(known)}; this slot gives "
                 f"{sorted(arrays)}; a run records the same layers at every checkpoint"
             )
+        self.check_layer_names(list(arrays))
         checked = {}
         for name, a in arrays.items():
             a = np.asarray(a)
@@ -523,7 +555,7 @@ class RunWriter:
                 del self.store.root[L.RUNS][self.run_id]
                 removed = True
             else:
-                if exc_type is not None:
+                if exc_type is not None and not self._created:
                     with contextlib.suppress(Exception):
                         self._drop_unused_slots()
                 self._put_attrs({}, remove=(L.ATTR_WRITER,))
@@ -539,8 +571,9 @@ class RunWriter:
                 self.store.consolidate()
 
     def _drop_unused_slots(self) -> None:
-        """After a failed write: remove the empty slots at the end that this writer added, so
-        that the run's slot table is as it was."""
+        """After a failed write to a run that existed: remove the empty slots at the end that
+        this writer added, so that the run's slot table is as it was. (A run this writer
+        created keeps its planned slots, so that listings show what is missing.)"""
         planned = [int(s) for s in self._attrs.get(L.ATTR_STEPS, [])]
         status = np.asarray(self.group["status"][...])
         steps = np.asarray(self.group["checkpoint"][...])

@@ -12,6 +12,7 @@ from zarr.errors import GroupNotFoundError
 
 from actstore._errors import ActstoreError, ProvenanceError, StoreError
 from actstore.store import _layout as L
+from actstore.store._lease import store_lock
 from actstore.store._probeset import ProbeSet
 
 __all__ = ["Store", "create_store", "open_store", "undo_additions"]
@@ -38,23 +39,24 @@ def create_store(url: str, exist_ok: bool = True, storage_options: dict | None =
     A path that holds something other than an actstore store is refused.
     """
     url = str(url)
-    if _exists(url):
-        if not exist_ok:
-            raise StoreError(f"{url} already exists; choose a new path or open it instead")
-        return open_store(url, mode="a", storage_options=storage_options)
-    # the root's attributes go in the same (atomic) write as the group itself
-    root = zarr.open_group(
-        url, mode="w-", zarr_format=3, storage_options=storage_options,
-        attributes={
-            L.ATTR_FORMAT: L.FORMAT_VERSION,
-            L.ATTR_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            L.ATTR_VERSION: _version(),
-        },
-    )
-    for name in (L.PROBE_SETS, L.RUNS, L.RESULTS):
-        root.require_group(name)
-    store = Store(url, root, mode="a", storage_options=storage_options)
-    store.consolidate()
+    with store_lock(url, "create"):  # several writers may create one store at once
+        if _exists(url):
+            if not exist_ok:
+                raise StoreError(f"{url} already exists; choose a new path or open it instead")
+            return open_store(url, mode="a", storage_options=storage_options)
+        # the root's attributes go in the same (atomic) write as the group itself
+        root = zarr.open_group(
+            url, mode="w-", zarr_format=3, storage_options=storage_options,
+            attributes={
+                L.ATTR_FORMAT: L.FORMAT_VERSION,
+                L.ATTR_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                L.ATTR_VERSION: _version(),
+            },
+        )
+        for name in (L.PROBE_SETS, L.RUNS, L.RESULTS):
+            root.require_group(name)
+        store = Store(url, root, mode="a", storage_options=storage_options)
+        store.consolidate()
     return store
 
 
@@ -85,7 +87,12 @@ def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -
         raise StoreError(
             f"{url} is a Zarr group but not an actstore store (no '{L.ATTR_FORMAT}' attribute)"
         )
-    if not isinstance(fmt, int) or fmt > L.FORMAT_VERSION:
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise StoreError(
+            f"{url} has an invalid store format {fmt!r} (an integer >= 1 is expected); it was "
+            "not written by actstore, or its root attributes were changed"
+        )
+    if fmt > L.FORMAT_VERSION:
         raise StoreError(
             f"{url} has store format {fmt}, newer than the {L.FORMAT_VERSION} this actstore "
             f"{_version()} reads; upgrade actstore"
@@ -149,6 +156,11 @@ class Store:
             If a different probe set of the same name exists.
         """
         self._check_writable()
+        # another process may be adding the same probe set right now: one at a time
+        with store_lock(self.url, f"{L.PROBE_SETS}/{ps.name}"):
+            return self._add_probe_set(ps)
+
+    def _add_probe_set(self, ps: ProbeSet) -> bool:
         parent = self._group(L.PROBE_SETS)
         if ps.name in parent:
             old = parent[ps.name].attrs.get("actstore.hash")
@@ -156,7 +168,7 @@ class Store:
                 return False
             if old is None:  # an interrupted write: the hash is written last
                 del parent[ps.name]
-                return self.add_probe_set(ps)
+                return self._add_probe_set(ps)
             raise ProvenanceError(
                 f"probe set {ps.name!r} already exists in {self.url} with other contents "
                 f"(hash {str(old)[:12]} vs {ps.hash[:12]}); give the new one another name"

@@ -163,19 +163,28 @@ class RunSpec:
 
 @contextmanager
 def torch_settings(threads: int | None = 1, deterministic: bool = True) -> Iterator[None]:
-    """Torch thread count and deterministic algorithms for the duration of a run (restored)."""
+    """Torch thread count and deterministic algorithms for the duration of a run (restored).
+
+    With ``deterministic``, ``CUBLAS_WORKSPACE_CONFIG`` is set (unless the user set it): on
+    CUDA, deterministic matrix products need it, and without it torch refuses to run them.
+    """
     import torch
 
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
+    set_cublas = deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     try:
         if threads:
             torch.set_num_threads(int(threads))
+        if set_cublas:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         torch.use_deterministic_algorithms(deterministic)
         yield
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
+        if set_cublas:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def model_from_config(config: dict[str, Any]) -> Any:

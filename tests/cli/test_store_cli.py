@@ -113,6 +113,8 @@ def test_help_explains_commands():
         assert cmd in res.output
     res = runner.invoke(app, ["dump", "--help"])
     assert "--probe-set" in res.output and "Reduction" in res.output
+    text = " ".join(res.output.split())
+    assert "last number in its name" in text and "Resumable" in text
 
 
 def test_failure_after_complete_checkpoints_keeps_them(run_dir):
@@ -126,7 +128,8 @@ def test_failure_after_complete_checkpoints_keeps_them(run_dir):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "layer 'conv2' at checkpoint 90 has" in lines[0], res.output
     rd = open_store(str(store)).reader("cnn0")
-    assert rd.complete_steps == [0, 50] and rd.steps.tolist() == [0, 50]
+    assert rd.complete_steps == [0, 50] and rd.planned_steps == [0, 50, 90]
+    assert rd.steps.tolist() == [0, 50, -1]  # the failed slot is empty again
     kept = {s: rd.read("fc1", s) for s in (0, 50)}
     torch.save({"step": 90, "state_dict": state}, run_dir / "ckpts" / "epoch90.pt")
     res = _dump(run_dir, str(store), "--json")

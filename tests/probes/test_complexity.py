@@ -157,7 +157,7 @@ def test_store_driver_errors(synth_store):
 
 
 def test_importance_on_a_trained_run_equals_autograd_through_its_head(tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from actstore.probes import gradient_x_activation
     from actstore.store import create_store, open_store
     from actstore.training import CaptureConfig, RunSpec, TrainConfig, load_saved_model, train_run

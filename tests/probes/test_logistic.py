@@ -64,7 +64,8 @@ def test_cv_accuracy_within_one_point_of_sklearn():
     T = encode_targets(labels)
     folds = stratified_folds(600, 5, seed=2, stratify=labels)
     Cs = [1e-2, 1.0]
-    s = logistic_cv(X, T, folds, Cs)
+    s = logistic_cv(X, T, folds, Cs)  # default tolerance: the numbers the engine reports
+    tight = logistic_cv(X, T, folds, Cs, tol=1e-8, max_iter=3000)
     for i, C in enumerate(Cs):
         for j, name in enumerate(["y", "b"]):
             acc, ce = [], []
@@ -73,7 +74,8 @@ def test_cv_accuracy_within_one_point_of_sklearn():
                 acc.append(np.mean(np.argmax(proba, axis=1) == labels[name][te]))
                 ce.append(-np.mean(np.log(proba[np.arange(te.size), labels[name][te]])))
             assert abs(s["accuracy"][:, i, j].mean() - np.mean(acc)) <= 0.01
-            assert s["cross_entropy"][:, i, j].mean() == pytest.approx(np.mean(ce), rel=1e-3)
+            assert abs(tight["accuracy"][:, i, j].mean() - np.mean(acc)) <= 0.005
+            assert tight["cross_entropy"][:, i, j].mean() == pytest.approx(np.mean(ce), rel=1e-4)
 
 
 def test_vinfo_bits_is_prior_entropy_minus_cross_entropy():

@@ -171,3 +171,25 @@ def test_store_driver_bad_denominator(tmp_path):
                           features={"shape": 3})
     with pytest.raises(ActstoreError, match="denominator"):
         run_variance(url, denominator="mean")
+
+
+def test_store_driver_covers_runs_on_different_probe_sets(tmp_path):
+    from actstore.probes import run_variance
+    from actstore.store import ProbeSet, create_store
+
+    url = str(tmp_path / "two.zarr")
+    st_ = create_store(url)
+    rng = np.random.default_rng(0)
+    for i, feat in enumerate(("easy", "hard")):
+        lab = np.arange(60) % 2
+        st_.add_probe_set(ProbeSet(f"ps{i}", labels={feat: lab, "heldout_x": lab}))
+        X = (rng.standard_normal((60, 5)) + 4.0 * lab[:, None]).astype(np.float32)
+        with st_.writer(f"r{i}", f"ps{i}", [0], attrs={"seed": i}) as w:
+            w.write_slot(0, {"h": X})
+    ds = run_variance(url, n_splits=3)
+    assert ds["run"].values.tolist() == ["r0", "r1"]
+    assert ds["feature"].values.tolist() == ["easy", "hard"]  # heldout_* left out
+    r2 = ds["r2"].sel(checkpoint=0, layer="h")
+    assert float(r2.sel(run="r0", feature="easy")) > 0.5
+    assert float(r2.sel(run="r1", feature="hard")) > 0.5
+    assert np.isnan(float(r2.sel(run="r0", feature="hard")))

@@ -11,20 +11,24 @@ from actstore import ActstoreError
 from actstore.store import ProbeSet, create_store
 
 
-def _forward_outputs(model, x, names):
-    outs = {}
+def _forward_outputs(model, x, names, batch_size=None):
+    """Outputs of modules ``names`` in a plain forward pass (in batches of ``batch_size``:
+    matrix products may round differently for other batch sizes)."""
+    outs = {n: [] for n in names}
     hooks = [
         dict(model.named_modules())[n].register_forward_hook(
-            lambda m, i, o, n=n: outs.__setitem__(n, o if isinstance(o, torch.Tensor) else o[0])
+            lambda m, i, o, n=n: outs[n].append(o if isinstance(o, torch.Tensor) else o[0])
         )
         for n in names
     ]
+    step = batch_size or len(x)
     with torch.no_grad():
         model.eval()
-        model(x)
+        for start in range(0, len(x), step):
+            model(x[start : start + step])
     for h in hooks:
         h.remove()
-    return outs
+    return {n: torch.cat(v) for n, v in outs.items()}
 
 
 @pytest.mark.parametrize("url_kind", ["local", "memory"])
@@ -37,7 +41,7 @@ def test_cnn_roundtrip_float32_exact(tmp_path, image_probe_set, url_kind):
         assert w.capture(model, 0, batch_size=16)
     rd = st.reader("cnn0")
     assert rd.layers == ["conv1", "relu1", "conv2", "pool", "fc1", "out"]
-    ref = _forward_outputs(model, torch.from_numpy(image_probe_set.inputs), rd.layers)
+    ref = _forward_outputs(model, torch.from_numpy(image_probe_set.inputs), rd.layers, 16)
     for name in rd.layers:
         expect = ref[name]
         if expect.ndim == 4:
@@ -48,7 +52,8 @@ def test_cnn_roundtrip_float32_exact(tmp_path, image_probe_set, url_kind):
     assert rd.layer_table["out"]["reduction"] == "none"
 
 
-def test_mlp_roundtrip_float16_within_precision(store_url):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_mlp_roundtrip(store_url, dtype):
     rng = np.random.default_rng(1)
     ps = ProbeSet("bits", labels={"easy": rng.integers(0, 2, 64)},
                   inputs=rng.integers(0, 2, (64, 32)).astype("float32"))
@@ -56,13 +61,36 @@ def test_mlp_roundtrip_float16_within_precision(store_url):
     st.add_probe_set(ps)
     model = mlp()
     with st.writer("mlp0", "bits", steps=[0]) as w:
-        w.capture(model, 0, dtype="float16", batch_size=10)
+        w.capture(model, 0, dtype=dtype, batch_size=10)
     rd = st.reader("mlp0")
-    ref = _forward_outputs(model, torch.from_numpy(ps.inputs), ["fc1", "fc2", "out"])
+    ref = _forward_outputs(model, torch.from_numpy(ps.inputs), ["fc1", "fc2", "out"], 10)
     for name in ["fc1", "fc2", "out"]:
         got = rd.read(name, 0)
+        assert got.dtype == np.dtype(dtype)
+        # float32 exact; float16 is the float32 value rounded to the nearest float16
+        np.testing.assert_array_equal(got, ref[name].numpy().astype(dtype))
+        if dtype == "float16":
+            np.testing.assert_allclose(got, ref[name].numpy(), rtol=2**-11, atol=2**-24)
+
+
+def test_cnn_and_transformer_roundtrip_float16(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    tokens = np.random.default_rng(2).integers(0, 16, (24, 6)).astype("int64")
+    st.add_probe_set(ProbeSet("seq", labels={"first": tokens[:, 0]}, inputs=tokens))
+    cnn, tf = small_cnn(), tiny_transformer()
+    with st.writer("cnn", "images", steps=[0]) as w:
+        w.capture(cnn, 0, dtype="float16", batch_size=16)
+    with st.writer("tf", "seq", steps=[0]) as w:
+        w.capture(tf, 0, layers=["embed", "block*"], reduce="all", dtype="float16")
+    ref = _forward_outputs(cnn, torch.from_numpy(image_probe_set.inputs), ["conv2", "fc1"], 16)
+    ref_tf = _forward_outputs(tf, torch.from_numpy(tokens), ["block1"])
+    expected = [("cnn", "conv2", ref["conv2"].mean(dim=(2, 3))), ("cnn", "fc1", ref["fc1"]),
+                ("tf", "block1", ref_tf["block1"])]
+    for run, name, h in expected:
+        got = st.reader(run).read(name, 0)
         assert got.dtype == np.float16
-        np.testing.assert_allclose(got.astype(np.float32), ref[name].numpy(), rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(got, h.reshape(len(h), -1).numpy().astype("float16"))
 
 
 @pytest.mark.parametrize("reduce", ["mean", "last", "all", "max"])
@@ -83,7 +111,7 @@ def test_transformer_tuple_and_dataclass_outputs(store_url, reduce):
     for name, h in ref.items():  # h: (B, T, D)
         expect = {"mean": h.mean(1), "last": h[:, -1], "all": h, "max": h.amax(1)}[reduce]
         got = rd.read(name, 0)
-        np.testing.assert_allclose(got, expect.reshape(len(h), -1).numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(got, expect.reshape(len(h), -1).numpy())  # float32 exact
     if reduce == "all":
         assert rd.array("block0").shape == (1, 24, 6, 16)
 
@@ -194,3 +222,17 @@ def test_weights_hash_of_every_float_dtype():
     with torch.no_grad():
         half.out.bias[0] += 1
     assert weights_hash(half) != h16
+
+
+def test_layer_named_like_a_label_is_refused_before_writing(store_url, image_probe_set):
+    ps = ProbeSet("clash", labels={"fc1": image_probe_set.labels["color"]},
+                  inputs=image_probe_set.inputs)
+    st = create_store(store_url)
+    st.add_probe_set(ps)
+    with pytest.raises(ActstoreError, match="layer 'fc1' of run 'r' has the name of an array"):
+        with st.writer("r", "clash", steps=[0]) as w:
+            w.capture(small_cnn(), 0)
+    with pytest.raises(ActstoreError, match="layer 'status' of run 'r'"):
+        with st.writer("r", "clash", steps=[0]) as w:
+            w.write_slot(0, {"status": np.ones((ps.n, 2))})
+    assert st.run_ids() == []

@@ -118,6 +118,9 @@ def test_not_a_store_and_newer_format(tmp_path):
     st.root.attrs["actstore.format"] = FORMAT_VERSION + 1
     with pytest.raises(StoreError, match="newer than the 1 this actstore"):
         open_store(str(tmp_path / "new.zarr"))
+    st.root.attrs["actstore.format"] = "1"
+    with pytest.raises(StoreError, match="invalid store format '1'"):
+        open_store(str(tmp_path / "new.zarr"))
 
 
 def test_probe_set_label_count_mismatch():
@@ -165,3 +168,32 @@ def test_probe_set_hash_survives_the_store_round_trip(store_url):
     back = open_store(store_url).probe_set("p")
     assert back.hash == ps.hash
     assert not open_store(store_url, mode="a").add_probe_set(back)  # the same probe set
+
+
+@pytest.mark.parametrize("url_kind", ["local", "memory"])
+def test_writers_adding_the_same_probe_set_at_once(tmp_path, url_kind):
+    import threading
+
+    url = (str(tmp_path / "s.zarr") if url_kind == "local"
+           else f"memory://{tmp_path.name}-race/s.zarr")
+    rng = np.random.default_rng(0)
+    ps = ProbeSet("p", labels={"c": rng.integers(0, 3, 1500)},
+                  inputs=rng.standard_normal((1500, 3, 16, 16)).astype("float32"))
+    start = threading.Barrier(4)
+    out: list = []
+
+    def add():
+        start.wait()
+        try:
+            out.append(create_store(url).add_probe_set(ps))
+        except Exception as e:  # any failure (a race) is what this test looks for
+            out.append(repr(e))
+
+    threads = [threading.Thread(target=add) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(out, key=str) == [False, False, False, True]  # written once, by one writer
+    back = open_store(url).probe_set("p")
+    assert back.hash == ps.hash

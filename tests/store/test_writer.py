@@ -213,7 +213,8 @@ def test_complete_slots_of_a_failed_write_are_visible_to_plain_xarray(store_url,
             w.capture(model, 1)
     tree = xr.open_datatree(store_url, engine="zarr")  # consolidated metadata, as users open it
     run = tree["runs/r"]
-    assert run["checkpoint"].values.tolist() == [0]
+    assert run["checkpoint"].values.tolist() == [0, -1]
+    assert run["status"].values.tolist() == [2, 0]
     np.testing.assert_array_equal(run["conv1"].sel(checkpoint=0).values,
                                   open_store(store_url).reader("r").read("conv1", 0))
 
@@ -242,3 +243,49 @@ def test_a_writer_reads_the_run_only_once_it_holds_the_lock(store_url, image_pro
         assert w.is_complete(0)
     assert calls == [1]
     assert open_store(store_url).reader("r").attrs["metrics"] == {"loss": [0.5]}
+
+
+def test_lock_files_are_shared_by_every_user(store_url, image_probe_set, tmp_path, monkeypatch):
+    import os
+    import stat
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    old = os.umask(0o022)
+    try:
+        st = create_store(store_url)
+        st.add_probe_set(image_probe_set)
+        with st.writer("r", "images", steps=[0]):
+            pass
+    finally:
+        os.umask(old)
+    lockdir = tmp_path / "tmp" / "actstore-locks"
+    assert stat.S_IMODE(lockdir.stat().st_mode) == 0o1777  # like /tmp: anyone, sticky
+    locks = list(lockdir.iterdir())  # store creation, probe set, run
+    assert len(locks) == 3
+    assert all(stat.S_IMODE(lock.stat().st_mode) == 0o666 for lock in locks)
+
+
+def test_attributes_actstore_records_cannot_be_overridden(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with pytest.raises(ActstoreError, match="'probe_set' is recorded by actstore"):
+        with st.writer("r", "images", steps=[0], attrs={"probe_set": "imagenet-val"}):
+            pass
+    assert st.run_ids() == []
+    with st.writer("r", "images", steps=[0], attrs={"seed": 0}) as w:
+        w.capture(small_cnn(), 0, layers="fc1")
+        with pytest.raises(ActstoreError, match="fixed when the run is created"):
+            w.update_attrs({"probe_set_hash": "0" * 64})
+    rd = open_store(store_url).reader("r")
+    # the run's own attributes may be passed back unchanged (e.g. to resume it)
+    with open_store(store_url, mode="a").writer("r", "images", steps=[0], attrs=rd.attrs):
+        pass
+    with pytest.raises(ActstoreError, match="'created' is recorded by actstore"):
+        with open_store(store_url, mode="a").writer("r", "images", steps=[0],
+                                                    attrs={"created": "yesterday"}):
+            pass
+    after = open_store(store_url).reader("r").attrs
+    assert after["probe_set"] == "images" and after["created"] == rd.attrs["created"]
+    assert after["probe_set_hash"] == image_probe_set.hash

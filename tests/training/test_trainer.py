@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -105,10 +107,18 @@ def test_same_seed_same_weights_other_seed_other_weights():
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
-def test_torch_settings_restores_state():
+def test_torch_settings_restores_state(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     with torch_settings(threads=1, deterministic=True):
         assert torch.get_num_threads() == 1
         assert torch.are_deterministic_algorithms_enabled()
+        # deterministic cuBLAS products (CUDA) need a fixed workspace, else torch refuses them
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == det
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's choice is kept
+    with torch_settings(threads=1, deterministic=True):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

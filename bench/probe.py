@@ -1,0 +1,247 @@
+"""Benchmark: the probe engine vs a scikit-learn loop and himalaya on one synthetic store.
+
+Run:  .venv/bin/python bench/probe.py                 # the full comparison (about an hour)
+      .venv/bin/python bench/probe.py --quick         # small store, minutes
+
+Store: runs x checkpoints x layers (widths 64..2048) x three 10-class features, n samples,
+written with the store API (`actstore.probes.write_synthetic_store`; decodability grows over
+checkpoints). Settings: 5-fold stratified CV, 13 ridge alphas, 13 logistic Cs.
+
+Timed in this one process run, side by side:
+  floor           reading + decoding every activation array once, plus X^T X of every array
+                  in float64 at this machine's measured matrix-product rate
+  engine ridge    `run_probes(decoders=("ridge",))`: all jobs, local Dask cluster (default)
+  engine logistic `run_probes(decoders=("logistic",))`
+  sklearn ridge   `RidgeClassifierCV(alphas, cv=<same folds>)` per decoder (job x feature)
+  himalaya ridge  `himalaya.ridge.RidgeCV(alphas, cv=<same folds>)` per layer, all 30 one-hot
+                  targets at once, scored by per-feature argmax accuracy
+  sklearn logistic `LogisticRegressionCV(Cs, cv=<same folds>, max_iter=1000)` per decoder
+
+The baselines take hours on the whole store, so they run on a subset of jobs (by default one
+run at the last checkpoint: one job per width) and their time is extrapolated to the store:
+sum over widths of (mean seconds per job of that width) x (jobs of that width). Accuracies are
+compared job by job on that subset (CV accuracy at the chosen penalty).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from actstore.probes import ProbeConfig, make_folds, run_probes, write_synthetic_store
+from actstore.store import open_store
+
+FEATURES = {"shape": 10, "color": 10, "texture": 10}
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def floor(store, jobs, n: int) -> dict:
+    """Read every array once; X^T X (float64) per width at the measured rate."""
+    t0 = time.perf_counter()
+    nbytes = 0
+    for run, step, layer, _ in jobs:
+        for _, _, blk in store.reader(run).iter_blocks(layer, step):
+            nbytes += blk.nbytes
+    read_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    xtx = {}
+    for d in sorted({j[3] for j in jobs}):
+        X = rng.standard_normal((n, d))
+        xtx[d] = best_of(lambda X=X: X.T @ X)
+    big = max(xtx)
+    rate = 2.0 * n * big * big / xtx[big] / 1e9
+    compute_s = sum(xtx[j[3]] for j in jobs)
+    return {"read_s": read_s, "xtx_s": compute_s, "floor_s": read_s + compute_s,
+            "gflops": rate, "read_mb": nbytes / 2**20}
+
+
+def sklearn_ridge(X, labels, splits, alphas):
+    from sklearn.linear_model import RidgeClassifierCV
+
+    acc = {}
+    t0 = time.perf_counter()
+    for f, y in labels.items():
+        m = RidgeClassifierCV(alphas=alphas, cv=splits).fit(X, y)
+        acc[f] = float(m.best_score_)
+    return time.perf_counter() - t0, acc
+
+
+def himalaya_ridge(X, labels, folds, alphas):
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV
+    from sklearn.model_selection import PredefinedSplit
+
+    set_backend("numpy", on_error="warn")
+    blocks, cols, start = {}, [], 0
+    for f, y in labels.items():
+        classes = np.unique(y)
+        cols.append(np.where(y[:, None] == classes[None, :], 1.0, -1.0))
+        blocks[f] = (start, start + classes.size)
+        start += classes.size
+    Y = np.concatenate(cols, axis=1).astype(X.dtype)
+
+    def accuracy(y_true, y_pred):
+        # himalaya passes targets and predictions centred by the training mean; with -1/+1
+        # targets the mean of column c is -1 - min(y_true[:, c]).
+        mean = -1.0 - y_true.min(axis=0)
+        pred = y_pred + mean
+        out = np.empty(pred.shape[:-2] + (y_true.shape[1],))
+        for a, e in blocks.values():
+            hit = np.argmax(pred[..., a:e], axis=-1) == np.argmax(y_true[:, a:e], axis=-1)
+            out[..., a:e] = hit.mean(axis=-1)[..., None]
+        return out
+
+    t0 = time.perf_counter()
+    m = RidgeCV(alphas=alphas, fit_intercept=True, cv=PredefinedSplit(folds.test_fold),
+                solver_params={"score_func": accuracy, "local_alpha": True})
+    m.fit(X, Y)
+    dt = time.perf_counter() - t0
+    scores = np.asarray(m.cv_scores_).ravel()
+    return dt, {f: float(scores[a]) for f, (a, _) in blocks.items()}
+
+
+def sklearn_logistic(X, labels, splits, Cs):
+    from sklearn.linear_model import LogisticRegressionCV
+
+    acc = {}
+    t0 = time.perf_counter()
+    for f, y in labels.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning at the weakest penalties
+            m = LogisticRegressionCV(Cs=Cs, cv=splits, max_iter=1000).fit(X, y)
+        scores = next(iter(m.scores_.values()))  # (folds, Cs): accuracy
+        acc[f] = float(scores.mean(axis=0).max())
+    return time.perf_counter() - t0, acc
+
+
+def engine(url, decoders, config, workers, name):
+    cfg = ProbeConfig(**{**config, "decoders": decoders})
+    t0 = time.perf_counter()
+    ds = run_probes(url, name=name, config=cfg, n_workers=workers, overwrite=True)
+    return time.perf_counter() - t0, ds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--store", default="/tmp/actstore-bench/probe.zarr")
+    ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--checkpoints", type=int, default=6)
+    ap.add_argument("--widths", default="64,128,256,512,1024,2048")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="engine Dask workers (default: one per core; 1 = in process)")
+    ap.add_argument("--device", default="numpy")
+    ap.add_argument("--baseline-checkpoints", default="last",
+                    help="checkpoints of run0 timed for the baselines: last, first,last, all")
+    ap.add_argument("--skip", default="", help="comma list: sklearn-logistic, himalaya, ...")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 runs x 3 checkpoints, widths 64..512, n=2000")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs, args.checkpoints, args.widths, args.n = 2, 3, "64,128,256,512", 2000
+        if args.store == ap.get_default("store"):
+            args.store = "/tmp/actstore-bench/probe-quick.zarr"
+    widths = [int(w) for w in args.widths.split(",")]
+    steps = [0] + [int(s) for s in np.logspace(1, 4, args.checkpoints - 1)]
+    skip = set(args.skip.split(","))
+    alphas = np.logspace(-2, 4, 13)
+    Cs = np.logspace(-4, 2, 13)
+    config = {"alphas": tuple(alphas), "Cs": tuple(Cs), "n_splits": 5, "seed": 0,
+              "device": args.device}
+
+    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    write_synthetic_store(args.store, n_runs=args.runs, steps=steps, widths=widths, n=args.n,
+                          features=FEATURES)
+    print(f"store {args.store}: {args.runs} runs x {len(steps)} checkpoints x "
+          f"{len(widths)} layers (widths {args.widths}) x 3 ten-class features, n={args.n} "
+          f"(ready in {time.perf_counter() - t0:.0f} s)")
+    store = open_store(args.store)
+    jobs = [(r, s, f"layer{i}", w) for r in store.run_ids() for s in steps
+            for i, w in enumerate(widths)]
+    per_width = {w: sum(1 for j in jobs if j[3] == w) for w in widths}
+
+    fl = floor(store, jobs, args.n)
+    print(f"floor: read+decode {fl['read_s']:.1f} s ({fl['read_mb']:.0f} MiB), X^T X "
+          f"{fl['xtx_s']:.1f} s at {fl['gflops']:.0f} GFLOP/s -> {fl['floor_s']:.1f} s")
+
+    t_ridge, ds_ridge = engine(args.store, ("ridge",), config, args.workers, "bench-ridge")
+    print(f"engine ridge: {t_ridge:.1f} s for {len(jobs)} jobs")
+    t_log, ds_log = engine(args.store, ("logistic",), config, args.workers, "bench-logistic")
+    print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs")
+
+    sel = {"last": [steps[-1]], "first,last": [steps[0], steps[-1]], "all": steps}[
+        args.baseline_checkpoints]
+    rd = store.reader("run0")
+    labels = {f: rd.labels[f] for f in FEATURES}
+    folds, _ = make_folds(labels, ProbeConfig(**config))
+    splits = list(folds.split())
+    base = {"sklearn ridge": {}, "himalaya ridge": {}, "sklearn logistic": {}}
+    diffs = {k: [] for k in base}
+    for step in sel:
+        for i, w in enumerate(widths):
+            layer = f"layer{i}"
+            X = rd.read(layer, step)
+            eng_r = ds_ridge.accuracy.sel(decoder="ridge", run="run0", checkpoint=step,
+                                          layer=layer)
+            eng_l = ds_log.accuracy.sel(decoder="logistic", run="run0", checkpoint=step,
+                                        layer=layer)
+            todo = [("sklearn ridge", sklearn_ridge, (X, labels, splits, alphas), eng_r),
+                    ("himalaya ridge", himalaya_ridge, (X, labels, folds, alphas), eng_r),
+                    ("sklearn logistic", sklearn_logistic, (X, labels, splits, Cs), eng_l)]
+            for name, fn, fargs, eng in todo:
+                if name.replace(" ", "-") in skip or name.split()[0] in skip:
+                    continue
+                dt, acc = fn(*fargs)
+                base[name].setdefault(w, []).append(dt)
+                for f, a in acc.items():
+                    diffs[name].append(100 * (float(eng.sel(feature=f)) - a))
+                print(f"  {name:17} width {w:5} step {step:6}: {dt:7.1f} s, "
+                      f"acc {', '.join(f'{a:.3f}' for a in acc.values())} (engine "
+                      f"{', '.join(f'{float(eng.sel(feature=f)):.3f}' for f in acc)})",
+                      flush=True)
+
+    def extrapolate(times: dict) -> float:
+        return sum(np.mean(v) * per_width[w] for w, v in times.items())
+
+    rows = [("floor (read + X^T X)", fl["floor_s"], None, None),
+            ("engine ridge", t_ridge, None, None),
+            ("engine logistic", t_log, None, None)]
+    out = {"floor": fl, "engine_ridge_s": t_ridge, "engine_logistic_s": t_log, "jobs": len(jobs)}
+    for name, times in base.items():
+        if len(times) == len(widths):
+            total = extrapolate(times)
+            eng_t = t_log if "logistic" in name else t_ridge
+            d = np.abs(diffs[name])
+            rows.append((f"{name} (extrapolated)", total, total / eng_t, float(d.max())))
+            out[name] = {"seconds": total, "speedup": total / eng_t,
+                         "max_acc_diff_pt": float(d.max()),
+                         "per_width_s": {str(w): float(np.mean(v)) for w, v in times.items()}}
+    print()
+    print(f"{'':34} {'seconds':>9} {'engine speed-up':>16} {'max |acc diff| pt':>18}")
+    for name, sec, ratio, diff in rows:
+        print(f"{name:34} {sec:9.1f} {'' if ratio is None else f'{ratio:15.1f}x':>16} "
+              f"{'' if diff is None else f'{diff:18.2f}':>18}")
+    print(f"{'engine ridge / floor':34} {t_ridge / fl['floor_s']:9.2f}")
+    print(f"{'engine ridge+logistic / floor':34} {(t_ridge + t_log) / fl['floor_s']:9.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
