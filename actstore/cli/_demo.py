@@ -53,9 +53,14 @@ def demo_cmd(
     from actstore.probes._simjobs import demo_similarity
 
     sim = demo_similarity(store, scheduler=scheduler)
+    # Very last step: the HTML report of every result (a local folder next to the store).
+    from actstore.probes import write_report
+
+    page = write_report(store) if "://" not in store else None
     size = store_size(store)
     if as_json:
-        typer.echo(json.dumps({**report.to_json(), "store_bytes": size, "similarity": sim}))
+        typer.echo(json.dumps({**report.to_json(), "store_bytes": size, "similarity": sim,
+                               "report": page.path if page else None}))
         raise_failures(report)
         return
     print_report(report, as_json=False)
@@ -63,3 +68,5 @@ def demo_cmd(
                   f"`actstore probe {store}`, or in Python `actstore.open({store!r})`.")
     console.print(f"similarity: linear CKA of {sim['representations']} representations -> "
                   f"/results/similarity/demo-cka, heatmap {sim['png'] or '-'}")
+    if page is not None:
+        console.print(f"report: {page.path}")

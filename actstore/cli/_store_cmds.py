@@ -73,9 +73,11 @@ def dump_cmd(
         str, typer.Option(help="'all', or comma-separated names / module paths / globs.")
     ] = "all",
     reduce: Annotated[
-        str, typer.Option(help="Reduction of conv maps / sequences: mean, max, center, "
-                               "flatten, randproj:K, last, all.")
-    ] = "mean",
+        str | None,
+        typer.Option(help="Reduction of conv maps / sequences: mean, max, center, flatten, "
+                          "randproj:K, last, all (default: the model's declared "
+                          "actstore_reductions, else mean)."),
+    ] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     device: Annotated[str, typer.Option(help="torch device for the forward pass.")] = "cpu",

@@ -40,6 +40,9 @@ __all__ = ["NEGATIVE", "NMFResult", "hals_codes", "hals_dictionary", "nmf", "nmf
 #: How negative activations are handled: refuse them, or clip them to zero (reported).
 NEGATIVE = ("error", "clip")
 
+#: Passes between exact rebuilds of the running statistics (minibatch mode).
+_REBUILD_EVERY = 10
+
 
 @dataclass
 class NMFResult:
@@ -264,6 +267,9 @@ def nmf(
     epochs = 0
     for epoch in range(max_epochs):
         epochs = epoch + 1
+        # The running statistics are rebuilt exactly from one pass's codes now and then, so
+        # that rounding in the incremental updates cannot accumulate.
+        rebuild = mode == "batch" or epoch % _REBUILD_EVERY == 0
         fresh_H = fresh_Q = None
         for i, (_a, _b, Ab) in enumerate(data):
             xp = get_namespace(Ab)
@@ -272,23 +278,27 @@ def nmf(
                 H = xp.zeros((k, k), dtype=xp.float64, device=_device(Ab))
                 Q = xp.zeros((k, src.d), dtype=xp.float64, device=_device(Ab))
             Dt = xp.matrix_transpose(D)
-            if i == len(Z):  # first visit: random codes, no old contribution
+            first = i == len(Z)
+            if first:  # first visit: random codes, no old contribution
                 Z.append(_random(rng, (Ab.shape[0], k), scale, Ab))
-                old_H = old_Q = None
-            else:
-                Zt = xp.matrix_transpose(Z[i])
-                old_H, old_Q = Zt @ Z[i], Zt @ Ab
+            old = None if (first or mode == "batch") else xp.asarray(Z[i], copy=True)
+            if old is not None:
+                H = H - xp.matrix_transpose(old) @ old
             hals_codes(Z[i], Ab @ Dt, D @ Dt, inner)
             Zt = xp.matrix_transpose(Z[i])
-            new_H, new_Q = Zt @ Z[i], Zt @ Ab
-            H = H + new_H if old_H is None else H + (new_H - old_H)
-            Q = Q + new_Q if old_Q is None else Q + (new_Q - old_Q)
-            fresh_H = new_H if fresh_H is None else fresh_H + new_H
-            fresh_Q = new_Q if fresh_Q is None else fresh_Q + new_Q
+            new_H = Zt @ Z[i]
+            if rebuild:
+                new_Q = Zt @ Ab
+                fresh_H = new_H if fresh_H is None else fresh_H + new_H
+                fresh_Q = new_Q if fresh_Q is None else fresh_Q + new_Q
             if mode == "minibatch":
+                H = H + new_H
+                # one product with the change of the codes instead of two
+                Q = Q + (new_Q if first and rebuild else
+                         Zt @ Ab if first else xp.matrix_transpose(Z[i] - old) @ Ab)
                 hals_dictionary(D, H, Q, inner)
-        # Statistics rebuilt from this pass's codes: no drift from the running updates.
-        H, Q = fresh_H, fresh_Q
+        if rebuild:
+            H, Q = fresh_H, fresh_Q
         if mode == "batch":
             hals_dictionary(D, H, Q, inner)
         xp = get_namespace(D)

@@ -229,7 +229,12 @@ def _glob_regex(pat: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
-def _reduction_for(name: str, path: str, reduce: str | dict[str, str]) -> str:
+def _reduction_for(name: str, path: str, reduce: str | dict[str, str] | None,
+                   model: Any = None) -> str:
+    """The reduction of one layer: ``reduce`` if given, else the model's declared default
+    (``actstore_reductions``: glob -> spec), else ``mean``."""
+    if reduce is None:
+        reduce = dict(getattr(model, "actstore_reductions", None) or {})
     if isinstance(reduce, str):
         return reduce
     for pat, spec in reduce.items():
@@ -334,7 +339,7 @@ class _SlotWriter:
             raise RuntimeError(f"unwritten activations left for layers {sorted(self.bufs)}")
 
 
-class _StopForward(Exception):
+class _StopForward(BaseException):
     """Raised in a hook once every requested layer has produced its output."""
 
 
@@ -344,7 +349,7 @@ def capture_slot(
     model: Any,
     step: int,
     layers: str | list[str] = "all",
-    reduce: str | dict[str, str] = "mean",
+    reduce: str | dict[str, str] | None = None,
     dtype: str = "float32",
     batch_size: int = 256,
     device: Any = None,
@@ -364,8 +369,9 @@ def capture_slot(
         Training step of this checkpoint.
     layers : "all", list of str or comma-separated str
         Names, module paths or glob patterns.
-    reduce : str or dict of glob to str
-        Reduction of conv maps / token sequences (see :data:`REDUCTIONS`).
+    reduce : str or dict of glob to str, optional
+        Reduction of conv maps / token sequences (see :data:`REDUCTIONS`). By default the
+        model's ``actstore_reductions`` (glob -> spec) where it declares one, else ``mean``.
     dtype : {"float32", "float16"}
         Storage dtype; float16 refuses values beyond its range.
     batch_size : int
@@ -405,7 +411,7 @@ def capture_slot(
             f"run {writer.run_id!r} records layers {sorted(known)}; this capture selects "
             f"{sorted(c for c, _ in sel)}; a run records the same layers at every checkpoint"
         )
-    specs = {c: _reduction_for(c, p, reduce) for c, p in sel}
+    specs = {c: _reduction_for(c, p, reduce, model) for c, p in sel}
     for s in specs.values():
         parse_reduction(s)
     modules = dict(model.named_modules())
@@ -433,6 +439,8 @@ def capture_slot(
 
     n = ps.n
     was_training = model.training
+    float_params = [p for p in model.parameters() if p.is_floating_point()]
+    in_dtype = float_params[0].dtype if float_params else torch.float32
     model.eval()
     handles = [modules[p].register_forward_hook(hook_for(c)) for c, p in sel]
     sw: _SlotWriter | None = None
@@ -442,7 +450,7 @@ def capture_slot(
             for start in range(0, n, batch_size):
                 xb = torch.from_numpy(np.ascontiguousarray(ps.inputs[start : start + batch_size]))
                 if xb.is_floating_point():
-                    xb = xb.float()
+                    xb = xb.to(in_dtype)
                 xb = xb.to(device)
                 captured.clear()
                 try:

@@ -95,6 +95,42 @@ def _load_state(path: Path) -> tuple[dict[str, Any], int | None]:
     raise ActstoreError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
 
 
+def absolute_factory(spec: str) -> str:
+    """``file.py:fn`` with an absolute path (the same run id from any directory)."""
+    mod, sep, fn = spec.rpartition(":")
+    return f"{Path(mod).resolve()}{sep}{fn}" if mod.endswith(".py") else spec
+
+
+def plan_checkpoints(net: Any, files: list[Path], model_name: str) -> list[tuple[int, Path, str]]:
+    """``(step, file, weights hash)`` per checkpoint file, sorted by step.
+
+    Every file is loaded into ``net`` (strictly), so a file that does not match the model is
+    an error before anything is written.
+    """
+    from actstore.store._capture import weights_hash
+
+    plan: list[tuple[int, Path, str]] = []
+    for f in files:
+        state, step = _load_state(f)
+        step = step if step is not None else _step_from_name(f)
+        if step is None:
+            raise ActstoreError(f"cannot tell the training step of {f}: name it like "
+                                "step_100.pt or store {'step': 100, 'state_dict': ...}")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            detail = " ".join(s.strip() for s in first[1:3]) or first[0]
+            raise ActstoreError(
+                f"checkpoint {f} does not match model {model_name}: {detail}"
+            ) from None
+        plan.append((step, f, weights_hash(net)))
+    steps = [s for s, _, _ in plan]
+    if len(set(steps)) != len(steps):
+        raise ActstoreError(f"two checkpoint files share a step: {sorted(steps)}")
+    return sorted(plan)
+
+
 def find_checkpoints(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     """Checkpoint files from a directory, a glob pattern, or a list of paths."""
     if isinstance(spec, (str, Path)):
@@ -147,7 +183,7 @@ def dump(
     checkpoints: str | Path | Sequence[str | Path],
     probe_set: str | ProbeSet,
     layers: str | list[str] = "all",
-    reduce: str | dict[str, str] = "mean",
+    reduce: str | dict[str, str] | None = None,
     dtype: str = "float32",
     batch_size: int = 256,
     device: str = "cpu",
@@ -179,41 +215,23 @@ def dump(
     """
     import torch
 
-    from actstore.store._capture import parse_reduction, resolve_layers, weights_hash
+    from actstore.store._capture import parse_reduction, resolve_layers
     from actstore.store._store import _exists, create_store, open_store, undo_additions
 
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
-    for spec in [reduce] if isinstance(reduce, str) else list(reduce.values()):
+    for spec in [reduce] if isinstance(reduce, str) else list((reduce or {}).values()):
         parse_reduction(spec)
+    if isinstance(model, str):
+        model = absolute_factory(model)
     factory = load_factory(model) if isinstance(model, str) else model
     model_name = model if isinstance(model, str) else getattr(model, "__name__", "model")
-    files = find_checkpoints(checkpoints)
     net = factory(**(factory_kwargs or {}))
     if not isinstance(net, torch.nn.Module):
         raise ActstoreError(f"model factory {model_name!r} returned {type(net).__name__}, "
                             "not a torch.nn.Module")
     resolve_layers(net, layers)  # unknown names fail before anything is written
-    plan: list[tuple[int, Path, str]] = []
-    for f in files:
-        state, step = _load_state(f)
-        step = step if step is not None else _step_from_name(f)
-        if step is None:
-            raise ActstoreError(f"cannot tell the training step of {f}: name it like "
-                                "step_100.pt or store {'step': 100, 'state_dict': ...}")
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            detail = " ".join(s.strip() for s in first[1:3]) or first[0]
-            raise ActstoreError(
-                f"checkpoint {f} does not match model {model_name}: {detail}"
-            ) from None
-        plan.append((step, f, weights_hash(net)))
-    steps = [s for s, _, _ in plan]
-    if len(set(steps)) != len(steps):
-        raise ActstoreError(f"two checkpoint files share a step: {sorted(steps)}")
-    plan.sort()
+    plan = plan_checkpoints(net, find_checkpoints(checkpoints), model_name)
 
     ps_obj: ProbeSet | None = None
     if isinstance(probe_set, ProbeSet):
@@ -242,7 +260,7 @@ def dump(
     report = DumpReport(run=run)
     try:
         net.to(device)
-        with st.writer(run, ps_name, steps, attrs=meta, codec=codec) as w:
+        with st.writer(run, ps_name, [s for s, _, _ in plan], attrs=meta, codec=codec) as w:
             bar = _progress(progress, len(plan) * st.probe_set(ps_name, inputs=False).n)
             with bar:
                 for step, f, wh in plan:
@@ -357,8 +375,18 @@ def dump_many(
         raise ActstoreError(f"{len(runs)} run ids for {len(checkpoint_dirs)} directories")
     if not isinstance(model, str):
         raise ActstoreError("dumping on a cluster needs the model as package.module:factory")
+    import torch
+
+    # every checkpoint of every run is checked here, before any run is written
+    net = load_factory(absolute_factory(model))(**kwargs.get("factory_kwargs", None) or {})
+    if not isinstance(net, torch.nn.Module):
+        raise ActstoreError(f"model factory {model!r} returned {type(net).__name__}, "
+                            "not a torch.nn.Module")
+    from actstore.store._capture import resolve_layers
+
+    resolve_layers(net, kwargs.get("layers", "all"))
     for d in checkpoint_dirs:
-        find_checkpoints(d)
+        plan_checkpoints(net, find_checkpoints(d), model)
     ps_obj = probe_set if isinstance(probe_set, ProbeSet) else (
         probe_set_from_npz(probe_set) if str(probe_set).endswith(".npz") else None)
     if ps_obj is None and not _exists(store):
@@ -375,9 +403,7 @@ def dump_many(
     # workers resolve paths against their own working directory: send absolute ones
     if "://" not in store:
         store = str(Path(store).resolve())
-    mod, sep, fn = model.rpartition(":")
-    if mod.endswith(".py"):
-        model = f"{Path(mod).resolve()}{sep}{fn}"
+    model = absolute_factory(model)
     checkpoint_dirs = [Path(d).resolve() for d in checkpoint_dirs]
     kwargs = {**kwargs, "model": model}
     from distributed import as_completed

@@ -157,6 +157,6 @@ def _redo(w: Any, cfg: dict[str, Any], step: int, src: str, expect_hash: str | N
             f"checkpoint file {src} changed since checkpoint {step} of run {w.run_id!r} was "
             "recorded (other weights); the slot was reset but not redone"
         )
-    w.capture(net, step, layers=cfg.get("layers", "all"), reduce=cfg.get("reduce", "mean"),
+    w.capture(net, step, layers=cfg.get("layers", "all"), reduce=cfg.get("reduce"),
               dtype=cfg.get("dtype", "float32"), batch_size=cfg.get("batch_size", 256),
               weights_hash=wh, source=src)

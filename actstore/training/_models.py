@@ -208,6 +208,8 @@ class ResNetCNN(HeadedModel):
         self.out = nn.Linear(c_in, self.n_outputs)
         self.actstore_layers = ["stem", *[f"block{i + 1}" for i in range(self.n_blocks)],
                                 "pre_pool", "post_pool", "out"]
+        # pre_pool is recorded whole (its global average is post_pool)
+        self.actstore_reductions = {"pre_pool": "flatten"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(to_signed(x))  # (B, width, H', W')

@@ -49,9 +49,10 @@ class CaptureConfig:
     ----------
     layers : str or list of str
         ``"all"`` (the model's named layers), names, or glob patterns.
-    reduce : str
+    reduce : str, optional
         Reduction of conv maps and token sequences (``mean``, ``max``, ``center``, ``flatten``,
-        ``last``, ``randproj:K``).
+        ``last``, ``randproj:K``). By default each model's declared reductions (the
+        ResNet-style CNN keeps ``pre_pool`` whole), else ``mean``.
     dtype : {"float32", "float16"}
         Storage dtype.
     batch_size : int
@@ -59,14 +60,15 @@ class CaptureConfig:
     """
 
     layers: str | list[str] = "all"
-    reduce: str = "mean"
+    reduce: str | None = None
     dtype: str = "float32"
     batch_size: int = 256
 
     def __post_init__(self) -> None:
         from actstore.store._capture import parse_reduction
 
-        parse_reduction(self.reduce)
+        if self.reduce is not None:
+            parse_reduction(self.reduce)
         if self.dtype not in ("float32", "float16"):
             raise ActstoreError(f"capture dtype must be float32 or float16, not {self.dtype!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or (

@@ -236,3 +236,19 @@ def test_layer_named_like_a_label_is_refused_before_writing(store_url, image_pro
         with st.writer("r", "clash", steps=[0]) as w:
             w.write_slot(0, {"status": np.ones((ps.n, 2))})
     assert st.run_ids() == []
+
+
+def test_model_declared_reductions_are_the_default(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    model.actstore_reductions = {"conv2": "flatten"}
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(model, 0, layers=["conv1", "conv2"])
+    rd = st.reader("r")
+    assert rd.layer_table["conv1"]["reduction"] == "mean"
+    assert rd.layer_table["conv2"]["reduction"] == "flatten"
+    assert rd.units("conv2") == 16 * 8 * 8
+    with st.writer("r2", "images", steps=[0]) as w:  # an explicit choice wins
+        w.capture(model, 0, layers=["conv2"], reduce="max")
+    assert st.reader("r2").layer_table["conv2"]["reduction"] == "max"

@@ -60,17 +60,43 @@ def test_cluster_dump_with_a_killed_worker_equals_local(sweep, dask_cluster):
         dump(local, r, FACTORY, d, str(tmp / "probe.npz"), batch_size=8)
 
     victim = dask_cluster.workers[0]
-    killer = threading.Timer(3.0, victim.kill)  # SIGKILL one worker while tasks run
-    killer.start()
     url = str(tmp / "cluster.zarr")
-    t0 = time.perf_counter()
+    state: dict[str, int] = {}
+
+    def kill_when_writing() -> None:
+        # SIGKILL one worker as soon as the cluster has started writing slots
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                st = open_store(url)
+                slots = [int(v) for r in st.run_ids() for v in st.reader(r).status]
+            except Exception:
+                slots = []
+            if any(v > 0 for v in slots):
+                state["complete_at_kill"] = sum(v == 2 for v in slots)
+                victim.kill()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_writing)
+    killer.start()
     reports = dump_many(url, ids, dirs, FACTORY, str(tmp / "probe.npz"),
                         scheduler=dask_cluster.address, batch_size=8)
     killer.join()
-    assert time.perf_counter() - t0 > 3.0, "the cluster finished before the worker was killed"
     assert victim.poll() is not None
+    assert state["complete_at_kill"] < 4 * 3  # killed while work was left
     assert [r.run for r in reports] == ids
     got, expect = _all(url), _all(local)
     assert got.keys() == expect.keys()
     for key, arr in expect.items():
         np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
+
+
+def test_bad_checkpoint_in_one_run_fails_before_any_run_is_written(sweep):
+    tmp, dirs = sweep
+    torch.save({"conv1.weight": torch.zeros(1)}, dirs[2] / "step30.pt")
+    url = tmp / "never.zarr"
+    with pytest.raises(ActstoreError, match=r"step30.pt does not match model"):
+        dump_many(str(url), run_ids_for(dirs, "{parent}"), dirs, FACTORY,
+                  str(tmp / "probe.npz"))
+    assert not url.exists()
