@@ -258,8 +258,13 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None)
     use = {f: labels[f] for f in feats}
     if opts["split"] is not None:
         use[opts["split"]] = labels[opts["split"]]
-    folds, _ = make_folds(use, ProbeConfig(decoders=("ridge",), n_splits=opts["n_splits"],
-                                           seed=opts["seed"], split=opts["split"]))
+    if use:
+        folds, _ = make_folds(use, ProbeConfig(decoders=("ridge",), n_splits=opts["n_splits"],
+                                               seed=opts["seed"], split=opts["split"]))
+    else:  # a probe set without labels: plain seeded K-fold
+        from actstore.probes._folds import stratified_folds
+
+        folds = stratified_folds(Z.shape[0], opts["n_splits"], opts["seed"])
     alphas = opts["alphas"]
     by_layer = {}
     for lay in probed:

@@ -274,7 +274,7 @@ def _groups(store: Any) -> list[tuple[str, str, Any]]:
             continue
         ds = store.read_result(analysis, name)
         if analysis == "alignment" and "." in name:
-            base, layer = name.split(".", 1)
+            base, layer = name.rsplit(".", 1)  # layer names hold no dots
             align.setdefault(base, {})[layer] = ds
             continue
         out.append((analysis, name, ds))

@@ -58,6 +58,18 @@ def test_vinfo_matches_sklearn_ridge_at_the_chosen_penalty():
         assert res["vinfo"][j] == pytest.approx(np.mean(per), abs=1e-8)
 
 
+def test_vinfo_torch_backend_matches_numpy():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((120, 6)).astype(np.float32)
+    Z = np.abs(X @ rng.standard_normal((6, 4)) + 0.5 * rng.standard_normal((120, 4)))
+    folds = stratified_folds(120, 3, seed=1)
+    a = vinfo_of_codes(X, Z, folds)
+    b = vinfo_of_codes(X, Z, folds, backend="torch")
+    np.testing.assert_allclose(a["vinfo"], b["vinfo"], atol=1e-10)
+    np.testing.assert_array_equal(a["alpha"], b["alpha"])
+
+
 def test_constant_features_are_nan_and_left_out_of_targets():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((60, 4))
@@ -187,3 +199,25 @@ def test_importance_on_a_trained_run_equals_autograd_through_its_head(tmp_path):
     got = ds["importance"].sel(target="label").values[0]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
     assert np.abs(want).max() > 0
+
+
+def test_any_run_even_without_labels_or_head(tmp_path):
+    from actstore.store import ProbeSet, create_store
+
+    url = str(tmp_path / "plain.zarr")
+    st_ = create_store(url)
+    st_.add_probe_set(ProbeSet("stim", labels={}, sample=np.arange(80)))
+    rng = np.random.default_rng(0)
+    h1 = rng.standard_normal((80, 6)).astype(np.float32)
+    h2 = np.maximum(h1 @ rng.standard_normal((6, 10)), 0).astype(np.float32)  # ReLU of h1
+    with st_.writer("net", "stim", [0, 5], attrs={"seed": 0}) as w:
+        w.write_slot(0, {"a": rng.standard_normal((80, 6)).astype(np.float32),
+                         "b": rng.random((80, 10)).astype(np.float32)})
+        w.write_slot(5, {"a": h1, "b": h2})
+    ds = run_complexity(url, name="x", k=5, n_splits=3, max_epochs=50)
+    assert ds["source_layer"].values.tolist() == ["b"]
+    assert ds.sizes["target"] == 0 and np.isnan(ds["head_residual"].values[0])
+    # "a" (negative values) is probed, "b" factorised; b's features are linear-ish in a
+    assert ds["vinfo_layer"].sel(layer="a").max() > 0.5
+    v = ds["vinfo_checkpoint"].sel(run="net")
+    assert float(v.sel(checkpoint=5).mean()) > float(v.sel(checkpoint=0).mean())
