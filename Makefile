@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/actstore demo $(DEMO_STORE)
+	$(VENV)/bin/actstore probe $(DEMO_STORE) --layers all
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

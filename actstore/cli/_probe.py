@@ -147,10 +147,14 @@ def probe_cmd(
     table = summary_table(ds, decoder_table)
     dec = decoder_table or ("logistic" if "logistic" in ds.decoder.values else
                             str(ds.decoder.values[0]))
-    t = Table(title=f"{dec} decoders, held-out score, first -> last checkpoint (mean over runs)")
-    t.add_column("feature")
+    if len(table.columns) > len(table.index):
+        table, corner = table.T, "layer"  # many layers: one row per layer fits a terminal
+    else:
+        corner = "feature"
+    t = Table(title=f"{dec}: held-out score, first -> last checkpoint, mean over runs")
+    t.add_column(corner)
     for col in table.columns:
-        t.add_column(str(col), justify="right")
+        t.add_column(str(col), justify="right", no_wrap=True)
     for idx, row in table.iterrows():
         t.add_row(str(idx), *[str(v) for v in row.values])
     console.print(t)

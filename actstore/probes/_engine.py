@@ -48,6 +48,10 @@ __all__ = [
 
 ANALYSIS = "probes"
 
+#: Labels that describe the split design rather than the stimuli (``heldout_<feature>`` of
+#: Trifeature, ``split``): not decoded unless named with ``features``; usable with ``split``.
+META_PREFIXES = ("heldout_", "split")
+
 
 class ProbeWarning(UserWarning):
     """Something was skipped (e.g. an incomplete checkpoint); the rest was computed."""
@@ -177,7 +181,8 @@ def plan_probes(
     checkpoints : str or list, optional
         ``"all"`` (default), ``"first"``, ``"last"``, or step numbers (``"0,1000"``).
     features : str or list of str, optional
-        Feature names (default: every label of the probe set).
+        Feature names (default: every label of the probe set except the split design,
+        ``heldout_*`` and ``split*``).
     config : ProbeConfig
     strict : bool
         An incomplete checkpoint is an error instead of a skipped job (with a warning).
@@ -219,6 +224,8 @@ def plan_probes(
         feats = [f for f in rd.features if f != config.split]
         if feat_sel is not None:
             feats = [f for f in feats if f in feat_sel]
+        else:
+            feats = [f for f in feats if not f.startswith(META_PREFIXES)]
         if not feats:
             continue
         key = json.dumps([rd.attrs.get("probe_set"), feats])

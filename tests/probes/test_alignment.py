@@ -259,3 +259,27 @@ def test_joint_clusters_find_shared_subspaces():
 def test_align_pair_rejects_mismatched_samples():
     with pytest.raises(ActstoreError, match="'a'.*'b'"):
         align_pair(np.ones((5, 2)), np.ones((6, 2)), names=("a", "b"))
+
+
+def test_admm_matches_coordinate_descent_on_correlated_units():
+    from actstore.probes._lasso import duality_gap, lasso_admm
+
+    rng = np.random.default_rng(5)
+    n, d = 400, 12
+    X = rng.standard_normal((n, 3)) @ rng.standard_normal((3, d)) + 0.05 * rng.standard_normal(
+        (n, d))
+    X = (X - X.mean(0)) / X.std(0)
+    Y = X[:, :4] @ rng.standard_normal((4, 6)) + 0.2 * rng.standard_normal((n, 6))
+    Y = (Y - Y.mean(0)) / Y.std(0)
+    G, C, vyy = X.T @ X / n, X.T @ Y / n, (Y**2).mean(0)
+    for alpha in (0.05, 0.005):
+        Z, _, ok = lasso_admm(G, C, vyy, alpha, tol=1e-10)
+        W, ok_cd = lasso_gram(G, C, alpha, tol=1e-10, vyy=vyy)
+        assert ok and ok_cd
+        assert (duality_gap(G, C, vyy, Z, G @ Z, alpha) <= 1e-10 * vyy).all()
+
+        def objective(w, a=alpha):
+            return 0.5 * ((Y - X @ w) ** 2).mean(0) + a * np.abs(w).sum(0)
+
+        np.testing.assert_allclose(objective(Z), objective(W), rtol=1e-8)
+        np.testing.assert_allclose(Z, W, atol=1e-4)
