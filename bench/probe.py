@@ -7,15 +7,18 @@ Store: runs x checkpoints x layers (widths 64..2048) x three 10-class features, 
 written with the store API (`actstore.probes.write_synthetic_store`; decodability grows over
 checkpoints). Settings: 5-fold stratified CV, 13 ridge alphas, 13 logistic Cs.
 
-Timed in this one process run, side by side:
+Timed in this one process run, side by side, all on one core (`--threads 1`, BLAS limited
+with threadpoolctl; the machine is shared, and one core per contestant keeps the ratios stable):
   floor           reading + decoding every activation array once, plus X^T X of every array
                   in float64 at this machine's measured matrix-product rate
-  engine ridge    `run_probes(decoders=("ridge",))`: all jobs, local Dask cluster (default)
-  engine logistic `run_probes(decoders=("logistic",))`
+  engine ridge    `run_probes(decoders=("ridge",), n_workers=1)`: all jobs, in this process
+  engine logistic `run_probes(decoders=("logistic",), n_workers=1)`
+  (`--dask`: also the ridge pass on the default local Dask cluster, one worker per core)
   sklearn ridge   `RidgeClassifierCV(alphas, cv=<same folds>)` per decoder (job x feature)
   himalaya ridge  `himalaya.ridge.RidgeCV(alphas, cv=<same folds>)` per layer, all 30 one-hot
                   targets at once, scored by per-feature argmax accuracy
-  sklearn logistic `LogisticRegressionCV(Cs, cv=<same folds>, max_iter=1000)` per decoder
+  sklearn logistic `LogisticRegressionCV(Cs, cv=<same folds>)` per decoder (default
+                  max_iter=100, as a user would write it; `--max-iter` to change)
 
 The baselines take hours on the whole store, so they run on a subset of jobs (by default one
 run at the last checkpoint: one job per width) and their time is extrapolated to the store:
@@ -98,7 +101,7 @@ def himalaya_ridge(X, labels, folds, alphas):
         # targets the mean of column c is -1 - min(y_true[:, c]).
         mean = -1.0 - y_true.min(axis=0)
         pred = y_pred + mean
-        out = np.empty(pred.shape[:-2] + (y_true.shape[1],))
+        out = np.empty((*pred.shape[:-2], y_true.shape[1]))
         for a, e in blocks.values():
             hit = np.argmax(pred[..., a:e], axis=-1) == np.argmax(y_true[:, a:e], axis=-1)
             out[..., a:e] = hit.mean(axis=-1)[..., None]
@@ -113,7 +116,7 @@ def himalaya_ridge(X, labels, folds, alphas):
     return dt, {f: float(scores[a]) for f, (a, _) in blocks.items()}
 
 
-def sklearn_logistic(X, labels, splits, Cs):
+def sklearn_logistic(X, labels, splits, Cs, max_iter=100):
     from sklearn.linear_model import LogisticRegressionCV
 
     acc = {}
@@ -121,7 +124,7 @@ def sklearn_logistic(X, labels, splits, Cs):
     for f, y in labels.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning at the weakest penalties
-            m = LogisticRegressionCV(Cs=Cs, cv=splits, max_iter=1000).fit(X, y)
+            m = LogisticRegressionCV(Cs=Cs, cv=splits, max_iter=max_iter).fit(X, y)
         scores = next(iter(m.scores_.values()))  # (folds, Cs): accuracy
         acc[f] = float(scores.mean(axis=0).max())
     return time.perf_counter() - t0, acc
@@ -142,8 +145,11 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=int, default=6)
     ap.add_argument("--widths", default="64,128,256,512,1024,2048")
     ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--workers", type=int, default=None,
-                    help="engine Dask workers (default: one per core; 1 = in process)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS threads for everything timed (default 1: one core each)")
+    ap.add_argument("--dask", action="store_true",
+                    help="also time the ridge pass on the default local Dask cluster")
+    ap.add_argument("--max-iter", type=int, default=100, help="sklearn logistic max_iter")
     ap.add_argument("--device", default="numpy")
     ap.add_argument("--baseline-checkpoints", default="last",
                     help="checkpoints of run0 timed for the baselines: last, first,last, all")
@@ -176,14 +182,23 @@ def main() -> None:
             for i, w in enumerate(widths)]
     per_width = {w: sum(1 for j in jobs if j[3] == w) for w in widths}
 
+    from threadpoolctl import threadpool_limits
+
+    limits = threadpool_limits(args.threads)
     fl = floor(store, jobs, args.n)
     print(f"floor: read+decode {fl['read_s']:.1f} s ({fl['read_mb']:.0f} MiB), X^T X "
           f"{fl['xtx_s']:.1f} s at {fl['gflops']:.0f} GFLOP/s -> {fl['floor_s']:.1f} s")
 
-    t_ridge, ds_ridge = engine(args.store, ("ridge",), config, args.workers, "bench-ridge")
-    print(f"engine ridge: {t_ridge:.1f} s for {len(jobs)} jobs")
-    t_log, ds_log = engine(args.store, ("logistic",), config, args.workers, "bench-logistic")
-    print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs")
+    t_ridge, ds_ridge = engine(args.store, ("ridge",), config, 1, "bench-ridge")
+    print(f"engine ridge: {t_ridge:.1f} s for {len(jobs)} jobs", flush=True)
+    t_log, ds_log = engine(args.store, ("logistic",), config, 1, "bench-logistic")
+    print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs", flush=True)
+    t_dask = None
+    if args.dask:
+        limits.restore_original_limits()
+        t_dask, _ = engine(args.store, ("ridge",), config, None, "bench-ridge-dask")
+        print(f"engine ridge, local Dask cluster: {t_dask:.1f} s", flush=True)
+        limits = threadpool_limits(args.threads)
 
     sel = {"last": [steps[-1]], "first,last": [steps[0], steps[-1]], "all": steps}[
         args.baseline_checkpoints]
@@ -203,7 +218,8 @@ def main() -> None:
                                         layer=layer)
             todo = [("sklearn ridge", sklearn_ridge, (X, labels, splits, alphas), eng_r),
                     ("himalaya ridge", himalaya_ridge, (X, labels, folds, alphas), eng_r),
-                    ("sklearn logistic", sklearn_logistic, (X, labels, splits, Cs), eng_l)]
+                    ("sklearn logistic", sklearn_logistic,
+                     (X, labels, splits, Cs, args.max_iter), eng_l)]
             for name, fn, fargs, eng in todo:
                 if name.replace(" ", "-") in skip or name.split()[0] in skip:
                     continue
@@ -222,7 +238,10 @@ def main() -> None:
     rows = [("floor (read + X^T X)", fl["floor_s"], None, None),
             ("engine ridge", t_ridge, None, None),
             ("engine logistic", t_log, None, None)]
-    out = {"floor": fl, "engine_ridge_s": t_ridge, "engine_logistic_s": t_log, "jobs": len(jobs)}
+    if t_dask is not None:
+        rows.append(("engine ridge, Dask (all cores)", t_dask, None, None))
+    out = {"floor": fl, "engine_ridge_s": t_ridge, "engine_logistic_s": t_log, "jobs": len(jobs),
+           "engine_ridge_dask_s": t_dask, "threads": args.threads}
     for name, times in base.items():
         if len(times) == len(widths):
             total = extrapolate(times)
@@ -238,6 +257,7 @@ def main() -> None:
         print(f"{name:34} {sec:9.1f} {'' if ratio is None else f'{ratio:15.1f}x':>16} "
               f"{'' if diff is None else f'{diff:18.2f}':>18}")
     print(f"{'engine ridge / floor':34} {t_ridge / fl['floor_s']:9.2f}")
+    limits.restore_original_limits()
     print(f"{'engine ridge+logistic / floor':34} {(t_ridge + t_log) / fl['floor_s']:9.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

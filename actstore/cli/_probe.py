@@ -81,7 +81,8 @@ def probe_cmd(
     workers: Annotated[
         int | None,
         typer.Option(help="Local Dask worker processes (default: one per core; 1 = in this "
-                          "process). With --device cuda: one per GPU."),
+                          "process; with --device cuda/cupy: 1). For several GPUs start a "
+                          "dask-cuda cluster (one worker per GPU) and pass --scheduler."),
     ] = None,
     name: Annotated[str, typer.Option(help="Result name under /results/probes.")] = "default",
     strict: Annotated[
@@ -115,12 +116,13 @@ def probe_cmd(
         device=device,
         cache_mb=cache_mb,
     )
-    if device in ("cuda", "cupy") and workers is None and scheduler is None:
+    if device in ("cuda", "cupy") and scheduler is None:
         from actstore.probes._backend import gpu_available
 
         if not gpu_available():
             raise ActstoreError(f"--device {device} was asked for, but no GPU is visible")
-        workers = _gpu_count()
+        # Local workers would all share the first GPU; one process drives it best.
+        workers = 1 if workers is None else workers
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = run_probes(
@@ -161,8 +163,3 @@ def probe_cmd(
     console.print(f"{n_done} jobs in {store} at results/probes/{name}"
                   + (f"; exported to {out}" if out else ""), highlight=False)
 
-
-def _gpu_count() -> int:
-    import torch
-
-    return max(1, torch.cuda.device_count())

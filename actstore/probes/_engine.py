@@ -18,7 +18,7 @@ import fnmatch
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -126,7 +126,7 @@ def _select_steps(
     written = [int(s) for s in reader.steps if s >= 0]
     complete = set(reader.complete_steps)
     candidates = sorted(set(planned) | set(written))
-    items = _patterns(sel if not isinstance(sel, (list, tuple)) else [str(s) for s in sel])
+    items = _patterns(sel if isinstance(sel, str) or sel is None else [str(s) for s in sel])
     chosen: list[int] = []
     if items is None:
         chosen = candidates
@@ -280,7 +280,7 @@ class _ReaderSource:
         self.d = reader.units(layer)
         self.name = f"run {reader.run_id!r}, layer {layer!r}, checkpoint {step}"
 
-    def blocks(self) -> Iterable[tuple[int, int, np.ndarray]]:
+    def blocks(self) -> Iterator[tuple[int, int, Any]]:
         yield from self.reader.iter_blocks(self.layer, self.step)
 
 
@@ -383,7 +383,7 @@ class _Results:
         if old is not None:
             for var in ds.data_vars:
                 if var in old.data_vars:
-                    fill = {"done": False, "units": -1, "reads": 0}.get(var, np.nan)
+                    fill: Any = {"done": False, "units": -1, "reads": 0}.get(str(var), np.nan)
                     ds[var] = old[var].reindex_like(ds[var], fill_value=fill).astype(
                         ds[var].dtype
                     )

@@ -187,6 +187,7 @@ class _Problem:
         E[np.arange(self.Q), self.col_feat] = 1.0
         self.Y01 = _asarray(Y01, Z)  # (n, Q)
         self.M = _asarray(M, Z)  # (n, K)
+        self.MY = self.M[:, :, None] * self.Y01[:, None, :]  # (n, K, Q): weighted targets
         self.E = _asarray(E, Z)  # (Q, F)
         self.Et = xp.matrix_transpose(self.E)
 
@@ -261,12 +262,11 @@ class _Problem:
         probabilities (n, K, Q)."""
         xp = self.xp
         logp, P = self.forward(W, b)
-        Mw = self.M[:, :, None]
-        data = -xp.sum(Mw * (self.Y01[:, None, :] * logp), axis=0)  # (K, Q)
+        data = -xp.sum(self.MY * logp, axis=0)  # (K, Q)
         lam_c = self.to_cols(lam)
         pen = 0.5 * lam_c * xp.sum(self.omega[:, None, None] * W * W, axis=0)  # (K, Q)
         f = self.per_problem(data + pen)
-        R = Mw * (P - self.Y01[:, None, :])  # (n, K, Q)
+        R = self.M[:, :, None] * P - self.MY  # (n, K, Q)
         gW = xp.reshape(self.Zt @ xp.reshape(R, (self.n, self.K * self.Q)), W.shape)
         gW = gW + lam_c[None, :, :] * self.omega[:, None, None] * W
         gb = xp.sum(R, axis=0)
@@ -276,7 +276,7 @@ class _Problem:
         """Objective (K, F) only (one matrix product)."""
         xp = self.xp
         logp, _ = self.forward(W, b)
-        data = -xp.sum(self.M[:, :, None] * (self.Y01[:, None, :] * logp), axis=0)
+        data = -xp.sum(self.MY * logp, axis=0)
         pen = 0.5 * self.to_cols(lam) * xp.sum(self.omega[:, None, None] * W * W, axis=0)
         return self.per_problem(data + pen)
 

@@ -156,7 +156,9 @@ class HeldOutScores:
         """
         K, P, F = self.correct.shape
         feats = self.targets.features
-        out = {k: np.full((K, P, F), np.nan) for k in ("accuracy", "balanced_accuracy", "r2")}
+        out: dict[str, np.ndarray] = {
+            k: np.full((K, P, F), np.nan) for k in ("accuracy", "balanced_accuracy", "r2")
+        }
         chance = np.full((K, F), np.nan)
         n_te = self.n_test[:, None]
         mean_y = self.sum_y / n_te

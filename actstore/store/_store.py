@@ -314,8 +314,9 @@ class Store:
             )
         with xr.open_zarr(
             self.root.store, group=f"{L.RESULTS}/{analysis}/{name}", consolidated=False,
-            zarr_format=3,
+            zarr_format=3, chunks=None,
         ) as ds:
+            # read here, whatever Dask scheduler the caller has configured
             return ds.load()
 
 
