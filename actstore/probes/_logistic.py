@@ -72,8 +72,9 @@ def whiten(
 
     Returns
     -------
-    Z : array of shape (n, r), float64
-        Unit-variance coordinates.
+    Z : array of shape (n, r)
+        Unit-variance coordinates, float64 (float32 when ``X`` is float32; the Gram matrix and
+        its eigendecomposition are always float64).
     T : array of shape (d, r) or None
         ``W = T @ W~`` maps whitened coefficients back (``None`` in the dual form).
     omega : array of shape (r,)
@@ -93,7 +94,7 @@ def whiten(
         s, U = xp.linalg.eigh((K + xp.matrix_transpose(K)) / 2)
         keep = s > rtol * xp.max(s)
         s, U = s[keep], U[:, keep]
-        return U * (n**0.5), None, n / s, mean
+        return _cast(U * (n**0.5), X), None, _cast(n / s, X), mean
     if isinstance(stats, GroupStats):
         C = stats.moments().C
     else:
@@ -102,7 +103,13 @@ def whiten(
     keep = s > rtol * xp.max(s)
     s, V = s[keep], V[:, keep]
     T = V * xp.sqrt(n / s)[None, :]
-    return Xc @ T, T, n / s, mean
+    return _cast(Xc @ T, X), T, _cast(n / s, X), mean
+
+
+def _cast(a: Any, like: Any) -> Any:
+    """``a`` in float32 when ``like`` is float32 (GPU runs), else float64."""
+    xp = get_namespace(a)
+    return xp.astype(a, xp.float32) if like.dtype == xp.float32 else a
 
 
 @dataclass

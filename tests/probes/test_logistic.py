@@ -149,3 +149,13 @@ def test_random_shapes_match_sklearn_probabilities(n, d, dtype, seed):
         for k, (tr, te) in enumerate(folds.split()):
             ref = _sk(X64[tr], y[tr], C).predict_proba(X64[te])
             assert np.abs(np.exp(fit.log_proba[p][te, :]) - ref).max() < 2e-3
+
+
+@pytest.mark.gpu
+def test_cuda_float32_within_one_point_of_float64():
+    X, labels = _data(600, 40, seed=7)
+    T = encode_targets(labels)
+    folds = stratified_folds(600, 5, seed=0, stratify=labels)
+    ref = logistic_cv(X, T, folds, CS)
+    got = logistic_cv(move_to(X, "cuda", "float32"), T, folds, CS)
+    assert np.nanmax(np.abs(got["accuracy"].mean(axis=0) - ref["accuracy"].mean(axis=0))) <= 0.01

@@ -196,3 +196,15 @@ def test_random_shapes_match_sklearn(n, d, dtype, block, seed):
 def test_backend_round_trip_helpers():
     X = np.arange(6.0).reshape(2, 3)
     assert np.array_equal(to_numpy(move_to(X, "torch")), X)
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_numpy_numbers():
+    X, labels = _data(300, 40, seed=9)
+    T = encode_targets(labels)
+    folds = stratified_folds(300, 5, seed=0)
+    ref = ridge_cv(ArraySource(X, 64), T, folds, ALPHAS)
+    for form in ("primal", "dual"):
+        got = ridge_cv(CachedSource(ArraySource(X, 64), backend="cuda"), T, folds, ALPHAS,
+                       form=form)
+        np.testing.assert_allclose(got["r2"], ref["r2"], rtol=1e-8, atol=1e-10)
