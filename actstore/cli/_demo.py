@@ -49,7 +49,14 @@ def demo_cmd(
 
     report = run_demo(store, tiny=tiny, scheduler=scheduler, n_workers=workers, serial=serial,
                       progress=not as_json, console=err_console)
-    # Last step: linear CKA of every layer of every run at its last checkpoint.
+    # Ridge decoders of shape, texture and colour from every layer at every checkpoint
+    # (`actstore probe STORE --decoders logistic` adds the papers' logistic decoders).
+    from actstore.probes import ProbeConfig, run_probes, summary_table
+
+    probes = run_probes(store, name="demo", layers="all", features=["shape", "texture", "color"],
+                        config=ProbeConfig(decoders=("ridge",)), scheduler=scheduler,
+                        n_workers=1 if serial else workers, progress=not as_json)
+    # Then: linear CKA of every layer of every run at its last checkpoint.
     from actstore.probes._simjobs import demo_similarity
 
     sim = demo_similarity(store, scheduler=scheduler)
@@ -60,12 +67,19 @@ def demo_cmd(
     size = store_size(store)
     if as_json:
         typer.echo(json.dumps({**report.to_json(), "store_bytes": size, "similarity": sim,
+                               "probes": {"result": "/results/probes/demo",
+                                          "jobs": int(probes.sizes["run"]
+                                                      * probes.sizes["checkpoint"]
+                                                      * probes.sizes["layer"])},
                                "report": page.path if page else None}))
         raise_failures(report)
         return
     print_report(report, as_json=False)
     console.print(f"store {store}: {_size(size)}. Next: `actstore ls {store}`, "
                   f"`actstore probe {store}`, or in Python `actstore.open({store!r})`.")
+    console.print("ridge decoding accuracy, first -> last checkpoint (mean over runs), "
+                  "-> /results/probes/demo:")
+    console.print(summary_table(probes).to_string(), soft_wrap=True)
     console.print(f"similarity: linear CKA of {sim['representations']} representations -> "
                   f"/results/similarity/demo-cka, heatmap {sim['png'] or '-'}")
     if page is not None:

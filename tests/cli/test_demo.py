@@ -31,6 +31,16 @@ def test_demo_tiny_end_to_end(tmp_path):
         assert sorted(r.steps.tolist()) == [0, 1, 12]
         assert "pool3" in r.layers and "fc7" in r.layers
         assert r.read("fc7", 0).shape[0] == st.probe_set(ps, inputs=False).n
+    # the analyses: decoders of every (run, checkpoint, layer), linear CKA, the report page
+    probes = st.read_result("probes", "demo")
+    assert probes.sizes["run"] == 6 and probes.sizes["checkpoint"] == 3
+    assert set(probes.feature.values) == {"shape", "texture", "color"}
+    assert set(probes.layer.values) == set(st.reader(st.run_ids()[0]).layers)
+    acc = probes["accuracy"].sel(decoder="ridge")
+    assert ((acc >= 0) & (acc <= 1)).all()
+    assert report["probes"]["jobs"] == 6 * 3 * len(probes.layer)
+    assert "similarity/demo-cka" in st.result_names()
+    assert report["report"] and (tmp_path / "demo-report" / "index.html").exists()
     again = runner.invoke(app, ["demo", store, "--tiny", "--json", "--serial"])
     assert again.exit_code == 0
     assert {r["status"] for r in json.loads(again.stdout)["runs"]} == {"complete"}
