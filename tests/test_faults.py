@@ -135,3 +135,41 @@ def test_whole_pipeline_on_s3_equals_local(s3_server, dumped_inputs):
     page = write_report(remote, out=str(d / "report"))
     html = Path(page.path).read_text()
     assert "cka" in html and "probes" in html.lower()
+
+
+def _arrays_of(url: str) -> dict[tuple[str, str, int], np.ndarray]:
+    st = open_store(url)
+    return {(r, ly, s): st.reader(r).read(ly, s) for r in st.run_ids()
+            for ly in st.reader(r).layers for s in st.reader(r).complete_steps}
+
+
+def test_training_sweep_with_a_killed_worker_equals_serial(tmp_path, dask_cluster):
+    from actstore.training import parse_sweep, run_sweep
+
+    sweep = parse_sweep({"datasets": ["binary"], "tasks": ["label"], "models": ["mlp"],
+                         "seeds": [0, 1, 2],
+                         "train": {"steps": 40, "checkpoints": 4, "eval_size": 16},
+                         "dataset": {"binary": {"n_train": 256, "n_val": 16, "n_probe": 64}},
+                         "model": {"mlp": {"hidden": [32, 16]}}})
+    serial, remote = str(tmp_path / "serial.zarr"), str(tmp_path / "cluster.zarr")
+    run_sweep(sweep, serial, serial=True, progress=False)
+    watcher = _kill_when_busy(dask_cluster, dask_cluster.workers[0])
+    rep = run_sweep(sweep, remote, scheduler=dask_cluster.address, progress=False)
+    watcher.join()
+    assert dask_cluster.workers[0].poll() is not None
+    assert {r["status"] for r in rep.runs} == {"trained"}
+    got, expect = _arrays_of(remote), _arrays_of(serial)
+    assert got.keys() == expect.keys() and len(got) > 0
+    for key, arr in expect.items():
+        np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
+
+
+def test_probe_refuses_a_corrupt_chunk(synthetic):
+    from actstore import StoreError
+
+    shard = next(p for p in sorted(Path(synthetic, "runs").rglob("c/1/0/0")) if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="corrupt data in run"):
+        run_probes(synthetic, name="p", n_workers=1)
