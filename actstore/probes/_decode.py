@@ -72,11 +72,11 @@ def _logistic(
 ) -> dict[str, np.ndarray]:
     """Multinomial logistic decoders (scikit-learn ``LogisticRegression``) for every ``C``."""
     X = _materialize(source)
-    if config.device in ("cuda", "cupy") and config.logistic_dtype == "float32":
-        xp = get_namespace(X)
-        X = xp.astype(X, xp.float32)
+    gpu = config.device in ("cuda", "cupy")
+    dtype = "float32" if gpu and config.logistic_dtype == "float32" else "float64"
     return logistic_cv(
-        X, targets, folds, penalties, stats=stats, tol=config.tol, max_iter=config.max_iter
+        X, targets, folds, penalties, stats=stats, tol=config.tol, max_iter=config.max_iter,
+        dtype=dtype,
     )
 
 
@@ -268,10 +268,10 @@ def decode(
     backend = None if config.device == "numpy" else config.device
     src = CachedSource(source, backend=backend, cache_bytes=int(config.cache_mb * 2**20))
     t0 = time.perf_counter()
-    form = choose_form(source.d, folds)
+    form = choose_form(source.d, folds, len(config.alphas), src.cache_bytes)
     stats: GroupStats | GramStats
-    stats = accumulate_groups(src, targets.Y, folds) if form == "primal" else accumulate_gram(
-        src, cache_bytes=src.cache_bytes
+    stats = accumulate_gram(src, cache_bytes=src.cache_bytes) if form == "dual" else (
+        accumulate_groups(src, targets.Y, folds)
     )
     seconds = {"statistics": time.perf_counter() - t0}
     kinds = [f.kind for f in targets.features]

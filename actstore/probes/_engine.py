@@ -608,7 +608,8 @@ class _progress:
 def summary_table(ds: Any, decoder: str | None = None) -> Any:
     """Features x layers: score at the first and the last checkpoint, mean over runs.
 
-    The score is accuracy for categorical features and R^2 for continuous ones.
+    The score is accuracy for categorical features and R^2 for continuous ones (from the ridge
+    decoders when the table shows logistic ones, which do not apply to continuous features).
 
     Parameters
     ----------
@@ -659,6 +660,8 @@ def export_results(ds: Any, path: str) -> Any:
     keep = [v for v in (*RESULT_VARS, "logistic_converged") if v in ds.data_vars]
     df = ds[[*keep, "chance"]].to_dataframe().reset_index()
     df = df[df[["accuracy", "r2"]].notna().any(axis=1)]
+    if "logistic_converged" in df:
+        df.loc[df["decoder"] != "logistic", "logistic_converged"] = np.nan
     if ext == ".csv":
         df.to_csv(path, index=False)
     else:

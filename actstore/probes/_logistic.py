@@ -57,7 +57,10 @@ def _asarray(a: np.ndarray, like: Any, dtype: Any = None) -> Any:
 
 
 def whiten(
-    X: Any, stats: GroupStats | GramStats | None = None, rtol: float = 1e-10
+    X: Any,
+    stats: GroupStats | GramStats | None = None,
+    rtol: float = 1e-10,
+    dtype: str = "float64",
 ) -> tuple[Any, Any, Any, Any]:
     """Whitened coordinates of the activations for the logistic solver.
 
@@ -69,12 +72,14 @@ def whiten(
     rtol : float
         Directions with variance below ``rtol`` times the largest carry no data and are dropped
         (their coefficients are exactly zero at the optimum).
+    dtype : {"float64", "float32"}
+        Precision of the returned coordinates (float32 is meant for GPUs).
 
     Returns
     -------
     Z : array of shape (n, r)
-        Unit-variance coordinates, float64 (float32 when ``X`` is float32; the Gram matrix and
-        its eigendecomposition are always float64).
+        Unit-variance coordinates in ``dtype`` (the Gram matrix and its eigendecomposition are
+        always float64).
     T : array of shape (d, r) or None
         ``W = T @ W~`` maps whitened coefficients back (``None`` in the dual form).
     omega : array of shape (r,)
@@ -94,7 +99,7 @@ def whiten(
         s, U = xp.linalg.eigh((K + xp.matrix_transpose(K)) / 2)
         keep = s > rtol * xp.max(s)
         s, U = s[keep], U[:, keep]
-        return _cast(U * (n**0.5), X), None, _cast(n / s, X), mean
+        return _cast(U * (n**0.5), dtype), None, _cast(n / s, dtype), mean
     if isinstance(stats, GroupStats):
         C = stats.moments().C
     else:
@@ -103,13 +108,12 @@ def whiten(
     keep = s > rtol * xp.max(s)
     s, V = s[keep], V[:, keep]
     T = V * xp.sqrt(n / s)[None, :]
-    return _cast(Xc @ T, X), T, _cast(n / s, X), mean
+    return _cast(Xc @ T, dtype), T, _cast(n / s, dtype), mean
 
 
-def _cast(a: Any, like: Any) -> Any:
-    """``a`` in float32 when ``like`` is float32 (GPU runs), else float64."""
+def _cast(a: Any, dtype: str) -> Any:
     xp = get_namespace(a)
-    return xp.astype(a, xp.float32) if like.dtype == xp.float32 else a
+    return xp.astype(a, xp.float32) if dtype == "float32" else a
 
 
 @dataclass
@@ -606,6 +610,7 @@ def logistic_cv(
     stats: GroupStats | GramStats | None = None,
     tol: float = 1e-4,
     max_iter: int = 500,
+    dtype: str = "float64",
 ) -> dict[str, np.ndarray]:
     """Held-out scores of multinomial logistic decoders for every fold, penalty and feature.
 
@@ -626,7 +631,7 @@ def logistic_cv(
         continuous features), plus ``n_iter`` and ``converged`` of shape
         (n_Cs, n_splits, n_categorical).
     """
-    Z, _T, omega, _mean = whiten(X, stats)
+    Z, _T, omega, _mean = whiten(X, stats, dtype=dtype)
     fit = fit_logistic_path(Z, omega, targets, folds, Cs, tol=tol, max_iter=max_iter)
     xp = get_namespace(Z)
     cat = [j for j, f in enumerate(targets.features) if f.kind == "categorical"]

@@ -86,9 +86,10 @@ class PrimalFold:
 
     def coef(self, alphas: Sequence[float]) -> Any:
         """Coefficients of shape (n_alphas, d, q)."""
+        xp = get_namespace(self.V)
         a = _alphas_on(alphas, self.V)
         scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])  # (P, d, q)
-        return self.V[None, :, :] @ scaled
+        return xp.permute_dims(_apply(self.V, scaled), (1, 0, 2))  # one (d, d) x (d, P*q)
 
     def intercept(self, coef: Any) -> Any:
         """Intercepts of shape (n_alphas, q) for coefficients (n_alphas, d, q)."""
@@ -201,10 +202,29 @@ def solve_dual(gram: GramStats, Y: Any, train: np.ndarray, test: np.ndarray) -> 
     return DualFold(train, test, lam, U, UY, mean_y, Kx)
 
 
-def choose_form(n_units: int, folds: Folds) -> str:
-    """``"primal"`` when the unit Gram is no larger than the training kernel, else ``"dual"``."""
-    n_train = int(folds.counts()[0].max())
-    return "primal" if n_units <= n_train else "dual"
+def choose_form(
+    n_units: int, folds: Folds, n_alphas: int = len(DEFAULT_ALPHAS), cache_bytes: int = 0
+) -> str:
+    """The cheapest exact form for these sizes.
+
+    * ``"dual"`` when there are more units than training rows (diagonalise the kernel);
+    * ``"lgo"`` (leave-group-out updates of one full-data eigendecomposition) when the held-out
+      folds are small next to the units, so that ``n_splits`` eigendecompositions cost more
+      than one plus the per-fold ``n_test x n_test`` updates, and the rotated activations
+      (``n x d`` float64) fit ``cache_bytes``;
+    * ``"primal"`` otherwise (one eigendecomposition per fold).
+    """
+    n_train, n_test = folds.counts()
+    d, K = n_units, folds.n_splits
+    if d > int(n_train.max()):
+        return "dual"
+    # Flop-equivalents at matrix-product speed: a symmetric eigendecomposition with vectors
+    # runs at a fraction of that speed (about 15 d^3); an LU solve of size m about 1.3 m^3.
+    eigh = 15.0 * d**3
+    m = float(n_test.max())
+    lgo = eigh + 2.0 * folds.n * d * d + K * n_alphas * (m * m * d + 1.3 * m**3)
+    fits = folds.n * d * 8 <= cache_bytes
+    return "lgo" if fits and lgo < K * eigh else "primal"
 
 
 def ridge_cv(
@@ -226,23 +246,24 @@ def ridge_cv(
     folds : Folds
     alphas : sequence of float
         Penalties (scikit-learn's ``alpha``).
-    form : {"auto", "primal", "dual"}
+    form : {"auto", "primal", "dual", "lgo"}
+        See :func:`choose_form`; all give the same numbers.
     stats : GroupStats or GramStats, optional
-        Precomputed statistics (skip the first pass); their type sets the form.
+        Precomputed statistics (skip the first pass); a Gram matrix means the dual form.
 
     Returns
     -------
     dict
         See :meth:`HeldOutScores.finalize`; arrays of shape (n_splits, n_alphas, n_features).
     """
+    cache = int(getattr(source, "cache_bytes", 0))
     if isinstance(stats, GramStats):
         form = "dual"
-    elif isinstance(stats, GroupStats):
-        form = "primal"
     elif form == "auto":
-        form = choose_form(source.d, folds)
-    if form not in ("primal", "dual"):
-        raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
+        form = choose_form(source.d, folds, len(alphas), cache)
+        form = "primal" if form == "dual" and isinstance(stats, GroupStats) else form
+    if form not in ("primal", "dual", "lgo"):
+        raise ValueError(f"form must be 'auto', 'primal', 'dual' or 'lgo', got {form!r}")
     acc = HeldOutScores(targets, folds, len(alphas))
     if form == "dual":
         gram = stats if isinstance(stats, GramStats) else accumulate_gram(source)
@@ -257,14 +278,23 @@ def ridge_cv(
 
     if not isinstance(stats, GroupStats):
         stats = accumulate_groups(source, targets.Y, folds)
-    solved = [solve_primal(stats.moments(exclude=k)) for k in range(folds.n_splits)]
+    if form == "lgo":
+        _leave_group_out(source, targets, folds, alphas, stats, acc)
+        return acc.finalize()
     n_test = folds.counts()[1]
     q = targets.Y.shape[1]
-    # Multiply held-out rows by precomputed coefficients when that is cheaper than rotating
-    # them into each fold's eigenbasis: d*d*P*q (coef) vs n_test*d*d (rotation).
-    coefs = [
-        f.coef(alphas) if len(alphas) * q < n_test[k] else None for k, f in enumerate(solved)
-    ]
+    solved: list[PrimalFold] = []
+    coefs: list[Any] = []
+    for k in range(folds.n_splits):
+        fold = solve_primal(stats.moments(exclude=k))
+        # Multiply held-out rows by precomputed coefficients when that is cheaper than
+        # rotating them into the fold's eigenbasis: d*d*P*q (coef) vs n_test*d*d (rotation).
+        if len(alphas) * q < n_test[k]:
+            coefs.append(fold.coef(alphas))
+            fold.V = fold.VB = None  # only the coefficients are needed now
+        else:
+            coefs.append(None)
+        solved.append(fold)
     for a, b, block in coalesce(source.blocks(), source.d):
         tf = folds.test_fold[a:b]
         for k in np.unique(tf[tf >= 0]):
@@ -273,6 +303,57 @@ def ridge_cv(
             rows = block if local.size == b - a else xp.take(block, _idx(local, block), axis=0)
             acc.update(int(k), a + local, solved[k].predict(rows, alphas, coefs[k]))
     return acc.finalize()
+
+
+def _leave_group_out(
+    source: BlockSource,
+    targets: Targets,
+    folds: Folds,
+    alphas: Sequence[float],
+    stats: GroupStats,
+    acc: HeldOutScores,
+) -> None:
+    """Held-out predictions of every fold from one full-data eigendecomposition.
+
+    With ``Xc`` centred by the full-data mean, ``C = Xc^T Xc = V diag(s) V^T`` and
+    ``Z = Xc V``, the full-data ridge fit (unpenalised intercept) is the linear smoother
+    ``S(a) = 11^T / n + Z diag(1 / (s + a)) Z^T``. Removing the rows T of a fold from such a
+    generalised ridge fit changes their residuals exactly to
+    ``e_T^(-T) = (I - S_TT)^{-1} e_T``, and a fit on the remaining rows with the intercept
+    unpenalised is scikit-learn's ``Ridge`` on the training rows (the centring is absorbed by
+    the intercept). Cost per fold and penalty: one n_test x n_test product and solve.
+    """
+    mom = stats.moments()
+    xp = get_namespace(mom.C)
+    s, V = _eigh_psd(mom.C)
+    Bt = xp.matrix_transpose(V) @ mom.B  # (d, q)
+    a = _alphas_on(alphas, V)
+    g = 1.0 / (s[None, :] + a[:, None])  # (P, d)
+    Z = xp.concat(
+        [(blk - mom.mean_x) @ V for _, _, blk in coalesce(source.blocks(), source.d)], axis=0
+    )  # (n, d): the activations in the eigenbasis (coalesced blocks are float64 copies)
+    Yd = xp.asarray(targets.Y, dtype=xp.float64, device=_device(Z))
+    n = float(folds.n)
+    for k in range(folds.n_splits):
+        test = np.flatnonzero(folds.test_mask(k))
+        idx = _idx(test, Z)
+        ZT = xp.take(Z, idx, axis=0)  # (m, d)
+        YT = xp.take(Yd, idx, axis=0)  # (m, q)
+        fitted = _apply(ZT, g[:, :, None] * Bt[None, :, :]) + mom.mean_y  # (m, P, q)
+        eye = xp.eye(test.size, dtype=Z.dtype, device=_device(Z))
+        preds = []
+        for p in range(len(alphas)):
+            A = ZT * xp.sqrt(g[p, :])[None, :]
+            M = eye - A @ xp.matrix_transpose(A) - 1.0 / n  # I - S_TT
+            resid = xp.linalg.solve(M, YT - fitted[:, p, :])  # leave-fold-out residuals
+            preds.append(YT - resid)
+        acc.update(k, test, xp.stack(preds, axis=1))
+
+
+def _device(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)
 
 
 def _idx(rows: np.ndarray, like: Any) -> Any:

@@ -18,7 +18,7 @@ statistic (:func:`accumulate_gram`); it also gives held-out predictions without 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -204,31 +204,42 @@ class GroupStats:
     sy: list[Any]
     xtx: list[Any]
     xty: list[Any]
+    _tot: tuple[Any, Any, Any, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def xp(self) -> Any:
         return get_namespace(self.shift_x)
 
+    def _totals(self) -> tuple[Any, Any, Any, Any]:
+        if self._tot is None:
+            self._tot = (_sum(self.sx), _sum(self.sy), _sum(self.xtx), _sum(self.xty))
+        return self._tot
+
     def moments(self, exclude: int | None = None) -> Moments:
-        """Centred moments over every group except ``exclude`` (``None``: all rows)."""
-        keep = [g for g in range(len(self.sx)) if g != exclude]
-        n = float(sum(self.count[g] for g in keep))
-        sx = _sum([self.sx[g] for g in keep])
-        sy = _sum([self.sy[g] for g in keep])
-        C = _sum([self.xtx[g] for g in keep])
-        B = _sum([self.xty[g] for g in keep])
+        """Centred moments over every group except ``exclude`` (``None``: all rows).
+
+        The result is exactly symmetric: every term is a sum of symmetric products.
+        """
+        sx, sy, C, B = self._totals()
+        n = float(self.count.sum())
+        if exclude is not None:
+            g = exclude
+            n -= float(self.count[g])
+            sx, sy = sx - self.sx[g], sy - self.sy[g]
+            C, B = C - self.xtx[g], B - self.xty[g]
+        else:
+            C, B = C + 0.0, B + 0.0  # copies: the totals are reused
         xp = self.xp
         mx, my = sx / n, sy / n
-        C = C - n * xp.linalg.outer(mx, mx)
-        C = (C + xp.matrix_transpose(C)) / 2  # exact symmetry for eigh
-        B = B - n * xp.linalg.outer(mx, my)
+        C -= n * xp.linalg.outer(mx, mx)
+        B -= n * xp.linalg.outer(mx, my)
         return Moments(n, mx + self.shift_x, my + self.shift_y, C, B)
 
 
 def _sum(arrs: list[Any]) -> Any:
-    out = arrs[0]
+    out = arrs[0] + 0.0
     for a in arrs[1:]:
-        out = out + a
+        out += a
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["synthetic_activations", "write_synthetic_store"]
+__all__ = ["synthetic_activations", "synthetic_labels", "write_synthetic_store"]
 
 
 def _seed(*parts: Any) -> int:

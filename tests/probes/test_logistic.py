@@ -146,7 +146,7 @@ def test_random_shapes_match_sklearn_probabilities(n, d, dtype, seed):
     fit = fit_logistic_path(Z, omega, T, folds, [0.05, 1.0], tol=1e-9, max_iter=3000)
     X64 = X.astype(np.float64)
     for p, C in enumerate([0.05, 1.0]):
-        for k, (tr, te) in enumerate(folds.split()):
+        for tr, te in folds.split():
             ref = _sk(X64[tr], y[tr], C).predict_proba(X64[te])
             assert np.abs(np.exp(fit.log_proba[p][te, :]) - ref).max() < 2e-3
 
@@ -157,5 +157,5 @@ def test_cuda_float32_within_one_point_of_float64():
     T = encode_targets(labels)
     folds = stratified_folds(600, 5, seed=0, stratify=labels)
     ref = logistic_cv(X, T, folds, CS)
-    got = logistic_cv(move_to(X, "cuda", "float32"), T, folds, CS)
+    got = logistic_cv(move_to(X, "cuda"), T, folds, CS, dtype="float32")
     assert np.nanmax(np.abs(got["accuracy"].mean(axis=0) - ref["accuracy"].mean(axis=0))) <= 0.01

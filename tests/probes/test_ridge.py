@@ -79,7 +79,8 @@ def test_dual_coefficients_equal_sklearn_ridge():
             assert _rel(pred[:, i, :], ref.predict(X[test])) < 1e-6
 
 
-@pytest.mark.parametrize("form, n, d", [("primal", 300, 20), ("dual", 50, 120)])
+@pytest.mark.parametrize("form, n, d", [("primal", 300, 20), ("dual", 50, 120),
+                                        ("lgo", 120, 60)])
 def test_cv_scores_equal_sklearn_classifier_and_regressor(form, n, d):
     X, labels = _data(n, d, seed=2)
     T = encode_targets(labels)
@@ -105,14 +106,37 @@ def test_cv_scores_equal_sklearn_classifier_and_regressor(form, n, d):
             assert s["r2"][k, i, 0] == pytest.approx(ref, rel=1e-6, abs=1e-9)
 
 
-def test_primal_and_dual_forms_agree():
+def test_all_forms_agree():
     X, labels = _data(80, 60, seed=3)
     T = encode_targets(labels)
     folds = stratified_folds(80, 4, seed=0)
     p = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="primal")
-    d = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="dual")
-    for key in ("accuracy", "balanced_accuracy", "r2"):
-        np.testing.assert_allclose(p[key], d[key], rtol=1e-8, atol=1e-10)
+    for form in ("dual", "lgo"):
+        d = ridge_cv(ArraySource(X), T, folds, ALPHAS, form=form)
+        for key in ("accuracy", "balanced_accuracy", "r2"):
+            np.testing.assert_allclose(p[key], d[key], rtol=1e-8, atol=1e-10)
+
+
+def test_leave_group_out_with_an_explicit_split():
+    from actstore.probes import explicit_split
+
+    X, labels = _data(150, 30, seed=10)
+    T = encode_targets(labels)
+    folds = explicit_split(np.arange(150) % 5 == 0)
+    p = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="primal")
+    g = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="lgo")
+    np.testing.assert_allclose(p["r2"], g["r2"], rtol=1e-8)
+    np.testing.assert_array_equal(p["accuracy"], g["accuracy"])
+
+
+def test_form_choice():
+    from actstore.probes._ridge import choose_form
+
+    folds = stratified_folds(5000, 5, seed=0)
+    assert choose_form(2048, folds, 13, cache_bytes=2**30) == "lgo"
+    assert choose_form(2048, folds, 13, cache_bytes=0) == "primal"  # Z would not fit
+    assert choose_form(256, folds, 13, cache_bytes=2**30) == "primal"
+    assert choose_form(6000, folds, 13, cache_bytes=2**30) == "dual"
 
 
 def test_numpy_and_torch_cpu_give_the_same_numbers():
@@ -121,7 +145,7 @@ def test_numpy_and_torch_cpu_give_the_same_numbers():
     T = encode_targets(labels)
     folds = stratified_folds(200, 5, seed=0)
     ref = ridge_cv(ArraySource(X, 64), T, folds, ALPHAS)
-    for form in ("primal", "dual"):
+    for form in ("primal", "dual", "lgo"):
         got = ridge_cv(CachedSource(ArraySource(X, 64), backend="torch"), T, folds, ALPHAS,
                        form=form)
         for key in ("accuracy", "r2", "balanced_accuracy"):
@@ -180,7 +204,7 @@ def test_random_shapes_match_sklearn(n, d, dtype, block, seed):
     folds = stratified_folds(n, 2, seed=seed)
     X64 = X.astype(np.float64)
     alphas = [0.01, 1.0, 100.0]
-    for form in ("primal", "dual"):
+    for form in ("primal", "dual", "lgo"):
         s = ridge_cv(ArraySource(X, block), T, folds, alphas, form=form)
         for k, (train, test) in enumerate(folds.split()):
             for i, alpha in enumerate(alphas):
