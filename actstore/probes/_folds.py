@@ -102,10 +102,12 @@ def stratified_folds(
 ) -> Folds:
     """Seeded K-fold assignment, stratified on one or several categorical labels at once.
 
-    Samples are shuffled (seeded), sorted by the labels lexicographically (the shuffle breaks
-    ties at random) and dealt to the folds in turn. Every joint label combination, and so every
-    class of the first label, is spread over the folds with counts that differ by at most one;
-    the other labels' marginals are balanced to within their number of combinations.
+    Samples are shuffled (seeded), sorted by the first label and then by the combination of
+    the other labels (combinations in a random order; the shuffle breaks ties) and dealt to the
+    folds in turn. Every joint label combination, and every class of the first label, is
+    spread over the folds with counts that differ by at most one; the other labels' classes
+    are spread at random (never all in one fold, as a lexicographic order would do with a
+    factorial design such as Trifeature's).
 
     Parameters
     ----------
@@ -140,7 +142,18 @@ def stratified_folds(
             if c.shape != (n,):
                 raise ActstoreError(f"stratification labels must have shape ({n},), got {c.shape}")
             keys.append(_codes(c)[perm])
-        # np.lexsort sorts by its last key first, and is stable so the shuffle breaks ties.
+        # Sort by the first label, then by the combination of the others in a *random* order
+        # of combinations (never lexicographically: in a factorial design, dealing a
+        # lexicographic order in turn would send each value of the last label to one fold
+        # only, and its held-out values would never be trained on). Each combination stays
+        # contiguous, so joint and first-label counts differ by at most one across folds;
+        # the other labels land in the folds at random. np.lexsort sorts by its last key
+        # first and is stable, so the shuffle breaks the remaining ties.
+        if len(keys) > 1:
+            # a fresh random order of combinations within every class of the first label
+            joint = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)[1]
+            joint = joint.reshape(-1)
+            keys = [keys[0], rng.permutation(int(joint.max()) + 1)[joint]]
         order = perm[np.lexsort(keys[::-1])] if keys else perm
     test_fold = np.empty(n, dtype=np.int64)
     offset = int(rng.integers(n_splits))

@@ -132,3 +132,19 @@ def test_too_few_samples_or_folds():
         stratified_folds(10, 1)
     with pytest.raises(ActstoreError, match="cannot make 5 folds of 3 samples"):
         stratified_folds(3, 5)
+
+
+def test_factorial_design_keeps_every_class_in_every_training_set():
+    # Trifeature's probe set: every (shape, texture, colour) combination once. Dealing a
+    # lexicographic order in turn would hold out each colour in one fold only.
+    grid = np.stack(np.meshgrid(np.arange(10), np.arange(10), np.arange(10), indexing="ij"))
+    labels = {name: g.ravel() for name, g in zip(("shape", "texture", "color"), grid,
+                                                  strict=True)}
+    f = stratified_folds(1000, 5, seed=0, stratify=labels)
+    for name, lab in labels.items():
+        counts = _per_fold_counts(f, lab)  # (folds, classes) held out
+        assert (counts < 100).all(), name  # no class is held out whole in one fold
+        assert (counts > 0).all(), name
+        assert counts.max() <= 40, name  # 20 expected per fold and class
+    first = _per_fold_counts(f, labels["shape"])
+    assert (first.max(axis=0) - first.min(axis=0) <= 1).all()
