@@ -88,8 +88,17 @@ def whiten(
         Column means removed from ``X``.
     """
     xp = get_namespace(X)
+    n, d = X.shape
+    if isinstance(stats, GroupStats):
+        s, V, mom = stats.eigh_full()
+        keep = s > rtol * xp.max(s)
+        scale = xp.sqrt(n / s[keep])
+        if stats.rotated is not None:
+            Z = stats.rotated[:, keep] * scale[None, :]
+        else:
+            Z = (xp.astype(X, xp.float64) - mom.mean_x) @ (V[:, keep] * scale[None, :])
+        return _cast(Z, dtype), V[:, keep] * scale[None, :], _cast(n / s[keep], dtype), mom.mean_x
     X64 = xp.astype(X, xp.float64)
-    n, d = X64.shape
     mean = xp.mean(X64, axis=0)
     Xc = X64 - mean
     if isinstance(stats, GramStats) or (stats is None and d > n):
@@ -100,10 +109,7 @@ def whiten(
         keep = s > rtol * xp.max(s)
         s, U = s[keep], U[:, keep]
         return _cast(U * (n**0.5), dtype), None, _cast(n / s, dtype), mean
-    if isinstance(stats, GroupStats):
-        C = stats.moments().C
-    else:
-        C = xp.matrix_transpose(Xc) @ Xc
+    C = xp.matrix_transpose(Xc) @ Xc
     s, V = xp.linalg.eigh((C + xp.matrix_transpose(C)) / 2)
     keep = s > rtol * xp.max(s)
     s, V = s[keep], V[:, keep]

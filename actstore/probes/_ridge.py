@@ -323,15 +323,15 @@ def _leave_group_out(
     unpenalised is scikit-learn's ``Ridge`` on the training rows (the centring is absorbed by
     the intercept). Cost per fold and penalty: one n_test x n_test product and solve.
     """
-    mom = stats.moments()
+    s, V, mom = stats.eigh_full()
     xp = get_namespace(mom.C)
-    s, V = _eigh_psd(mom.C)
     Bt = xp.matrix_transpose(V) @ mom.B  # (d, q)
     a = _alphas_on(alphas, V)
     g = 1.0 / (s[None, :] + a[:, None])  # (P, d)
     Z = xp.concat(
         [(blk - mom.mean_x) @ V for _, _, blk in coalesce(source.blocks(), source.d)], axis=0
     )  # (n, d): the activations in the eigenbasis (coalesced blocks are float64 copies)
+    stats.rotated = Z  # the logistic decoders of this job whiten with the same basis
     Yd = xp.asarray(targets.Y, dtype=xp.float64, device=_device(Z))
     n = float(folds.n)
     for k in range(folds.n_splits):

@@ -205,6 +205,9 @@ class GroupStats:
     xtx: list[Any]
     xty: list[Any]
     _tot: tuple[Any, Any, Any, Any] | None = field(default=None, repr=False, compare=False)
+    _eig: tuple[Any, Any, Moments] | None = field(default=None, repr=False, compare=False)
+    #: ``(X - mean) @ V`` (n, d) over all rows, when a solver computed it (shared by decoders).
+    rotated: Any = field(default=None, repr=False, compare=False)
 
     @property
     def xp(self) -> Any:
@@ -214,6 +217,19 @@ class GroupStats:
         if self._tot is None:
             self._tot = (_sum(self.sx), _sum(self.sy), _sum(self.xtx), _sum(self.xty))
         return self._tot
+
+    def eigh_full(self) -> tuple[Any, Any, Moments]:
+        """``(s, V, moments)``: eigendecomposition of the centred Gram of all rows (cached).
+
+        Eigenvalues ascending, clipped at 0; shared by the ridge (leave-group-out form) and
+        logistic (whitening) decoders of one job.
+        """
+        if self._eig is None:
+            mom = self.moments()
+            xp = self.xp
+            s, V = xp.linalg.eigh(mom.C)
+            self._eig = (xp.clip(s, 0.0, None), V, mom)
+        return self._eig
 
     def moments(self, exclude: int | None = None) -> Moments:
         """Centred moments over every group except ``exclude`` (``None``: all rows).

@@ -159,3 +159,18 @@ def test_cuda_float32_within_one_point_of_float64():
     ref = logistic_cv(X, T, folds, CS)
     got = logistic_cv(move_to(X, "cuda"), T, folds, CS, dtype="float32")
     assert np.nanmax(np.abs(got["accuracy"].mean(axis=0) - ref["accuracy"].mean(axis=0))) <= 0.01
+
+
+def test_whitening_shared_with_the_ridge_solver_gives_the_same_fit():
+    from actstore.probes import ArraySource, accumulate_groups, ridge_cv
+
+    X, labels = _data(200, 25, seed=8)
+    T = encode_targets(labels)
+    folds = stratified_folds(200, 4, seed=0)
+    stats = accumulate_groups(ArraySource(X, 64), T.Y, folds)
+    ridge_cv(ArraySource(X, 64), T, folds, [1.0], form="lgo", stats=stats)
+    assert stats.rotated is not None  # the leave-group-out form left X in its eigenbasis
+    shared = logistic_cv(X, T, folds, CS, stats=stats, tol=1e-9, max_iter=3000)
+    alone = logistic_cv(X, T, folds, CS, tol=1e-9, max_iter=3000)
+    np.testing.assert_allclose(shared["cross_entropy"], alone["cross_entropy"], rtol=1e-6)
+    np.testing.assert_array_equal(shared["accuracy"], alone["accuracy"])
