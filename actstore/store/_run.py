@@ -76,11 +76,15 @@ class RunReader:
     @property
     def steps(self) -> np.ndarray:
         """Step of each slot; ``-1`` marks a slot not yet written."""
+        if "checkpoint" not in self.group:  # creation interrupted: nothing written yet
+            return np.full(len(self.planned_steps), -1, dtype=np.int64)
         return np.asarray(self.group["checkpoint"][...], dtype=np.int64)
 
     @property
     def status(self) -> np.ndarray:
         """0 empty, 1 writing (or interrupted), 2 complete, per slot."""
+        if "status" not in self.group:  # creation interrupted: nothing written yet
+            return np.zeros(len(self.planned_steps), dtype=np.uint8)
         return np.asarray(self.group["status"][...], dtype=np.uint8)
 
     @property

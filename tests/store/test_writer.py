@@ -289,3 +289,24 @@ def test_attributes_actstore_records_cannot_be_overridden(store_url, image_probe
     after = open_store(store_url).reader("r").attrs
     assert after["probe_set"] == "images" and after["created"] == rd.attrs["created"]
     assert after["probe_set_hash"] == image_probe_set.hash
+
+
+def test_run_whose_creation_was_interrupted_reads_as_empty_and_resumes(store_url,
+                                                                       image_probe_set):
+    from typer.testing import CliRunner
+
+    from actstore.cli import app
+
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    # what a writer killed between creating the run group and its arrays leaves behind
+    st.root["runs"].create_group("r", attributes={"actstore.layout_complete": False,
+                                                  "actstore.planned_steps": [0, 5]})
+    rd = open_store(store_url).reader("r")
+    assert rd.status.tolist() == [0, 0] and rd.steps.tolist() == [-1, -1]
+    assert rd.complete_steps == []
+    res = CliRunner().invoke(app, ["ls", store_url])
+    assert res.exit_code == 0 and "0/2" in res.output
+    with open_store(store_url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+        w.capture(small_cnn(), 0, layers="fc1")
+    assert open_store(store_url).reader("r").complete.tolist() == [True, False]
