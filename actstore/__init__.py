@@ -22,8 +22,8 @@ from actstore.store import (
 __all__ = [
     "ActstoreError",
     "ProbeSet",
-    "Store",
     "ProvenanceError",
+    "Store",
     "StoreError",
     "WriterConflictError",
     "__version__",

@@ -21,11 +21,11 @@ import torch
 import zarr
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "store"))
-from factories import small_cnn  # noqa: E402
+from factories import small_cnn
 
-from actstore import ActstoreError  # noqa: E402
-from actstore.store import open_store  # noqa: E402
-from actstore.store._integrity import verify  # noqa: E402
+from actstore import ActstoreError
+from actstore.store import open_store
+from actstore.store._integrity import verify
 
 FACTORY = str(Path(__file__).parents[1] / "tests" / "store" / "factories.py") + ":small_cnn"
 STEPS = (0, 10, 100, 1000, 5000, 10000)
