@@ -405,12 +405,7 @@ def capture_slot(
         )
     sel = resolve_layers(model, layers)
     writer.check_layer_names([c for c, _ in sel])
-    known = writer._attrs.get(L.ATTR_LAYERS, {})
-    if known and set(known) != {c for c, _ in sel}:
-        raise ActstoreError(
-            f"run {writer.run_id!r} records layers {sorted(known)}; this capture selects "
-            f"{sorted(c for c, _ in sel)}; a run records the same layers at every checkpoint"
-        )
+    writer.check_layer_set({c for c, _ in sel}, "this capture selects")
     specs = {c: _reduction_for(c, p, reduce, model) for c, p in sel}
     for s in specs.values():
         parse_reduction(s)

@@ -412,6 +412,24 @@ class RunWriter:
                 f"{self.probe_set_name!r}, or select other layers"
             )
 
+    def check_layer_set(self, names: set[str], what: str) -> None:
+        """Refuse a slot whose layers differ from the run's.
+
+        The layer set is fixed by the first complete slot. Before that, a first slot that was
+        interrupted while creating its arrays may have left only some of them: a later capture
+        that selects those layers and more goes on and creates the rest.
+        """
+        known = set(self._attrs.get(L.ATTR_LAYERS, {}))
+        if not known or known == names:
+            return
+        fixed = bool((np.asarray(self.group["status"][:]) == L.STATUS_COMPLETE).any())
+        if not fixed and known < names:
+            return
+        raise ActstoreError(
+            f"run {self.run_id!r} records layers {sorted(known)}; {what} "
+            f"{sorted(names)}; a run records the same layers at every checkpoint"
+        )
+
     def layer_array(self, name: str, unit_shape: tuple[int, ...], dtype: str,
                     info: dict[str, Any]) -> Any:
         """The zarr array of a layer, created on first use with the chunking of FORMAT.md."""
@@ -433,8 +451,11 @@ class RunWriter:
         unit_dims = (f"{name}_unit",) if len(unit_shape) == 1 else tuple(
             f"{name}_{d}" for d in dim_names
         )
+        # an array without an entry in the layer table is what a first slot killed between
+        # creating the array and recording it leaves behind: it holds nothing and is replaced
         arr = self.group.create_array(
             name,
+            overwrite=name in self.group,
             shape=(n_slots, n, *unit_shape),
             chunks=(1, per_chunk, *unit_shape),
             shards=(1, per_shard, *unit_shape),
@@ -507,12 +528,7 @@ class RunWriter:
 
         if self.is_complete(step, weights_hash):
             return False
-        known = self._attrs.get(L.ATTR_LAYERS, {})
-        if known and set(arrays) != set(known):
-            raise ActstoreError(
-                f"run {self.run_id!r} records layers {sorted(known)}; this slot gives "
-                f"{sorted(arrays)}; a run records the same layers at every checkpoint"
-            )
+        self.check_layer_set(set(arrays), "this slot gives")
         self.check_layer_names(list(arrays))
         checked = {}
         for name, a in arrays.items():

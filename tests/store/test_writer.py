@@ -310,3 +310,33 @@ def test_run_whose_creation_was_interrupted_reads_as_empty_and_resumes(store_url
     with open_store(store_url, mode="a").writer("r", "images", steps=[0, 5]) as w:
         w.capture(small_cnn(), 0, layers="fc1")
     assert open_store(store_url).reader("r").complete.tolist() == [True, False]
+
+
+def test_first_slot_killed_while_creating_layer_arrays_resumes(tmp_path, image_probe_set):
+    ref_url, url = str(tmp_path / "ref.zarr"), str(tmp_path / "s.zarr")
+    model = small_cnn()
+    for u in (ref_url, url):
+        create_store(u).add_probe_set(image_probe_set)
+    with open_store(ref_url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+        w.capture(model, 0)
+    ref = open_store(ref_url).reader("r")
+    first, second, *rest = ref.layers
+    assert rest
+    # what a writer killed during its first slot leaves: one layer recorded, the next one's
+    # array created but not yet in the layer table, the slot marked as being written
+    with open_store(url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+        a = ref.array(first)
+        w.layer_array(first, tuple(a.shape[2:]), str(a.dtype), ref.layer_table[first])
+        w.group.create_array(second, shape=(2, 1), dtype="float32")
+        w.begin_slot(0)
+    assert open_store(url).reader("r").layers == [first]
+    with open_store(url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+        assert w.capture(model, 0)
+    rd = open_store(url).reader("r")
+    assert rd.layers == ref.layers and rd.complete_steps == [0]
+    for ly in ref.layers:
+        np.testing.assert_array_equal(rd.read(ly, 0), ref.read(ly, 0))
+    # once a slot is complete the layer set is fixed
+    with pytest.raises(ActstoreError, match="same layers at every checkpoint"):
+        with open_store(url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+            w.capture(model, 5, layers=[first])
