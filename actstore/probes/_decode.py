@@ -16,8 +16,8 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -129,10 +129,9 @@ class ProbeConfig:
     max_iter: int = 500
     logistic_dtype: str = "float64"
     cache_mb: float = 256.0
-    _result_keys: tuple[str, ...] = field(
-        default=("decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter"),
-        repr=False,
-        compare=False,
+    #: The settings that determine the numbers (``device`` and ``cache_mb`` do not).
+    RESULT_KEYS: ClassVar[tuple[str, ...]] = (
+        "decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter",
     )
 
     def __post_init__(self) -> None:
@@ -161,7 +160,7 @@ class ProbeConfig:
         """The settings that determine the numbers (device and cache do not)."""
         d = asdict(self)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
-                if k in self._result_keys}
+                if k in self.RESULT_KEYS}
 
     def key(self) -> str:
         """A short hash of :meth:`to_json`: results with the same key are interchangeable."""
@@ -260,11 +259,15 @@ def decode(
     folds = folds or made
     targets = encode_targets(decoded)
     check_folds(folds, targets.labels())
-    if any(f.kind == "categorical" for f in targets.features) is False and (
-        "logistic" in config.decoders
-    ):
-        config = ProbeConfig(**{**asdict(config), "decoders": tuple(
-            d for d in config.decoders if d != "logistic") or ("ridge",)})
+    if "logistic" in config.decoders and not targets.categorical():
+        # Logistic decoders need classes; continuous features are the ridge decoders' job.
+        kept = tuple(d for d in config.decoders if d != "logistic")
+        if not kept:
+            raise ActstoreError(
+                f"logistic decoders need a categorical feature, but {', '.join(targets.names)} "
+                "are continuous; add --decoders ridge"
+            )
+        config = ProbeConfig(**{**asdict(config), "decoders": kept})
     backend = None if config.device == "numpy" else config.device
     src = CachedSource(source, backend=backend, cache_bytes=int(config.cache_mb * 2**20))
     t0 = time.perf_counter()

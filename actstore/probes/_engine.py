@@ -404,6 +404,8 @@ class _Results:
         fi = [i["feature"][f] for f in res.features]
         ds = self.ds
         for d, info in res.decoders.items():
+            if d not in i["decoder"]:
+                continue
             di = i["decoder"][d]
             for var in RESULT_VARS:
                 if var == "penalty":
@@ -531,7 +533,6 @@ def run_probes(
             labs[config.split] = rd.labels[config.split]
         desc = make_folds(labs, config)[0].description
     cfg = asdict(config)
-    cfg.pop("_result_keys", None)
     in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
     added = 0
     last_flush = time.monotonic()

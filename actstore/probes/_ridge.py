@@ -286,15 +286,15 @@ def ridge_cv(
     solved: list[PrimalFold] = []
     coefs: list[Any] = []
     for k in range(folds.n_splits):
-        fold = solve_primal(stats.moments(exclude=k))
+        pf = solve_primal(stats.moments(exclude=k))
         # Multiply held-out rows by precomputed coefficients when that is cheaper than
         # rotating them into the fold's eigenbasis: d*d*P*q (coef) vs n_test*d*d (rotation).
         if len(alphas) * q < n_test[k]:
-            coefs.append(fold.coef(alphas))
-            fold.V = fold.VB = None  # only the coefficients are needed now
+            coefs.append(pf.coef(alphas))
+            pf.V = pf.VB = None  # only the coefficients are needed now
         else:
             coefs.append(None)
-        solved.append(fold)
+        solved.append(pf)
     for a, b, block in coalesce(source.blocks(), source.d):
         tf = folds.test_fold[a:b]
         for k in np.unique(tf[tf >= 0]):

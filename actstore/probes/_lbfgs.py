@@ -1,0 +1,381 @@
+"""Batched L-BFGS for many L2-penalised softmax regressions on shared (whitened) data.
+
+A *problem* is one (fold, feature) pair: a softmax over the feature's classes, trained on the
+fold's training rows (row weights ``M[:, p]``), with a diagonal L2 penalty
+``lam_p / 2 * sum_j omega_j ||W_j||^2`` on the coefficients (not the intercept). All problems
+share the data ``Z`` (n, r); their coefficients sit side by side in ``W`` (r, columns), so one
+evaluation is two matrix products over all problems, done in blocks of rows small enough for
+the elementwise softmax work to stay in cache.
+
+Problems are ordered by class count, so that problems with ``c`` classes form one contiguous
+group of columns handled by one reshape (rows, problems, c). Line searches, convergence tests
+and curvature pairs are per problem; finished problems are dropped from the products.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from actstore.probes._backend import get_namespace, to_numpy
+
+__all__ = ["SoftmaxProblems", "solve_problems"]
+
+
+def _dev(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def _on(a: np.ndarray, like: Any, dtype: Any = None) -> Any:
+    xp = get_namespace(like)
+    return xp.asarray(a, dtype=dtype if dtype is not None else like.dtype, device=_dev(like))
+
+
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(to_numpy(x))  # sync point: small per-problem arrays
+
+
+def _blend(new: Any, old: Any, take: Any) -> Any:
+    """``new`` where ``take`` (broadcast 0/1 floats) else ``old``."""
+    return old + take * (new - old)
+
+
+class SoftmaxProblems:
+    """The objective of a set of softmax problems on shared data.
+
+    Parameters
+    ----------
+    Z : array (n, r)
+        Whitened data (float64, or float32 on GPUs).
+    omega : array (r,)
+        Penalty weight per coordinate.
+    Y01 : ndarray (n, Qt)
+        0/1 one-hot targets, problem after problem.
+    M : ndarray (n, P)
+        Row weights of each problem's loss (1 / n_train on its training rows, else 0).
+    n_classes : sequence of int (P,), non-decreasing
+    scale : ndarray (P,)
+        ``n_train * C_eff / C`` per problem: the penalty is ``1 / (C * scale)``.
+    """
+
+    def __init__(self, Z: Any, omega: Any, Y01: np.ndarray, M: np.ndarray,
+                 n_classes: Sequence[int], scale: np.ndarray) -> None:
+        xp = get_namespace(Z)
+        self.xp, self.Z, self.omega = xp, Z, omega
+        self.Zt = xp.matrix_transpose(Z)
+        self.n, self.r = Z.shape
+        self.n_classes = [int(c) for c in n_classes]
+        self.P, self.Qt = len(self.n_classes), int(sum(self.n_classes))
+        self.host = (Y01, M, np.asarray(scale, dtype=np.float64))
+        self.groups: list[tuple[int, int, int, int]] = []  # (col0, problems, classes, p0)
+        col = 0
+        for p, c in enumerate(self.n_classes):
+            if self.groups and self.groups[-1][2] == c:
+                a, npg, cc, p0 = self.groups[-1]
+                self.groups[-1] = (a, npg + 1, cc, p0)
+            else:
+                self.groups.append((col, 1, c, p))
+            col += c
+        self.col_prob = np.concatenate([np.full(c, p) for p, c in enumerate(self.n_classes)])
+        E = np.zeros((self.Qt, self.P))
+        E[np.arange(self.Qt), self.col_prob] = 1.0
+        self.E = _on(E, Z)
+        self.Et = xp.matrix_transpose(self.E)
+        self.Mc = _on(M[:, self.col_prob], Z)  # (n, Qt): row weights per column
+        self.MY = self.Mc * _on(Y01, Z)  # (n, Qt): weighted targets
+        self.M = _on(M, Z)  # (n, P)
+        # Rows per block: keep the (rows, Qt) intermediates near 512 KiB.
+        self.rows = max(64, min(self.n, (1 << 16) // max(self.Qt, 1)))
+
+    def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
+        """The problems ``keep`` (indices), and their columns in this set."""
+        Y01, M, scale = self.host
+        cols = np.concatenate([np.flatnonzero(self.col_prob == p) for p in keep])
+        sub = SoftmaxProblems(self.Z, self.omega, Y01[:, cols], M[:, keep],
+                              [self.n_classes[p] for p in keep], scale[keep])
+        return sub, cols
+
+    def lam(self, C: float) -> Any:
+        """Penalty per problem (P,) in the mean-loss scaling."""
+        return _on(1.0 / (C * self.host[2]), self.Z)
+
+    def per_problem(self, colvals: Any) -> Any:
+        """Sum (..., Qt) column values into (..., P) problem values."""
+        return colvals @ self.E
+
+    def to_cols(self, probvals: Any) -> Any:
+        """Broadcast (..., P) problem values to (..., Qt) columns."""
+        return probvals @ self.Et
+
+    def _split(self, A: Any) -> list[Any]:
+        """Views of (m, Qt) as (m, problems, classes), one per group."""
+        xp = self.xp
+        m = A.shape[0]
+        return [xp.reshape(A[:, a : a + npg * c], (m, npg, c)) for a, npg, c, _ in self.groups]
+
+    def _join(self, parts: list[Any]) -> Any:
+        xp = self.xp
+        flat = [xp.reshape(p, (p.shape[0], p.shape[1] * p.shape[2])) for p in parts]
+        return flat[0] if len(flat) == 1 else xp.concat(flat, axis=1)
+
+    def _block(self, a: int, e: int, W: Any, b: Any) -> tuple[list[Any], list[Any]]:
+        """Log-probabilities and probabilities of rows a:e, per group (m, problems, c)."""
+        xp = self.xp
+        L = self.Z[a:e, :] @ W + b[None, :]  # (m, Qt)
+        logps, ps = [], []
+        for blk in self._split(L):
+            sh = blk - xp.max(blk, axis=-1, keepdims=True)
+            ex = xp.exp(sh)
+            tot = xp.sum(ex, axis=-1, keepdims=True)
+            logps.append(sh - xp.log(tot))
+            ps.append(ex / tot)
+        return logps, ps
+
+    def log_proba(self, W: Any, b: Any) -> Any:
+        """Log-probabilities (n, Qt) of every row under every problem's model."""
+        xp = self.xp
+        out = []
+        for a in range(0, self.n, self.rows):
+            e = min(self.n, a + self.rows)
+            out.append(self._join(self._block(a, e, W, b)[0]))
+        return out[0] if len(out) == 1 else xp.concat(out, axis=0)
+
+    def value(self, W: Any, b: Any, lam: Any) -> Any:
+        """Objective per problem (P,)."""
+        xp = self.xp
+        data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
+        for a in range(0, self.n, self.rows):
+            e = min(self.n, a + self.rows)
+            logp = self._join(self._block(a, e, W, b)[0])
+            data = data - xp.sum(self.MY[a:e, :] * logp, axis=0)
+        return self.per_problem(data) + 0.5 * lam * self.per_problem(
+            xp.sum(self.omega[:, None] * W * W, axis=0))
+
+    def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, list[Any]]:
+        """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums per group
+        (:meth:`curvature`)."""
+        xp = self.xp
+        data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
+        gW = xp.zeros(W.shape, dtype=W.dtype, device=_dev(W))
+        gb = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
+        curv: list[Any] = [None] * len(self.groups)
+        for a in range(0, self.n, self.rows):
+            e = min(self.n, a + self.rows)
+            logps, ps = self._block(a, e, W, b)
+            logp, P = self._join(logps), self._join(ps)
+            data = data - xp.sum(self.MY[a:e, :] * logp, axis=0)
+            R = self.Mc[a:e, :] * P - self.MY[a:e, :]  # (m, Qt)
+            gW = gW + self.Zt[:, a:e] @ R
+            gb = gb + xp.sum(R, axis=0)
+            for g, ((_, npg, _, p0), Pg) in enumerate(zip(self.groups, ps, strict=True)):
+                w = self.M[a:e, p0 : p0 + npg][:, :, None]
+                Pw = Pg * w  # (m, problems, c)
+                PtP = xp.permute_dims(Pw, (1, 2, 0)) @ xp.permute_dims(Pg, (1, 0, 2))
+                part = (xp.sum(Pw, axis=0), PtP)  # (problems, c), (problems, c, c)
+                curv[g] = part if curv[g] is None else (curv[g][0] + part[0],
+                                                        curv[g][1] + part[1])
+        lam_c = self.to_cols(lam)
+        f = self.per_problem(data) + 0.5 * lam * self.per_problem(
+            xp.sum(self.omega[:, None] * W * W, axis=0))
+        gW = gW + lam_c[None, :] * self.omega[:, None] * W
+        return f, gW, gb, curv
+
+    def curvature(self, sums: list[Any]) -> list[tuple[Any, Any]]:
+        """Eigen-decompositions of each problem's mean softmax curvature.
+
+        ``A_p = mean_i (diag(p_i) - p_i p_i^T)`` over the problem's training rows. In whitened
+        coordinates the data Hessian of problem p is close to ``I (x) A_p``; with the diagonal
+        penalty this is a cheap, well-scaled inverse-Hessian approximation.
+        """
+        xp = self.xp
+        out = []
+        for (diag, PtP), (_, _, ncls, _) in zip(sums, self.groups, strict=True):
+            eye = xp.eye(ncls, dtype=diag.dtype, device=_dev(diag))
+            A = diag[:, :, None] * eye[None, :, :] - PtP
+            lamb, U = xp.linalg.eigh((A + xp.matrix_transpose(A)) / 2)
+            out.append((xp.clip(lamb, 0.0, None), U))
+        return out
+
+    def precondition(self, gW: Any, gb: Any, curv: list[tuple[Any, Any]], lam: Any
+                     ) -> tuple[Any, Any]:
+        """Apply the approximate inverse Hessian to (r, Qt) and (Qt,) arrays."""
+        xp = self.xp
+        outW, outb = [], []
+        for (a, npg, c, p0), (lamb, U) in zip(self.groups, curv, strict=True):
+            G = xp.permute_dims(xp.reshape(gW[:, a : a + npg * c], (self.r, npg, c)), (1, 0, 2))
+            Ut = xp.matrix_transpose(U)
+            lam_g = xp.reshape(lam[p0 : p0 + npg], (npg, 1, 1))
+            den = lamb[:, None, :] + lam_g * self.omega[None, :, None]  # (problems, r, c)
+            H = ((G @ U) / den) @ Ut
+            outW.append(xp.permute_dims(H, (1, 0, 2)))
+            floor = 1e-3 * xp.max(lamb, axis=1, keepdims=True) + 1e-12
+            Gb = xp.reshape(gb[a : a + npg * c], (npg, 1, c))
+            Hb = ((Gb @ U) / xp.maximum(lamb, floor)[:, None, :]) @ Ut
+            outb.append(xp.reshape(Hb, (1, npg, c)))
+        return self._join(outW), xp.reshape(self._join(outb), (self.Qt,))
+
+    def dot(self, aW: Any, ab: Any, bW: Any, bb: Any) -> Any:
+        """Per-problem inner products (P,)."""
+        xp = self.xp
+        return self.per_problem(xp.sum(aW * bW, axis=0) + ab * bb)
+
+    def gmax(self, gW: Any, gb: Any) -> Any:
+        """Per-problem max-abs gradient (P,)."""
+        xp = self.xp
+        colmax = xp.maximum(xp.max(xp.abs(gW), axis=0), xp.abs(gb))[None, :]  # (1, Qt)
+        parts = [xp.max(g, axis=-1)[0, :] for g in self._split(colmax)]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def _lbfgs(
+    prob: SoftmaxProblems,
+    W: Any,
+    b: Any,
+    lam: Any,
+    tol: float,
+    max_iter: int,
+    memory: int = 10,
+    compact: float = 0.0,
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
+    """Batched L-BFGS over the problems of ``prob`` at one penalty.
+
+    The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
+    :meth:`SoftmaxProblems.curvature`, refreshed at every iteration and scaled by the latest
+    curvature pair (Shanno). Returns ``(W, b, n_iter, done, converged)``; with
+    ``compact > 0`` it returns early once at most that fraction of the problems is unfinished.
+    """
+    xp = prob.xp
+    f, gW, gb, sums = prob.value_grad(W, b, lam)
+    hist: list[tuple[Any, Any, Any, Any, Any]] = []
+    n_iter = np.zeros(prob.P, dtype=np.int64)
+    done = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
+    for _ in range(max_iter):
+        if done.all() or (compact > 0 and (~done).sum() <= compact * done.size):
+            break
+        act_c = prob.to_cols(_on((~done).astype(np.float64), f))  # (Qt,)
+        qW, qb = gW, gb
+        alphas = []
+        for sW, sb, yW, yb, rho in reversed(hist):
+            a = prob.to_cols(rho * prob.dot(sW, sb, qW, qb))
+            qW, qb = qW - a[None, :] * yW, qb - a * yb
+            alphas.append(a)
+        curv = prob.curvature(sums)
+        rW, rb = prob.precondition(qW, qb, curv, lam)
+        if hist:
+            sW, sb, yW, yb, rho = hist[-1]
+            HyW, Hyb = prob.precondition(yW, yb, curv, lam)
+            yHy, sy = prob.dot(yW, yb, HyW, Hyb), prob.dot(sW, sb, yW, yb)
+            good = (rho > 0) & (yHy > 0)
+            gamma = prob.to_cols(xp.where(good, sy / xp.where(good, yHy, 1.0), 1.0))
+            rW, rb = rW * gamma[None, :], rb * gamma
+        for (sW, sb, yW, yb, rho), a in zip(hist, reversed(alphas), strict=True):
+            c = a - prob.to_cols(rho * prob.dot(yW, yb, rW, rb))
+            rW, rb = rW + c[None, :] * sW, rb + c * sb
+        pW, pb = -rW * act_c[None, :], -rb * act_c  # search direction; zero when finished
+        slope = prob.dot(pW, pb, gW, gb)
+        bad = (_np(slope) >= 0) & ~done
+        if bad.any():  # not a descent direction: the preconditioned gradient there
+            badc = prob.to_cols(_on(bad.astype(np.float64), f))
+            rW, rb = prob.precondition(gW, gb, curv, lam)
+            pW, pb = _blend(-rW, pW, badc[None, :]), _blend(-rb, pb, badc)
+            slope = prob.dot(pW, pb, gW, gb)
+        t = np.ones(prob.P)
+        pending = ~done
+        f_np, slope_np = _np(f), _np(slope)
+        new = (W, b, f, gW, gb, sums)
+        for ls in range(30):
+            tc = prob.to_cols(_on(np.where(pending, t, 0.0), f))
+            cand = (W + tc[None, :] * pW, b + tc * pb)
+            cf, cgW, cgb, csums = prob.value_grad(*cand, lam)
+            ok = _np(cf) <= f_np + 1e-4 * t * slope_np + 1e-12 * np.abs(f_np)
+            acc = pending & ok
+            if ls == 0 and (acc == pending).all():  # the usual case: every step accepted
+                new = (*cand, cf, cgW, cgb, csums)
+                pending = pending & ~ok
+                break
+            if acc.any():
+                tk = _on(acc.astype(np.float64), f)
+                tkc = prob.to_cols(tk)
+                nW, nb, nf, ngW, ngb, nsums = new
+                mixed = []
+                for (_, npg, _, p0), old, newg in zip(prob.groups, nsums, csums, strict=True):
+                    m = tk[p0 : p0 + npg]
+                    mixed.append((_blend(newg[0], old[0], m[:, None]),
+                                  _blend(newg[1], old[1], m[:, None, None])))
+                new = (_blend(cand[0], nW, tkc[None, :]), _blend(cand[1], nb, tkc),
+                       _blend(cf, nf, tk), _blend(cgW, ngW, tkc[None, :]),
+                       _blend(cgb, ngb, tkc), mixed)
+            pending = pending & ~ok
+            if not pending.any():
+                break
+            t = np.where(pending, t * 0.5, t)
+        stalled = pending  # no decrease found: the point is as good as this precision allows
+        nW, nb, nf, ngW, ngb, nsums = new
+        sW, sb, yW, yb = nW - W, nb - b, ngW - gW, ngb - gb
+        sy = prob.dot(sW, sb, yW, yb)
+        pos = sy > 1e-300
+        hist.append((sW, sb, yW, yb, xp.where(pos, 1.0 / xp.where(pos, sy, 1.0), 0.0)))
+        if len(hist) > memory:
+            hist.pop(0)
+        W, b, f, gW, gb, sums = nW, nb, nf, ngW, ngb, nsums
+        n_iter += ~done
+        done = done | (_np(prob.gmax(gW, gb)) <= tol) | stalled
+    converged = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
+    return W, b, n_iter, done, converged
+
+
+def solve_problems(
+    prob: SoftmaxProblems, W: Any, b: Any, C: float, tol: float, max_iter: int
+) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Solve every problem at inverse penalty ``C`` from the start ``(W, b)``.
+
+    Runs batched L-BFGS and, whenever at most 60% of the problems are unfinished, continues
+    on those alone (fewer columns in every product; the others keep their solution).
+
+    Returns
+    -------
+    W : array (r, Qt), b : array (Qt,), n_iter : ndarray (P,), converged : ndarray (P,) bool
+    """
+    xp = prob.xp
+    lam = prob.lam(C)
+    n_iter = np.zeros(prob.P, dtype=np.int64)
+    done = np.zeros(prob.P, dtype=bool)
+    conv = np.zeros(prob.P, dtype=bool)
+    keep = np.arange(prob.P)
+    sub, cols = prob, np.arange(prob.Qt)
+    used = 0
+    while True:
+        if sub is prob:
+            Ws, bs, lam_s = W, b, lam
+        else:
+            cd = _on(cols, W, xp.int64)
+            Ws, bs = xp.take(W, cd, axis=1), xp.take(b, cd, axis=0)
+            lam_s = xp.take(lam, _on(keep, W, xp.int64), axis=0)
+        Ws, bs, it, d, c = _lbfgs(sub, Ws, bs, lam_s, tol, max_iter - used, compact=0.6)
+        if sub is prob:
+            W, b = Ws, bs
+        else:
+            W, b = _embed(W, Ws, cols), _embed(b, bs, cols)
+        n_iter[keep] += it
+        done[keep], conv[keep] = d, c
+        used += int(it.max()) if it.size else 0
+        if done.all() or used >= max_iter:
+            return W, b, n_iter, conv
+        keep = np.flatnonzero(~done)
+        sub, cols = prob.subset(keep)
+
+
+def _embed(full: Any, part: Any, cols: np.ndarray) -> Any:
+    """Write ``part`` (..., len(cols)) into ``full`` (..., Qt) at ``cols``."""
+    xp = get_namespace(full)
+    Qt = full.shape[-1]
+    where = np.zeros(Qt, dtype=np.int64)
+    where[cols] = np.arange(cols.size)
+    mask = np.zeros(Qt)
+    mask[cols] = 1.0
+    wide = xp.take(part, _on(where, full, xp.int64), axis=part.ndim - 1)
+    return _blend(wide, full, _on(mask, full))
