@@ -21,7 +21,9 @@ __all__ = [
     "get_namespace",
     "gpu_available",
     "move_to",
+    "spd_solve",
     "to_numpy",
+    "unit_minus_gram",
 ]
 
 #: Names accepted by ``--device`` and :func:`move_to`.
@@ -139,3 +141,56 @@ def move_to(x: Any, backend: str, dtype: Any = None) -> Any:
 
     out = cupy.asarray(to_numpy(x) if not is_cupy_array(x) else x)
     return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def unit_minus_gram(A: Any, offset: float) -> Any:
+    """``I - offset - A A^T`` for ``A`` of shape (m, k): the upper triangle is exact.
+
+    With numpy the product is one symmetric rank-k update (BLAS ``syrk``, half the work of a
+    general product) that fills only the upper triangle, which is all :func:`spd_solve` reads
+    there; other backends form the whole matrix.
+    """
+    xp = get_namespace(A)
+    m = A.shape[0]
+    if isinstance(A, np.ndarray) and A.dtype == np.float64:
+        from scipy.linalg.blas import dsyrk
+
+        c = np.full((m, m), -offset, order="F")
+        c[np.diag_indices(m)] += 1.0
+        # A.T is Fortran-ordered (k, m): trans=1 gives (A.T)^T A.T = A A^T without a copy
+        return dsyrk(-1.0, A.T, beta=1.0, c=c, trans=1, lower=0, overwrite_c=1)
+    eye = xp.eye(m, dtype=A.dtype, device=_device_of(A))
+    return eye - offset - A @ xp.matrix_transpose(A)
+
+
+def spd_solve(M: Any, B: Any) -> Any:
+    """Solve ``M X = B`` for symmetric positive definite ``M`` by Cholesky.
+
+    numpy reads the upper triangle of ``M`` only (see :func:`unit_minus_gram`) and may
+    overwrite ``M``. Falls back to a general solve (on the symmetrised matrix) where the
+    Cholesky factorisation fails, e.g. when ``M`` is singular to working precision.
+    """
+    if isinstance(M, np.ndarray):
+        from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+        try:
+            return cho_solve(cho_factor(M, lower=False, overwrite_a=False, check_finite=False),
+                             B, check_finite=False)
+        except LinAlgError:
+            U = np.triu(M)
+            return np.linalg.solve(U + np.triu(M, 1).T, B)
+    if is_torch_array(M):
+        import torch
+
+        L, info = torch.linalg.cholesky_ex(M)
+        if int(info) == 0:
+            return torch.cholesky_solve(B, L)
+        return torch.linalg.solve(M, B)
+    xp = get_namespace(M)
+    return xp.linalg.solve(M, B)
+
+
+def _device_of(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from actstore.probes._backend import get_namespace
+from actstore.probes._backend import get_namespace, spd_solve, unit_minus_gram
 from actstore.probes._folds import Folds
 from actstore.probes._metrics import HeldOutScores
 from actstore.probes._stats import (
@@ -340,12 +340,10 @@ def _leave_group_out(
         ZT = xp.take(Z, idx, axis=0)  # (m, d)
         YT = xp.take(Yd, idx, axis=0)  # (m, q)
         fitted = _apply(ZT, g[:, :, None] * Bt[None, :, :]) + mom.mean_y  # (m, P, q)
-        eye = xp.eye(test.size, dtype=Z.dtype, device=_device(Z))
         preds = []
         for p in range(len(alphas)):
-            A = ZT * xp.sqrt(g[p, :])[None, :]
-            M = eye - A @ xp.matrix_transpose(A) - 1.0 / n  # I - S_TT
-            resid = xp.linalg.solve(M, YT - fitted[:, p, :])  # leave-fold-out residuals
+            M = unit_minus_gram(ZT * xp.sqrt(g[p, :])[None, :], 1.0 / n)  # I - S_TT
+            resid = spd_solve(M, YT - fitted[:, p, :])  # leave-fold-out residuals
             preds.append(YT - resid)
         acc.update(k, test, xp.stack(preds, axis=1))
 

@@ -305,7 +305,9 @@ def _merge(pending: list[tuple[int, int, Any]], rows: int, d: int) -> tuple[int,
     return start, start + rows, out
 
 
-def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> GroupStats:
+def accumulate_groups(
+    source: BlockSource, Y: np.ndarray, folds: Folds, group_buffer_bytes: int = 32 * 2**20
+) -> GroupStats:
     """One streaming pass: per-group counts, sums, ``X^T X`` and ``X^T Y`` in float64.
 
     Parameters
@@ -316,10 +318,15 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
         Targets of all features (host numpy, float64).
     folds : Folds
 
+    group_buffer_bytes : int
+        Rows are buffered per group, all groups together up to about this size (64 to 1,024
+        rows a group), and added to the group's sums in one product.
+
     Returns
     -------
     GroupStats
-        Peak memory is one block plus ``n_groups * n_units * (n_units + n_columns)`` floats.
+        Peak memory is one block, the row buffers (``group_buffer_bytes``), plus
+        ``n_groups * n_units * (n_units + n_columns)`` floats.
     """
     if Y.shape[0] != source.n or folds.n != source.n:
         raise ActstoreError(
@@ -330,6 +337,27 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
     G = folds.n_groups
     st: GroupStats | None = None
     Yd = None
+    # Rows are gathered per group and added as one rank-k update once a group holds
+    # ``flush_rows`` of them: with random folds a block holds a few rows of every group, and
+    # many thin updates of a d x d Gram are bound by memory traffic, not arithmetic.
+    flush_rows = int(np.clip(group_buffer_bytes // (8 * G * max(source.d, 1)), 64, 1024))
+    pending: list[list[tuple[Any, Any]]] = [[] for _ in range(G)]
+    n_pending = np.zeros(G, dtype=np.int64)
+
+    def flush(g: int) -> None:
+        assert st is not None
+        parts = pending[g]
+        xp = get_namespace(parts[0][0])
+        Xg = parts[0][0] if len(parts) == 1 else xp.concat([x for x, _ in parts], axis=0)
+        Yg = parts[0][1] if len(parts) == 1 else xp.concat([y for _, y in parts], axis=0)
+        Xt = xp.matrix_transpose(Xg)
+        st.count[g] += Xg.shape[0]
+        st.sx[g] += xp.sum(Xg, axis=0)
+        st.sy[g] += xp.sum(Yg, axis=0)
+        st.xtx[g] += Xt @ Xg
+        st.xty[g] += Xt @ Yg
+        pending[g], n_pending[g] = [], 0
+
     for a, b, Xb in coalesce(source.blocks(), source.d):
         xp = get_namespace(Xb)  # Xb: a fresh float64 block, modified in place below
         if st is None:
@@ -352,16 +380,16 @@ def accumulate_groups(source: BlockSource, Y: np.ndarray, folds: Folds) -> Group
         for g in np.unique(g_blk):
             rows = np.flatnonzero(g_blk == g)
             if rows.size == b - a:
-                Xg, Yg = Xb, Yb
+                pending[g].append((Xb, Yb))
             else:
                 idx = _index_on(rows, Xb)
-                Xg, Yg = xp.take(Xb, idx, axis=0), xp.take(Yb, idx, axis=0)
-            Xt = xp.matrix_transpose(Xg)
-            st.count[g] += rows.size
-            st.sx[g] += xp.sum(Xg, axis=0)
-            st.sy[g] += xp.sum(Yg, axis=0)
-            st.xtx[g] += Xt @ Xg
-            st.xty[g] += Xt @ Yg
+                pending[g].append((xp.take(Xb, idx, axis=0), xp.take(Yb, idx, axis=0)))
+            n_pending[g] += rows.size
+            if n_pending[g] >= flush_rows:
+                flush(int(g))
+    for g in range(G):
+        if pending[g]:
+            flush(g)
     if st is None:
         raise ActstoreError(f"{source.name}: no activation rows to read")
     return st

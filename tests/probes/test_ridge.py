@@ -232,3 +232,22 @@ def test_cuda_gives_the_numpy_numbers():
         got = ridge_cv(CachedSource(ArraySource(X, 64), backend="cuda"), T, folds, ALPHAS,
                        form=form)
         np.testing.assert_allclose(got["r2"], ref["r2"], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_spd_helpers_equal_a_general_solve(backend):
+    from actstore.probes._backend import spd_solve, unit_minus_gram
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((40, 90)) * 0.05
+    B = rng.standard_normal((40, 3))
+    full = np.eye(40) - 0.01 - A @ A.T
+    M = unit_minus_gram(move_to(A, backend), 0.01)
+    np.testing.assert_allclose(np.triu(to_numpy(M)), np.triu(full), rtol=1e-12, atol=1e-15)
+    got = to_numpy(spd_solve(M, move_to(B, backend)))
+    np.testing.assert_allclose(got, np.linalg.solve(full, B), rtol=1e-10)
+    # not positive definite: the general solve takes over
+    ind = np.diag([1.0, -2.0, 3.0])
+    rhs = np.arange(3.0)[:, None]
+    got = to_numpy(spd_solve(move_to(ind, backend), move_to(rhs, backend)))
+    np.testing.assert_allclose(got, np.linalg.solve(ind, rhs), rtol=1e-12)
