@@ -273,8 +273,10 @@ def decode(
     t0 = time.perf_counter()
     form = choose_form(source.d, folds, len(config.alphas), src.cache_bytes)
     stats: GroupStats | GramStats
+    # per-fold moments are needed only by the primal ridge form
+    pooled = form == "lgo" or "ridge" not in config.decoders
     stats = accumulate_gram(src, cache_bytes=src.cache_bytes) if form == "dual" else (
-        accumulate_groups(src, targets.Y, folds)
+        accumulate_groups(src, targets.Y, folds, pooled=pooled)
     )
     seconds = {"statistics": time.perf_counter() - t0}
     kinds = [f.kind for f in targets.features]

@@ -276,8 +276,8 @@ def ridge_cv(
             acc.update(k, test, fold.predict_test(alphas))
         return acc.finalize()
 
-    if not isinstance(stats, GroupStats):
-        stats = accumulate_groups(source, targets.Y, folds)
+    if not isinstance(stats, GroupStats) or (stats.pooled and form == "primal"):
+        stats = accumulate_groups(source, targets.Y, folds, pooled=form == "lgo")
     if form == "lgo":
         _leave_group_out(source, targets, folds, alphas, stats, acc)
         return acc.finalize()

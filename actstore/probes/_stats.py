@@ -195,6 +195,9 @@ class GroupStats:
     sy : list of G arrays (q,)
     xtx : list of G arrays (d, d)
     xty : list of G arrays (d, q)
+    pooled : bool
+        All rows were summed as one group (``G == 1``): only the full-data moments exist,
+        which is all the leave-group-out ridge form and the logistic decoders use.
     """
 
     count: np.ndarray
@@ -208,6 +211,7 @@ class GroupStats:
     _eig: tuple[Any, Any, Moments] | None = field(default=None, repr=False, compare=False)
     #: ``(X - mean) @ V`` (n, d) over all rows, when a solver computed it (shared by decoders).
     rotated: Any = field(default=None, repr=False, compare=False)
+    pooled: bool = False
 
     @property
     def xp(self) -> Any:
@@ -238,6 +242,8 @@ class GroupStats:
         """
         sx, sy, C, B = self._totals()
         n = float(self.count.sum())
+        if exclude is not None and self.pooled:
+            raise ValueError("pooled statistics hold no per-fold moments; accumulate by group")
         if exclude is not None:
             g = exclude
             n -= float(self.count[g])
@@ -306,7 +312,8 @@ def _merge(pending: list[tuple[int, int, Any]], rows: int, d: int) -> tuple[int,
 
 
 def accumulate_groups(
-    source: BlockSource, Y: np.ndarray, folds: Folds, group_buffer_bytes: int = 32 * 2**20
+    source: BlockSource, Y: np.ndarray, folds: Folds, group_buffer_bytes: int = 32 * 2**20,
+    pooled: bool = False,
 ) -> GroupStats:
     """One streaming pass: per-group counts, sums, ``X^T X`` and ``X^T Y`` in float64.
 
@@ -321,6 +328,9 @@ def accumulate_groups(
     group_buffer_bytes : int
         Rows are buffered per group, all groups together up to about this size (64 to 1,024
         rows a group), and added to the group's sums in one product.
+    pooled : bool
+        Sum all rows as one group (see :attr:`GroupStats.pooled`): ``n_splits`` times less
+        memory and fewer, larger products, for decoders that need only full-data moments.
 
     Returns
     -------
@@ -333,8 +343,8 @@ def accumulate_groups(
             f"{source.name}: {source.n} activation rows but {Y.shape[0]} labels and "
             f"{folds.n} fold entries; the probe set and the run do not match"
         )
-    group = folds.group_of()
-    G = folds.n_groups
+    group = np.zeros(folds.n, dtype=np.int64) if pooled else folds.group_of()
+    G = 1 if pooled else folds.n_groups
     st: GroupStats | None = None
     Yd = None
     # Rows are gathered per group and added as one rank-k update once a group holds
@@ -372,6 +382,7 @@ def accumulate_groups(
                 sy=[zeros(q) for _ in range(G)],
                 xtx=[zeros(d, d) for _ in range(G)],
                 xty=[zeros(d, q) for _ in range(G)],
+                pooled=pooled,
             )
         assert Yd is not None
         Xb -= st.shift_x

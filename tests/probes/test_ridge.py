@@ -251,3 +251,23 @@ def test_spd_helpers_equal_a_general_solve(backend):
     rhs = np.arange(3.0)[:, None]
     got = to_numpy(spd_solve(move_to(ind, backend), move_to(rhs, backend)))
     np.testing.assert_allclose(got, np.linalg.solve(ind, rhs), rtol=1e-12)
+
+
+def test_pooled_statistics_equal_the_sum_of_the_groups():
+    from actstore.probes import accumulate_groups
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((230, 17))
+    y = rng.integers(0, 3, 230)
+    T = encode_targets({"y": y})
+    folds = stratified_folds(230, 5, 0, y)
+    by_group = accumulate_groups(ArraySource(X, block_rows=40), T.Y, folds).moments()
+    pooled = accumulate_groups(ArraySource(X, block_rows=40), T.Y, folds, pooled=True)
+    full = pooled.moments()
+    assert full.n == by_group.n == 230
+    for a, b in [(full.C, by_group.C), (full.B, by_group.B), (full.mean_x, by_group.mean_x)]:
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    Xc = X - X.mean(axis=0)
+    np.testing.assert_allclose(full.C, Xc.T @ Xc, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="no per-fold moments"):
+        pooled.moments(exclude=0)
