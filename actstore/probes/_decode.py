@@ -72,11 +72,9 @@ def _logistic(
 ) -> dict[str, np.ndarray]:
     """Multinomial logistic decoders (scikit-learn ``LogisticRegression``) for every ``C``."""
     X = _materialize(source)
-    gpu = config.device in ("cuda", "cupy")
-    dtype = "float32" if gpu and config.logistic_dtype == "float32" else "float64"
     return logistic_cv(
         X, targets, folds, penalties, stats=stats, tol=config.tol, max_iter=config.max_iter,
-        dtype=dtype,
+        dtype=config.logistic_dtype,
     )
 
 
@@ -110,8 +108,10 @@ class ProbeConfig:
         Where the numerical work runs.
     tol, max_iter : float, int
         Logistic convergence tolerance and iteration cap per penalty.
-    logistic_dtype : {"float64", "float32"}
-        float32 is used on GPUs only; CPUs always work in float64.
+    logistic_dtype : {"float32", "float64"}
+        Working precision of the logistic solver's iterations (about twice as fast in
+        float32, on CPUs and GPUs; accuracies agree to the reported digits). Statistics,
+        whitening and ridge decoders are float64 either way.
     cache_mb : float
         Activation blocks are kept in memory up to this size so that a job reads its array
         once; larger arrays are streamed twice. Memory per job is bounded by this plus the
@@ -127,11 +127,12 @@ class ProbeConfig:
     device: str = "numpy"
     tol: float = 1e-4
     max_iter: int = 500
-    logistic_dtype: str = "float64"
+    logistic_dtype: str = "float32"
     cache_mb: float = 256.0
     #: The settings that determine the numbers (``device`` and ``cache_mb`` do not).
     RESULT_KEYS: ClassVar[tuple[str, ...]] = (
         "decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter",
+        "logistic_dtype",
     )
 
     def __post_init__(self) -> None:
@@ -140,6 +141,10 @@ class ProbeConfig:
             raise ActstoreError(
                 f"unknown decoder {', '.join(map(repr, unknown)) or '(none given)'}; "
                 f"available: {', '.join(DECODERS)}"
+            )
+        if self.logistic_dtype not in ("float32", "float64"):
+            raise ActstoreError(
+                f"logistic_dtype must be float32 or float64, not {self.logistic_dtype!r}"
             )
         if self.device not in BACKENDS:
             raise ActstoreError(

@@ -164,7 +164,7 @@ def fit_logistic_path(
     Parameters
     ----------
     Z : array of shape (n, r)
-        Whitened activations (:func:`whiten`), float64 (float32 allowed on GPUs).
+        Whitened activations (:func:`whiten`), float64 or float32 (the solver keeps the dtype).
     omega : array of shape (r,)
         Penalty weight per whitened coordinate.
     targets : Targets
@@ -227,7 +227,7 @@ def fit_logistic_path(
             # Warm start by linear extrapolation along log C from the two previous solutions,
             # kept per problem where it lowers the objective.
             Wp, bp, logCp = prev
-            step = (np.log(C) - last) / (last - logCp)
+            step = float((np.log(C) - last) / (last - logCp))  # a Python float keeps the dtype
             We, be = W + step * (W - Wp), b + step * (b - bp)
             lam = prob.lam(C)
             better = _asarray((_np(prob.value(We, be, lam)) < _np(prob.value(W, b, lam)))

@@ -174,3 +174,18 @@ def test_whitening_shared_with_the_ridge_solver_gives_the_same_fit():
     alone = logistic_cv(X, T, folds, CS, tol=1e-9, max_iter=3000)
     np.testing.assert_allclose(shared["cross_entropy"], alone["cross_entropy"], rtol=1e-6)
     np.testing.assert_array_equal(shared["accuracy"], alone["accuracy"])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_float32_iterations_stay_float32_and_match_float64(backend):
+    X, labels = _data(600, 40, seed=7)
+    T = encode_targets(labels)
+    folds = stratified_folds(600, 5, seed=0, stratify=labels)
+    ref = logistic_cv(X, T, folds, CS)
+    got = logistic_cv(move_to(X, backend), T, folds, CS, dtype="float32")
+    assert np.nanmax(np.abs(got["accuracy"].mean(axis=0) - ref["accuracy"].mean(axis=0))) <= 0.01
+    Z, _, omega, _ = whiten(move_to(X, backend), dtype="float32")
+    fit = fit_logistic_path(Z, omega, T, folds, CS)
+    # no float64 value may creep into the iterations (it would promote every product)
+    assert {str(a.dtype).replace("torch.", "") for a in (fit.W, fit.b, fit.log_proba)} == {
+        "float32"}
