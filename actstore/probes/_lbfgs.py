@@ -122,55 +122,71 @@ class SoftmaxProblems:
         flat = [xp.reshape(p, (p.shape[0], p.shape[1] * p.shape[2])) for p in parts]
         return flat[0] if len(flat) == 1 else xp.concat(flat, axis=1)
 
-    def _block(self, a: int, e: int, W: Any, b: Any) -> tuple[list[Any], list[Any]]:
-        """Log-probabilities and probabilities of rows a:e, per group (m, problems, c)."""
+    def _softmax(self, L: Any) -> tuple[list[Any], list[Any]]:
+        """Log-probabilities and probabilities of logit rows ``L`` (m, Qt), per group
+        (m, problems, c)."""
         xp = self.xp
-        L = self.Z[a:e, :] @ W + b[None, :]  # (m, Qt)
         logps, ps = [], []
         for blk in self._split(L):
-            sh = blk - xp.max(blk, axis=-1, keepdims=True)
+            m, npg, c = blk.shape
+            if isinstance(blk, np.ndarray):
+                # numpy reduces a short last axis slowly: c maxima of strided views instead
+                mx = np.array(blk[:, :, :1])
+                for j in range(1, c):
+                    np.maximum(mx, blk[:, :, j : j + 1], out=mx)
+            else:
+                mx = xp.max(blk, axis=-1, keepdims=True)
+            sh = blk - mx
             ex = xp.exp(sh)
-            tot = xp.sum(ex, axis=-1, keepdims=True)
+            # the class sums as a matrix-vector product (fast on every backend)
+            ones = xp.ones((c, 1), dtype=ex.dtype, device=_dev(ex))
+            tot = xp.reshape(xp.reshape(ex, (m * npg, c)) @ ones, (m, npg, 1))
             logps.append(sh - xp.log(tot))
             ps.append(ex / tot)
         return logps, ps
 
+    def _logits(self, W: Any, b: Any) -> Any:
+        """Logits (n, Qt) of every row under every problem: one matrix product."""
+        return self.Z @ W + b[None, :]
+
+    def _blocks(self) -> list[tuple[int, int]]:
+        return [(a, min(self.n, a + self.rows)) for a in range(0, self.n, self.rows)]
+
     def log_proba(self, W: Any, b: Any) -> Any:
         """Log-probabilities (n, Qt) of every row under every problem's model."""
         xp = self.xp
-        out = []
-        for a in range(0, self.n, self.rows):
-            e = min(self.n, a + self.rows)
-            out.append(self._join(self._block(a, e, W, b)[0]))
+        L = self._logits(W, b)
+        out = [self._join(self._softmax(L[a:e, :])[0]) for a, e in self._blocks()]
         return out[0] if len(out) == 1 else xp.concat(out, axis=0)
 
     def value(self, W: Any, b: Any, lam: Any) -> Any:
         """Objective per problem (P,)."""
         xp = self.xp
+        L = self._logits(W, b)
         data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
-        for a in range(0, self.n, self.rows):
-            e = min(self.n, a + self.rows)
-            logp = self._join(self._block(a, e, W, b)[0])
+        for a, e in self._blocks():
+            logp = self._join(self._softmax(L[a:e, :])[0])
             data = data - xp.sum(self.MY[a:e, :] * logp, axis=0)
         return self.per_problem(data) + 0.5 * lam * self.per_problem(
             xp.sum(self.omega[:, None] * W * W, axis=0))
 
     def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, list[Any]]:
         """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums per group
-        (:meth:`curvature`)."""
+        (:meth:`curvature`).
+
+        The two products with ``Z`` cover all rows at once; the softmax work between them
+        goes block by block, so that its intermediates stay in cache.
+        """
         xp = self.xp
+        L = self._logits(W, b)
         data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
-        gW = xp.zeros(W.shape, dtype=W.dtype, device=_dev(W))
-        gb = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
+        Rs = []
         curv: list[Any] = [None] * len(self.groups)
-        for a in range(0, self.n, self.rows):
-            e = min(self.n, a + self.rows)
-            logps, ps = self._block(a, e, W, b)
+        for a, e in self._blocks():
+            logps, ps = self._softmax(L[a:e, :])
             logp, P = self._join(logps), self._join(ps)
             data = data - xp.sum(self.MY[a:e, :] * logp, axis=0)
-            R = self.Mc[a:e, :] * P - self.MY[a:e, :]  # (m, Qt)
-            gW = gW + self.Zt[:, a:e] @ R
-            gb = gb + xp.sum(R, axis=0)
+            Rs.append(self.Mc[a:e, :] * P - self.MY[a:e, :])  # (m, Qt)
             for g, ((_, npg, _, p0), Pg) in enumerate(zip(self.groups, ps, strict=True)):
                 w = self.M[a:e, p0 : p0 + npg][:, :, None]
                 Pw = Pg * w  # (m, problems, c)
@@ -178,6 +194,9 @@ class SoftmaxProblems:
                 part = (xp.sum(Pw, axis=0), PtP)  # (problems, c), (problems, c, c)
                 curv[g] = part if curv[g] is None else (curv[g][0] + part[0],
                                                         curv[g][1] + part[1])
+        R = Rs[0] if len(Rs) == 1 else xp.concat(Rs, axis=0)
+        gW = self.Zt @ R
+        gb = xp.sum(R, axis=0)
         lam_c = self.to_cols(lam)
         f = self.per_problem(data) + 0.5 * lam * self.per_problem(
             xp.sum(self.omega[:, None] * W * W, axis=0))
