@@ -152,13 +152,6 @@ class SoftmaxProblems:
     def _blocks(self) -> list[tuple[int, int]]:
         return [(a, min(self.n, a + self.rows)) for a in range(0, self.n, self.rows)]
 
-    def log_proba(self, W: Any, b: Any) -> Any:
-        """Log-probabilities (n, Qt) of every row under every problem's model."""
-        xp = self.xp
-        L = self._logits(W, b)
-        out = [self._join(self._softmax(L[a:e, :])[0]) for a, e in self._blocks()]
-        return out[0] if len(out) == 1 else xp.concat(out, axis=0)
-
     def value(self, W: Any, b: Any, lam: Any) -> Any:
         """Objective per problem (P,)."""
         xp = self.xp

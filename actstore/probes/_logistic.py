@@ -94,11 +94,13 @@ def whiten(
         s, V, mom = stats.eigh_full()
         keep = s > rtol * xp.max(s)
         scale = xp.sqrt(n / s[keep])
+        T = V[:, keep] * scale[None, :]
         if stats.rotated is not None:
-            Z = stats.rotated[:, keep] * scale[None, :]
+            Z = _cast(stats.rotated[:, keep] * scale[None, :], dtype)
         else:
-            Z = (xp.astype(X, xp.float64) - mom.mean_x) @ (V[:, keep] * scale[None, :])
-        return _cast(Z, dtype), V[:, keep] * scale[None, :], _cast(n / s[keep], dtype), mom.mean_x
+            # the rotation in the working precision (the basis itself is float64)
+            Z = _cast(xp.astype(X, xp.float64) - mom.mean_x, dtype) @ _cast(T, dtype)
+        return Z, T, _cast(n / s[keep], dtype), mom.mean_x
     X64 = xp.astype(X, xp.float64)
     mean = xp.mean(X64, axis=0)
     Xc = X64 - mean
@@ -208,7 +210,7 @@ def fit_logistic_path(
     tests = [np.flatnonzero(folds.test_mask(k)) for k in range(K)]
     never = np.flatnonzero(folds.test_fold < 0)
     back = _asarray(np.argsort(np.concatenate([*tests, never])), Z, xp.int64)
-    tests_d = [_asarray(t, Z, xp.int64) for t in tests]
+    Z_test = [xp.take(Z, _asarray(t, Z, xp.int64), axis=0) for t in tests]
 
     W = xp.zeros((prob.r, prob.Qt), dtype=Z.dtype, device=_dev(Z))
     # Start the intercepts at the training log-frequencies (the optimum at C -> 0).
@@ -238,13 +240,14 @@ def fit_logistic_path(
         prev = (W, b, last) if i > 0 else None
         last = float(np.log(C))
         W, b = Wn, bn
-        lp_all = prob.log_proba(W, b)  # (n, Qt)
-        held = [xp.take(xp.take(lp_all, tests_d[k], axis=0), colidx_d[k], axis=1)
-                for k in range(K)]
+        Wk = [xp.take(W, colidx_d[k], axis=1) for k in range(K)]
+        bk = [xp.take(b, colidx_d[k], axis=0) for k in range(K)]
+        # held-out log-probabilities: each fold's model on its own held-out rows only
+        held = [_log_softmax(Z_test[k] @ Wk[k] + bk[k][None, :], ext_start) for k in range(K)]
         held.append(xp.zeros((never.size, colidx.shape[1]), dtype=W.dtype, device=_dev(W)))
         lps[p] = xp.take(xp.concat(held, axis=0), back, axis=0)  # (n, Qcat)
-        Ws[p] = xp.stack([xp.take(W, colidx_d[k], axis=1) for k in range(K)], axis=1)
-        bs[p] = xp.stack([xp.take(b, colidx_d[k], axis=0) for k in range(K)], axis=0)
+        Ws[p] = xp.stack(Wk, axis=1)
+        bs[p] = xp.stack(bk, axis=0)
         for q, (k, j) in enumerate(probs):
             n_iter[p, k, j], conv[p, k, j] = it[q], ok[q]
     return LogisticFit(
@@ -255,6 +258,17 @@ def fit_logistic_path(
         n_iter,
         conv,
     )
+
+
+def _log_softmax(L: Any, starts: np.ndarray) -> Any:
+    """Log-softmax of each feature's block of columns ``starts[j]:starts[j + 1]`` of ``L``."""
+    xp = get_namespace(L)
+    out = []
+    for a, e in zip(starts[:-1], starts[1:], strict=True):
+        blk = L[:, int(a) : int(e)]
+        sh = blk - xp.max(blk, axis=1, keepdims=True)
+        out.append(sh - xp.log(xp.sum(xp.exp(sh), axis=1, keepdims=True)))
+    return out[0] if len(out) == 1 else xp.concat(out, axis=1)
 
 
 def _np(x: Any) -> np.ndarray:
