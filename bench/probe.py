@@ -13,7 +13,7 @@ with threadpoolctl; the machine is shared, and one core per contestant keeps the
                   in float64 at this machine's measured matrix-product rate
   engine ridge    `run_probes(decoders=("ridge",), n_workers=1)`: all jobs, in this process
   engine logistic `run_probes(decoders=("logistic",), n_workers=1)`
-  (`--dask`: also the ridge pass on the default local Dask cluster, one worker per core)
+  (`--dask`: also both passes on the default local Dask cluster, one worker per core)
   sklearn ridge   `RidgeClassifierCV(alphas, cv=<same folds>)` per decoder (job x feature)
   himalaya ridge  `himalaya.ridge.RidgeCV(alphas, cv=<same folds>)` per layer, all 30 one-hot
                   targets at once, scored by per-feature argmax accuracy
@@ -148,7 +148,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS threads for everything timed (default 1: one core each)")
     ap.add_argument("--dask", action="store_true",
-                    help="also time the ridge pass on the default local Dask cluster")
+                    help="also time both passes on the default local Dask cluster")
     ap.add_argument("--max-iter", type=int, default=100, help="sklearn logistic max_iter")
     ap.add_argument("--device", default="numpy")
     ap.add_argument("--baseline-checkpoints", default="last",
@@ -193,11 +193,13 @@ def main() -> None:
     print(f"engine ridge: {t_ridge:.1f} s for {len(jobs)} jobs", flush=True)
     t_log, ds_log = engine(args.store, ("logistic",), config, 1, "bench-logistic")
     print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs", flush=True)
-    t_dask = None
+    t_dask = t_dask_log = None
     if args.dask:
         limits.restore_original_limits()
         t_dask, _ = engine(args.store, ("ridge",), config, None, "bench-ridge-dask")
         print(f"engine ridge, local Dask cluster: {t_dask:.1f} s", flush=True)
+        t_dask_log, _ = engine(args.store, ("logistic",), config, None, "bench-logistic-dask")
+        print(f"engine logistic, local Dask cluster: {t_dask_log:.1f} s", flush=True)
         limits = threadpool_limits(args.threads)
 
     sel = {"last": [steps[-1]], "first,last": [steps[0], steps[-1]], "all": steps}[
@@ -240,8 +242,10 @@ def main() -> None:
             ("engine logistic", t_log, None, None)]
     if t_dask is not None:
         rows.append(("engine ridge, Dask (all cores)", t_dask, None, None))
+        rows.append(("engine logistic, Dask (all cores)", t_dask_log, None, None))
     out = {"floor": fl, "engine_ridge_s": t_ridge, "engine_logistic_s": t_log, "jobs": len(jobs),
-           "engine_ridge_dask_s": t_dask, "threads": args.threads}
+           "engine_ridge_dask_s": t_dask, "engine_logistic_dask_s": t_dask_log,
+           "threads": args.threads}
     for name, times in base.items():
         if len(times) == len(widths):
             total = extrapolate(times)
