@@ -252,12 +252,12 @@ def _lbfgs(
     max_iter: int,
     memory: int = 10,
     compact: float = 0.0,
-) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Batched L-BFGS over the problems of ``prob`` at one penalty.
 
     The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
     :meth:`SoftmaxProblems.curvature`, refreshed at every iteration and scaled by the latest
-    curvature pair (Shanno). Returns ``(W, b, n_iter, done, converged)``; with
+    curvature pair (Shanno). Returns ``(W, b, n_iter, done, converged, objective)``; with
     ``compact > 0`` it returns early once at most that fraction of the problems is unfinished.
     """
     xp = prob.xp
@@ -337,12 +337,12 @@ def _lbfgs(
         n_iter += ~done
         done = done | (_np(prob.gmax(gW, gb)) <= tol) | stalled
     converged = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
-    return W, b, n_iter, done, converged
+    return W, b, n_iter, done, converged, _np(f)
 
 
 def solve_problems(
     prob: SoftmaxProblems, W: Any, b: Any, C: float, tol: float, max_iter: int
-) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every problem at inverse penalty ``C`` from the start ``(W, b)``.
 
     Runs batched L-BFGS and, whenever at most 60% of the problems are unfinished, continues
@@ -350,13 +350,15 @@ def solve_problems(
 
     Returns
     -------
-    W : array (r, Qt), b : array (Qt,), n_iter : ndarray (P,), converged : ndarray (P,) bool
+    W : array (r, Qt), b : array (Qt,), n_iter : ndarray (P,), converged : ndarray (P,) bool,
+    objective : ndarray (P,) at the solution
     """
     xp = prob.xp
     lam = prob.lam(C)
     n_iter = np.zeros(prob.P, dtype=np.int64)
     done = np.zeros(prob.P, dtype=bool)
     conv = np.zeros(prob.P, dtype=bool)
+    fval = np.zeros(prob.P)
     keep = np.arange(prob.P)
     sub, cols = prob, np.arange(prob.Qt)
     used = 0
@@ -367,7 +369,8 @@ def solve_problems(
             cd = _on(cols, W, xp.int64)
             Ws, bs = xp.take(W, cd, axis=1), xp.take(b, cd, axis=0)
             lam_s = xp.take(lam, _on(keep, W, xp.int64), axis=0)
-        Ws, bs, it, d, c = _lbfgs(sub, Ws, bs, lam_s, tol, max_iter - used, compact=0.6)
+        Ws, bs, it, d, c, fs = _lbfgs(sub, Ws, bs, lam_s, tol, max_iter - used, compact=0.6)
+        fval[keep] = fs
         if sub is prob:
             W, b = Ws, bs
         else:
@@ -376,7 +379,7 @@ def solve_problems(
         done[keep], conv[keep] = d, c
         used += int(it.max()) if it.size else 0
         if done.all() or used >= max_iter:
-            return W, b, n_iter, conv
+            return W, b, n_iter, conv, fval
         keep = np.flatnonzero(~done)
         sub, cols = prob.subset(keep)
 

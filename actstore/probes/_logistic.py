@@ -21,6 +21,7 @@ How the batch is solved:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -222,6 +223,7 @@ def fit_logistic_path(
     conv = np.zeros((P, K, len(cat)), dtype=bool)
     prev: tuple[Any, Any, float] | None = None  # the solution before the last, and its log C
     last = 0.0  # log C of the last solution
+    f_last, lam_last = np.zeros(prob.P), prob.lam(1.0)  # its objective and penalty
     for i, p in enumerate(np.argsort(Cs_arr)):
         C = float(Cs_arr[p])
         W0, b0 = W, b
@@ -232,11 +234,15 @@ def fit_logistic_path(
             step = float((np.log(C) - last) / (last - logCp))  # a Python float keeps the dtype
             We, be = W + step * (W - Wp), b + step * (b - bp)
             lam = prob.lam(C)
-            better = _asarray((_np(prob.value(We, be, lam)) < _np(prob.value(W, b, lam)))
-                              .astype(np.float64), Z)
+            # the objective at (W, b) under the new penalty, from the one the solver ended
+            # with: only the penalty term changes
+            pen = _np(prob.per_problem(xp.sum(prob.omega[:, None] * W * W, axis=0)))
+            here = f_last + 0.5 * (_np(lam) - _np(lam_last)) * pen
+            better = _asarray((_np(prob.value(We, be, lam)) < here).astype(np.float64), Z)
             bc = prob.to_cols(better)
             W0, b0 = W + bc[None, :] * (We - W), b + bc * (be - b)
-        Wn, bn, it, ok = solve_problems(prob, W0, b0, C, tol, max_iter)
+        Wn, bn, it, ok, f_last = solve_problems(prob, W0, b0, C, tol, max_iter)
+        lam_last = prob.lam(C)
         prev = (W, b, last) if i > 0 else None
         last = float(np.log(C))
         W, b = Wn, bn
@@ -264,7 +270,7 @@ def _log_softmax(L: Any, starts: np.ndarray) -> Any:
     """Log-softmax of each feature's block of columns ``starts[j]:starts[j + 1]`` of ``L``."""
     xp = get_namespace(L)
     out = []
-    for a, e in zip(starts[:-1], starts[1:], strict=True):
+    for a, e in itertools.pairwise(starts):
         blk = L[:, int(a) : int(e)]
         sh = blk - xp.max(blk, axis=1, keepdims=True)
         out.append(sh - xp.log(xp.sum(xp.exp(sh), axis=1, keepdims=True)))
