@@ -7,6 +7,7 @@ import datetime as _dt
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,19 +74,30 @@ class RunReader:
         """Steps of all slots, written or not."""
         return [int(s) for s in self._all_attrs.get(L.ATTR_STEPS, [])]
 
+    def _slot_values(self, name: str, fill: int, dtype: Any) -> np.ndarray:
+        """A per-slot array fitted to the planned slots.
+
+        Adding slots resizes the slot arrays one after another and records the new steps last;
+        a writer killed in between leaves arrays longer than the slot table (or, for the run's
+        first arrays, missing). The slot table is the truth: extra entries were never slots.
+        """
+        n = len(self.planned_steps)
+        if name not in self.group:  # creation interrupted: nothing written yet
+            return np.full(n, fill, dtype=dtype)
+        a = np.asarray(self.group[name][...], dtype=dtype)[:n]
+        if a.size < n:
+            a = np.concatenate([a, np.full(n - a.size, fill, dtype=dtype)])
+        return a
+
     @property
     def steps(self) -> np.ndarray:
         """Step of each slot; ``-1`` marks a slot not yet written."""
-        if "checkpoint" not in self.group:  # creation interrupted: nothing written yet
-            return np.full(len(self.planned_steps), -1, dtype=np.int64)
-        return np.asarray(self.group["checkpoint"][...], dtype=np.int64)
+        return self._slot_values("checkpoint", -1, np.int64)
 
     @property
     def status(self) -> np.ndarray:
         """0 empty, 1 writing (or interrupted), 2 complete, per slot."""
-        if "status" not in self.group:  # creation interrupted: nothing written yet
-            return np.zeros(len(self.planned_steps), dtype=np.uint8)
-        return np.asarray(self.group["status"][...], dtype=np.uint8)
+        return self._slot_values("status", L.STATUS_EMPTY, np.uint8)
 
     @property
     def complete(self) -> np.ndarray:
@@ -297,6 +309,8 @@ class RunWriter:
             self.group = existing
             self._attrs = dict(existing.attrs)
             self._attrs.update(self.extra_attrs)
+            self._remove_partial_files()
+            self._fit_slot_arrays()
         self._put_attrs({L.ATTR_WRITER: self._lease.stamp()})
         delay = settle_delay(self.store.url)
         if delay:
@@ -355,6 +369,31 @@ class RunWriter:
             g.create_array(name, data=L.to_zarr_data(ps_group[name][...]),
                            dimension_names=("sample",))
         self._put_attrs({L.ATTR_LAYOUT_DONE: True})
+
+    def _remove_partial_files(self) -> None:
+        """Remove what a killed writer of this run left of its atomic writes.
+
+        A local zarr store writes each object to ``NAME.<uuid>.partial`` and renames it into
+        place; a writer killed in between leaves the partial file, which listings of the run's
+        group then see as an unknown member. This writer holds the run, so every such file
+        in the run's directory is stale.
+        """
+        from zarr.storage import LocalStore
+
+        st = self.group.store
+        if isinstance(st, LocalStore):
+            for p in (Path(st.root) / self.group.path).rglob("*.partial"):
+                p.unlink(missing_ok=True)
+
+    def _fit_slot_arrays(self) -> None:
+        """Give every slot array the length of the slot table again (see
+        :meth:`RunReader._slot_values`): what a writer killed while adding slots leaves."""
+        n = len(self._attrs.get(L.ATTR_STEPS, []))
+        for name in ["checkpoint", "status", *self._attrs.get(L.ATTR_LAYERS, {})]:
+            if name in self.group:
+                arr = self.group[name]
+                if arr.shape[0] != n:
+                    arr.resize((n, *arr.shape[1:]))
 
     def _add_slots(self, steps: list[int]) -> None:
         planned = [int(s) for s in self._attrs.get(L.ATTR_STEPS, [])]

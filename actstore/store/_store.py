@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,7 +136,14 @@ class Store:
         """Write consolidated metadata so that plain xarray opens the store in one read."""
         if self.mode == "r":
             return
-        with warnings.catch_warnings():
+        # one writer at a time rewrites the root metadata; a root ``zarr.*.partial`` file seen
+        # while holding the lock is what a writer killed during this rewrite left behind
+        with store_lock(self.url, "consolidate"), warnings.catch_warnings():
+            from zarr.storage import LocalStore
+
+            if isinstance(self.root.store, LocalStore):
+                for p in (Path(self.root.store.root) / self.root.path).glob("zarr.*.partial"):
+                    p.unlink(missing_ok=True)
             # Zarr v3 calls consolidated metadata an extension; xarray reads it by default.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(self.root.store)

@@ -262,8 +262,8 @@ def test_lock_files_are_shared_by_every_user(store_url, image_probe_set, tmp_pat
         os.umask(old)
     lockdir = tmp_path / "tmp" / "actstore-locks"
     assert stat.S_IMODE(lockdir.stat().st_mode) == 0o1777  # like /tmp: anyone, sticky
-    locks = list(lockdir.iterdir())  # store creation, probe set, run
-    assert len(locks) == 3
+    locks = list(lockdir.iterdir())  # store creation, probe set, run, metadata rewrite
+    assert len(locks) == 4
     assert all(stat.S_IMODE(lock.stat().st_mode) == 0o666 for lock in locks)
 
 
@@ -340,3 +340,64 @@ def test_first_slot_killed_while_creating_layer_arrays_resumes(tmp_path, image_p
     with pytest.raises(ActstoreError, match="same layers at every checkpoint"):
         with open_store(url, mode="a").writer("r", "images", steps=[0, 5]) as w:
             w.capture(model, 5, layers=[first])
+
+
+def test_writer_killed_while_adding_slots_leaves_a_readable_run(store_url, image_probe_set):
+    import xarray as xr
+
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(model, 0)
+    # what a writer killed inside _add_slots leaves: the checkpoint array already resized
+    # for two new slots, the status and layer arrays and the slot table not yet
+    open_store(store_url, mode="a").root["runs"]["r"]["checkpoint"].resize((3,))
+    rd = open_store(store_url).reader("r")
+    assert rd.planned_steps == [0]
+    assert rd.steps.tolist() == [0] and rd.status.tolist() == [2]
+    assert rd.complete_steps == [0]
+    # the next writer fits the slot arrays to the slot table again, then adds its slots
+    with open_store(store_url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+        assert w.capture(model, 5)
+    rd = open_store(store_url).reader("r")
+    assert rd.complete_steps == [0, 5]
+    assert {rd.group[n].shape[0] for n in ["checkpoint", "status", *rd.layers]} == {2}
+    if not store_url.startswith("memory://"):
+        tree = xr.open_datatree(store_url, engine="zarr")
+        assert tree["runs/r"].sizes["checkpoint"] == 2
+
+
+def test_partial_files_of_a_killed_writer_are_removed_by_the_next(tmp_path, image_probe_set):
+    import warnings
+
+    import zarr
+
+    url = str(tmp_path / "s.zarr")
+    st = create_store(url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0, 5]) as w:
+        w.capture(small_cnn(), 0)
+    run_dir = tmp_path / "s.zarr" / "runs" / "r"
+    # what a writer killed inside zarr's atomic write of the run's metadata leaves behind
+    (run_dir / "zarr.0123456789abcdef.partial").write_bytes(b"{")
+    with open_store(url, mode="a").writer("r", "images", steps=[0, 5]) as w:
+        w.capture(small_cnn(), 5)
+    assert not list(run_dir.rglob("*.partial"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unknown member would warn while listing
+        names = [n for n, _ in zarr.open_group(url, mode="r")["runs/r"].members()]
+    assert "status" in names
+
+
+def test_a_root_partial_file_is_removed_at_the_next_consolidation(tmp_path, image_probe_set):
+    url = str(tmp_path / "s.zarr")
+    st = create_store(url)
+    st.add_probe_set(image_probe_set)
+    # what a writer killed while rewriting the root metadata leaves behind
+    stale = tmp_path / "s.zarr" / "zarr.fedcba9876543210.partial"
+    stale.write_bytes(b"{")
+    with open_store(url, mode="a").writer("r", "images", steps=[0]) as w:
+        w.capture(small_cnn(), 0)
+    assert not stale.exists()
+    assert open_store(url).reader("r").complete_steps == [0]
