@@ -17,6 +17,16 @@ from actstore.store import create_store, open_store, weights_hash
 HERE = Path(__file__).parent
 
 
+def _run_at_step0(url: str, probe_set) -> torch.nn.Module:
+    """A store at ``url`` with ``probe_set`` and run ``r`` recorded at step 0; the model."""
+    st = create_store(url)
+    st.add_probe_set(probe_set)
+    model = small_cnn()
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(model, 0)
+    return model
+
+
 def _snapshot(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
             if p.is_file()}
@@ -177,11 +187,7 @@ def test_failed_first_capture_leaves_store_as_it_was(store_url, image_probe_set)
 
 
 def test_failed_new_slot_of_an_existing_run_leaves_it_as_it_was(store_url, image_probe_set):
-    st = create_store(store_url)
-    st.add_probe_set(image_probe_set)
-    model = small_cnn()
-    with st.writer("r", "images", steps=[0]) as w:
-        w.capture(model, 0)
+    model = _run_at_step0(store_url, image_probe_set)
     before = _snapshot(Path(store_url))
     with torch.no_grad():
         model.fc1[0].weight[0, 0] = float("nan")
@@ -345,11 +351,7 @@ def test_first_slot_killed_while_creating_layer_arrays_resumes(tmp_path, image_p
 def test_writer_killed_while_adding_slots_leaves_a_readable_run(store_url, image_probe_set):
     import xarray as xr
 
-    st = create_store(store_url)
-    st.add_probe_set(image_probe_set)
-    model = small_cnn()
-    with st.writer("r", "images", steps=[0]) as w:
-        w.capture(model, 0)
+    model = _run_at_step0(store_url, image_probe_set)
     # what a writer killed inside _add_slots leaves: the checkpoint array already resized
     # for two new slots, the status and layer arrays and the slot table not yet
     open_store(store_url, mode="a").root["runs"]["r"]["checkpoint"].resize((3,))
