@@ -4,8 +4,13 @@ A *problem* is one (fold, feature) pair: a softmax over the feature's classes, t
 fold's training rows (row weights ``M[:, p]``), with a diagonal L2 penalty
 ``lam_p / 2 * sum_j omega_j ||W_j||^2`` on the coefficients (not the intercept). All problems
 share the data ``Z`` (n, r); their coefficients sit side by side in ``W`` (r, columns), so one
-evaluation is two matrix products over all problems, done in blocks of rows small enough for
-the elementwise softmax work to stay in cache.
+evaluation is a few large matrix products over all problems, with the elementwise softmax work
+done in blocks of rows small enough to stay in cache.
+
+Rows that weigh in the same problems form *segments* when the caller sorts them that way (by
+held-out fold: the rows of fold k count for every problem but fold k's). Each segment is
+multiplied only with the columns of its own problems, so a row's held-out problems cost
+nothing; with unsorted rows there is one segment of all rows and all problems.
 
 Problems are ordered by class count, so that problems with ``c`` classes form one contiguous
 group of columns handled by one reshape (rows, problems, c). Line searches, convergence tests
@@ -14,7 +19,9 @@ and curvature pairs are per problem; finished problems are dropped from the prod
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +73,6 @@ class SoftmaxProblems:
                  n_classes: Sequence[int], scale: np.ndarray) -> None:
         xp = get_namespace(Z)
         self.xp, self.Z, self.omega = xp, Z, omega
-        self.Zt = xp.matrix_transpose(Z)
         self.n, self.r = Z.shape
         self.n_classes = [int(c) for c in n_classes]
         self.P, self.Qt = len(self.n_classes), int(sum(self.n_classes))
@@ -81,15 +87,32 @@ class SoftmaxProblems:
                 self.groups.append((col, 1, c, p))
             col += c
         self.col_prob = np.concatenate([np.full(c, p) for p, c in enumerate(self.n_classes)])
+        self.col0 = np.concatenate([[0], np.cumsum(self.n_classes)]).astype(np.int64)
         E = np.zeros((self.Qt, self.P))
         E[np.arange(self.Qt), self.col_prob] = 1.0
         self.E = _on(E, Z)
         self.Et = xp.matrix_transpose(self.E)
-        self.Mc = _on(M[:, self.col_prob], Z)  # (n, Qt): row weights per column
-        self.MY = self.Mc * _on(Y01, Z)  # (n, Qt): weighted targets
-        self.M = _on(M, Z)  # (n, P)
-        # Rows per block: keep the (rows, Qt) intermediates near 512 KiB.
-        self.rows = max(64, min(self.n, (1 << 16) // max(self.Qt, 1)))
+        Mc, MY = M[:, self.col_prob], M[:, self.col_prob] * Y01
+        self.pieces = [self._piece(a, e, p0, p1, Mc, MY, M)
+                       for a, e, p0, p1 in _segments(M > 0)]
+
+    def _piece(self, a: int, e: int, p0: int, p1: int, Mc: np.ndarray, MY: np.ndarray,
+               M: np.ndarray) -> _Piece:
+        """Rows ``a:e`` against problems ``p0:p1``: views and row weights of one product."""
+        c0, c1 = int(self.col0[p0]), int(self.col0[p1])
+        # per group of classes: (local column, problems, classes, group, first problem in
+        # the group, first local problem)
+        groups = []
+        for g, (_, npg, c, q) in enumerate(self.groups):
+            lo, hi = max(q, p0), min(q + npg, p1)
+            if lo < hi:
+                groups.append((int(self.col0[lo]) - c0, hi - lo, c, g, lo - q, lo - p0))
+        # Rows per block: keep the (rows, columns) intermediates near 512 KiB.
+        rows = max(64, min(e - a, (1 << 16) // max(c1 - c0, 1)))
+        return _Piece(a, e, c0, c1, p0, p1, groups, rows,
+                      _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
+                      _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
+                      _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z))
 
     def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
         """The problems ``keep`` (indices), and their columns in this set."""
@@ -111,23 +134,27 @@ class SoftmaxProblems:
         """Broadcast (..., P) problem values to (..., Qt) columns."""
         return probvals @ self.Et
 
-    def _split(self, A: Any) -> list[Any]:
-        """Views of (m, Qt) as (m, problems, classes), one per group."""
+    def _split(self, A: Any, groups: Sequence[tuple[int, int, int]] | None = None
+               ) -> list[Any]:
+        """Views of (m, columns) as (m, problems, classes), one per ``(column, problems,
+        classes)`` group (default: the groups of all columns)."""
         xp = self.xp
         m = A.shape[0]
-        return [xp.reshape(A[:, a : a + npg * c], (m, npg, c)) for a, npg, c, _ in self.groups]
+        groups = [g[:3] for g in self.groups] if groups is None else groups
+        return [xp.reshape(A[:, a : a + npg * c], (m, npg, c)) for a, npg, c in groups]
 
     def _join(self, parts: list[Any]) -> Any:
         xp = self.xp
         flat = [xp.reshape(p, (p.shape[0], p.shape[1] * p.shape[2])) for p in parts]
         return flat[0] if len(flat) == 1 else xp.concat(flat, axis=1)
 
-    def _softmax(self, L: Any) -> tuple[list[Any], list[Any]]:
-        """Log-probabilities and probabilities of logit rows ``L`` (m, Qt), per group
+    def _softmax(self, L: Any, groups: Sequence[tuple[int, int, int]]
+                 ) -> tuple[list[Any], list[Any]]:
+        """Log-probabilities and probabilities of logit rows ``L`` (m, columns), per group
         (m, problems, c)."""
         xp = self.xp
         logps, ps = [], []
-        for blk in self._split(L):
+        for blk in self._split(L, groups):
             m, npg, c = blk.shape
             if isinstance(blk, np.ndarray):
                 # numpy reduces a short last axis slowly: c maxima of strided views instead
@@ -145,55 +172,56 @@ class SoftmaxProblems:
             ps.append(ex / tot)
         return logps, ps
 
-    def _logits(self, W: Any, b: Any) -> Any:
-        """Logits (n, Qt) of every row under every problem: one matrix product."""
-        return self.Z @ W + b[None, :]
-
-    def _blocks(self) -> list[tuple[int, int]]:
-        return [(a, min(self.n, a + self.rows)) for a in range(0, self.n, self.rows)]
+    def _penalty(self, W: Any, lam: Any) -> Any:
+        xp = self.xp
+        return 0.5 * lam * self.per_problem(xp.sum(self.omega[:, None] * W * W, axis=0))
 
     def value(self, W: Any, b: Any, lam: Any) -> Any:
         """Objective per problem (P,)."""
         xp = self.xp
-        L = self._logits(W, b)
         data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
-        for a, e in self._blocks():
-            logp = self._join(self._softmax(L[a:e, :])[0])
-            data = data - xp.sum(self.MY[a:e, :] * logp, axis=0)
-        return self.per_problem(data) + 0.5 * lam * self.per_problem(
-            xp.sum(self.omega[:, None] * W * W, axis=0))
+        for pc in self.pieces:
+            L = self.Z[pc.a : pc.e, :] @ W[:, pc.c0 : pc.c1] + b[None, pc.c0 : pc.c1]
+            for a, e in pc.blocks():
+                logp = self._join(self._softmax(L[a:e, :], pc.split)[0])
+                data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
+        return self.per_problem(data) + self._penalty(W, lam)
 
     def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, list[Any]]:
         """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums per group
         (:meth:`curvature`).
 
-        The two products with ``Z`` cover all rows at once; the softmax work between them
-        goes block by block, so that its intermediates stay in cache.
+        Per segment of rows, two products with ``Z`` cover all of its problems at once; the
+        softmax work between them goes block by block, so that its intermediates stay in
+        cache.
         """
         xp = self.xp
-        L = self._logits(W, b)
-        data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
-        Rs = []
-        curv: list[Any] = [None] * len(self.groups)
-        for a, e in self._blocks():
-            logps, ps = self._softmax(L[a:e, :])
-            logp, P = self._join(logps), self._join(ps)
-            data = data - xp.sum(self.MY[a:e, :] * logp, axis=0)
-            Rs.append(self.Mc[a:e, :] * P - self.MY[a:e, :])  # (m, Qt)
-            for g, ((_, npg, _, p0), Pg) in enumerate(zip(self.groups, ps, strict=True)):
-                w = self.M[a:e, p0 : p0 + npg][:, :, None]
-                Pw = Pg * w  # (m, problems, c)
-                PtP = xp.permute_dims(Pw, (1, 2, 0)) @ xp.permute_dims(Pg, (1, 0, 2))
-                part = (xp.sum(Pw, axis=0), PtP)  # (problems, c), (problems, c, c)
-                curv[g] = part if curv[g] is None else (curv[g][0] + part[0],
-                                                        curv[g][1] + part[1])
-        R = Rs[0] if len(Rs) == 1 else xp.concat(Rs, axis=0)
-        gW = self.Zt @ R
-        gb = xp.sum(R, axis=0)
-        lam_c = self.to_cols(lam)
-        f = self.per_problem(data) + 0.5 * lam * self.per_problem(
-            xp.sum(self.omega[:, None] * W * W, axis=0))
-        gW = gW + lam_c[None, :] * self.omega[:, None] * W
+        dt, dev = W.dtype, _dev(W)
+        data = xp.zeros((self.Qt,), dtype=dt, device=dev)
+        gW = xp.zeros((self.r, self.Qt), dtype=dt, device=dev)
+        gb = xp.zeros((self.Qt,), dtype=dt, device=dev)
+        curv = [(xp.zeros((npg, c), dtype=dt, device=dev),
+                 xp.zeros((npg, c, c), dtype=dt, device=dev)) for _, npg, c, _ in self.groups]
+        for pc in self.pieces:
+            Zs = self.Z[pc.a : pc.e, :]
+            L = Zs @ W[:, pc.c0 : pc.c1] + b[None, pc.c0 : pc.c1]
+            Rs = []
+            for a, e in pc.blocks():
+                logps, ps = self._softmax(L[a:e, :], pc.split)
+                logp, P = self._join(logps), self._join(ps)
+                data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
+                Rs.append(pc.Mc[a:e, :] * P - pc.MY[a:e, :])  # (m, columns)
+                for (_, npg, _, g, q, lp), Pg in zip(pc.groups, ps, strict=True):
+                    w = pc.M[a:e, lp : lp + npg][:, :, None]
+                    Pw = Pg * w  # (m, problems, c)
+                    curv[g][0][q : q + npg] += xp.sum(Pw, axis=0)
+                    curv[g][1][q : q + npg] += (xp.permute_dims(Pw, (1, 2, 0))
+                                                @ xp.permute_dims(Pg, (1, 0, 2)))
+            R = Rs[0] if len(Rs) == 1 else xp.concat(Rs, axis=0)
+            gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ R
+            gb[pc.c0 : pc.c1] += xp.sum(R, axis=0)
+        f = self.per_problem(data) + self._penalty(W, lam)
+        gW = gW + self.to_cols(lam)[None, :] * self.omega[:, None] * W
         return f, gW, gb, curv
 
     def curvature(self, sums: list[Any]) -> list[tuple[Any, Any]]:
@@ -394,3 +422,57 @@ def _embed(full: Any, part: Any, cols: np.ndarray) -> Any:
     mask[cols] = 1.0
     wide = xp.take(part, _on(where, full, xp.int64), axis=part.ndim - 1)
     return _blend(wide, full, _on(mask, full))
+
+
+@dataclass
+class _Piece:
+    """Rows ``a:e`` of the data against the problems ``p0:p1`` (columns ``c0:c1``)."""
+
+    a: int
+    e: int
+    c0: int
+    c1: int
+    p0: int
+    p1: int
+    groups: list[tuple[int, int, int, int, int, int]]
+    rows: int
+    Mc: Any  # (e - a, c1 - c0) row weight of every column
+    MY: Any  # (e - a, c1 - c0) weighted 0/1 targets
+    M: Any  # (e - a, p1 - p0) row weight of every problem
+
+    @property
+    def split(self) -> list[tuple[int, int, int]]:
+        return [g[:3] for g in self.groups]
+
+    def blocks(self) -> list[tuple[int, int]]:
+        m = self.e - self.a
+        return [(a, min(m, a + self.rows)) for a in range(0, m, self.rows)]
+
+
+def _segments(active: np.ndarray, most: int = 64) -> list[tuple[int, int, int, int]]:
+    """Runs of consecutive rows with equal activity, cut into ranges of active problems.
+
+    ``active`` (n, P) tells which problems each row weighs in. Returns ``(a, e, p0, p1)``:
+    rows ``a:e`` weigh in problems ``p0:p1``. Rows that weigh in nothing are left out. When
+    the rows are not grouped by pattern, or it would take more than ``most`` pieces, it is
+    one piece of everything.
+    """
+    n, P = active.shape
+    if n == 0 or P == 0:
+        return []
+    change = np.flatnonzero(np.any(active[1:] != active[:-1], axis=1)) + 1
+    if change.size >= most:
+        return [(0, n, 0, P)]
+    bounds = [0, *change.tolist(), n]
+    runs = active[bounds[:-1]]  # the pattern of each run of rows
+    if np.any(np.all(runs[:, None, :] == runs[None, :, :], axis=2).sum(axis=1) > 1):
+        return [(0, n, 0, P)]  # a pattern recurs in a later run: rows are not grouped
+    out: list[tuple[int, int, int, int]] = []
+    for a, e in itertools.pairwise(bounds):
+        on = np.concatenate([[False], active[a], [False]])
+        edges = np.flatnonzero(on[1:] != on[:-1])  # starts and stops of the active runs
+        out.extend((a, e, int(p0), int(p1)) for p0, p1 in zip(edges[::2], edges[1::2],
+                                                              strict=True))
+        if len(out) > most:
+            return [(0, n, 0, P)]
+    return out

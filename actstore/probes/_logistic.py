@@ -98,8 +98,10 @@ def whiten(
         T = V[:, keep] * scale[None, :]
         if stats.rotated is not None:
             Z = _cast(stats.rotated[:, keep] * scale[None, :], dtype)
+        elif dtype == "float32" and X.dtype == xp.float32:
+            # float32 activations centred and rotated in float32 (the basis is float64)
+            Z = (X - xp.astype(mom.mean_x, xp.float32)[None, :]) @ xp.astype(T, xp.float32)
         else:
-            # the rotation in the working precision (the basis itself is float64)
             Z = _cast(xp.astype(X, xp.float64) - mom.mean_x, dtype) @ _cast(T, dtype)
         return Z, T, _cast(n / s[keep], dtype), mom.mean_x
     X64 = xp.astype(X, xp.float64)
@@ -192,12 +194,16 @@ def fit_logistic_path(
     K = folds.n_splits
     ext_start = np.cumsum([0] + [f.n_classes for f in cat])
     n_train = folds.counts()[0].astype(np.float64)
-    # Problems: features by class count, then folds.
+    # Problems: fold after fold, within a fold features by class count. Rows are sorted by
+    # the fold that holds them out (never-held-out rows first), so that the rows of fold k
+    # meet the problems of the other folds as two column ranges and skip fold k's own.
     order = sorted(range(len(cat)), key=lambda j: cat[j].n_classes)
-    probs = [(k, j) for j in order for k in range(K)]
+    probs = [(k, j) for k in range(K) for j in order]
+    rows = np.argsort(folds.test_fold, kind="stable")
     Y01 = np.concatenate(
-        [(targets.Y[:, cat[j].start : cat[j].stop] + 1) / 2 for _, j in probs], axis=1)
-    M = np.stack([folds.train_mask(k) / n_train[k] for k, _ in probs], axis=1)
+        [(targets.Y[rows, cat[j].start : cat[j].stop] + 1) / 2 for _, j in probs], axis=1)
+    M = np.stack([folds.train_mask(k)[rows] / n_train[k] for k, _ in probs], axis=1)
+    Z = xp.take(Z, _asarray(rows, Z, xp.int64), axis=0)
     # scikit-learn's binary model is a sigmoid: the two-class softmax at C / 2.
     scale = np.array([n_train[k] * (0.5 if cat[j].n_classes == 2 else 1.0) for k, j in probs])
     prob = SoftmaxProblems(Z, omega, Y01, M, [cat[j].n_classes for _, j in probs], scale)
@@ -207,11 +213,12 @@ def fit_logistic_path(
     for p, (k, j) in enumerate(probs):
         colidx[k, ext_start[j] : ext_start[j + 1]] = np.arange(starts[p], starts[p + 1])
     colidx_d = [_asarray(colidx[k], Z, xp.int64) for k in range(K)]
-    # Held-out rows of every fold, then the rows that are never held out (explicit splits).
-    tests = [np.flatnonzero(folds.test_mask(k)) for k in range(K)]
-    never = np.flatnonzero(folds.test_fold < 0)
-    back = _asarray(np.argsort(np.concatenate([*tests, never])), Z, xp.int64)
-    Z_test = [xp.take(Z, _asarray(t, Z, xp.int64), axis=0) for t in tests]
+    # Held-out rows of every fold: one block of the sorted rows each.
+    sorted_fold = folds.test_fold[rows]
+    never = int(np.sum(sorted_fold < 0))
+    edges = np.searchsorted(sorted_fold, np.arange(K + 1))
+    Z_test = [Z[int(edges[k]) : int(edges[k + 1]), :] for k in range(K)]
+    back = _asarray(np.argsort(rows), Z, xp.int64)
 
     W = xp.zeros((prob.r, prob.Qt), dtype=Z.dtype, device=_dev(Z))
     # Start the intercepts at the training log-frequencies (the optimum at C -> 0).
@@ -249,8 +256,8 @@ def fit_logistic_path(
         Wk = [xp.take(W, colidx_d[k], axis=1) for k in range(K)]
         bk = [xp.take(b, colidx_d[k], axis=0) for k in range(K)]
         # held-out log-probabilities: each fold's model on its own held-out rows only
-        held = [_log_softmax(Z_test[k] @ Wk[k] + bk[k][None, :], ext_start) for k in range(K)]
-        held.append(xp.zeros((never.size, colidx.shape[1]), dtype=W.dtype, device=_dev(W)))
+        held = [xp.zeros((never, colidx.shape[1]), dtype=W.dtype, device=_dev(W))]
+        held += [_log_softmax(Z_test[k] @ Wk[k] + bk[k][None, :], ext_start) for k in range(K)]
         lps[p] = xp.take(xp.concat(held, axis=0), back, axis=0)  # (n, Qcat)
         Ws[p] = xp.stack(Wk, axis=1)
         bs[p] = xp.stack(bk, axis=0)

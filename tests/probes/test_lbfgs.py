@@ -1,0 +1,98 @@
+"""The batched softmax objective: row segments against a direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import log_softmax
+
+from actstore.probes._lbfgs import SoftmaxProblems, _segments
+
+
+def _problems(n, r, K, classes, seed, sort_rows, never=0):
+    """Fold-major problems (fold, feature) on rows sorted by held-out fold, or shuffled."""
+    rng = np.random.default_rng(seed)
+    never = max(never, 1) if K == 1 else never  # one fold: an explicit split needs train rows
+    test_fold = np.concatenate([np.full(never, -1), np.arange(n - never) % K])
+    order = np.argsort(test_fold, kind="stable") if sort_rows else rng.permutation(n)
+    test_fold = test_fold[order]
+    ncls = [c for _ in range(K) for c in sorted(classes)]
+    Y01 = np.concatenate(
+        [np.eye(c)[rng.integers(0, c, n)] for _ in range(K) for c in sorted(classes)], axis=1)
+    M = np.stack([(test_fold != k) / np.sum(test_fold != k)
+                  for k in range(K) for _ in classes], axis=1)
+    Z = rng.standard_normal((n, r))
+    omega = rng.uniform(0.5, 2.0, r)
+    scale = rng.uniform(50, 100, len(ncls))
+    prob = SoftmaxProblems(Z, omega, Y01, M, ncls, scale)
+    W = rng.standard_normal((r, sum(ncls)))
+    b = rng.standard_normal(sum(ncls))
+    return prob, (Z, omega, Y01, M, ncls, W, b)
+
+
+def _direct(Z, omega, Y01, M, ncls, W, b, lam):
+    """Objective, gradients and curvature sums problem by problem, with plain numpy."""
+    L = Z @ W + b
+    f, gW, gb, diag, PtP = [], np.zeros_like(W), np.zeros_like(b), [], []
+    col = 0
+    for p, c in enumerate(ncls):
+        sl = slice(col, col + c)
+        logp = log_softmax(L[:, sl], axis=1)
+        P = np.exp(logp)
+        w = M[:, p]
+        f.append(-np.sum(w[:, None] * Y01[:, sl] * logp)
+                 + 0.5 * lam[p] * np.sum(omega[:, None] * W[:, sl] ** 2))
+        R = w[:, None] * (P - Y01[:, sl])
+        gW[:, sl] = Z.T @ R + lam[p] * omega[:, None] * W[:, sl]
+        gb[sl] = R.sum(axis=0)
+        diag.append((w[:, None] * P).sum(axis=0))
+        PtP.append((w[:, None] * P).T @ P)
+        col += c
+    return np.array(f), gW, gb, diag, PtP
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(12, 80),
+    r=st.integers(1, 9),
+    K=st.integers(1, 4),
+    classes=st.lists(st.integers(2, 4), min_size=1, max_size=3),
+    never=st.integers(0, 5),
+    sort_rows=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_objective_gradient_and_curvature_equal_a_direct_computation(
+        n, r, K, classes, never, sort_rows, seed):
+    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(n, r, K, classes, seed, sort_rows, never)
+    lam = np.asarray(prob.lam(0.3))
+    f, gW, gb, curv = prob.value_grad(W, b, lam)
+    rf, rgW, rgb, rdiag, rPtP = _direct(Z, omega, Y01, M, ncls, W, b, lam)
+    np.testing.assert_allclose(f, rf, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(prob.value(W, b, lam), rf, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gW, rgW, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gb, rgb, rtol=1e-9, atol=1e-12)
+    # curvature sums come per group of equal class counts: (problems, c) and (problems, c, c)
+    got_diag = [row for d, _ in curv for row in d]
+    got_PtP = [blk for _, m in curv for blk in m]
+    for a, e in zip(got_diag, rdiag, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    for a, e in zip(got_PtP, rPtP, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_rows_sorted_by_fold_skip_each_folds_own_problems():
+    prob, _ = _problems(30, 4, 3, [2, 3], seed=0, sort_rows=True, never=3)
+    pieces = [(pc.a, pc.e, pc.p0, pc.p1) for pc in prob.pieces]
+    # 3 never-held-out rows weigh in all 6 problems; the 9 rows of fold k skip problems
+    # 2k, 2k + 1 (fold-major: two features per fold)
+    assert pieces == [(0, 3, 0, 6), (3, 12, 2, 6), (12, 21, 0, 2), (12, 21, 4, 6),
+                      (21, 30, 0, 4)]
+    shuffled, _ = _problems(30, 4, 3, [2, 3], seed=0, sort_rows=False, never=3)
+    assert [(pc.a, pc.e, pc.p0, pc.p1) for pc in shuffled.pieces] == [(0, 30, 0, 6)]
+
+
+def test_segments_leave_out_rows_that_weigh_in_nothing():
+    active = np.array([[1, 1], [1, 1], [0, 0], [0, 0]], dtype=bool)  # train, then validation
+    assert _segments(active) == [(0, 2, 0, 2)]
+    assert _segments(np.zeros((0, 3), dtype=bool)) == []
