@@ -12,9 +12,10 @@ held-out fold: the rows of fold k count for every problem but fold k's). Each se
 multiplied only with the columns of its own problems, so a row's held-out problems cost
 nothing; with unsorted rows there is one segment of all rows and all problems.
 
-Problems are ordered by class count, so that problems with ``c`` classes form one contiguous
-group of columns handled by one reshape (rows, problems, c). Line searches, convergence tests
-and curvature pairs are per problem; finished problems are dropped from the products.
+Consecutive problems with the same class count ``c`` form one group of columns, handled by one
+reshape (rows, problems, c): callers order the problems so that the groups are few (within a
+fold, features by class count). Line searches, convergence tests and curvature pairs are per
+problem; finished problems are dropped from the products.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class SoftmaxProblems:
         0/1 one-hot targets, problem after problem.
     M : ndarray (n, P)
         Row weights of each problem's loss (1 / n_train on its training rows, else 0).
-    n_classes : sequence of int (P,), non-decreasing
+    n_classes : sequence of int (P,)
+        Classes per problem; runs of equal counts are handled together.
     scale : ndarray (P,)
         ``n_train * C_eff / C`` per problem: the penalty is ``1 / (C * scale)``.
     """

@@ -13,8 +13,9 @@ How the batch is solved:
   ``sum_j (n / s_j) ||W~_j||^2``). The data term is then well conditioned, which is what makes a
   quasi-Newton method converge in tens of iterations instead of hundreds.
 * Batching. The parameters of every (fold, feature) problem sit side by side in one array
-  (units, folds x classes): logits and gradients of all problems are two large matrix products
-  per iteration. Line searches and convergence tests are per problem.
+  (units, folds x classes): logits and gradients of all problems are a few large matrix
+  products per iteration. Rows are sorted by the fold that holds them out, so each fold's rows
+  meet only the other folds' problems. Line searches and convergence tests are per problem.
 * L-BFGS with a diagonal initial Hessian (data curvature + penalty), Armijo backtracking, and
   warm starts along the penalty path from strong to weak regularisation.
 """
