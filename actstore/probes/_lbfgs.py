@@ -328,12 +328,18 @@ def _lbfgs(
         t = np.ones(prob.P)
         pending = ~done
         f_np, slope_np = _np(f), _np(slope)
+        # Noise-tolerant Armijo test: the objective is only known to a few units of its
+        # precision, so a step is not refused for an "increase" below that. Without this
+        # slack, float32 iterations stall wherever the decrease left to make is below
+        # float32's resolution of the objective (strongly penalised problems on activations
+        # of tiny spread), and those problems run to max_iter.
+        slack = max(1e-12, 8.0 * float(np.finfo(f_np.dtype).eps)) * np.abs(f_np)
         new = (W, b, f, gW, gb, sums)
         for ls in range(30):
             tc = prob.to_cols(_on(np.where(pending, t, 0.0), f))
             cand = (W + tc[None, :] * pW, b + tc * pb)
             cf, cgW, cgb, csums = prob.value_grad(*cand, lam)
-            ok = _np(cf) <= f_np + 1e-4 * t * slope_np + 1e-12 * np.abs(f_np)
+            ok = _np(cf) <= f_np + 1e-4 * t * slope_np + slack
             acc = pending & ok
             if ls == 0 and (acc == pending).all():  # the usual case: every step accepted
                 new = (*cand, cf, cgW, cgb, csums)

@@ -99,10 +99,9 @@ def whiten(
         T = V[:, keep] * scale[None, :]
         if stats.rotated is not None:
             Z = _cast(stats.rotated[:, keep] * scale[None, :], dtype)
-        elif dtype == "float32" and X.dtype == xp.float32:
-            # float32 activations centred and rotated in float32 (the basis is float64)
-            Z = (X - xp.astype(mom.mean_x, xp.float32)[None, :]) @ xp.astype(T, xp.float32)
         else:
+            # centred in float64 (a unit's spread can be tiny next to its mean), rotated in
+            # the working precision (the basis itself is float64)
             Z = _cast(xp.astype(X, xp.float64) - mom.mean_x, dtype) @ _cast(T, dtype)
         return Z, T, _cast(n / s[keep], dtype), mom.mean_x
     X64 = xp.astype(X, xp.float64)
