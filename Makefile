@@ -26,4 +26,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy actstore
 
 clean:
-	rm -rf $(DEMO_STORE) .pytest_cache build *.egg-info
+	rm -rf $(DEMO_STORE) demo-report demo.cka.png .pytest_cache build *.egg-info
