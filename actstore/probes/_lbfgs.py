@@ -94,7 +94,8 @@ class SoftmaxProblems:
         E[np.arange(self.Qt), self.col_prob] = 1.0
         self.E = _on(E, Z)
         self.Et = xp.matrix_transpose(self.E)
-        Mc, MY = M[:, self.col_prob], M[:, self.col_prob] * Y01
+        Mc = M[:, self.col_prob]
+        MY = Mc * Y01
         self.pieces = [self._piece(a, e, p0, p1, Mc, MY, M)
                        for a, e, p0, p1 in _segments(M > 0)]
 
@@ -111,7 +112,7 @@ class SoftmaxProblems:
                 groups.append((int(self.col0[lo]) - c0, hi - lo, c, g, lo - q, lo - p0))
         # Rows per block: keep the (rows, columns) intermediates near 512 KiB.
         rows = max(64, min(e - a, (1 << 16) // max(c1 - c0, 1)))
-        return _Piece(a, e, c0, c1, p0, p1, groups, rows,
+        return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
                       _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z))
@@ -443,14 +444,11 @@ class _Piece:
     p0: int
     p1: int
     groups: list[tuple[int, int, int, int, int, int]]
+    split: list[tuple[int, int, int]]  # (local column, problems, classes) of each group
     rows: int
     Mc: Any  # (e - a, c1 - c0) row weight of every column
     MY: Any  # (e - a, c1 - c0) weighted 0/1 targets
     M: Any  # (e - a, p1 - p0) row weight of every problem
-
-    @property
-    def split(self) -> list[tuple[int, int, int]]:
-        return [g[:3] for g in self.groups]
 
     def blocks(self) -> list[tuple[int, int]]:
         m = self.e - self.a
