@@ -11,8 +11,8 @@ from rich.console import Console
 from actstore.cli._app import command
 from actstore.cli._train import print_report, raise_failures
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _size(n: int | None) -> str:

@@ -12,7 +12,7 @@ from rich.console import Console
 from actstore.cli._app import command, fail
 from actstore.cli._store_cmds import parse_kv
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @command("verify", help="Read every chunk of a store (checksums); list corrupt or interrupted "

@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from actstore.cli._app import command
 
-console = Console()
+console = Console(soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """Print a table without cutting or wrapping any cell (run ids and layer names are what
+    users type): a table wider than the console is printed at its full width."""
+    need = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if need <= console.width:
+        console.print(table)
+        return
+    wide = Console(file=console.file, width=need, force_terminal=console.is_terminal,
+                   color_system=console.color_system)  # type: ignore[arg-type]
+    wide.print(table)
+
+
+def name_table(*columns: str) -> Table:
+    """A compact table whose cells stay on one line."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for name in columns:
+        table.add_column(name, no_wrap=True)
+    return table
+
+
+def short_model(model: Any) -> str:
+    """A model factory given as a file path, without its directory: ``mymodel.py:make``."""
+    mod, sep, fn = str(model).rpartition(":")
+    return f"{Path(mod).name}{sep}{fn}" if sep and mod.endswith(".py") else str(model)
 
 
 def human_bytes(n: int | None) -> str:
@@ -98,7 +126,10 @@ def dump_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
+    from actstore.cli._train import check_workers
     from actstore.store._dump import dump, dump_many, run_ids_for
+
+    check_workers(workers)
 
     common: dict[str, Any] = dict(
         layers=layers, reduce=reduce, dtype=dtype, batch_size=batch_size, device=device,
@@ -139,14 +170,14 @@ def ls_cmd(
     for ps in s["probe_sets"]:
         console.print(f"probe set [bold]{ps['name']}[/]: {ps['n']} samples, "
                       f"features {', '.join(ps['features'] or [])}")
-    table = Table("run", "model", "task", "seed", "layers", "checkpoints", "size")
+    table = name_table("run", "model", "task", "seed", "layers", "ckpts", "size")
     for r in s["runs"]:
         done = f"{r['checkpoints_complete']}/{r['checkpoints_total']}"
         if r["writing"]:
             done += " (writing)"
-        table.add_row(r["run"], str(r["model"]), str(r["task"]), str(r["seed"]),
+        table.add_row(r["run"], short_model(r["model"]), str(r["task"]), str(r["seed"]),
                       str(r["layers"]), done, human_bytes(r["stored_bytes"]))
-    console.print(table)
+    print_table(table)
     if s["results"]:
         console.print("results: " + ", ".join(s["results"]))
 
@@ -182,11 +213,11 @@ def info_cmd(
         )
         console.print(f"  checkpoints {info['checkpoints_complete']}/"
                       f"{info['checkpoints_total']}: {steps}")
-        table = Table("layer", "module", "reduction", "units", "dtype", "chunks", "stored",
-                      "ratio")
+        table = name_table("layer", "module", "reduction", "units", "dtype", "chunks",
+                           "stored", "ratio")
         for ly in info["layers"]:
             ratio = ly["nbytes"] / ly["stored_bytes"] if ly["stored_bytes"] else float("nan")
             table.add_row(ly["name"], str(ly["module"]), str(ly["reduction"]), str(ly["units"]),
                           ly["dtype"], "x".join(map(str, ly["chunks"])),
                           human_bytes(ly["stored_bytes"]), f"{ratio:.2f}")
-        console.print(table)
+        print_table(table)

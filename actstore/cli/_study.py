@@ -58,7 +58,7 @@ __all__ = [
     "run_study",
 ]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 #: Study files shipped with actstore.
 STUDY_DIR = Path(__file__).resolve().parent.parent / "training" / "studies"
@@ -376,6 +376,8 @@ def run_study(
     from actstore.training import run_sweep
     from actstore.training._demo import store_size
 
+    if workers is not None and workers < 1:
+        raise ActstoreError(f"--workers must be at least 1, got {workers}")
     if report_dir is None:
         from actstore.probes import default_report_dir
 
@@ -455,9 +457,15 @@ def study_cmd(
             s = load_study(name, "small")
             typer.echo(f"{name:14s} {s.description} [{s.paper}]")
         return
+    from actstore.cli._train import check_workers
+
+    check_workers(workers)
     st = load_study(study, scale)
     store = store or f"{st.name}-{scale}.zarr"
     if dry_run:
+        from actstore.training import plan_sweep
+
+        plan_sweep(st.sweep, store)  # the store path, and runs already in it, are checked
         plan = {"study": st.name, "scale": scale, "store": store,
                 "runs": [r.run_id for r in st.sweep.runs],
                 "analyses": [f"{a['kind']}:{a['name']}" for a in st.analyses]}
@@ -472,5 +480,7 @@ def study_cmd(
         typer.echo(json.dumps(rep.to_json()))
         return
     size = "-" if rep.store_bytes is None else f"{rep.store_bytes / 2**20:.1f} MiB"
-    Console().print(f"study {st.name} ({scale}) done in {rep.wall_s:.1f} s; store {store} "
-                    f"({size}); report: {rep.report}")
+    Console(soft_wrap=True).print(
+        f"study {st.name} ({scale}) done in {rep.wall_s:.1f} s; store {store} ({size}); "
+        f"report: {rep.report}"
+    )

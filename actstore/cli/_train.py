@@ -13,8 +13,14 @@ from rich.table import Table
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def check_workers(workers: int | None) -> None:
+    """``--workers`` must be a positive count (``None``: the default)."""
+    if workers is not None and workers < 1:
+        raise ActstoreError(f"--workers must be at least 1, got {workers}")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -55,7 +61,7 @@ def print_report(report: Any, as_json: bool) -> None:
         typer.echo(json.dumps(report.to_json()))
     else:
         table = Table(box=box.SIMPLE_HEAD)
-        table.add_column("run", overflow="fold")
+        table.add_column("run", no_wrap=True)
         table.add_column("status", overflow="fold")
         table.add_column("ckpts", justify="right")
         table.add_column("s", justify="right")
@@ -121,9 +127,14 @@ def train_cmd(
     seeds: Annotated[
         str | None, typer.Option("--seeds", "-s", help="Seeds: 0:5 (range), 0,2,4, or 3.")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps per run.")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps per run (default: the sweep's train.steps, else 300)."),
+    ] = None,
     checkpoints: Annotated[
-        int | None, typer.Option(help="Checkpoints per run (log-spaced, incl. step 0).")
+        int | None,
+        typer.Option(help="Checkpoints per run, log-spaced from step 0 (default: the sweep's "
+                          "train.checkpoints, else 6)."),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -158,6 +169,7 @@ def train_cmd(
         return
     if store is None:
         raise ActstoreError("give the store to write: actstore train STORE [SWEEP] [options]")
+    check_workers(workers)
     sets = []
     for item in set_ or []:
         key, sep, val = item.partition("=")

@@ -339,6 +339,22 @@ class _SlotWriter:
             raise RuntimeError(f"unwritten activations left for layers {sorted(self.bufs)}")
 
 
+def _forward_error(model_name: str, ps: Any, xb: Any, device: Any, e: BaseException) -> str:
+    """One line for a forward pass that raised on a batch of the probe set."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = lines[0] if lines else ""
+    if not isinstance(e, RuntimeError) or not msg:
+        msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    shape = tuple(int(k) for k in ps.inputs.shape)
+    fed = str(xb.dtype).removeprefix("torch.")
+    return (
+        f"the forward pass of model {model_name} failed on probe set {ps.name!r} (inputs of "
+        f"shape {shape}, dtype {ps.inputs.dtype}; fed as {fed} batches of shape "
+        f"{tuple(xb.shape)} on {device}): {msg}; make the model accept these inputs, or "
+        "give a probe set in the form it expects (nothing of this checkpoint was kept)"
+    )
+
+
 class _StopForward(BaseException):
     """Raised in a hook once every requested layer has produced its output."""
 
@@ -356,6 +372,7 @@ def capture_slot(
     weights_hash: str | None = None,
     progress: Callable[[int], None] | None = None,
     source: str | None = None,
+    model_name: str | None = None,
 ) -> bool:
     """Record one checkpoint of ``model`` into an open :class:`RunWriter`.
 
@@ -384,6 +401,8 @@ def capture_slot(
         Called with the number of samples done after each batch.
     source : str, optional
         The checkpoint file the weights came from (recorded for ``actstore repair``).
+    model_name : str, optional
+        How error messages name the model (e.g. its factory); default its class name.
 
     Returns
     -------
@@ -452,6 +471,12 @@ def capture_slot(
                     model(xb)
                 except _StopForward:
                     pass
+                except ActstoreError:
+                    raise
+                except Exception as e:
+                    raise ActstoreError(_forward_error(
+                        model_name or type(model).__name__, ps, xb, device, e
+                    )) from None
                 missing = [c for c, _ in sel if c not in captured]
                 if missing:
                     raise ActstoreError(

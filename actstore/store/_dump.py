@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob as _glob
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -20,10 +21,13 @@ from actstore.store._probeset import ProbeSet
 
 __all__ = [
     "DumpReport",
+    "check_device",
+    "check_store_path",
     "dump",
     "dump_many",
     "find_checkpoints",
     "load_factory",
+    "make_model",
     "probe_set_from_npz",
     "run_ids_for",
 ]
@@ -70,9 +74,162 @@ def load_factory(spec: str) -> Callable[..., Any]:
     return fn
 
 
+def _param(p: inspect.Parameter) -> str:
+    stars = "*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else ""
+    out = stars + p.name
+    if p.annotation is not p.empty:  # a string under `from __future__ import annotations`
+        ann = p.annotation
+        out += f": {ann if isinstance(ann, str) else inspect.formatannotation(ann)}"
+    if p.default is not p.empty:
+        out += f" = {p.default!r}" if p.annotation is not p.empty else f"={p.default!r}"
+    return out
+
+
+def _accepted(fn: Callable[..., Any]) -> str:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return "(its signature cannot be read)"
+    return "(" + ", ".join(_param(p) for p in params) + ")"
+
+
+def make_model(factory: Callable[..., Any], kwargs: dict[str, Any] | None,
+               model_name: str) -> Any:
+    """Call a model factory with ``--model-arg`` keyword arguments; check it gives a module.
+
+    Arguments the factory does not take, and any error the factory raises, become one
+    :class:`ActstoreError` naming the factory, the arguments and the factory's parameters.
+    """
+    import torch
+
+    kwargs = dict(kwargs or {})
+    given = (", ".join(f"--model-arg {k}={v!r}" for k, v in kwargs.items())
+             or "no --model-arg")
+    accepts = f"it accepts {_accepted(factory)}"
+    try:
+        sig: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        params = sig.parameters
+        open_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        named = {n for n, p in params.items()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = [] if open_kw else [k for k in kwargs if k not in named]
+        if unknown:
+            raise ActstoreError(
+                f"model factory {model_name} has no parameter {unknown[0]!r} (from --model-arg "
+                f"{unknown[0]}={kwargs[unknown[0]]!r}); {accepts}"
+            )
+        try:
+            sig.bind(**kwargs)
+        except TypeError as e:
+            raise ActstoreError(
+                f"model factory {model_name} cannot be called with {given} ({e}); {accepts}; "
+                "give the missing ones as --model-arg key=value"
+            ) from None
+    try:
+        net = factory(**kwargs)
+    except ActstoreError:
+        raise
+    except Exception as e:
+        hint = (" (--model-arg values are read as JSON: 4 is a number, abc a string)"
+                if any(isinstance(v, str) for v in kwargs.values()) else "")
+        raise ActstoreError(
+            f"model factory {model_name} failed with {given}: {type(e).__name__}: "
+            f"{_first_line(e)}; {accepts}{hint}"
+        ) from None
+    if not isinstance(net, torch.nn.Module):
+        raise ActstoreError(f"model factory {model_name!r} returned {type(net).__name__}, "
+                            "not a torch.nn.Module")
+    return net
+
+
+def check_device(device: Any) -> None:
+    """Refuse a torch device that does not exist here (before any model is moved to it)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ActstoreError(
+            f"--device {device!r} is not a torch device ({_first_line(e)}); use cpu, cuda, "
+            "cuda:N or mps"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ActstoreError(
+                f"--device {device} was asked for, but no GPU is visible; use --device cpu"
+            )
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ActstoreError(
+                f"--device {device} was asked for, but only {n} GPU(s) are visible "
+                f"(cuda:0 to cuda:{n - 1})"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ActstoreError(f"--device {device} was asked for, but MPS is not available here; "
+                            "use --device cpu")
+
+
+def check_store_path(url: str) -> None:
+    """Refuse a local path where no store can be created or opened, before anything is done:
+    a regular file (or a path below one), or a directory that holds files but no Zarr group.
+
+    An actstore store, a Zarr group (checked when it is opened), an empty directory and a
+    path that does not exist yet pass.
+    """
+    from actstore.store._store import _exists
+
+    url = str(url)
+    if "://" in url and not url.startswith("file://"):
+        return
+    p = Path(url.removeprefix("file://"))
+    if p.is_file():
+        raise ActstoreError(
+            f"{url} is a file, not an actstore store (a store is a directory); give a new path "
+            "for the store, or the path of an existing store"
+        )
+    for parent in p.parents:
+        if parent.is_file():
+            raise ActstoreError(f"cannot make a store at {url}: {parent} is a file")
+        if parent.is_dir():
+            break
+    if p.is_dir() and any(p.iterdir()) and not _exists(str(p)):
+        raise ActstoreError(
+            f"{url} is a directory that holds other files, not an actstore store (no Zarr group "
+            "there); give a new path for the store, or the path of an existing store"
+        )
+
+
 def _step_from_name(path: Path) -> int | None:
     nums = re.findall(r"\d+", path.stem)
     return int(nums[-1]) if nums else None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _load_error(path: Path, e: BaseException) -> str:
+    """One line for a checkpoint file torch cannot load with ``weights_only=True``."""
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"checkpoint {path} holds Python objects besides tensors ({found[1]}), and "
+                "actstore loads only tensors, numbers and containers from checkpoints; save "
+                "the state dict alone: torch.save(model.state_dict(), path)")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    reason = detail[1].strip() if detail else _first_line(e)
+    reason = reason.split(". ")[0].rstrip(".")
+    if "weights_only" in reason or not reason.strip():
+        reason = type(e).__name__
+    size = path.stat().st_size if path.is_file() else None
+    if size == 0:
+        reason = "the file is empty"
+    return (f"{path} is not a readable PyTorch checkpoint ({reason}); give files written by "
+            "torch.save, or move other files out of the checkpoint directory")
 
 
 def _load_state(path: Path) -> tuple[dict[str, Any], int | None]:
@@ -81,9 +238,7 @@ def _load_state(path: Path) -> tuple[dict[str, Any], int | None]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ActstoreError(
-            f"cannot load checkpoint {path} as plain tensors (weights_only=True): {e}"
-        ) from None
+        raise ActstoreError(_load_error(path, e)) from None
     step = None
     if isinstance(obj, dict):
         if "step" in obj and not hasattr(obj["step"], "shape"):
@@ -213,8 +368,6 @@ def dump(
     probe_set : str or ProbeSet
         A probe set in the store, an ``.npz`` file, or a :class:`ProbeSet`.
     """
-    import torch
-
     from actstore.store._capture import parse_reduction, resolve_layers
     from actstore.store._store import _exists, create_store, open_store, undo_additions
 
@@ -222,14 +375,13 @@ def dump(
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     for spec in [reduce] if isinstance(reduce, str) else list((reduce or {}).values()):
         parse_reduction(spec)
+    check_device(device)
+    check_store_path(store)
     if isinstance(model, str):
         model = absolute_factory(model)
     factory = load_factory(model) if isinstance(model, str) else model
     model_name = model if isinstance(model, str) else getattr(model, "__name__", "model")
-    net = factory(**(factory_kwargs or {}))
-    if not isinstance(net, torch.nn.Module):
-        raise ActstoreError(f"model factory {model_name!r} returned {type(net).__name__}, "
-                            "not a torch.nn.Module")
+    net = make_model(factory, factory_kwargs, model_name)
     resolve_layers(net, layers)  # unknown names fail before anything is written
     plan = plan_checkpoints(net, find_checkpoints(checkpoints), model_name)
 
@@ -278,7 +430,8 @@ def dump(
 
                     w.capture(net, step, layers=layers, reduce=reduce, dtype=dtype,
                               batch_size=batch_size, device=device, weights_hash=wh,
-                              progress=tick, source=str(Path(f).resolve()))
+                              progress=tick, source=str(Path(f).resolve()),
+                              model_name=model_name)
                     report.written.append(step)
     except BaseException:
         undo_additions(store, st, created, ps_name if added else None)
@@ -302,15 +455,19 @@ class _RichBar(_NoBar):
         from rich.console import Console
         from rich.progress import Progress
 
-        self.p = Progress(console=Console(stderr=True), transient=False)
+        self.p = Progress(console=Console(stderr=True, soft_wrap=True), transient=False)
         self.task = self.p.add_task("dump", total=total)
 
     def __enter__(self) -> _RichBar:
         self.p.start()
         return self
 
-    def __exit__(self, *a: Any) -> None:
-        self.p.stop()
+    def __exit__(self, exc_type: Any, *a: Any) -> None:
+        if exc_type is None:
+            self.p.stop()
+        else:  # the error line says what happened: the bar is cleared, no blank line left
+            self.p.live.transient = True
+            self.p.live.stop()
 
     def advance(self, k: int) -> None:
         self.p.advance(self.task, k)
@@ -375,13 +532,14 @@ def dump_many(
         raise ActstoreError(f"{len(runs)} run ids for {len(checkpoint_dirs)} directories")
     if not isinstance(model, str):
         raise ActstoreError("dumping on a cluster needs the model as package.module:factory")
-    import torch
-
+    if workers is not None and workers < 1:
+        raise ActstoreError(f"--workers must be at least 1, got {workers}")
+    if scheduler is None:  # on a cluster, the workers' devices count (checked there)
+        check_device(kwargs.get("device", "cpu"))
+    check_store_path(store)
     # every checkpoint of every run is checked here, before any run is written
-    net = load_factory(absolute_factory(model))(**kwargs.get("factory_kwargs", None) or {})
-    if not isinstance(net, torch.nn.Module):
-        raise ActstoreError(f"model factory {model!r} returned {type(net).__name__}, "
-                            "not a torch.nn.Module")
+    net = make_model(load_factory(absolute_factory(model)), kwargs.get("factory_kwargs"),
+                     absolute_factory(model))
     from actstore.store._capture import resolve_layers
 
     resolve_layers(net, kwargs.get("layers", "all"))

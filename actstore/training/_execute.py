@@ -81,10 +81,12 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
         A run id or probe set of the store was made with another configuration.
     """
     from actstore.store import open_store
+    from actstore.store._dump import check_store_path
     from actstore.store._store import _exists
 
     if not sweep.runs:
         raise ActstoreError(f"sweep {sweep.name!r} has no runs")
+    check_store_path(store)
     attrs = {spec.run_id: spec.resolve() for spec in sweep.runs}
     probe_sets: dict[str, Any] = {}
     probe_of: dict[str, str] = {}
@@ -169,7 +171,8 @@ class _Progress:
 
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console or Console(stderr=True), transient=False,
+            TimeElapsedColumn(), console=console or Console(stderr=True, soft_wrap=True),
+            transient=False,
         )
         self.overall = self.progress.add_task(f"[bold]{label}[/] runs", total=total)
 
@@ -255,6 +258,8 @@ def run_sweep(
     from actstore._dask import default_workers
     from actstore.store import create_store, open_store
 
+    if n_workers is not None and n_workers < 1:
+        raise ActstoreError(f"--workers must be at least 1, got {n_workers}")
     t0 = time.perf_counter()
     _, probe_sets, complete = plan_sweep(sweep, store)
     report = SweepReport(store=store, name=sweep.name)

@@ -312,7 +312,7 @@ def train_run(
                 c = spec.capture
                 run.capture(t.model, t.step, layers=c.layers, reduce=c.reduce, dtype=c.dtype,
                             batch_size=c.batch_size, device=spec.train.device,
-                            weights_hash=wh)
+                            weights_hash=wh, model_name=f"{spec.model} of run {run_id!r}")
                 written.append(t.step)
             if out_dir is not None:
                 _save_weights(out_dir, t.step, t.model)

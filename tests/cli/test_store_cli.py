@@ -148,3 +148,126 @@ def test_probe_set_name_for_a_new_store_leaves_no_store(run_dir):
     assert res.exit_code == 2
     assert "no probe set 'images'" in res.output and "does not exist yet" in res.output
     assert not store.exists()
+
+
+def _one_error_line(res) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("actstore: error: "), res.stderr
+    assert "Traceback" not in res.output
+    return lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_dump_on_cuda_without_a_gpu_is_one_line(run_dir):
+    store = run_dir / "s.zarr"
+    line = _one_error_line(_dump(run_dir, str(store), "--device", "cuda"))
+    assert "--device cuda was asked for, but no GPU is visible" in line
+    assert not store.exists()
+    line = _one_error_line(_dump(run_dir, str(store), "--device", "gpu0"))
+    assert "'gpu0' is not a torch device" in line
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("width=abc", "small_cnn failed with --model-arg width='abc': TypeError: "),
+        ("nokey=1", "small_cnn has no parameter 'nokey' (from --model-arg nokey=1)"),
+    ],
+)
+def test_bad_model_args_name_the_factory_and_its_parameters(run_dir, arg, message):
+    store = run_dir / "s.zarr"
+    line = _one_error_line(_dump(run_dir, str(store), "--model-arg", arg))
+    assert message in line and "it accepts (width: int = 8)" in line, line
+    assert not store.exists()
+
+
+def test_forward_pass_that_fails_on_the_probe_inputs(run_dir):
+    rng = np.random.default_rng(1)
+    np.savez(run_dir / "bytes.npz", inputs=rng.integers(0, 255, (30, 3, 8, 8)).astype("uint8"),
+             color=rng.integers(0, 3, 30))
+    args = ["dump", "", str(run_dir / "ckpts"), "--model", f"{FACTORIES}:small_cnn",
+            "--probe-set", str(run_dir / "bytes.npz"), "--run", "r2"]
+    fresh = run_dir / "fresh.zarr"
+    args[1] = str(fresh)
+    line = _one_error_line(runner.invoke(app, args))
+    assert "the forward pass of model" in line and "small_cnn failed on probe set 'bytes'" in line
+    assert "inputs of shape (30, 3, 8, 8), dtype uint8" in line, line
+    assert not fresh.exists()
+    store = run_dir / "s.zarr"
+    assert _dump(run_dir, str(store)).exit_code == 0
+    before = _snapshot(store)
+    args[1] = str(store)
+    line = _one_error_line(runner.invoke(app, args))
+    assert "failed on probe set 'bytes'" in line
+    assert _snapshot(store) == before
+
+
+def test_a_file_that_is_not_a_checkpoint(run_dir):
+    store = run_dir / "s.zarr"
+    assert _dump(run_dir, str(store)).exit_code == 0
+    before = _snapshot(store)
+    for junk in (b"not a checkpoint\x00\x01", b"", b"PK\x03\x04 truncated zip"):
+        (run_dir / "ckpts" / "step_7.pt").write_bytes(junk)
+        line = _one_error_line(_dump(run_dir, str(store)))
+        assert "step_7.pt is not a readable PyTorch checkpoint" in line, line
+        assert "weights_only" not in line
+        assert _snapshot(store) == before
+    import argparse
+
+    torch.save({"step": 7, "state_dict": {}, "args": argparse.Namespace(lr=0.1)},
+               run_dir / "ckpts" / "step_7.pt")
+    line = _one_error_line(_dump(run_dir, str(store)))
+    assert "step_7.pt holds Python objects besides tensors (argparse.Namespace)" in line, line
+    assert "weights_only" not in line and "save the state dict alone" in line
+    assert _snapshot(store) == before
+
+
+def test_dump_into_a_file_or_a_foreign_directory(run_dir):
+    plain = run_dir / "plain.txt"
+    plain.write_text("notes")
+    line = _one_error_line(_dump(run_dir, str(plain)))
+    assert "plain.txt is a file, not an actstore store" in line
+    assert plain.read_text() == "notes"
+    line = _one_error_line(_dump(run_dir, str(plain / "s.zarr")))
+    assert "plain.txt is a file" in line
+    other = run_dir / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    line = _one_error_line(_dump(run_dir, str(other)))
+    assert "other is a directory that holds other files, not an actstore store" in line
+    assert [p.name for p in other.iterdir()] == ["keep.txt"]
+
+
+def test_dump_workers_must_be_positive(run_dir):
+    store = run_dir / "s.zarr"
+    line = _one_error_line(_dump(run_dir, str(store), "--workers", "0"))
+    assert "--workers must be at least 1, got 0" in line
+    assert not store.exists()
+
+
+def test_ls_never_cuts_run_ids(run_dir, monkeypatch):
+    from rich.console import Console
+
+    from actstore.cli import _store_cmds
+
+    store = str(run_dir / "s.zarr")
+    long_id = "trifeature-texture-alexnet-width64-dropout0.5-s12"
+    assert _dump(run_dir, store, "--run", long_id).exit_code == 0
+    for width in (80, 30):
+        monkeypatch.setattr(_store_cmds, "console", Console(width=width, soft_wrap=True))
+        res = runner.invoke(app, ["ls", store])
+        assert res.exit_code == 0
+        row = next(ln for ln in res.stdout.splitlines() if long_id in ln)
+        assert "small_cnn" in row and "2/2" in row and "…" not in res.stdout
+        res = runner.invoke(app, ["info", store])
+        assert any(ln.startswith("conv1 ") for ln in res.stdout.splitlines()), res.stdout
+
+
+def test_repair_output_is_not_wrapped_when_piped(run_dir):
+    deep = run_dir / ("a-long-directory-name-" * 3) / "store-with-a-long-name.zarr"
+    assert len(str(deep)) > 90
+    assert _dump(run_dir, str(deep)).exit_code == 0
+    res = runner.invoke(app, ["repair", str(deep)])
+    assert res.exit_code == 0
+    assert f"{deep}: nothing to repair" in res.stdout.splitlines()

@@ -181,3 +181,19 @@ def test_small_study_end_to_end(tmp_path, name, results, n_figs):
         assert np.all((c[np.isfinite(c)] >= 0) & (c[np.isfinite(c)] <= 1))
         assert np.isfinite(ds["importance"].values).any()
     _check_report(Path(rep.report).parent, n_figs)
+
+
+def test_dry_run_checks_the_store_path_and_workers(tmp_path):
+    runner = CliRunner()
+    plain = tmp_path / "plain.txt"
+    plain.write_text("notes")
+    res = runner.invoke(app, ["study", "hermann2020", str(plain), "--dry-run"])
+    assert res.exit_code == 2 and "plain.txt is a file, not an actstore store" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and plain.read_text() == "notes"
+    res = runner.invoke(app, ["study", "hermann2020", str(tmp_path / "s.zarr"), "--dry-run",
+                              "--workers", "-1"])
+    assert res.exit_code == 2 and "--workers must be at least 1, got -1" in res.stderr
+    assert not (tmp_path / "s.zarr").exists()
+    with pytest.raises(ActstoreError, match="--workers must be at least 1"):
+        run_study(load_study("li2016"), str(tmp_path / "s.zarr"), workers=0)
+    assert not (tmp_path / "s.zarr").exists()

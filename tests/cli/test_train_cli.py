@@ -137,3 +137,55 @@ def test_train_on_a_dask_cluster_by_address(tmp_path, dask_cluster):
     st = open_store(store)
     assert len(st.run_ids()) == 3
     assert all(st.reader(r).complete.all() for r in st.run_ids())
+
+
+def _error_line(res) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("actstore: error: "), res.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("dry", [["--dry-run"], ["--serial"]])
+def test_store_path_that_is_a_file_or_a_foreign_directory(tmp_path, dry):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("notes")
+    base = ["-d", "binary", "-t", "label", "-m", "mlp", *dry]
+    line = _error_line(runner.invoke(app, ["train", str(plain), *base]))
+    assert "plain.txt is a file, not an actstore store" in line
+    assert plain.read_text() == "notes"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    line = _error_line(runner.invoke(app, ["train", str(other), *base]))
+    assert "holds other files, not an actstore store" in line
+    assert [p.name for p in other.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("n", ["0", "-1"])
+def test_workers_must_be_positive(tmp_path, n):
+    from actstore import ActstoreError
+    from actstore.training import load_sweep, run_sweep
+
+    store = tmp_path / "s.zarr"
+    res = runner.invoke(app, ["train", str(store), "demo", "--dry-run", "--workers", n])
+    assert f"--workers must be at least 1, got {n}" in _error_line(res)
+    with pytest.raises(ActstoreError, match="--workers must be at least 1"):
+        run_sweep(load_sweep("demo"), str(store), n_workers=int(n), dry_run=True)
+    assert not store.exists()
+
+
+def test_help_shows_the_defaults_of_steps_and_checkpoints():
+    from actstore.training import TrainConfig
+
+    res = runner.invoke(app, ["train", "--help"])
+    text = " ".join(res.output.replace("│", " ").split())
+    assert f"train.steps, else {TrainConfig.steps})" in text
+    assert f"train.checkpoints, else {TrainConfig.checkpoints})" in text
+
+
+def test_consoles_on_stderr_do_not_wrap():
+    from actstore.cli import _demo, _study, _train
+
+    for console in (_train.err_console, _demo.err_console, _study.console):
+        assert console.stderr and console.soft_wrap

@@ -252,3 +252,31 @@ def test_model_declared_reductions_are_the_default(store_url, image_probe_set):
     with st.writer("r2", "images", steps=[0]) as w:  # an explicit choice wins
         w.capture(model, 0, layers=["conv2"], reduce="max")
     assert st.reader("r2").layer_table["conv2"]["reduction"] == "max"
+
+
+def test_forward_error_in_a_later_batch_is_one_line_and_rolled_back(store_url, image_probe_set):
+    class FailsLater(SmallCNN):
+        calls = 0
+
+        def forward(self, x):
+            FailsLater.calls += 1
+            if FailsLater.calls > 2:
+                raise RuntimeError("shape mismatch deep inside\nsecond line of torch's message")
+            return super().forward(x)
+
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0, 5]) as w:
+        w.capture(small_cnn(), 0)
+    before = st.reader("r").read("fc1", 0).copy()
+    with pytest.raises(ActstoreError) as err:
+        with st.writer("r", "images", steps=[0, 5]) as w:
+            w.capture(FailsLater(), 5, batch_size=16, model_name="pkg.mod:fails_later")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert ("the forward pass of model pkg.mod:fails_later failed on probe set 'images' "
+            "(inputs of shape (40, 3, 8, 8), dtype float32; fed as float32 batches of shape "
+            "(8, 3, 8, 8) on cpu): shape mismatch deep inside;") in msg
+    rd = st.reader("r")
+    assert rd.status.tolist() == [2, 0] and rd.steps.tolist() == [0, -1]
+    np.testing.assert_array_equal(rd.read("fc1", 0), before)
