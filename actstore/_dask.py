@@ -7,14 +7,18 @@ existing cluster instead; every worker must then reach the same store URL.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from actstore._errors import ActstoreError
 
-__all__ = ["dask_client", "default_workers"]
+__all__ = ["check_execution", "dask_client", "default_workers"]
 
 
 def default_workers() -> int:
@@ -23,6 +27,80 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_execution(
+    scheduler: str | None = None, n_workers: int | None = None, timeout: float = 10.0
+) -> None:
+    """Refuse a worker count below 1, a non-positive timeout or a malformed scheduler address."""
+    if n_workers is not None and n_workers < 1:
+        raise ActstoreError(f"--workers must be at least 1, got {n_workers}")
+    if not timeout > 0:
+        raise ActstoreError(
+            f"--scheduler-timeout must be a positive number of seconds, got {timeout:g}"
+        )
+    if scheduler:
+        from distributed.comm.addressing import parse_address, parse_host_port
+
+        try:
+            scheme, loc = parse_address(scheduler)
+            if scheme not in ("inproc",):
+                parse_host_port(loc)
+        except ValueError as e:
+            raise ActstoreError(
+                f"--scheduler {scheduler!r} is not a Dask scheduler address ({e}); give one "
+                "like tcp://HOST:8786"
+            ) from None
+
+
+def _connect(client_type: Any, scheduler: str, timeout: float) -> Any:
+    """A client of the scheduler at ``scheduler``, or one line saying why there is none.
+
+    The connection is made in a helper thread with a deadline: a server that accepts the
+    connection but never completes Dask's handshake would otherwise block for good.
+    """
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = client_type(scheduler, timeout=timeout)
+        except BaseException as e:  # handed to the waiting thread
+            box["error"] = e
+
+    t = threading.Thread(target=connect, name="actstore-connect", daemon=True)
+    t.start()
+    t.join(timeout + 5.0)
+    hint = "check the address, or leave out --scheduler to run on this machine"
+    if t.is_alive():
+        raise ActstoreError(
+            f"the Dask scheduler at {scheduler} did not answer within {timeout:g} s (the "
+            f"connection opened, but no Dask scheduler replied); {hint}"
+        )
+    err = box.get("error")
+    if isinstance(err, (OSError, TimeoutError)):
+        raise ActstoreError(
+            f"the Dask scheduler at {scheduler} did not answer within {timeout:g} s ({err}); "
+            f"{hint}"
+        )
+    if err is not None:
+        raise ActstoreError(
+            f"{scheduler} did not answer as a Dask scheduler ({type(err).__name__}: "
+            f"{str(err)[:200]}); {hint}"
+        )
+    return box["client"]
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT in this block (main thread only; elsewhere it changes nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @contextmanager
@@ -58,14 +136,9 @@ def dask_client(
     """
     from distributed import Client, LocalCluster
 
+    check_execution(scheduler, n_workers, timeout)
     if scheduler:
-        try:
-            client = Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError) as e:
-            raise ActstoreError(
-                f"the Dask scheduler at {scheduler} did not answer within {timeout:g} s ({e}); "
-                "check the address, or leave out --scheduler to run on this machine"
-            ) from None
+        client = _connect(Client, scheduler, timeout)
         try:
             yield client
         finally:
@@ -93,7 +166,18 @@ def dask_client(
     # (measured on a training run: 75% more wall time, seconds of system time).
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+    # Worker processes report errors only: their warnings (a task cancelled when a command
+    # stops early, an event loop busy with a long matrix product) are not the user's concern,
+    # and an error of a job reaches the user through this process.
+    env.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), \
+            warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        # the scheduler's HTTP server moves to a free port when 8787 is taken (another
+        # cluster on this machine); nothing here uses it, so that is not worth a warning
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        # Worker processes start with Ctrl-C ignored (a signal disposition they inherit): the
+        # terminal sends it to the whole process group, and this process stops them cleanly.
+        stack.enter_context(_sigint_ignored())
         cluster = LocalCluster(
             n_workers=n_workers or default_workers(),
             threads_per_worker=1,

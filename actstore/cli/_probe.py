@@ -15,7 +15,7 @@ from actstore._errors import ActstoreError
 from actstore.cli._app import command
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def parse_penalties(text: str, what: str) -> tuple[float, ...]:
@@ -106,10 +106,18 @@ def probe_cmd(
     ] = 256.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.probes import ProbeConfig, export_results, run_probes, summary_table
+    from actstore._dask import check_execution
+    from actstore.probes import (
+        ProbeConfig,
+        ProbeInterrupted,
+        export_results,
+        run_probes,
+        summary_table,
+    )
+    from actstore.probes._engine import check_export_path
 
-    if out is not None and not out.lower().endswith((".csv", ".parquet")):
-        raise ActstoreError(f"--out must end in .csv or .parquet, got {out!r}")
+    if out is not None:
+        check_export_path(out)
     config = ProbeConfig(
         decoders=tuple(d.strip() for d in decoders.split(",") if d.strip()),
         alphas=parse_penalties(alphas, "--alphas"),
@@ -121,6 +129,12 @@ def probe_cmd(
         logistic_dtype=logistic_dtype,
         cache_mb=cache_mb,
     )
+    if decoder_table is not None and decoder_table not in config.decoders:
+        raise ActstoreError(
+            f"--table-decoder {decoder_table!r} is not among the decoders computed; choose "
+            f"one of {', '.join(config.decoders)}"
+        )
+    check_execution(scheduler, workers, scheduler_timeout)
     if device in ("cuda", "cupy") and scheduler is None:
         from actstore.probes._backend import gpu_available
 
@@ -130,21 +144,27 @@ def probe_cmd(
         workers = 1 if workers is None else workers
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = run_probes(
-            store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
-            features=features, config=config, scheduler=scheduler, n_workers=workers,
-            strict=strict, overwrite=overwrite, progress=not as_json,
-            scheduler_timeout=scheduler_timeout,
-        )
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            err_console.print(f"actstore: warning: {w.message}", highlight=False)
+        try:
+            ds = run_probes(
+                store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
+                features=features, config=config, scheduler=scheduler, n_workers=workers,
+                strict=strict, overwrite=overwrite, progress=not as_json,
+                scheduler_timeout=scheduler_timeout,
+            )
+        except ProbeInterrupted as e:
+            typer.echo(f"actstore: {e}", err=True)
+            raise typer.Exit(130) from None
+        finally:
+            for w in caught:
+                if issubclass(w.category, UserWarning):
+                    err_console.print(f"actstore: warning: {w.message}", highlight=False)
     if out is not None:
         export_results(ds, out)
     n_done = int(ds["done"].sum())
     if as_json:
         typer.echo(json.dumps({
             "store": store, "result": f"results/probes/{name}", "jobs_done": n_done,
+            "jobs_computed": int(ds.attrs.get("computed", 0)),
             "runs": ds.run.values.tolist(), "layers": ds.layer.values.tolist(),
             "checkpoints": ds.checkpoint.values.tolist(), "features": ds.feature.values.tolist(),
             "decoders": ds.decoder.values.tolist(), "out": out,
@@ -165,6 +185,9 @@ def probe_cmd(
     for idx, row in table.iterrows():
         t.add_row(str(idx), *[str(v) for v in row.values])
     console.print(t)
-    console.print(f"{n_done} jobs in {store} at results/probes/{name}"
+    reused = int(ds.attrs.get("reused", 0))
+    console.print(f"{n_done} jobs in {store} at results/probes/{name}: "
+                  f"{int(ds.attrs.get('computed', 0))} computed"
+                  + (f", {reused} already done" if reused else "")
                   + (f"; exported to {out}" if out else ""), highlight=False)
 

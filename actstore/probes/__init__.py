@@ -35,6 +35,7 @@ from actstore.probes._decode import (
 )
 from actstore.probes._engine import (
     Job,
+    ProbeInterrupted,
     ProbePlan,
     ProbeWarning,
     export_results,
@@ -110,6 +111,7 @@ __all__ = [
     "HeldOutScores",
     "Job",
     "ProbeConfig",
+    "ProbeInterrupted",
     "ProbePlan",
     "ProbeWarning",
     "Targets",

@@ -153,6 +153,11 @@ class ProbeConfig:
         for name, vals in (("alphas", self.alphas), ("Cs", self.Cs)):
             if not vals or any(not np.isfinite(v) or v <= 0 for v in vals):
                 raise ActstoreError(f"{name} must be positive numbers, got {list(vals)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or self.seed < 0:
+            raise ActstoreError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not self.cache_mb >= 0:
+            raise ActstoreError(f"cache_mb must be >= 0 (MiB), got {self.cache_mb!r}")
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         object.__setattr__(self, "Cs", tuple(float(c) for c in self.Cs))
         object.__setattr__(self, "decoders", tuple(self.decoders))

@@ -38,6 +38,7 @@ from actstore.probes._targets import encode_targets
 
 __all__ = [
     "Job",
+    "ProbeInterrupted",
     "ProbePlan",
     "ProbeWarning",
     "export_results",
@@ -99,12 +100,16 @@ class ProbePlan:
     units: dict[tuple[str, str], int]
 
 
-def _patterns(sel: str | Sequence[str] | None) -> list[str] | None:
+def _patterns(sel: str | Sequence[str] | None, what: str) -> list[str] | None:
     if sel is None:
         return None
     items = [s.strip() for s in (sel.split(",") if isinstance(sel, str) else sel)]
     items = [s for s in items if s]
-    return None if not items or items == ["all"] else items
+    if not items:
+        raise ActstoreError(
+            f"the {what} selection {sel!r} is empty; give 'all' or comma-separated {what}s"
+        )
+    return None if items == ["all"] else items
 
 
 def _match(names: Sequence[str], pats: list[str] | None, what: str, valid: Sequence[str]) -> list:
@@ -126,7 +131,8 @@ def _select_steps(
     written = [int(s) for s in reader.steps if s >= 0]
     complete = set(reader.complete_steps)
     candidates = sorted(set(planned) | set(written))
-    items = _patterns(sel if isinstance(sel, str) or sel is None else [str(s) for s in sel])
+    items = _patterns(sel if isinstance(sel, str) or sel is None else [str(s) for s in sel],
+                      "checkpoint")
     chosen: list[int] = []
     if items is None:
         chosen = candidates
@@ -196,13 +202,13 @@ def plan_probes(
     all_runs = store.run_ids()
     if not all_runs:
         raise ActstoreError(f"{store.url} has no runs to probe; train or dump some first")
-    run_ids = _match(all_runs, _patterns(runs), "run", all_runs)
+    run_ids = _match(all_runs, _patterns(runs, "run"), "run", all_runs)
     readers = {r: store.reader(r) for r in run_ids}
     all_layers = list(dict.fromkeys(lay for r in readers.values() for lay in r.layers))
-    lay_pats = _patterns(layers)
+    lay_pats = _patterns(layers, "layer")
     _match(all_layers, lay_pats, "layer", all_layers)
     all_feats = list(dict.fromkeys(f for r in readers.values() for f in r.features))
-    feat_sel = _patterns(features)
+    feat_sel = _patterns(features, "feature")
     if feat_sel is not None:
         for f in feat_sel:
             if f not in all_feats:
@@ -305,6 +311,10 @@ def run_job(
         if config.split is not None:
             use[config.split] = labels[config.split]
         res = decode(_ReaderSource(rd, job.layer, job.step), use, config)
+    except ActstoreError as e:
+        # bad data (NaN/Inf, a corrupt chunk) travel back as a value: a Dask worker would
+        # log a raised error as a failed task, with its traceback
+        return {"job": job, "error": e}
     finally:
         limiter()
     return {"job": job, "result": res}
@@ -449,18 +459,45 @@ class _Results:
         return ds
 
 
-def _existing(store: Any, name: str, config: ProbeConfig, overwrite: bool) -> Any | None:
-    if name not in store.result_names(ANALYSIS):
+def _config_difference(stored: str | None, config: ProbeConfig) -> str:
+    """``n_splits 2 there, 5 now; seed ...``: the settings that differ."""
+    try:
+        old = json.loads(stored or "{}")
+    except ValueError:
+        old = {}
+    now = config.to_json()
+    diff = [f"{k} {old.get(k)!r} there, {now.get(k)!r} now"
+            for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
+    return "; ".join(diff) or "settings of another actstore version"
+
+
+def _existing(store: Any, name: str, config: ProbeConfig, staging: bool = False) -> Any | None:
+    """The stored result ``name`` to continue, or None; other settings are refused.
+
+    A staging result (an interrupted ``--overwrite``) with other settings is dropped instead.
+    """
+    if not store.has_result(ANALYSIS, name):
         return None
     old = store.read_result(ANALYSIS, name)
-    if overwrite:
+    if old.attrs.get("actstore.config_key") == config.key():
+        return old
+    if staging:
+        store.remove_result(ANALYSIS, name)
         return None
-    if old.attrs.get("actstore.config_key") != config.key():
-        raise ActstoreError(
-            f"results/probes/{name} in {store.url} were computed with other settings "
-            f"({old.attrs.get('actstore.config')}); choose another --name or pass --overwrite"
-        )
-    return old
+    raise ActstoreError(
+        f"results/probes/{name} in {store.url} were computed with other settings "
+        f"({_config_difference(old.attrs.get('actstore.config'), config)}); "
+        "choose another --name or pass --overwrite"
+    )
+
+
+class ProbeInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_probes`; the finished jobs were saved first."""
+
+    def __init__(self, saved: int, total: int, where: str) -> None:
+        super().__init__(f"interrupted: {saved} of {total} jobs finished and saved in {where}; "
+                         "re-run the same command to continue")
+        self.saved, self.total, self.where = saved, total, where
 
 
 def run_probes(
@@ -497,7 +534,9 @@ def run_probes(
         (one per core, one BLAS thread each); ``n_workers=1`` runs in this process.
         ``memory://`` stores always run in this process.
     overwrite : bool
-        Recompute everything even if results with this name exist.
+        Recompute everything even if results with this name exist. The new results are
+        computed under a hidden staging name and replace the old ones only when complete;
+        an interrupted overwrite continues from its staging result when run again.
     progress : bool
         Show a progress bar (stderr).
     storage_options : dict, optional
@@ -510,18 +549,34 @@ def run_probes(
     Returns
     -------
     xarray.Dataset
-        The complete result (also written to the store).
+        The complete result (also written to the store). ``attrs["computed"]`` and
+        ``attrs["reused"]`` count the jobs computed by this call and those found finished.
+
+    Raises
+    ------
+    ActstoreError
+        Bad input: found before anything is computed, or (NaN/Inf activations, a corrupt
+        chunk) while a job reads its array; in that case the results of this call are
+        discarded and the stored result is left as it was.
+    ProbeInterrupted
+        On Ctrl-C, after the finished jobs were written.
     """
     from actstore.store import open_store
+    from actstore.store._store import check_result_name
 
     config = config or ProbeConfig()
+    check_result_name(name)
     store = open_store(url, mode="a", storage_options=storage_options)
     plan = plan_probes(store, runs, checkpoints, layers, features, config, strict)
     if not plan.jobs:
         raise ActstoreError(
             f"nothing to probe in {url}: no complete checkpoint among the selection"
         )
-    old = _existing(store, name, config, overwrite)
+    # With overwrite, compute under a staging name: the published result stays until the new
+    # one is complete.
+    target = f".{name}.overwrite" if overwrite else name
+    had_analysis = store.has_result(ANALYSIS)
+    old = _existing(store, target, config, staging=overwrite)
     results = _Results(plan, config, old)
     todo = [j for j in plan.jobs if not results.is_done(j)]
     todo.sort(key=lambda j: -j.units)  # big jobs first: better balance across workers
@@ -535,16 +590,23 @@ def run_probes(
     cfg = asdict(config)
     in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
     added = 0
+    wrote = False
     last_flush = time.monotonic()
 
-    def collect(job: Job, res: DecodeResult, advance: Callable[[], None]) -> None:
-        nonlocal added, last_flush
-        results.add(job, res)
+    def flush() -> None:
+        nonlocal wrote, last_flush
+        store.write_result(ANALYSIS, target, results.dataset(desc), staging=overwrite)
+        wrote, last_flush = True, time.monotonic()
+
+    def collect(out: dict[str, Any], advance: Callable[[], None]) -> None:
+        nonlocal added
+        if "error" in out:
+            raise out["error"]
+        results.add(out["job"], out["result"])
         added += 1
         advance()
         if time.monotonic() - last_flush > flush_seconds:
-            store.write_result(ANALYSIS, name, results.dataset(desc))
-            last_flush = time.monotonic()
+            flush()
 
     with contextlib.ExitStack() as stack:
         client = None
@@ -555,13 +617,13 @@ def run_probes(
             client = stack.enter_context(
                 dask_client(scheduler, n_workers, timeout=scheduler_timeout)
             )
+        futs: list[Any] = []
         try:
             with _progress(progress, len(todo)) as advance:
                 if client is None:
                     for job in todo:
-                        out = run_job(url, job, plan.features_of[job.run], cfg, None,
-                                      storage_options)
-                        collect(job, out["result"], advance)
+                        collect(run_job(url, job, plan.features_of[job.run], cfg, None,
+                                        storage_options), advance)
                 else:
                     from distributed import as_completed
 
@@ -571,13 +633,54 @@ def run_probes(
                         for job in todo
                     ]
                     for fut in as_completed(futs):
-                        out = fut.result()
-                        collect(out["job"], out["result"], advance)
-        finally:
-            # Finished jobs are kept even if the computation stops half-way.
+                        collect(fut.result(), advance)
+        except ActstoreError:
+            # bad data found by a job: the store keeps the result it had before this call
+            _cancel(client, futs)
+            if wrote:
+                if old is None:
+                    store.remove_result(ANALYSIS, target, prune=not had_analysis)
+                else:
+                    store.write_result(ANALYSIS, target, old, staging=overwrite)
+            raise
+        except KeyboardInterrupt:
+            _cancel(client, futs)
             if added:
-                store.write_result(ANALYSIS, name, results.dataset(desc))
-    return results.dataset(desc)
+                flush()
+            where = (f"the staging copy of results/probes/{name} (it replaces the present "
+                     "one once complete)" if overwrite else f"results/probes/{name}")
+            raise ProbeInterrupted(
+                len(plan.jobs) - len(todo) + added, len(plan.jobs), where
+            ) from None
+        except BaseException:
+            # finished jobs are kept if the computation stops half-way (a crash, a lost cluster)
+            _cancel(client, futs)
+            if added:
+                flush()
+            raise
+    if added or not store.has_result(ANALYSIS, target):
+        flush()
+    final = results.dataset(desc)
+    if overwrite:
+        store.write_result(ANALYSIS, name, final)
+        store.remove_result(ANALYSIS, target)
+    final.attrs["computed"] = added
+    final.attrs["reused"] = len(plan.jobs) - len(todo)
+    return final
+
+
+def _cancel(client: Any, futs: list[Any]) -> None:
+    """Stop queued jobs and quiet the cluster's logs while it is shut down early."""
+    if client is None:
+        return
+    import logging
+
+    for name in ("distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # a scheduler of ours is shut down right after; one of a user's cluster keeps running
+    if client.cluster is None:
+        with contextlib.suppress(Exception):
+            client.cancel(futs)
 
 
 class _progress:
@@ -601,8 +704,10 @@ class _progress:
         task = self._p.add_task("probing", total=self.total)
         return lambda: self._p.advance(task)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self._p is not None:
+            if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+                self._p.live.transient = True  # the error message is the one line left
             self._p.stop()
 
 
@@ -629,7 +734,7 @@ def summary_table(ds: Any, decoder: str | None = None) -> Any:
     decs = ds.decoder.values.tolist()
     decoder = decoder or ("logistic" if "logistic" in decs else decs[0])
     if decoder not in decs:
-        raise ActstoreError(f"no decoder {decoder!r} in these results; decoders: {decs}")
+        raise ActstoreError(f"no decoder {decoder!r} in these results; decoders: {', '.join(decs)}")
     sub = ds.sel(decoder=decoder)
     cells: dict[str, dict[str, str]] = {}
     for f, kind in zip(ds.feature.values.tolist(), ds.feature_kind.values.tolist(), strict=True):
@@ -648,16 +753,37 @@ def summary_table(ds: Any, decoder: str | None = None) -> Any:
     return pd.DataFrame.from_dict(cells, orient="index")
 
 
-def export_results(ds: Any, path: str) -> Any:
-    """Write the per-(decoder, run, checkpoint, layer, feature) scores as a tidy table.
-
-    ``.csv`` and ``.parquet`` (needs pyarrow) are supported. Returns the DataFrame.
-    """
+def check_export_path(path: str) -> str:
+    """The extension of an export path (``.csv``/``.parquet``) whose folder exists."""
     import os
 
     ext = os.path.splitext(str(path))[1].lower()
     if ext not in (".csv", ".parquet"):
         raise ActstoreError(f"--out must end in .csv or .parquet, got {path!r}")
+    if "://" not in str(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ActstoreError(f"--out {path!r}: the folder {folder} does not exist")
+        if os.path.isdir(path):
+            raise ActstoreError(f"--out {path!r} is a folder; give a file name")
+        if not os.access(folder, os.W_OK):
+            raise ActstoreError(f"--out {path!r}: the folder {folder} is not writable")
+    if ext == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ActstoreError(
+                "writing parquet needs pyarrow; pip install pyarrow, or use --out file.csv"
+            ) from None
+    return ext
+
+
+def export_results(ds: Any, path: str) -> Any:
+    """Write the per-(decoder, run, checkpoint, layer, feature) scores as a tidy table.
+
+    ``.csv`` and ``.parquet`` (needs pyarrow) are supported. Returns the DataFrame.
+    """
+    ext = check_export_path(path)
     keep = [v for v in (*RESULT_VARS, "logistic_converged") if v in ds.data_vars]
     df = ds[[*keep, "chance"]].to_dataframe().reset_index()
     df = df[df[["accuracy", "r2"]].notna().any(axis=1)]
@@ -666,10 +792,5 @@ def export_results(ds: Any, path: str) -> Any:
     if ext == ".csv":
         df.to_csv(path, index=False)
     else:
-        try:
-            df.to_parquet(path, index=False)
-        except ImportError:
-            raise ActstoreError(
-                "writing parquet needs pyarrow; pip install pyarrow, or use --out file.csv"
-            ) from None
+        df.to_parquet(path, index=False)
     return df

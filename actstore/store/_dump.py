@@ -6,6 +6,7 @@ import glob as _glob
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -65,6 +66,11 @@ def load_factory(spec: str) -> Callable[..., Any]:
             sys.modules[modspec.name] = module
             modspec.loader.exec_module(module)
         else:
+            # like `python -m`, a package in the current directory is importable (after
+            # installed ones, which it does not shadow)
+            cwd = os.getcwd()
+            if cwd not in sys.path and "" not in sys.path:
+                sys.path.append(cwd)
             module = importlib.import_module(mod_name)
     except ImportError as e:
         raise ActstoreError(f"cannot import {mod_name!r} for --model {spec!r}: {e}") from None

@@ -25,12 +25,40 @@ def _version() -> str:
     return __version__
 
 
-def _exists(url: str) -> bool:
+def _exists(url: str, storage_options: dict | None = None) -> bool:
     try:
-        zarr.open_group(url, mode="r", use_consolidated=False)
+        _open_root(url, "r", storage_options)
         return True
     except (GroupNotFoundError, FileNotFoundError, KeyError):
         return False
+
+
+def _open_root(url: str, mode: str, storage_options: dict | None) -> Any:
+    """``zarr.open_group``; errors of the storage itself (credentials, permissions, a server
+    that does not answer) become one line."""
+    try:
+        return zarr.open_group(url, mode=mode, use_consolidated=False,  # type: ignore[arg-type]
+                               storage_options=storage_options)
+    except (GroupNotFoundError, FileNotFoundError, KeyError):
+        raise
+    except Exception as e:  # fsspec back ends raise their own types (botocore, aiohttp, ...)
+        raise StoreError(
+            f"cannot open {url}: {type(e).__name__}: {e}; check the path or URL, its "
+            "credentials and permissions"
+        ) from None
+
+
+def _refuse_file(url: str) -> None:
+    """A local path that is a regular file (or lies below one) cannot hold a store."""
+    if "://" in url:
+        return
+    p = Path(url).absolute()
+    for q in (p, *p.parents):
+        if q.is_file():
+            where = "is a file" if q == p else f"lies below the file {q}"
+            raise StoreError(
+                f"{url} {where}, not an actstore store (a store is a directory); check the path"
+            )
 
 
 def create_store(url: str, exist_ok: bool = True, storage_options: dict | None = None) -> Store:
@@ -40,8 +68,14 @@ def create_store(url: str, exist_ok: bool = True, storage_options: dict | None =
     A path that holds something other than an actstore store is refused.
     """
     url = str(url)
+    _refuse_file(url)
+    if "://" not in url and Path(url).is_dir() and any(Path(url).iterdir()) \
+            and not (Path(url) / "zarr.json").exists():
+        raise StoreError(
+            f"{url} is a folder of other files, not an actstore store; give a new or empty path"
+        )
     with store_lock(url, "create"):  # several writers may create one store at once
-        if _exists(url):
+        if _exists(url, storage_options):
             if not exist_ok:
                 raise StoreError(f"{url} already exists; choose a new path or open it instead")
             return open_store(url, mode="a", storage_options=storage_options)
@@ -73,11 +107,9 @@ def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -
     url = str(url)
     if mode not in ("r", "a"):
         raise ActstoreError(f"mode must be 'r' or 'a', not {mode!r}")
+    _refuse_file(url)
     try:
-        root = zarr.open_group(
-            url, mode="r" if mode == "r" else "r+", use_consolidated=False,
-            storage_options=storage_options,
-        )
+        root = _open_root(url, "r" if mode == "r" else "r+", storage_options)
     except (GroupNotFoundError, FileNotFoundError, KeyError):
         raise StoreError(
             f"{url} is not an actstore store (no Zarr group there); create one with "
@@ -289,15 +321,19 @@ class Store:
         out = []
         for a in kinds:
             if a in res:
-                out += [f"{a}/{n}" if not analysis else n for n in sorted(res[a].group_keys())]
+                names = [n for n in sorted(res[a].group_keys()) if not n.startswith(".")]
+                out += [f"{a}/{n}" if not analysis else n for n in names]
         return out
 
-    def write_result(self, analysis: str, name: str, ds: Any) -> None:
-        """Write an xarray Dataset to ``/results/<analysis>/<name>`` (replacing it)."""
+    def write_result(self, analysis: str, name: str, ds: Any, staging: bool = False) -> None:
+        """Write an xarray Dataset to ``/results/<analysis>/<name>`` (replacing it).
+
+        ``staging=True`` allows a name starting with ``.``: a result being computed that is
+        not listed by :meth:`result_names` until it replaces the published one.
+        """
         self._check_writable()
-        for part in (analysis, name):
-            if not part or not all(c.isalnum() or c in "_-." for c in part):
-                raise ActstoreError(f"result name {part!r} must use letters, digits, _ - .")
+        check_result_name(analysis)
+        check_result_name(name[1:] if staging and name.startswith(".") else name)
         self._group(L.RESULTS).require_group(analysis)
         ds = ds.copy()
         for k in list(ds.variables):
@@ -310,12 +346,31 @@ class Store:
         self.refresh()
         self.consolidate()
 
+    def has_result(self, analysis: str, name: str | None = None) -> bool:
+        """Whether ``/results/<analysis>/<name>`` (staging names included), or with no name
+        the group ``/results/<analysis>``, exists."""
+        res = self.root[L.RESULTS] if L.RESULTS in self.root else None
+        if res is None or analysis not in res:
+            return False
+        return name is None or name in res[analysis]
+
+    def remove_result(self, analysis: str, name: str, prune: bool = False) -> None:
+        """Delete ``/results/<analysis>/<name>`` if it exists (``prune``: and the analysis
+        group, if that leaves it empty)."""
+        self._check_writable()
+        if self.has_result(analysis, name):
+            group = self.root[L.RESULTS][analysis]
+            del group[name]
+            if prune and not list(group.keys()):
+                del self.root[L.RESULTS][analysis]
+            self.refresh()
+            self.consolidate()
+
     def read_result(self, analysis: str, name: str) -> Any:
         """Read ``/results/<analysis>/<name>`` as an xarray Dataset (loaded)."""
         import xarray as xr
 
-        names = self.result_names(analysis)
-        if name not in names:
+        if not self.has_result(analysis, name):
             raise ActstoreError(
                 f"no result {analysis}/{name} in {self.url}; available: "
                 f"{', '.join(self.result_names()) or 'none'}"
@@ -326,6 +381,14 @@ class Store:
         ) as ds:
             # read here, whatever Dask scheduler the caller has configured
             return ds.load()
+
+
+def check_result_name(name: str) -> None:
+    """Result names are one path component: letters, digits, ``_ - .``, not starting with ``.``."""
+    if not name or name.startswith(".") or not all(c.isalnum() or c in "_-." for c in name):
+        raise ActstoreError(
+            f"result name {name!r} must use letters, digits, _ - . and not start with '.'"
+        )
 
 
 def undo_additions(url: str, store: Store, created: bool, probe_set: str | None) -> None:

@@ -57,6 +57,17 @@ def test_json_report_and_selection(store):
         (["--out", "x.txt"], "--out must end in .csv or .parquet"),
         (["--folds", "50"], "fewer than the 50 folds"),
         (["--split", "nope"], "no label array 'nope' to split on"),
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
+        (["--cache-mb", "-5"], "cache_mb must be >= 0"),
+        (["--layers", ""], "the layer selection '' is empty"),
+        (["--runs", ","], "the run selection ',' is empty"),
+        (["--name", ".."], "result name '..' must use letters"),
+        (["--out", "/nonexistent-dir/x.csv"], "the folder /nonexistent-dir does not exist"),
+        (["--table-decoder", "svm"], "--table-decoder 'svm' is not among the decoders"),
+        (["--scheduler", "notanaddress"], "is not a Dask scheduler address"),
+        (["--scheduler", "tcp://127.0.0.1:9", "--scheduler-timeout", "0"],
+         "--scheduler-timeout must be a positive number"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(store, args, message):
@@ -85,3 +96,55 @@ def test_dead_scheduler_is_a_clear_error(store):
                             "--scheduler-timeout", "2"])
     assert r.exit_code == 2
     assert "scheduler at tcp://127.0.0.1:9 did not answer" in r.output
+
+
+def test_a_file_is_not_a_store(tmp_path):
+    f = tmp_path / "plain.txt"
+    f.write_text("hi")
+    r = runner.invoke(app, ["probe", str(f), *FAST])
+    assert r.exit_code == 2
+    assert "plain.txt is a file, not an actstore store" in r.output
+    assert f.read_text() == "hi"
+
+
+def test_rerun_says_what_was_computed(store):
+    args = ["probe", store, "--decoders", "ridge", *FAST]
+    r = runner.invoke(app, [*args, "--checkpoints", "first"])
+    assert r.exit_code == 0 and "4 jobs" in r.output and "4 computed" in r.output, r.output
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "12 jobs" in r.output, r.output
+    assert "8 computed, 4 already done" in r.output
+
+
+@pytest.mark.parametrize("reply", [b"", b"HTTP/1.0 200 OK\r\n\r\nnot dask" * 10])
+def test_a_server_that_is_not_a_dask_scheduler(store, reply):
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if reply:
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        r = runner.invoke(app, ["probe", store, *FAST[:-2], "--scheduler",
+                                f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "1"])
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+    assert r.exit_code == 2, r.output
+    assert f"127.0.0.1:{port}" in r.output and "leave out --scheduler" in r.output
+    assert open_store(store).result_names() == []

@@ -16,6 +16,7 @@ from actstore import ActstoreError
 from actstore.probes import (
     DECODERS,
     ProbeConfig,
+    ProbeInterrupted,
     ProbeWarning,
     export_results,
     plan_probes,
@@ -189,6 +190,82 @@ def test_nan_activations_name_the_job(tmp_path):
     zarr.open_group(url, mode="r+")["runs/r/h"][0, 13, 2] = np.nan
     with pytest.raises(ActstoreError, match="run 'r', layer 'h', checkpoint 0.*row 13"):
         run_probes(url, n_workers=1, config=FAST)
+
+
+def _files(url):
+    from pathlib import Path
+
+    root = Path(url)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".lock" not in p.name}
+
+
+def test_nan_found_while_decoding_leaves_the_results_as_they_were(tmp_path):
+    import zarr
+
+    url = str(tmp_path / "two.zarr")
+    store = create_store(url)
+    n = 60
+    store.add_probe_set(ProbeSet("ps", labels={"a": np.arange(n) % 2}))
+    rng = np.random.default_rng(0)
+    with store.writer("r", probe_set="ps", steps=[0, 1],
+                      attrs={"model": "m", "task": "t", "seed": 0, "dataset": "d"}) as w:
+        for step in (0, 1):
+            w.write_slot(step, {"big": rng.standard_normal((n, 8)),
+                                "small": rng.standard_normal((n, 3))})
+    zarr.open_group(url, mode="r+")["runs/r/small"][1, 7, 0] = np.inf
+    before = _files(url)
+    # the big jobs run (and are flushed to the store) before the bad one is read
+    with pytest.raises(ActstoreError, match="layer 'small', checkpoint 1.*row 7"):
+        run_probes(url, n_workers=1, config=FAST, flush_seconds=0.0)
+    assert _files(url) == before
+    # an existing result is kept as it was, not extended with the jobs of the failed call
+    run_probes(url, n_workers=1, config=FAST, layers="big", checkpoints="0")
+    before = _files(url)
+    with pytest.raises(ActstoreError, match="layer 'small', checkpoint 1"):
+        run_probes(url, n_workers=1, config=FAST, flush_seconds=0.0)
+    assert _files(url) == before
+    ds = open_store(url).read_result("probes", "default")
+    assert int(ds.done.sum()) == 1
+
+
+def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url, monkeypatch):
+    import actstore.probes._engine as eng
+
+    old = run_probes(store_url, name="t", n_workers=1, config=FAST)
+    other = ProbeConfig(n_splits=4, alphas=FAST.alphas, Cs=FAST.Cs, max_iter=200)
+    real, calls = eng.run_job, []
+
+    def stop_after_three(*a, **k):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(eng, "run_job", stop_after_three)
+    with pytest.raises(ProbeInterrupted, match="3 of 12 jobs finished and saved"):
+        run_probes(store_url, name="t", n_workers=1, config=other, overwrite=True)
+    store = open_store(store_url)
+    assert store.result_names("probes") == ["t"]  # the staging copy is not listed
+    kept = store.read_result("probes", "t")
+    assert kept.attrs["actstore.config_key"] == FAST.key()
+    np.testing.assert_array_equal(kept.accuracy.values, old.accuracy.values)
+    # the next overwrite continues from the staged jobs and then replaces the result
+    monkeypatch.setattr(eng, "run_job", real)
+    new = run_probes(store_url, name="t", n_workers=1, config=other, overwrite=True)
+    assert (new.attrs["computed"], new.attrs["reused"]) == (9, 3)
+    store = open_store(store_url)
+    assert not store.has_result("probes", ".t.overwrite")
+    assert store.read_result("probes", "t").attrs["actstore.config_key"] == other.key()
+    assert json.loads(new.attrs["actstore.config"])["n_splits"] == 4
+
+
+def test_other_settings_are_named_in_the_refusal(store_url):
+    run_probes(store_url, name="t", n_workers=1, config=FAST, layers="layer0",
+               checkpoints="0")
+    other = ProbeConfig(n_splits=4, alphas=FAST.alphas, Cs=FAST.Cs, max_iter=200)
+    with pytest.raises(ActstoreError, match=r"n_splits 3 there, 4 now\); choose another"):
+        run_probes(store_url, name="t", n_workers=1, config=other)
 
 
 def test_explicit_split_label(tmp_path):
