@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
@@ -17,7 +17,8 @@ console = Console()
 
 
 def _layers(text: str | None) -> list[str] | None:
-    if text is None or text.strip() in ("", "all"):
+    """``all`` (or no option) -> None; an empty text -> [] (refused by the analysis)."""
+    if text is None or text.strip() == "all":
         return None
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -65,14 +66,18 @@ def variance_cmd(
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
+    from actstore.cli._similarity import _bars
     from actstore.probes import run_variance
 
-    ds = run_variance(
-        store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
-        features=features, n_splits=folds, seed=seed, split=split, denominator=denominator,
-        scheduler=scheduler, n_workers=workers,
-    )
-    last = ds.isel(checkpoint=-1)["r2"].mean("run", skipna=True)  # (layer, feature)
+    with _bars(not as_json) as progress:
+        ds = run_variance(
+            store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
+            features=features, n_splits=folds, seed=seed, split=split,
+            denominator=denominator, scheduler=scheduler, n_workers=workers, progress=progress,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        last = ds.isel(checkpoint=-1)["r2"].mean("run", skipna=True)  # (layer, feature)
     if as_json:
         typer.echo(json.dumps({
             "store": store, "result": f"results/variance/{name}",
@@ -82,15 +87,21 @@ def variance_cmd(
                                  for x in ds.layer.values} for f in ds.feature.values},
         }))
         return
-    t = Table(title=f"variance explained (held-out R^2), step {int(ds.checkpoint[-1])}, "
-                    "mean over runs")
-    t.add_column("feature")
-    for x in ds.layer.values:
-        t.add_column(str(x), justify="right")
-    for f in ds.feature.values:
-        t.add_row(str(f), *[_fmt(float(last.sel(layer=x, feature=f))) for x in ds.layer.values])
-    console.print(t)
-    console.print(f"written to {store} results/variance/{name}")
+    from actstore.cli._similarity import print_table
+
+    lays = [str(x) for x in ds.layer.values]
+    feats = [str(f) for f in ds.feature.values]
+    grid = last.transpose("layer", "feature").values
+    title = (f"variance explained (held-out R^2), step {int(ds.checkpoint[-1])}, mean over "
+             "runs")
+    if len(lays) >= len(feats):  # the longer list down the rows
+        print_table(console, ["layer", *feats],
+                    [[x, *[_fmt(v) for v in grid[i]]] for i, x in enumerate(lays)], title=title)
+    else:
+        print_table(console, ["feature", *lays],
+                    [[f, *[_fmt(v) for v in grid[:, j]]] for j, f in enumerate(feats)],
+                    title=title)
+    console.print(f"written to {store} results/variance/{name}", soft_wrap=True)
 
 
 @command(
@@ -116,7 +127,11 @@ def complexity_cmd(
     layers: Annotated[
         str | None, typer.Option(help="Probed layers (default: every layer up to --layer).")
     ] = None,
-    head_layer: Annotated[str, typer.Option(help="The recorded logits layer.")] = "out",
+    head_layer: Annotated[
+        str | None,
+        typer.Option(help="The recorded logits layer; every run must record it.",
+                     show_default="out, where a run records it"),
+    ] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the folds and the NMF.")] = 0,
     split: Annotated[
@@ -149,18 +164,21 @@ def complexity_cmd(
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
+    from actstore.cli._similarity import _bars
     from actstore.probes import run_complexity
     from actstore.probes._backend import BACKENDS
 
     if device not in BACKENDS:
         raise ActstoreError(f"unknown device {device!r}; choose one of {', '.join(BACKENDS)}")
-    ds = run_complexity(
-        store, name=name, runs=runs, k=k, layer=layer, step=step, layers=_layers(layers),
-        head_layer=head_layer, n_splits=folds, seed=seed, split=split,
-        over_checkpoints=checkpoints, threshold=threshold, importance=importance,
-        negative=negative, max_epochs=max_epochs, batch_rows=batch_rows,
-        backend=None if device == "numpy" else device, scheduler=scheduler, n_workers=workers,
-    )
+    with _bars(not as_json) as progress:
+        ds = run_complexity(
+            store, name=name, runs=runs, k=k, layer=layer, step=step, layers=_layers(layers),
+            head_layer=head_layer, n_splits=folds, seed=seed, split=split,
+            over_checkpoints=checkpoints, threshold=threshold, importance=importance,
+            negative=negative, max_epochs=max_epochs, batch_rows=batch_rows,
+            backend=None if device == "numpy" else device, scheduler=scheduler,
+            n_workers=workers, progress=progress,
+        )
     rows: list[dict[str, Any]] = []
     for i, r in enumerate(ds.run.values):
         comp = ds["complexity"].values[i]
@@ -176,15 +194,17 @@ def complexity_cmd(
         typer.echo(json.dumps({"store": store, "result": f"results/complexity/{name}",
                                "codes": f"results/nmf/{name}.<run>", "runs": rows}))
         return
-    t = Table(title=f"dictionary features (k={k}) and complexity")
-    for col in ("run", "layer", "step", "NMF rel. error", "mean K", "features"):
-        t.add_column(col, justify="left" if col in ("run", "layer") else "right")
-    for row in rows:
-        mk = row["mean_complexity"]
-        t.add_row(row["run"], row["layer"], str(row["step"]), _fmt(row["nmf_relative_error"]),
-                  "-" if mk is None else f"{mk:.3f}", str(row["features"]))
-    console.print(t)
-    console.print(f"written to {store} results/complexity/{name} (codes: results/nmf/{name}.*)")
+    from actstore.cli._similarity import print_table
+
+    print_table(
+        console, ["run", "layer", "step", "NMF rel.\nerror", "mean K", "features"],
+        [[row["run"], row["layer"], str(row["step"]), _fmt(row["nmf_relative_error"]),
+          "-" if row["mean_complexity"] is None else f"{row['mean_complexity']:.3f}",
+          str(row["features"])] for row in rows],
+        keys=2, title=f"dictionary features (k={k}) and complexity",
+    )
+    console.print(f"written to {store} results/complexity/{name} (codes: results/nmf/{name}.*)",
+                  soft_wrap=True)
 
 
 @command(

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from actstore._errors import ActstoreError
@@ -19,23 +20,30 @@ from actstore.cli._store_cmds import parse_kv
 from actstore.probes._similarity import SIMILARITIES
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
 def _bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """A ``progress(stage, done, total)`` callback drawing rich bars on stderr.
 
-    Bars appear only on a terminal, and only once work starts (a refused command prints
-    nothing but its error line).
+    Bars appear only once work starts (a refused command prints nothing but its error line);
+    off a terminal, the final state of each bar is printed once.
     """
-    if not enabled or not err_console.is_terminal:
+    if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     prog = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err_console, transient=True)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                    transient=False)
     tasks: dict[str, Any] = {}
 
     def update(stage: str, done: int, total: int) -> None:
@@ -50,6 +58,45 @@ def _bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     finally:
         if tasks:
             prog.stop()
+
+
+def print_table(
+    con: Console,
+    head: list[str],
+    rows: list[list[str]],
+    *,
+    keys: int = 1,
+    title: str | None = None,
+) -> None:
+    """Print a table whose cells are never cut: columns that do not fit the console's width
+    go to further blocks, each repeating the first ``keys`` (name) columns."""
+    from rich import box
+    from rich.text import Text
+
+    def width(i: int) -> int:
+        cells = [head[i], *(r[i] for r in rows)]
+        return max(len(line) for c in cells for line in str(c).split("\n"))
+
+    widths = [width(i) for i in range(len(head))]
+    fixed = sum(w + 3 for w in widths[:keys])
+    blocks: list[list[int]] = []
+    used = fixed
+    for i in range(keys, len(head)):
+        if not blocks or used + widths[i] > con.width:
+            blocks.append([])
+            used = fixed
+        blocks[-1].append(i)
+        used += widths[i] + 3
+    if title:
+        con.print(title, soft_wrap=True, markup=False, highlight=False)
+    for cols in blocks or [[]]:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for i in [*range(keys), *cols]:
+            table.add_column(Text(head[i]), justify="left" if i < keys else "right",
+                             no_wrap=True, overflow="fold")
+        for r in rows:
+            table.add_row(*[Text(str(r[i])) for i in [*range(keys), *cols]])
+        con.print(table)
 
 
 def parse_bytes(text: str) -> int:
@@ -113,14 +160,17 @@ def similarity_cmd(
         str, typer.Option(help="auto, gram or feature (feature-space form of linear CKA).")
     ] = "auto",
     device: Annotated[
-        str | None, typer.Option(help="Array backend: numpy, torch, cuda or cupy.")
+        str | None, typer.Option(help="Array backend: numpy, torch, cuda or cupy.",
+                                 show_default="numpy")
     ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(help="Dask scheduler address, or 'sync' to compute in this process "
                           "(default: a local cluster)."),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Local Dask workers.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local Dask workers.", show_default="one per core")
+    ] = None,
     max_memory: Annotated[
         str, typer.Option(help="Working memory of one task (e.g. 2G).")
     ] = "2G",
@@ -163,17 +213,15 @@ def similarity_cmd(
                   f"{ds.attrs['n_stimuli']} stimuli ({ds.attrs['method']} path) -> "
                   f"/results/similarity/{name}" + (f", heatmap {png_path}" if png_path else ""))
     if M <= 12:
-        table = Table("", *[str(i) for i in range(M)])
-        for i, lab in enumerate(labels):
-            table.add_row(f"{i} {lab}", *[f"{v:.3f}" for v in S[i]])
-        console.print(table)
-    else:
+        print_table(console, ["representation", *[str(i) for i in range(M)]],
+                    [[f"{i} {lab}", *[f"{v:.3f}" for v in S[i]]] for i, lab in enumerate(labels)])
+    elif M > 1:
         off = S[~np.eye(M, dtype=bool)]
         console.print(f"off-diagonal: min {off.min():.3f}, median {np.median(off):.3f}, "
                       f"max {off.max():.3f}")
     if deg:
         console.print(f"[yellow]degenerate (no variation; similarities set to 0):[/] "
-                      f"{', '.join(deg)}")
+                      f"{escape(', '.join(deg))}", soft_wrap=True)
 
 
 @command(
@@ -219,7 +267,11 @@ def align_cmd(
         str | None,
         typer.Option(help="Dask scheduler address, or 'sync' (default: a local cluster)."),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Local Dask workers.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Local Dask workers.", show_default="one per core, at most one "
+                                                           "per layer"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     from actstore.probes._simjobs import alignment_job, summary_rows
@@ -237,22 +289,58 @@ def align_cmd(
         typer.echo(json.dumps({"results": [f"alignment/{name}.{ly}" for ly in out],
                                "summary": rows}))
         return
-    cols = ["layer", "run_a", "run_b", "bipartite_corr_mean", "semi_corr_mean"]
-    if mi:
-        cols.append("bipartite_mi_mean")
-    extra = [k for k in rows[0] if k.startswith(("loss@", "nnz@"))] if rows else []
-    table = Table(*[c.replace("_mean", "") for c in cols], *extra, "mixed clusters",
-                  "constant units")
-    for r in rows:
-        table.add_row(*[_fmt(r.get(c)) for c in cols], *[_fmt(r.get(c)) for c in extra],
-                      str(r["mixed_clusters"]), str(r["constant_units"]))
-    console.print(table)
+    _align_table(rows, list(dict.fromkeys(runs)), mi)
     console.print(f"results: {', '.join(f'/results/alignment/{name}.{ly}' for ly in out)}")
 
 
-def _fmt(v: Any) -> str:
+def _align_table(rows: list[dict[str, Any]], runs: list[str], mi: bool) -> None:
+    """Layers (and pairs of runs) as rows, the main scores as columns."""
+    letters = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(runs))]
+    letter = dict(zip(runs, letters, strict=True))
+    if len(runs) == 2:
+        console.print(f"runs: {runs[0]} vs {runs[1]}", soft_wrap=True, markup=False)
+    else:
+        for run in runs:
+            console.print(f"{letter[run]} = {run}", soft_wrap=True, markup=False)
+    alphas = [k[len("loss@"):] for k in (rows[0] if rows else {}) if k.startswith("loss@")]
+    head = ["layer", *(["pair"] if len(runs) > 2 else []), "bipartite\nr", "semi\nr",
+            *(["bipartite\nMI"] if mi else [])]
+    if alphas:
+        head += ["LASSO\nloss", "LASSO\nnon-zero"]
+    head += ["mixed\nclusters", "constant\nunits"]
+    table = []
+    for r in rows:
+        cells = [r["layer"]]
+        if len(runs) > 2:
+            cells.append(f"{letter[r['run_a']]}-{letter[r['run_b']]}")
+        cells += [_fmt(r.get("bipartite_corr_mean")), _fmt(r.get("semi_corr_mean"))]
+        if mi:
+            cells.append(_fmt(r.get("bipartite_mi_mean")))
+        if alphas:
+            cells.append(_path([r.get(f"loss@{a}") for a in alphas], 2))
+            cells.append(_path([r.get(f"nnz@{a}") for a in alphas], 1))
+        cells += [str(r["mixed_clusters"]), str(r["constant_units"])]
+        table.append(cells)
+    print_table(console, head, table, keys=2 if len(runs) > 2 else 1)
+    notes = ["r: mean correlation of matched units (bipartite: one-to-one; semi: best match)"]
+    if mi:
+        notes.append("MI: mean mutual information of one-to-one matched units")
+    if alphas:
+        span = alphas[0] if len(alphas) == 1 else f"{alphas[0]} -> {alphas[-1]}"
+        notes.append(f"LASSO: held-out loss and non-zero weights per unit, penalty {span}")
+    console.print("; ".join(notes) + ".")
+
+
+def _path(values: list[Any], digits: int) -> str:
+    """``first->last`` of a LASSO path (one value if there is one penalty)."""
+    if len(values) == 1:
+        return _fmt(values[0], digits)
+    return f"{_fmt(values[0], digits)}->{_fmt(values[-1], digits)}"
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.{digits}f}"
     return str(v)

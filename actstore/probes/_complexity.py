@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,6 +203,18 @@ def read_codes(store: Any, name: str, run: str) -> Any:
 # -- store level -------------------------------------------------------------------------------
 
 
+def _head_layer(reader: Any, head: str | None) -> str:
+    """The logits layer: ``head`` (which the run must record), or ``out`` by default."""
+    if head is None:
+        return "out"
+    if head not in reader.layers:
+        raise ActstoreError(
+            f"run {reader.run_id!r} has no layer {head!r} to use as the logits layer; "
+            f"layers: {', '.join(reader.layers)}"
+        )
+    return head
+
+
 def _dictionary_layer(reader: Any, layer: str | None, head: str) -> str:
     layers = reader.layers
     if layer is not None:
@@ -216,6 +228,16 @@ def _dictionary_layer(reader: Any, layer: str | None, head: str) -> str:
     return str(layers[-1])
 
 
+def _probed_layers(order: Sequence[str], layer: str, head: str,
+                   patterns: Sequence[str] | None) -> list[str]:
+    """Layers probed for complexity: up to ``layer`` (not the head), or those matching."""
+    import fnmatch
+
+    if patterns is None:
+        return [x for x in order[: list(order).index(layer) + 1] if x != head]
+    return list(dict.fromkeys(x for p in patterns for x in order if fnmatch.fnmatchcase(x, p)))
+
+
 def _heads(reader: Any, n_logits: int) -> list[tuple[str, int, int]]:
     """``(feature, first logit column, n_classes)`` of each output head of a zoo run."""
     cfg = reader.attrs.get("config") or {}
@@ -227,8 +249,12 @@ def _heads(reader: Any, n_logits: int) -> list[tuple[str, int, int]]:
     return out if start == n_logits else []
 
 
-def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None) -> dict:
-    """One run: NMF, V-information per layer and checkpoint, importance (small arrays back)."""
+def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None,
+         tick: Callable[[], None] | None = None) -> dict:
+    """One run: NMF, V-information per layer and checkpoint, importance (small arrays back).
+
+    ``tick()`` is called after the NMF and after each decoded layer or checkpoint.
+    """
     from actstore.probes._decode import ProbeConfig, make_folds
     from actstore.probes._importance import linear_importance, recover_linear_head
     from actstore.probes._nmf import nmf
@@ -236,8 +262,9 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None)
     from actstore.store import open_store
 
     rd = open_store(url, storage_options=storage_options).reader(run)
-    head = opts["head_layer"]
+    head = _head_layer(rd, opts["head_layer"])
     layer = _dictionary_layer(rd, opts["layer"], head)
+    tick = tick or (lambda: None)
     steps = rd.complete_steps
     if not steps:
         raise ActstoreError(f"run {run!r} has no complete checkpoint")
@@ -245,13 +272,11 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None)
     if step not in steps:
         raise ActstoreError(f"run {run!r} has no complete checkpoint {step}; complete: {steps}")
     order = rd.layers
-    if opts["layers"] is None:
-        probed = [x for x in order[: order.index(layer) + 1] if x != head]
-    else:
-        probed = [x for x in opts["layers"] if x in order]
+    probed = _probed_layers(order, layer, head, opts["layers"])
     res = nmf(ReaderSource(rd, layer, step), opts["k"], mode=opts["mode"],
               batch_rows=opts["batch_rows"], max_epochs=opts["max_epochs"], tol=opts["tol"],
               seed=opts["seed"], negative=opts["negative"], backend=opts["backend"])
+    tick()
     Z = res.codes
     labels = rd.labels
     feats = default_features(labels, opts["split"])
@@ -270,11 +295,16 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None)
     for lay in probed:
         by_layer[lay] = vinfo_of_codes(ReaderSource(rd, lay, step), Z, folds, alphas,
                                        opts["backend"])
+        tick()
     ckpts = steps if opts["over_checkpoints"] else [step]
     by_step = {}
     for s in ckpts:
-        by_step[s] = by_layer[layer] if (s == step and layer in by_layer) else vinfo_of_codes(
-            ReaderSource(rd, layer, s), Z, folds, alphas, opts["backend"])
+        if s == step and layer in by_layer:
+            by_step[s] = by_layer[layer]
+            continue
+        by_step[s] = vinfo_of_codes(ReaderSource(rd, layer, s), Z, folds, alphas,
+                                    opts["backend"])
+        tick()
     imp: dict[str, np.ndarray] = {}
     basis: dict[str, str] = {}
     residual = np.nan
@@ -336,7 +366,7 @@ def run_complexity(
     layer: str | None = None,
     step: int | None = None,
     layers: Sequence[str] | None = None,
-    head_layer: str = "out",
+    head_layer: str | None = None,
     n_splits: int = 5,
     seed: int = 0,
     split: str | None = None,
@@ -355,6 +385,7 @@ def run_complexity(
     n_workers: int | None = 1,
     write: bool = True,
     storage_options: dict | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Any:
     """Dictionary features, their complexity, time-to-decode and importance for runs of a store.
 
@@ -374,9 +405,11 @@ def run_complexity(
     step : int, optional
         Checkpoint of the dictionary (default: the last complete one).
     layers : list of str, optional
-        Layers probed for complexity (default: every layer up to ``layer``, forward order).
-    head_layer : str
-        The recorded logits layer (``out`` in the model zoo).
+        Layers (names or glob patterns) probed for complexity (default: every layer up to
+        ``layer``, forward order).
+    head_layer : str, optional
+        The recorded logits layer; every run must record it. Default: ``out`` where a run
+        records it (the model zoo's name).
     n_splits, seed, split
         Folds, as in :func:`actstore.probes.run_probes`.
     alphas : sequence of float
@@ -397,6 +430,8 @@ def run_complexity(
         NMF solver settings (:func:`actstore.probes.nmf`).
     scheduler, n_workers
         Dask (one task per run); ``n_workers=1``: in this process.
+    progress : callable, optional
+        ``progress(stage, done, total)`` over NMF fits and decoded layers / checkpoints.
 
     Returns
     -------
@@ -408,6 +443,8 @@ def run_complexity(
 
     import xarray as xr
 
+    from actstore.probes._select import check_not_blank
+    from actstore.probes._simjobs import check_seed, check_workers
     from actstore.store import open_store
 
     if not name or not all(c.isalnum() or c in "_-." for c in name):
@@ -416,8 +453,16 @@ def run_complexity(
         raise ActstoreError(f"the number of features k must be a positive integer, got {k!r}")
     if not 0.0 <= threshold <= 1.0:
         raise ActstoreError(f"threshold must lie in [0, 1], got {threshold}")
+    check_seed(seed)
+    check_workers(n_workers)
+    if isinstance(n_splits, bool) or n_splits < 2:
+        raise ActstoreError(f"cross-validation needs at least 2 folds, got {n_splits}")
+    for what, v in (("max_epochs", max_epochs), ("batch_rows", batch_rows)):
+        if isinstance(v, bool) or v < 1:
+            raise ActstoreError(f"{what} must be 1 or more, got {v}")
     store = open_store(url, mode="a" if write else "r", storage_options=storage_options)
     all_runs = store.run_ids()
+    check_not_blank(runs, "run", all_runs)
     pats = None if runs is None else ([runs] if isinstance(runs, str) else list(runs))
     if pats is not None:
         pats = [p.strip() for x in pats for p in x.split(",") if p.strip()]
@@ -429,27 +474,76 @@ def run_complexity(
         raise ActstoreError(
             f"no run of {url} matches {runs!r}; runs: {', '.join(all_runs) or 'none'}"
         )
+    if layers is not None:
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        layers = [p.strip() for x in layers for p in str(x).split(",") if p.strip()]
+    units = 0
+    known: list[str] = []
+    probed_of: dict[str, list[str]] = {}
     for r in chosen:  # check names before computing anything
         rd = store.reader(r)
-        _dictionary_layer(rd, layer, head_layer)
+        known += [x for x in rd.layers if x not in known]
+        head = _head_layer(rd, head_layer)
+        src = _dictionary_layer(rd, layer, head)
         if split is not None and split not in rd.labels:
             raise ActstoreError(f"run {r!r} has no label {split!r} to split on")
+        complete = rd.complete_steps
+        if not complete or (step is not None and step not in complete):
+            raise ActstoreError(
+                f"run {r!r} has no complete checkpoint"
+                + (f" {step}; complete: {', '.join(map(str, complete))}"
+                   if step is not None and complete else "")
+            )
+        probed_of[r] = _probed_layers(rd.layers, src, head, layers)
+        n_steps = len(complete) if over_checkpoints else 1
+        units += 1 + len(probed_of[r]) + n_steps - (1 if src in probed_of[r] else 0)
+    if layers == []:
+        raise ActstoreError(
+            "the probed layer selection is empty; give layer names or patterns, or leave it "
+            f"out for every layer up to the factorised one; layers: {', '.join(known)}"
+        )
+    for pat in layers or []:
+        if not any(fnmatch.fnmatchcase(x, pat) for x in known):
+            raise ActstoreError(f"no layer matches {pat!r}; layers: {', '.join(known)}")
+    for r, probed in probed_of.items():
+        if not probed:
+            raise ActstoreError(
+                f"no layer of run {r!r} matches {', '.join(layers or [])!r}; layers: "
+                f"{', '.join(store.reader(r).layers)}"
+            )
     opts = {"k": int(k), "layer": layer, "step": step, "layers": layers,
             "head_layer": head_layer, "n_splits": n_splits, "seed": seed, "split": split,
             "alphas": tuple(float(a) for a in alphas), "over_checkpoints": over_checkpoints,
             "importance": importance, "head_tol": head_tol, "negative": negative,
             "mode": mode, "batch_rows": batch_rows, "max_epochs": max_epochs, "tol": tol,
             "backend": backend}
+    done = [0]
+
+    def tick(n: int = 1) -> None:
+        done[0] = min(units, done[0] + n)
+        if progress is not None:
+            progress(ANALYSIS, done[0], units)
+
+    tick(0)
     in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
     if in_process:
-        parts = [_job(url, r, opts, storage_options) for r in chosen]
+        parts = [_job(url, r, opts, storage_options, tick) for r in chosen]
     else:
+        from distributed import as_completed
+
         from actstore._dask import dask_client
 
         with dask_client(scheduler, n_workers) as client:
-            futs = [client.submit(_job, url, r, opts, storage_options, pure=False)
-                    for r in chosen]
-            parts = client.gather(futs)
+            futs = {client.submit(_job, url, r, opts, storage_options, pure=False): i
+                    for i, r in enumerate(chosen)}
+            got: list[Any] = [None] * len(chosen)
+            for fut in as_completed(futs):
+                one = fut.result()
+                got[futs[fut]] = one
+                tick(1 + len(one["probed"]) + len(one["steps"])
+                     - (1 if one["layer"] in one["probed"] and one["step"] in one["steps"]
+                        else 0))
+            parts = got
     lays = list(dict.fromkeys(x for p in parts for x in p["probed"]))
     ckpts = sorted({int(s) for p in parts for s in p["steps"]})
     heads = list(dict.fromkeys(h for p in parts for h in p["importance"]))

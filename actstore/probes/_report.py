@@ -178,11 +178,13 @@ def _similarity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     fig("heatmap", P.plot_similarity, ds)
     S = np.asarray(ds["similarity"].values, dtype=float)
     M = S.shape[0]
-    off = S[~np.eye(M, dtype=bool)] if M > 1 else np.array([np.nan])
+    off = S[~np.eye(M, dtype=bool)]
+    off = off[np.isfinite(off)]
+    spread = (f"Off-diagonal similarity: mean {off.mean():.3f}, min {off.min():.3f}, "
+              f"max {off.max():.3f}." if off.size else "No off-diagonal similarity.")
     text = (f"<p>{M} representations, metric <b>{_e(ds.attrs.get('metric', '?'))}</b> "
             f"{_e(ds.attrs.get('params', ''))}, {_e(ds.attrs.get('n_stimuli', '?'))} stimuli. "
-            f"Off-diagonal similarity: mean {np.nanmean(off):.3f}, min {np.nanmin(off):.3f}, "
-            f"max {np.nanmax(off):.3f}.</p>")
+            f"{spread}</p>")
     if "layer_a" in ds.coords and "layer_b" in ds.coords:
         la = [str(v) for v in ds["layer_a"].values]
         layers = list(dict.fromkeys(la))

@@ -161,7 +161,14 @@ def _steps(reader: Any, spec: Any) -> list[int]:
         return [min(done)]
     if spec == "all":
         return sorted(done)
-    wanted = [int(s) for s in _split(spec) or []]
+    words = _split(spec) or []
+    bad = [w for w in words if not w.lstrip("-").isdigit()]
+    if bad or not words:
+        raise ActstoreError(
+            f"cannot read the checkpoint selection {str(spec)!r}; give last, first, all or "
+            f"training steps (run {reader.run_id!r} has {', '.join(map(str, sorted(done)))})"
+        )
+    wanted = [int(w) for w in words]
     missing = [s for s in wanted if s not in done]
     if missing:
         raise ActstoreError(
@@ -220,6 +227,11 @@ def select(
         )
     run_pat, layer_pat = _split(runs), _split(layers)
     all_runs = store.run_ids()
+    if run_pat == []:
+        raise ActstoreError(
+            f"the run selection is empty; give run ids or patterns, or leave it out for all "
+            f"runs; runs: {', '.join(all_runs) or 'none'}"
+        )
     refs: list[RepRef] = []
     first_sample: tuple[str, np.ndarray] | None = None
     info: dict[tuple[str, str], dict[str, Any]] = {}
@@ -256,8 +268,10 @@ def select(
                 info[(run, ly)] = dict(rd.layer_table.get(ly, {}))
     if not refs or first_sample is None:
         raise ActstoreError(
-            f"the selection matched no representation in {store.url}; runs: "
-            f"{', '.join(all_runs) or 'none'}; layers: {', '.join(sorted(seen_layers)) or 'none'}"
+            f"the selection matched no representation in {store.url}"
+            + _why_nothing(run_pat, layer_pat, all_runs, seen_layers)
+            + f"; runs: {', '.join(all_runs) or 'none'}; layers: "
+            + (", ".join(sorted(seen_layers)) or "none")
         )
     labels = store.reader(first_sample[0]).labels
     idx = stimulus_subset(stimuli, len(first_sample[1]), labels)
@@ -266,6 +280,43 @@ def select(
         url=_absolute(store.url), refs=refs, stimuli=idx, sample=sample,
         storage_options=getattr(store, "storage_options", None), layer_info=info,
     )
+
+
+def is_blank(value: Any) -> bool:
+    """A selection given but empty (``""``, ``" , "``, ``[]``), as opposed to None (all)."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return not [v for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return not [v for v in value if str(v).strip()]
+    return False
+
+
+def check_not_blank(
+    value: Any, what: str, names: Sequence[Any] | None = None, hint: str | None = None
+) -> None:
+    """Refuse an empty selection of ``what`` (run, layer, ...), listing the valid names."""
+    if is_blank(value):
+        valid = f"; {what}s: {', '.join(map(str, names)) or 'none'}" if names is not None else ""
+        raise ActstoreError(
+            f"the {what} selection is empty; "
+            + (hint or f"give {what} names or patterns separated by commas, or 'all'")
+            + valid
+        )
+
+
+def _why_nothing(
+    run_pat: list[str] | None, layer_pat: list[str] | None, runs: list[str], layers: set[str]
+) -> str:
+    """``: no run matches 'x'`` (or layer) for the first pattern that matched nothing."""
+    for kind, pats, names in (("run", run_pat, runs), ("layer", layer_pat, layers)):
+        if pats == []:
+            return f": the {kind} selection is empty"
+        miss = [p for p in pats or [] if not any(fnmatch.fnmatchcase(x, p) for x in names)]
+        if miss and (kind == "run" or layers):
+            return f": no {kind} matches {miss[0]!r}"
+    return ""
 
 
 def _absolute(url: str) -> str:
@@ -286,7 +337,7 @@ def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndar
     labels : dict of str to ndarray of shape (n,)
         Label features (for ``per:``).
     """
-    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
+    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
         return None
     if not isinstance(spec, str):
         idx = np.asarray(spec)
@@ -299,8 +350,8 @@ def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndar
     kind, nums = parts[0], parts[1:]
     if kind == "per" and len(parts) in (3, 4):
         feats, nums = _split(parts[1]) or [], parts[2:]
-    ints = [int(p) for p in nums if p.strip().lstrip("-").isdigit()]
-    if len(ints) == len(nums):
+    ints = [int(p) for p in nums if p.strip().isdigit()]
+    if len(ints) == len(nums) and ints and ints[0] >= 1:
         if kind == "first" and len(ints) == 1:
             return np.arange(min(n, ints[0]))
         if kind == "random" and len(ints) in (1, 2):
@@ -310,7 +361,7 @@ def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndar
             return _per_combination(feats, ints[0], ints[1] if len(ints) == 2 else 0, labels)
     raise ActstoreError(
         f"cannot read the stimulus subset {spec!r}; use all, first:N, random:N[:SEED] or "
-        "per:FEATURE[,FEATURE]:K[:SEED]"
+        "per:FEATURE[,FEATURE]:K[:SEED] (N, K >= 1; SEED >= 0)"
     )
 
 

@@ -132,6 +132,47 @@ def _area_split(chunks: list[tuple[int, int]], n: int, parts: int) -> list[tuple
     return groups
 
 
+# -- argument checks --------------------------------------------------------------------------
+
+#: Heatmap formats (file extensions) that :func:`write_heatmap` writes.
+HEATMAP_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
+def check_workers(n_workers: int | None) -> None:
+    """Refuse a worker count below one (``None``: the default)."""
+    if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
+        raise ActstoreError(f"the number of workers must be 1 or more, got {n_workers}")
+
+
+def check_seed(seed: int, what: str = "seed") -> None:
+    """Refuse a seed numpy cannot use (negative or not an integer)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ActstoreError(f"the {what} must be an integer >= 0, got {seed!r}")
+
+
+def check_heatmap_path(path: str) -> None:
+    """Refuse a heatmap path whose folder is missing or whose extension is not written."""
+    import os
+
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in HEATMAP_FORMATS:
+        raise ActstoreError(
+            f"cannot write the heatmap {path!r}: "
+            + (f"format '.{ext}' is not supported" if ext else "the file name has no extension")
+            + f"; end it in {', '.join('.' + e for e in HEATMAP_FORMATS)} (or give 'none')"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ActstoreError(f"cannot write the heatmap {path!r}: it is a folder")
+    if not os.path.isdir(folder):
+        raise ActstoreError(
+            f"cannot write the heatmap {path!r}: folder {folder} does not exist; create it "
+            "or give another path"
+        )
+    if not os.access(folder, os.W_OK):
+        raise ActstoreError(f"cannot write the heatmap {path!r}: folder {folder} is read-only")
+
+
 # -- similarity -------------------------------------------------------------------------------
 
 
@@ -194,10 +235,14 @@ def similarity_job(
 
     params = dict(params or {})
     _factory(metric, params)  # unknown metric / parameter: fail before reading anything
-    if bootstrap and (bootstrap < 2 or not 0 < ci < 1):
+    if bootstrap < 0 or (bootstrap and (bootstrap < 2 or not 0 < ci < 1)):
         raise ActstoreError(
             f"a bootstrap needs >= 2 replicates and a level in (0, 1); got {bootstrap}, {ci}"
         )
+    check_seed(seed, "bootstrap seed")
+    check_workers(n_workers)
+    if png:
+        check_heatmap_path(png)
     st = open_store(store, mode="a" if write else "r") if isinstance(store, str) else store
     sel = selection if isinstance(selection, Selection) else select(st, **(selection or {}))
     name = name or metric
@@ -403,7 +448,28 @@ def alignment_job(
     if positions not in ("auto", "yes", "no"):
         raise ActstoreError(f"positions must be auto, yes or no, not {positions!r}")
     _check_result_name(name)
+    check_seed(seed)
+    check_workers(n_workers)
+    if n_clusters is not None and n_clusters < 1:
+        raise ActstoreError(f"the number of clusters must be 1 or more, got {n_clusters}")
+    if lasso:
+        a = np.asarray(list(alphas if alphas is not None else DEFAULT_ALPHAS), dtype=float)
+        if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise ActstoreError(
+                f"LASSO penalties must be numbers >= 0 (at least one), got {a.tolist()}; "
+                "e.g. 0,1e-4,1e-2"
+            )
+    if not 0 < test_fraction < 1:
+        raise ActstoreError(
+            f"the held-out share of stimuli must lie between 0 and 1, got {test_fraction}"
+        )
     st = open_store(store, mode="a" if write else "r") if isinstance(store, str) else store
+    known = st.run_ids()
+    unknown = [r for r in runs if r not in known]
+    if unknown:
+        raise ActstoreError(
+            f"no run {unknown[0]!r} in {st.url}; runs: {', '.join(known) or 'none'}"
+        )
     sels = [select(st, runs=r, layers=layers, checkpoints=checkpoint, stimuli=stimuli)
             for r in runs]
     by_run = [{ref.layer for ref in s.refs} for s in sels]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -364,8 +364,12 @@ def _job(
     seed: int,
     split: str | None,
     storage_options: dict | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Every checkpoint of one (run, layer): sums of squares per (checkpoint, fold, feature)."""
+    """Every checkpoint of one (run, layer): sums of squares per (checkpoint, fold, feature).
+
+    ``tick()`` is called after each checkpoint.
+    """
     from actstore.probes._decode import ProbeConfig, make_folds
     from actstore.store import open_store
 
@@ -382,6 +386,8 @@ def _job(
         src = ReaderSource(rd, layer, s)
         st = accumulate_design(CachedSource(src, cache_bytes=0), targets, folds)
         out.append(variance_from_stats(st, targets, folds))
+        if tick is not None:
+            tick()
     return {"run": run, "layer": layer, "steps": steps, "features": targets.names,
             "folds": folds.description, "parts": out}
 
@@ -401,6 +407,7 @@ def run_variance(
     n_workers: int | None = 1,
     write: bool = True,
     storage_options: dict | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Any:
     """Variance explained by each feature for every (run, checkpoint, layer) of a store.
 
@@ -421,6 +428,8 @@ def run_variance(
         to ``r2``. ``r2`` always uses the checkpoint's own total.
     scheduler, n_workers
         Dask: a scheduler address, or local workers (1: in this process).
+    progress : callable, optional
+        ``progress(stage, done, total)`` over (run, layer, checkpoint) jobs.
 
     Returns
     -------
@@ -433,18 +442,31 @@ def run_variance(
 
     from actstore.probes._decode import ProbeConfig
     from actstore.probes._engine import plan_probes
+    from actstore.probes._select import check_not_blank
+    from actstore.probes._simjobs import check_seed, check_workers
     from actstore.store import open_store
 
     if denominator not in ("final", "own"):
         raise ActstoreError(f"denominator must be 'final' or 'own', got {denominator!r}")
     if not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ActstoreError(f"result name {name!r} must use letters, digits, _ - .")
+    check_seed(seed)
+    check_workers(n_workers)
+    if isinstance(n_splits, bool) or n_splits < 2:
+        raise ActstoreError(f"cross-validation needs at least 2 folds, got {n_splits}")
     store = open_store(url, mode="a" if write else "r", storage_options=storage_options)
-    if features is None and store.run_ids():
+    all_runs = store.run_ids()
+    readers = [store.reader(r) for r in all_runs]
+    check_not_blank(runs, "run", all_runs)
+    check_not_blank(layers, "layer", list(dict.fromkeys(x for rd in readers for x in rd.layers)))
+    check_not_blank(checkpoints, "checkpoint",
+                    hint="give all, first, last or training steps separated by commas")
+    check_not_blank(features, "feature",
+                    list(dict.fromkeys(f for rd in readers for f in rd.features)))
+    if features is None and all_runs:
         # every run's stimulus features (runs may be recorded on different probe sets)
         features = list(dict.fromkeys(
-            f for r in store.run_ids() for f in default_features(store.reader(r).features,
-                                                                  split)))
+            f for rd in readers for f in default_features(rd.features, split)))
     config = ProbeConfig(decoders=("ridge",), n_splits=n_splits, seed=seed, split=split)
     plan = plan_probes(store, runs, checkpoints, layers, features, config)
     if not plan.jobs:
@@ -454,14 +476,35 @@ def run_variance(
         work.setdefault((j.run, j.layer), []).append(j.step)
     args = [(url, r, lay, sorted(s), plan.features_of[r], n_splits, seed, split,
              storage_options) for (r, lay), s in work.items()]
+    n_jobs = len(plan.jobs)
+    if progress is not None:
+        progress(ANALYSIS, 0, n_jobs)
     in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
     if in_process:
-        parts = [_job(*a) for a in args]
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(ANALYSIS, done[0], n_jobs)
+
+        parts = [_job(*a, tick=tick) for a in args]
     else:
+        from distributed import as_completed
+
         from actstore._dask import dask_client
 
         with dask_client(scheduler, n_workers) as client:
-            parts = client.gather([client.submit(_job, *a, pure=False) for a in args])
+            futs = {client.submit(_job, *a, pure=False): i for i, a in enumerate(args)}
+            got: list[dict[str, Any]] = [{} for _ in args]
+            finished = 0
+            for fut in as_completed(futs):
+                one = fut.result()
+                got[futs[fut]] = one
+                finished += len(one["steps"])
+                if progress is not None:
+                    progress(ANALYSIS, finished, n_jobs)
+            parts = got
     R, S, L, F = len(plan.runs), len(plan.steps), len(plan.layers), len(plan.features)
     ri = {r: i for i, r in enumerate(plan.runs)}
     si = {s: i for i, s in enumerate(plan.steps)}
