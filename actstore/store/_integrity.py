@@ -146,9 +146,9 @@ def repair(store: Any, runs: list[str] | None = None, redo: bool = True) -> Repa
 
 def _redo(w: Any, cfg: dict[str, Any], step: int, src: str, expect_hash: str | None) -> None:
     from actstore.store._capture import weights_hash
-    from actstore.store._dump import _load_state, load_factory
+    from actstore.store._dump import _load_state, load_factory, make_model
 
-    net = load_factory(cfg["factory"])(**cfg.get("factory_kwargs", {}))
+    net = make_model(load_factory(cfg["factory"]), cfg.get("factory_kwargs"), cfg["factory"])
     state, _ = _load_state(Path(src))
     net.load_state_dict(state, strict=True)
     wh = weights_hash(net)

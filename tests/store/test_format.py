@@ -197,3 +197,33 @@ def test_writers_adding_the_same_probe_set_at_once(tmp_path, url_kind):
     assert sorted(out, key=str) == [False, False, False, True]  # written once, by one writer
     back = open_store(url).probe_set("p")
     assert back.hash == ps.hash
+
+
+def test_storage_errors_become_one_line(monkeypatch, tmp_path):
+    import actstore.store._store as st
+
+    class NoCredentialsError(Exception):
+        pass
+
+    def refuse(*a, **k):
+        raise NoCredentialsError("Unable to locate credentials")
+
+    monkeypatch.setattr(st.zarr, "open_group", refuse)
+    with pytest.raises(StoreError, match="cannot open s3://b/a.zarr: NoCredentialsError: Unable "
+                                         "to locate credentials; check the path or URL"):
+        st.open_store("s3://b/a.zarr")
+
+
+def test_a_file_or_a_folder_of_other_files_is_not_a_store(tmp_path):
+    f = tmp_path / "plain.txt"
+    f.write_text("hi")
+    with pytest.raises(StoreError, match="plain.txt is a file, not an actstore store"):
+        open_store(str(f))
+    with pytest.raises(StoreError, match="lies below the file"):
+        create_store(str(f / "sub.zarr"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(StoreError, match="a folder of other files"):
+        create_store(str(other))
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
