@@ -531,7 +531,8 @@ def run_probes(
         Decoders, penalties, folds, device.
     scheduler : str, optional
         Address of a running Dask scheduler. Default: a local cluster of worker processes
-        (one per core, one BLAS thread each); ``n_workers=1`` runs in this process.
+        (one per core, one BLAS thread each); ``n_workers=1`` runs in this process, and so
+        does ``device="cuda"``/``"cupy"`` unless ``n_workers`` is given.
         ``memory://`` stores always run in this process.
     overwrite : bool
         Recompute everything even if results with this name exist. The new results are
@@ -588,7 +589,11 @@ def run_probes(
             labs[config.split] = rd.labels[config.split]
         desc = make_folds(labs, config)[0].description
     cfg = asdict(config)
-    in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
+    # local workers would all share one GPU: with a GPU device and no cluster, one process
+    # drives it (several GPUs: a dask-cuda cluster and ``scheduler``)
+    gpu_local = config.device in ("cuda", "cupy") and scheduler is None and n_workers is None
+    in_process = scheduler is None and (n_workers == 1 or gpu_local
+                                        or str(url).startswith("memory://"))
     added = 0
     wrote = False
     last_flush = time.monotonic()
