@@ -271,3 +271,10 @@ def test_repair_output_is_not_wrapped_when_piped(run_dir):
     res = runner.invoke(app, ["repair", str(deep)])
     assert res.exit_code == 0
     assert f"{deep}: nothing to repair" in res.stdout.splitlines()
+
+
+def test_version_option():
+    import actstore
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"actstore {actstore.__version__}"
