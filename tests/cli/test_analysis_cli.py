@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from stores import mlp_store
 from typer.testing import CliRunner
 
 from actstore.cli import app
@@ -21,23 +22,8 @@ RUNS = [f"a-rather-long-run-identifier-for-tables-s{s}" for s in range(3)]
 
 @pytest.fixture
 def store(tmp_path):
-    from actstore.store import ProbeSet, create_store
-
-    rng = np.random.default_rng(0)
-    url = str(tmp_path / "an.zarr")
-    st = create_store(url)
-    st.add_probe_set(ProbeSet("ps", labels={"shape": np.arange(N) % 3,
-                                            "color": (np.arange(N) // 3) % 2}))
-    for seed, run in enumerate(RUNS):
-        with st.writer(run, probe_set="ps", steps=[0, 5],
-                       attrs={"model": "mlp", "task": "shape", "seed": seed}) as w:
-            for step in (0, 5):
-                base = rng.normal(size=(N, 4))
-                w.write_slot(step, {
-                    "fc1": np.maximum(base @ rng.normal(size=(4, 8)), 0).astype("float32"),
-                    "fc2": (base @ rng.normal(size=(4, 3))).astype("float32"),
-                })
-    return url
+    return mlp_store(str(tmp_path / "an.zarr"), RUNS, {"shape": np.arange(N) % 3,
+                                                           "color": (np.arange(N) // 3) % 2})
 
 
 def _refused(store, args, message, tmp_path=None):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from stores import mlp_store
 from typer.testing import CliRunner
 
 from actstore.cli import app
@@ -17,22 +18,8 @@ N = 30
 
 @pytest.fixture
 def store(tmp_path):
-    from actstore.store import ProbeSet, create_store
-
-    rng = np.random.default_rng(0)
-    url = str(tmp_path / "cli.zarr")
-    st = create_store(url)
-    st.add_probe_set(ProbeSet("ps", labels={"shape": np.arange(N) % 3}))
-    for seed in (0, 1):
-        with st.writer(f"net-s{seed}", probe_set="ps", steps=[0, 5],
-                       attrs={"model": "mlp", "task": "shape", "seed": seed}) as w:
-            for step in (0, 5):
-                base = rng.normal(size=(N, 4))
-                w.write_slot(step, {
-                    "fc1": np.maximum(base @ rng.normal(size=(4, 8)), 0).astype("float32"),
-                    "fc2": (base @ rng.normal(size=(4, 3))).astype("float32"),
-                })
-    return url
+    return mlp_store(str(tmp_path / "cli.zarr"), ["net-s0", "net-s1"],
+                     {"shape": np.arange(N) % 3})
 
 
 def test_similarity_json(store, tmp_path):
