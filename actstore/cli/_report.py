@@ -64,6 +64,10 @@ def variance_cmd(
     workers: Annotated[
         int, typer.Option(help="Local Dask worker processes (1 = in this process).")
     ] = 1,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite",
+                           help="Replace a result of this name computed with other settings.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore.cli._similarity import _bars
@@ -73,7 +77,8 @@ def variance_cmd(
         ds = run_variance(
             store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
             features=features, n_splits=folds, seed=seed, split=split,
-            denominator=denominator, scheduler=scheduler, n_workers=workers, progress=progress,
+            denominator=denominator, scheduler=scheduler, n_workers=workers,
+            overwrite=overwrite, progress=progress,
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
@@ -162,6 +167,10 @@ def complexity_cmd(
     workers: Annotated[
         int, typer.Option(help="Local Dask worker processes, one run each (1 = in process).")
     ] = 1,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite",
+                           help="Replace a result of this name computed with other settings.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore.cli._similarity import _bars
@@ -177,7 +186,7 @@ def complexity_cmd(
             over_checkpoints=checkpoints, threshold=threshold, importance=importance,
             negative=negative, max_epochs=max_epochs, batch_rows=batch_rows,
             backend=None if device == "numpy" else device, scheduler=scheduler,
-            n_workers=workers, progress=progress,
+            n_workers=workers, overwrite=overwrite, progress=progress,
         )
     rows: list[dict[str, Any]] = []
     for i, r in enumerate(ds.run.values):

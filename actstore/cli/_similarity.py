@@ -177,6 +177,10 @@ def similarity_cmd(
     png: Annotated[
         str | None, typer.Option(help="Heatmap path (default NAME.png; 'none' to skip).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite",
+                           help="Replace a result of this name computed with other settings.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     from actstore.probes._select import parse_selection
@@ -192,7 +196,8 @@ def similarity_cmd(
         ds = similarity_job(
             store, sel, metric=metric, params=params, name=name, bootstrap=bootstrap, ci=ci,
             seed=seed, method=method, device=device, scheduler=scheduler, n_workers=workers,
-            max_memory=parse_bytes(max_memory), png=png_path, progress=progress,
+            max_memory=parse_bytes(max_memory), png=png_path, overwrite=overwrite,
+            progress=progress,
         )
     labels = [str(v) for v in ds["label_a"].values]
     S = ds["similarity"].values
@@ -272,6 +277,10 @@ def align_cmd(
         typer.Option(help="Local Dask workers.", show_default="one per core, at most one "
                                                            "per layer"),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite",
+                           help="Replace a result of this name computed with other settings.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     from actstore.probes._simjobs import alignment_job, summary_rows
@@ -282,7 +291,7 @@ def align_cmd(
             store, runs, layers=",".join(layer) if layer else None, checkpoint=step,
             stimuli=stimuli, name=name, mutual_info=mi, lasso=lasso, alphas=_floats(alphas),
             n_clusters=clusters, positions=positions, test_fraction=test_fraction, seed=seed,
-            scheduler=scheduler, n_workers=workers, progress=progress,
+            scheduler=scheduler, n_workers=workers, overwrite=overwrite, progress=progress,
         )
     rows = summary_rows(out)
     if as_json:

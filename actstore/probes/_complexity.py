@@ -24,7 +24,6 @@ a feature set ``/results/nmf/<name>.<run>`` with dims (sample, atom) (docs/analy
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -384,6 +383,7 @@ def run_complexity(
     scheduler: str | None = None,
     n_workers: int | None = 1,
     write: bool = True,
+    overwrite: bool = False,
     storage_options: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Any:
@@ -430,6 +430,10 @@ def run_complexity(
         NMF solver settings (:func:`actstore.probes.nmf`).
     scheduler, n_workers
         Dask (one task per run); ``n_workers=1``: in this process.
+    overwrite : bool
+        Replace results of this name (the complexity result and the codes of each run)
+        computed with other settings (else refused before anything is computed; results with
+        the same settings are replaced).
     progress : callable, optional
         ``progress(stage, done, total)`` over NMF fits and decoded layers / checkpoints.
 
@@ -446,6 +450,7 @@ def run_complexity(
     from actstore.probes._select import check_not_blank
     from actstore.probes._simjobs import check_seed, check_workers
     from actstore.store import open_store
+    from actstore.store._store import check_settings, settings_json
 
     if not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ActstoreError(f"result name {name!r} must use letters, digits, _ - .")
@@ -480,6 +485,7 @@ def run_complexity(
     units = 0
     known: list[str] = []
     probed_of: dict[str, list[str]] = {}
+    used_steps: dict[str, list[int]] = {}
     for r in chosen:  # check names before computing anything
         rd = store.reader(r)
         known += [x for x in rd.layers if x not in known]
@@ -495,6 +501,8 @@ def run_complexity(
                    if step is not None and complete else "")
             )
         probed_of[r] = _probed_layers(rd.layers, src, head, layers)
+        used_steps[r] = [int(x) for x in complete] if over_checkpoints else [
+            int(complete[-1] if step is None else step)]
         n_steps = len(complete) if over_checkpoints else 1
         units += 1 + len(probed_of[r]) + n_steps - (1 if src in probed_of[r] else 0)
     if layers == []:
@@ -517,6 +525,16 @@ def run_complexity(
             "importance": importance, "head_tol": head_tol, "negative": negative,
             "mode": mode, "batch_rows": batch_rows, "max_epochs": max_epochs, "tol": tol,
             "backend": backend}
+    # what determines the numbers (not the array backend); each written result records it
+    # the runs as asked for: the same command on a store with more runs or checkpoints
+    # refreshes the results
+    settings = {**{key: v for key, v in opts.items() if key != "backend"},
+                "runs": runs if runs is None or isinstance(runs, str) else list(runs),
+                "threshold": float(threshold)}
+    if write:
+        check_settings(store, ANALYSIS, name, settings, overwrite)
+        for r in chosen:
+            check_settings(store, CODES_ANALYSIS, f"{name}.{r}", settings, overwrite)
     done = [0]
 
     def tick(n: int = 1) -> None:
@@ -606,13 +624,14 @@ def run_complexity(
             "folds": parts[0]["folds"] if parts else "",
             "threshold": float(threshold),
             "codes": f"results/{CODES_ANALYSIS}/{name}.<run>",
-            "actstore.config": json.dumps({key: (list(v) if isinstance(v, tuple) else v)
-                                           for key, v in opts.items()}, sort_keys=True),
+            "actstore.config": settings_json(settings),
             "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
     )
     if write:
         for p in parts:
-            store.write_result(CODES_ANALYSIS, f"{name}.{p['run']}", _codes_dataset(p, name))
+            codes = _codes_dataset(p, name)
+            codes.attrs["actstore.config"] = settings_json(settings)
+            store.write_result(CODES_ANALYSIS, f"{name}.{p['run']}", codes)
         store.write_result(ANALYSIS, name, ds)
     return ds

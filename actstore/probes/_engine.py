@@ -35,6 +35,7 @@ from actstore.probes._decode import (
 )
 from actstore.probes._folds import check_folds
 from actstore.probes._targets import encode_targets
+from actstore.store._store import settings_difference
 
 __all__ = [
     "Job",
@@ -459,18 +460,6 @@ class _Results:
         return ds
 
 
-def _config_difference(stored: str | None, config: ProbeConfig) -> str:
-    """``n_splits 2 there, 5 now; seed ...``: the settings that differ."""
-    try:
-        old = json.loads(stored or "{}")
-    except ValueError:
-        old = {}
-    now = config.to_json()
-    diff = [f"{k} {old.get(k)!r} there, {now.get(k)!r} now"
-            for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
-    return "; ".join(diff) or "settings of another actstore version"
-
-
 def _existing(store: Any, name: str, config: ProbeConfig, staging: bool = False) -> Any | None:
     """The stored result ``name`` to continue, or None; other settings are refused.
 
@@ -486,7 +475,7 @@ def _existing(store: Any, name: str, config: ProbeConfig, staging: bool = False)
         return None
     raise ActstoreError(
         f"results/probes/{name} in {store.url} were computed with other settings "
-        f"({_config_difference(old.attrs.get('actstore.config'), config)}); "
+        f"({settings_difference(old.attrs.get('actstore.config'), config.to_json())}); "
         "choose another --name or pass --overwrite"
     )
 

@@ -20,6 +20,7 @@ processes cannot see them. Work is split so that each task re-opens the store by
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import math
@@ -42,6 +43,7 @@ from actstore.probes._bootstrap import bootstrap_indices, bootstrap_replicates, 
 from actstore.probes._moments import PairMoments
 from actstore.probes._select import COORDS, Selection, _absolute, select
 from actstore.probes._similarity import (
+    _ENGINE_ARGS,
     DEFAULT_MEMORY,
     _factory,
     accumulate,
@@ -193,6 +195,7 @@ def similarity_job(
     max_memory: int = DEFAULT_MEMORY,
     png: str | None = None,
     write: bool = True,
+    overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Any:
     """All-pairs similarity of representations selected from a store.
@@ -222,6 +225,9 @@ def similarity_job(
         Write a heatmap PNG to this path.
     write : bool
         Write the result to ``/results/similarity/<name>``.
+    overwrite : bool
+        Replace a result of this name computed with other settings (else refused before
+        anything is computed; a result with the same settings is replaced).
     progress : callable, optional
         ``progress(stage, done, total)``.
 
@@ -232,9 +238,10 @@ def similarity_job(
         ``boot_std``; ``degenerate`` (rep_a).
     """
     from actstore.store import open_store
+    from actstore.store._store import check_settings, settings_json
 
     params = dict(params or {})
-    _factory(metric, params)  # unknown metric / parameter: fail before reading anything
+    fn = _factory(metric, params)  # unknown metric / parameter: fail before reading anything
     if bootstrap < 0 or (bootstrap and (bootstrap < 2 or not 0 < ci < 1)):
         raise ActstoreError(
             f"a bootstrap needs >= 2 replicates and a level in (0, 1); got {bootstrap}, {ci}"
@@ -248,6 +255,10 @@ def similarity_job(
     name = name or metric
     _check_result_name(name)
     reps, labels = sel.lazy_reps(), sel.labels
+    settings = similarity_settings(fn, metric, params, sel, bootstrap, ci, seed,
+                                   query=selection if isinstance(selection, dict) else None)
+    if write:
+        check_settings(st, "similarity", name, settings, overwrite)
     plan = plan_similarity([r.shape for r in reps], metric, method=method,
                            max_memory=max_memory, **params)
     local = _in_process(st.url, scheduler)
@@ -283,11 +294,35 @@ def similarity_job(
                                             progress=None if local else progress))
         boot = summarize_bootstrap(samples, ci, seed)
     ds = similarity_dataset(sel, result, boot)
+    ds.attrs["actstore.config"] = settings_json(settings)
     if write:
         st.write_result("similarity", name, ds)
     if png:
         write_heatmap(ds, png)
     return ds
+
+
+def similarity_settings(fn: Callable[..., Any], metric: str, params: dict[str, Any],
+                        sel: Selection, bootstrap: int, ci: float, seed: int,
+                        query: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that determine a similarity result (its ``actstore.config``).
+
+    The representations are recorded as the selection was asked for (``query``) when there
+    is one: the same command on a store with more checkpoints or runs is a refresh of the
+    result, not other settings.
+    """
+    full = {p: v.default for p, v in inspect.signature(fn).parameters.items()
+            if p not in ("X", *_ENGINE_ARGS) and v.default is not inspect.Parameter.empty}
+    out: dict[str, Any] = {
+        "metric": metric, "params": {**full, **params},
+        "representations": (json.loads(json.dumps(query, sort_keys=True, default=str))
+                            if query is not None else list(sel.labels)),
+        "stimuli": None if sel.stimuli is None else [int(i) for i in sel.stimuli],
+        "bootstrap": int(bootstrap),
+    }
+    if bootstrap:
+        out.update(ci=float(ci), seed=int(seed))
+    return out
 
 
 def demo_similarity(store: str, scheduler: str | None = None) -> dict[str, Any]:
@@ -403,6 +438,7 @@ def alignment_job(
     scheduler: str | None = None,
     n_workers: int | None = None,
     write: bool = True,
+    overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Convergent-learning alignment of two or more runs, layer by layer.
@@ -431,8 +467,8 @@ def alignment_job(
         holds the whole map of a layer).
     test_fraction, seed
         Held-out stimuli of the LASSO path.
-    scheduler, n_workers, write, progress
-        As in :func:`similarity_job`.
+    scheduler, n_workers, write, overwrite, progress
+        As in :func:`similarity_job` (each layer's result is checked).
 
     Returns
     -------
@@ -441,6 +477,7 @@ def alignment_job(
     """
     from actstore.probes._lasso import DEFAULT_ALPHAS
     from actstore.store import open_store
+    from actstore.store._store import check_settings, settings_json
 
     runs = list(dict.fromkeys(runs))
     if len(runs) < 2:
@@ -487,6 +524,17 @@ def alignment_job(
             )
     steps = [s.refs[0].checkpoint for s in sels]
     stim = sels[0].stimuli
+    alpha_list = [float(a) for a in (alphas if alphas is not None else DEFAULT_ALPHAS)]
+    settings = {ly: {
+        "runs": list(runs), "checkpoint": str(checkpoint), "layer": ly,
+        "stimuli": None if stim is None else [int(i) for i in stim],
+        "mutual_info": bool(mutual_info), "lasso": bool(lasso),
+        "alphas": alpha_list if lasso else None, "n_clusters": n_clusters,
+        "positions": positions, "test_fraction": float(test_fraction), "seed": int(seed),
+    } for ly in common}
+    if write:
+        for ly in common:
+            check_settings(st, "alignment", f"{name}.{ly}", settings[ly], overwrite)
     tasks = [
         (align_layer, (_absolute(st.url), runs, steps, ly),
          {"stimuli": stim, "mutual_info": mutual_info, "lasso": lasso,
@@ -499,6 +547,8 @@ def alignment_job(
     results = _run_tasks(tasks, local=local, scheduler=scheduler, n_workers=n_workers,
                          stage="align", progress=progress)
     out = dict(zip(common, results, strict=True))
+    for ly, ds in out.items():
+        ds.attrs["actstore.config"] = settings_json(settings[ly])
     if write:
         for ly, ds in out.items():
             st.write_result("alignment", f"{name}.{ly}", ds)

@@ -24,7 +24,6 @@ columns. Folds, the target layout and the block streaming are the probe engine's
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -406,6 +405,7 @@ def run_variance(
     scheduler: str | None = None,
     n_workers: int | None = 1,
     write: bool = True,
+    overwrite: bool = False,
     storage_options: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Any:
@@ -428,6 +428,9 @@ def run_variance(
         to ``r2``. ``r2`` always uses the checkpoint's own total.
     scheduler, n_workers
         Dask: a scheduler address, or local workers (1: in this process).
+    overwrite : bool
+        Replace a result of this name computed with other settings (else refused before
+        anything is computed; a result with the same settings is replaced).
     progress : callable, optional
         ``progress(stage, done, total)`` over (run, layer, checkpoint) jobs.
 
@@ -445,7 +448,13 @@ def run_variance(
     from actstore.probes._select import check_not_blank
     from actstore.probes._simjobs import check_seed, check_workers
     from actstore.store import open_store
+    from actstore.store._store import check_settings, settings_json
 
+    # recorded as asked for: the same command on a store with more runs or checkpoints
+    # refreshes the result
+    query = {k: (v if v is None or isinstance(v, str) else [str(x) for x in v])
+             for k, v in (("runs", runs), ("checkpoints", checkpoints), ("layers", layers),
+                          ("features", features))}
     if denominator not in ("final", "own"):
         raise ActstoreError(f"denominator must be 'final' or 'own', got {denominator!r}")
     if not name or not all(c.isalnum() or c in "_-." for c in name):
@@ -471,6 +480,10 @@ def run_variance(
     plan = plan_probes(store, runs, checkpoints, layers, features, config)
     if not plan.jobs:
         raise ActstoreError(f"nothing to compute in {url}: no complete checkpoint selected")
+    settings = {"n_splits": n_splits, "seed": seed, "split": split, "denominator": denominator,
+                **query}
+    if write:
+        check_settings(store, ANALYSIS, name, settings, overwrite)
     work: dict[tuple[str, str], list[int]] = {}
     for j in plan.jobs:
         work.setdefault((j.run, j.layer), []).append(j.step)
@@ -544,8 +557,7 @@ def run_variance(
             ),
             "folds": folds_desc,
             "denominator": denominator,
-            "actstore.config": json.dumps({"n_splits": n_splits, "seed": seed, "split": split,
-                                           "denominator": denominator}),
+            "actstore.config": settings_json(settings),
             "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
     )

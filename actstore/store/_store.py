@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,12 @@ class Store:
             self.refresh()
             self.consolidate()
 
+    def result_attrs(self, analysis: str, name: str) -> dict[str, Any]:
+        """The attributes of ``/results/<analysis>/<name>`` (without reading its arrays)."""
+        if not self.has_result(analysis, name):
+            raise ActstoreError(f"no result {analysis}/{name} in {self.url}")
+        return dict(self.root[L.RESULTS][analysis][name].attrs)
+
     def read_result(self, analysis: str, name: str) -> Any:
         """Read ``/results/<analysis>/<name>`` as an xarray Dataset (loaded)."""
         import xarray as xr
@@ -388,6 +395,65 @@ def check_result_name(name: str) -> None:
     if not name or name.startswith(".") or not all(c.isalnum() or c in "_-." for c in name):
         raise ActstoreError(
             f"result name {name!r} must use letters, digits, _ - . and not start with '.'"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (and sets) as JSON values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def settings_json(settings: dict[str, Any]) -> str:
+    """The settings that determine a result, as its ``actstore.config`` attribute (JSON)."""
+    return json.dumps(settings, sort_keys=True, default=_plain)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:56] + " ..."
+
+
+def settings_difference(stored: str | None, now: dict[str, Any]) -> str:
+    """``n_splits 3 there, 4 now; seed ...``: the settings that differ from the stored ones."""
+    if stored is None:
+        return "no settings recorded there"
+    try:
+        old = json.loads(stored)
+    except ValueError:
+        old = None
+    if not isinstance(old, dict):
+        return "unreadable settings there"
+    new = json.loads(settings_json(now))
+    diff = [f"{k} {_shown(old.get(k))} there, {_shown(new.get(k))} now"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return "; ".join(diff) or "settings of another actstore version"
+
+
+def check_settings(store: Store, analysis: str, name: str, settings: dict[str, Any],
+                   overwrite: bool = False) -> None:
+    """Refuse to replace ``/results/<analysis>/<name>`` computed with other settings.
+
+    Results with the same settings (a re-run) may be replaced, and so may any with
+    ``overwrite``; results without recorded settings count as computed with other ones.
+    """
+    if overwrite or not store.has_result(analysis, name):
+        return
+    stored = store.result_attrs(analysis, name).get("actstore.config")
+    try:
+        same = stored is not None and json.loads(stored) == json.loads(settings_json(settings))
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ActstoreError(
+            f"results/{analysis}/{name} in {store.url} were computed with other settings "
+            f"({settings_difference(stored, settings)}); choose another --name or pass "
+            "--overwrite"
         )
 
 

@@ -85,6 +85,9 @@ def test_align_command(store):
     assert row["semi_corr_mean"] >= row["bipartite_corr_mean"] - 1e-12
     assert set(row) >= {"loss@0.001", "nnz@0.1", "mixed_clusters", "constant_units"}
     res = runner.invoke(app, ["align", store, "net-s0", "net-s1", "--scheduler", "sync"])
+    assert res.exit_code == 2 and "(alphas [0.001, 0.1] there, [0.0, 1e-05" in res.stderr
+    res = runner.invoke(app, ["align", store, "net-s0", "net-s1", "--scheduler", "sync",
+                              "--overwrite"])
     assert res.exit_code == 0, res.output
     assert "fc2" in res.stdout and "/results/alignment/align.fc2" in res.stdout
 
