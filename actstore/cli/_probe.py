@@ -186,7 +186,8 @@ def probe_cmd(
         t.add_row(str(idx), *[str(v) for v in row.values])
     console.print(t)
     reused = int(ds.attrs.get("reused", 0))
-    console.print(f"{n_done} jobs in {store} at results/probes/{name}: "
+    n_sel = int(ds.attrs.get("computed", 0)) + reused
+    console.print(f"{n_sel} jobs in {store} at results/probes/{name}: "
                   f"{int(ds.attrs.get('computed', 0))} computed"
                   + (f", {reused} already done" if reused else "")
                   + (f"; exported to {out}" if out else ""), highlight=False)

@@ -566,6 +566,14 @@ def run_probes(
     # one is complete.
     target = f".{name}.overwrite" if overwrite else name
     had_analysis = store.has_result(ANALYSIS)
+    if not overwrite and store.has_result(ANALYSIS, f".{name}.overwrite"):
+        staged = store.read_result(ANALYSIS, f".{name}.overwrite")
+        warnings.warn(
+            f"an interrupted --overwrite of results/probes/{name} holds "
+            f"{int(staged['done'].sum())} of {int(staged['done'].size)} jobs; this run "
+            "continues the present result; run with --overwrite to finish the replacement",
+            ProbeWarning, stacklevel=2,
+        )
     old = _existing(store, target, config, staging=overwrite)
     results = _Results(plan, config, old)
     todo = [j for j in plan.jobs if not results.is_done(j)]

@@ -256,7 +256,8 @@ def similarity_job(
     _check_result_name(name)
     reps, labels = sel.lazy_reps(), sel.labels
     settings = similarity_settings(fn, metric, params, sel, bootstrap, ci, seed,
-                                   query=selection if isinstance(selection, dict) else None)
+                                   query=(selection or {}) if isinstance(selection, dict)
+                                   or selection is None else None)
     if write:
         check_settings(st, "similarity", name, settings, overwrite)
     plan = plan_similarity([r.shape for r in reps], metric, method=method,
@@ -315,14 +316,23 @@ def similarity_settings(fn: Callable[..., Any], metric: str, params: dict[str, A
             if p not in ("X", *_ENGINE_ARGS) and v.default is not inspect.Parameter.empty}
     out: dict[str, Any] = {
         "metric": metric, "params": {**full, **params},
-        "representations": (json.loads(json.dumps(query, sort_keys=True, default=str))
-                            if query is not None else list(sel.labels)),
+        "representations": (_as_asked(query) if query is not None else list(sel.labels)),
         "stimuli": None if sel.stimuli is None else [int(i) for i in sel.stimuli],
         "bootstrap": int(bootstrap),
     }
     if bootstrap:
         out.update(ci=float(ci), seed=int(seed))
     return out
+
+
+def _as_asked(query: dict[str, Any]) -> dict[str, Any]:
+    """A selection of :func:`select` without its defaults (and without the stimuli, which are
+    recorded resolved): ``{}``, ``{"checkpoints": "last"}`` and ``{"where": {}}`` are one."""
+    defaults = {k: p.default for k, p in inspect.signature(select).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    kept = {k: v for k, v in query.items() if k != "stimuli" and v != defaults.get(k)
+            and v not in (None, {}, [], "")}
+    return json.loads(json.dumps(kept, sort_keys=True, default=str))
 
 
 def demo_similarity(store: str, scheduler: str | None = None) -> dict[str, Any]:
@@ -341,8 +351,9 @@ def demo_similarity(store: str, scheduler: str | None = None) -> dict[str, Any]:
 
     local = "://" not in str(store)
     png = str(Path(store).with_suffix("")) + ".cka.png" if local else None
+    # the demo's own result: replaced by every run of the demo, whatever wrote it before
     ds = similarity_job(store, metric="cka", name="demo-cka", png=png,
-                        scheduler=scheduler or "sync")
+                        scheduler=scheduler or "sync", overwrite=True)
     return {"result": "similarity/demo-cka", "representations": int(ds.sizes["rep_a"]),
             "stimuli": int(ds.attrs["n_stimuli"]), "png": png}
 

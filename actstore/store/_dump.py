@@ -198,7 +198,8 @@ def check_store_path(url: str) -> None:
         )
     for parent in p.parents:
         if parent.is_file():
-            raise ActstoreError(f"cannot make a store at {url}: {parent} is a file")
+            raise ActstoreError(f"cannot make a store at {url}: {parent} is a file; give a path "
+                                "outside it")
         if parent.is_dir():
             break
     if p.is_dir() and any(p.iterdir()) and not _exists(str(p)):

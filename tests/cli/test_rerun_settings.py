@@ -101,3 +101,18 @@ def test_the_same_command_on_a_grown_store_refreshes_the_result(store, cmd):
     ds = _open(store).read_result(analysis, name)
     assert "r2" in json.dumps(ds.coords.to_dataset().to_dict(data="list")["coords"],
                               default=str)
+
+
+def test_the_demo_similarity_and_the_default_command_record_the_same_settings(store):
+    import zarr
+
+    from actstore.probes._simjobs import demo_similarity
+
+    demo_similarity(store)
+    res = runner.invoke(app, ["similarity", store, "--name", "demo-cka", "--scheduler", "sync",
+                              "--png", "none", "-s", "checkpoint=last"])
+    assert res.exit_code == 0, res.output
+    # a demo result written before settings were recorded is still the demo's to replace
+    del zarr.open_group(store, mode="r+")["results/similarity/demo-cka"].attrs["actstore.config"]
+    demo_similarity(store)
+    assert "actstore.config" in open_store(store).result_attrs("similarity", "demo-cka")

@@ -260,6 +260,29 @@ def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url,
     assert json.loads(new.attrs["actstore.config"])["n_splits"] == 4
 
 
+def test_a_pending_overwrite_is_mentioned_and_counts_are_of_the_selection(store_url,
+                                                                         monkeypatch):
+    import actstore.probes._engine as eng
+
+    run_probes(store_url, name="t", n_workers=1, config=FAST)
+    real, calls = eng.run_job, []
+
+    def interrupt(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(eng, "run_job", interrupt)
+    with pytest.raises(ProbeInterrupted):
+        run_probes(store_url, name="t", n_workers=1, config=FAST, overwrite=True)
+    monkeypatch.setattr(eng, "run_job", real)
+    with pytest.warns(ProbeWarning, match="interrupted --overwrite of results/probes/t holds 2 "
+                                          "of 12 jobs"):
+        ds = run_probes(store_url, name="t", n_workers=1, config=FAST, layers="layer0")
+    assert (ds.attrs["computed"], ds.attrs["reused"]) == (0, 6)
+
+
 def test_other_settings_are_named_in_the_refusal(store_url):
     run_probes(store_url, name="t", n_workers=1, config=FAST, layers="layer0",
                checkpoints="0")
