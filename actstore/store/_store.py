@@ -419,6 +419,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:56] + " ..."
 
 
+#: settings shown by the name of their command-line option
+_OPTION_NAMES = {"n_splits": "folds", "Cs": "cs"}
+
+
 def settings_difference(stored: str | None, now: dict[str, Any]) -> str:
     """``n_splits 3 there, 4 now; seed ...``: the settings that differ from the stored ones."""
     if stored is None:
@@ -430,7 +434,7 @@ def settings_difference(stored: str | None, now: dict[str, Any]) -> str:
     if not isinstance(old, dict):
         return "unreadable settings there"
     new = json.loads(settings_json(now))
-    diff = [f"{k} {_shown(old.get(k))} there, {_shown(new.get(k))} now"
+    diff = [f"{_OPTION_NAMES.get(k, k)} {_shown(old.get(k))} there, {_shown(new.get(k))} now"
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return "; ".join(diff) or "settings of another actstore version"
 

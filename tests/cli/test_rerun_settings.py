@@ -27,7 +27,7 @@ CASES = {
     "align": ([*RUNS, "--scheduler", "sync", "--no-mi", "--no-lasso", "--layer", "fc2"],
               ["--seed", "1"], "seed 0 there, 1 now", ["alignment/align.fc2"]),
     "variance": (["--folds", "3", "--layers", "fc2", "--checkpoints", "last"],
-                 ["--folds", "4"], "n_splits 3 there, 4 now", ["variance/default"]),
+                 ["--folds", "4"], "folds 3 there, 4 now", ["variance/default"]),
     "complexity": (["--runs", RUNS[0], "-k", "3", "--folds", "3", "--max-epochs", "20",
                     "--no-checkpoints"], ["-k", "2"], "k 3 there, 2 now",
                    ["complexity/default", f"nmf/default.{RUNS[0]}"]),

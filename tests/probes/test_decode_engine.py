@@ -287,7 +287,7 @@ def test_other_settings_are_named_in_the_refusal(store_url):
     run_probes(store_url, name="t", n_workers=1, config=FAST, layers="layer0",
                checkpoints="0")
     other = ProbeConfig(n_splits=4, alphas=FAST.alphas, Cs=FAST.Cs, max_iter=200)
-    with pytest.raises(ActstoreError, match=r"n_splits 3 there, 4 now\); choose another"):
+    with pytest.raises(ActstoreError, match=r"folds 3 there, 4 now\); choose another"):
         run_probes(store_url, name="t", n_workers=1, config=other)
 
 
