@@ -169,14 +169,12 @@ class Store:
         """Write consolidated metadata so that plain xarray opens the store in one read."""
         if self.mode == "r":
             return
-        # one writer at a time rewrites the root metadata; a root ``zarr.*.partial`` file seen
-        # while holding the lock is what a writer killed during this rewrite left behind
+        # one writer at a time rewrites the root metadata
         with store_lock(self.url, "consolidate"), warnings.catch_warnings():
             from zarr.storage import LocalStore
 
             if isinstance(self.root.store, LocalStore):
-                for p in (Path(self.root.store.root) / self.root.path).glob("zarr.*.partial"):
-                    p.unlink(missing_ok=True)
+                _remove_stale_partial_files(Path(self.root.store.root) / self.root.path)
             # Zarr v3 calls consolidated metadata an extension; xarray reads it by default.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(self.root.store)
@@ -388,6 +386,26 @@ class Store:
         ) as ds:
             # read here, whatever Dask scheduler the caller has configured
             return ds.load()
+
+
+def _remove_stale_partial_files(root: Path, wait: float = 0.5) -> None:
+    """Remove the ``zarr.*.partial`` files a killed writer left at the root of a store or of
+    its top-level groups (listings would take them for members).
+
+    Zarr writes every metadata object to such a file and renames it into place; a writer that
+    creates a group also tries to write each parent's metadata "if not present" that way, so
+    a partial file of a live writer exists for a moment. Only files still there after
+    ``wait`` seconds are removed.
+    """
+    dirs = [root, *(root / g for g in (L.PROBE_SETS, L.RUNS, L.RESULTS))]
+    seen = [p for d in dirs for p in d.glob("zarr.*.partial")]
+    if not seen:
+        return
+    import time
+
+    time.sleep(wait)
+    for p in seen:
+        p.unlink(missing_ok=True)
 
 
 def check_result_name(name: str) -> None:

@@ -403,3 +403,31 @@ def test_a_root_partial_file_is_removed_at_the_next_consolidation(tmp_path, imag
         w.capture(small_cnn(), 0)
     assert not stale.exists()
     assert open_store(url).reader("r").complete_steps == [0]
+
+
+def test_partial_files_of_live_writers_are_left_alone(tmp_path):
+    import threading
+    import time
+
+    url = tmp_path / "s.zarr"
+    st = create_store(str(url))
+    # a writer creating a group writes each parent's metadata "if not present" through a
+    # partial file that it renames a moment later
+    live = url / "zarr.0000000000000live.partial"
+    live.write_bytes(b"{}")
+
+    def finish():
+        time.sleep(0.1)
+        live.rename(url / "moved.json")
+
+    t = threading.Thread(target=finish)
+    t.start()
+    st.consolidate()
+    t.join()
+    assert (url / "moved.json").exists()
+    # one left in a top-level group by a killed writer goes at the next consolidation
+    stale = url / "probe_sets" / "zarr.fedcba9876543210.partial"
+    stale.write_bytes(b"{")
+    st.consolidate()
+    assert not stale.exists()
+    assert open_store(str(url)).probe_set_names() == []
