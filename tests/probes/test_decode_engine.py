@@ -229,20 +229,28 @@ def test_nan_found_while_decoding_leaves_the_results_as_they_were(tmp_path):
     assert int(ds.done.sum()) == 1
 
 
+def _interrupt_after(monkeypatch, jobs):
+    """Ctrl-C when the engine starts job number ``jobs + 1``; returns the real job runner."""
+    import actstore.probes._engine as eng
+
+    real, calls = eng.run_job, []
+
+    def interrupting(*a, **k):
+        if len(calls) == jobs:
+            raise KeyboardInterrupt
+        calls.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(eng, "run_job", interrupting)
+    return real
+
+
 def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url, monkeypatch):
     import actstore.probes._engine as eng
 
     old = run_probes(store_url, name="t", n_workers=1, config=FAST)
     other = ProbeConfig(n_splits=4, alphas=FAST.alphas, Cs=FAST.Cs, max_iter=200)
-    real, calls = eng.run_job, []
-
-    def stop_after_three(*a, **k):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(a)
-        return real(*a, **k)
-
-    monkeypatch.setattr(eng, "run_job", stop_after_three)
+    real = _interrupt_after(monkeypatch, 3)
     with pytest.raises(ProbeInterrupted, match="3 of 12 jobs finished and saved"):
         run_probes(store_url, name="t", n_workers=1, config=other, overwrite=True)
     store = open_store(store_url)
@@ -265,15 +273,7 @@ def test_a_pending_overwrite_is_mentioned_and_counts_are_of_the_selection(store_
     import actstore.probes._engine as eng
 
     run_probes(store_url, name="t", n_workers=1, config=FAST)
-    real, calls = eng.run_job, []
-
-    def interrupt(*a, **k):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(a)
-        return real(*a, **k)
-
-    monkeypatch.setattr(eng, "run_job", interrupt)
+    real = _interrupt_after(monkeypatch, 2)
     with pytest.raises(ProbeInterrupted):
         run_probes(store_url, name="t", n_workers=1, config=FAST, overwrite=True)
     monkeypatch.setattr(eng, "run_job", real)
