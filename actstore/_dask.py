@@ -18,7 +18,7 @@ from typing import Any
 
 from actstore._errors import ActstoreError
 
-__all__ = ["check_execution", "dask_client", "default_workers"]
+__all__ = ["check_execution", "check_workers", "dask_client", "default_workers"]
 
 
 def default_workers() -> int:
@@ -29,12 +29,17 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_workers(workers: int | None) -> None:
+    """``--workers`` must be a positive count (``None``: the default)."""
+    if workers is not None and workers < 1:
+        raise ActstoreError(f"--workers must be at least 1, got {workers}")
+
+
 def check_execution(
     scheduler: str | None = None, n_workers: int | None = None, timeout: float = 10.0
 ) -> None:
     """Refuse a worker count below 1, a non-positive timeout or a malformed scheduler address."""
-    if n_workers is not None and n_workers < 1:
-        raise ActstoreError(f"--workers must be at least 1, got {n_workers}")
+    check_workers(n_workers)
     if not timeout > 0:
         raise ActstoreError(
             f"--scheduler-timeout must be a positive number of seconds, got {timeout:g}"

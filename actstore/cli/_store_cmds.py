@@ -126,7 +126,7 @@ def dump_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.cli._train import check_workers
+    from actstore._dask import check_workers
     from actstore.store._dump import dump, dump_many, run_ids_for
 
     check_workers(workers)

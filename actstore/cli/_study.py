@@ -39,6 +39,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from actstore._dask import check_workers
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 
@@ -376,8 +377,7 @@ def run_study(
     from actstore.training import run_sweep
     from actstore.training._demo import store_size
 
-    if workers is not None and workers < 1:
-        raise ActstoreError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     if report_dir is None:
         from actstore.probes import default_report_dir
 
@@ -457,7 +457,7 @@ def study_cmd(
             s = load_study(name, "small")
             typer.echo(f"{name:14s} {s.description} [{s.paper}]")
         return
-    from actstore.cli._train import check_workers
+    from actstore._dask import check_workers
 
     check_workers(workers)
     st = load_study(study, scale)

@@ -10,17 +10,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from actstore._dask import check_workers
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-
-
-def check_workers(workers: int | None) -> None:
-    """``--workers`` must be a positive count (``None``: the default)."""
-    if workers is not None and workers < 1:
-        raise ActstoreError(f"--workers must be at least 1, got {workers}")
 
 
 def _csv(value: str | None) -> list[str] | None:

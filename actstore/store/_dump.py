@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from actstore._dask import check_workers
 from actstore._errors import ActstoreError
 from actstore.store._layout import DEFAULT_CODEC
 from actstore.store._probeset import ProbeSet
+from actstore.store._store import check_store_path
 
 __all__ = [
     "DumpReport",
@@ -176,37 +178,6 @@ def check_device(device: Any) -> None:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ActstoreError(f"--device {device} was asked for, but MPS is not available here; "
                             "use --device cpu")
-
-
-def check_store_path(url: str) -> None:
-    """Refuse a local path where no store can be created or opened, before anything is done:
-    a regular file (or a path below one), or a directory that holds files but no Zarr group.
-
-    An actstore store, a Zarr group (checked when it is opened), an empty directory and a
-    path that does not exist yet pass.
-    """
-    from actstore.store._store import _exists
-
-    url = str(url)
-    if "://" in url and not url.startswith("file://"):
-        return
-    p = Path(url.removeprefix("file://"))
-    if p.is_file():
-        raise ActstoreError(
-            f"{url} is a file, not an actstore store (a store is a directory); give a new path "
-            "for the store, or the path of an existing store"
-        )
-    for parent in p.parents:
-        if parent.is_file():
-            raise ActstoreError(f"cannot make a store at {url}: {parent} is a file; give a path "
-                                "outside it")
-        if parent.is_dir():
-            break
-    if p.is_dir() and any(p.iterdir()) and not _exists(str(p)):
-        raise ActstoreError(
-            f"{url} is a directory that holds other files, not an actstore store (no Zarr group "
-            "there); give a new path for the store, or the path of an existing store"
-        )
 
 
 def _step_from_name(path: Path) -> int | None:
@@ -539,8 +510,7 @@ def dump_many(
         raise ActstoreError(f"{len(runs)} run ids for {len(checkpoint_dirs)} directories")
     if not isinstance(model, str):
         raise ActstoreError("dumping on a cluster needs the model as package.module:factory")
-    if workers is not None and workers < 1:
-        raise ActstoreError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     if scheduler is None:  # on a cluster, the workers' devices count (checked there)
         check_device(kwargs.get("device", "cpu"))
     check_store_path(store)

@@ -49,17 +49,35 @@ def _open_root(url: str, mode: str, storage_options: dict | None) -> Any:
         ) from None
 
 
-def _refuse_file(url: str) -> None:
-    """A local path that is a regular file (or lies below one) cannot hold a store."""
-    if "://" in url:
+def check_store_path(url: str, create: bool = True) -> None:
+    """Refuse a local path where no store can be, before anything is done: a regular file,
+    a path below one, and (``create``) a directory of other files that is no Zarr group.
+
+    A store, an empty directory and a path that does not exist yet pass; so do URLs.
+    """
+    url = str(url)
+    if "://" in url and not url.startswith("file://"):
         return
-    p = Path(url).absolute()
-    for q in (p, *p.parents):
-        if q.is_file():
-            where = "is a file" if q == p else f"lies below the file {q}"
+    p = Path(url.removeprefix("file://"))
+    if p.is_file():
+        raise StoreError(
+            f"{url} is a file, not an actstore store (a store is a directory); give a new path "
+            "for the store, or the path of an existing store"
+        )
+    for parent in p.absolute().parents:
+        if parent.is_file():
             raise StoreError(
-                f"{url} {where}, not an actstore store (a store is a directory); check the path"
+                f"cannot make a store at {url}: {parent} is a file and the path lies below the "
+                "file; give a path outside it"
             )
+        if parent.is_dir():
+            break
+    if create and p.is_dir() and any(p.iterdir()) and not _exists(str(p)):
+        raise StoreError(
+            f"{url} is a directory that holds other files, not an actstore store (no Zarr "
+            "group there) - a folder of other files is not made a store; give a new path for "
+            "the store, or the path of an existing store"
+        )
 
 
 def create_store(url: str, exist_ok: bool = True, storage_options: dict | None = None) -> Store:
@@ -69,12 +87,7 @@ def create_store(url: str, exist_ok: bool = True, storage_options: dict | None =
     A path that holds something other than an actstore store is refused.
     """
     url = str(url)
-    _refuse_file(url)
-    if "://" not in url and Path(url).is_dir() and any(Path(url).iterdir()) \
-            and not (Path(url) / "zarr.json").exists():
-        raise StoreError(
-            f"{url} is a folder of other files, not an actstore store; give a new or empty path"
-        )
+    check_store_path(url)
     with store_lock(url, "create"):  # several writers may create one store at once
         if _exists(url, storage_options):
             if not exist_ok:
@@ -108,7 +121,7 @@ def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -
     url = str(url)
     if mode not in ("r", "a"):
         raise ActstoreError(f"mode must be 'r' or 'a', not {mode!r}")
-    _refuse_file(url)
+    check_store_path(url, create=False)
     try:
         root = _open_root(url, "r" if mode == "r" else "r+", storage_options)
     except (GroupNotFoundError, FileNotFoundError, KeyError):

@@ -255,11 +255,10 @@ def run_sweep(
     -------
     SweepReport
     """
-    from actstore._dask import default_workers
+    from actstore._dask import check_workers, default_workers
     from actstore.store import create_store, open_store
 
-    if n_workers is not None and n_workers < 1:
-        raise ActstoreError(f"--workers must be at least 1, got {n_workers}")
+    check_workers(n_workers)
     t0 = time.perf_counter()
     _, probe_sets, complete = plan_sweep(sweep, store)
     report = SweepReport(store=store, name=sweep.name)
