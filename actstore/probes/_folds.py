@@ -205,6 +205,11 @@ def predefined_folds(test_fold: np.ndarray, description: str = "predefined folds
         raise ActstoreError("predefined folds hold no held-out rows (all values are -1)")
     if not np.array_equal(used, np.arange(used.size)):
         raise ActstoreError(f"fold numbers must be 0 .. K-1 without gaps, got {used.tolist()}")
+    if used.size == 1 and (tf >= 0).all():
+        raise ActstoreError(
+            "predefined folds hold no training rows: every row is held out by fold 0; mark "
+            "the training rows -1 or give two or more folds"
+        )
     return Folds(tf, int(used.size), description)
 
 

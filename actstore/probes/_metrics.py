@@ -52,11 +52,14 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Coefficient of determination, pooled over columns (variance-weighted)."""
+    """Coefficient of determination, pooled over columns (variance-weighted).
+
+    NaN when the targets do not vary.
+    """
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     sse = np.sum((y_true - y_pred) ** 2)
     sst = np.sum((y_true - y_true.mean(axis=0)) ** 2)
-    return float(1.0 - sse / sst)
+    return float(1.0 - sse / sst) if sst > 0 else float("nan")
 
 
 def vinfo_gaussian(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -169,8 +172,11 @@ class HeldOutScores:
             sse = self.sse[:, :, cols].sum(axis=2)
             sst = sst_col[:, cols].sum(axis=1)
             if not self._has_proba:
+                # a held-out fold whose targets do not vary (one class) has no R^2: NaN
+                flat = sst <= 1e-12 * self.sumsq_y[:, cols].sum(axis=1)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    out["r2"][:, :, j] = 1.0 - sse / sst[:, None]
+                    r2_j = 1.0 - sse / sst[:, None]
+                out["r2"][:, :, j] = np.where(flat[:, None], np.nan, r2_j)
             if f.kind != "categorical":
                 continue
             out["accuracy"][:, :, j] = self.correct[:, :, j] / n_te

@@ -54,6 +54,10 @@ class Signature:
         reported as 0 and it is listed in the result.
     pair_reduce : {"fro2", "nuclear"}
         How a feature-space cross-product block ``F_X^T F_Y`` becomes a value.
+    scale : float
+        An upper bound of the size of the self product before cancellation (0: none known).
+        A self product below ``1e-10 * scale`` is round-off: the representation is flagged
+        degenerate. Set for U-centred kernels, where cancellation can leave exactly nothing.
     """
 
     centred_entries: bool = False
@@ -66,6 +70,7 @@ class Signature:
         self.device = _device(X)
         self.n_entries = n * n if n_entries is None else n_entries
         self.degenerate = False
+        self.scale = 0.0
 
     @property
     def has_strips(self) -> bool:
@@ -158,6 +163,7 @@ class _LinearCKA(Signature):
             g = xp.sum(Xc, axis=0)  # (d,) ~ 0 after centring, kept for exactness
             self.u = Xc @ g - self.a  # (n,) row sums of K with a zero diagonal
             self.t = float(xp.sum(g * g) - xp.sum(self.a))
+            self.scale = float(xp.sum(self.a)) ** 2  # trace(K)^2 >= ||K||_F^2
 
     def fill(self, r0: int, r1: int, sq: Any, rt: Any) -> None:
         xp = self.xp
@@ -239,6 +245,7 @@ class _RBFCKA(Signature):
             rows = rows + xp.concat([xp.zeros((r1,), dtype=X.dtype, device=_device(X)), cs])
         self.rowsum = rows
         if debiased:
+            self.scale = float(n * n)  # kernel entries lie in [0, 1]
             self.u = rows - 1.0  # the diagonal exp(0) = 1 removed
             self.tot = float(xp.sum(self.u))
         else:
@@ -248,8 +255,12 @@ class _RBFCKA(Signature):
     def _sqdist(self, r0: int, r1: int) -> Any:
         xp = self.xp
         G = self.Xc[r0:r1, :] @ self.Xc[r0:, :].T
-        D2 = self.a[r0:r1, None] + self.a[None, r0:] - 2.0 * G
-        return _zero_diagonal(xp.maximum(D2, xp.zeros_like(D2)), xp)
+        S = self.a[r0:r1, None] + self.a[None, r0:]
+        D2 = S - 2.0 * G
+        # distances at the round-off of |x_i|^2 + |x_j|^2 are those of identical stimuli: 0
+        # (otherwise a zero median distance would become a round-off bandwidth)
+        tiny = D2 <= (64 * xp.finfo(D2.dtype).eps) * S
+        return _zero_diagonal(xp.where(tiny, xp.zeros_like(D2), D2), xp)
 
     def _kernel(self, r0: int, r1: int) -> Any:
         xp = self.xp

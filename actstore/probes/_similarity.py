@@ -329,7 +329,7 @@ def accumulate(
     Returns
     -------
     dict
-        ``V`` (M x M, upper blocks filled), ``s`` (M,), ``deg`` (M,), ``gdiag`` (M,) and the
+        ``V`` (M x M, upper blocks filled), ``s`` (M,), ``deg`` (M,), ``scale`` (M,) and the
         scalars ``n_entries``, ``centred``.
     """
     fn = _factory(metric, params)
@@ -340,6 +340,7 @@ def accumulate(
         "V": np.zeros((M, M)),
         "s": np.zeros(M),
         "deg": np.zeros(M, dtype=bool),
+        "scale": np.zeros(M),
         "n_entries": 0,
         "centred": False,
     }
@@ -365,8 +366,10 @@ def accumulate(
         IA, IB = plan.blocks[a], plan.blocks[b]
         for i, s in zip(IA, SA, strict=True):
             out["deg"][i] = s.degenerate
+            out["scale"][i] = s.scale
         for i, s in zip(IB, SB, strict=True):
             out["deg"][i] = s.degenerate
+            out["scale"][i] = s.scale
         out["n_entries"] = SA[0].n_entries
         out["centred"] = SA[0].centred_entries
         if plan.method == "gram":
@@ -490,7 +493,12 @@ def merge_partials(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["V"] = sum(p["V"] for p in parts)
     out["s"] = sum(p["s"] for p in parts)
     out["deg"] = np.logical_or.reduce([p["deg"] for p in parts])
+    out["scale"] = np.maximum.reduce([p["scale"] for p in parts])
     return out
+
+
+#: Self products below this fraction of a signature's ``scale`` are round-off.
+_REL_SELF = 1e-10
 
 
 def finalize(
@@ -505,6 +513,9 @@ def finalize(
         tol = 1e-12 * raw
     else:
         tol = np.zeros(len(V))
+    # a signature whose self product is round-off of its raw scale (e.g. a U-centred Gram
+    # that vanishes) has nothing to compare
+    tol = np.maximum(tol, _REL_SELF * acc["scale"])
     d = np.diag(V).copy()
     deg = acc["deg"] | (d <= tol)
     scale = np.sqrt(np.where(deg, 1.0, d))
