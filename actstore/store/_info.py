@@ -107,5 +107,6 @@ def store_summary(store: Any) -> dict[str, Any]:
         "probe_sets": probe_sets,
         "runs": runs,
         "results": store.result_names(),
+        "pending_overwrites": store.staged_result_names(),
         "stored_bytes": disk_usage(store.url),
     }

@@ -337,6 +337,22 @@ class Store:
                 out += [f"{a}/{n}" if not analysis else n for n in names]
         return out
 
+    def staged_result_names(self) -> list[str]:
+        """``analysis/name`` of every result whose ``--overwrite`` was interrupted.
+
+        The replacement is computed under the hidden name ``.<name>.overwrite`` and published
+        when complete; a staged name that remains means the replacement is pending.
+        """
+        if L.RESULTS not in self.root:
+            return []
+        res = self.root[L.RESULTS]
+        out = []
+        for a in sorted(res.group_keys()):
+            for n in sorted(res[a].group_keys()):
+                if n.startswith(".") and n.endswith(".overwrite"):
+                    out.append(f"{a}/{n[1:-len('.overwrite')]}")
+        return out
+
     def write_result(self, analysis: str, name: str, ds: Any, staging: bool = False) -> None:
         """Write an xarray Dataset to ``/results/<analysis>/<name>`` (replacing it).
 

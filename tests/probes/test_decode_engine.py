@@ -255,6 +255,7 @@ def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url,
         run_probes(store_url, name="t", n_workers=1, config=other, overwrite=True)
     store = open_store(store_url)
     assert store.result_names("probes") == ["t"]  # the staging copy is not listed
+    assert store.staged_result_names() == ["probes/t"]  # but shown as a pending replacement
     kept = store.read_result("probes", "t")
     assert kept.attrs["actstore.config_key"] == FAST.key()
     np.testing.assert_array_equal(kept.accuracy.values, old.accuracy.values)
@@ -264,6 +265,7 @@ def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url,
     assert (new.attrs["computed"], new.attrs["reused"]) == (9, 3)
     store = open_store(store_url)
     assert not store.has_result("probes", ".t.overwrite")
+    assert store.staged_result_names() == []
     assert store.read_result("probes", "t").attrs["actstore.config_key"] == other.key()
     assert json.loads(new.attrs["actstore.config"])["n_splits"] == 4
 
