@@ -9,7 +9,8 @@ DEMO_STORE ?= demo.zarr
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of torch first: a bare torch requirement would pull a multi-GB CUDA build.
+	# torch pinned first, so that actstore's torch>=2.4 requirement installs nothing more (where
+	# this exact version is already present, e.g. a CPU build, it is kept; see README.md).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
