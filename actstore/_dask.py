@@ -8,6 +8,7 @@ existing cluster instead; every worker must then reach the same store URL.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -195,4 +196,12 @@ def dask_client(
         yield client
     finally:
         client.close()
-        cluster.close()
+        # a worker still busy at close (e.g. a long matrix product) is killed after a few
+        # seconds; the nanny's warning about it says nothing the user must act on
+        nanny_log = logging.getLogger("distributed.nanny")
+        level = nanny_log.level
+        nanny_log.setLevel(logging.ERROR)
+        try:
+            cluster.close()
+        finally:
+            nanny_log.setLevel(level)

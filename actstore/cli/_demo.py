@@ -26,13 +26,15 @@ def _size(n: int | None) -> str:
     help=(
         "Train a small Trifeature sweep (AlexNet-style CNN; shape, texture, colour; 2 seeds; "
         "6 checkpoints from step 0) into STORE (default demo.zarr): a few minutes on 2 CPU "
-        "cores. Resumable. The store is then ready for `actstore probe`."
+        "cores. Then ridge decoders of every feature (results/probes/demo), linear CKA of the "
+        "last checkpoint's layers (results/similarity/demo-cka) and an HTML report in "
+        "a folder next to the store (demo-report/ for demo.zarr). Resumable."
     ),
 )
 def demo_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")] = "demo.zarr",
     tiny: Annotated[
-        bool, typer.Option("--tiny", help="Same runs at tiny sizes (seconds; for smoke tests).")
+        bool, typer.Option("--tiny", help="Same runs at tiny sizes (about 30 s; for smoke tests).")
     ] = False,
     workers: Annotated[
         int | None, typer.Option(help="Local Dask workers (default: one per core).")
