@@ -42,7 +42,10 @@ def main() -> None:
     from actstore.probes import probe_arrays
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "torch")
+    # the matmul rate is measured with torch, on the GPU or on the CPU: the engine's device
+    # must be the same one
+    ap.add_argument("--device", choices=("cuda", "torch"),
+                    default="cuda" if torch.cuda.is_available() else "torch")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--widths", default="256,1024,4096")
     ap.add_argument("--features", type=int, default=3)

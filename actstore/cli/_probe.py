@@ -135,13 +135,14 @@ def probe_cmd(
             f"one of {', '.join(config.decoders)}"
         )
     check_execution(scheduler, workers, scheduler_timeout)
-    if device in ("cuda", "cupy") and scheduler is None:
-        from actstore.probes._backend import gpu_available
+    if scheduler is None:
+        from actstore.probes._backend import check_device
 
-        if not gpu_available():
-            raise ActstoreError(f"--device {device} was asked for, but no GPU is visible")
-        # Local workers would all share the first GPU; one process drives it best.
-        workers = 1 if workers is None else workers
+        # the workers of a --scheduler may have the GPU this machine lacks
+        check_device(device)
+        if device in ("cuda", "cupy"):
+            # Local workers would all share the first GPU; one process drives it best.
+            workers = 1 if workers is None else workers
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

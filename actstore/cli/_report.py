@@ -10,7 +10,6 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from actstore._errors import ActstoreError
 from actstore.cli._app import command
 
 console = Console()
@@ -175,10 +174,9 @@ def complexity_cmd(
 ) -> None:
     from actstore.cli._similarity import _bars
     from actstore.probes import run_complexity
-    from actstore.probes._backend import BACKENDS
+    from actstore.probes._backend import check_device
 
-    if device not in BACKENDS:
-        raise ActstoreError(f"unknown device {device!r}; choose one of {', '.join(BACKENDS)}")
+    check_device(device)
     with _bars(not as_json) as progress:
         ds = run_complexity(
             store, name=name, runs=runs, k=k, layer=layer, step=step, layers=_layers(layers),

@@ -14,8 +14,12 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_array, is_torch_array
 
+from actstore._errors import ActstoreError
+
 __all__ = [
     "BACKENDS",
+    "DeviceUnavailableError",
+    "check_device",
     "cupy_available",
     "device_of",
     "get_namespace",
@@ -28,6 +32,14 @@ __all__ = [
 
 #: Names accepted by ``--device`` and :func:`move_to`.
 BACKENDS = ("numpy", "torch", "cuda", "cupy")
+
+
+class DeviceUnavailableError(ActstoreError, RuntimeError):
+    """A backend was asked for that this machine cannot run (no GPU, library missing).
+
+    An :class:`~actstore._errors.ActstoreError`, so the CLI reports it as one line, also on
+    a Dask worker without the device.
+    """
 
 
 def get_namespace(*arrays: Any) -> Any:
@@ -106,6 +118,48 @@ def gpu_available() -> bool:
     return cupy_available()
 
 
+def check_device(device: str | None) -> None:
+    """Refuse an unknown backend name, or one this machine cannot run, before any work.
+
+    Parameters
+    ----------
+    device : {"numpy", "torch", "cuda", "cupy"} or None
+        ``None`` (the data's own backend) and ``"numpy"`` always pass.
+
+    Raises
+    ------
+    ActstoreError
+        Unknown name (listing the valid ones).
+    DeviceUnavailableError
+        torch is not installed (``torch``, ``cuda``), torch sees no CUDA device (``cuda``), or
+        cupy is missing or sees no GPU (``cupy``).
+    """
+    if device is None or device == "numpy":
+        return
+    if device not in BACKENDS:
+        raise ActstoreError(f"unknown device {device!r}; choose one of {', '.join(BACKENDS)}")
+    if device in ("torch", "cuda"):
+        if importlib.util.find_spec("torch") is None:
+            raise DeviceUnavailableError(
+                f"--device {device} needs torch; pip install torch (the CUDA build for a GPU)"
+            )
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                "--device cuda was asked for, but torch sees no CUDA device (a CPU-only torch "
+                "build, or no GPU visible); use --device numpy or torch"
+            )
+        return
+    if importlib.util.find_spec("cupy") is None:
+        raise DeviceUnavailableError(
+            "--device cupy needs cupy; pip install 'actstore[gpu]', or use --device cuda "
+            "(torch)"
+        )
+    if not cupy_available():
+        raise DeviceUnavailableError("--device cupy was asked for, but cupy sees no GPU")
+
+
 def move_to(x: Any, backend: str, dtype: Any = None) -> Any:
     """Convert a host or device array to ``backend``.
 
@@ -117,9 +171,16 @@ def move_to(x: Any, backend: str, dtype: Any = None) -> Any:
         ``"torch"`` is torch on the CPU; ``"cuda"`` is torch on the current CUDA device.
     dtype : str, optional
         ``"float32"`` or ``"float64"``; keeps the input's dtype when omitted.
+
+    Raises
+    ------
+    ActstoreError
+        Unknown backend.
+    DeviceUnavailableError
+        The backend cannot run here (see :func:`check_device`).
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ActstoreError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "numpy":
         out = to_numpy(x)
         return out if dtype is None else out.astype(dtype, copy=False)
@@ -127,20 +188,41 @@ def move_to(x: Any, backend: str, dtype: Any = None) -> Any:
         import torch
 
         if backend == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
-        dev = "cuda" if backend == "cuda" else "cpu"
-        t = x if is_torch_array(x) else torch.from_numpy(np.ascontiguousarray(to_numpy(x)))
+            check_device("cuda")
         tdtype = None if dtype is None else getattr(torch, str(np.dtype(dtype)))
-        # Pinned host memory lets the host-to-device copy overlap with compute.
-        if dev == "cuda" and t.device.type == "cpu":
-            t = t.pin_memory()
-        return t.to(device=dev, dtype=tdtype, non_blocking=True)
+        if backend == "torch":
+            t = x if is_torch_array(x) else _host_tensor(torch, to_numpy(x))
+            # a blocking copy: a non-blocking device-to-host copy may be read before it lands
+            return t.to(device="cpu", dtype=tdtype)
+        if is_torch_array(x):
+            t = x
+            if t.device.type == "cpu" and not t.is_pinned():
+                t = t.pin_memory()
+        else:
+            host = to_numpy(x)
+            # Pinned host memory lets the host-to-device copy overlap with compute; the copy
+            # into it is the one host copy this move makes.
+            t = torch.empty(host.shape, dtype=_torch_dtype(torch, host.dtype), pin_memory=True)
+            t.numpy()[...] = host
+        return t.to(device="cuda", dtype=tdtype, non_blocking=True)
     if not cupy_available():
-        raise RuntimeError("--device cupy was asked for, but cupy is missing or sees no GPU")
+        check_device("cupy")
     import cupy
 
     out = cupy.asarray(to_numpy(x) if not is_cupy_array(x) else x)
     return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _host_tensor(torch: Any, a: np.ndarray) -> Any:
+    """A CPU tensor sharing ``a``'s memory where torch can (a copy for read-only arrays)."""
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # torch.from_numpy warns on read-only memory
+        a = a.copy()
+    return torch.from_numpy(a)
+
+
+def _torch_dtype(torch: Any, dt: np.dtype) -> Any:
+    return torch.from_numpy(np.empty(0, dtype=dt)).dtype
 
 
 def unit_minus_gram(A: Any, offset: float) -> Any:
@@ -169,6 +251,8 @@ def spd_solve(M: Any, B: Any) -> Any:
     numpy reads the upper triangle of ``M`` only (see :func:`unit_minus_gram`) and may
     overwrite ``M``. Falls back to a general solve (on the symmetrised matrix) where the
     Cholesky factorisation fails, e.g. when ``M`` is singular to working precision.
+    Other backends also take batches (``M`` of shape (..., m, m), ``B`` (..., m, q)) and
+    check the factorisations with one device-to-host sync.
     """
     if isinstance(M, np.ndarray):
         from scipy.linalg import LinAlgError, cho_factor, cho_solve
@@ -183,7 +267,7 @@ def spd_solve(M: Any, B: Any) -> Any:
         import torch
 
         L, info = torch.linalg.cholesky_ex(M)
-        if int(info) == 0:
+        if not bool(torch.any(info != 0)):  # one sync for a whole batch
             return torch.cholesky_solve(B, L)
         return torch.linalg.solve(M, B)
     xp = get_namespace(M)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
+from actstore.probes._backend import check_device
 from actstore.probes._decode import (
     PENALTY,
     RESULT_VARS,
@@ -545,9 +546,10 @@ def run_probes(
     Raises
     ------
     ActstoreError
-        Bad input: found before anything is computed, or (NaN/Inf activations, a corrupt
-        chunk) while a job reads its array; in that case the results of this call are
-        discarded and the stored result is left as it was.
+        Bad input, or (without ``scheduler``) a device this machine cannot run: found before
+        anything is computed; or (NaN/Inf activations, a corrupt chunk, a worker without the
+        device) while a job runs; in that case the results of this call are discarded and the
+        stored result is left as it was.
     ProbeInterrupted
         On Ctrl-C, after the finished jobs were written.
     """
@@ -556,6 +558,9 @@ def run_probes(
 
     config = config or ProbeConfig()
     check_result_name(name)
+    if scheduler is None:
+        # local workers run on this machine: a device it lacks fails now, not in every job
+        check_device(config.device)
     store = open_store(url, mode="a", storage_options=storage_options)
     plan = plan_probes(store, runs, checkpoints, layers, features, config, strict)
     if not plan.jobs:

@@ -107,7 +107,8 @@ def gradient_x_activation(
     ----------
     head : callable
         Torch function from the layer ``h`` (batch, n_units) to logits (batch, n_classes),
-        e.g. a ``torch.nn.Linear`` or a small non-linear read-out.
+        e.g. a ``torch.nn.Linear`` or a small non-linear read-out. A module's first
+        parameter sets the dtype and the device (CPU or GPU) the computation runs on.
     codes : ndarray of shape (n_samples, k)
     dictionary : ndarray of shape (k, n_units)
     labels : ndarray of shape (n_samples,), int
@@ -122,23 +123,29 @@ def gradient_x_activation(
     import torch
 
     Z = np.asarray(codes, dtype=np.float64)
-    D = torch.as_tensor(np.asarray(dictionary, dtype=np.float64))
-    if Z.shape[1] != D.shape[0]:
-        raise ActstoreError(f"codes have {Z.shape[1]} atoms but the dictionary {D.shape[0]}")
+    dictionary = np.asarray(dictionary, dtype=np.float64)
+    if Z.shape[1] != dictionary.shape[0]:
+        raise ActstoreError(
+            f"codes have {Z.shape[1]} atoms but the dictionary {dictionary.shape[0]}"
+        )
     y = np.asarray(labels, dtype=np.int64)
     if y.shape != (Z.shape[0],):
         raise ActstoreError(f"labels must have shape ({Z.shape[0]},), got {y.shape}")
-    dtype = next((p.dtype for p in getattr(head, "parameters", lambda: [])()), torch.float64)
-    total = torch.zeros(Z.shape[1], dtype=torch.float64)
+    # the head's first parameter tells its dtype and device (a head on a GPU runs there)
+    first = next(iter(getattr(head, "parameters", lambda: [])()), None)
+    dtype = torch.float64 if first is None else first.dtype
+    dev = torch.device("cpu") if first is None else first.device
+    D = torch.as_tensor(dictionary, device=dev)
+    total = torch.zeros(Z.shape[1], dtype=torch.float64, device=dev)
     for a in range(0, Z.shape[0], batch_size):
-        z = torch.tensor(Z[a : a + batch_size], requires_grad=True)
+        z = torch.tensor(Z[a : a + batch_size], device=dev, requires_grad=True)
         h = (z @ D).to(dtype)  # (B, n_units)
         logits = head(h)  # (B, n_classes)
-        yb = torch.as_tensor(y[a : a + batch_size])
+        yb = torch.as_tensor(y[a : a + batch_size], device=dev)
         picked = logits.gather(1, yb[:, None]).sum()
         (grad,) = torch.autograd.grad(picked, z)  # (B, k)
         total += (grad * z).detach().sum(dim=0)
-    return (total / Z.shape[0]).numpy()
+    return (total / Z.shape[0]).cpu().numpy()  # one device-to-host copy at the end
 
 
 @dataclass

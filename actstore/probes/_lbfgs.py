@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from actstore.probes._backend import get_namespace, to_numpy
+from actstore.probes._backend import device_of, get_namespace, to_numpy
 
 __all__ = ["SoftmaxProblems", "solve_problems"]
 
@@ -41,6 +41,10 @@ def _dev(x: Any) -> Any:
 def _on(a: np.ndarray, like: Any, dtype: Any = None) -> Any:
     xp = get_namespace(like)
     return xp.asarray(a, dtype=dtype if dtype is not None else like.dtype, device=_dev(like))
+
+
+def _on_host(x: Any) -> bool:
+    return device_of(x) == "cpu"
 
 
 def _np(x: Any) -> np.ndarray:
@@ -110,8 +114,11 @@ class SoftmaxProblems:
             lo, hi = max(q, p0), min(q + npg, p1)
             if lo < hi:
                 groups.append((int(self.col0[lo]) - c0, hi - lo, c, g, lo - q, lo - p0))
-        # Rows per block: keep the (rows, columns) intermediates near 512 KiB.
-        rows = max(64, min(e - a, (1 << 16) // max(c1 - c0, 1)))
+        # Rows per block: on a CPU keep the (rows, columns) intermediates near 512 KiB, in
+        # cache; on a GPU, where every block costs kernel launches and caches do not hold the
+        # rows anyway, take up to 16 Mi entries (64 MiB in float32) at once.
+        entries = (1 << 16) if _on_host(self.Z) else (1 << 24)
+        rows = max(64, min(e - a, entries // max(c1 - c0, 1)))
         return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
                       _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),

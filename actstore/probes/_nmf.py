@@ -166,17 +166,19 @@ def _scan(source: CachedSource, negative: str) -> tuple[float, float, float, int
         xp = get_namespace(blk)
         A = xp.astype(blk, xp.float64)
         neg = xp.clip(A, None, 0.0)
-        has_neg = bool(xp.any(neg < 0))  # sync point: one flag per block
-        if has_neg and negative == "error":
+        A = xp.clip(A, 0.0, None)
+        # sync point: the block's minimum and sums come back together, once per block
+        low, s1, s2, s3 = to_numpy(xp.stack([xp.min(neg), xp.sum(A), xp.sum(A * A),
+                                             xp.sum(neg * neg)])).tolist()
+        if low < 0 and negative == "error":
             row = a + int(np.flatnonzero((to_numpy(neg) < 0).any(axis=1))[0])
             raise ActstoreError(
                 f"{source.name}: activations are negative (first in sample row {row}); "
                 "NMF needs non-negative data (post-ReLU layers), or pass negative='clip'"
             )
-        A = xp.clip(A, 0.0, None)
-        total += float(xp.sum(A))
-        sq += float(xp.sum(A * A))
-        removed += float(xp.sum(neg * neg))
+        total += s1
+        sq += s2
+        removed += s3
         n += b - a
     return total, sq, removed, n
 

@@ -115,9 +115,10 @@ class Signature:
 
 def _centre(X: Any, xp: Any) -> tuple[Any, bool]:
     """Column-centre ``X``; also say whether nothing but round-off is left."""
+    from actstore.probes._backend import to_numpy
+
     Xc = X - xp.mean(X, axis=0, keepdims=True)
-    raw = float(xp.sum(X * X))
-    left = float(xp.sum(Xc * Xc))
+    raw, left = (float(v) for v in to_numpy(xp.stack([xp.sum(X * X), xp.sum(Xc * Xc)])))
     return Xc, left <= (_REL_CONSTANT**2) * raw
 
 
@@ -229,7 +230,8 @@ class _RBFCKA(Signature):
         for r0, r1 in chunks:
             D2 = self._sqdist(r0, r1)
             upper.append(D2[strict_upper_mask(r1 - r0, n - r0, xp, D2)])
-        v = xp.sort(xp.concat(upper)) if upper else xp.zeros((0,), dtype=X.dtype)
+        v = xp.sort(xp.concat(upper)) if upper else xp.zeros((0,), dtype=X.dtype,
+                                                              device=_device(X))
         self.sigma2 = t * t * _full_median(v, n)
         if not self.sigma2 > 0:
             self.degenerate = True

@@ -458,13 +458,17 @@ def _feature_block(SA: list[Signature], SB: list[Signature], same: bool) -> np.n
     ob = np.cumsum(np.array([0] + [f.shape[1] for f in FB]))
     V = np.zeros((len(SA), len(SB)))
     reduce = SA[0].pair_reduce
+    at, vals = [], []
     for i in range(len(SA)):
         for j in range(i if same else 0, len(SB)):
             blk = C[oa[i] : oa[i + 1], ob[j] : ob[j + 1]]
-            if reduce == "nuclear":
-                V[i, j] = float(xp.sum(xp.linalg.svdvals(blk)))
-            else:
-                V[i, j] = float(xp.sum(blk * blk))
+            at.append((i, j))
+            vals.append(xp.sum(xp.linalg.svdvals(blk)) if reduce == "nuclear"
+                        else xp.sum(blk * blk))
+    if at:
+        # the values stay on the device until one copy of them all (one sync, not one a pair)
+        rows, cols = zip(*at, strict=True)
+        V[list(rows), list(cols)] = to_numpy(xp.stack(vals))
     terms: list[Any] = [s.pair_terms() for s in SA]
     if terms[0] is not None:
         # Unbiased HSIC (times n (n - 3)) from feature-space sums, see _signatures.

@@ -9,7 +9,9 @@ PNG. ``alignment_job`` aligns the units of two or more runs layer by layer and w
 Execution: ``scheduler=None`` starts a local Dask cluster (one worker process per core),
 ``scheduler="tcp://..."`` uses a running one, ``scheduler="sync"`` computes in this process.
 Stores in memory (``memory://``) are always computed in this process, since workers in other
-processes cannot see them. Work is split so that each task re-opens the store by URL:
+processes cannot see them; so is a similarity with ``device="cuda"``/``"cupy"`` and neither
+``scheduler`` nor ``n_workers`` (local workers would all share one GPU). Work is split so
+that each task re-opens the store by URL:
 
 * Gram path — stimulus blocks (each task forms the signature strips of its blocks for all
   representations and returns partial M x M sums);
@@ -39,6 +41,7 @@ from actstore.probes._alignment import (
     mutual_information,
     split_mask,
 )
+from actstore.probes._backend import BACKENDS, check_device
 from actstore.probes._bootstrap import bootstrap_indices, bootstrap_replicates, summarize_bootstrap
 from actstore.probes._moments import PairMoments
 from actstore.probes._select import COORDS, Selection, _absolute, select
@@ -218,7 +221,9 @@ def similarity_job(
     ci, seed
         Confidence level and seed of the bootstrap.
     method, device, max_memory
-        See :func:`actstore.probes.similarity_matrix`.
+        See :func:`actstore.probes.similarity_matrix`. A device this machine cannot run
+        (:func:`~actstore.probes._backend.check_device`) is refused before anything is read,
+        unless ``scheduler`` names a running cluster (whose workers may have it).
     scheduler, n_workers
         Dask execution (see the module docstring).
     png : str, optional
@@ -248,6 +253,9 @@ def similarity_job(
         )
     check_seed(seed, "bootstrap seed")
     check_workers(n_workers)
+    if scheduler is None or scheduler in ("sync", "none") or device not in BACKENDS:
+        # (the workers of a running cluster may have the GPU that this machine lacks)
+        check_device(device)
     if png:
         check_heatmap_path(png)
     st = open_store(store, mode="a" if write else "r") if isinstance(store, str) else store
@@ -262,7 +270,10 @@ def similarity_job(
         check_settings(st, "similarity", name, settings, overwrite)
     plan = plan_similarity([r.shape for r in reps], metric, method=method,
                            max_memory=max_memory, **params)
-    local = _in_process(st.url, scheduler)
+    # local workers would all share one GPU: with a GPU device and no cluster, this process
+    # drives it (several GPUs: a dask-cuda cluster and ``scheduler``)
+    gpu_local = device in ("cuda", "cupy") and scheduler is None and n_workers is None
+    local = gpu_local or _in_process(st.url, scheduler)
     workers = 1 if local else (n_workers or _workers(scheduler))
     common: dict[str, Any] = {"names": labels, "device": device}
     if plan.method == "gram":

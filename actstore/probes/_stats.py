@@ -121,10 +121,12 @@ class CachedSource:
 
     def _convert(self, a: int, b: int, block: Any, check: bool) -> Any:
         if check:
-            host = to_numpy(block) if self.backend is None else block
-            xp = get_namespace(host)
-            if not bool(xp.all(xp.isfinite(host))):
-                bad = a + int(np.flatnonzero(~np.isfinite(to_numpy(host)).all(axis=1))[0])
+            # checked where the block lives (numpy, torch or cupy): a device block is not
+            # copied to the host for it, and one flag comes back
+            arr = block if _is_array(block) else np.asarray(block)
+            xp = get_namespace(arr)
+            if not bool(xp.all(xp.isfinite(arr))):
+                bad = a + int(np.flatnonzero(~np.isfinite(to_numpy(arr)).all(axis=1))[0])
                 raise ActstoreError(
                     f"{self.name}: activations hold NaN or infinite values (first in sample row "
                     f"{bad}); re-capture the checkpoint or leave the layer out (--layers)"
@@ -154,6 +156,12 @@ class CachedSource:
             self._checked = True
             if cache is not None:
                 self._cache = cache
+
+
+def _is_array(x: Any) -> bool:
+    from array_api_compat import is_cupy_array, is_torch_array
+
+    return isinstance(x, np.ndarray) or is_torch_array(x) or is_cupy_array(x)
 
 
 def _itemsize(x: Any) -> int:

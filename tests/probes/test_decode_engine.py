@@ -366,4 +366,9 @@ def test_cuda_matches_numpy():
     X[:, 0] += a
     ref = probe_arrays(X, {"a": a}, n_splits=3)
     got = probe_arrays(X, {"a": a}, n_splits=3, device="cuda")
-    np.testing.assert_allclose(got.accuracy.values, ref.accuracy.values, atol=1e-12)
+    # ridge decoders are float64 throughout; the logistic ones iterate in float32, whose
+    # rounding differs between the GPU and the CPU (as between BLAS libraries)
+    np.testing.assert_allclose(got.accuracy.sel(decoder="ridge").values,
+                               ref.accuracy.sel(decoder="ridge").values, atol=1e-12)
+    np.testing.assert_allclose(got.accuracy.sel(decoder="logistic").values,
+                               ref.accuracy.sel(decoder="logistic").values, atol=0.01)
