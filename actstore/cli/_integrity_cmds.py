@@ -33,8 +33,15 @@ def verify_cmd(
     else:
         for p in problems:
             typer.echo(p.line())
-        typer.echo(f"{len(problems)} problem(s); `actstore repair {store}` resets them and "
-                   "redoes the slots whose checkpoint files still exist")
+        whole = {p.run for p in problems if p.run is None or p.step is None}
+        slots = [p for p in problems if p.run not in whole]
+        if slots:
+            typer.echo(f"{len(problems)} problem(s); `actstore repair {store}` resets the "
+                       f"{len(slots)} bad checkpoint slot(s) and redoes those whose checkpoint "
+                       "files still exist")
+        else:
+            typer.echo(f"{len(problems)} problem(s); `actstore repair` cannot fix these "
+                       "(see each line)")
     if problems:
         raise typer.Exit(1)
 
@@ -53,15 +60,25 @@ def repair_cmd(
     rep = repair(open_store(store, mode="a"), runs=run, redo=redo)
     if as_json:
         typer.echo(json.dumps(asdict(rep)))
+        if rep.unrepaired:
+            raise typer.Exit(1)
         return
-    if not rep.reset:
+    if not rep.reset and not rep.unrepaired:
         console.print(f"{store}: nothing to repair")
         return
-    console.print(f"reset {len(rep.reset)} slot(s); redid {len(rep.redone)} from their "
-                  f"checkpoint files")
+    if rep.reset:
+        console.print(f"reset {len(rep.reset)} slot(s); redid {len(rep.redone)} from their "
+                      f"checkpoint files")
+    why = ("not redone (--no-redo)" if not redo else
+           "no checkpoint file to redo it from")
     for r, s in rep.needs_rerun:
-        console.print(f"  run {r!r} checkpoint {s}: no checkpoint file; re-run the dump or "
-                      "training of this run to fill it")
+        console.print(f"  run {r!r} checkpoint {s}: {why}; re-run the dump or training of "
+                      "this run to fill it")
+    if rep.unrepaired:
+        for line in rep.unrepaired:
+            typer.echo(line)
+        typer.echo(f"{len(rep.unrepaired)} problem(s) that repair cannot fix (listed above)")
+        raise typer.Exit(1)
 
 
 @command("ingest", help="Import activations made elsewhere (.npy, .npz, HDF5 — e.g. "

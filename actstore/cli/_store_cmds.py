@@ -136,13 +136,18 @@ def dump_cmd(
         attrs=parse_kv(attr, "--attr"), factory_kwargs=parse_kv(model_arg, "--model-arg"),
         codec=codec,
     )
-    if len(checkpoints) == 1 and scheduler is None:
-        reports = [dump(store, run, model, checkpoints[0], probe_set, progress=not as_json,
-                        **common)]
-    else:
-        ids = run_ids_for(checkpoints, run) if len(checkpoints) > 1 else [run]
-        reports = dump_many(store, ids, checkpoints, model, probe_set, scheduler=scheduler,
-                            workers=workers, progress=not as_json, **common)
+    try:
+        if len(checkpoints) == 1 and scheduler is None:
+            reports = [dump(store, run, model, checkpoints[0], probe_set, progress=not as_json,
+                            **common)]
+        else:
+            ids = run_ids_for(checkpoints, run) if len(checkpoints) > 1 else [run]
+            reports = dump_many(store, ids, checkpoints, model, probe_set, scheduler=scheduler,
+                                workers=workers, progress=not as_json, **common)
+    except KeyboardInterrupt:
+        from actstore.cli._train import interrupted
+
+        raise interrupted() from None
     if as_json:
         out = [r.__dict__ for r in reports]
         typer.echo(json.dumps(out[0] if len(out) == 1 else out))

@@ -43,11 +43,6 @@ from actstore._dask import check_workers
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 __all__ = [
     "ANALYSES",
     "SCALES",
@@ -224,6 +219,35 @@ def _check_keys(table: Any, valid: tuple[str, ...], where: str) -> dict[str, Any
     return table
 
 
+#: options whose values are checked before training: name -> (check, what is expected)
+_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "folds": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "bootstrap": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "ci": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1"),
+    "k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "n_clusters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "decoders": (lambda v: isinstance(v, list) and bool(v)
+                 and all(isinstance(x, str) for x in v), "a list of decoder names"),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_values(opts: dict[str, Any], where: str) -> None:
+    """Refuse option values that would only fail after training (``folds = "5"``)."""
+    for key, value in opts.items():
+        if key in _VALUES and not _VALUES[key][0](value):
+            raise ActstoreError(f"{where}: {key} = {value!r} must be {_VALUES[key][1]}")
+
+
 def load_study(source: str, scale: str = "small") -> Study:
     """Read and check a study (a built-in name or a TOML file) at ``scale``.
 
@@ -243,20 +267,26 @@ def load_study(source: str, scale: str = "small") -> Study:
                 f"{', '.join(builtin_studies())}"
             )
         path = STUDY_DIR / f"{source}.toml"
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ActstoreError(f"study file {path} is not valid TOML: {e}") from None
+    from actstore.training._sweep import _read_toml
+
+    doc = _read_toml(path, "study")
     _check_keys(doc, _TOP, f"study {path.name}")
     scales = _check_keys(doc.get("scale", {}), SCALES, "[scale]")
     if scale not in SCALES:
         raise ActstoreError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     sc = _check_keys(scales.get(scale, {}), _SCALE, f"[scale.{scale}]")
     name = str(doc.get("name", path.stem))
-    sweep_doc = merge(_check_keys(doc.get("sweep", {}), tuple(doc.get("sweep", {})), "[sweep]"),
-                      sc.get("sweep", {}))
+    base = doc.get("sweep", {})
+    over_sweep = sc.get("sweep", {})
+    _check_keys(over_sweep, tuple(over_sweep) if isinstance(over_sweep, dict) else (),
+                f"[scale.{scale}.sweep]")
+    sweep_doc = merge(_check_keys(base, tuple(base) if isinstance(base, dict) else (),
+                                  "[sweep]"), over_sweep)
     keep = sc.get("variants")
     if keep is not None:
+        if not isinstance(keep, list) or not all(isinstance(v, str) for v in keep):
+            raise ActstoreError(f"[scale.{scale}] variants must be a list of variant names, "
+                                f"got {keep!r}")
         have = sweep_doc.get("variants", {})
         missing = [v for v in keep if v not in have]
         if missing:
@@ -272,7 +302,12 @@ def load_study(source: str, scale: str = "small") -> Study:
         _check_keys(opts, ANALYSES[kind][0], f"[scale.{scale}.analysis.{kind}]")
     analyses: list[dict[str, Any]] = []
     names: set[tuple[str, str]] = set()
-    for i, a in enumerate(doc.get("analysis", [])):
+    entries = doc.get("analysis", [])
+    if not isinstance(entries, list):
+        raise ActstoreError(
+            f"analysis of {path.name} must be a list of [[analysis]] tables, got {entries!r}"
+        )
+    for i, a in enumerate(entries):
         where = f"[[analysis]] #{i + 1} of {path.name}"
         if not isinstance(a, dict) or a.get("kind") not in ANALYSES:
             raise ActstoreError(
@@ -283,6 +318,7 @@ def load_study(source: str, scale: str = "small") -> Study:
         opts = {k: v for k, v in a.items() if k not in ("kind", "name")}
         opts.update(over.get(kind, {}))
         _check_keys(opts, ANALYSES[kind][0], f"{where} (kind {kind})")
+        _check_values(opts, f"{where} (kind {kind})")
         aname = str(a.get("name", "main"))
         if not aname or not all(c.isalnum() or c in "_-" for c in aname):
             raise ActstoreError(f"{where}: name {aname!r} must use letters, digits, _ and -")
@@ -473,9 +509,14 @@ def study_cmd(
                    f"{st.name} ({scale}): {len(plan['runs'])} runs into {store}; analyses: "
                    f"{', '.join(plan['analyses'])}, then the report")
         return
-    rep = run_study(st, store, workers=workers, scheduler=scheduler, serial=serial,
-                    report_dir=out, progress=not as_json,
-                    log=None if as_json else (lambda m: console.print(m, highlight=False)))
+    try:
+        rep = run_study(st, store, workers=workers, scheduler=scheduler, serial=serial,
+                        report_dir=out, progress=not as_json,
+                        log=None if as_json else (lambda m: console.print(m, highlight=False)))
+    except KeyboardInterrupt as e:  # a probe stage says what it saved
+        from actstore.cli._train import interrupted
+
+        raise interrupted(str(e)) from None
     if as_json:
         typer.echo(json.dumps(rep.to_json()))
         return

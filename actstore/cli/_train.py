@@ -173,8 +173,19 @@ def train_cmd(
         sets.append((key.strip(), parse_value(val.strip())))
     over = sweep_overrides(dataset, task, model, seeds, steps, checkpoints)
     sw = load_sweep(sweep, overrides=over, sets=sets)
-    report = run_sweep(
-        sw, store, scheduler=scheduler, n_workers=workers, serial=serial,
-        weights_dir=weights_dir, progress=not as_json, dry_run=dry_run, console=err_console,
-    )
+    try:
+        report = run_sweep(
+            sw, store, scheduler=scheduler, n_workers=workers, serial=serial,
+            weights_dir=weights_dir, progress=not as_json, dry_run=dry_run, console=err_console,
+        )
+    except KeyboardInterrupt:
+        raise interrupted() from None
     print_report(report, as_json)
+
+
+def interrupted(detail: str = "") -> typer.Exit:
+    """One line after Ctrl-C (exit code 130): what was kept, and how to continue."""
+    line = detail or ("interrupted; every checkpoint completed so far is kept; re-run the "
+                      "same command to continue")
+    typer.echo(f"actstore: {line}", err=True)
+    return typer.Exit(130)

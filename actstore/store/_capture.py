@@ -254,12 +254,17 @@ def check_values(a: np.ndarray, layer: str, step: int, dtype: str) -> np.ndarray
             f"layer {layer!r} at checkpoint {step} has {bad} NaN/Inf activations; fix the model "
             "or its inputs (nothing of this checkpoint was kept)"
         )
-    if dtype == "float16" and a.size:
+    if a.size and (dtype == "float16" or (a.dtype.kind == "f" and a.dtype.itemsize > 4)):
         m = float(np.abs(a).max())
-        if m > FLOAT16_MAX:
+        if dtype == "float16" and m > FLOAT16_MAX:
             raise ActstoreError(
                 f"layer {layer!r} at checkpoint {step} has values up to {m:.4g}, beyond "
                 "float16's range (65504); store it with --dtype float32"
+            )
+        if m > float(np.finfo(np.float32).max):
+            raise ActstoreError(
+                f"layer {layer!r} at checkpoint {step} has values up to {m:.4g}, beyond "
+                "float32's range (3.4e+38); rescale the activations"
             )
     return a.astype(dtype, copy=False)
 
@@ -313,6 +318,8 @@ class _SlotWriter:
             if name not in self.bufs:
                 s0 = start + pos
                 rows = min(shard, self.n - s0)
+                if rows <= 0:
+                    raise RuntimeError(f"layer {name!r} gives more rows than the probe set")
                 self.bufs[name] = (s0, np.empty((rows, *a.shape[1:]), dtype=a.dtype), 0)
             s0, buf, fill = self.bufs[name]
             take = min(len(buf) - fill, len(a) - pos)
@@ -415,8 +422,9 @@ def capture_slot(
         return False
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
-    if batch_size < 1:
-        raise ActstoreError(f"batch size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+            batch_size < 1):
+        raise ActstoreError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     ps = writer.store.probe_set(writer.probe_set_name)
     if ps.inputs is None:
         raise ActstoreError(
@@ -435,6 +443,7 @@ def capture_slot(
     wants_root = any(p == "" for _, p in sel)
 
     captured: dict[str, Any] = {}
+    raw_shape: dict[str, tuple[int, ...]] = {}
     applied: dict[str, tuple[str, list[int]]] = {}
 
     def hook_for(cname: str) -> Callable[..., None]:
@@ -442,6 +451,7 @@ def capture_slot(
             t = _first_tensor(out)
             if t is None:
                 raise ActstoreError(f"layer {cname!r} returned no tensor; choose another layer")
+            raw_shape[cname] = tuple(int(k) for k in t.shape)
             red, used = reduce_output(t.detach(), specs[cname], cname)
             applied.setdefault(cname, (used, list(t.shape[1:])))
             # device-to-host sync point: the reduced batch is copied to host memory
@@ -483,6 +493,15 @@ def capture_slot(
                         f"layers {missing} produced no output in the forward pass; they are not "
                         "used by this model's forward(); choose other layers"
                     )
+                for c, _ in sel:
+                    if captured[c].shape[0] != len(xb):
+                        raise ActstoreError(
+                            f"layer {c!r} gives outputs of shape {raw_shape[c]} for a batch "
+                            f"of {len(xb)} samples: its first axis is not the batch (a "
+                            "sequence-first layer, or one that mixes samples); record other "
+                            "layers, or make this one batch-first (nothing of this checkpoint "
+                            "was kept)"
+                        )
                 batch = {c: check_values(captured[c], c, step, dtype) for c, _ in sel}
                 if sw is None:
                     writer.begin_slot(step, weights_hash, source)

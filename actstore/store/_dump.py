@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import importlib
 import importlib.util
@@ -228,6 +229,25 @@ def _load_state(path: Path) -> tuple[dict[str, Any], int | None]:
     raise ActstoreError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
 
 
+def check_options(runs: Sequence[str], dtype: str = "float32",
+                  reduce: str | dict[str, str] | None = None, batch_size: int = 256,
+                  codec: str = DEFAULT_CODEC) -> None:
+    """Refuse bad run ids and capture options before anything is written."""
+    from actstore.store._capture import parse_reduction
+    from actstore.store._layout import make_codecs
+    from actstore.store._run import _check_name
+
+    for run in runs:
+        _check_name(run)
+    if dtype not in ("float32", "float16"):
+        raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
+    for spec in [reduce] if isinstance(reduce, str) else list((reduce or {}).values()):
+        parse_reduction(spec)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ActstoreError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+    make_codecs(codec)
+
+
 def absolute_factory(spec: str) -> str:
     """``file.py:fn`` with an absolute path (the same run id from any directory)."""
     mod, sep, fn = spec.rpartition(":")
@@ -346,13 +366,10 @@ def dump(
     probe_set : str or ProbeSet
         A probe set in the store, an ``.npz`` file, or a :class:`ProbeSet`.
     """
-    from actstore.store._capture import parse_reduction, resolve_layers
+    from actstore.store._capture import resolve_layers
     from actstore.store._store import _exists, create_store, open_store, undo_additions
 
-    if dtype not in ("float32", "float16"):
-        raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
-    for spec in [reduce] if isinstance(reduce, str) else list((reduce or {}).values()):
-        parse_reduction(spec)
+    check_options([run], dtype=dtype, reduce=reduce, batch_size=batch_size, codec=codec)
     check_device(device)
     check_store_path(store)
     if isinstance(model, str):
@@ -504,13 +521,15 @@ def dump_many(
     worker died redoes only what was not finished.
     """
     from actstore._dask import dask_client
-    from actstore.store._store import _exists, create_store, open_store
+    from actstore.store._store import _exists, create_store, open_store, undo_additions
 
     if len(runs) != len(checkpoint_dirs):
         raise ActstoreError(f"{len(runs)} run ids for {len(checkpoint_dirs)} directories")
     if not isinstance(model, str):
         raise ActstoreError("dumping on a cluster needs the model as package.module:factory")
     check_workers(workers)
+    check_options(runs, **{k: kwargs[k] for k in ("dtype", "reduce", "batch_size", "codec")
+                           if k in kwargs})
     if scheduler is None:  # on a cluster, the workers' devices count (checked there)
         check_device(kwargs.get("device", "cpu"))
     check_store_path(store)
@@ -529,9 +548,12 @@ def dump_many(
             f"no probe set {probe_set!r}: {store} does not exist yet; give the probe set as an "
             ".npz file (inputs and one label array per feature)"
         )
-    st = create_store(store) if not _exists(store) else open_store(store, mode="a")
+    url = store
+    created = not _exists(store)
+    st = create_store(store) if created else open_store(store, mode="a")
+    added = False
     if ps_obj is not None:
-        st.add_probe_set(ps_obj)
+        added = st.add_probe_set(ps_obj)
         st.consolidate()
     ps_name = ps_obj.name if ps_obj is not None else str(probe_set)
     st.probe_set(ps_name, inputs=False)  # exists, or a clear error
@@ -543,15 +565,23 @@ def dump_many(
     kwargs = {**kwargs, "model": model}
     from distributed import as_completed
 
-    with dask_client(scheduler, workers) as client:
-        futs = [client.submit(_dump_task, store, r, str(d), ps_name, kwargs, key=f"dump-{r}",
-                              pure=False, retries=2)
-                for r, d in zip(runs, checkpoint_dirs, strict=True)]
-        bar = _progress(progress, len(futs))
-        out = {}
-        with bar:
-            for fut in as_completed(futs):
-                res = fut.result()
-                out[res["run"]] = DumpReport(res["run"], res["written"], res["skipped"])
-                bar.advance(1)
+    try:
+        with dask_client(scheduler, workers) as client:
+            futs = [client.submit(_dump_task, store, r, str(d), ps_name, kwargs,
+                                  key=f"dump-{r}", pure=False, retries=2)
+                    for r, d in zip(runs, checkpoint_dirs, strict=True)]
+            bar = _progress(progress, len(futs))
+            out = {}
+            with bar:
+                for fut in as_completed(futs):
+                    res = fut.result()
+                    out[res["run"]] = DumpReport(res["run"], res["written"], res["skipped"])
+                    bar.advance(1)
+    except Exception:
+        # what the failing call added goes again: the store it made (if no run is in it), or
+        # the probe set no run uses; complete checkpoints of any run stay
+        with contextlib.suppress(Exception):
+            undo_additions(url, open_store(url, mode="a"), created,
+                           ps_name if added else None)
+        raise
     return [out[r] for r in runs]

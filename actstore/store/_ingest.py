@@ -19,19 +19,43 @@ __all__ = ["ingest", "read_activation_file", "read_labels_csv"]
 def read_labels_csv(path: str | Path) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """Labels from a CSV with a header: one column per feature, optional ``sample`` column.
 
-    Numeric columns become int64 (all integers) or float64; others stay strings.
+    Numeric columns become int64 (all integers) or float64; others stay strings. The file is
+    read as UTF-8 (a byte-order mark is allowed); every row must have one value per column.
     """
     p = Path(path)
     if not p.is_file():
         raise ActstoreError(f"labels file {p} does not exist")
-    with p.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as f:
+            table = [row for row in csv.reader(f) if row]
+    except UnicodeDecodeError as e:
+        raise ActstoreError(
+            f"labels file {p} is not UTF-8 text ({e.reason} at byte {e.start}); save it as a "
+            "UTF-8 CSV"
+        ) from None
+    except csv.Error as e:
+        raise ActstoreError(f"labels file {p} is not a readable CSV: {e}") from None
+    if len(table) < 2:
         raise ActstoreError(f"labels file {p} has no rows (it needs a header and one row per "
                             "sample)")
+    header = [h.strip() for h in table[0]]
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ActstoreError(
+            f"labels file {p} has the column {dup[0]!r} more than once; give each column its "
+            "own name"
+        )
+    rows = table[1:]
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ActstoreError(
+                f"labels file {p}: data row {i + 1} has {len(row)} value(s), but the header "
+                f"names {len(header)} column(s) ({', '.join(header)}); give one value per "
+                "column in every row"
+            )
     cols: dict[str, np.ndarray] = {}
-    for key in rows[0]:
-        vals = [r[key] for r in rows]
+    for j, key in enumerate(header):
+        vals = [r[j] for r in rows]
         for cast in (int, float):
             try:
                 cols[key] = np.asarray([cast(v) for v in vals])
@@ -44,6 +68,25 @@ def read_labels_csv(path: str | Path) -> tuple[np.ndarray | None, dict[str, np.n
     return sample, cols
 
 
+def _load_arrays(p: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if p.suffix == ".npy":
+        out[canonical_name(p.stem)] = np.load(p, allow_pickle=False)
+    elif p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            out = {canonical_name(k): z[k] for k in z.files}
+    else:
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    out[canonical_name(name.replace("/", "_"))] = obj[...]
+
+            f.visititems(visit)
+    return out
+
+
 def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, np.ndarray]:
     """Layer name -> activations (n_samples, ...) from .npy, .npz or .h5/.hdf5.
 
@@ -53,23 +96,19 @@ def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, 
     p = Path(path)
     if not p.is_file():
         raise ActstoreError(f"activation file {p} does not exist")
-    out: dict[str, np.ndarray] = {}
-    if p.suffix == ".npy":
-        out[canonical_name(p.stem)] = np.load(p, allow_pickle=False)
-    elif p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            out = {canonical_name(k): z[k] for k in z.files}
-    elif p.suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(p, "r") as f:
-            def visit(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    out[canonical_name(name.replace("/", "_"))] = obj[...]
-
-            f.visititems(visit)
-    else:
+    if p.suffix not in (".npy", ".npz", ".h5", ".hdf5"):
         raise ActstoreError(f"cannot read {p}: use .npy, .npz, .h5 or .hdf5")
+    try:
+        out = _load_arrays(p)
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+        if "allow_pickle" in why:
+            why = "it holds pickled Python objects or other data, not plain numeric arrays"
+        raise ActstoreError(
+            f"cannot read activation file {p} ({why}); give numeric arrays saved with "
+            "numpy.save / numpy.savez or HDF5 datasets"
+        ) from None
     if key is not None:
         if canonical_name(key) not in out:
             raise ActstoreError(f"{p} has no array {key!r}; it has {', '.join(out)}")
@@ -77,6 +116,29 @@ def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, 
     if not out:
         raise ActstoreError(f"{p} holds no arrays")
     return out
+
+
+def _check_same(w: Any, step: int, layers: dict[str, np.ndarray]) -> None:
+    """A complete checkpoint is never overwritten: refuse activations that differ from it."""
+    from actstore.store._run import RunReader
+
+    rd = RunReader(w.store, w.run_id)
+    where = f"checkpoint {step} of run {w.run_id!r}"
+    fix = ("nothing was changed (a complete checkpoint is never overwritten); ingest these "
+           "activations as another --step or into a new --run")
+    if set(rd.layers) != set(layers):
+        raise ActstoreError(
+            f"{where} is complete with layers {', '.join(rd.layers)}, but these files give "
+            f"{', '.join(sorted(layers))}; {fix}"
+        )
+    for name, arr in layers.items():
+        old = rd.read(name, step)
+        new = arr.reshape(len(arr), -1)
+        same = old.shape == new.shape and np.array_equal(old, new.astype(old.dtype))
+        if not same:
+            what = (f"other values of layer {name!r}" if old.shape == new.shape else
+                    f"layer {name!r} with shape {old.shape}, not {new.shape}")
+            raise ActstoreError(f"{where} already holds {what}; {fix}")
 
 
 def ingest(
@@ -109,20 +171,41 @@ def ingest(
     """
     from actstore.store._store import _exists, create_store, open_store, undo_additions
 
+    if dtype not in ("float32", "float16"):
+        raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     sample, cols = read_labels_csv(labels)
     layers: dict[str, np.ndarray] = {}
+    origin: dict[str, str] = {}
     for f in files:
         for name, arr in read_activation_file(f).items():
             if name in layers:
-                raise ActstoreError(f"layer {name!r} appears in two input files; rename one")
+                raise ActstoreError(
+                    f"layer {name!r} appears in two input files ({origin[name]} and {f}); "
+                    "rename one"
+                )
             layers[name] = arr
+            origin[name] = str(f)
     n = len(next(iter(cols.values()))) if cols else (len(sample) if sample is not None else 0)
     for name, arr in layers.items():
-        if arr.ndim < 2 or len(arr) != n:
+        where = f"layer {name!r} (from {origin[name]})"
+        if arr.dtype.kind not in "biuf":
+            raise ActstoreError(
+                f"{where} has dtype {arr.dtype}; activations must be real numbers (integers "
+                "or floats)"
+            )
+        if arr.ndim < 2:
+            raise ActstoreError(
+                f"{where} has shape {arr.shape}; give (n_samples, units), one row per sample "
+                "in the order of the labels file (a single unit is shape (n_samples, 1))"
+            )
+        if len(arr) != n:
             raise ActstoreError(
                 f"layer {name!r} has shape {arr.shape}, but {labels} has {n} samples; the "
-                "first axis must be the samples, in the order of the labels file"
+                f"first axis of {origin[name]} must be the samples, in the order of the "
+                "labels file"
             )
+        if arr.size == 0:
+            raise ActstoreError(f"{where} has shape {arr.shape}: no units to store")
         if arr.ndim > 2:
             layers[name] = arr.reshape(n, -1)
     ps = ProbeSet(probe_set or canonical_name(Path(labels).stem), labels=cols, sample=sample,
@@ -133,7 +216,11 @@ def ingest(
     meta = {"model": (attrs or {}).get("model", "external"), "dataset": ps.name, **(attrs or {})}
     try:
         with st.writer(run, ps.name, [step], attrs=meta, codec=codec) as w:
-            wrote = w.write_slot(step, layers, dtype=dtype)
+            wrote = False
+            if w.is_complete(step):
+                _check_same(w, step, layers)
+            else:
+                wrote = w.write_slot(step, layers, dtype=dtype)
     except BaseException:
         undo_additions(store, st, created, ps.name if added else None)
         raise

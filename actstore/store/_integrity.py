@@ -37,6 +37,31 @@ class Problem:
         return f"{self.kind}: {where}{key}: {self.detail}"
 
 
+def _record_again(run: str) -> str:
+    return (f"its checkpoints cannot be reset one by one: delete {L.RUNS}/{run} from the store "
+            "and record the run again (re-run its dump or training)")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def _run_names(store: Any) -> list[str]:
+    """The store's run ids, also when the metadata of one of them does not parse (which stops
+    zarr's own listing): then the names are the folders under ``runs/``."""
+    try:
+        return list(store.run_ids())
+    except Exception:
+        from zarr.core.sync import sync
+
+        async def children() -> list[str]:
+            return [k async for k in store.root.store.list_dir(L.RUNS)]
+
+        names = sync(children())
+        return sorted(n for n in names if n != "zarr.json" and not n.startswith("."))
+
+
 def _check_layer(rd: Any, layer: str, slot: int, step: int) -> list[Problem]:
     arr = rd.array(layer)
     rows = arr.chunks[1]
@@ -77,20 +102,41 @@ def verify(
         if not ok:
             problems.append(Problem("probe_set", None, None, None, f"{L.PROBE_SETS}/{name}",
                                     detail))
-    for r in runs or store.run_ids():
-        rd = store.reader(r)
+    ids = _run_names(store)
+    for r in runs or ids:
+        if r not in ids:
+            store.reader(r)  # an unknown run id is an error (one line), not a problem
+        try:
+            from actstore.store._run import RunReader
+
+            rd = RunReader(store, r)
+        except Exception as e:
+            problems.append(Problem(
+                "corrupt", r, None, None, f"{L.RUNS}/{r}/zarr.json",
+                f"run metadata unreadable ({_first_line(e)}); {_record_again(r)}"))
+            continue
         try:
             steps, status = rd.steps, rd.status
         except Exception as e:
-            problems.append(Problem("corrupt", r, None, None, f"{L.RUNS}/{r}/status",
-                                    f"slot table unreadable ({e})"))
+            problems.append(Problem(
+                "corrupt", r, None, None, f"{L.RUNS}/{r}/status",
+                f"slot table unreadable ({_first_line(e)}); {_record_again(r)}"))
             continue
+        layers = []
+        for layer in rd.layers:
+            try:
+                _ = rd.array(layer).shape  # opening the array reads its metadata
+                layers.append(layer)
+            except Exception as e:
+                problems.append(Problem(
+                    "corrupt", r, None, layer, f"{L.RUNS}/{r}/{layer}/zarr.json",
+                    f"layer array missing or unreadable ({_first_line(e)}); {_record_again(r)}"))
         for i, (step, st) in enumerate(zip(steps, status, strict=True)):
             if st == L.STATUS_WRITING:
                 problems.append(Problem("incomplete", r, int(step), None, None,
                                         "interrupted write (status 1)"))
             elif st == L.STATUS_COMPLETE:
-                for layer in rd.layers:
+                for layer in layers:
                     problems += _check_layer(rd, layer, i, int(step))
             if progress is not None:
                 progress(1)
@@ -105,6 +151,8 @@ class RepairReport:
     redone: list[tuple[str, int]] = field(default_factory=list)
     needs_rerun: list[tuple[str, int]] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
+    #: problems repair cannot fix (probe sets, runs whose metadata is damaged), as lines
+    unrepaired: list[str] = field(default_factory=list)
 
 
 def repair(store: Any, runs: list[str] | None = None, redo: bool = True) -> RepairReport:
@@ -120,9 +168,11 @@ def repair(store: Any, runs: list[str] | None = None, redo: bool = True) -> Repa
 
     problems = verify(store, runs)
     report = RepairReport(problems=[asdict(p) for p in problems])
+    broken = {p.run for p in problems if p.run is None or p.step is None}
+    report.unrepaired = [p.line() for p in problems if p.run in broken]
     bad: dict[str, set[int]] = {}
     for p in problems:
-        if p.run is not None and p.step is not None:
+        if p.run is not None and p.step is not None and p.run not in broken:
             bad.setdefault(p.run, set()).add(p.step)
     for run, steps in bad.items():
         rd = store.reader(run)

@@ -60,13 +60,18 @@ class ProbeSet:
         n = None
         if self.inputs is not None:
             self.inputs = np.asarray(self.inputs)
+            if self.inputs.ndim < 1:
+                raise ActstoreError(
+                    f"probe set {self.name!r}: inputs are a single value; give an array of "
+                    "shape (n_samples, ...)"
+                )
             if not self.inputs.dtype.isnative:
                 self.inputs = self.inputs.astype(self.inputs.dtype.newbyteorder("="))
             n = len(self.inputs)
         if self.sample is None:
             if n is None:
-                lens = {len(v) for v in self.labels.values()}
-                n = lens.pop() if len(lens) == 1 else None
+                lens = {len(v) if v.ndim else -1 for v in self.labels.values()}
+                n = lens.pop() if len(lens) == 1 and -1 not in lens else None
             if n is None:
                 raise ActstoreError(
                     f"probe set {self.name!r}: give inputs or sample ids (the label arrays "
@@ -74,7 +79,16 @@ class ProbeSet:
                 )
             self.sample = np.arange(n, dtype=np.int64)
         self.sample = _plain(self.sample)
+        if self.sample.ndim != 1:
+            raise ActstoreError(
+                f"probe set {self.name!r}: sample ids have shape {self.sample.shape}; give one "
+                "id per sample (a 1-D array)"
+            )
         n = len(self.sample)
+        if n == 0:
+            raise ActstoreError(
+                f"probe set {self.name!r} has no samples; give at least one stimulus"
+            )
         if self.inputs is not None and len(self.inputs) != n:
             raise ActstoreError(
                 f"probe set {self.name!r}: {len(self.inputs)} inputs but {n} sample ids; "

@@ -39,6 +39,15 @@ def _check_name(run_id: str) -> None:
         )
 
 
+def _as_step(step: Any) -> int:
+    """A checkpoint step as an int; a step that is no whole number is an error, never cut."""
+    if isinstance(step, (int, np.integer)) and not isinstance(step, (bool, np.bool_)):
+        return int(step)
+    if isinstance(step, (float, np.floating)) and float(step).is_integer():
+        return int(step)
+    raise ActstoreError(f"checkpoint step {step!r} must be a whole number >= 0")
+
+
 def _jsonable(obj: Any) -> Any:
     import json
 
@@ -217,7 +226,7 @@ class RunWriter:
         self.store = store
         self.run_id = run_id
         self.probe_set_name = probe_set
-        self.steps = sorted({int(s) for s in steps})
+        self.steps = sorted({_as_step(s) for s in steps})
         if any(s < 0 for s in self.steps):
             raise ActstoreError(f"checkpoint steps must be >= 0, got {self.steps}")
         self.identity = _jsonable({k: attrs.get(k) for k in IDENTITY_KEYS})
@@ -413,6 +422,7 @@ class RunWriter:
         return int(self.group["sample"].shape[0])
 
     def _slot_index(self, step: int) -> int:
+        step = _as_step(step)
         planned = [int(s) for s in self._attrs[L.ATTR_STEPS]]
         if int(step) not in planned:
             self._add_slots([int(step)])
@@ -425,6 +435,7 @@ class RunWriter:
         With ``weights_hash``, a complete slot recorded from other weights raises
         :class:`ProvenanceError` instead of being reused.
         """
+        step = _as_step(step)
         planned = [int(s) for s in self._attrs.get(L.ATTR_STEPS, [])]
         if int(step) not in planned:
             return False

@@ -255,10 +255,14 @@ def run_sweep(
     -------
     SweepReport
     """
-    from actstore._dask import check_workers, default_workers
+    from actstore._dask import check_execution
     from actstore.store import create_store, open_store
+    from actstore.store._store import _exists
+    from actstore.training._run import check_weights_dir
 
-    check_workers(n_workers)
+    check_execution(scheduler, n_workers)
+    if weights_dir is not None:
+        check_weights_dir(weights_dir)
     t0 = time.perf_counter()
     _, probe_sets, complete = plan_sweep(sweep, store)
     report = SweepReport(store=store, name=sweep.name)
@@ -271,10 +275,65 @@ def run_sweep(
         report.runs += [{"run_id": s.run_id, "status": "planned", "written": [], "wall_s": 0.0,
                          "final": {}} for s in todo]
         return report
+    if scheduler is None:  # on a cluster, the workers' devices count (checked there)
+        for spec in {s.train.device: s for s in todo}.values():
+            spec.train.check_device()
+    created = not _exists(store)
     st = create_store(store)
-    for ps in probe_sets.values():
-        st.add_probe_set(ps)
+    added = [ps.name for ps in probe_sets.values() if st.add_probe_set(ps)]
     st.consolidate()
+    try:
+        _train_all(sweep, store, todo, report, scheduler=scheduler, n_workers=n_workers,
+                   serial=serial, weights_dir=weights_dir, progress=progress, console=console,
+                   on_run=on_run)
+    except KeyboardInterrupt:
+        raise  # complete checkpoints are kept; a re-run continues
+    except BaseException:
+        _undo(store, created, added)
+        raise
+    if report.failed:
+        _undo(store, created, added)
+    else:
+        open_store(store, mode="a").consolidate()
+    order = {s.run_id: i for i, s in enumerate(sweep.runs)}
+    report.runs.sort(key=lambda r: order.get(r["run_id"], 0))
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _undo(store: str, created: bool, added: list[str]) -> None:
+    """After a sweep that failed: remove the store it created if no run is in it, else the
+    probe sets it added that no run uses (complete checkpoints are never removed)."""
+    from actstore.store import open_store
+    from actstore.store._store import undo_additions
+
+    try:
+        st = open_store(store, mode="a")
+        if created and not st.run_ids():
+            undo_additions(store, st, True, None)
+            return
+        for name in added:
+            undo_additions(store, st, False, name)
+        st.consolidate()
+    except Exception:  # the failure being reported matters more than this clean-up
+        pass
+
+
+def _train_all(
+    sweep: Sweep,
+    store: str,
+    todo: list[RunSpec],
+    report: SweepReport,
+    *,
+    scheduler: str | None,
+    n_workers: int | None,
+    serial: bool,
+    weights_dir: str | None,
+    progress: bool,
+    console: Any,
+    on_run: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    from actstore._dask import default_workers
 
     def finish(result: dict[str, Any]) -> None:
         report.runs.append(result)
@@ -316,8 +375,3 @@ def run_sweep(
                     bars.done(spec.run_id)
                     finish(result)
                 client.unsubscribe_topic(_TOPIC)
-    open_store(store, mode="a").consolidate()
-    order = {s.run_id: i for i, s in enumerate(sweep.runs)}
-    report.runs.sort(key=lambda r: order.get(r["run_id"], 0))
-    report.wall_s = time.perf_counter() - t0
-    return report

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from actstore._errors import ActstoreError, ProvenanceError
+from actstore.store._capture import resolve_layers
 from actstore.training._data import Dataset, Head
 from actstore.training._registry import (
     MODELS,
@@ -67,7 +68,17 @@ class CaptureConfig:
     def __post_init__(self) -> None:
         from actstore.store._capture import parse_reduction
 
+        layers = [self.layers] if isinstance(self.layers, str) else self.layers
+        if not isinstance(layers, (list, tuple)) or not layers or not all(
+                isinstance(x, str) and x.strip() for x in layers):
+            raise ActstoreError(
+                f"capture layers={self.layers!r} must be \"all\", a layer name or pattern, or a "
+                "list of them"
+            )
         if self.reduce is not None:
+            if not isinstance(self.reduce, str):
+                raise ActstoreError(f"capture reduce={self.reduce!r} must be a string such as "
+                                    "\"mean\" or \"randproj:512\"")
             parse_reduction(self.reduce)
         if self.dtype not in ("float32", "float16"):
             raise ActstoreError(f"capture dtype must be float32 or float16, not {self.dtype!r}")
@@ -139,7 +150,11 @@ class RunSpec:
         targets = task_targets(self.task, ds)
         heads = ds.heads(targets)
         with torch.device("meta"):  # checks shapes and parameters without allocating
-            build_model(self.model, ds.input_spec(), heads, self.model_params)
+            net = build_model(self.model, ds.input_spec(), heads, self.model_params)
+        try:
+            resolve_layers(net, self.capture.layers)
+        except ActstoreError as e:
+            raise ActstoreError(f"[capture] layers of model {self.model!r}: {e}") from None
         if self.train.first_head and self.train.first_head not in targets:
             raise ActstoreError(
                 f"train parameter first_head={self.train.first_head!r} is not a head of task "
@@ -226,6 +241,37 @@ def load_saved_model(config: str | os.PathLike[str], step: int | None = None) ->
     return model
 
 
+def check_weights_dir(weights_dir: str | os.PathLike[str]) -> None:
+    """Refuse a weights directory that cannot be one (a file, or a path below a file)."""
+    p = Path(weights_dir)
+    if p.exists() and not p.is_dir():
+        raise ActstoreError(f"--weights-dir {weights_dir} is a file, not a directory; give a "
+                            "directory for the weights (created if missing)")
+    for parent in p.absolute().parents:
+        if parent.is_dir():
+            break
+        if parent.exists():
+            raise ActstoreError(f"--weights-dir {weights_dir}: {parent} is a file, so no "
+                                "directory can be made below it; give another directory")
+
+
+def _saved_config(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ActstoreError(
+            f"{path} is not a readable run config ({type(e).__name__}: {e}); the weights next "
+            "to it cannot be told apart from another run's: remove that directory or give "
+            "another weights directory"
+        ) from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _save_weights(directory: Path, step: int, model: Any) -> None:
     import torch
 
@@ -270,11 +316,13 @@ def train_run(
 
     t0 = time.perf_counter()
     attrs = spec.resolve()
+    spec.train.check_device()
     run_id = spec.run_id
     steps = spec.train.checkpoint_steps()
     if weights_dir is not None:
+        check_weights_dir(weights_dir)
         saved = Path(weights_dir) / run_id / "config.json"
-        if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(attrs)):
+        if saved.is_file() and _saved_config(saved) != json.loads(json.dumps(attrs)):
             raise ProvenanceError(
                 f"weights directory {saved.parent} holds weights of run {run_id!r} trained with "
                 "another configuration; give another weights directory"
@@ -295,7 +343,7 @@ def train_run(
         if weights_dir is not None:
             out_dir = Path(weights_dir) / run_id
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.json").write_text(json.dumps(attrs, indent=1))
+            _write_atomic(out_dir / "config.json", json.dumps(attrs, indent=1))
         written: list[int] = []
 
         def on_checkpoint(t: Trainer) -> None:

@@ -84,11 +84,18 @@ def builtin_sweeps() -> list[str]:
     return sorted(p.stem for p in SWEEP_DIR.glob("*.toml"))
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, what: str = "sweep") -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise ActstoreError(f"sweep file {path} is not valid TOML: {e}") from None
+        raise ActstoreError(f"{what} file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ActstoreError(
+            f"{what} file {path} is not UTF-8 text ({e.reason} at byte {e.start}); TOML files "
+            "are UTF-8"
+        ) from None
+    except OSError as e:
+        raise ActstoreError(f"cannot read {what} file {path}: {e.strerror or e}") from None
 
 
 def read_sweep(source: str | Path) -> tuple[dict[str, Any], str]:
@@ -180,6 +187,11 @@ def parse_seeds(value: Any) -> list[int]:
             ) from None
     else:
         raise ActstoreError(f"seeds must be a list, a range 'a:b' or an integer, got {value!r}")
+    if not seeds and isinstance(value, str) and ":" in value:
+        raise ActstoreError(
+            f"seeds {value!r} is an empty range: a:b gives the seeds a, a+1, ..., b-1 (b "
+            "excluded); give a < b, e.g. 0:3"
+        )
     bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
     if bad or not seeds:
         raise ActstoreError(f"seeds must be integers >= 0 (at least one), got {value!r}")
@@ -236,7 +248,7 @@ def _check_keys(table: Any, valid: tuple[str, ...] | list[str], where: str) -> d
     return table
 
 
-def _dataclass_from(cls: Any, table: dict[str, Any], where: str) -> Any:
+def _dataclass_from(cls: Any, table: Any, where: str) -> Any:
     _check_keys(table, [f.name for f in fields(cls)], where)
     return cls(**table)
 
@@ -295,8 +307,8 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
     runs: list[RunSpec] = []
     for vname, vdoc in variants:
         where = f"[variants.{vname}]" if vname else "sweep"
-        train = _dataclass_from(TrainConfig, dict(vdoc.get("train", {})), f"[train] of {where}")
-        capture = _dataclass_from(CaptureConfig, dict(vdoc.get("capture", {})),
+        train = _dataclass_from(TrainConfig, vdoc.get("train", {}), f"[train] of {where}")
+        capture = _dataclass_from(CaptureConfig, vdoc.get("capture", {}),
                                   f"[capture] of {where}")
         for d in datasets:
             for task, model in itertools.product(tasks[d], models):

@@ -120,8 +120,10 @@ class TrainConfig:
                 raise ActstoreError(f"train parameter {name}={v!r} must be an integer >= {lo}")
         for name in ("lr", "weight_decay"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise ActstoreError(f"train parameter {name}={v!r} must be a number >= 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    v >= 0 and math.isfinite(v)):
+                raise ActstoreError(
+                    f"train parameter {name}={v!r} must be a finite number >= 0")
         if self.optimizer not in OPTIMIZERS:
             raise ActstoreError(
                 f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}"
@@ -134,6 +136,32 @@ class TrainConfig:
             raise ActstoreError("train parameter first_steps needs first_head (the head "
                                 "trained first)")
         self.checkpoint_steps()  # validates
+        if not isinstance(self.device, str):
+            raise ActstoreError(f"train parameter device={self.device!r} must be a string "
+                                "(cpu, cuda, cuda:N, mps)")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ActstoreError(
+                f"train parameter device={self.device!r} is not a torch device; use cpu, "
+                "cuda, cuda:N or mps"
+            ) from None
+
+    def check_device(self) -> None:
+        """Refuse a device this machine does not have (before a model is moved to it)."""
+        dev = torch.device(self.device)
+        where = f"train parameter device={self.device!r} was asked for"
+        if dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0:
+                raise ActstoreError(f"{where}, but no GPU is visible here; use device = \"cpu\"")
+            if dev.index is not None and dev.index >= n:
+                raise ActstoreError(f"{where}, but only {n} GPU(s) are visible (cuda:0 to "
+                                    f"cuda:{n - 1})")
+        elif dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ActstoreError(f"{where}, but MPS is not available here; use device = \"cpu\"")
+        elif dev.type == "meta":
+            raise ActstoreError(f"{where}; the meta device holds no data: use cpu, cuda or mps")
 
     def checkpoint_steps(self) -> list[int]:
         """Sorted checkpoint steps, always including 0 and :attr:`steps`."""

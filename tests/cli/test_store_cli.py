@@ -278,3 +278,16 @@ def test_version_option():
 
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.strip() == f"actstore {actstore.__version__}"
+
+
+def test_ctrl_c_during_a_dump_says_what_was_kept(run_dir, monkeypatch):
+    import actstore.store._dump as dump_mod
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dump_mod, "dump", interrupted)
+    res = _dump(run_dir, str(run_dir / "s.zarr"))
+    assert res.exit_code == 130
+    assert res.stderr.strip() == ("actstore: interrupted; every checkpoint completed so far is "
+                                  "kept; re-run the same command to continue")

@@ -197,3 +197,50 @@ def test_dry_run_checks_the_store_path_and_workers(tmp_path):
     with pytest.raises(ActstoreError, match="--workers must be at least 1"):
         run_study(load_study("li2016"), str(tmp_path / "s.zarr"), workers=0)
     assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("text,match", [
+    ('analysis = 5\n' + BASE, "must be a list of \\[\\[analysis\\]\\] tables, got 5"),
+    (BASE + "[scale.small]\nsweep = 5\n", "\\[scale.small.sweep\\] must be a table, got 5"),
+    (BASE + "[scale.small]\nvariants = \"ab\"\n", "variants must be a list of variant names"),
+    (BASE + "[[analysis]]\nkind = \"probe\"\nfolds = \"5\"\n",
+     "folds = '5' must be an integer >= 2"),
+    (BASE + "[[analysis]]\nkind = \"probe\"\nfolds = 1\n", "folds = 1 must be an integer >= 2"),
+    (BASE + "[[analysis]]\nkind = \"similarity\"\nbootstrap = -1\n",
+     "bootstrap = -1 must be an integer >= 0"),
+    (BASE + "[[analysis]]\nkind = \"similarity\"\nci = 95\n",
+     "ci = 95 must be a number between 0 and 1"),
+    (BASE + "[scale.small.analysis.probe]\nfolds = 1.5\n[[analysis]]\nkind = \"probe\"\n",
+     "folds = 1.5 must be an integer >= 2"),
+])
+def test_malformed_recipes_are_refused_before_training(tmp_path, text, match):
+    with pytest.raises(ActstoreError, match=match):
+        load_study(_write(tmp_path, text), "small")
+    store = tmp_path / "s.zarr"
+    res = CliRunner().invoke(app, ["study", str(tmp_path / "mine.toml"), str(store),
+                                   "--serial"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("actstore: error: ")
+    assert not store.exists()
+
+
+def test_a_study_file_that_is_not_utf8(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_bytes(b"name = \"\xff\"\n")
+    with pytest.raises(ActstoreError, match="study file .*mine.toml is not UTF-8 text"):
+        load_study(str(p), "small")
+
+
+def test_ctrl_c_during_a_study_says_what_was_kept(tmp_path, monkeypatch):
+    import actstore.cli._study as study_mod
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt("interrupted: 2 of 5 jobs finished and saved in results/probes/"
+                                "main; re-run the same command to continue")
+
+    monkeypatch.setattr(study_mod, "run_study", interrupted)
+    res = CliRunner().invoke(app, ["study", _write(tmp_path, BASE), str(tmp_path / "s.zarr")])
+    assert res.exit_code == 130
+    assert res.stderr.strip() == ("actstore: interrupted: 2 of 5 jobs finished and saved in "
+                                  "results/probes/main; re-run the same command to continue")

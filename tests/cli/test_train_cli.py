@@ -189,3 +189,97 @@ def test_consoles_on_stderr_do_not_wrap():
 
     for console in (_train.err_console, _demo.err_console, _study.console):
         assert console.stderr and console.soft_wrap
+
+
+BINARY = ["-d", "binary", "-t", "label", "-m", "mlp", "--steps", "2", "--checkpoints", "2",
+          "--set", "dataset.n_train=64", "--set", "dataset.n_val=16",
+          "--set", "dataset.n_probe=32", "--set", "train.eval_size=16"]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--serial", "--set", 'capture.layers="fc9"'],
+         r"\[capture\] layers of model 'mlp': no layer matches 'fc9'; available: fc1"),
+        (["--serial", "--set", "capture.layers=5"], "capture layers=5 must be"),
+        (["--serial", "--set", "train.lr=inf"], "lr=inf must be a finite number"),
+        (["--serial", "--set", 'train.device="meta"'], "the meta device holds no data"),
+        (["--serial", "--set", 'train.device="gpu0"'], "is not a torch device"),
+        (["--serial", "--seeds", "3:1"], "seeds '3:1' is an empty range"),
+        (["--scheduler", "nohost"], "is not a Dask scheduler address"),
+    ],
+)
+def test_bad_input_found_before_the_store_is_made(tmp_path, args, match):
+    import re
+
+    store = tmp_path / "s.zarr"
+    line = _error_line(runner.invoke(app, ["train", str(store), *BINARY, *args]))
+    assert re.search(match, line), line
+    assert not store.exists()
+
+
+def test_training_device_without_a_gpu_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    store = tmp_path / "s.zarr"
+    line = _error_line(runner.invoke(app, ["train", str(store), *BINARY, "--serial",
+                                           "--set", 'train.device="cuda"']))
+    assert "train parameter device='cuda' was asked for, but no GPU is visible" in line
+    assert not store.exists()
+
+
+def test_weights_dir_that_is_a_file(tmp_path):
+    plain = tmp_path / "w.txt"
+    plain.write_text("x")
+    store = tmp_path / "s.zarr"
+    for wdir, match in ((plain, "is a file, not a directory"),
+                        (plain / "sub", "is a file, so no directory can be made")):
+        line = _error_line(runner.invoke(app, ["train", str(store), *BINARY, "--serial",
+                                               "--weights-dir", str(wdir)]))
+        assert match in line
+        assert not store.exists()
+
+
+def test_unreadable_saved_run_config_is_one_line_and_leaves_no_store(tmp_path):
+    wdir = tmp_path / "w"
+    (wdir / "binary-label-mlp-s0").mkdir(parents=True)
+    (wdir / "binary-label-mlp-s0" / "config.json").write_text('{"model": "ml')
+    store = tmp_path / "s.zarr"
+    res = runner.invoke(app, ["train", str(store), *BINARY, "--serial", "--json",
+                              "--weights-dir", str(wdir)])
+    line = _error_line(res)
+    assert "config.json is not a readable run config" in line
+    assert not store.exists()
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    (b'datasets = ["binary"]\ntasks = ["label"]\nmodels = ["mlp"]\ntrain = 5\n',
+     r"\[train\] of sweep must be a table, got 5"),
+    (b'datasets = ["binary"]\ntasks = ["label"]\nmodels = ["mlp"]\ncapture = "x"\n',
+     r"\[capture\] of sweep must be a table"),
+    (b"\xff\xfe name", "is not UTF-8 text"),
+])
+def test_malformed_sweep_files_are_one_line(tmp_path, text, match):
+    import re
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_bytes(text)
+    store = tmp_path / "s.zarr"
+    line = _error_line(runner.invoke(app, ["train", str(store), str(sweep), "--serial"]))
+    assert re.search(match, line), line
+    assert not store.exists()
+
+
+def test_ctrl_c_says_what_was_kept(tmp_path, monkeypatch):
+    import actstore.training
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actstore.training, "run_sweep", interrupted)
+    res = runner.invoke(app, ["train", str(tmp_path / "s.zarr"), *BINARY, "--serial"])
+    assert res.exit_code == 130
+    assert res.stderr.strip() == ("actstore: interrupted; every checkpoint completed so far is "
+                                  "kept; re-run the same command to continue")

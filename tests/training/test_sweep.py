@@ -77,6 +77,9 @@ def test_bad_sweeps(change, match):
 def test_seeds_values_and_sets():
     assert parse_seeds("0:4") == [0, 1, 2, 3]
     assert parse_seeds("5,1,5") == [5, 1]
+    for empty in ("3:1", "2:2"):
+        with pytest.raises(ActstoreError, match=f"seeds '{empty}' is an empty range"):
+            parse_seeds(empty)
     assert parse_seeds(7) == [7]
     assert parse_value("64") == 64 and parse_value("0.5") == 0.5
     assert parse_value("[1, 2]") == [1, 2] and parse_value("relu") == "relu"

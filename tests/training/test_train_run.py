@@ -249,3 +249,53 @@ def test_dask_worker_and_serial_runs_are_identical(tmp_path):
         [s["weights_hash"] for s in slots[1].values()]
     ref, got = _all(a, rid), _all(b, rid)
     assert set(ref) == set(got) and all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_run_config_cut_short_by_a_kill_does_not_block_the_weights_dir(tmp_path,
+                                                                          monkeypatch):
+    from pathlib import Path
+
+    from actstore.store import create_store
+
+    wdir = tmp_path / "weights"
+    for name in ("a.zarr", "b.zarr", "c.zarr"):
+        create_store(str(tmp_path / name))
+    train_run(_mlp_spec(), str(tmp_path / "a.zarr"), weights_dir=wdir)
+    write = Path.write_text
+
+    def killed_half_way(self, text, *a, **kw):  # what a SIGKILL during the write leaves
+        write(self, text[: len(text) // 2], *a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(_mlp_spec(), str(tmp_path / "b.zarr"), weights_dir=wdir)
+    monkeypatch.setattr(Path, "write_text", write)
+    out = train_run(_mlp_spec(), str(tmp_path / "c.zarr"), weights_dir=wdir)
+    assert out["status"] == "trained"
+
+
+def test_unknown_capture_layers_are_found_when_the_run_is_checked():
+    from actstore import ActstoreError
+    from actstore.training import CaptureConfig
+
+    spec = _mlp_spec()
+    spec.capture = CaptureConfig(layers=["fc1", "fc9"])
+    with pytest.raises(ActstoreError, match="no layer matches 'fc9'"):
+        spec.resolve()
+    with pytest.raises(ActstoreError, match="must be \"all\", a layer name"):
+        CaptureConfig(layers=[])
+
+
+def test_a_sweep_whose_runs_all_fail_leaves_no_store(tmp_path):
+    sweep = parse_sweep({"datasets": ["binary"], "tasks": ["label"], "models": ["mlp"],
+                         "train": {"steps": 2, "checkpoints": 2, "eval_size": 16},
+                         "dataset": {"binary": {"n_train": 64, "n_val": 16, "n_probe": 16}}})
+    wdir = tmp_path / "w"
+    (wdir / sweep.runs[0].run_id).mkdir(parents=True)
+    (wdir / sweep.runs[0].run_id / "config.json").write_text("{")
+    url = tmp_path / "s.zarr"
+    rep = run_sweep(sweep, str(url), serial=True, progress=False, weights_dir=str(wdir))
+    assert [r["status"] for r in rep.runs] == ["failed"]
+    assert "is not a readable run config" in rep.runs[0]["error"]
+    assert not url.exists()

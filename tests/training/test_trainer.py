@@ -49,9 +49,22 @@ def test_train_config_checks():
         ({"checkpoints": [5, 500], "steps": 100}, "checkpoint steps"),
         ({"first_steps": 10}, "first_head"),
         ({"first_head": "a", "first_steps": 200, "steps": 100}, "exceeds"),
+        ({"lr": float("inf")}, "finite"),
+        ({"weight_decay": float("nan")}, "finite"),
+        ({"device": "gpu0"}, "is not a torch device"),
+        ({"device": 0}, "must be a string"),
     ]:
         with pytest.raises(ActstoreError, match=match):
             TrainConfig(**kw)
+
+
+def test_train_config_checks_the_device_is_there():
+    with pytest.raises(ActstoreError, match="the meta device holds no data"):
+        TrainConfig(device="meta").check_device()
+    if not torch.cuda.is_available():
+        with pytest.raises(ActstoreError, match="no GPU is visible here"):
+            TrainConfig(device="cuda:0").check_device()
+    TrainConfig(device="cpu").check_device()
 
 
 def _setup(seed=0, steps=20, **cfg):
