@@ -185,6 +185,9 @@ def ls_cmd(
     print_table(table)
     if s["results"]:
         console.print("results: " + ", ".join(s["results"]))
+    for r in s["pending_overwrites"]:
+        console.print(f"pending: an interrupted --overwrite of results/{r}; run the same "
+                      "command with --overwrite to finish it")
 
 
 @command("info", help="Details of a store, or of one run: layers, shapes, chunks, checkpoints.")

@@ -256,6 +256,12 @@ def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url,
     store = open_store(store_url)
     assert store.result_names("probes") == ["t"]  # the staging copy is not listed
     assert store.staged_result_names() == ["probes/t"]  # but shown as a pending replacement
+    from typer.testing import CliRunner
+
+    from actstore.cli import app
+
+    out = CliRunner().invoke(app, ["ls", store_url]).output
+    assert "pending: an interrupted --overwrite of results/probes/t" in " ".join(out.split())
     kept = store.read_result("probes", "t")
     assert kept.attrs["actstore.config_key"] == FAST.key()
     np.testing.assert_array_equal(kept.accuracy.values, old.accuracy.values)
