@@ -48,9 +48,18 @@ def demo_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore.training._demo import run_demo, store_size
+    from actstore.training._execute import ConfigConflictError
 
-    report = run_demo(store, tiny=tiny, scheduler=scheduler, n_workers=workers, serial=serial,
-                      progress=not as_json, console=err_console)
+    try:
+        report = run_demo(store, tiny=tiny, scheduler=scheduler, n_workers=workers,
+                          serial=serial, progress=not as_json, console=err_console)
+    except ConfigConflictError as e:
+        # `demo` has no variants: another store, or the --tiny setting the store was made with
+        advice = ("use another store path for the tiny demo, or leave out --tiny if this "
+                  "store was made without it" if tiny else
+                  "use another store path for the demo, or add --tiny if this store was made "
+                  "with it")
+        raise e.advise(advice) from None
     # Ridge decoders of shape, texture and colour from every layer at every checkpoint
     # (`actstore probe STORE --decoders logistic` adds the papers' logistic decoders).
     from actstore.probes import ProbeConfig, run_probes, summary_table

@@ -214,9 +214,12 @@ def similarity_cmd(
         typer.echo(json.dumps(out))
         return
     M = len(S)
-    console.print(f"[bold]{metric}[/] {params or ''}: {M} representations x "
-                  f"{ds.attrs['n_stimuli']} stimuli ({ds.attrs['method']} path) -> "
-                  f"/results/similarity/{name}" + (f", heatmap {png_path}" if png_path else ""))
+    given = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                      for k, v in params.items())
+    console.print(f"[bold]{escape(metric)}[/]{escape(f' ({given})') if given else ''}: "
+                  f"{M} representations x {ds.attrs['n_stimuli']} stimuli "
+                  f"({ds.attrs['method']} path) -> /results/similarity/{escape(name)}"
+                  + (f", heatmap {escape(png_path)}" if png_path else ""), soft_wrap=True)
     if M <= 12:
         print_table(console, ["representation", *[str(i) for i in range(M)]],
                     [[f"{i} {lab}", *[f"{v:.3f}" for v in S[i]]] for i, lab in enumerate(labels)])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from actstore._dask import check_workers
 from actstore._errors import ActstoreError
@@ -50,24 +51,45 @@ def sweep_overrides(
     return doc
 
 
-def print_report(report: Any, as_json: bool) -> None:
-    """Print a :class:`SweepReport` as a table (or JSON); failed runs become an error."""
+def print_report(report: Any, as_json: bool, dry_run: bool = False) -> None:
+    """Print a :class:`SweepReport` as a table (or JSON); failed runs become an error.
+
+    Run ids are never cut or wrapped. A dry run lists each run's status and says that nothing
+    was written.
+    """
+    from actstore.cli._store_cmds import name_table, print_table
+
     if as_json:
         typer.echo(json.dumps(report.to_json()))
-    else:
-        table = Table(box=box.SIMPLE_HEAD)
-        table.add_column("run", no_wrap=True)
-        table.add_column("status", overflow="fold")
-        table.add_column("ckpts", justify="right")
-        table.add_column("s", justify="right")
-        table.add_column("val acc", overflow="fold")
+        raise_failures(report)
+        return
+    if dry_run:
+        table = name_table("run", "status")
         for r in report.runs:
-            acc = ", ".join(f"{k} {v:.2f}" for k, v in r.get("final", {}).items())
-            status = r["status"] if r["status"] != "failed" else f"[red]failed[/]: {r['error']}"
-            table.add_row(r["run_id"], status, str(len(r["written"])) if r["written"] else "-",
-                          f"{r['wall_s']:.1f}", acc or "-")
-        console.print(table)
-        console.print(f"sweep [bold]{report.name}[/] -> {report.store} in {report.wall_s:.1f} s")
+            table.add_row(Text(r["run_id"]), r["status"])
+        print_table(table)
+        todo = sum(r["status"] == "planned" for r in report.runs)
+        console.print(
+            f"sweep {report.name} (dry run): {todo} of {len(report.runs)} run(s) to train, "
+            f"{len(report.runs) - todo} already complete in {report.store}; nothing was "
+            "trained or written",
+            markup=False, highlight=False,
+        )
+        return
+    table = name_table("run", "status", "ckpts", "s", "val acc")
+    for col in table.columns[2:4]:
+        col.justify = "right"
+    for r in report.runs:
+        acc = ", ".join(f"{k} {v:.2f}" for k, v in r.get("final", {}).items())
+        status = Text("failed", style="red") if r["status"] == "failed" else Text(r["status"])
+        table.add_row(Text(r["run_id"]), status,
+                      str(len(r["written"])) if r["written"] else "-", f"{r['wall_s']:.1f}",
+                      Text(acc or "-"))
+    print_table(table)
+    for r in report.failed:
+        console.print(f"{r['run_id']} failed: {r['error']}", markup=False, highlight=False)
+    console.print(f"sweep {report.name} -> {report.store} in {report.wall_s:.1f} s",
+                  markup=False, highlight=False)
     raise_failures(report)
 
 
@@ -79,6 +101,34 @@ def raise_failures(report: Any) -> None:
             f"{len(report.failed)} of {len(report.runs)} runs failed; {first['run_id']}: "
             f"{first['error']} (completed runs are kept; re-run to resume)"
         )
+
+
+#: The sweep keys that CLI ranges must give without a sweep file, and their options.
+RANGE_OPTIONS = (("datasets", "dataset", "--dataset/-d"), ("tasks", "task", "--task/-t"),
+                 ("models", "model", "--model/-m"))
+
+
+def check_ranges(over: dict[str, Any]) -> None:
+    """Without a sweep file, the ranges must name valid datasets, tasks and models: one error
+    line names the unknown names (with the valid ones) and the missing options."""
+    from actstore.training._registry import DATASETS, MODELS, TASKS
+
+    registries: dict[str, Mapping[str, Any]] = {"datasets": DATASETS, "tasks": TASKS,
+                                                "models": MODELS}
+    problems = []
+    for key, what, _ in RANGE_OPTIONS:
+        unknown = [n for n in over.get(key) or [] if n not in registries[key]]
+        if unknown:
+            problems.append(f"unknown {what} {', '.join(map(repr, unknown))} (valid {what}s: "
+                            f"{', '.join(registries[key])})")
+    missing = [opt for key, _, opt in RANGE_OPTIONS if not over.get(key)]
+    if missing:
+        opts = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1
+                            else missing)
+        give = f"give {opts} too" if problems else f"give {opts}"
+        problems.append(f"{give}, or a sweep file or built-in sweep name after the store")
+    if problems:
+        raise ActstoreError("; ".join(problems) + "; see `actstore train --list`")
 
 
 def _listing() -> None:
@@ -172,6 +222,8 @@ def train_cmd(
             raise ActstoreError(f"--set {item!r} must look like KEY=VALUE")
         sets.append((key.strip(), parse_value(val.strip())))
     over = sweep_overrides(dataset, task, model, seeds, steps, checkpoints)
+    if sweep is None:
+        check_ranges(over)
     sw = load_sweep(sweep, overrides=over, sets=sets)
     try:
         report = run_sweep(
@@ -180,7 +232,7 @@ def train_cmd(
         )
     except KeyboardInterrupt:
         raise interrupted() from None
-    print_report(report, as_json)
+    print_report(report, as_json, dry_run=dry_run)
 
 
 def interrupted(detail: str = "") -> typer.Exit:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from actstore._errors import ActstoreError
+from actstore._errors import ActstoreError, ProvenanceError
 from actstore.store._layout import DEFAULT_CODEC, canonical_name
 from actstore.store._probeset import ProbeSet
 
@@ -141,6 +142,35 @@ def _check_same(w: Any, step: int, layers: dict[str, np.ndarray]) -> None:
             raise ActstoreError(f"{where} already holds {what}; {fix}")
 
 
+def _run_attrs(st: Any, run: str, given: dict[str, Any], defaults: dict[str, Any]
+               ) -> dict[str, Any]:
+    """The attributes to write ``run`` with: for a new run, ``defaults`` fill in what is not
+    given; for an existing run, what is not given keeps the run's value, and a given identity
+    attribute must equal the run's (a run is one model, dataset, ...)."""
+    from actstore.store._layout import ATTR_LAYOUT_DONE, RUNS
+    from actstore.store._run import IDENTITY_KEYS, _jsonable
+
+    runs = st.root[RUNS] if RUNS in st.root else None
+    old = dict(runs[run].attrs) if runs is not None and run in runs else None
+    if old is None or not old.get(ATTR_LAYOUT_DONE):  # new, or never got past its creation
+        return {**defaults, **given}
+    for k in IDENTITY_KEYS:
+        new = _jsonable(given.get(k))
+        if new is None or new == old.get(k):
+            continue
+        have = old.get(k)
+        if have is None:
+            was, fix = f"no {k}", f"leave out --attr {k}"
+        else:
+            value = have if isinstance(have, str) else json.dumps(have)
+            was, fix = f"{k} {have!r}", f"give --attr {k}={value} as before (or no --attr {k})"
+        raise ProvenanceError(
+            f"run {run!r} in {st.url} exists with {was}, not {new!r}; nothing was changed; "
+            f"{fix}, or ingest into a new --run"
+        )
+    return dict(given)
+
+
 def ingest(
     store: str,
     run: str,
@@ -168,6 +198,11 @@ def ingest(
         Checkpoint step the activations belong to.
     probe_set : str, optional
         Probe-set name (default: the labels file's stem). Inputs are not stored.
+    attrs : dict, optional
+        Run attributes. A new run gets ``model="external"`` and ``dataset`` = the probe-set
+        name unless they are given; a later checkpoint of an existing run keeps the run's
+        values of what is not given, and refuses other values of its identity attributes
+        (model, task, seed, dataset, variant, config).
     """
     from actstore.store._store import _exists, create_store, open_store, undo_additions
 
@@ -213,8 +248,8 @@ def ingest(
     created = not _exists(store)
     st = create_store(store) if created else open_store(store, mode="a")
     added = st.add_probe_set(ps)
-    meta = {"model": (attrs or {}).get("model", "external"), "dataset": ps.name, **(attrs or {})}
     try:
+        meta = _run_attrs(st, run, attrs or {}, {"model": "external", "dataset": ps.name})
         with st.writer(run, ps.name, [step], attrs=meta, codec=codec) as w:
             wrote = False
             if w.is_complete(step):

@@ -21,10 +21,30 @@ from actstore._errors import ActstoreError, ProvenanceError
 from actstore.training._run import RunSpec, train_run
 from actstore.training._sweep import Sweep
 
-__all__ = ["SweepReport", "plan_sweep", "run_sweep"]
+__all__ = ["ConfigConflictError", "SweepReport", "plan_sweep", "run_sweep"]
 
 _TOPIC = "actstore-train"
 _IDENTITY = ("model", "task", "seed", "dataset", "variant", "config")
+
+
+class ConfigConflictError(ProvenanceError):
+    """A run id of a sweep is already in the store, made with another configuration; nothing
+    was written. ``advice`` ends the message; :meth:`advise` words it for another command."""
+
+    ADVICE = ("give this configuration a variant name (a [variants.NAME] table of a sweep "
+              "file) or use a new store")
+
+    def __init__(self, run_id: str, store: str, key: str, advice: str = ADVICE):
+        self.run_id, self.store, self.key, self.advice = run_id, store, key, advice
+        super().__init__(f"run {run_id!r} in {store} was made with another {key}; nothing was "
+                         f"written; {advice}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.run_id, self.store, self.key, self.advice)
+
+    def advise(self, advice: str) -> ConfigConflictError:
+        """The same error ending with ``advice``."""
+        return ConfigConflictError(self.run_id, self.store, self.key, advice)
 
 
 @dataclass
@@ -124,10 +144,7 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
         new = _norm(attrs[rid])
         diff = [k for k in _IDENTITY if old.get(k) != new.get(k)]
         if diff:
-            raise ProvenanceError(
-                f"run {rid!r} in {store} was made with another {diff[0]}; nothing was "
-                "written; give this configuration a variant name or use a new store"
-            )
+            raise ConfigConflictError(rid, store, diff[0])
         if r.attrs.get("probe_set") != probe_of[rid]:
             raise ProvenanceError(
                 f"run {rid!r} in {store} was recorded on probe set "

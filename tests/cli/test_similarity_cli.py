@@ -52,6 +52,23 @@ def test_similarity_table_with_bootstrap_and_subset(store, tmp_path, monkeypatch
     assert list(ds["checkpoint_a"].values) == [0, 0, 5, 5]
 
 
+def test_similarity_summary_line(store, tmp_path, monkeypatch):
+    from actstore.cli import _similarity
+
+    monkeypatch.setattr(_similarity.console, "width", 60)
+    base = ["similarity", store, "--scheduler", "sync", "--png", "none"]
+    res = runner.invoke(app, [*base, "--name", "plain"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0] == ("cka: 4 representations x 30 stimuli (feature path) -> "
+                                          "/results/similarity/plain")
+    res = runner.invoke(app, [*base, "--name", "deb", "-P", "debiased=true", "-m", "cka"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0].startswith("cka (debiased=true): 4 representations")
+    res = runner.invoke(app, [*base, "--name", "r", "-m", "rsa", "-P", "compare=spearman"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0].startswith("rsa (compare=spearman): 4 representations")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

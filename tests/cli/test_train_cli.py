@@ -74,7 +74,14 @@ def test_train_sweep_file_with_variant(tmp_path):
         (["-d", "trifeature", "-t", "shape", "-m", "alexnet", "--set", "train.epochs=2"],
          "unknown key epochs"),
         (["-d", "trifeature", "-t", "shape", "-m", "alexnet", "--set", "bogus"], "KEY=VALUE"),
-        (["-d", "trifeature", "-t", "shape"], "give a sweep file"),
+        (["-d", "trifeature", "-t", "shape"],
+         "give --model/-m, or a sweep file or built-in sweep name after the store"),
+        (["-d", "nope"], r"unknown dataset 'nope' \(valid datasets: trifeature, binary, "
+                         r"multifeature\); give --task/-t and --model/-m too, or a sweep file"),
+        ([], "give --dataset/-d, --task/-t and --model/-m, or a sweep file"),
+        (["-d", "binary", "-t", "label,shap", "-m", "mlp,nn"],
+         r"unknown task 'shap' \(valid tasks: .*\); unknown model 'nn' \(valid models: "
+         r".*mlp.*\); see `actstore train --list`$"),
         (["no_such_sweep"], "built-in: "),
     ],
 )
@@ -122,6 +129,46 @@ def test_dry_run_and_list(tmp_path):
     assert res.exit_code == 0
     for word in ("trifeature", "binary", "multifeature", "alexnet", "transformer", "demo"):
         assert word in res.stdout
+
+
+def test_dry_run_table_keeps_long_run_ids_whole_and_says_nothing_was_written(tmp_path,
+                                                                             monkeypatch):
+    from actstore.cli import _store_cmds, _train
+
+    for con in (_train.console, _store_cmds.console):
+        monkeypatch.setattr(con, "width", 80)
+    store = tmp_path / "runs.zarr"
+    res = runner.invoke(app, ["train", str(store), "multifeature", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    rows = [ln.split() for ln in lines if ln.startswith("multifeature-")]
+    assert len(rows) == 50 and all(r[1] == "planned" and len(r) == 2 for r in rows)
+    assert max(len(r[0]) for r in rows) > 40
+    assert lines[-1] == (f"sweep multifeature (dry run): 50 of 50 run(s) to train, 0 already "
+                         f"complete in {store}; nothing was trained or written")
+    assert " in 0.0 s" not in res.stdout and not store.exists()
+
+
+def test_report_table_keeps_run_ids_whole_and_lists_failures(monkeypatch, capsys):
+    from actstore import ActstoreError
+    from actstore.cli import _store_cmds, _train
+    from actstore.training import SweepReport
+
+    for con in (_train.console, _store_cmds.console):
+        monkeypatch.setattr(con, "width", 60)
+    long = "multifeature-all-transformer-position_swapped-s0"
+    report = SweepReport(store="s.zarr", name="sw", wall_s=3.0, runs=[
+        {"run_id": long, "status": "trained", "written": [0, 5], "wall_s": 2.0,
+         "final": {"position": 0.5}},
+        {"run_id": "b-s1", "status": "failed", "written": [], "wall_s": 0.0, "final": {},
+         "error": "out of [memory]"},
+    ])
+    with pytest.raises(ActstoreError, match=r"1 of 2 runs failed; b-s1: out of \[memory\]"):
+        _train.print_report(report, as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[:2] for ln in lines[2:4]] == [[long, "trained"], ["b-s1", "failed"]]
+    assert lines[2].split()[2:] == ["2", "2.0", "position", "0.50"]
+    assert lines[4:] == ["b-s1 failed: out of [memory]", "sweep sw -> s.zarr in 3.0 s"]
 
 
 def test_train_on_a_dask_cluster_by_address(tmp_path, dask_cluster):

@@ -131,6 +131,43 @@ def test_ingest_of_other_activations_into_a_complete_checkpoint_is_refused(inges
                                   np.load(d / "fc1.npy"))
 
 
+def test_ingest_later_checkpoints_keep_the_run_attributes_they_leave_out(tmp_path):
+    n = 6
+    (tmp_path / "labels.csv").write_text("color\n" + "".join(f"{i % 2}\n" for i in range(n)))
+    np.save(tmp_path / "layer1.npy", np.ones((n, 4), "float32"))
+    url = str(tmp_path / "i.zarr")
+
+    def cli(*args: str, run: str = "ext"):
+        return runner.invoke(app, ["ingest", url, str(tmp_path / "layer1.npy"), "--run", run,
+                                   "--labels", str(tmp_path / "labels.csv"), *args])
+
+    assert cli("--attr", "model=foo", "--attr", "seed=1").exit_code == 0
+    res = cli("--step", "5")  # no --attr: the run's model and seed stay
+    assert res.exit_code == 0, res.output
+    res = cli("--step", "6", "--attr", "model=foo", "--attr", "note=x")
+    assert res.exit_code == 0, res.output
+    attrs = open_store(url).reader("ext").attrs
+    assert (attrs["model"], attrs["seed"], attrs["dataset"], attrs["note"]) == (
+        "foo", 1, "labels", "x")
+    before = _files(tmp_path / "i.zarr")
+    for given, message in [
+        ("model=bar", "run 'ext' in " + url + " exists with model 'foo', not 'bar'; nothing "
+                      "was changed; give --attr model=foo as before (or no --attr model), or "
+                      "ingest into a new --run"),
+        ("seed=2", "exists with seed 1, not 2; nothing was changed; give --attr seed=1 as "
+                   "before"),
+        ("task=shape", "exists with no task, not 'shape'; nothing was changed; leave out "
+                       "--attr task, or ingest into a new --run"),
+    ]:
+        res = cli("--step", "7", "--attr", given)
+        assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+        assert res.output.startswith("actstore: error: ") and message in res.output
+    assert _files(tmp_path / "i.zarr") == before
+    # a new run without --attr model is "external"
+    assert cli(run="new").exit_code == 0
+    assert open_store(url).reader("new").attrs["model"] == "external"
+
+
 @pytest.mark.parametrize(("array", "message"), [
     (np.array([["a"] * 6] * 10), "has dtype <U1; activations must be real numbers"),
     (np.ones((10, 6), np.complex64), "has dtype complex64"),
