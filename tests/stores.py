@@ -25,3 +25,12 @@ def mlp_store(url: str, runs: Sequence[str], labels: Mapping[str, np.ndarray]) -
                     "fc2": (base @ rng.normal(size=(4, 3))).astype("float32"),
                 })
     return url
+
+
+def error_line(res) -> str:
+    """The one error line of a refused command (exit code 2), from a CliRunner result."""
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("actstore: error: "), res.stderr
+    assert "Traceback" not in res.output
+    return lines[0]

@@ -159,11 +159,33 @@ def dump_cmd(
         )
 
 
+def _writer_note(store: str, writer: dict[str, Any] | None, state: str | None) -> str:
+    """What listings say about a run's writer: live, killed, or on another machine."""
+    who = f"pid {(writer or {}).get('pid')} on {(writer or {}).get('host')}"
+    if state == "stale":
+        return (f"interrupted: its writer ({who}) is gone; re-run the command that wrote it to "
+                f"finish it, or `actstore repair {store}` to reset its interrupted checkpoints")
+    if state == "unknown":
+        return (f"being written by {who}, another machine: whether that writer still runs "
+                "cannot be checked from here")
+    return f"being written by {who}"
+
+
+def _damaged_note(store: str, run: str, reason: str) -> str:
+    return f"run {run!r}: damaged: {reason}; run `actstore verify {store}` to see what is wrong"
+
+
+#: what the checkpoint column of ``ls`` adds for a run's writer
+_WRITER_MARK = {"live": " (writing)", "unknown": " (writing?)", "stale": " (interrupted)"}
+
+
 @command("ls", help="List the runs of a store: model, task, seed, layers, completion, size.")
 def ls_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
+    from rich.markup import escape
+
     from actstore.store import open_store
     from actstore.store._info import store_summary
 
@@ -176,13 +198,22 @@ def ls_cmd(
         console.print(f"probe set [bold]{ps['name']}[/]: {ps['n']} samples, "
                       f"features {', '.join(ps['features'] or [])}")
     table = name_table("run", "model", "task", "seed", "layers", "ckpts", "size")
+    notes = []
     for r in s["runs"]:
+        if r["damaged"]:
+            table.add_row(r["run"], "-", "-", "-", "-", "damaged", human_bytes(r["stored_bytes"]))
+            notes.append(_damaged_note(store, r["run"], r["damaged"]))
+            continue
         done = f"{r['checkpoints_complete']}/{r['checkpoints_total']}"
-        if r["writing"]:
-            done += " (writing)"
+        done += _WRITER_MARK.get(r["writer_state"], "")
+        if r["writer_state"] in ("stale", "unknown"):
+            notes.append(f"run {r['run']!r}: "
+                         + _writer_note(store, r["writer"], r["writer_state"]))
         table.add_row(r["run"], short_model(r["model"]), str(r["task"]), str(r["seed"]),
                       str(r["layers"]), done, human_bytes(r["stored_bytes"]))
     print_table(table)
+    for note in notes:
+        console.print(escape(note))
     if s["results"]:
         console.print("results: " + ", ".join(s["results"]))
     for r in s["pending_overwrites"]:
@@ -196,25 +227,38 @@ def info_cmd(
     run: Annotated[str | None, typer.Argument(help="Run id (default: every run).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
+    from rich.markup import escape
+
     from actstore.store import open_store
     from actstore.store._info import run_info, store_summary
+    from actstore.store._store import DamagedRunError
 
     st = open_store(store)
-    runs = [run] if run else st.run_ids()
-    infos = [run_info(st, r) for r in runs]
+    infos: list[dict[str, Any]] = []
+    for r in [run] if run else st.run_ids():
+        try:
+            infos.append(run_info(st, r))
+        except DamagedRunError as e:
+            if run:  # the one run asked for: an error
+                raise
+            infos.append({"run": r, "damaged": e.reason})
     if as_json:
         out: Any = infos[0] if run else {"store": store_summary(st), "runs": infos}
         typer.echo(json.dumps(out, default=str))
         return
     for info in infos:
+        if info.get("damaged"):
+            console.print(f"[bold]{escape(info['run'])}[/]: damaged: {escape(info['damaged'])}; "
+                          f"run `actstore verify {escape(store)}` to see what is wrong")
+            continue
         console.print(
             f"[bold]{info['run']}[/]: model {info.get('model')}, task {info.get('task')}, "
             f"seed {info.get('seed')}, probe set {info.get('probe_set')} "
             f"({info['n_samples']} samples), {human_bytes(info['stored_bytes'])}"
         )
-        if info["writer"]:
-            w = info["writer"]
-            console.print(f"  being written by pid {w.get('pid')} on {w.get('host')}")
+        if info["writer_state"] not in ("none", None):
+            console.print("  " + escape(_writer_note(store, info["writer"],
+                                                     info["writer_state"])))
         steps = " ".join(
             f"{s['planned_step']}{'' if s['status'] == 'complete' else '(' + s['status'] + ')'}"
             for s in info["slots"]

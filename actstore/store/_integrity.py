@@ -11,6 +11,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.store import _layout as L
+from actstore.store._store import first_line
 
 __all__ = ["Problem", "RepairReport", "repair", "verify"]
 
@@ -40,11 +41,6 @@ class Problem:
 def _record_again(run: str) -> str:
     return (f"its checkpoints cannot be reset one by one: delete {L.RUNS}/{run} from the store "
             "and record the run again (re-run its dump or training)")
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 def _run_names(store: Any) -> list[str]:
@@ -113,14 +109,14 @@ def verify(
         except Exception as e:
             problems.append(Problem(
                 "corrupt", r, None, None, f"{L.RUNS}/{r}/zarr.json",
-                f"run metadata unreadable ({_first_line(e)}); {_record_again(r)}"))
+                f"run metadata unreadable ({first_line(e)}); {_record_again(r)}"))
             continue
         try:
             steps, status = rd.steps, rd.status
         except Exception as e:
             problems.append(Problem(
                 "corrupt", r, None, None, f"{L.RUNS}/{r}/status",
-                f"slot table unreadable ({_first_line(e)}); {_record_again(r)}"))
+                f"slot table unreadable ({first_line(e)}); {_record_again(r)}"))
             continue
         layers = []
         for layer in rd.layers:
@@ -130,7 +126,7 @@ def verify(
             except Exception as e:
                 problems.append(Problem(
                     "corrupt", r, None, layer, f"{L.RUNS}/{r}/{layer}/zarr.json",
-                    f"layer array missing or unreadable ({_first_line(e)}); {_record_again(r)}"))
+                    f"layer array missing or unreadable ({first_line(e)}); {_record_again(r)}"))
         for i, (step, st) in enumerate(zip(steps, status, strict=True)):
             if st == L.STATUS_WRITING:
                 problems.append(Problem("incomplete", r, int(step), None, None,

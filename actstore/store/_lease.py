@@ -5,7 +5,8 @@ the kernel even when the holder is killed with SIGKILL). ``memory://`` stores li
 process and use an in-process registry. Other URLs (``s3://``...) use a lease attribute on the
 run group that the holder renews every few seconds; a lease that is not renewed expires.
 In every case the holder is also recorded in the run's ``actstore.writer`` attribute, so that a
-refused writer can say who holds the run.
+refused writer can say who holds the run, and listings can tell a live writer from one that was
+killed (:func:`holder_state`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from actstore._errors import WriterConflictError
 
-__all__ = ["Lease", "is_local", "settle_delay", "store_lock"]
+__all__ = ["Lease", "holder_state", "is_local", "settle_delay", "store_lock"]
 
 TTL_SECONDS = 60.0
 _HELD_IN_PROCESS: set[str] = set()
@@ -42,6 +43,79 @@ def _local_path(url: str) -> str:
     return os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
 
 
+def _key(url: str, run_id: str) -> str:
+    return f"{_local_path(url) if is_local(url) else url}::{run_id}"
+
+
+def _needs_attr_lease(url: str) -> bool:
+    return not (is_local(url) or url.startswith("memory://"))
+
+
+#: seconds a process may seem to have started after its lease was stamped (clock steps)
+_START_SLACK = 10.0
+
+
+def _process_running(pid: int, since: str | None) -> bool:
+    """Whether process ``pid`` of this machine runs and is the one that stamped a lease at
+    ``since`` (a process that started later got the number of a dead one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    except OSError:
+        return True
+    started = _process_start(pid)
+    if started is None or not since:
+        return True
+    try:
+        stamped = _dt.datetime.fromisoformat(since).timestamp()
+    except ValueError:
+        return True
+    return started <= stamped + _START_SLACK
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time of a process (seconds since the epoch) where ``/proc`` tells it (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def holder_state(url: str, run_id: str, holder: dict[str, Any] | None) -> str:
+    """Whether the writer recorded in a run's ``actstore.writer`` attribute still holds it.
+
+    Returns ``"none"`` (no writer recorded), ``"live"``, ``"stale"`` (the writer is gone:
+    killed, or its lease expired; the run was left as an interrupted write) or ``"unknown"``
+    (a local store written from another machine, whose processes cannot be seen from here).
+
+    Object stores decide by the lease's expiry, which a live writer renews every few seconds
+    (the same test that lets a new writer take the run). ``memory://`` stores look up the
+    in-process registry. Local stores hold an ``flock`` that dies with its process but records
+    no expiry: the writer's process is looked up instead, when it ran on this machine.
+    """
+    if not holder:
+        return "none"
+    if url.startswith("memory://"):
+        with _REGISTRY_LOCK:
+            return "live" if _key(url, run_id) in _HELD_IN_PROCESS else "stale"
+    if _needs_attr_lease(url):
+        try:
+            return "live" if float(holder.get("expires", 0)) > time.time() else "stale"
+        except (TypeError, ValueError):
+            return "stale"
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return "unknown"
+    return "live" if _process_running(pid, holder.get("since")) else "stale"
+
+
 def _describe(info: dict[str, Any] | None) -> str:
     if not info:
         return "another process"
@@ -54,7 +128,7 @@ class Lease:
     def __init__(self, url: str, run_id: str):
         self.url = url
         self.run_id = run_id
-        self.key = f"{_local_path(url) if is_local(url) else url}::{run_id}"
+        self.key = _key(url, run_id)
         self.info = {
             "id": uuid.uuid4().hex,
             "pid": os.getpid(),
@@ -97,15 +171,14 @@ class Lease:
     @property
     def needs_attr_lease(self) -> bool:
         """True where the run attribute is the only lock (object stores)."""
-        return not (is_local(self.url) or self.url.startswith("memory://"))
+        return _needs_attr_lease(self.url)
 
     def check_attr(self, current: dict[str, Any] | None) -> None:
         """Refuse if a live lease of another writer is recorded on the run."""
         if not current or current.get("id") == self.info["id"]:
             return
-        if self.needs_attr_lease:
-            if float(current.get("expires", 0)) > time.time():
-                raise self._conflict(current)
+        if self.needs_attr_lease and holder_state(self.url, self.run_id, current) == "live":
+            raise self._conflict(current)
 
     def stamp(self) -> dict[str, Any]:
         """The attribute value to record now (renewed expiry)."""

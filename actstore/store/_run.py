@@ -93,7 +93,13 @@ class RunReader:
         n = len(self.planned_steps)
         if name not in self.group:  # creation interrupted: nothing written yet
             return np.full(n, fill, dtype=dtype)
-        a = np.asarray(self.group[name][...], dtype=dtype)[:n]
+        try:
+            a = np.asarray(self.group[name][...], dtype=dtype)[:n]
+        except Exception as e:
+            from actstore.store._store import DamagedRunError
+
+            raise DamagedRunError(self.store.url, self.run_id, f"its slot table "
+                                  f"({L.RUNS}/{self.run_id}/{name}) is unreadable", e) from None
         if a.size < n:
             a = np.concatenate([a, np.full(n - a.size, fill, dtype=dtype)])
         return a

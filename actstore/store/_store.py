@@ -17,13 +17,34 @@ from actstore.store import _layout as L
 from actstore.store._lease import store_lock
 from actstore.store._probeset import ProbeSet
 
-__all__ = ["Store", "create_store", "open_store", "undo_additions"]
+__all__ = ["DamagedRunError", "Store", "create_store", "open_store", "undo_additions"]
 
 
 def _version() -> str:
     from actstore import __version__
 
     return __version__
+
+
+def first_line(e: BaseException) -> str:
+    """``Type: first line of the message`` of an exception (zarr's can span many lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+class DamagedRunError(StoreError):
+    """A run whose metadata or slot table cannot be read: the store is damaged there.
+
+    ``reason`` says what cannot be read, without the run and the advice around it.
+    """
+
+    def __init__(self, url: str, run_id: str, what: str, cause: BaseException):
+        self.run_id = run_id
+        self.reason = f"{what} ({first_line(cause)})"
+        super().__init__(
+            f"run {run_id!r} in {url} is damaged: {self.reason}; run `actstore verify {url}` "
+            "to see what is wrong and how to fix it, or select other runs"
+        )
 
 
 def _exists(url: str, storage_options: dict | None = None) -> bool:
@@ -179,7 +200,12 @@ class Store:
             raise ActstoreError(f"{self.url} was opened read-only; open it with mode='a'")
 
     def consolidate(self) -> None:
-        """Write consolidated metadata so that plain xarray opens the store in one read."""
+        """Write consolidated metadata so that plain xarray opens the store in one read.
+
+        Where the metadata of some member does not parse (a damaged run), nothing can be
+        consolidated: the consolidated metadata is removed instead, so that plain xarray lists
+        the hierarchy itself rather than reading an outdated copy of it.
+        """
         if self.mode == "r":
             return
         # one writer at a time rewrites the root metadata
@@ -190,7 +216,13 @@ class Store:
                 _remove_stale_partial_files(Path(self.root.store.root) / self.root.path)
             # Zarr v3 calls consolidated metadata an extension; xarray reads it by default.
             warnings.simplefilter("ignore")
-            zarr.consolidate_metadata(self.root.store)
+            try:
+                zarr.consolidate_metadata(self.root.store)
+            except (ValueError, TypeError, LookupError):
+                # the root is opened without its consolidated metadata: rewriting its
+                # attributes writes its zarr.json without them
+                root = zarr.open_group(self.root.store, mode="r+", use_consolidated=False)
+                root.attrs.put(dict(root.attrs))
 
     # -- probe sets --------------------------------------------------------------------------
     def probe_set_names(self) -> list[str]:
@@ -271,13 +303,44 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------------
     def run_ids(self) -> list[str]:
-        """Ids of the runs in the store (sorted)."""
+        """Ids of the runs in the store (sorted), damaged ones included.
+
+        Zarr's own listing parses the metadata of every run and stops at the first that does
+        not parse; then the ids are the folders under ``runs/`` that hold a ``zarr.json``, so
+        that a damaged run is listed (and :meth:`reader` says what is wrong with it).
+        """
         if L.RUNS not in self.root:
             return []
-        return sorted(self.root[L.RUNS].group_keys())
+        try:
+            return sorted(self.root[L.RUNS].group_keys())
+        except Exception:
+            return self._run_folders()
+
+    def _run_folders(self) -> list[str]:
+        from zarr.core.sync import sync
+
+        st = self.root.store
+        prefix = f"{self.root.path}/{L.RUNS}".lstrip("/")
+
+        async def names() -> list[str]:
+            out = []
+            async for name in st.list_dir(prefix):
+                if name == "zarr.json" or name.startswith(".") or name.endswith(".partial"):
+                    continue
+                if await st.exists(f"{prefix}/{name}/zarr.json"):
+                    out.append(name)
+            return out
+
+        return sorted(sync(names()))
 
     def reader(self, run_id: str) -> Any:
-        """A :class:`RunReader` of one run."""
+        """A :class:`RunReader` of one run.
+
+        Raises
+        ------
+        DamagedRunError
+            If the run's metadata (``runs/<run>/zarr.json``) does not parse.
+        """
         from actstore.store._run import RunReader
 
         ids = self.run_ids()
@@ -285,7 +348,12 @@ class Store:
             raise ActstoreError(
                 f"no run {run_id!r} in {self.url}; runs: {', '.join(ids) or 'none'}"
             )
-        return RunReader(self, run_id)
+        try:
+            return RunReader(self, run_id)
+        except (ValueError, TypeError, LookupError) as e:
+            raise DamagedRunError(
+                self.url, run_id, f"its metadata {L.RUNS}/{run_id}/zarr.json is unreadable", e
+            ) from None
 
     def writer(
         self,
@@ -524,6 +592,10 @@ def undo_additions(url: str, store: Store, created: bool, probe_set: str | None)
             fs.rm(path, recursive=True)
         return
     if probe_set is not None:
-        if probe_set not in {store.reader(r).attrs.get("probe_set") for r in store.run_ids()}:
+        try:
+            used = {store.reader(r).attrs.get("probe_set") for r in store.run_ids()}
+        except DamagedRunError:
+            return  # a run that cannot be read may use the probe set: it stays
+        if probe_set not in used:
             store.remove_probe_set(probe_set)
             store.consolidate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from stores import error_line
 from typer.testing import CliRunner
 
 from actstore.cli import app
@@ -22,12 +23,6 @@ def other_runs(tmp_path):
     return store
 
 
-def _error_line(res) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("actstore: error: "), res.stderr
-    return lines[0]
-
 
 @pytest.mark.parametrize(("tiny", "advice"), [
     ([], "use another store path for the demo, or add --tiny if this store was made with it"),
@@ -35,13 +30,13 @@ def _error_line(res) -> str:
                  "was made without it"),
 ])
 def test_demo_on_a_store_with_other_runs_names_no_variant(other_runs, tiny, advice):
-    line = _error_line(runner.invoke(app, ["demo", other_runs, *tiny, "--serial"]))
+    line = error_line(runner.invoke(app, ["demo", other_runs, *tiny, "--serial"]))
     assert line.endswith(f"run 'trifeature-shape-alexnet-s0' in {other_runs} was made with "
                          f"another model; nothing was written; {advice}")
     assert "variant" not in line
 
 
 def test_train_on_a_store_with_other_runs_suggests_a_variant(other_runs):
-    line = _error_line(runner.invoke(app, ["train", other_runs, "demo", "--dry-run"]))
+    line = error_line(runner.invoke(app, ["train", other_runs, "demo", "--dry-run"]))
     assert line.endswith("nothing was written; give this configuration a variant name (a "
                          "[variants.NAME] table of a sweep file) or use a new store")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from stores import error_line
 from typer.testing import CliRunner
 
 from actstore.cli import app
@@ -72,10 +73,7 @@ def test_json_report_and_selection(store):
 )
 def test_bad_input_is_one_line_and_exit_2(store, args, message):
     r = runner.invoke(app, ["probe", store, *FAST, *args])
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("actstore: error: ")
-    assert message in lines[0]
+    assert message in error_line(r)
     assert open_store(store).result_names() == []  # nothing written
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from stores import error_line
 from typer.testing import CliRunner
 
 from actstore.cli import app
@@ -150,21 +151,15 @@ def test_probe_set_name_for_a_new_store_leaves_no_store(run_dir):
     assert not store.exists()
 
 
-def _one_error_line(res) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("actstore: error: "), res.stderr
-    assert "Traceback" not in res.output
-    return lines[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_dump_on_cuda_without_a_gpu_is_one_line(run_dir):
     store = run_dir / "s.zarr"
-    line = _one_error_line(_dump(run_dir, str(store), "--device", "cuda"))
+    line = error_line(_dump(run_dir, str(store), "--device", "cuda"))
     assert "--device cuda was asked for, but no GPU is visible" in line
     assert not store.exists()
-    line = _one_error_line(_dump(run_dir, str(store), "--device", "gpu0"))
+    line = error_line(_dump(run_dir, str(store), "--device", "gpu0"))
     assert "'gpu0' is not a torch device" in line
 
 
@@ -177,7 +172,7 @@ def test_dump_on_cuda_without_a_gpu_is_one_line(run_dir):
 )
 def test_bad_model_args_name_the_factory_and_its_parameters(run_dir, arg, message):
     store = run_dir / "s.zarr"
-    line = _one_error_line(_dump(run_dir, str(store), "--model-arg", arg))
+    line = error_line(_dump(run_dir, str(store), "--model-arg", arg))
     assert message in line and "it accepts (width: int = 8)" in line, line
     assert not store.exists()
 
@@ -190,7 +185,7 @@ def test_forward_pass_that_fails_on_the_probe_inputs(run_dir):
             "--probe-set", str(run_dir / "bytes.npz"), "--run", "r2"]
     fresh = run_dir / "fresh.zarr"
     args[1] = str(fresh)
-    line = _one_error_line(runner.invoke(app, args))
+    line = error_line(runner.invoke(app, args))
     assert "the forward pass of model" in line and "small_cnn failed on probe set 'bytes'" in line
     assert "inputs of shape (30, 3, 8, 8), dtype uint8" in line, line
     assert not fresh.exists()
@@ -198,7 +193,7 @@ def test_forward_pass_that_fails_on_the_probe_inputs(run_dir):
     assert _dump(run_dir, str(store)).exit_code == 0
     before = _snapshot(store)
     args[1] = str(store)
-    line = _one_error_line(runner.invoke(app, args))
+    line = error_line(runner.invoke(app, args))
     assert "failed on probe set 'bytes'" in line
     assert _snapshot(store) == before
 
@@ -209,7 +204,7 @@ def test_a_file_that_is_not_a_checkpoint(run_dir):
     before = _snapshot(store)
     for junk in (b"not a checkpoint\x00\x01", b"", b"PK\x03\x04 truncated zip"):
         (run_dir / "ckpts" / "step_7.pt").write_bytes(junk)
-        line = _one_error_line(_dump(run_dir, str(store)))
+        line = error_line(_dump(run_dir, str(store)))
         assert "step_7.pt is not a readable PyTorch checkpoint" in line, line
         assert "weights_only" not in line
         assert _snapshot(store) == before
@@ -217,7 +212,7 @@ def test_a_file_that_is_not_a_checkpoint(run_dir):
 
     torch.save({"step": 7, "state_dict": {}, "args": argparse.Namespace(lr=0.1)},
                run_dir / "ckpts" / "step_7.pt")
-    line = _one_error_line(_dump(run_dir, str(store)))
+    line = error_line(_dump(run_dir, str(store)))
     assert "step_7.pt holds Python objects besides tensors (argparse.Namespace)" in line, line
     assert "weights_only" not in line and "save the state dict alone" in line
     assert _snapshot(store) == before
@@ -226,22 +221,22 @@ def test_a_file_that_is_not_a_checkpoint(run_dir):
 def test_dump_into_a_file_or_a_foreign_directory(run_dir):
     plain = run_dir / "plain.txt"
     plain.write_text("notes")
-    line = _one_error_line(_dump(run_dir, str(plain)))
+    line = error_line(_dump(run_dir, str(plain)))
     assert "plain.txt is a file, not an actstore store" in line
     assert plain.read_text() == "notes"
-    line = _one_error_line(_dump(run_dir, str(plain / "s.zarr")))
+    line = error_line(_dump(run_dir, str(plain / "s.zarr")))
     assert "plain.txt is a file" in line
     other = run_dir / "other"
     other.mkdir()
     (other / "keep.txt").write_text("x")
-    line = _one_error_line(_dump(run_dir, str(other)))
+    line = error_line(_dump(run_dir, str(other)))
     assert "other is a directory that holds other files, not an actstore store" in line
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
 
 
 def test_dump_workers_must_be_positive(run_dir):
     store = run_dir / "s.zarr"
-    line = _one_error_line(_dump(run_dir, str(store), "--workers", "0"))
+    line = error_line(_dump(run_dir, str(store), "--workers", "0"))
     assert "--workers must be at least 1, got 0" in line
     assert not store.exists()
 

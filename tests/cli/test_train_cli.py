@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from stores import error_line
 from typer.testing import CliRunner
 
 from actstore.cli import app
@@ -90,10 +91,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, match):
 
     store = tmp_path / "s.zarr"
     res = runner.invoke(app, ["train", str(store), *args])
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("actstore: error: ")
-    assert re.search(match, lines[0]), lines[0]
+    line = error_line(res)
+    assert re.search(match, line), line
     assert not store.exists()
 
 
@@ -186,25 +185,19 @@ def test_train_on_a_dask_cluster_by_address(tmp_path, dask_cluster):
     assert all(st.reader(r).complete.all() for r in st.run_ids())
 
 
-def _error_line(res) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("actstore: error: "), res.stderr
-    return lines[0]
-
 
 @pytest.mark.parametrize("dry", [["--dry-run"], ["--serial"]])
 def test_store_path_that_is_a_file_or_a_foreign_directory(tmp_path, dry):
     plain = tmp_path / "plain.txt"
     plain.write_text("notes")
     base = ["-d", "binary", "-t", "label", "-m", "mlp", *dry]
-    line = _error_line(runner.invoke(app, ["train", str(plain), *base]))
+    line = error_line(runner.invoke(app, ["train", str(plain), *base]))
     assert "plain.txt is a file, not an actstore store" in line
     assert plain.read_text() == "notes"
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("x")
-    line = _error_line(runner.invoke(app, ["train", str(other), *base]))
+    line = error_line(runner.invoke(app, ["train", str(other), *base]))
     assert "holds other files, not an actstore store" in line
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
 
@@ -216,7 +209,7 @@ def test_workers_must_be_positive(tmp_path, n):
 
     store = tmp_path / "s.zarr"
     res = runner.invoke(app, ["train", str(store), "demo", "--dry-run", "--workers", n])
-    assert f"--workers must be at least 1, got {n}" in _error_line(res)
+    assert f"--workers must be at least 1, got {n}" in error_line(res)
     with pytest.raises(ActstoreError, match="--workers must be at least 1"):
         run_sweep(load_sweep("demo"), str(store), n_workers=int(n), dry_run=True)
     assert not store.exists()
@@ -260,7 +253,7 @@ def test_bad_input_found_before_the_store_is_made(tmp_path, args, match):
     import re
 
     store = tmp_path / "s.zarr"
-    line = _error_line(runner.invoke(app, ["train", str(store), *BINARY, *args]))
+    line = error_line(runner.invoke(app, ["train", str(store), *BINARY, *args]))
     assert re.search(match, line), line
     assert not store.exists()
 
@@ -271,7 +264,7 @@ def test_training_device_without_a_gpu_is_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     store = tmp_path / "s.zarr"
-    line = _error_line(runner.invoke(app, ["train", str(store), *BINARY, "--serial",
+    line = error_line(runner.invoke(app, ["train", str(store), *BINARY, "--serial",
                                            "--set", 'train.device="cuda"']))
     assert "train parameter device='cuda' was asked for, but no GPU is visible" in line
     assert not store.exists()
@@ -283,7 +276,7 @@ def test_weights_dir_that_is_a_file(tmp_path):
     store = tmp_path / "s.zarr"
     for wdir, match in ((plain, "is a file, not a directory"),
                         (plain / "sub", "is a file, so no directory can be made")):
-        line = _error_line(runner.invoke(app, ["train", str(store), *BINARY, "--serial",
+        line = error_line(runner.invoke(app, ["train", str(store), *BINARY, "--serial",
                                                "--weights-dir", str(wdir)]))
         assert match in line
         assert not store.exists()
@@ -296,7 +289,7 @@ def test_unreadable_saved_run_config_is_one_line_and_leaves_no_store(tmp_path):
     store = tmp_path / "s.zarr"
     res = runner.invoke(app, ["train", str(store), *BINARY, "--serial", "--json",
                               "--weights-dir", str(wdir)])
-    line = _error_line(res)
+    line = error_line(res)
     assert "config.json is not a readable run config" in line
     assert not store.exists()
 
@@ -314,7 +307,7 @@ def test_malformed_sweep_files_are_one_line(tmp_path, text, match):
     sweep = tmp_path / "s.toml"
     sweep.write_bytes(text)
     store = tmp_path / "s.zarr"
-    line = _error_line(runner.invoke(app, ["train", str(store), str(sweep), "--serial"]))
+    line = error_line(runner.invoke(app, ["train", str(store), str(sweep), "--serial"]))
     assert re.search(match, line), line
     assert not store.exists()
 

@@ -40,6 +40,7 @@ from actstore.probes._backend import (
 
 torch = pytest.importorskip("torch")
 
+from stores import error_line  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
 runner = CliRunner()
@@ -198,12 +199,6 @@ def store(tmp_path):
     return url
 
 
-def _one_line(r) -> str:
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("actstore: error: "), r.output
-    return lines[0]
-
 
 @pytest.mark.parametrize("cmd", ["probe", "similarity"])
 @pytest.mark.parametrize("torch_cuda", [False, True])
@@ -217,7 +212,7 @@ def test_unusable_devices_are_one_line_errors(store, cmd, torch_cuda, monkeypatc
     if importlib.util.find_spec("cupy") is None:
         devices.append("cupy")
     for dev in devices:
-        line = _one_line(runner.invoke(app, [cmd, store, "--device", dev, *extra]))
+        line = error_line(runner.invoke(app, [cmd, store, "--device", dev, *extra]))
         assert f"'{dev}'" in line or f"--device {dev}" in line
 
 
