@@ -48,34 +48,46 @@ def s3_server():
     import subprocess
     import time
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import s3fs
+    import s3fs
 
-        deadline = time.time() + 30
-        while True:
-            try:
-                s3fs.S3FileSystem(skip_instance_cache=True).mkdir("actstore-test")
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
+            "AWS_DEFAULT_REGION")
+    old = {k: os.environ.get(k) for k in keys}
+    proc = None
+    try:
+        for attempt in range(3):
+            # a free port, released for the server: another process may take it meanwhile,
+            # in which case the server exits and the next attempt takes another port
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            os.environ.update({
+                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                "AWS_DEFAULT_REGION": "us-east-1"})
+            deadline = time.time() + 30
+            while True:
+                try:
+                    s3fs.S3FileSystem(skip_instance_cache=True).mkdir("actstore-test")
+                    break
+                except Exception:  # not up yet: botocore raises several kinds
+                    if proc.poll() is not None and attempt < 2:
+                        break
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+            if proc.poll() is None:
                 break
-            except Exception:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
         yield "s3://actstore-test"
     finally:
-        proc.kill()
-        proc.wait()
+        if proc is not None:
+            proc.kill()
+            proc.wait()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)

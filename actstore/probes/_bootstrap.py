@@ -19,6 +19,7 @@ from actstore.probes._similarity import (
     DEFAULT_MEMORY,
     SimilarityResult,
     _shapes,
+    check_reps,
     load_rep,
     similarity_matrix,
 )
@@ -170,6 +171,7 @@ def bootstrap_similarity(
         raise ActstoreError(f"a bootstrap needs at least 2 replicates, got n_boot={n_boot}")
     if not 0 < ci < 1:
         raise ActstoreError(f"the confidence level must be between 0 and 1, got {ci}")
+    reps = check_reps(reps, names)
     shapes, labels = _shapes(reps, names)
     point = similarity_matrix(
         reps, metric, names=labels, method=method, device=device, max_memory=max_memory,

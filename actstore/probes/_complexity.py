@@ -109,6 +109,7 @@ def vinfo_of_codes(
         ``vinfo`` (k,): mean over folds of ``max(0, R^2)`` at the chosen penalty; ``r2`` (k,);
         ``alpha`` (k,); NaN for constant features.
     """
+    Folds.check(folds)
     if not hasattr(source, "blocks"):
         source = ArraySource(source)
     targets, usable = code_targets(codes)

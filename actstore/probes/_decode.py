@@ -16,11 +16,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
 
+from actstore._args import as_mapping, whole_number
 from actstore._errors import ActstoreError
 from actstore.probes._backend import BACKENDS, get_namespace, move_to
 from actstore.probes._folds import Folds, check_folds, explicit_split, stratified_folds
@@ -136,6 +137,8 @@ class ProbeConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.decoders, str):  # one name, not its letters
+            object.__setattr__(self, "decoders", (self.decoders,))
         unknown = [d for d in self.decoders if d not in DECODERS]
         if unknown or not self.decoders:
             raise ActstoreError(
@@ -156,6 +159,12 @@ class ProbeConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
                 or self.seed < 0:
             raise ActstoreError(f"seed must be a non-negative integer, got {self.seed!r}")
+        whole_number(self.n_splits, "n_splits (number of folds)", minimum=1)
+        whole_number(self.max_iter, "max_iter", minimum=1)
+        if self.split is not None and not isinstance(self.split, str):
+            raise ActstoreError(
+                f"split must be the name of a label array (a str), not {self.split!r}"
+            )
         if not self.cache_mb >= 0:
             raise ActstoreError(f"cache_mb must be >= 0 (MiB), got {self.cache_mb!r}")
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
@@ -265,6 +274,15 @@ def decode(
     DecodeResult
     """
     config = config or ProbeConfig()
+    if not isinstance(config, ProbeConfig):
+        raise ActstoreError(
+            f"config must be a ProbeConfig, not {type(config).__name__}; e.g. "
+            "ProbeConfig(decoders=('ridge',), n_splits=5)"
+        )
+    labels = as_mapping(labels, "labels", "give a dict of feature name -> array of shape "
+                        "(n_samples,), e.g. {'shape': shape_labels}")
+    if folds is not None:
+        Folds.check(folds)
     made, decoded = make_folds(labels, config)
     folds = folds or made
     targets = encode_targets(decoded)
@@ -347,8 +365,19 @@ def probe_arrays(
     """
     import xarray as xr
 
+    unknown = sorted(set(options) - {f.name for f in fields(ProbeConfig)})
+    if unknown:
+        raise ActstoreError(
+            f"probe_arrays has no option {', '.join(map(repr, unknown))}; options (fields of "
+            f"ProbeConfig): {', '.join(f.name for f in fields(ProbeConfig))}"
+        )
     if config is None:
         config = ProbeConfig(**options)
+    elif not isinstance(config, ProbeConfig):
+        raise ActstoreError(
+            f"config must be a ProbeConfig, not {type(config).__name__}; e.g. "
+            "ProbeConfig(decoders=('ridge',), n_splits=5), or pass its fields as keywords"
+        )
     elif options:
         config = ProbeConfig(**{**asdict(config), **options})
     if config.device != "numpy":

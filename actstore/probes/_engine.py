@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from os import PathLike
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,11 @@ class ProbePlan:
     skipped: list[str]
     units: dict[tuple[str, str], int]
 
+    def __repr__(self) -> str:
+        return (f"ProbePlan({len(self.jobs)} jobs: runs={_short(self.runs)}, "
+                f"steps={_short(self.steps)}, layers={_short(self.layers)}, "
+                f"features={_short(self.features)}, skipped={len(self.skipped)})")
+
 
 def _patterns(sel: str | Sequence[str] | None, what: str) -> list[str] | None:
     if sel is None:
@@ -170,6 +176,23 @@ def _select_steps(
     return out
 
 
+def _short(items: Sequence[Any], most: int = 6) -> str:
+    """``[a, b, c, ... (40 in all)]``: a list shown in one short line."""
+    shown = ", ".join(repr(x) if isinstance(x, str) else str(x) for x in items[:most])
+    return f"[{shown}{f', ... ({len(items)} in all)' if len(items) > most else ''}]"
+
+
+def _check_config(config: Any) -> ProbeConfig:
+    if config is None:
+        return ProbeConfig()
+    if not isinstance(config, ProbeConfig):
+        raise ActstoreError(
+            f"config must be a ProbeConfig, not {type(config).__name__}; e.g. "
+            "ProbeConfig(decoders=('ridge',), n_splits=5)"
+        )
+    return config
+
+
 def plan_probes(
     store: Any,
     runs: str | Sequence[str] | None = None,
@@ -183,7 +206,8 @@ def plan_probes(
 
     Parameters
     ----------
-    store : actstore.store.Store
+    store : actstore.store.Store, str or path
+        An open store, or the path or URL of one (opened read-only).
     runs, layers : str or list of str, optional
         Names or glob patterns (comma-separated in a string); ``None``/``"all"``: all.
     checkpoints : str or list, optional
@@ -200,7 +224,11 @@ def plan_probes(
     ActstoreError
         Unknown names (listing the valid ones), or labels that cannot be decoded.
     """
-    config = config or ProbeConfig()
+    config = _check_config(config)
+    if isinstance(store, (str, PathLike)):
+        from actstore.store import open_store
+
+        store = open_store(str(store))
     all_runs = store.run_ids()
     if not all_runs:
         raise ActstoreError(f"{store.url} has no runs to probe; train or dump some first")
@@ -556,7 +584,7 @@ def run_probes(
     from actstore.store import open_store
     from actstore.store._store import check_result_name
 
-    config = config or ProbeConfig()
+    config = _check_config(config)
     check_result_name(name)
     if scheduler is None:
         # local workers run on this machine: a device it lacks fails now, not in every job
@@ -737,7 +765,14 @@ def summary_table(ds: Any, decoder: str | None = None) -> Any:
         Index: feature; columns: layer; cells ``"0.31 -> 0.87"`` (first -> last checkpoint).
     """
     import pandas as pd
+    import xarray as xr
 
+    if not isinstance(ds, xr.Dataset) or "decoder" not in ds.dims or "accuracy" not in ds:
+        raise ActstoreError(
+            f"summary_table takes a probe result (an xarray.Dataset with an 'accuracy' "
+            f"variable over 'decoder'), not {type(ds).__name__}; e.g. the Dataset run_probes "
+            "returns, or store.read_result('probes', name)"
+        )
     decs = ds.decoder.values.tolist()
     decoder = decoder or ("logistic" if "logistic" in decs else decs[0])
     if decoder not in decs:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from actstore._args import whole_number
 from actstore._errors import ActstoreError
 
 __all__ = [
@@ -43,6 +45,18 @@ class Folds:
     test_fold: np.ndarray
     n_splits: int
     description: str = field(default="", compare=False)
+
+    @staticmethod
+    def check(folds: Any, what: str = "folds") -> Folds:
+        """``folds`` if it is a :class:`Folds`, else one :class:`ActstoreError` saying how to
+        make one."""
+        if not isinstance(folds, Folds):
+            raise ActstoreError(
+                f"{what} must be a Folds, not {type(folds).__name__} {folds!r:.40}; make one "
+                "with stratified_folds(n, n_splits), explicit_split(is_test) or "
+                "predefined_folds(test_fold)"
+            )
+        return folds
 
     def __post_init__(self) -> None:
         tf = np.asarray(self.test_fold)
@@ -124,6 +138,8 @@ def stratified_folds(
     -------
     Folds
     """
+    n = whole_number(n, "n (number of samples)")
+    n_splits = whole_number(n_splits, "n_splits (number of folds)")
     if n_splits < 2:
         raise ActstoreError(f"cross-validation needs at least 2 folds, got {n_splits}")
     if n < n_splits:

@@ -319,6 +319,7 @@ def logistic_cv(
         continuous features), plus ``n_iter`` and ``converged`` of shape
         (n_Cs, n_splits, n_categorical).
     """
+    Folds.check(folds)
     Z, _T, omega, _mean = whiten(X, stats, dtype=dtype)
     fit = fit_logistic_path(Z, omega, targets, folds, Cs, tol=tol, max_iter=max_iter)
     xp = get_namespace(Z)

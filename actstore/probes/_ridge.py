@@ -256,6 +256,7 @@ def ridge_cv(
     dict
         See :meth:`HeldOutScores.finalize`; arrays of shape (n_splits, n_alphas, n_features).
     """
+    Folds.check(folds)
     cache = int(getattr(source, "cache_bytes", 0))
     if isinstance(stats, GramStats):
         form = "dual"

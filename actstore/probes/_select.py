@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from actstore._args import as_mapping, as_names
 from actstore._errors import ActstoreError
 from actstore.probes._similarity import LazyRep
 
@@ -109,6 +110,12 @@ class Selection:
 
     def __len__(self) -> int:
         return len(self.refs)
+
+    def __repr__(self) -> str:
+        runs = list(dict.fromkeys(r.run for r in self.refs))
+        layers = list(dict.fromkeys(r.layer for r in self.refs))
+        return (f"Selection({self.url!r}, {len(self.refs)} representations of {len(runs)} "
+                f"runs x {len(layers)} layers, {self.n} stimuli)")
 
     @property
     def n(self) -> int:
@@ -218,7 +225,8 @@ def select(
 
     if isinstance(store, str):
         store = open_store(store)
-    where = dict(where or {})
+    where = as_mapping(where or {}, "where", "give run attributes to match, e.g. "
+                       "where={'seed': 0, 'task': 'shape'}")
     bad = [k for k in where if k not in _ATTR_KEYS]
     if bad:
         raise ActstoreError(
@@ -395,7 +403,8 @@ def parse_selection(spec: str | Sequence[str] | None) -> dict[str, Any]:
     ``variant``.
     """
     terms: list[str] = []
-    for s in [spec] if isinstance(spec, str) else list(spec or []):
+    specs = [] if spec is None else as_names(spec, "selection", allow_empty=True)
+    for s in specs:
         terms += [t.strip() for t in s.split(";") if t.strip()]
     out: dict[str, Any] = {"where": {}}
     for t in terms:

@@ -163,6 +163,35 @@ def _forms(fn: Callable[..., Signature], params: dict) -> tuple[bool, bool]:
     return sig.has_strips, sig.features() is not None
 
 
+def check_reps(reps: Any, names: Sequence[str] | None) -> list[Any]:
+    """``reps`` as a list of arrays (nested lists become numpy arrays), with as many
+    ``names``; anything else is one :class:`ActstoreError`."""
+    if hasattr(reps, "shape") and len(reps.shape) == 2:
+        raise ActstoreError(
+            f"reps is one array of shape {tuple(reps.shape)}; give a list of representations "
+            "[X1, X2, ...], each of shape (n_stimuli, n_units)"
+        )
+    if isinstance(reps, (str, bytes, dict)) or not hasattr(reps, "__iter__"):
+        raise ActstoreError(
+            f"reps must be a list of arrays of shape (n_stimuli, n_units), not "
+            f"{type(reps).__name__}"
+        )
+    out = [np.asarray(r) if isinstance(r, (list, tuple)) else r for r in reps]
+    for i, r in enumerate(out):
+        if not hasattr(r, "shape"):
+            raise ActstoreError(
+                f"representation #{i} is a {type(r).__name__}; give arrays of shape "
+                "(n_stimuli, n_units) (numpy, torch, cupy or Dask)"
+            )
+    if names is not None:
+        if isinstance(names, str) or len(names) != len(out):
+            raise ActstoreError(
+                f"names must be a list of {len(out)} str, one per representation; got "
+                f"{names!r}"
+            )
+    return out
+
+
 def _shapes(reps: Sequence[Any], names: Sequence[str] | None) -> tuple[list, list[str]]:
     shapes, labels = [], []
     for i, r in enumerate(reps):
@@ -580,8 +609,10 @@ def similarity_matrix(
     ------
     ActstoreError
         Unknown metric or parameter, representations with different numbers of stimuli,
-        too few stimuli for the metric, non-finite activations.
+        too few stimuli for the metric, non-finite activations; ``reps`` that is no list of
+        arrays, or ``names`` of another length.
     """
+    reps = check_reps(reps, names)
     shapes, labels = _shapes(reps, names)
     _factory(metric, params)
     plan = plan_similarity(shapes, metric, method=method, max_memory=max_memory, **params)

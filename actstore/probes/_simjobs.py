@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from actstore._args import as_mapping, as_names
 from actstore._errors import ActstoreError
 from actstore.probes._alignment import (
     PairAlignment,
@@ -181,6 +182,29 @@ def check_heatmap_path(path: str) -> None:
 # -- similarity -------------------------------------------------------------------------------
 
 
+_SELECT_KEYS = ("runs", "layers", "checkpoints", "where", "stimuli")
+
+
+def check_selection_keys(selection: Any) -> dict[str, Any]:
+    """A selection dict (keywords of :func:`select`); anything else is one clear error."""
+    if selection is None:
+        return {}
+    if isinstance(selection, (str, list, tuple)):
+        raise ActstoreError(
+            f"selection must be a dict of keywords of select() or a Selection, not "
+            f"{type(selection).__name__}; e.g. {{'layers': 'fc*', 'checkpoints': 'last'}}, or "
+            "parse_selection('layer=fc*;checkpoint=last') for a command-line string"
+        )
+    sel = as_mapping(selection, "selection", "e.g. {'layers': 'fc*', 'checkpoints': 'last'}")
+    bad = [k for k in sel if k not in _SELECT_KEYS]
+    if bad:
+        raise ActstoreError(
+            f"unknown selection keyword {bad[0]!r}; use {', '.join(_SELECT_KEYS)} (run "
+            "attributes go in where={...})"
+        )
+    return sel
+
+
 def similarity_job(
     store: Any,
     selection: Selection | dict[str, Any] | None = None,
@@ -259,7 +283,8 @@ def similarity_job(
     if png:
         check_heatmap_path(png)
     st = open_store(store, mode="a" if write else "r") if isinstance(store, str) else store
-    sel = selection if isinstance(selection, Selection) else select(st, **(selection or {}))
+    sel = selection if isinstance(selection, Selection) else select(
+        st, **check_selection_keys(selection))
     name = name or metric
     _check_result_name(name)
     reps, labels = sel.lazy_reps(), sel.labels
@@ -501,7 +526,7 @@ def alignment_job(
     from actstore.store import open_store
     from actstore.store._store import check_settings, settings_json
 
-    runs = list(dict.fromkeys(runs))
+    runs = list(dict.fromkeys(as_names(runs, "runs", allow_empty=True)))
     if len(runs) < 2:
         raise ActstoreError(f"alignment needs at least two runs, got {runs}")
     if positions not in ("auto", "yes", "no"):

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from actstore._args import as_array
 from actstore._errors import ActstoreError
 from actstore.probes._backend import get_namespace, move_to, to_numpy
 from actstore.probes._folds import Folds
@@ -70,6 +71,7 @@ class ArraySource:
     name: str = "activations"
 
     def __post_init__(self) -> None:
+        self.X = as_array(self.X, self.name)
         if len(self.X.shape) != 2:
             raise ActstoreError(f"{self.name}: activations must be 2-D, got {tuple(self.X.shape)}")
         self.n, self.d = int(self.X.shape[0]), int(self.X.shape[1])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actstore._args import as_mapping
 from actstore._errors import ActstoreError
 
 __all__ = ["FeatureSpec", "Targets", "encode_targets", "infer_kind"]
@@ -114,6 +115,8 @@ def encode_targets(
     -------
     Targets
     """
+    labels = as_mapping(labels, "labels", "give a dict of feature name -> array of shape "
+                        "(n_samples,)")
     kinds = dict(kinds or {})
     if not labels:
         raise ActstoreError("no features to decode; the probe set has no label arrays")

@@ -292,6 +292,7 @@ def variance_explained(
         ``features`` (list of str); ``r2`` (n_features,): mean over folds of the held-out
         R^2; ``r2_folds``, ``sse`` (n_splits, n_features); ``sst``, ``n_test`` (n_splits,).
     """
+    Folds.check(folds)
     if not hasattr(source, "blocks"):
         source = ArraySource(source)
     targets = encode_targets(labels, kinds)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from actstore._args import as_names
 from actstore._errors import ActstoreError
 from actstore.store import _layout as L
 
@@ -178,11 +179,29 @@ def _first_tensor(out: Any) -> Any:
 
 
 # -- layer selection -------------------------------------------------------------------------
+def _check_module(model: Any) -> None:
+    if not callable(getattr(model, "named_modules", None)):
+        raise ActstoreError(
+            f"model must be a torch.nn.Module, not {type(model).__name__}"
+        )
+
+
 def layer_names(model: Any) -> list[tuple[str, str]]:
     """``(canonical name, module path)`` of the layers "all" selects.
 
     A model may declare ``actstore_layers`` (module paths); otherwise every leaf module.
+
+    Returns
+    -------
+    list of (str, str)
+        In the order of ``model.named_modules()``.
+
+    Raises
+    ------
+    ActstoreError
+        If ``model`` is not a ``torch.nn.Module``.
     """
+    _check_module(model)
     named = dict(model.named_modules())
     declared = getattr(model, "actstore_layers", None)
     if declared is not None:
@@ -195,11 +214,27 @@ def layer_names(model: Any) -> list[tuple[str, str]]:
 def resolve_layers(model: Any, layers: str | list[str] = "all") -> list[tuple[str, str]]:
     """Select layers by ``"all"``, names, module paths or glob patterns (``"conv*"``).
 
+    Parameters
+    ----------
+    model : torch.nn.Module
+    layers : "all", comma-separated str, or list of str
+        Canonical names, module paths or glob patterns (``*`` stays inside one path
+        component).
+
+    Returns
+    -------
+    list of (str, str)
+        ``(canonical name, module path)`` of the selected layers, in forward-definition order.
+
     Raises
     ------
     ActstoreError
-        For a pattern that matches no module (the message lists the available names).
+        For a pattern that matches no module (the message lists the available names), or
+        arguments of the wrong kind.
     """
+    _check_module(model)
+    if not isinstance(layers, str):
+        layers = as_names(layers, "layers")
     named = dict(model.named_modules())
     default = layer_names(model)
     if layers == "all" or layers == ["all"]:
@@ -270,8 +305,17 @@ def check_values(a: np.ndarray, layer: str, step: int, dtype: str) -> np.ndarray
 
 
 def weights_hash(model: Any) -> str:
-    """sha256 of a model's state dict (names, dtypes, shapes and bytes)."""
+    """sha256 of a model's state dict (names, dtypes, shapes and bytes), as 64 hex digits.
+
+    Raises
+    ------
+    ActstoreError
+        If ``model`` has no ``state_dict`` (is not a ``torch.nn.Module``).
+    """
     import torch
+
+    if not callable(getattr(model, "state_dict", None)):
+        raise ActstoreError(f"model must be a torch.nn.Module, not {type(model).__name__}")
 
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):

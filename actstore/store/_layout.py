@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from actstore._errors import ActstoreError
+
 __all__ = [
     "CODECS",
     "FORMAT_VERSION",
@@ -54,8 +56,18 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 def canonical_name(module_path: str) -> str:
     """Zarr-path-safe layer name from a module path (``"features.0"`` -> ``"features_0"``).
 
-    The root module (empty path) is called ``"output"``.
+    The root module (empty path) is called ``"output"``. A name that would start with a digit
+    gets an ``m`` in front (``"0.weight"`` -> ``"m0_weight"``).
+
+    Raises
+    ------
+    ActstoreError
+        If ``module_path`` is not a str.
     """
+    if not isinstance(module_path, str):
+        raise ActstoreError(
+            f"module_path must be a str (e.g. 'features.0'), not {type(module_path).__name__}"
+        )
     if not module_path:
         return "output"
     name = _UNSAFE.sub("_", module_path)
@@ -117,7 +129,6 @@ def make_codecs(name: str) -> list[Any]:
     """Bytes-to-bytes codecs for ``name``, ending with a crc32c checksum."""
     from zarr.codecs import Crc32cCodec
 
-    from actstore._errors import ActstoreError
 
     if name not in CODECS:
         raise ActstoreError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +28,27 @@ def _plain(a: object) -> np.ndarray:
     return arr
 
 
-@dataclass
+def _json_attrs(attrs: dict[str, Any], name: str) -> dict[str, Any]:
+    """``attrs`` as JSON values (numpy scalars and arrays become numbers and lists), so that
+    they can be stored; anything else that JSON cannot hold is refused before any write."""
+
+    def plain(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        raise TypeError(type(o).__name__)
+
+    try:
+        return dict(json.loads(json.dumps(attrs, default=plain)))
+    except (TypeError, ValueError) as e:
+        raise ActstoreError(
+            f"probe set {name!r}: attrs must be JSON-serialisable (str, numbers, lists, dicts); "
+            f"a value of type {e} is not"
+        ) from None
+
+
+@dataclass(repr=False)
 class ProbeSet:
     """A named set of stimuli and their feature labels.
 
@@ -42,6 +64,18 @@ class ProbeSet:
         Stable sample ids (default ``arange(n)``).
     attrs : dict, optional
         JSON-serialisable description: generator name and parameters.
+
+    Raises
+    ------
+    ActstoreError
+        A name that is no usable store path, labels that are no dict of str to 1-D arrays of
+        one length, inputs or sample ids that disagree with them, or duplicate sample ids.
+
+    Examples
+    --------
+    >>> ps = ProbeSet("stim", labels={"color": [0, 1, 2, 0]})
+    >>> ps.n, ps.features
+    (4, ['color'])
     """
 
     name: str
@@ -51,6 +85,26 @@ class ProbeSet:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise ActstoreError(
+                f"probe set name must be a str, not {type(self.name).__name__} {self.name!r}"
+            )
+        if not isinstance(self.labels, Mapping):
+            raise ActstoreError(
+                f"probe set {self.name!r}: labels must be a dict of feature name -> array of "
+                f"shape (n,), not {type(self.labels).__name__}; e.g. labels={{'color': colors}}"
+            )
+        bad = [k for k in self.labels if not isinstance(k, str)]
+        if bad:
+            raise ActstoreError(
+                f"probe set {self.name!r}: feature names must be str, got {bad[0]!r}"
+            )
+        if not isinstance(self.attrs, dict):
+            raise ActstoreError(
+                f"probe set {self.name!r}: attrs must be a dict (JSON-serialisable), not "
+                f"{type(self.attrs).__name__}"
+            )
+        self.attrs = _json_attrs(self.attrs, self.name)
         if not self.name or not all(c.isalnum() or c in "_-." for c in self.name):
             raise ActstoreError(
                 f"probe set name {self.name!r} is not usable as a store path; "
@@ -108,6 +162,12 @@ class ProbeSet:
                     f"but there are {n} samples; give one label per sample"
                 )
 
+    def __repr__(self) -> str:
+        inputs = "None" if self.inputs is None else (
+            f"{self.inputs.dtype}{list(self.inputs.shape)}")
+        return (f"ProbeSet({self.name!r}, n={self.n}, features={self.features}, "
+                f"inputs={inputs})")
+
     @property
     def n(self) -> int:
         """Number of samples."""
@@ -134,8 +194,29 @@ class ProbeSet:
         return h.hexdigest()
 
     def subset(self, index: np.ndarray, name: str | None = None) -> ProbeSet:
-        """A new probe set of the samples at ``index``."""
+        """A new probe set of the samples at ``index`` (integer positions or a boolean mask
+        of shape (n,)), named ``name`` (default: the same name).
+
+        Raises
+        ------
+        ActstoreError
+            If ``index`` is out of range, or a mask of another length.
+        """
         assert self.sample is not None
+        idx = np.asarray(index)
+        if idx.dtype == bool:
+            if idx.shape != (self.n,):
+                raise ActstoreError(
+                    f"probe set {self.name!r}: a boolean index must have shape ({self.n},), "
+                    f"got {idx.shape}"
+                )
+        elif idx.dtype.kind not in "iu" or (idx.size and not (
+                -self.n <= idx.min() and idx.max() < self.n)):
+            raise ActstoreError(
+                f"probe set {self.name!r}: index must be integer positions in [0, {self.n}) "
+                "or a boolean mask"
+            )
+        index = idx
         return ProbeSet(
             name=name or self.name,
             labels={k: v[index] for k, v in self.labels.items()},

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from actstore._args import whole_number
 from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
 from actstore.store import _layout as L
 from actstore.store._lease import Lease, settle_delay
@@ -33,6 +34,10 @@ def _now() -> str:
 
 
 def _check_name(run_id: str) -> None:
+    if not isinstance(run_id, str):
+        raise ActstoreError(
+            f"run id must be a str, not {type(run_id).__name__} {run_id!r}; e.g. 'net_s0'"
+        )
     if not run_id or not all(c.isalnum() or c in "_-." for c in run_id) or run_id[0] == ".":
         raise ActstoreError(
             f"run id {run_id!r} is not usable as a store path; use letters, digits, '_', '-', '.'"
@@ -55,13 +60,25 @@ def _jsonable(obj: Any) -> Any:
 
 
 class RunReader:
-    """Read access to one run: layers, checkpoint slots, labels, activations."""
+    """Read access to one run: layers, checkpoint slots, labels, activations.
+
+    Make one with :meth:`actstore.Store.reader`. Attributes and the layer table are read once,
+    when it is made; activations are read by :meth:`read` and :meth:`iter_blocks`.
+    """
 
     def __init__(self, store: Any, run_id: str):
         self.store = store
         self.run_id = run_id
         self.group = store.root[L.RUNS][run_id]
         self._all_attrs = dict(self.group.attrs)
+
+    def __repr__(self) -> str:
+        # from the attributes read when the reader was made: no I/O
+        a = self._all_attrs
+        who = ", ".join(f"{k}={a[k]!r}" for k in ("model", "task", "seed") if a.get(k) is not None)
+        return (f"RunReader({self.run_id!r}{', ' + who if who else ''}, "
+                f"layers={len(self.layer_table)}, slots={len(self.planned_steps)}, "
+                f"probe_set={a.get('probe_set')!r})")
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -140,7 +157,7 @@ class RunReader:
         return {f: L.from_zarr_data(self.group[f][...]) for f in self.features}
 
     def _layer(self, layer: str) -> Any:
-        if layer not in self.layer_table:
+        if not isinstance(layer, str) or layer not in self.layer_table:
             raise ActstoreError(
                 f"run {self.run_id!r} has no layer {layer!r}; layers: "
                 f"{', '.join(self.layers) or 'none (nothing captured yet)'}"
@@ -148,7 +165,13 @@ class RunReader:
         return self.group[layer]
 
     def array(self, layer: str) -> Any:
-        """The zarr array of a layer, shape (checkpoints, samples, *unit_shape)."""
+        """The zarr array of a layer, shape (checkpoints, samples, *unit_shape).
+
+        Raises
+        ------
+        ActstoreError
+            If the run has no layer ``layer`` (the message lists its layers).
+        """
         return self._layer(layer)
 
     def units(self, layer: str) -> int:
@@ -156,8 +179,15 @@ class RunReader:
         return int(np.prod(self._layer(layer).shape[2:]))
 
     def slot(self, step: int) -> int:
-        """Slot index of a written step."""
-        idx = np.flatnonzero(self.steps == int(step))
+        """Slot index of a written step.
+
+        Raises
+        ------
+        ActstoreError
+            If ``step`` is no whole number, or the run has no checkpoint at that step.
+        """
+        step = _as_step(step)
+        idx = np.flatnonzero(self.steps == step)
         if len(idx) == 0:
             raise ActstoreError(
                 f"run {self.run_id!r} has no checkpoint at step {step}; written steps: "
@@ -175,7 +205,27 @@ class RunReader:
         return i
 
     def read(self, layer: str, step: int) -> np.ndarray:
-        """Activations of one (layer, checkpoint) as an array of shape (n_samples, units)."""
+        """Activations of one (layer, checkpoint), read into memory.
+
+        Parameters
+        ----------
+        layer : str
+            A name of :attr:`layers`.
+        step : int
+            A training step of :attr:`complete_steps` (not a slot index).
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples, units)
+            In the stored dtype (float32 or float16); unit dims of conv layers are flattened.
+
+        Raises
+        ------
+        ActstoreError
+            An unknown layer or step.
+        StoreError
+            An incomplete checkpoint, or a corrupt chunk.
+        """
         arr = self._layer(layer)
         i = self._complete_slot(step)
         try:
@@ -192,10 +242,28 @@ class RunReader:
     ) -> Iterator[tuple[int, int, np.ndarray]]:
         """Stream one (layer, checkpoint) along samples in chunk-aligned blocks.
 
+        Parameters
+        ----------
+        layer : str
+            A name of :attr:`layers`.
+        step : int
+            A training step of :attr:`complete_steps`.
+        block : int, optional
+            Samples per block (default: the array's chunk of samples).
+
         Yields
         ------
-        (start, stop, block) : (int, int, array of shape (stop - start, units))
+        (start, stop, block) : (int, int, numpy.ndarray of shape (stop - start, units))
+
+        Raises
+        ------
+        ActstoreError
+            An unknown layer or step, or a block size that is no whole number >= 1.
+        StoreError
+            An incomplete checkpoint, or a corrupt chunk.
         """
+        if block is not None:
+            block = whole_number(block, "block (samples per block)", minimum=1)
         arr = self._layer(layer)
         i = self._complete_slot(step)
         n = arr.shape[1]
@@ -245,6 +313,11 @@ class RunWriter:
         self._created = False
         self._entered = False
         self._n_slots_entered = 0
+
+    def __repr__(self) -> str:
+        return (f"RunWriter({self.run_id!r}, store={self.store.url!r}, "
+                f"probe_set={self.probe_set_name!r}, steps={self.steps}, "
+                f"{'open' if self._entered else 'closed'})")
 
     # -- attributes --------------------------------------------------------------------------
     def _put_attrs(self, updates: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
@@ -637,6 +710,7 @@ class RunWriter:
                 self._put_attrs({}, remove=(L.ATTR_WRITER,))
         finally:
             self._lease.release()
+            self._entered = False
         if exc_type is None:
             self.store.refresh()
             self.store.consolidate()

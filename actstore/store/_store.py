@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -16,6 +16,11 @@ from actstore._errors import ActstoreError, ProvenanceError, StoreError
 from actstore.store import _layout as L
 from actstore.store._lease import store_lock
 from actstore.store._probeset import ProbeSet
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from actstore.store._run import RunReader, RunWriter
 
 __all__ = ["DamagedRunError", "Store", "create_store", "open_store", "undo_additions"]
 
@@ -104,8 +109,25 @@ def check_store_path(url: str, create: bool = True) -> None:
 def create_store(url: str, exist_ok: bool = True, storage_options: dict | None = None) -> Store:
     """Create an empty actstore store at a path or fsspec URL (``memory://``, ``s3://``).
 
-    With ``exist_ok`` (default) an existing actstore store is opened for appending instead.
-    A path that holds something other than an actstore store is refused.
+    Parameters
+    ----------
+    url : str or path
+        Where the store goes (a directory for local paths).
+    exist_ok : bool
+        With ``True`` (default) an existing actstore store is opened for appending instead.
+    storage_options : dict, optional
+        Passed to fsspec (credentials, endpoint) for remote URLs.
+
+    Returns
+    -------
+    Store
+        The store, open read/write (``mode="a"``).
+
+    Raises
+    ------
+    StoreError
+        If the path holds something other than an actstore store (a file, a directory of
+        other files), or (``exist_ok=False``) a store already.
     """
     url = str(url)
     check_store_path(url)
@@ -131,10 +153,25 @@ def create_store(url: str, exist_ok: bool = True, storage_options: dict | None =
 
 
 def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -> Store:
-    """Open an existing store (``mode="r"`` read-only, ``"a"`` read/write).
+    """Open an existing store.
+
+    Parameters
+    ----------
+    url : str or path
+        A local path or an fsspec URL (``memory://``, ``s3://...``).
+    mode : {"r", "a"}
+        ``"r"`` read-only (default), ``"a"`` read/write.
+    storage_options : dict, optional
+        Passed to fsspec (credentials, endpoint) for remote URLs.
+
+    Returns
+    -------
+    Store
 
     Raises
     ------
+    ActstoreError
+        If ``mode`` is neither ``"r"`` nor ``"a"``.
     StoreError
         If ``url`` holds no store, something that is not an actstore store, or a store of a
         newer format version than this actstore reads.
@@ -169,7 +206,17 @@ def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -
 
 
 class Store:
-    """An open actstore store. Create with :func:`create_store` or :func:`open_store`."""
+    """An open actstore store. Create with :func:`create_store` or :func:`open_store`.
+
+    Attributes
+    ----------
+    url : str
+        The path or URL it was opened with.
+    root : zarr.Group
+        The root group.
+    mode : {"r", "a"}
+        Read-only or read/write.
+    """
 
     def __init__(self, url: str, root: Any, mode: str, storage_options: dict | None = None):
         self.url = url
@@ -178,7 +225,7 @@ class Store:
         self.storage_options = storage_options
 
     def __repr__(self) -> str:
-        return f"Store({self.url!r}, runs={len(self.run_ids())})"
+        return f"Store({self.url!r}, mode={self.mode!r}, runs={len(self.run_ids())})"
 
     # -- groups ------------------------------------------------------------------------------
     def _group(self, name: str) -> Any:
@@ -236,9 +283,16 @@ class Store:
 
         Raises
         ------
+        ActstoreError
+            If ``ps`` is not a :class:`ProbeSet`, or the store is open read-only.
         ProvenanceError
             If a different probe set of the same name exists.
         """
+        if not isinstance(ps, ProbeSet):
+            raise ActstoreError(
+                f"add_probe_set takes a ProbeSet, not {type(ps).__name__}; make one with "
+                "actstore.ProbeSet(name, labels={...}, inputs=...)"
+            )
         self._check_writable()
         # another process may be adding the same probe set right now: one at a time
         with store_lock(self.url, f"{L.PROBE_SETS}/{ps.name}"):
@@ -277,7 +331,13 @@ class Store:
         return True
 
     def probe_set(self, name: str, inputs: bool = True) -> ProbeSet:
-        """Read a probe set (``inputs=False`` skips loading the stimuli)."""
+        """Read a probe set (``inputs=False`` skips loading the stimuli).
+
+        Raises
+        ------
+        ActstoreError
+            If the store has no probe set ``name`` (the message lists them).
+        """
         names = self.probe_set_names()
         if name not in names:
             raise ActstoreError(
@@ -333,11 +393,13 @@ class Store:
 
         return sorted(sync(names()))
 
-    def reader(self, run_id: str) -> Any:
+    def reader(self, run_id: str) -> RunReader:
         """A :class:`RunReader` of one run.
 
         Raises
         ------
+        ActstoreError
+            If the store has no run ``run_id`` (the message lists the runs).
         DamagedRunError
             If the run's metadata (``runs/<run>/zarr.json``) does not parse.
         """
@@ -362,7 +424,7 @@ class Store:
         steps: list[int] | np.ndarray,
         attrs: dict[str, Any] | None = None,
         codec: str = L.DEFAULT_CODEC,
-    ) -> Any:
+    ) -> RunWriter:
         """Open a run for writing (a context manager holding the run's writer lease).
 
         Parameters
@@ -379,10 +441,33 @@ class Store:
             existing run must have the same ones (else :class:`ProvenanceError`).
         codec : str
             Compression of activation arrays (see :data:`actstore.store.CODECS`).
+
+        Returns
+        -------
+        RunWriter
+            Use it in a ``with`` block; the probe set, the lease and the run's provenance are
+            checked when the block is entered.
+
+        Raises
+        ------
+        ActstoreError
+            A run id that is no usable name, steps that are no list of whole numbers >= 0, an
+            unknown codec, or a store open read-only.
         """
         from actstore.store._run import RunWriter
 
         self._check_writable()
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, (list, tuple, range,
+                                                                      np.ndarray)):
+            raise ActstoreError(
+                f"steps must be a list of training steps (whole numbers >= 0), not "
+                f"{type(steps).__name__} {steps!r}; e.g. steps=[0, 100, 1000]"
+            )
+        if attrs is not None and not isinstance(attrs, dict):
+            raise ActstoreError(
+                f"attrs must be a dict of run attributes, not {type(attrs).__name__}; e.g. "
+                "attrs={'model': 'mlp', 'seed': 0}"
+            )
         return RunWriter(self, run_id, probe_set, list(steps), dict(attrs or {}), codec)
 
     def remove_run(self, run_id: str) -> None:
@@ -426,7 +511,21 @@ class Store:
 
         ``staging=True`` allows a name starting with ``.``: a result being computed that is
         not listed by :meth:`result_names` until it replaces the published one.
+
+        Raises
+        ------
+        ActstoreError
+            If ``ds`` is not an :class:`xarray.Dataset`, a name is no single path component,
+            or the store is open read-only.
         """
+        import xarray as xr
+
+        if not isinstance(ds, xr.Dataset):
+            hint = " (a DataArray: use da.to_dataset(name=...))" if isinstance(
+                ds, xr.DataArray) else ""
+            raise ActstoreError(
+                f"write_result takes an xarray.Dataset, not {type(ds).__name__}{hint}"
+            )
         self._check_writable()
         check_result_name(analysis)
         check_result_name(name[1:] if staging and name.startswith(".") else name)
@@ -468,8 +567,16 @@ class Store:
             raise ActstoreError(f"no result {analysis}/{name} in {self.url}")
         return dict(self.root[L.RESULTS][analysis][name].attrs)
 
-    def read_result(self, analysis: str, name: str) -> Any:
-        """Read ``/results/<analysis>/<name>`` as an xarray Dataset (loaded)."""
+    def read_result(self, analysis: str, name: str) -> xr.Dataset:
+        """Read ``/results/<analysis>/<name>`` as an xarray Dataset (loaded into memory).
+
+        Its dims and variables depend on the analysis (docs/FORMAT.md, "Results").
+
+        Raises
+        ------
+        ActstoreError
+            If there is no such result (the message lists the results).
+        """
         import xarray as xr
 
         if not self.has_result(analysis, name):

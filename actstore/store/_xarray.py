@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from actstore._args import as_names, check_text
 from actstore._errors import ActstoreError
 from actstore.store import _layout as L
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["open", "open_layer"]
 
 
-def open(url: str, storage_options: dict | None = None) -> Any:
+def open(url: str, storage_options: dict | None = None) -> xr.DataTree:
     """Open a store as an :class:`xarray.DataTree` of lazy Dask arrays.
 
     Nothing is read beyond metadata until ``.values`` / ``.compute()``.
+
+    Parameters
+    ----------
+    url : str or path
+        A local path or an fsspec URL (``memory://``, ``s3://...``).
+    storage_options : dict, optional
+        Passed to fsspec (credentials, endpoint) for remote URLs.
+
+    Returns
+    -------
+    xarray.DataTree
+        The hierarchy of docs/FORMAT.md: ``tree["runs/<run>"]`` holds a run's layers
+        (dims ``checkpoint, sample, <layer>_unit``), labels and slot table;
+        ``tree["results/<analysis>/<name>"]`` a result; ``tree["probe_sets/<name>"]`` a
+        probe set.
+
+    Raises
+    ------
+    StoreError
+        If ``url`` holds no actstore store (or one of a newer format).
+
+    Examples
+    --------
+    >>> tree = actstore.open("demo.zarr")                       # doctest: +SKIP
+    >>> tree["runs/trifeature-shape-alexnet-s0"]["fc6"]         # doctest: +SKIP
     """
     import xarray as xr
 
@@ -29,21 +59,59 @@ def open(url: str, storage_options: dict | None = None) -> Any:
 
 
 def open_layer(
-    url: str, layer: str, runs: list[str] | None = None, storage_options: dict | None = None
-) -> Any:
-    """One layer of many runs as a DataArray with dims (run, checkpoint, sample, unit).
+    url: str, layer: str, runs: str | Sequence[str] | None = None,
+    storage_options: dict | None = None,
+) -> xr.DataArray:
+    """One layer of many runs as a lazy DataArray with dims (run, checkpoint, sample, unit).
 
-    Coordinates: ``run``, ``model``/``task``/``seed``/``dataset`` per run, ``checkpoint`` (the
-    steps when all runs share them; else the slot index, with a 2-D ``step`` coordinate),
-    ``sample`` and the probe set's feature labels. Runs must share the layer's unit count and
-    the probe set (sample ids in the same order).
+    Parameters
+    ----------
+    url : str or path
+        A local path or an fsspec URL of a store.
+    layer : str
+        A layer name, as ``actstore ls`` / :attr:`RunReader.layers` show it.
+    runs : str or list of str, optional
+        Run ids (one str: that run). Default: every run that has ``layer``.
+    storage_options : dict, optional
+        Passed to fsspec for remote URLs.
+
+    Returns
+    -------
+    xarray.DataArray
+        Named ``layer``, dims ``(run, checkpoint, sample, unit)``, float32 (or float16, as
+        stored), backed by Dask: nothing is read until ``.values`` / ``.compute()``.
+        Coordinates: ``run``, ``model``/``task``/``seed``/``dataset`` per run,
+        ``checkpoint`` (the steps when all runs share them; else the slot index, with a 2-D
+        ``step`` coordinate), ``sample`` and the probe set's feature labels (dim ``sample``).
+        A conv layer stored with its spatial dims (``flatten``) has them stacked into
+        ``unit``. Attributes: the layer's entry of the run's layer table (``module``,
+        ``reduction``, ``output_shape``, ``kind``, ``units``, ``dtype``).
+
+    Raises
+    ------
+    ActstoreError
+        An unknown layer or run (the message lists the valid ones), duplicate run ids, or runs
+        that differ in the layer's unit count or in their samples.
+    StoreError
+        If ``url`` holds no actstore store.
+
+    Examples
+    --------
+    >>> fc6 = actstore.open_layer("demo.zarr", "fc6")                  # doctest: +SKIP
+    >>> fc6.sel(checkpoint=0).groupby("shape").mean("sample")         # doctest: +SKIP
     """
     import xarray as xr
 
     from actstore.store._store import open_store
 
+    check_text(layer, "layer", "give one layer name, e.g. 'fc6'")
+    wanted = None if runs is None else as_names(runs, "runs")
+    if wanted is not None and len(set(wanted)) != len(wanted):
+        dup = sorted({r for r in wanted if wanted.count(r) > 1})
+        raise ActstoreError(f"runs lists {', '.join(map(repr, dup))} more than once; give each "
+                            "run once")
     st = open_store(url, mode="r", storage_options=storage_options)
-    ids = runs or [r for r in st.run_ids() if layer in st.reader(r).layers]
+    ids = wanted or [r for r in st.run_ids() if layer in st.reader(r).layers]
     if not ids:
         every = sorted({ly for r in st.run_ids() for ly in st.reader(r).layers})
         raise ActstoreError(

@@ -59,7 +59,6 @@ def test_vinfo_matches_sklearn_ridge_at_the_chosen_penalty():
 
 
 def test_vinfo_torch_backend_matches_numpy():
-    pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     X = rng.standard_normal((120, 6)).astype(np.float32)
     Z = np.abs(X @ rng.standard_normal((6, 4)) + 0.5 * rng.standard_normal((120, 4)))
@@ -169,7 +168,6 @@ def test_store_driver_errors(synth_store):
 
 
 def test_importance_on_a_trained_run_equals_autograd_through_its_head(tmp_path):
-    pytest.importorskip("torch")
     from actstore.probes import gradient_x_activation
     from actstore.store import create_store, open_store
     from actstore.training import CaptureConfig, RunSpec, TrainConfig, load_saved_model, train_run

@@ -150,7 +150,6 @@ def test_incomplete_checkpoint_warns_or_fails_with_strict(tmp_path):
     url = str(tmp_path / "inc.zarr")
     store = write_synthetic_store(url, n_runs=1, steps=[0, 10], widths=[5], n=60,
                                   features={"a": 2})
-    rng = np.random.default_rng(0)
     with store.writer("run0", probe_set="synthetic", steps=[0, 10, 50],
                       attrs=store.reader("run0").attrs):
         pass  # slot 50 planned but never written: incomplete
@@ -159,7 +158,6 @@ def test_incomplete_checkpoint_warns_or_fails_with_strict(tmp_path):
     assert ds.checkpoint.values.tolist() == [0, 10]
     with pytest.raises(ActstoreError, match="checkpoint 50 is incomplete.*--strict"):
         run_probes(url, name="s", n_workers=1, config=FAST, strict=True)
-    del rng
 
 
 def _store_with_labels(tmp_path, labels, X=None, n=40):
@@ -282,7 +280,7 @@ def test_a_pending_overwrite_is_mentioned_and_counts_are_of_the_selection(store_
 
     run_probes(store_url, name="t", n_workers=1, config=FAST)
     real = _interrupt_after(monkeypatch, 2)
-    with pytest.raises(ProbeInterrupted):
+    with pytest.raises(ProbeInterrupted, match="2 of 12 jobs finished and saved"):
         run_probes(store_url, name="t", n_workers=1, config=FAST, overwrite=True)
     monkeypatch.setattr(eng, "run_job", real)
     with pytest.warns(ProbeWarning, match="interrupted --overwrite of results/probes/t holds 2 "
@@ -316,8 +314,8 @@ def test_explicit_split_label(tmp_path):
     assert float(ds.n_test.squeeze()) == te.sum()
 
 
-def test_memory_store_runs_in_process():
-    url = "memory://probe-engine-test.zarr"
+def test_memory_store_runs_in_process(tmp_path):
+    url = f"memory://{tmp_path.name}-engine.zarr"  # one per test: the memory fs is global
     write_synthetic_store(url, n_runs=1, steps=[0, 5], widths=[4], n=60, features={"a": 2})
     ds = run_probes(url, config=FAST)  # no n_workers: would be a Dask cluster on disk stores
     assert bool(ds.done.all())

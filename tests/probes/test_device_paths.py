@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from stores import error_line
+from torch.overrides import TorchFunctionMode
 from typer.testing import CliRunner
 
 from actstore._errors import ActstoreError
@@ -37,11 +40,6 @@ from actstore.probes._backend import (
     spd_solve,
     to_numpy,
 )
-
-torch = pytest.importorskip("torch")
-
-from stores import error_line  # noqa: E402
-from torch.overrides import TorchFunctionMode  # noqa: E402
 
 runner = CliRunner()
 
@@ -258,7 +256,7 @@ def test_moves_to_and_from_the_device(fake_cuda):
     assert back.device.type == "cpu" and back.numpy()[1, 1] == 5.0
     assert np.array_equal(to_numpy(t), move_to(t, "numpy"))
     assert str(move_to(t, "cuda").device) == "cuda:0"
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="can't convert cuda:0 device type tensor"):
         np.asarray(t)  # the emulation refuses what a GPU refuses
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actstore import ActstoreError
 from actstore.probes import gradient_x_activation, linear_importance, recover_linear_head
-
-torch = pytest.importorskip("torch")
 
 
 def _problem(seed: int, n: int = 50, k: int = 7, d: int = 5, c: int = 4):

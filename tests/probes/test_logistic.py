@@ -109,7 +109,6 @@ def test_warm_started_path_equals_cold_fits():
 
 
 def test_numpy_and_torch_cpu_give_the_same_numbers():
-    pytest.importorskip("torch")
     X, labels = _data(150, 12, seed=5)
     T = encode_targets(labels)
     folds = stratified_folds(150, 3, seed=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -16,41 +17,39 @@ from actstore.probes import ProbeConfig, run_probes, write_synthetic_store
 CONFIG = ProbeConfig(n_splits=3, alphas=(0.1, 10.0, 1000.0), Cs=(0.01, 1.0), max_iter=200)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def cluster():
-    """``dask scheduler`` and ``dask worker --nworkers 2`` as separate OS processes."""
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
+def cluster(tmp_path_factory):
+    """``dask scheduler`` and ``dask worker --nworkers 2`` as separate OS processes.
+
+    The scheduler picks its own free port (``--port 0``) and publishes its address in a
+    scheduler file, so no port is chosen here that another process could take first.
+    """
+    sched_file = tmp_path_factory.mktemp("dask") / "scheduler.json"
     procs = [subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", str(port), "--no-dashboard"],
+         "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )]
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nworkers", "2",
-         "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GiB"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    ))
     try:
-        from distributed import Client
-
         deadline = time.monotonic() + 60
         while True:
             try:
-                with Client(addr, timeout=5) as c:
-                    c.wait_for_workers(2, timeout=max(1, deadline - time.monotonic()))
-                    worker_pids = set(c.run(lambda: __import__("os").getpid()).values())
+                addr = json.loads(sched_file.read_text())["address"]
                 break
-            except (OSError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+            except (OSError, ValueError, KeyError):  # not written (completely) yet
+                if time.monotonic() > deadline or procs[0].poll() is not None:
+                    raise RuntimeError("the dask scheduler did not start") from None
+                time.sleep(0.1)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nworkers", "2",
+             "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GiB"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        from distributed import Client
+
+        with Client(addr, timeout=30) as c:
+            c.wait_for_workers(2, timeout=60)
+            worker_pids = set(c.run(lambda: __import__("os").getpid()).values())
         yield addr, worker_pids
     finally:
         for p in reversed(procs):
@@ -80,14 +79,18 @@ def test_cluster_results_equal_the_local_run(tmp_path, cluster):
                                    atol=1e-12, err_msg=var)
 
 
+@pytest.mark.timeout(120)  # a hang guard: the call must give up, not wait for ever
 def test_scheduler_that_does_not_answer(tmp_path):
     url = str(tmp_path / "n.zarr")
     write_synthetic_store(url, n_runs=1, steps=[0], widths=[4], n=40, features={"a": 2})
-    addr = f"tcp://127.0.0.1:{_free_port()}"
-    t = time.monotonic()
-    with pytest.raises(ActstoreError, match=f"scheduler at {addr} did not answer"):
-        run_probes(url, scheduler=addr, config=CONFIG, scheduler_timeout=2)
-    assert time.monotonic() - t < 30
+    # a port held by this test but not listening: connections to it are refused, and no
+    # other process can start listening on it meanwhile
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        addr = f"tcp://127.0.0.1:{held.getsockname()[1]}"
+        with pytest.raises(ActstoreError,
+                           match=f"scheduler at {addr} did not answer within 2 s"):
+            run_probes(url, scheduler=addr, config=CONFIG, scheduler_timeout=2)
     from actstore.store import open_store
 
     assert open_store(url).result_names() == []  # nothing written

@@ -102,8 +102,13 @@ def test_report_has_a_section_and_real_figures_for_every_result(result_store, tm
         assert anchor in page.ids and anchor in page.links
     text = " ".join(page.text)
     assert "run0" in text and "run1" in text
-    # each analysis drew its figures, and each one is a real PNG next to the page
-    assert len(page.images) == len(rep.figures) == 6
+    # each analysis drew its figures (probes: across layers and across checkpoints; every
+    # other analysis one), and each one is a real PNG next to the page
+    assert sorted(Path(f).name for f in rep.figures) == sorted([
+        "probes-p-layers.png", "probes-p-checkpoints.png", "variance-v-variance.png",
+        "similarity-cka-heatmap.png", "alignment-al-alignment.png",
+        "complexity-c-complexity.png"])
+    assert sorted(page.images) == sorted(Path(f).name for f in rep.figures)
     for src in page.images:
         assert not src.startswith(("/", "http")), "figures are referenced relatively"
         _check_png(out / src)
@@ -167,6 +172,8 @@ def test_default_report_dir(tmp_path):
 
 
 def test_cli_report_variance_complexity(result_store, tmp_path):
+    # a copy: the results written here must not show up in the other tests' reports
+    result_store = str(shutil.copytree(result_store, tmp_path / "copy.zarr"))
     runner = CliRunner()
     res = runner.invoke(app, ["variance", result_store, "--name", "cli", "--folds", "3",
                               "--layers", "layer1", "--json"])

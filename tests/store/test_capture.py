@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from factories import MLP, SmallCNN, TinyTransformer, mlp, small_cnn, tiny_transformer
+from factories import SmallCNN, mlp, small_cnn, tiny_transformer
 
 from actstore import ActstoreError
 from actstore.store import ProbeSet, create_store
@@ -204,10 +204,26 @@ def test_float16_overflow_is_an_error(store_url, image_probe_set):
     assert st.run_ids() == []
 
 
-def test_models_are_importable_classes():
-    assert isinstance(small_cnn(), SmallCNN)
-    assert isinstance(mlp(), MLP)
-    assert isinstance(tiny_transformer(), TinyTransformer)
+def test_without_declared_layers_every_leaf_module_is_recorded(store_url, image_probe_set):
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    model.actstore_layers = None  # as a model that declares nothing
+    with st.writer("r", "images", steps=[0]) as w:
+        w.capture(model, 0, batch_size=16)
+    rd = st.reader("r")
+    # SmallCNN's leaf modules in definition order; the Sequential fc1's children are named
+    # by their path with the dot replaced
+    assert rd.layers == ["conv1", "relu1", "conv2", "pool", "flat", "fc1_0", "fc1_1", "out"]
+    ref = _forward_outputs(model, torch.from_numpy(image_probe_set.inputs),
+                           ["fc1.0", "fc1.1", "flat"], 16)
+    np.testing.assert_array_equal(rd.read("fc1_0", 0), ref["fc1.0"].numpy())
+    np.testing.assert_array_equal(rd.read("fc1_1", 0), ref["fc1.1"].numpy())
+    np.testing.assert_array_equal(rd.read("flat", 0), ref["flat"].numpy())
+    # a model that declares its layers records those, in the declared order
+    with st.writer("d", "images", steps=[0]) as w:
+        w.capture(small_cnn(), 0)
+    assert st.reader("d").layers == SmallCNN.actstore_layers
 
 
 def test_weights_hash_of_every_float_dtype():

@@ -97,8 +97,8 @@ def test_open_layer_stacks_runs_with_coordinates(filled):
         actstore.open_layer(filled.url, "nope")
 
 
-def test_memory_url_opens_with_xarray(image_probe_set):
-    url = "memory://fmt-test/s.zarr"
+def test_memory_url_opens_with_xarray(tmp_path, image_probe_set):
+    url = f"memory://{tmp_path.name}-fmt/s.zarr"  # one per test: the memory fs is global
     st = create_store(url)
     st.add_probe_set(image_probe_set)
     with st.writer("r", "images", steps=[3]) as w:

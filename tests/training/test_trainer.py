@@ -30,12 +30,13 @@ def test_schedule_properties(total, n):
 
 
 def test_schedule_examples_and_errors():
+    # step 0, then 3 log-spaced steps from 1 to 1000: 10^0, 10^1.5 = 31.6 (rounded), 10^3
     assert schedule(1000, 4) == [0, 1, 32, 1000]
-    assert schedule(3, 10) == [0, 1, 2, 3]
+    assert schedule(3, 10) == [0, 1, 2, 3]  # more checkpoints than steps: every step
     assert schedule(0, 1) == [0]
-    with pytest.raises(ActstoreError):
+    with pytest.raises(ActstoreError, match="need at least 2 checkpoints .* got 1"):
         schedule(10, 1)
-    with pytest.raises(ActstoreError):
+    with pytest.raises(ActstoreError, match="total steps must be >= 0, got -1"):
         schedule(-1, 3)
 
 
@@ -58,12 +59,12 @@ def test_train_config_checks():
             TrainConfig(**kw)
 
 
-def test_train_config_checks_the_device_is_there():
+def test_train_config_checks_the_device_is_there(monkeypatch):
     with pytest.raises(ActstoreError, match="the meta device holds no data"):
         TrainConfig(device="meta").check_device()
-    if not torch.cuda.is_available():
-        with pytest.raises(ActstoreError, match="no GPU is visible here"):
-            TrainConfig(device="cuda:0").check_device()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU machine
+    with pytest.raises(ActstoreError, match="no GPU is visible here"):
+        TrainConfig(device="cuda:0").check_device()
     TrainConfig(device="cpu").check_device()
 
 
