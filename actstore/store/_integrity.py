@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from actstore._errors import ActstoreError
 from actstore.store import _layout as L
@@ -105,6 +106,8 @@ def verify(
         try:
             from actstore.store._run import RunReader
 
+            if not isinstance(store.root[L.RUNS][r], zarr.Group):
+                raise TypeError(f"{L.RUNS}/{r} is a Zarr array, not a group")
             rd = RunReader(store, r)
         except Exception as e:
             problems.append(Problem(

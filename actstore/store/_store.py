@@ -372,7 +372,10 @@ class Store:
         if L.RUNS not in self.root:
             return []
         try:
-            return sorted(self.root[L.RUNS].group_keys())
+            g = self.root[L.RUNS]
+            # a run's zarr.json overwritten with an array's metadata makes the run an array:
+            # it is listed too (as damaged), not left out
+            return sorted({*g.group_keys(), *g.array_keys()})
         except Exception:
             return self._run_folders()
 
@@ -411,6 +414,8 @@ class Store:
                 f"no run {run_id!r} in {self.url}; runs: {', '.join(ids) or 'none'}"
             )
         try:
+            if not isinstance(self.root[L.RUNS][run_id], zarr.Group):
+                raise TypeError(f"{L.RUNS}/{run_id} is a Zarr array, not a group")
             return RunReader(self, run_id)
         except (ValueError, TypeError, LookupError) as e:
             raise DamagedRunError(

@@ -241,3 +241,18 @@ def test_analyses_of_other_runs_work_beside_a_damaged_run(damaged):
     assert "consolidated_metadata" not in json.loads((damaged / "zarr.json").read_text())
     ds = xr.open_zarr(str(damaged), group="results/probes/default", consolidated=False)
     assert set(ds.coords["run"].values) == {"a", "b"}
+
+
+def test_a_run_whose_metadata_became_an_arrays_is_listed_as_damaged(store):
+    run = store / "runs" / "c"
+    (run / "zarr.json").write_bytes((run / "fc1" / "zarr.json").read_bytes())
+    before = _snapshot(store)
+    st = open_store(str(store))
+    assert st.run_ids() == ["a", "b", "c"]
+    with pytest.raises(DamagedRunError, match="runs/c is a Zarr array, not a group"):
+        st.reader("c")
+    res = runner.invoke(app, ["ls", str(store)])
+    assert res.exit_code == 0 and "run 'c': damaged" in res.output
+    res = runner.invoke(app, ["verify", str(store)])
+    assert res.exit_code == 1 and "[runs/c/zarr.json]: run metadata unreadable" in res.output
+    assert _snapshot(store) == before
