@@ -73,9 +73,26 @@ class UnitCorrelations:
     constant_b: np.ndarray
     n: int
 
+    def __repr__(self) -> str:
+        da, db = self.between.shape
+        return (f"UnitCorrelations(da={da}, db={db}, n={self.n}, "
+                f"constant_a={int(np.sum(self.constant_a))}, "
+                f"constant_b={int(np.sum(self.constant_b))})")
+
 
 def correlations_from_moments(m: PairMoments) -> UnitCorrelations:
-    """Within- and between-network correlation matrices from :class:`PairMoments`."""
+    """Within- and between-network correlation matrices from :class:`PairMoments`.
+
+    Parameters
+    ----------
+    m : PairMoments
+        Moments of net A (dx units) and net B (dy units) over the same samples.
+
+    Returns
+    -------
+    UnitCorrelations
+        float64, clipped to [-1, 1]; zero-variance units have zero correlations.
+    """
     cxx, cxy, cyy = m.cov()
     sa = np.sqrt(np.clip(np.diag(cxx), 0, None))
     sb = np.sqrt(np.clip(np.diag(cyy), 0, None))
@@ -363,6 +380,14 @@ class PairAlignment:
     mi: np.ndarray | None = None
     mi_bipartite: tuple[np.ndarray, np.ndarray] | None = None
     lasso: LassoPath | None = None
+
+    def __repr__(self) -> str:
+        da, db = self.corr.between.shape
+        matched = np.asarray(self.bipartite[1], dtype=np.float64)
+        mean = float(np.mean(matched)) if matched.size else float("nan")
+        extra = [what for what, v in (("mi", self.mi), ("lasso", self.lasso)) if v is not None]
+        return (f"PairAlignment(names={tuple(self.names)!r}, da={da}, db={db}, "
+                f"bipartite_corr_mean={mean:.3g}, with={extra})")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:

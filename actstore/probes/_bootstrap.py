@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
+from actstore.probes._reprs import array_summary
 from actstore.probes._similarity import (
     DEFAULT_MEMORY,
     SimilarityResult,
@@ -59,9 +60,22 @@ class BootstrapResult:
     seed: int
     samples: np.ndarray | None = None
 
+    def __repr__(self) -> str:
+        return (f"BootstrapResult(M={len(self.low)}, n_boot={self.n_boot}, ci={self.ci}, "
+                f"seed={self.seed}, samples={array_summary(self.samples)})")
+
 
 def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     """Stimulus resamples shared by every pair: row ``b`` draws n stimuli with replacement.
+
+    Parameters
+    ----------
+    n : int
+        Number of stimuli.
+    n_boot : int
+        Number of replicates.
+    seed : int
+        Seed of ``numpy.random.default_rng``.
 
     Returns
     -------

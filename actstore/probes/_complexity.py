@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from actstore.probes._metrics import select_penalty
 from actstore.probes._ridge import DEFAULT_ALPHAS, ridge_cv
 from actstore.probes._stats import ArraySource, BlockSource, CachedSource
 from actstore.probes._targets import FeatureSpec, Targets
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "ANALYSIS",
@@ -158,7 +161,13 @@ def time_to_decode(vinfo: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     vinfo : ndarray of shape (n_checkpoints, k)
-        V-information of each feature at each checkpoint, in training order.
+        V-information of each feature at each checkpoint, in training order (NaN
+        checkpoints are ignored).
+
+    Returns
+    -------
+    ndarray of shape (k,), float64
+        In [0, 1]; NaN for a feature with no finite value.
     """
     return complexity_score(vinfo)
 
@@ -188,6 +197,24 @@ def codes_as_labels(ds: Any, prefix: str = "atom") -> dict[str, np.ndarray]:
 
     Constant (unused) atoms are left out. The result can be passed as ``labels`` to
     :func:`actstore.probes.decode` or :func:`actstore.probes.probe_arrays`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``/results/nmf/<name>.<run>`` result (see :func:`read_codes`): ``codes`` of dims
+        (sample, atom) and the ``atom`` coordinate.
+    prefix : str
+        Label names are ``<prefix><atom>``.
+
+    Returns
+    -------
+    dict str -> ndarray of shape (n_samples,), float64
+        One entry per atom whose code varies over samples, in atom order.
+
+    Raises
+    ------
+    ActstoreError
+        If the codes hold NaN or infinite values.
     """
     Z = np.asarray(ds["codes"].values, dtype=np.float64)
     _, usable = code_targets(Z)
@@ -195,8 +222,31 @@ def codes_as_labels(ds: Any, prefix: str = "atom") -> dict[str, np.ndarray]:
     return {f"{prefix}{atoms[i]}": Z[:, i] for i in np.flatnonzero(usable)}
 
 
-def read_codes(store: Any, name: str, run: str) -> Any:
-    """The dictionary features of one run (``/results/nmf/<name>.<run>``) as a Dataset."""
+def read_codes(store: Any, name: str, run: str) -> xr.Dataset:
+    """The dictionary features of one run (``/results/nmf/<name>.<run>``) as a Dataset.
+
+    Parameters
+    ----------
+    store : Store
+        An open store (:func:`actstore.open`).
+    name : str
+        Name of the complexity computation (``run_complexity(name=...)``).
+    run : str
+        Run id.
+
+    Returns
+    -------
+    xarray.Dataset
+        Loaded into memory: ``codes`` (sample, atom), float32, the codes ``Z``, and
+        ``dictionary`` (atom, ``<layer>_unit``), float32, unit-norm atoms ``D``; the run's
+        ``sample`` ids as coordinate; attributes ``run``, ``layer``, ``checkpoint``, ``k``
+        and the fit's ``error``, ``relative_error``, ``clipped`` and ``n_epochs``.
+
+    Raises
+    ------
+    ActstoreError
+        If the store holds no such result (the message lists the results).
+    """
     return store.read_result(CODES_ANALYSIS, f"{name}.{run}")
 
 
@@ -387,7 +437,7 @@ def run_complexity(
     overwrite: bool = False,
     storage_options: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> Any:
+) -> xr.Dataset:
     """Dictionary features, their complexity, time-to-decode and importance for runs of a store.
 
     Parameters
@@ -443,6 +493,14 @@ def run_complexity(
     xarray.Dataset
         Dims run, atom, layer, checkpoint, target (the feature a head reports); see
         docs/analyses.md.
+
+    Raises
+    ------
+    ActstoreError
+        If an argument is invalid (name, ``k``, ``threshold``, folds, workers), a selected
+        run lacks the layers or checkpoint asked for, negative activations are met with
+        ``negative="error"``, or results of this name exist with other settings and not
+        ``overwrite``.
     """
     import fnmatch
 

@@ -27,6 +27,7 @@ from actstore.probes._backend import BACKENDS, get_namespace, move_to
 from actstore.probes._folds import Folds, check_folds, explicit_split, stratified_folds
 from actstore.probes._logistic import DEFAULT_CS, logistic_cv
 from actstore.probes._metrics import select_penalty
+from actstore.probes._reprs import short_list
 from actstore.probes._ridge import DEFAULT_ALPHAS, choose_form, ridge_cv
 from actstore.probes._stats import (
     ArraySource,
@@ -193,10 +194,22 @@ def make_folds(labels: Mapping[str, np.ndarray], config: ProbeConfig) -> tuple[F
     With ``config.split`` the named label array is the explicit split (and is not decoded);
     otherwise stratified K-fold on all categorical labels together.
 
+    Parameters
+    ----------
+    labels : mapping name -> ndarray of shape (n_samples,)
+    config : ProbeConfig
+        ``split``, ``n_splits`` and ``seed`` are used.
+
     Returns
     -------
     folds : Folds
     decoded : dict name -> labels
+        ``labels`` without the split array.
+
+    Raises
+    ------
+    ActstoreError
+        If ``config.split`` names no label array, or the split or folds cannot be made.
     """
     labels = dict(labels)
     if config.split is not None:
@@ -242,6 +255,11 @@ class DecodeResult:
     form: str
     seconds: dict[str, float]
     passes: int = 0
+
+    def __repr__(self) -> str:
+        return (f"DecodeResult(features={short_list(self.features)}, "
+                f"decoders={short_list(list(self.decoders))}, form={self.form!r}, "
+                f"n_train={self.n_train:g}, n_test={self.n_test:g})")
 
 
 def _materialize(source: CachedSource) -> Any:

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from actstore.probes._decode import (
 from actstore.probes._folds import check_folds
 from actstore.probes._targets import encode_targets
 from actstore.store._store import settings_difference
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Job",
@@ -820,10 +823,30 @@ def check_export_path(path: str) -> str:
     return ext
 
 
-def export_results(ds: Any, path: str) -> Any:
+def export_results(ds: Any, path: str) -> pd.DataFrame:
     """Write the per-(decoder, run, checkpoint, layer, feature) scores as a tidy table.
 
-    ``.csv`` and ``.parquet`` (needs pyarrow) are supported. Returns the DataFrame.
+    ``.csv`` and ``.parquet`` (needs pyarrow) are supported.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``/results/probes/<name>`` result (see :func:`run_probes`).
+    path : str
+        Output file ending in ``.csv`` or ``.parquet``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (decoder, run, checkpoint, layer, feature) with a score: those columns,
+        the score variables present (``accuracy``, ``r2``, ...), ``logistic_converged`` (NaN
+        for other decoders) and ``chance``.
+
+    Raises
+    ------
+    ActstoreError
+        If the suffix is not .csv or .parquet, or the folder does not exist or the path is a
+        folder.
     """
     ext = check_export_path(path)
     keep = [v for v in (*RESULT_VARS, "logistic_converged") if v in ds.data_vars]

@@ -17,6 +17,7 @@ import numpy as np
 
 from actstore._args import whole_number
 from actstore._errors import ActstoreError
+from actstore.probes._reprs import short_text
 
 __all__ = [
     "Folds",
@@ -45,6 +46,11 @@ class Folds:
     test_fold: np.ndarray
     n_splits: int
     description: str = field(default="", compare=False)
+
+    def __repr__(self) -> str:
+        n_train = int((self.test_fold < 0).sum())
+        desc = f", description={short_text(self.description)}" if self.description else ""
+        return (f"Folds(n={self.n}, n_splits={self.n_splits}, always_train={n_train}{desc})")
 
     @staticmethod
     def check(folds: Any, what: str = "folds") -> Folds:
@@ -185,6 +191,19 @@ def explicit_split(is_test: np.ndarray, description: str = "explicit split") -> 
     is_test : array of shape (n_samples,)
         Boolean (True = validation/held-out row), or labels among ``train``/``val``/
         ``valid``/``validation``/``test`` (strings), or 0/1 integers (1 = held out).
+    description : str
+        Recorded in :attr:`Folds.description`.
+
+    Returns
+    -------
+    Folds
+        ``n_splits=1``: the held-out rows are fold 0, the others always train (-1).
+
+    Raises
+    ------
+    ActstoreError
+        If the values are of none of these forms, or the split has no training or no
+        held-out rows.
     """
     v = np.asarray(is_test)
     if v.dtype.kind in "USO":
@@ -214,7 +233,25 @@ def explicit_split(is_test: np.ndarray, description: str = "explicit split") -> 
 
 
 def predefined_folds(test_fold: np.ndarray, description: str = "predefined folds") -> Folds:
-    """Folds from a scikit-learn ``PredefinedSplit``-style vector (-1 = always train)."""
+    """Folds from a scikit-learn ``PredefinedSplit``-style vector (-1 = always train).
+
+    Parameters
+    ----------
+    test_fold : array of int, shape (n_samples,)
+        Fold ``k`` in ``0 .. K-1`` that holds the row out, or -1 (the row always trains).
+    description : str
+        Recorded in :attr:`Folds.description`.
+
+    Returns
+    -------
+    Folds
+        ``n_splits=K``.
+
+    Raises
+    ------
+    ActstoreError
+        If no row is held out, the fold numbers have gaps, or no row ever trains.
+    """
     tf = np.asarray(test_fold, dtype=np.int64)
     used = np.unique(tf[tf >= 0])
     if used.size == 0:
@@ -235,6 +272,12 @@ def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:
     A categorical feature needs at least two classes, and, for K-fold cross-validation, at
     least ``n_splits`` samples in every class (so that each fold can see every class). With an
     explicit split every class must occur in the training rows.
+
+    Parameters
+    ----------
+    folds : Folds
+    categorical : mapping name -> ndarray of shape (n_samples,)
+        Labels of the categorical features.
 
     Raises
     ------

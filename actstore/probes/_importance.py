@@ -169,6 +169,11 @@ class LinearHead:
     residual: float
     rank: int
 
+    def __repr__(self) -> str:
+        n_classes, n_units = self.W.shape
+        return (f"LinearHead(n_classes={n_classes}, n_units={n_units}, "
+                f"residual={self.residual:.3g}, rank={self.rank})")
+
     def is_exact(self, tol: float = 1e-3) -> bool:
         """True when the logits are a linear function of the layer to ``tol``."""
         return bool(self.residual <= tol)

@@ -65,6 +65,11 @@ class LassoPath:
     constant_x: np.ndarray
     constant_y: np.ndarray
 
+    def __repr__(self) -> str:
+        k, dx, dy = self.coef.shape
+        return (f"LassoPath(alphas={k}, dx={dx}, dy={dy}, "
+                f"converged={int(np.sum(self.converged))}/{k})")
+
 
 def is_constant(sd: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Units whose deviation is zero or below round-off of their mean (bool per unit)."""

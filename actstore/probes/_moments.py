@@ -43,6 +43,9 @@ class PairMoments:
     sxy: np.ndarray
     syy: np.ndarray
 
+    def __repr__(self) -> str:
+        return f"PairMoments(n={self.n}, dx={len(self.sx)}, dy={len(self.sy)})"
+
     @classmethod
     def empty(cls, shift_x: np.ndarray, shift_y: np.ndarray) -> PairMoments:
         """Zero statistics around the given shifts."""

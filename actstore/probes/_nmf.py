@@ -76,6 +76,12 @@ class NMFResult:
     n_epochs: int = 0
     clipped: float = 0.0
 
+    def __repr__(self) -> str:
+        n, k = self.codes.shape
+        return (f"NMFResult(n_samples={n}, k={k}, n_units={self.dictionary.shape[1]}, "
+                f"relative_error={self.relative_error:.4g}, n_epochs={self.n_epochs}, "
+                f"clipped={self.clipped:.3g})")
+
 
 def _device(x: Any) -> Any:
     from array_api_compat import device

@@ -1,7 +1,8 @@
 """Figures of the results in a store (matplotlib, Agg backend, PNG files).
 
-Each function takes one result Dataset (as written under ``/results``) and a PNG path, draws
-one figure, and returns the path. They are registered in :data:`PLOTS` by the analysis they
+Each function takes one result Dataset (as written under ``/results``) and a PNG path (its
+folder must exist), draws one figure, and returns the path; without matplotlib it raises
+ImportError. They are registered in :data:`PLOTS` by the analysis they
 draw, so that the report (:mod:`._report`) and users can look them up by name:
 
 * ``probes``: decodability vs layer (untrained vs trained, target vs non-target feature) and
@@ -113,6 +114,25 @@ def plot_probe_layers(
     Lines: the first checkpoint (untrained when it is step 0) and the last checkpoint, the
     latter split into runs trained on the feature (target) and runs trained on another
     feature (non-target) when ``targets`` (run -> its task's features) is known.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``/results/probes/<name>`` result, with ``accuracy`` (and ``r2`` for continuous
+        features) of dims (decoder, run, checkpoint, layer, feature); ``chance`` (run, feature)
+        is drawn when present.
+    path : str
+        PNG file to write (its folder must exist).
+    targets : mapping run -> sequence of str, optional
+        The features each run was trained on; splits the last checkpoint into target and
+        non-target runs.
+    decoder : str, optional
+        Decoder to draw (default: ``logistic`` when present, else the first).
+
+    Raises
+    ------
+    ActstoreError
+        If ``decoder`` is not in the result.
     """
     plt = _plt()
     score, decoder = probe_score(ds, decoder)
@@ -151,7 +171,16 @@ def plot_probe_layers(
 
 
 def plot_probe_checkpoints(ds: Any, path: str, decoder: str | None = None) -> str:
-    """Decodability vs training step, one panel per feature, one line per layer."""
+    """Decodability vs training step, one panel per feature, one line per layer.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``/results/probes/<name>`` result (dims decoder, run, checkpoint, layer, feature);
+        scores are averaged over runs.
+    path, decoder :
+        As in :func:`plot_probe_layers` (an unknown ``decoder`` is an ActstoreError).
+    """
     plt = _plt()
     score, decoder = probe_score(ds, decoder)
     feats = _features(ds)
@@ -178,7 +207,23 @@ def plot_probe_checkpoints(ds: Any, path: str, decoder: str | None = None) -> st
 def plot_variance(ds: Any, path: str, layer: str | None = None) -> str:
     """Variance explained by each feature: by layer at the last checkpoint, and over training
     (common final-checkpoint denominator) at ``layer`` (default: the last layer before the
-    read-out ``out``)."""
+    read-out ``out``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``/results/variance/<name>`` result with ``r2`` and ``r2_final`` of dims
+        (run, checkpoint, layer, feature); averaged over runs.
+    path : str
+        PNG file to write (its folder must exist).
+    layer : str, optional
+        Layer of the over-training panel.
+
+    Raises
+    ------
+    ActstoreError
+        If ``layer`` is not in the result.
+    """
     plt = _plt()
     feats = _features(ds)
     layers = [str(x) for x in ds["layer"].values]
@@ -211,14 +256,34 @@ def plot_variance(ds: Any, path: str, layer: str | None = None) -> str:
 
 
 def plot_similarity(ds: Any, path: str) -> str:
-    """The all-pairs similarity matrix as a heatmap."""
+    """The all-pairs similarity matrix as a heatmap.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``/results/similarity/<name>`` result: ``similarity`` of dims (rep_a, rep_b) with
+        coordinate ``label_a``; attributes ``metric``, ``params`` and ``n_stimuli`` go in the
+        title.
+    path : str
+        Image file to write (PNG, or any format matplotlib infers from the suffix).
+    """
     from actstore.probes._simjobs import write_heatmap
 
     return str(write_heatmap(ds, path))
 
 
 def plot_complexity(ds: Any, path: str) -> str:
-    """Complexity vs importance and vs time-to-decode of every dictionary feature."""
+    """Complexity vs importance and vs time-to-decode of every dictionary feature.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``/results/complexity/<name>`` result: ``complexity`` and ``time_to_decode`` of dims
+        (run, atom), and ``importance`` (run, target, atom) when the heads' importance was
+        computed (averaged over targets).
+    path : str
+        PNG file to write (its folder must exist).
+    """
     plt = _plt()
     comp = ds["complexity"].values  # (run, atom)
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -258,7 +323,11 @@ def plot_alignment(datasets: Mapping[str, Any], path: str) -> str:
     Parameters
     ----------
     datasets : mapping layer -> Dataset
-        The ``/results/alignment/<name>.<layer>`` results of one alignment computation.
+        The ``/results/alignment/<name>.<layer>`` results of one alignment computation
+        (``bipartite_corr_mean``, ``semi_corr_mean`` per pair and ``bipartite_corr`` per
+        pair and unit; missing variables are left out of the figure).
+    path : str
+        PNG file to write (its folder must exist).
     """
     plt = _plt()
     layers = list(datasets)

@@ -62,7 +62,23 @@ class Report:
 
 
 def default_report_dir(url: str) -> str:
-    """``<store>-report`` next to a local store (``demo.zarr`` -> ``demo-report``)."""
+    """``<store>-report`` next to a local store (``demo.zarr`` -> ``demo-report``).
+
+    Parameters
+    ----------
+    url : str
+        Store path (or ``file://`` URL).
+
+    Returns
+    -------
+    str
+        Absolute path of the report folder.
+
+    Raises
+    ------
+    ActstoreError
+        If ``url`` is a remote URL.
+    """
     if "://" in str(url) and not str(url).startswith("file://"):
         raise ActstoreError(
             f"{url} is not a local path; give the report folder with --out"

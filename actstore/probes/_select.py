@@ -401,6 +401,22 @@ def parse_selection(spec: str | Sequence[str] | None) -> dict[str, Any]:
     ``;`` (or given as separate strings); keys ``run``, ``layer``, ``checkpoint``,
     ``stimuli`` and the run attributes ``model``, ``task``, ``seed``, ``dataset``,
     ``variant``.
+
+    Parameters
+    ----------
+    spec : str or sequence of str or None
+        ``None`` selects everything.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`select`: ``where`` (attribute -> value) and, when given,
+        ``runs``, ``layers``, ``checkpoints``, ``stimuli``.
+
+    Raises
+    ------
+    ActstoreError
+        If a term is not ``key=value`` or names an unknown key.
     """
     terms: list[str] = []
     specs = [] if spec is None else as_names(spec, "selection", allow_empty=True)

@@ -33,6 +33,7 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore.probes._backend import get_namespace, move_to, to_numpy
 from actstore.probes._rdm import rsa_signature
+from actstore.probes._reprs import short_list
 from actstore.probes._signatures import (
     Signature,
     cka_signature,
@@ -111,6 +112,15 @@ class SimilarityResult:
     params: dict[str, Any]
     method: str
     names: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        params = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        text = (f"SimilarityResult(metric={self.metric!r}, M={len(self.values)}, "
+                f"method={self.method!r}, degenerate={int(self.degenerate.sum())}{params}")
+        if len(text) > 140:
+            text = text[:137] + "..."
+        names = f", names={short_list(self.names, 2)}" if self.names else ""
+        return f"{text}{names})"
 
 
 @dataclass

@@ -27,6 +27,7 @@ from actstore._args import as_array
 from actstore._errors import ActstoreError
 from actstore.probes._backend import get_namespace, move_to, to_numpy
 from actstore.probes._folds import Folds
+from actstore.probes._reprs import array_summary, short_text
 
 __all__ = [
     "ArraySource",
@@ -69,6 +70,10 @@ class ArraySource:
     X: Any
     block_rows: int = 4096
     name: str = "activations"
+
+    def __repr__(self) -> str:
+        return (f"ArraySource({short_text(self.name)}, {array_summary(self.X)}, "
+                f"block_rows={self.block_rows})")
 
     def __post_init__(self) -> None:
         self.X = as_array(self.X, self.name)
@@ -448,6 +453,25 @@ def accumulate_gram(source: BlockSource, cache_bytes: int = 256 * 2**20) -> Gram
     Each pair of blocks contributes one tile. Earlier blocks are kept (in float64) while they
     fit in ``cache_bytes``; beyond that the inner loop re-reads them from ``source``, so memory
     stays bounded by the Gram matrix plus two blocks.
+
+    Parameters
+    ----------
+    source : BlockSource
+        Activations of shape (n_samples, n_units), read in row blocks (e.g.
+        :class:`ArraySource`, :class:`CachedSource`).
+    cache_bytes : int
+        Memory for keeping earlier blocks instead of re-reading them.
+
+    Returns
+    -------
+    GramStats
+        ``G`` of shape (n_samples, n_samples), float64, on the device of the blocks, of the
+        activations shifted by their column means.
+
+    Raises
+    ------
+    ActstoreError
+        If ``source`` yields no rows.
     """
     G = None
     shift = None

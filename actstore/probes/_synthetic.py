@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from actstore.store import Store
 
 __all__ = ["synthetic_activations", "synthetic_labels", "write_synthetic_store"]
 
@@ -83,10 +86,35 @@ def write_synthetic_store(
     seed: int = 0,
     probe_set: str = "synthetic",
     codec: str | None = None,
-) -> Any:
+) -> Store:
     """Write a store of ``n_runs`` runs x ``steps`` x layers ``layer{i}`` of the given widths.
 
-    Existing complete slots are kept (the write is resumable). Returns the open store.
+    Existing complete slots are kept (the write is resumable).
+
+    Parameters
+    ----------
+    url : str
+        Store path or URL (created if missing).
+    n_runs : int
+        Runs ``run0`` .. ``run<n_runs-1>`` (seeds ``seed + r``).
+    steps : sequence of int
+        Checkpoints of every run.
+    widths : sequence of int
+        Units of layer ``layer{i}``.
+    n : int
+        Stimuli of the probe set.
+    features : dict name -> number of classes, optional
+        Categorical labels (default shape, color and texture with 10 classes each).
+    seed : int
+    probe_set : str
+        Name of the probe set.
+    codec : str, optional
+        Compression codec of the activation arrays (the store's default if not given).
+
+    Returns
+    -------
+    Store
+        The open store.
     """
     from actstore.store import ProbeSet, create_store
 

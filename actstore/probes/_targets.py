@@ -15,6 +15,7 @@ import numpy as np
 
 from actstore._args import as_mapping
 from actstore._errors import ActstoreError
+from actstore.probes._reprs import short_list
 
 __all__ = ["FeatureSpec", "Targets", "encode_targets", "infer_kind"]
 
@@ -63,6 +64,10 @@ class Targets:
     Y: np.ndarray
     codes: np.ndarray
     features: tuple[FeatureSpec, ...]
+
+    def __repr__(self) -> str:
+        return (f"Targets(n={self.n}, columns={self.Y.shape[1]}, "
+                f"features={short_list(self.names)})")
 
     @property
     def names(self) -> list[str]:

@@ -47,6 +47,11 @@ def run_demo(
         Same runs at tiny sizes (:data:`TINY`): seconds instead of minutes.
     scheduler, n_workers, serial, progress, console
         As in :func:`actstore.training.run_sweep`.
+
+    Returns
+    -------
+    SweepReport
+        What was trained, skipped (already complete) or failed.
     """
     sweep = load_sweep("demo", overrides=TINY if tiny else None)
     if tiny:

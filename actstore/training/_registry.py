@@ -97,7 +97,25 @@ def check_keys(factory: Callable[..., Any], params: Mapping[str, Any], what: str
 
 
 def make_dataset(name: str, params: Mapping[str, Any] | None = None) -> Dataset:
-    """Instantiate dataset ``name`` with ``params`` (checked)."""
+    """Instantiate dataset ``name`` with ``params`` (checked).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS` (``trifeature``, ``binary``, ``multifeature``).
+    params : mapping, optional
+        Keyword parameters of the dataset class.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ActstoreError
+        If ``name`` is unknown or ``params`` has a key the dataset does not take (the
+        message lists the valid ones), or a parameter value is invalid.
+    """
     cls = lookup(DATASETS, name, "dataset")
     params = dict(params or {})
     check_keys(cls, params, f"dataset {name!r}")
@@ -105,13 +123,41 @@ def make_dataset(name: str, params: Mapping[str, Any] | None = None) -> Dataset:
 
 
 def tasks_for(ds: Dataset) -> list[str]:
-    """Names of the tasks that apply to a dataset."""
+    """Names of the tasks that apply to a dataset.
+
+    Parameters
+    ----------
+    ds : Dataset
+
+    Returns
+    -------
+    list of str
+        Keys of :data:`TASKS`, in registry order: one per target feature of ``ds``, and
+        ``all``.
+    """
     return [name for name, task in TASKS.items()
             if getattr(task, "feature", None) in (None, *ds.targets)]
 
 
 def task_targets(task: str, ds: Dataset) -> tuple[str, ...]:
-    """Target features of ``task`` on ``ds`` (checked)."""
+    """Target features of ``task`` on ``ds`` (checked).
+
+    Parameters
+    ----------
+    task : str
+        A key of :data:`TASKS`.
+    ds : Dataset
+
+    Returns
+    -------
+    tuple of str
+        The features the task's heads report, one per head.
+
+    Raises
+    ------
+    ActstoreError
+        If ``task`` is unknown or does not apply to ``ds`` (the message lists its tasks).
+    """
     return lookup(TASKS, task, "task")(ds)
 
 
@@ -142,7 +188,30 @@ def build_model(
     heads: tuple[Head, ...],
     params: Mapping[str, Any] | None = None,
 ) -> HeadedModel:
-    """Instantiate model ``name`` (seed torch first for a reproducible initialisation)."""
+    """Instantiate model ``name`` (seed torch first for a reproducible initialisation).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODELS` (``alexnet``, ``resnet``, ``mlp``, ``transformer``).
+    input_spec : InputSpec
+        Kind and shape of one input (:attr:`Dataset.input_spec`).
+    heads : tuple of Head
+        One output head per target feature.
+    params : mapping, optional
+        Keyword parameters of the model class.
+
+    Returns
+    -------
+    HeadedModel
+        A freshly initialised ``torch.nn.Module`` with one output per head.
+
+    Raises
+    ------
+    ActstoreError
+        If ``name`` is unknown or ``params`` has a key the model does not take (the message
+        lists the valid ones).
+    """
     cls = lookup(MODELS, name, "model")
     params = dict(params or {})
     check_keys(cls, params, f"model {name!r}")

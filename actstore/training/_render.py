@@ -437,7 +437,8 @@ def _ref_texture(name: str, s: float, r: float, seed: int) -> bool:
 def render_reference(
     params: RenderParams, size: int, texture_period: float | None = None
 ) -> np.ndarray:
-    """Render images one pixel at a time (slow; same output contract as :func:`render`)."""
+    """Render images one pixel at a time (slow): the parameters (without ``chunk``) and the
+    output, uint8 of shape (n, 3, size, size), of :func:`render`."""
     period = default_texture_period(size) if texture_period is None else float(texture_period)
     half = SHAPE_FRACTION * size / 2.0
     centre = size / 2.0

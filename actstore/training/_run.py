@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actstore._errors import ActstoreError, ProvenanceError
 from actstore.store._capture import resolve_layers
@@ -31,6 +31,9 @@ from actstore.training._registry import (
     task_targets,
 )
 from actstore.training._trainer import TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    from actstore.training._models import HeadedModel
 
 __all__ = [
     "CaptureConfig",
@@ -206,8 +209,27 @@ def torch_settings(threads: int | None = 1, deterministic: bool = True) -> Itera
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
-def model_from_config(config: dict[str, Any]) -> Any:
-    """Rebuild the (untrained) model of a run from its ``config`` attribute or ``config.json``."""
+def model_from_config(config: dict[str, Any]) -> HeadedModel:
+    """Rebuild the (untrained) model of a run from its ``config`` attribute or ``config.json``.
+
+    Parameters
+    ----------
+    config : dict
+        The run's configuration: ``input`` (``kind``, ``shape``), ``task`` (``heads``) and
+        ``model`` (``name``, ``params``), as recorded in the run's ``config`` attribute.
+
+    Returns
+    -------
+    HeadedModel
+        Freshly initialised (seed torch first for a reproducible initialisation).
+
+    Raises
+    ------
+    ActstoreError
+        If the model name or its parameters are unknown.
+    KeyError
+        If ``config`` lacks one of the entries above.
+    """
     from actstore.training._data import InputSpec
 
     spec = InputSpec(config["input"]["kind"], tuple(config["input"]["shape"]))
@@ -215,7 +237,7 @@ def model_from_config(config: dict[str, Any]) -> Any:
     return build_model(config["model"]["name"], spec, heads, config["model"]["params"])
 
 
-def load_saved_model(config: str | os.PathLike[str], step: int | None = None) -> Any:
+def load_saved_model(config: str | os.PathLike[str], step: int | None = None) -> HeadedModel:
     """Model factory for ``actstore dump``: a saved run directory's model, optionally loaded.
 
     Parameters
@@ -225,6 +247,18 @@ def load_saved_model(config: str | os.PathLike[str], step: int | None = None) ->
         (or the directory itself).
     step : int, optional
         Load the weights of this step (``step_<step>.pt``, read with ``weights_only=True``).
+
+    Returns
+    -------
+    HeadedModel
+        On the CPU; untrained (fresh initialisation) when ``step`` is ``None``.
+
+    Raises
+    ------
+    ActstoreError
+        If there is no ``config.json`` at ``config``.
+    FileNotFoundError
+        If the weights of ``step`` were not saved.
     """
     import torch
 

@@ -80,7 +80,13 @@ class Sweep:
 
 
 def builtin_sweeps() -> list[str]:
-    """Names of the sweep files shipped with actstore."""
+    """Names of the sweep files shipped with actstore.
+
+    Returns
+    -------
+    list of str
+        Sorted file stems, each usable as ``source`` of :func:`load_sweep`.
+    """
     return sorted(p.stem for p in SWEEP_DIR.glob("*.toml"))
 
 
@@ -130,6 +136,18 @@ def load_sweep(
         Merged on top of the file (same structure), e.g. from CLI ranges.
     sets : list of (key, value)
         ``--set`` options applied last (see :func:`set_option`).
+
+    Returns
+    -------
+    Sweep
+        The checked sweep, expanded into runs (nothing is trained or written).
+
+    Raises
+    ------
+    ActstoreError
+        If the file or built-in name is not found or is not valid TOML, ``source`` is
+        ``None`` and ``overrides`` lacks datasets, tasks or models, or the document fails
+        the checks of :func:`parse_sweep`.
     """
     if source is None:
         doc, where = {"name": "cli"}, "command line"
@@ -263,6 +281,19 @@ def _params_tables(doc: dict[str, Any], key: str, registry: dict[str, Any], wher
 
 def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
     """Check a sweep document and expand it into runs (nothing is trained or written).
+
+    Parameters
+    ----------
+    doc : dict
+        The sweep document, as read from TOML (top-level keys ``datasets``, ``tasks``,
+        ``models``, ``seeds``, ``train``, ``capture``, ``dataset``, ``model``, ``variants``...).
+    source : str
+        Where the document came from, for messages.
+
+    Returns
+    -------
+    Sweep
+        One :class:`RunSpec` per (variant, dataset, task, model, seed).
 
     Raises
     ------

@@ -84,7 +84,18 @@ def heldout_mask(anchor: str, n_heldout: int, cv_split: int = 0) -> np.ndarray:
 
 
 def pairing(cv_split: int = 0) -> np.ndarray:
-    """The seeded one-to-one pairing of the correlated variant: value ``i`` -> ``pairing[i]``."""
+    """The seeded one-to-one pairing of the correlated variant: value ``i`` -> ``pairing[i]``.
+
+    Parameters
+    ----------
+    cv_split : int
+        Cross-validation split; each split has its own pairing.
+
+    Returns
+    -------
+    ndarray of shape (10,), int64
+        A permutation of the 10 values of a feature.
+    """
     return np.random.default_rng([int(cv_split), _PAIR]).permutation(N_VALUES)
 
 
