@@ -294,7 +294,7 @@ def joint_clusters(
     constant: Sequence[np.ndarray],
     n_clusters: int | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, dict[str, Any]]:
+) -> tuple[np.ndarray, dict[str, int | float]]:
     """Spectral clustering of the joint correlation matrix of several networks.
 
     Parameters

@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from actstore.probes._stats import (
     accumulate_groups,
 )
 from actstore.probes._targets import Targets, encode_targets
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "DECODERS",
@@ -361,7 +364,7 @@ def probe_arrays(
     config: ProbeConfig | None = None,
     folds: Folds | None = None,
     **options: Any,
-) -> Any:
+) -> xr.Dataset:
     """Decode every feature from an in-memory activation matrix.
 
     Parameters

@@ -41,6 +41,7 @@ from actstore.store._store import settings_difference
 
 if TYPE_CHECKING:
     import pandas as pd
+    import xarray as xr
 
 __all__ = [
     "Job",
@@ -221,6 +222,13 @@ def plan_probes(
     config : ProbeConfig
     strict : bool
         An incomplete checkpoint is an error instead of a skipped job (with a warning).
+
+    Returns
+    -------
+    ProbePlan
+        One :class:`Job` per selected (run, complete checkpoint, layer) and the coordinates
+        of the result; incomplete checkpoints left out are listed in ``skipped`` (each also
+        warned about with a :class:`ProbeWarning`).
 
     Raises
     ------
@@ -537,7 +545,7 @@ def run_probes(
     storage_options: dict | None = None,
     flush_seconds: float = 60.0,
     scheduler_timeout: float = 10.0,
-) -> Any:
+) -> xr.Dataset:
     """Decode every selected feature from every selected (run, checkpoint, layer) of a store.
 
     Parameters
@@ -749,7 +757,7 @@ class _progress:
             self._p.stop()
 
 
-def summary_table(ds: Any, decoder: str | None = None) -> Any:
+def summary_table(ds: Any, decoder: str | None = None) -> pd.DataFrame:
     """Features x layers: score at the first and the last checkpoint, mean over runs.
 
     The score is accuracy for categorical features and R^2 for continuous ones (from the ridge

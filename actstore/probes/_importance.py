@@ -191,6 +191,12 @@ def recover_linear_head(H: np.ndarray, logits: np.ndarray, rcond: float = 1e-7) 
     rcond : float
         Relative cut-off of small singular values of the centred ``H`` (units whose variance
         is at float32 round-off level, e.g. dead ReLUs, get zero weight).
+
+    Returns
+    -------
+    LinearHead
+        ``W`` (n_classes, n_units) and ``b`` (n_classes,), float64; the relative ``residual``
+        of the fit and the ``rank`` of the centred ``H``.
     """
     H = np.asarray(H, dtype=np.float64)
     L = np.asarray(logits, dtype=np.float64)

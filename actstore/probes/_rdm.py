@@ -259,6 +259,14 @@ def rsa_signature(
         stimulus are left out of the comparison.
     chunks : list of (int, int), optional
         Stimulus blocks the engine will read (Spearman ranks are cached per block).
+
+    Returns
+    -------
+    Signature
+        Gram form only: the RDM (``spearman``: its ranks), n_stimuli x n_stimuli, in the
+        namespace, device and dtype of ``X``. Counted entries: the off-diagonal ones, less the
+        pairs of copies of a stimulus; compared by Pearson correlation for ``pearson`` and
+        ``spearman``, by cosine for ``cosine``.
     """
     from actstore.probes._backend import get_namespace
 

@@ -335,7 +335,7 @@ def _absolute(url: str) -> str:
 
 
 def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Resolve a stimulus subset to sorted row indices (None: all stimuli).
+    """Resolve a stimulus subset to row indices (None: all stimuli).
 
     Parameters
     ----------
@@ -344,6 +344,14 @@ def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndar
         Stimuli in the probe set.
     labels : dict of str to ndarray of shape (n,)
         Label features (for ``per:``).
+
+    Returns
+    -------
+    ndarray of shape (k,), int64, or None
+        None for all stimuli. The string forms give sorted, distinct indices (at most ``N``;
+        ``per:`` at most ``K`` per combination of the features' values); indices given as
+        an array are returned in their order, repeats kept, and a boolean mask as its True
+        positions.
     """
     if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
         return None

@@ -208,6 +208,13 @@ def cka_signature(X: Any, *, debiased: bool = False) -> Signature:
         values scatter around 0 for unrelated representations); negative values are
         returned as they are. A representation whose unbiased HSIC with itself is not
         positive is flagged degenerate and its similarities are 0.
+
+    Returns
+    -------
+    Signature
+        Gram form: the centred (``debiased``: U-centred) Gram matrix ``Xc Xc^T``, n_stimuli x
+        n_stimuli; feature form: ``Xc`` of shape (n_stimuli, n_units). Arrays keep the
+        namespace, device and dtype of ``X``.
     """
     from actstore.probes._backend import get_namespace
 
@@ -314,6 +321,13 @@ def rbf_cka_signature(
         Unbiased HSIC through U-centred kernels (at least 4 stimuli).
     chunks : list of (int, int), optional
         Stimulus blocks used for the median pass (set by the engine).
+
+    Returns
+    -------
+    Signature
+        Gram form only: the centred (``debiased``: U-centred) kernel matrix, n_stimuli x
+        n_stimuli, in the namespace, device and dtype of ``X``. Also flagged degenerate when
+        the median distance is 0.
     """
     from actstore.probes._backend import get_namespace
 
@@ -358,6 +372,13 @@ def procrustes_signature(X: Any) -> Signature:
     ----------
     X : array of shape (n_stimuli, n_units), float64
         Activations.
+
+    Returns
+    -------
+    Signature
+        Feature form only: ``Xc / ||Xc||_F`` of shape (n_stimuli, min(n_stimuli, n_units))
+        (reduced to its singular directions when units outnumber stimuli), in the namespace,
+        device and dtype of ``X``; pairs reduce by the nuclear norm.
     """
     from actstore.probes._backend import get_namespace
 

@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from actstore.probes._similarity import (
     merge_partials,
     plan_similarity,
 )
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "align_layer",
@@ -224,7 +227,7 @@ def similarity_job(
     write: bool = True,
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> Any:
+) -> xr.Dataset:
     """All-pairs similarity of representations selected from a store.
 
     Parameters
@@ -435,8 +438,34 @@ def similarity_dataset(sel: Selection, result: Any, boot: Any = None) -> Any:
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
-def write_heatmap(ds: Any, path: str) -> str:
-    """Save the ``similarity`` matrix of a result as a heatmap PNG; returns the path."""
+def write_heatmap(ds: xr.Dataset, path: str) -> str:
+    """Save the ``similarity`` matrix of a result as a heatmap image.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A similarity result (see :func:`similarity_job`): ``similarity`` (rep_a, rep_b) and
+        coordinate ``label_a`` (rep_a); the attrs ``metric``, ``params`` and ``n_stimuli``
+        make the title. Tick labels are drawn for at most 60 representations.
+    path : str
+        Output file; matplotlib takes the format from its extension (PNG, with ``.png``
+        appended, when it has none). An existing file is replaced.
+
+    Returns
+    -------
+    str
+        ``path`` as given.
+
+    Raises
+    ------
+    KeyError
+        ``ds`` lacks ``similarity`` or ``label_a``.
+    ValueError
+        An extension matplotlib cannot write.
+    OSError
+        The folder does not exist or is not writable (:func:`check_heatmap_path` checks a
+        path beforehand).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,7 +516,7 @@ def alignment_job(
     write: bool = True,
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> dict[str, xr.Dataset]:
     """Convergent-learning alignment of two or more runs, layer by layer.
 
     Parameters

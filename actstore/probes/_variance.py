@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -36,10 +36,14 @@ from actstore.probes._folds import Folds
 from actstore.probes._stats import ArraySource, BlockSource, CachedSource, coalesce
 from actstore.probes._targets import Targets, encode_targets
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 __all__ = [
     "ANALYSIS",
     "DesignStats",
     "ReaderSource",
+    "VarianceExplained",
     "accumulate_design",
     "default_features",
     "run_variance",
@@ -265,13 +269,24 @@ def default_features(labels: Mapping[str, Any] | Sequence[str], split: str | Non
     return [k for k in labels if k != split and not k.startswith(_META_PREFIXES)]
 
 
+class VarianceExplained(TypedDict):
+    """What :func:`variance_explained` returns (float64 arrays)."""
+
+    features: list[str]
+    r2: np.ndarray
+    r2_folds: np.ndarray
+    sse: np.ndarray
+    sst: np.ndarray
+    n_test: np.ndarray
+
+
 def variance_explained(
     source: BlockSource | Any,
     labels: Mapping[str, np.ndarray],
     folds: Folds,
     kinds: Mapping[str, str] | None = None,
     backend: str | None = None,
-) -> dict[str, Any]:
+) -> VarianceExplained:
     """Variance of a representation explained by each feature, held out, pooled over units.
 
     Parameters
@@ -288,9 +303,10 @@ def variance_explained(
 
     Returns
     -------
-    dict
-        ``features`` (list of str); ``r2`` (n_features,): mean over folds of the held-out
-        R^2; ``r2_folds``, ``sse`` (n_splits, n_features); ``sst``, ``n_test`` (n_splits,).
+    VarianceExplained
+        A dict: ``features`` (list of str); ``r2`` (n_features,): mean over folds of the
+        held-out R^2; ``r2_folds``, ``sse`` (n_splits, n_features); ``sst``, ``n_test``
+        (n_splits,); arrays float64 numpy.
     """
     Folds.check(folds)
     if not hasattr(source, "blocks"):
@@ -315,7 +331,7 @@ def variance_arrays(
     folds: Folds | None = None,
     n_splits: int = 5,
     seed: int = 0,
-) -> Any:
+) -> xr.Dataset:
     """:func:`variance_explained` of an in-memory array, as an xarray Dataset over features.
 
     Parameters
@@ -409,7 +425,7 @@ def run_variance(
     overwrite: bool = False,
     storage_options: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> Any:
+) -> xr.Dataset:
     """Variance explained by each feature for every (run, checkpoint, layer) of a store.
 
     Parameters

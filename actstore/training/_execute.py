@@ -87,18 +87,35 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
                                                    list[str]]:
     """Check a sweep against a store without writing anything.
 
+    Parameters
+    ----------
+    sweep : Sweep
+        The runs to check.
+    store : str
+        Store path or URL; it need not exist yet (then nothing is compared with it).
+
     Returns
     -------
-    attrs : dict of run id -> identity attributes
-    probe_sets : dict of name -> ProbeSet (rendered)
-    complete : list of run ids whose checkpoints are all complete in the store
+    attrs : dict of str to dict
+        Run id -> identity attributes (``model``, ``task``, ``seed``, ``dataset``,
+        ``variant``, ``config``), in the order of ``sweep.runs``.
+    probe_sets : dict of str to ProbeSet
+        Probe set name -> the probe set the sweep's datasets render (one per distinct
+        dataset and probe parameters).
+    complete : list of str
+        Run ids already in the store with every checkpoint complete (empty for a new store).
 
     Raises
     ------
     ActstoreError
-        Bad names or parameters (from :meth:`RunSpec.resolve`).
+        The sweep has no runs, or bad names or parameters (from :meth:`RunSpec.resolve`).
+    StoreError
+        ``store`` is a local path where no store can be (a file, a folder of other files).
+    ConfigConflictError
+        A run id of the store was made with other identity attributes.
     ProvenanceError
-        A run id or probe set of the store was made with another configuration.
+        A probe set of the store has other contents, or a run of the store was recorded on
+        another probe set.
     """
     from actstore.store import open_store
     from actstore.store._dump import check_store_path
