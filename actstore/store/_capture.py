@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from actstore._args import as_names
+from actstore._args import as_names, whole_number
 from actstore._errors import ActstoreError
 from actstore.store import _layout as L
 
@@ -466,9 +466,7 @@ def capture_slot(
         return False
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-            batch_size < 1):
-        raise ActstoreError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+    batch_size = whole_number(batch_size, "batch size", minimum=1)
     ps = writer.store.probe_set(writer.probe_set_name)
     if ps.inputs is None:
         raise ActstoreError(
