@@ -172,10 +172,12 @@ def dask_client(
     # (measured on a training run: 75% more wall time, seconds of system time).
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    # Worker processes report errors only: their warnings (a task cancelled when a command
-    # stops early, an event loop busy with a long matrix product) are not the user's concern,
-    # and an error of a job reaches the user through this process.
-    env.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    # Worker processes log nothing but critical failures: their warnings (a task cancelled
+    # when a command stops early, an event loop busy with a long matrix product) and errors (a
+    # heartbeat that meets the scheduler closing at the end of a command) are not the user's
+    # concern; an error of a job reaches the user through this process, and a worker lost
+    # is logged here by its nanny.
+    env.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), \
             warnings.catch_warnings(), contextlib.ExitStack() as stack:
         # the scheduler's HTTP server moves to a free port when 8787 is taken (another
