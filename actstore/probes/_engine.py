@@ -36,6 +36,7 @@ from actstore.probes._decode import (
     make_folds,
 )
 from actstore.probes._folds import check_folds
+from actstore.probes._reprs import short_list
 from actstore.probes._targets import encode_targets
 from actstore.store._store import settings_difference
 
@@ -107,9 +108,9 @@ class ProbePlan:
     units: dict[tuple[str, str], int]
 
     def __repr__(self) -> str:
-        return (f"ProbePlan({len(self.jobs)} jobs: runs={_short(self.runs)}, "
-                f"steps={_short(self.steps)}, layers={_short(self.layers)}, "
-                f"features={_short(self.features)}, skipped={len(self.skipped)})")
+        return (f"ProbePlan({len(self.jobs)} jobs: runs={short_list(self.runs, 6)}, "
+                f"steps={short_list(self.steps, 6)}, layers={short_list(self.layers, 6)}, "
+                f"features={short_list(self.features, 6)}, skipped={len(self.skipped)})")
 
 
 def _patterns(sel: str | Sequence[str] | None, what: str) -> list[str] | None:
@@ -178,12 +179,6 @@ def _select_steps(
             )
         skipped.append(what)
     return out
-
-
-def _short(items: Sequence[Any], most: int = 6) -> str:
-    """``[a, b, c, ... (40 in all)]``: a list shown in one short line."""
-    shown = ", ".join(repr(x) if isinstance(x, str) else str(x) for x in items[:most])
-    return f"[{shown}{f', ... ({len(items)} in all)' if len(items) > most else ''}]"
 
 
 def _check_config(config: Any) -> ProbeConfig:
