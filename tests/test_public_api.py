@@ -221,3 +221,25 @@ def test_plan_probes_takes_a_path_and_summary_table_checks_its_input(store_url):
         ap.summary_table({"accuracy": 1})
     with pytest.raises(ActstoreError, match="config must be a ProbeConfig"):
         ap.run_probes(store_url, config={"decoders": ["ridge"]}, n_workers=1)
+
+
+@pytest.mark.parametrize("labels, kinds, words", [
+    ({"a": np.array([1, 2, 1])}, {"b": "continuous"}, "'b' that are not among the labels"),
+    ({"a": np.array(["x", "y", "x"])}, {"a": "continuous"}, "need numbers"),
+    ({"a": np.array([1, 2, 1])}, ["a"], "kinds must be a dict"),
+    ({"a": np.array([1, 2, 1])}, {"a": "ordinal"}, "one of categorical, continuous"),
+])
+def test_encode_targets_refuses_bad_kinds(labels, kinds, words):
+    from actstore.probes import encode_targets
+
+    with pytest.raises(ActstoreError, match=words):
+        encode_targets(labels, kinds)
+
+
+def test_encode_targets_follows_kinds():
+    from actstore.probes import encode_targets
+
+    t = encode_targets({"a": np.array([1.0, 2.0, 1.0]), "b": np.array([0.5, 0.5, 2.0])},
+                       {"a": "categorical"})
+    assert [s.kind for s in t.features] == ["categorical", "continuous"]
+    assert t.Y.shape == (3, 3)

@@ -122,9 +122,16 @@ def encode_targets(
     """
     labels = as_mapping(labels, "labels", "give a dict of feature name -> array of shape "
                         "(n_samples,)")
-    kinds = dict(kinds or {})
+    kinds = dict(as_mapping(kinds, "kinds", "give a dict of feature name -> 'categorical' "
+                            "or 'continuous'") if kinds is not None else {})
     if not labels:
         raise ActstoreError("no features to decode; the probe set has no label arrays")
+    unknown = [name for name in kinds if name not in labels]
+    if unknown:
+        raise ActstoreError(
+            f"kinds names feature(s) {', '.join(map(repr, unknown))} that are not among the "
+            f"labels ({short_list(list(labels))}); give kinds only for decoded features"
+        )
     n = None
     cols: list[np.ndarray] = []
     codes: list[np.ndarray] = []
@@ -153,6 +160,11 @@ def encode_targets(
             codes.append(code)
             start += classes.size
         else:
+            if not (np.issubdtype(v.dtype, np.number) or v.dtype == bool):
+                raise ActstoreError(
+                    f"continuous feature {name!r} has labels of dtype {v.dtype}; continuous "
+                    "features need numbers (or declare the feature categorical)"
+                )
             x = v.astype(np.float64)
             if not np.all(np.isfinite(x)):
                 raise ActstoreError(f"continuous feature {name!r} has NaN or infinite labels")
