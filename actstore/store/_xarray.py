@@ -82,7 +82,8 @@ def open_layer(
         stored), backed by Dask: nothing is read until ``.values`` / ``.compute()``.
         Coordinates: ``run``, ``model``/``task``/``seed``/``dataset`` per run,
         ``checkpoint`` (the steps when all runs share them; else the slot index, with a 2-D
-        ``step`` coordinate), ``sample`` and the probe set's feature labels (dim ``sample``).
+        ``step`` coordinate that is -1 where a run has fewer checkpoints than others, its
+        activations NaN there), ``sample`` and the probe set's feature labels (dim ``sample``).
         A conv layer stored with its spatial dims (``flatten``) has them stacked into
         ``unit``. Attributes: the layer's entry of the run's layer table (``module``,
         ``reduction``, ``output_shape``, ``kind``, ``units``, ``dtype``).
@@ -140,7 +141,8 @@ def open_layer(
             f"runs {ids} differ in the unit count or samples of layer {layer!r}; select runs of "
             "one architecture and probe set with runs=[...]"
         )
-    out = xr.concat(pieces, dim="run", join="exact", coords="minimal", compat="override")
+    # runs with fewer checkpoints than others are padded with NaN (samples and units agree)
+    out = xr.concat(pieces, dim="run", join="outer", coords="minimal", compat="override")
     out = out.assign_coords(run=ids)
     for key in ("model", "task", "seed", "dataset"):
         out = out.assign_coords({key: ("run", [m.get(key) for m in meta])})

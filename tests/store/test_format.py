@@ -97,6 +97,29 @@ def test_open_layer_stacks_runs_with_coordinates(filled):
         actstore.open_layer(filled.url, "nope")
 
 
+def test_open_layer_of_runs_with_different_checkpoints(tmp_path):
+    """Runs with other steps and other checkpoint counts share one array: a 2-D step grid,
+    -1 and NaN where a run has fewer checkpoints; conv maps stored flat are stacked into unit."""
+    st = create_store(str(tmp_path / "c.zarr"))
+    st.add_probe_set(ProbeSet("ps", labels={"a": np.arange(10) % 2}))
+    rng = np.random.default_rng(0)
+    written = {}
+    for run, steps in (("r0", [0, 5]), ("r1", [0, 3, 7])):
+        with st.writer(run, probe_set="ps", steps=steps) as w:
+            for s in steps:
+                written[run, s] = rng.normal(size=(10, 2, 3, 3)).astype("float32")
+                w.write_slot(s, {"conv": written[run, s]})
+    da = actstore.open_layer(st.url, "conv")
+    assert da.sizes == {"run": 2, "checkpoint": 3, "sample": 10, "unit": 18}
+    assert da.step.values.tolist() == [[0, 5, -1], [0, 3, 7]]
+    assert da.dtype == np.float32
+    assert np.isnan(da.sel(run="r0").isel(checkpoint=2).values).all()
+    np.testing.assert_array_equal(da.sel(run="r1").isel(checkpoint=2).values,
+                                  written["r1", 7].reshape(10, 18))
+    np.testing.assert_array_equal(da.sel(run="r0").isel(checkpoint=1).values,
+                                  written["r0", 5].reshape(10, 18))
+
+
 def test_memory_url_opens_with_xarray(tmp_path, image_probe_set):
     url = f"memory://{tmp_path.name}-fmt/s.zarr"  # one per test: the memory fs is global
     st = create_store(url)
