@@ -44,21 +44,6 @@ def _record_again(run: str) -> str:
             "and record the run again (re-run its dump or training)")
 
 
-def _run_names(store: Any) -> list[str]:
-    """The store's run ids, also when the metadata of one of them does not parse (which stops
-    zarr's own listing): then the names are the folders under ``runs/``."""
-    try:
-        return list(store.run_ids())
-    except Exception:
-        from zarr.core.sync import sync
-
-        async def children() -> list[str]:
-            return [k async for k in store.root.store.list_dir(L.RUNS)]
-
-        names = sync(children())
-        return sorted(n for n in names if n != "zarr.json" and not n.startswith("."))
-
-
 def _check_layer(rd: Any, layer: str, slot: int, step: int) -> list[Problem]:
     arr = rd.array(layer)
     rows = arr.chunks[1]
@@ -99,7 +84,7 @@ def verify(
         if not ok:
             problems.append(Problem("probe_set", None, None, None, f"{L.PROBE_SETS}/{name}",
                                     detail))
-    ids = _run_names(store)
+    ids = store.run_ids()
     for r in runs or ids:
         if r not in ids:
             store.reader(r)  # an unknown run id is an error (one line), not a problem
