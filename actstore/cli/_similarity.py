@@ -17,7 +17,7 @@ from rich.table import Table
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 from actstore.cli._store_cmds import parse_kv
-from actstore.probes._similarity import SIMILARITIES
+from actstore.probes._similarity import SIMILARITIES, check_params
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -132,8 +132,10 @@ def similarity_cmd(
     select: Annotated[
         list[str] | None,
         typer.Option("--select", "-s", help=(
-            "key=value terms joined by ';' (repeatable): run, layer, checkpoint "
-            "(last|first|all|steps), model, task, seed, dataset, variant. "
+            "One selection: key=value terms joined by ';', keys run, layer, checkpoint "
+            "(last|first|all|steps), model, task, seed, dataset, variant. Repeatable: "
+            "each --select is a separate selection with its own defaults, and the "
+            "representations are their union, in order, without duplicates. "
             "Default: all layers of all runs at the last checkpoint."
         )),
     ] = None,
@@ -145,9 +147,11 @@ def similarity_cmd(
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-P", help=(
-            "Metric parameter key=value (repeatable): debiased=true (cka, rbf_cka), t=0.5 "
+            "Metric parameter key=value (repeatable, each key once): debiased=true|false "
+            "(also yes/no, on/off, 1/0; cka, rbf_cka), t=POSITIVE_NUMBER, e.g. 0.5 "
             "(rbf_cka), rdm=correlation|cosine|euclidean|sqeuclidean and "
-            "compare=pearson|spearman|cosine (rsa)."
+            "compare=pearson|spearman|cosine (rsa); procrustes takes none. Other names or "
+            "values are refused."
         )),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Result name (default: the metric).")] = None,
@@ -183,13 +187,20 @@ def similarity_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.probes._select import parse_selection
+    from actstore.probes._select import parse_selections
     from actstore.probes._simjobs import similarity_job
 
-    sel = parse_selection(select)
+    sels = parse_selections(select)
     if stimuli is not None:
-        sel["stimuli"] = stimuli
-    params = parse_kv(param, "--param")
+        for i, one in enumerate(sels):
+            if one.get("stimuli") not in (None, stimuli):
+                raise ActstoreError(
+                    f"--stimuli {stimuli!r} and stimuli={one['stimuli']} in --select "
+                    f"{(select or [])[i]!r} differ; give the stimulus subset once"
+                )
+            one["stimuli"] = stimuli
+    sel: dict[str, Any] | list[dict[str, Any]] = sels[0] if len(sels) == 1 else sels
+    params = check_params(metric, parse_kv(param, "--param", raw=True))
     name = name or metric
     png_path = None if (png or "").lower() == "none" else (png or f"{name}.png")
     with _bars(not as_json) as progress:

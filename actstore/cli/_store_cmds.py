@@ -54,15 +54,30 @@ def human_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
-def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["seed=0", "task=shape"]`` -> ``{"seed": 0, "task": "shape"}`` (JSON values allowed)."""
+def parse_kv(items: list[str] | None, what: str, *, raw: bool = False) -> dict[str, Any]:
+    """``["seed=0", "task=shape"]`` -> ``{"seed": 0, "task": "shape"}`` (JSON values allowed).
+
+    Values that are not JSON stay text, and with ``raw`` every value stays the text given (for
+    commands that check and convert each value by its key); a key given twice is refused
+    rather than silently replaced.
+    """
     from actstore._errors import ActstoreError
 
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in items or []:
         key, sep, val = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ActstoreError(f"{what} {item!r} must look like key=value")
+        if key in given:
+            raise ActstoreError(
+                f"{what} {key} is given twice ({given[key]!r} and {item!r}); give it once"
+            )
+        given[key] = item
+        if raw:
+            out[key] = val
+            continue
         try:
             out[key] = json.loads(val)
         except json.JSONDecodeError:

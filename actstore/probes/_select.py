@@ -14,6 +14,13 @@ The same as a command-line string (``actstore similarity --select ...``)::
 
     parse_selection("layer=fc6;checkpoint=all;seed=0")
 
+The union of several selections, in order, without duplicates (``--select`` given several
+times; each selection has its own defaults for the keys it does not give)::
+
+    select_many(store, [{"runs": "mlp_a", "checkpoints": "all"},
+                        {"runs": "cnn_c", "layers": "conv*"}])
+    select_many(store, parse_selections(["checkpoint=all;run=mlp_a", "run=cnn_c;layer=conv*"]))
+
 Stimulus subsets (``stimuli=``): an index array, or ``"all"``, ``"first:N"``,
 ``"random:N[:SEED]"``, ``"per:FEATURE[,FEATURE...]:K[:SEED]"`` (K stimuli per combination of
 the named label features, e.g. an RSA set of one image per shape x colour).
@@ -37,7 +44,9 @@ __all__ = [
     "RepRef",
     "Selection",
     "parse_selection",
+    "parse_selections",
     "select",
+    "select_many",
     "stimulus_subset",
 ]
 
@@ -406,9 +415,9 @@ def parse_selection(spec: str | Sequence[str] | None) -> dict[str, Any]:
     """Read a command-line selection into keyword arguments of :func:`select`.
 
     ``"run=seed*;layer=fc6,fc7;checkpoint=all;seed=0"``: ``key=value`` terms separated by
-    ``;`` (or given as separate strings); keys ``run``, ``layer``, ``checkpoint``,
-    ``stimuli`` and the run attributes ``model``, ``task``, ``seed``, ``dataset``,
-    ``variant``.
+    ``;`` (or given as separate strings: terms of one selection); keys ``run``, ``layer``,
+    ``checkpoint``, ``stimuli`` and the run attributes ``model``, ``task``, ``seed``,
+    ``dataset``, ``variant``.
 
     Parameters
     ----------
@@ -424,19 +433,30 @@ def parse_selection(spec: str | Sequence[str] | None) -> dict[str, Any]:
     Raises
     ------
     ActstoreError
-        If a term is not ``key=value`` or names an unknown key.
+        If a term is not ``key=value``, names an unknown key, or repeats a key (several
+        strings are terms of one selection; for a union of selections see
+        :func:`parse_selections`).
     """
     terms: list[str] = []
     specs = [] if spec is None else as_names(spec, "selection", allow_empty=True)
     for s in specs:
         terms += [t.strip() for t in s.split(";") if t.strip()]
     out: dict[str, Any] = {"where": {}}
+    given: dict[str, str] = {}
     for t in terms:
         if "=" not in t:
             raise ActstoreError(
                 f"selection term {t!r} is not key=value; e.g. 'layer=fc6;checkpoint=last;seed=0'"
             )
         key, value = (p.strip() for p in t.split("=", 1))
+        canon = _KEY_ALIASES.get(key, key)
+        if canon in given:
+            raise ActstoreError(
+                f"selection key {canon} is given twice in one selection ({given[canon]!r} and "
+                f"{t!r}); join values with commas ({canon}=a,b), or give each as its own "
+                "selection (another --select) for their union"
+            )
+        given[canon] = t
         if key in ("run", "runs"):
             out["runs"] = value
         elif key in ("layer", "layers"):
@@ -453,3 +473,130 @@ def parse_selection(spec: str | Sequence[str] | None) -> dict[str, Any]:
                 f"{', '.join(_ATTR_KEYS)}"
             )
     return out
+
+
+#: Other spellings of the selection keys.
+_KEY_ALIASES = {"runs": "run", "layers": "layer", "checkpoints": "checkpoint",
+                "step": "checkpoint"}
+
+
+def parse_selections(specs: str | Sequence[str] | None) -> list[dict[str, Any]]:
+    """Read repeated command-line selections (``--select`` given several times).
+
+    Each string is one whole selection (``key=value`` terms joined by ``;``, read by
+    :func:`parse_selection`, with its own defaults for the keys it does not give); the
+    representations are the union of the selections (see :func:`select_many`).
+
+    Parameters
+    ----------
+    specs : str or sequence of str or None
+        ``None`` or no strings: one selection of everything.
+
+    Returns
+    -------
+    list of dict
+        Keyword arguments of :func:`select`, one dict per selection (at least one).
+    """
+    items = [] if specs is None else as_names(specs, "selection", allow_empty=True)
+    return [parse_selection(s) for s in items] or [parse_selection(None)]
+
+
+def _same_stimuli(a: Any, b: Any) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a.strip() == b.strip()
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def select_many(
+    store: Any, selections: Sequence[dict[str, Any]], *, stimuli: Any = None
+) -> Selection:
+    """The union of several selections: their representations in order, without duplicates.
+
+    Parameters
+    ----------
+    store : Store or str
+        An open store or its path/URL.
+    selections : sequence of dict
+        Keyword arguments of :func:`select`, one dict per selection; each selection has its
+        own defaults (``checkpoints="last"``, all runs, all layers) for the keys it leaves out.
+    stimuli : optional
+        Stimulus subset of the whole union (see the module docstring). All representations
+        are compared on the same stimuli, so the subset is given once: here, or as the
+        ``stimuli`` key of selections, which must then agree.
+
+    Returns
+    -------
+    Selection
+        The representations of the first selection, then those of the next that are not
+        already in, and so on.
+
+    Raises
+    ------
+    ActstoreError
+        No selection, a selection that is no dict or matches nothing (the message says
+        which), selections that ask for different stimuli, or runs recorded on different
+        samples.
+    """
+    from actstore.store import open_store
+
+    if isinstance(selections, dict) or not isinstance(selections, (list, tuple)):
+        raise ActstoreError(
+            f"selections must be a list of dicts of select() keywords, not "
+            f"{type(selections).__name__}; e.g. [{{'runs': 'a'}}, {{'runs': 'b', "
+            "'layers': 'fc*'}]"
+        )
+    if not selections:
+        raise ActstoreError("no selection was given; give at least one (e.g. [{}] for all)")
+    sels = [as_mapping(s, f"selection {i + 1}", "give keywords of select(), e.g. "
+                       "{'runs': 'a', 'checkpoints': 'all'}") for i, s in enumerate(selections)]
+    asked = [("stimuli=", stimuli)] if stimuli is not None else []
+    asked += [(f"selection {i + 1}", s["stimuli"]) for i, s in enumerate(sels)
+              if s.get("stimuli") is not None]
+    for who, other in asked[1:]:
+        if not _same_stimuli(asked[0][1], other):
+            raise ActstoreError(
+                f"{asked[0][0]} asks for stimuli {_show(asked[0][1])} and {who} for "
+                f"{_show(other)}; the representations of one matrix share their stimuli: "
+                "give the stimulus subset once (--stimuli)"
+            )
+    stim = asked[0][1] if asked else None
+    if isinstance(store, str):
+        store = open_store(store)
+    if len(sels) == 1:
+        return select(store, **{**sels[0], "stimuli": stim})
+    parts: list[Selection] = []
+    for i, s in enumerate(sels):
+        try:
+            parts.append(select(store, **{k: v for k, v in s.items() if k != "stimuli"}))
+        except ActstoreError as e:
+            raise type(e)(f"selection {i + 1} of {len(sels)}: {e}") from None
+    first = parts[0]
+    refs: list[RepRef] = []
+    seen: set[tuple[str, int, str]] = set()
+    info: dict[tuple[str, str], dict[str, Any]] = {}
+    for i, part in enumerate(parts):
+        if not np.array_equal(part.sample, first.sample):
+            raise ActstoreError(
+                f"runs {first.refs[0].run!r} (selection 1) and {part.refs[0].run!r} (selection "
+                f"{i + 1}) were recorded on different samples (or in another order): "
+                f"{len(first.sample)} vs {len(part.sample)} stimuli; select runs of one probe set"
+            )
+        for r in part.refs:
+            if (r.run, r.checkpoint, r.layer) not in seen:
+                seen.add((r.run, r.checkpoint, r.layer))
+                refs.append(r)
+        info.update(part.layer_info)
+    labels = store.reader(first.refs[0].run).labels
+    idx = stimulus_subset(stim, len(first.sample), labels)
+    return Selection(
+        url=first.url, refs=refs, stimuli=idx,
+        sample=first.sample if idx is None else first.sample[idx],
+        storage_options=first.storage_options, layer_info=info,
+    )
+
+
+def _show(stimuli: Any) -> str:
+    if isinstance(stimuli, str):
+        return repr(stimuli)
+    arr = np.asarray(stimuli)
+    return f"(an array of {arr.size} indices)"

@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from actstore._args import as_mapping
 from actstore._errors import ActstoreError
 from actstore.probes._backend import get_namespace, move_to, to_numpy
-from actstore.probes._rdm import rsa_signature
+from actstore.probes._rdm import RDM_COMPARES, RDM_KINDS, rsa_signature
 from actstore.probes._reprs import short_list
 from actstore.probes._signatures import (
     Signature,
@@ -42,9 +43,11 @@ from actstore.probes._signatures import (
 )
 
 __all__ = [
+    "METRIC_PARAMS",
     "SIMILARITIES",
     "LazyRep",
     "SimilarityResult",
+    "check_params",
     "plan_similarity",
     "similarity",
     "similarity_matrix",
@@ -57,6 +60,113 @@ SIMILARITIES: dict[str, Callable[..., Signature]] = {
     "rsa": rsa_signature,
     "procrustes": procrustes_signature,
 }
+
+
+
+@dataclass(frozen=True)
+class Param:
+    """What a metric parameter accepts (see :data:`METRIC_PARAMS` and :func:`check_params`).
+
+    ``kind`` is ``"bool"`` (true/false, also yes/no, on/off, 1/0 as text), ``"positive"``
+    (a finite number > 0, as a float) or ``"choice"`` (one of ``choices``, any case).
+    """
+
+    kind: str
+    choices: tuple[str, ...] = ()
+    example: str = ""
+
+    def describe(self) -> str:
+        """What the parameter accepts, in words."""
+        if self.kind == "bool":
+            return "true or false (also yes/no, on/off, 1/0)"
+        if self.kind == "positive":
+            return "a positive number"
+        return f"one of {', '.join(self.choices)}"
+
+
+_BOOL = Param("bool", example="true")
+
+#: name -> {parameter -> what it accepts}: one entry per metric of :data:`SIMILARITIES`, with
+#: the keyword arguments of its factory (a test checks that the two agree).
+METRIC_PARAMS: dict[str, dict[str, Param]] = {
+    "cka": {"debiased": _BOOL},
+    "rbf_cka": {"t": Param("positive", example="0.5"), "debiased": _BOOL},
+    "rsa": {"rdm": Param("choice", RDM_KINDS, "euclidean"),
+            "compare": Param("choice", RDM_COMPARES, "spearman")},
+    "procrustes": {},
+}
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _convert(spec: Param, value: Any) -> Any:
+    """``value`` as the canonical type of ``spec`` (bool, float, str), or None if it is none."""
+    if spec.kind == "bool":
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, np.integer)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
+            return value.strip().lower() in _TRUE
+        return None
+    if spec.kind == "positive":
+        if isinstance(value, (bool, np.bool_)):
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                return None
+        if not isinstance(value, (int, float, np.integer, np.floating)):
+            return None
+        v = float(value)
+        return v if math.isfinite(v) and v > 0 else None
+    if isinstance(value, str):
+        low = value.strip().lower()
+        return next((c for c in spec.choices if c.lower() == low), None)
+    return None
+
+
+def check_params(metric: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameters of ``metric`` checked and converted to their canonical types.
+
+    Booleans accept ``True``/``False`` and, case-insensitively, the text ``true``/``false``,
+    ``yes``/``no``, ``on``/``off``, ``1``/``0`` (as given on the command line); numbers accept
+    numbers and numeric text; choices accept their names in any case.
+
+    Returns
+    -------
+    dict
+        The given parameters (not the defaults) as bool, float or str.
+
+    Raises
+    ------
+    ActstoreError
+        Unknown metric or parameter name (the message lists the valid ones), or a value of
+        the wrong type or range (the message names the parameter, the value and what it
+        accepts).
+    """
+    params = as_mapping(params or {}, "params", "e.g. {'debiased': True}")
+    _factory(metric, params)
+    specs = METRIC_PARAMS.get(metric, {})
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        spec = specs.get(key)
+        if spec is None:
+            out[key] = value
+            continue
+        conv = _convert(spec, value)
+        if conv is None:
+            todo = (f"choose one of {', '.join(spec.choices)}" if spec.kind == "choice"
+                    else f"give e.g. {key}={spec.example}")
+            raise ActstoreError(
+                f"{key} must be {spec.describe()}, got {value!r} (parameter of metric "
+                f"{metric!r}); {todo}"
+            )
+        out[key] = conv
+    return out
+
 
 #: Default working-memory budget of one similarity computation (bytes).
 DEFAULT_MEMORY = 2 * 2**30
@@ -266,6 +376,7 @@ def plan_similarity(
     -------
     Plan
     """
+    params = check_params(metric, params)
     fn = _factory(metric, params)
     has_gram, has_feat = _forms(fn, params)
     n = shapes[0][0]
@@ -371,6 +482,7 @@ def accumulate(
         ``V`` (M x M, upper blocks filled), ``s`` (M,), ``deg`` (M,), ``scale`` (M,) and the
         scalars ``n_entries``, ``centred``.
     """
+    params = check_params(metric, params)
     fn = _factory(metric, params)
     M = len(reps)
     pairs = list(block_pairs) if block_pairs is not None else plan.block_pairs()
@@ -618,13 +730,14 @@ def similarity_matrix(
     Raises
     ------
     ActstoreError
-        Unknown metric or parameter, representations with different numbers of stimuli,
-        too few stimuli for the metric, non-finite activations; ``reps`` that is no list of
-        arrays, or ``names`` of another length.
+        Unknown metric or parameter, a parameter value of the wrong type (see
+        :func:`check_params`; ``debiased="no"`` is read as False), representations with
+        different numbers of stimuli, too few stimuli for the metric, non-finite activations;
+        ``reps`` that is no list of arrays, or ``names`` of another length.
     """
     reps = check_reps(reps, names)
     shapes, labels = _shapes(reps, names)
-    _factory(metric, params)
+    params = check_params(metric, params)
     plan = plan_similarity(shapes, metric, method=method, max_memory=max_memory, **params)
     acc = accumulate(
         reps, metric, params, plan, names=labels, device=device, idx=idx, progress=progress

@@ -45,12 +45,13 @@ from actstore.probes._alignment import (
 from actstore.probes._backend import BACKENDS, check_device
 from actstore.probes._bootstrap import bootstrap_indices, bootstrap_replicates, summarize_bootstrap
 from actstore.probes._moments import PairMoments
-from actstore.probes._select import COORDS, Selection, _absolute, select
+from actstore.probes._select import COORDS, Selection, _absolute, select, select_many
 from actstore.probes._similarity import (
     _ENGINE_ARGS,
     DEFAULT_MEMORY,
     _factory,
     accumulate,
+    check_params,
     finalize,
     merge_partials,
     plan_similarity,
@@ -188,6 +189,15 @@ def check_heatmap_path(path: str) -> None:
 _SELECT_KEYS = ("runs", "layers", "checkpoints", "where", "stimuli")
 
 
+def check_selections(selection: Any) -> list[dict[str, Any]]:
+    """One selection dict, or a list of them (a union, see :func:`select_many`), as a list of
+    checked dicts; anything else is one clear error."""
+    if isinstance(selection, (list, tuple)) and selection and all(
+            isinstance(s, dict) for s in selection):
+        return [check_selection_keys(s) for s in selection]
+    return [check_selection_keys(selection)]
+
+
 def check_selection_keys(selection: Any) -> dict[str, Any]:
     """A selection dict (keywords of :func:`select`); anything else is one clear error."""
     if selection is None:
@@ -196,7 +206,8 @@ def check_selection_keys(selection: Any) -> dict[str, Any]:
         raise ActstoreError(
             f"selection must be a dict of keywords of select() or a Selection, not "
             f"{type(selection).__name__}; e.g. {{'layers': 'fc*', 'checkpoints': 'last'}}, or "
-            "parse_selection('layer=fc*;checkpoint=last') for a command-line string"
+            "parse_selection('layer=fc*;checkpoint=last') for a command-line string (a list "
+            "of such dicts is the union of the selections)"
         )
     sel = as_mapping(selection, "selection", "e.g. {'layers': 'fc*', 'checkpoints': 'last'}")
     bad = [k for k in sel if k not in _SELECT_KEYS]
@@ -210,7 +221,7 @@ def check_selection_keys(selection: Any) -> dict[str, Any]:
 
 def similarity_job(
     store: Any,
-    selection: Selection | dict[str, Any] | None = None,
+    selection: Selection | dict[str, Any] | list[dict[str, Any]] | None = None,
     *,
     metric: str = "cka",
     params: dict[str, Any] | None = None,
@@ -234,13 +245,16 @@ def similarity_job(
     ----------
     store : Store or str
         Store (or its path/URL).
-    selection : Selection or dict, optional
-        A :class:`Selection`, or keyword arguments of :func:`select` (default: all layers of
-        all runs at their last checkpoint).
+    selection : Selection or dict or list of dict, optional
+        A :class:`Selection`, keyword arguments of :func:`select` (default: all layers of
+        all runs at their last checkpoint), or a list of such dicts: the union of their
+        representations, in order, without duplicates (:func:`select_many`).
     metric : str
         Key of :data:`actstore.probes.SIMILARITIES`.
     params : dict, optional
-        Metric parameters (``debiased``, ``t``, ``rdm``, ``compare``).
+        Metric parameters (``debiased``, ``t``, ``rdm``, ``compare``), checked and converted
+        by :func:`~actstore.probes._similarity.check_params` (``debiased="no"`` is False; a
+        value of the wrong type is refused).
     name : str, optional
         Result name (default: the metric name).
     bootstrap : int
@@ -272,8 +286,9 @@ def similarity_job(
     from actstore.store import open_store
     from actstore.store._store import check_settings, settings_json
 
-    params = dict(params or {})
-    fn = _factory(metric, params)  # unknown metric / parameter: fail before reading anything
+    # unknown metric / parameter, a value of the wrong type: fail before reading anything
+    params = check_params(metric, params)
+    fn = _factory(metric, params)
     if bootstrap < 0 or (bootstrap and (bootstrap < 2 or not 0 < ci < 1)):
         raise ActstoreError(
             f"a bootstrap needs >= 2 replicates and a level in (0, 1); got {bootstrap}, {ci}"
@@ -286,14 +301,17 @@ def similarity_job(
     if png:
         check_heatmap_path(png)
     st = open_store(store, mode="a" if write else "r") if isinstance(store, str) else store
-    sel = selection if isinstance(selection, Selection) else select(
-        st, **check_selection_keys(selection))
+    query: dict[str, Any] | list[dict[str, Any]] | None = None
+    if isinstance(selection, Selection):
+        sel = selection
+    else:
+        queries = check_selections(selection)
+        sel = select_many(st, queries)
+        query = queries[0] if len(queries) == 1 else queries
     name = name or metric
     _check_result_name(name)
     reps, labels = sel.lazy_reps(), sel.labels
-    settings = similarity_settings(fn, metric, params, sel, bootstrap, ci, seed,
-                                   query=(selection or {}) if isinstance(selection, dict)
-                                   or selection is None else None)
+    settings = similarity_settings(fn, metric, params, sel, bootstrap, ci, seed, query=query)
     if write:
         check_settings(st, "similarity", name, settings, overwrite)
     plan = plan_similarity([r.shape for r in reps], metric, method=method,
@@ -344,24 +362,39 @@ def similarity_job(
 
 def similarity_settings(fn: Callable[..., Any], metric: str, params: dict[str, Any],
                         sel: Selection, bootstrap: int, ci: float, seed: int,
-                        query: dict[str, Any] | None = None) -> dict[str, Any]:
+                        query: dict[str, Any] | list[dict[str, Any]] | None = None
+                        ) -> dict[str, Any]:
     """The settings that determine a similarity result (its ``actstore.config``).
 
     The representations are recorded as the selection was asked for (``query``) when there
     is one: the same command on a store with more checkpoints or runs is a refresh of the
-    result, not other settings.
+    result, not other settings. A union of selections is recorded as the list of them, in
+    order (repeats of one selection dropped; a list of one is recorded as that one).
     """
     full = {p: v.default for p, v in inspect.signature(fn).parameters.items()
             if p not in ("X", *_ENGINE_ARGS) and v.default is not inspect.Parameter.empty}
     out: dict[str, Any] = {
         "metric": metric, "params": {**full, **params},
-        "representations": (_as_asked(query) if query is not None else list(sel.labels)),
+        "representations": (list(sel.labels) if query is None else _as_asked_all(query)),
         "stimuli": None if sel.stimuli is None else [int(i) for i in sel.stimuli],
         "bootstrap": int(bootstrap),
     }
     if bootstrap:
         out.update(ci=float(ci), seed=int(seed))
     return out
+
+
+def _as_asked_all(query: dict[str, Any] | list[dict[str, Any]]) -> Any:
+    """:func:`_as_asked` of one selection, or the list of those of a union (repeats dropped;
+    one left: that one, as for a single selection)."""
+    if isinstance(query, dict):
+        return _as_asked(query)
+    out: list[dict[str, Any]] = []
+    for q in query:
+        a = _as_asked(q)
+        if a not in out:
+            out.append(a)
+    return out[0] if len(out) == 1 else out
 
 
 def _as_asked(query: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def test_similarity_json(store, tmp_path):
 def test_similarity_table_with_bootstrap_and_subset(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["similarity", store, "-m", "rsa", "-P", "compare=spearman",
-                              "-s", "seed=1", "-s", "checkpoint=all", "--stimuli",
+                              "-s", "seed=1;checkpoint=all", "--stimuli",
                               "per:shape:4", "--bootstrap", "4", "--name", "rsa-s1",
                               "--scheduler", "sync"])
     assert res.exit_code == 0, res.output
