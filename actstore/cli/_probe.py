@@ -50,7 +50,8 @@ def probe_cmd(
     ] = "all",
     runs: Annotated[str, typer.Option(help="'all', or comma-separated run ids / globs.")] = "all",
     checkpoints: Annotated[
-        str, typer.Option(help="'all', 'first', 'last', or comma-separated steps.")
+        str, typer.Option(help="'all', 'first', 'last' (each run's first / last complete "
+                               "checkpoint), or comma-separated steps.")
     ] = "all",
     features: Annotated[
         str, typer.Option(help="'all', or comma-separated feature names.")
@@ -96,7 +97,10 @@ def probe_cmd(
         bool, typer.Option("--overwrite", help="Recompute results that already exist.")
     ] = False,
     out: Annotated[
-        str | None, typer.Option("--out", help="Also export the scores to FILE.csv/.parquet.")
+        str | None,
+        typer.Option("--out", help="Also export the scores of this command's selection (runs, "
+                                   "checkpoints, layers, features) to FILE.csv/.parquet; the "
+                                   "summary table covers the same selection."),
     ] = None,
     decoder_table: Annotated[
         str | None, typer.Option("--table-decoder", help="Decoder shown in the summary table.")
@@ -114,7 +118,7 @@ def probe_cmd(
         run_probes,
         summary_table,
     )
-    from actstore.probes._engine import check_export_path
+    from actstore.probes._engine import check_export_path, select_result
 
     if out is not None:
         check_export_path(out)
@@ -159,20 +163,23 @@ def probe_cmd(
             for w in caught:
                 if issubclass(w.category, UserWarning):
                     err_console.print(f"actstore: warning: {w.message}", highlight=False)
+    # the export and the summary cover what this command selected, not the whole result
+    view = select_result(ds)
     if out is not None:
-        export_results(ds, out)
-    n_done = int(ds["done"].sum())
+        export_results(view, out)
+    n_done = int(view["done"].sum())
     if as_json:
         typer.echo(json.dumps({
             "store": store, "result": f"results/probes/{name}", "jobs_done": n_done,
             "jobs_computed": int(ds.attrs.get("computed", 0)),
-            "runs": ds.run.values.tolist(), "layers": ds.layer.values.tolist(),
-            "checkpoints": ds.checkpoint.values.tolist(), "features": ds.feature.values.tolist(),
-            "decoders": ds.decoder.values.tolist(), "out": out,
-            "summary": summary_table(ds, decoder_table).to_dict(),
+            "runs": view.run.values.tolist(), "layers": view.layer.values.tolist(),
+            "checkpoints": view.checkpoint.values.tolist(),
+            "features": view.feature.values.tolist(),
+            "decoders": view.decoder.values.tolist(), "out": out,
+            "summary": summary_table(view, decoder_table).to_dict(),
         }))
         return
-    table = summary_table(ds, decoder_table)
+    table = summary_table(view, decoder_table)
     dec = decoder_table or ("logistic" if "logistic" in ds.decoder.values else
                             str(ds.decoder.values[0]))
     if len(table.columns) > len(table.index):

@@ -41,6 +41,7 @@ from actstore.probes._engine import (
     export_results,
     plan_probes,
     run_probes,
+    select_result,
     summary_table,
 )
 from actstore.probes._folds import (
@@ -73,7 +74,15 @@ from actstore.probes._plots import (
 from actstore.probes._rdm import RDM_COMPARES, RDM_KINDS, rsa_signature
 from actstore.probes._report import Report, default_report_dir, write_report
 from actstore.probes._ridge import DEFAULT_ALPHAS, ridge_cv
-from actstore.probes._select import RepRef, Selection, parse_selection, select, stimulus_subset
+from actstore.probes._select import (
+    RepRef,
+    Selection,
+    parse_selection,
+    parse_selections,
+    select,
+    select_many,
+    stimulus_subset,
+)
 from actstore.probes._signatures import (
     Signature,
     cka_signature,
@@ -131,6 +140,7 @@ __all__ = [
     "ridge_cv",
     "run_probes",
     "select_penalty",
+    "select_result",
     "stratified_folds",
     "summary_table",
     "write_synthetic_store",
@@ -162,11 +172,13 @@ __all__ += [
     "lasso_gram",
     "mutual_information",
     "parse_selection",
+    "parse_selections",
     "plan_similarity",
     "procrustes_signature",
     "rbf_cka_signature",
     "rsa_signature",
     "select",
+    "select_many",
     "semi_matching",
     "similarity",
     "similarity_job",

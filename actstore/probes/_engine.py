@@ -5,7 +5,9 @@ One job = one (run, checkpoint, layer). A job opens the store by URL itself, str
 activation array, decodes every selected feature (:func:`actstore.probes.decode`) and returns
 a few small arrays; nothing large travels through the scheduler. Results are one xarray
 Dataset at ``/results/probes/<name>`` with dims (decoder, run, checkpoint, layer, feature);
-its ``done`` variable records finished jobs so that a re-run computes only the rest.
+its ``done`` variable records finished jobs so that a re-run computes only the rest. Every
+job of a run decodes the same features (those of the result it has), so ``done`` means all
+of them.
 
 ``memory://`` stores live inside one process, so their jobs always run in this process.
 """
@@ -52,6 +54,7 @@ __all__ = [
     "export_results",
     "plan_probes",
     "run_probes",
+    "select_result",
     "summary_table",
 ]
 
@@ -150,10 +153,22 @@ def _select_steps(
     if items is None:
         chosen = candidates
     else:
+        # first/last: the run's first/last *complete* checkpoint (a run still training has
+        # planned steps not written yet), as in ``actstore similarity``
+        done = sorted(complete)
         for it in items:
             if it in ("first", "last"):
-                if candidates:
-                    chosen.append(candidates[0] if it == "first" else candidates[-1])
+                if done:
+                    chosen.append(done[0] if it == "first" else done[-1])
+                elif candidates:
+                    what = f"run {reader.run_id!r} has no complete checkpoint"
+                    if strict:
+                        raise ActstoreError(
+                            f"{what} for --checkpoints {it}; finish one (re-run training/"
+                            "dump), leave the run out with --runs or leave out --strict"
+                        )
+                    if what not in skipped:
+                        skipped.append(what)
                 continue
             try:
                 step = int(it)
@@ -179,6 +194,31 @@ def _select_steps(
             )
         skipped.append(what)
     return out
+
+
+def _feature_kinds(
+    rd: Any, feats: list[str], config: ProbeConfig, checked: dict[str, list[str]]
+) -> list[str]:
+    """Check that a run's features can be decoded together (folds, classes); their kinds.
+
+    ``checked`` caches the answer per (probe set, features).
+    """
+    key = json.dumps([rd.attrs.get("probe_set"), feats])
+    if key not in checked:
+        labels = rd.labels
+        use = {f: labels[f] for f in feats}
+        if config.split is not None:
+            if config.split not in labels:
+                raise ActstoreError(
+                    f"run {rd.run_id!r} has no label {config.split!r} to split on; "
+                    f"labels: {', '.join(labels)}"
+                )
+            use[config.split] = labels[config.split]
+        folds, decoded = make_folds(use, config)
+        targets = encode_targets(decoded)
+        check_folds(folds, targets.labels())
+        checked[key] = [f.kind for f in targets.features]
+    return checked[key]
 
 
 def _check_config(config: Any) -> ProbeConfig:
@@ -211,6 +251,9 @@ def plan_probes(
         Names or glob patterns (comma-separated in a string); ``None``/``"all"``: all.
     checkpoints : str or list, optional
         ``"all"`` (default), ``"first"``, ``"last"``, or step numbers (``"0,1000"``).
+        ``first``/``last`` are each run's first/last *complete* checkpoint (a run still
+        training keeps its last finished one); runs whose steps differ fill the union of
+        their steps, NaN where a run has no job.
     features : str or list of str, optional
         Feature names (default: every label of the probe set except the split design,
         ``heldout_*`` and ``split*``).
@@ -270,22 +313,7 @@ def plan_probes(
             feats = [f for f in feats if not f.startswith(META_PREFIXES)]
         if not feats:
             continue
-        key = json.dumps([rd.attrs.get("probe_set"), feats])
-        if key not in checked:
-            labels = rd.labels
-            use = {f: labels[f] for f in feats}
-            if config.split is not None:
-                if config.split not in labels:
-                    raise ActstoreError(
-                        f"run {rid!r} has no label {config.split!r} to split on; "
-                        f"labels: {', '.join(labels)}"
-                    )
-                use[config.split] = labels[config.split]
-            folds, decoded = make_folds(use, config)
-            targets = encode_targets(decoded)
-            check_folds(folds, targets.labels())
-            checked[key] = [f.kind for f in targets.features]
-        for f, k in zip(feats, checked[key], strict=True):
+        for f, k in zip(feats, _feature_kinds(rd, feats, config, checked), strict=True):
             kinds[f] = k
         features_of[rid] = feats
         lays = _match(rd.layers, lay_pats, "layer", all_layers) if lay_pats else rd.layers
@@ -427,6 +455,9 @@ class _Results:
             data["logistic_converged"] = (main[1:], np.full((R, S, L, F), np.nan))
         ds = xr.Dataset(data, coords=coords)
         if old is not None:
+            # non-index coordinates (the string ``feature_kind``) are the new dataset's: a
+            # reindex would fill them for new features too, with NaN
+            old = old.reset_coords(drop=True)
             for var in ds.data_vars:
                 if var in old.data_vars:
                     fill: Any = {"done": False, "units": -1, "reads": 0}.get(str(var), np.nan)
@@ -443,6 +474,12 @@ class _Results:
         i = self.idx
         return bool(self.ds["done"].values[i["run"][job.run], i["checkpoint"][job.step],
                                            i["layer"][job.layer]])
+
+    def undo(self, job: Job) -> None:
+        """Mark a finished job as to be computed again (its values stay until then)."""
+        i = self.idx
+        self.ds["done"].values[i["run"][job.run], i["checkpoint"][job.step],
+                               i["layer"][job.layer]] = False
 
     def add(self, job: Job, res: DecodeResult) -> None:
         i = self.idx
@@ -495,24 +532,161 @@ class _Results:
         return ds
 
 
-def _existing(store: Any, name: str, config: ProbeConfig, staging: bool = False) -> Any | None:
-    """The stored result ``name`` to continue, or None; other settings are refused.
+def _same_decoders(old: Any, config: ProbeConfig) -> ProbeConfig:
+    """``config`` with its decoders in the stored result's order when they are the same set.
 
-    A staging result (an interrupted ``--overwrite``) with other settings is dropped instead.
+    The decoders are a set: ``logistic,ridge`` continues a result of ``ridge,logistic`` (and
+    keeps the stored order of its ``decoder`` coordinate).
+    """
+    try:
+        stored = [str(d) for d in json.loads(old.attrs.get("actstore.config", "{}"))
+                  .get("decoders", [])]
+    except (TypeError, ValueError, AttributeError):
+        return config
+    if sorted(stored) != sorted(config.decoders) or list(config.decoders) == stored:
+        return config
+    return ProbeConfig(**{**asdict(config), "decoders": tuple(stored)})
+
+
+def _existing(
+    store: Any, name: str, config: ProbeConfig, staging: bool = False
+) -> tuple[Any | None, ProbeConfig]:
+    """The stored result ``name`` to continue (or None) and the config to continue it with.
+
+    Other settings are refused; the same decoders in another order are the same settings
+    (the returned config has the stored order). A staging result (an interrupted
+    ``--overwrite``) with other settings is dropped instead.
     """
     if not store.has_result(ANALYSIS, name):
-        return None
+        return None, config
     old = store.read_result(ANALYSIS, name)
-    if old.attrs.get("actstore.config_key") == config.key():
-        return old
+    same = _same_decoders(old, config)
+    if old.attrs.get("actstore.config_key") == same.key():
+        return old, same
     if staging:
         store.remove_result(ANALYSIS, name)
-        return None
+        return None, config
     raise ActstoreError(
         f"results/probes/{name} in {store.url} were computed with other settings "
         f"({settings_difference(old.attrs.get('actstore.config'), config.to_json())}); "
         "choose another --name or pass --overwrite"
     )
+
+
+def _job_features(
+    store: Any, plan: ProbePlan, old: Any | None, config: ProbeConfig, name: str
+) -> tuple[dict[str, list[str]], list[Job]]:
+    """The features each run's jobs decode, and the stored jobs to compute again.
+
+    All jobs of a run in one result decode the same features, its features among the
+    result's (stored and selected): the folds are stratified on the categorical features
+    together, so a job decoding fewer would use other folds. A selection that adds features
+    to a result therefore recomputes the finished jobs of the runs that have them (all of
+    their features); a job that cannot be recomputed any more is refused.
+    """
+    if old is None:
+        return dict(plan.features_of), []
+    stored = [str(f) for f in old.feature.values.tolist()]
+    result_feats = set(stored) | set(plan.features)
+    added = [f for f in plan.features if f not in stored]
+    checked: dict[str, list[str]] = {}
+    readers: dict[str, Any] = {}
+    present = set(store.run_ids())
+
+    def feats_of(rid: str) -> list[str]:
+        rd = readers.setdefault(rid, store.reader(rid))
+        feats = [f for f in rd.features if f != config.split and f in result_feats]
+        if feats:
+            _feature_kinds(rd, feats, config, checked)
+        return feats
+
+    features_of = {rid: feats_of(rid) for rid in plan.features_of}
+    redo: list[Job] = []
+    if not added:
+        return features_of, redo
+    done = old["done"]
+    steps = [int(x) for x in old.checkpoint.values.tolist()]
+    layers = [str(x) for x in old.layer.values.tolist()]
+
+    def refuse(why: str) -> ActstoreError:
+        return ActstoreError(
+            f"cannot add feature(s) {', '.join(added)} to results/probes/{name}: {why}, so "
+            "its finished jobs cannot be recomputed with them; pass --overwrite or choose "
+            "another --name"
+        )
+
+    for ri, rid in enumerate(str(x) for x in old.run.values.tolist()):
+        finished = np.argwhere(done.values[ri])
+        if finished.size == 0:
+            continue
+        if rid not in present:
+            raise refuse(f"run {rid!r} is no longer in {store.url}")
+        feats = features_of.get(rid)
+        if feats is None:
+            feats = features_of[rid] = feats_of(rid)
+        if not any(f in added for f in feats):
+            continue
+        rd = readers[rid]
+        complete = set(rd.complete_steps)
+        for si, li in finished:
+            step, layer = steps[si], layers[li]
+            if layer not in rd.layers:
+                raise refuse(f"run {rid!r} has no layer {layer!r} any more")
+            if step not in complete:
+                raise refuse(f"run {rid!r} checkpoint {step} is no longer complete")
+            redo.append(Job(rid, step, layer, rd.units(layer)))
+    return features_of, redo
+
+
+def select_result(ds: Any, selection: Any = None) -> Any:
+    """The part of a probe result that one :func:`run_probes` call selected.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result returned by :func:`run_probes` (its ``attrs["selection"]`` records the
+        selection), or any probe result with ``selection`` given.
+    selection : dict or str (JSON), optional
+        ``{"runs": {run: {"checkpoints": [...], "layers": [...]}}, "features": [...]}``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The selected runs, checkpoints, layers and features; where the selected runs have
+        different checkpoints (e.g. ``last`` of runs at different steps), the cells of
+        (run, checkpoint, layer) outside the selection are NaN and not ``done``. Without a
+        recorded selection, ``ds`` itself.
+    """
+    import xarray as xr
+
+    sel = selection if selection is not None else ds.attrs.get("selection")
+    if not sel:
+        return ds
+    if isinstance(sel, str):
+        sel = json.loads(sel)
+    per_run = sel["runs"]
+    runs = [r for r in ds.run.values.tolist() if r in per_run]
+    steps = [s for s in ds.checkpoint.values.tolist()
+             if any(s in v["checkpoints"] for v in per_run.values())]
+    layers = [x for x in ds.layer.values.tolist()
+              if any(x in v["layers"] for v in per_run.values())]
+    feats = [f for f in ds.feature.values.tolist() if f in sel["features"]]
+    sub = ds.sel(run=runs, checkpoint=steps, layer=layers, feature=feats)
+    mask = np.zeros((len(runs), len(steps), len(layers)), dtype=bool)
+    for i, r in enumerate(runs):
+        mask[i] = np.outer(np.isin(steps, per_run[r]["checkpoints"]),
+                           np.isin(layers, per_run[r]["layers"]))
+    m = xr.DataArray(mask, dims=("run", "checkpoint", "layer"),
+                     coords={"run": runs, "checkpoint": sub.checkpoint.values, "layer": layers})
+    for var in list(sub.data_vars):
+        da = sub[var]
+        if not {"run", "checkpoint", "layer"} <= set(da.dims):
+            continue
+        if da.dtype == bool:
+            sub[var] = da & m
+        elif da.dtype.kind == "f":
+            sub[var] = da.where(m)
+    return sub
 
 
 class ProbeInterrupted(KeyboardInterrupt):
@@ -575,7 +749,18 @@ def run_probes(
     -------
     xarray.Dataset
         The complete result (also written to the store). ``attrs["computed"]`` and
-        ``attrs["reused"]`` count the jobs computed by this call and those found finished.
+        ``attrs["reused"]`` count the jobs computed by this call and those of the selection
+        found finished; ``attrs["selection"]`` records this call's selection
+        (:func:`select_result` gives that part of the result).
+
+    Notes
+    -----
+    All jobs of a run in one result decode the same features (the run's features among the
+    result's and the selection's), since the folds are stratified on all of them together.
+    A selection that adds features to a stored result therefore computes the finished jobs
+    of the runs that have a new feature again, also jobs outside the selection (with a
+    :class:`ProbeWarning`); it is refused if one of them can no longer be read. The decoders
+    are compared as a set (the stored order is kept).
 
     Raises
     ------
@@ -613,14 +798,29 @@ def run_probes(
             "continues the present result; run with --overwrite to finish the replacement",
             ProbeWarning, stacklevel=2,
         )
-    old = _existing(store, target, config, staging=overwrite)
+    old, config = _existing(store, target, config, staging=overwrite)
+    features_of, redo = _job_features(store, plan, old, config, name)
     results = _Results(plan, config, old)
+    planned = {j.key for j in plan.jobs}
+    for j in redo:
+        results.undo(j)
     todo = [j for j in plan.jobs if not results.is_done(j)]
+    n_selected_todo = len(todo)
+    todo += [j for j in redo if j.key not in planned]
+    if redo and old is not None:
+        gained = [f for f in plan.features if f not in old.feature.values.tolist()]
+        warnings.warn(
+            f"results/probes/{name} gains feature(s) {', '.join(gained)}: its {len(redo)} "
+            f"finished job(s) of run(s) {short_list(sorted({j.run for j in redo}), 6)} are "
+            "computed again with every feature (the folds are stratified on all features "
+            "together)", ProbeWarning, stacklevel=2,
+        )
     todo.sort(key=lambda j: -j.units)  # big jobs first: better balance across workers
+    n_total = len(plan.jobs) + len(todo) - n_selected_todo
     desc = ""
     if plan.runs:
         rd = store.reader(plan.runs[0])
-        labs = {f: rd.labels[f] for f in plan.features_of[plan.runs[0]]}
+        labs = {f: rd.labels[f] for f in features_of[plan.runs[0]]}
         if config.split:
             labs[config.split] = rd.labels[config.split]
         desc = make_folds(labs, config)[0].description
@@ -630,7 +830,7 @@ def run_probes(
     gpu_local = config.device in ("cuda", "cupy") and scheduler is None and n_workers is None
     in_process = scheduler is None and (n_workers == 1 or gpu_local
                                         or str(url).startswith("memory://"))
-    added = 0
+    n_added = 0
     wrote = False
     last_flush = time.monotonic()
 
@@ -640,11 +840,11 @@ def run_probes(
         wrote, last_flush = True, time.monotonic()
 
     def collect(out: dict[str, Any], advance: Callable[[], None]) -> None:
-        nonlocal added
+        nonlocal n_added
         if "error" in out:
             raise out["error"]
         results.add(out["job"], out["result"])
-        added += 1
+        n_added += 1
         advance()
         if time.monotonic() - last_flush > flush_seconds:
             flush()
@@ -663,13 +863,13 @@ def run_probes(
             with _progress(progress, len(todo)) as advance:
                 if client is None:
                     for job in todo:
-                        collect(run_job(url, job, plan.features_of[job.run], cfg, None,
+                        collect(run_job(url, job, features_of[job.run], cfg, None,
                                         storage_options), advance)
                 else:
                     from distributed import as_completed
 
                     futs = [
-                        client.submit(run_job, url, job, plan.features_of[job.run], cfg, 1,
+                        client.submit(run_job, url, job, features_of[job.run], cfg, 1,
                                       storage_options, pure=False)
                         for job in todo
                     ]
@@ -686,27 +886,33 @@ def run_probes(
             raise
         except KeyboardInterrupt:
             _cancel(client, futs)
-            if added:
+            if n_added:
                 flush()
             where = (f"the staging copy of results/probes/{name} (it replaces the present "
                      "one once complete)" if overwrite else f"results/probes/{name}")
             raise ProbeInterrupted(
-                len(plan.jobs) - len(todo) + added, len(plan.jobs), where
+                n_total - len(todo) + n_added, n_total, where
             ) from None
         except BaseException:
             # finished jobs are kept if the computation stops half-way (a crash, a lost cluster)
             _cancel(client, futs)
-            if added:
+            if n_added:
                 flush()
             raise
-    if added or not store.has_result(ANALYSIS, target):
+    if n_added or not store.has_result(ANALYSIS, target):
         flush()
     final = results.dataset(desc)
     if overwrite:
         store.write_result(ANALYSIS, name, final)
         store.remove_result(ANALYSIS, target)
-    final.attrs["computed"] = added
-    final.attrs["reused"] = len(plan.jobs) - len(todo)
+    final.attrs["computed"] = n_added
+    final.attrs["reused"] = len(plan.jobs) - n_selected_todo
+    final.attrs["selection"] = json.dumps({
+        "runs": {r: {"checkpoints": sorted({j.step for j in plan.jobs if j.run == r}),
+                     "layers": list(dict.fromkeys(j.layer for j in plan.jobs if j.run == r))}
+                 for r in plan.runs},
+        "features": plan.features,
+    })
     return final
 
 
@@ -755,6 +961,10 @@ class _progress:
 def summary_table(ds: Any, decoder: str | None = None) -> pd.DataFrame:
     """Features x layers: score at the first and the last checkpoint, mean over runs.
 
+    Each run's own first and last computed checkpoint are used (runs may differ: e.g. the
+    last complete checkpoint of each), then averaged over runs. For the part of a result one
+    call selected, pass ``select_result(ds)``.
+
     The score is accuracy for categorical features and R^2 for continuous ones (from the ridge
     decoders when the table shows logistic ones, which do not apply to continuous features).
 
@@ -784,19 +994,32 @@ def summary_table(ds: Any, decoder: str | None = None) -> pd.DataFrame:
     if decoder not in decs:
         raise ActstoreError(f"no decoder {decoder!r} in these results; decoders: {', '.join(decs)}")
     sub = ds.sel(decoder=decoder)
+    dims = ("run", "checkpoint", "layer")
     cells: dict[str, dict[str, str]] = {}
     for f, kind in zip(ds.feature.values.tolist(), ds.feature_kind.values.tolist(), strict=True):
         var = sub["accuracy"] if kind == "categorical" else sub["r2"]
         if decoder == "logistic" and kind != "categorical":
             var = ds.sel(decoder=decs[0])["r2"] if decs[0] != "logistic" else var
-        v = var.sel(feature=f).mean("run", skipna=True)  # (checkpoint, layer)
+        vals = var.sel(feature=f).transpose(*dims).values  # (run, checkpoint, layer)
+        # each run's own first and last checkpoint (runs may have different steps, e.g. the
+        # last complete one of each), then the mean over runs
+        has = (ds["done"].transpose(*dims).values if "done" in ds
+               else np.ones(vals.shape, dtype=bool)) & ~np.isnan(vals)
+        any_ = has.any(axis=1)  # (run, layer)
+        S = vals.shape[1]
+        first = np.argmax(has, axis=1)
+        last = S - 1 - np.argmax(has[:, ::-1, :], axis=1)
+        v_first = np.take_along_axis(vals, first[:, None, :], axis=1)[:, 0, :]
+        v_last = np.take_along_axis(vals, last[:, None, :], axis=1)[:, 0, :]
         row = {}
-        for lay in ds.layer.values.tolist():
-            vals = v.sel(layer=lay).values
-            ok = np.flatnonzero(~np.isnan(vals))
-            row[lay] = "-" if ok.size == 0 else (
-                f"{vals[ok[0]]:.2f}" if ok.size == 1 else f"{vals[ok[0]]:.2f} -> {vals[ok[-1]]:.2f}"
-            )
+        for li, lay in enumerate(ds.layer.values.tolist()):
+            ok = any_[:, li]
+            if not ok.any():
+                row[lay] = "-"
+                continue
+            a, b = float(v_first[ok, li].mean()), float(v_last[ok, li].mean())
+            row[lay] = (f"{a:.2f}" if np.array_equal(first[ok, li], last[ok, li])
+                        else f"{a:.2f} -> {b:.2f}")
         cells[f"{f} ({'acc' if kind == 'categorical' else 'R2'})"] = row
     return pd.DataFrame.from_dict(cells, orient="index")
 
