@@ -97,12 +97,14 @@ def main() -> None:
         Zs = (Z - Z.mean(0)) / Z.std(0)
         Xd = X.astype(np.float64)
         scores = np.zeros((len(alphas), k))
+        splits = list(folds.split())
         for a_i, a in enumerate(alphas):
-            for tr, te in folds.split():
+            for tr, te in splits:
                 m = Ridge(alpha=a).fit(Xd[tr], Zs[tr])
-                scores[a_i] += np.maximum(r2_score(Zs[te], m.predict(Xd[te]),
-                                                   multioutput="raw_values"), 0) / 5
-        return scores.max(axis=0)
+                scores[a_i] += r2_score(Zs[te], m.predict(Xd[te]),
+                                        multioutput="raw_values") / len(splits)
+        # the penalty of the best mean held-out R^2; I_V = max(0, that R^2)
+        return np.maximum(scores.max(axis=0), 0)
 
     t_sk, ref = _best(sk_vinfo, 1)
     t_as, res = _best(lambda: ap.vinfo_of_codes(X, Z, folds), args.repeat)

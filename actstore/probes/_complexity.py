@@ -7,6 +7,9 @@ about ``z`` is the held-out R^2 of a ridge probe, clipped at zero::
 
     I_V(f_l(x) -> z) = max(0, R^2)
 
+where R^2 is the mean over folds of the held-out R^2 at the penalty it selects (the clip
+applies to that mean, not to each fold)
+
 computed by the probe engine for all ``k`` features at once (one eigendecomposition per fold
 serves every feature and penalty, :func:`~actstore.probes.ridge_cv`). Then
 
@@ -109,8 +112,9 @@ def vinfo_of_codes(
     Returns
     -------
     dict
-        ``vinfo`` (k,): mean over folds of ``max(0, R^2)`` at the chosen penalty; ``r2`` (k,);
-        ``alpha`` (k,); NaN for constant features.
+        ``vinfo`` (k,): ``max(0, r2)``; ``r2`` (k,): mean over folds of the held-out R^2 at
+        the chosen penalty (the selection criterion); ``alpha`` (k,); NaN for constant
+        features.
     """
     Folds.check(folds)
     if not hasattr(source, "blocks"):
@@ -127,8 +131,8 @@ def vinfo_of_codes(
     chosen, summary = select_penalty(
         {k_: v for k_, v in scores.items() if k_ != "chance"}, ["continuous"] * q, strong_first
     )
-    out["vinfo"][usable] = summary["vinfo"]
     out["r2"][usable] = summary["r2"]
+    out["vinfo"][usable] = np.maximum(summary["r2"], 0.0)
     out["alpha"][usable] = np.asarray(alphas)[chosen]
     return out
 
@@ -484,7 +488,9 @@ def run_complexity(
     overwrite : bool
         Replace results of this name (the complexity result and the codes of each run)
         computed with other settings (else refused before anything is computed; results with
-        the same settings are replaced).
+        the same settings are replaced). Once the new result is written, codes of this name
+        for runs it does not hold (``/results/nmf/<name>.<run>`` of runs no longer selected)
+        are removed.
     progress : callable, optional
         ``progress(stage, done, total)`` over NMF fits and decoded layers / checkpoints.
 
@@ -693,4 +699,31 @@ def run_complexity(
             codes.attrs["actstore.config"] = settings_json(settings)
             store.write_result(CODES_ANALYSIS, f"{name}.{p['run']}", codes)
         store.write_result(ANALYSIS, name, ds)
+        # only now that the new result is complete: codes of this name for runs it does not
+        # hold (an --overwrite with another run selection, a run removed from the store)
+        # belong to no current result
+        _remove_stale_codes(store, name, run_ids)
     return ds
+
+
+def _remove_stale_codes(store: Any, name: str, runs: Sequence[str]) -> list[str]:
+    """Remove ``/results/nmf/<name>.<run>`` of every run not in ``runs``.
+
+    Only codes written for the complexity result ``name`` (their ``result`` attribute) are
+    removed, not those of a result whose name merely starts with ``<name>.``.
+
+    Returns
+    -------
+    list of str
+        The removed result names.
+    """
+    keep = {f"{name}.{r}" for r in runs}
+    removed = []
+    for other in store.result_names(CODES_ANALYSIS):
+        if not other.startswith(f"{name}.") or other in keep:
+            continue
+        if store.result_attrs(CODES_ANALYSIS, other).get("result") != name:
+            continue
+        store.remove_result(CODES_ANALYSIS, other)
+        removed.append(other)
+    return removed

@@ -11,7 +11,10 @@ host in float64, and :meth:`HeldOutScores.finalize` turns them into per-fold sco
 * R^2: ``1 - SSE / SST`` around the held-out mean (scikit-learn's ``r2_score``), pooled over a
   feature's columns (``multioutput="variance_weighted"``) for categorical features;
 * V-information, linear-Gaussian family (PAPERS.md C): ``max(0, R^2)`` of the standardised
-  target; for categorical features the pooled one-hot R^2;
+  target; for categorical features the pooled one-hot R^2. Per fold this is
+  ``max(0, R^2_k)``; the value reported for a decoder (:func:`select_penalty`) is
+  ``max(0, mean over folds of R^2)`` at the chosen penalty -- the clip is applied to the
+  held-out R^2 aggregate, not fold by fold (clipping each fold first would inflate it);
 * V-information, multinomial-logistic family (probabilistic decoders): held-out
   ``H(Y) - CE`` in bits, clipped at 0, where ``H(Y)`` is the cross-entropy of the training-fold
   class frequencies on the held-out labels.
@@ -153,9 +156,10 @@ class HeldOutScores:
         -------
         dict
             ``accuracy``, ``balanced_accuracy``, ``r2``, ``vinfo`` (and ``cross_entropy``,
-            ``vinfo_bits`` after log-probability updates), float64 with NaN where a score does
-            not apply; ``chance`` (n_splits, n_features): accuracy of always predicting the
-            training fold's most frequent class.
+            ``vinfo_bits`` after log-probability updates; ``vinfo_bits`` per fold is not
+            clipped at 0: :func:`select_penalty` clips the mean over folds), float64 with NaN
+            where a score does not apply; ``chance`` (n_splits, n_features): accuracy of
+            always predicting the training fold's most frequent class.
         """
         K, P, F = self.correct.shape
         feats = self.targets.features
@@ -197,7 +201,8 @@ class HeldOutScores:
         if self._has_proba:
             ce = self.ce / n_te[:, :, None]
             out["cross_entropy"] = np.where(np.isnan(out["accuracy"]), np.nan, ce)
-            out["vinfo_bits"] = np.maximum(ent[:, None, :] - out["cross_entropy"], 0.0) / np.log(2)
+            # per fold unclipped; select_penalty clips the mean over folds, as for vinfo
+            out["vinfo_bits"] = (ent[:, None, :] - out["cross_entropy"]) / np.log(2)
             out["vinfo"] = np.full((K, P, F), np.nan)
         return out
 
@@ -241,6 +246,8 @@ def select_penalty(
     summary : dict name -> ndarray of shape (n_features,)
         Mean over folds of each score at the chosen penalty (``*_std``: spread over folds),
         and ``score_path`` (n_penalties, n_features): the selection criterion per penalty.
+        ``vinfo`` is ``max(0, summary["r2"])``: the V-information of the mean held-out R^2
+        (PAPERS.md C), not the mean of per-fold clipped values.
     """
     F = len(kinds)
     crit = np.stack(
@@ -263,4 +270,10 @@ def select_penalty(
                 summary[f"{name}_std"] = at.std(axis=0)
         else:
             summary[name] = arr.mean(axis=0)
+    if "vinfo" in summary and "r2" in summary:
+        # I_V = max(0, held-out R^2) of the same aggregate that is reported as r2 (NaN stays
+        # NaN: logistic decoders, folds without variance)
+        summary["vinfo"] = np.maximum(summary["r2"], 0.0)
+    if "vinfo_bits" in summary:
+        summary["vinfo_bits"] = np.maximum(summary["vinfo_bits"], 0.0)
     return chosen, summary

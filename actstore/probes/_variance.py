@@ -381,10 +381,13 @@ def _job(
     split: str | None,
     storage_options: dict | None = None,
     tick: Callable[[], None] | None = None,
+    final_step: int | None = None,
 ) -> dict[str, Any]:
     """Every checkpoint of one (run, layer): sums of squares per (checkpoint, fold, feature).
 
-    ``tick()`` is called after each checkpoint.
+    ``tick()`` is called after each checkpoint. ``final_step``: the run's final checkpoint,
+    whose sums of squares (``final``) are also returned, read even when it is not among
+    ``steps`` (the common denominator of ``r2_final``).
     """
     from actstore.probes._decode import ProbeConfig, make_folds
     from actstore.store import open_store
@@ -404,8 +407,17 @@ def _job(
         out.append(variance_from_stats(st, targets, folds))
         if tick is not None:
             tick()
+    final = None
+    if final_step is not None:
+        if int(final_step) in steps:
+            final = out[steps.index(int(final_step))]
+        else:  # not selected: one more pass, for its total sum of squares
+            src = ReaderSource(rd, layer, int(final_step))
+            st = accumulate_design(CachedSource(src, cache_bytes=0), targets, folds)
+            final = variance_from_stats(st, targets, folds)
     return {"run": run, "layer": layer, "steps": steps, "features": targets.names,
-            "folds": folds.description, "parts": out}
+            "folds": folds.description, "parts": out, "final_step": final_step,
+            "final": final}
 
 
 def run_variance(
@@ -441,8 +453,10 @@ def run_variance(
         Folds (stratified K-fold, or the explicit split in label ``split``).
     denominator : {"final", "own"}
         ``r2_final`` divides each checkpoint's explained sum of squares by the final
-        checkpoint's total sum of squares (``final``, the default); ``own`` makes it equal
-        to ``r2``. ``r2`` always uses the checkpoint's own total.
+        checkpoint's total sum of squares (``final``, the default): the run's last complete
+        checkpoint, read for this even when ``checkpoints`` does not select it (recorded as
+        ``final_checkpoint``); ``own`` makes it equal to ``r2``. ``r2`` always uses the
+        checkpoint's own total.
     scheduler, n_workers
         Dask: a scheduler address, or local workers (1: in this process).
     overwrite : bool
@@ -455,8 +469,10 @@ def run_variance(
     -------
     xarray.Dataset
         Dims (run, checkpoint, layer, feature): ``r2``, ``r2_final``, ``r2_std`` (over folds),
-        ``explained`` (explained sum of squares per held-out sample), and ``total``
-        (run, checkpoint, layer): total sum of squares per held-out sample.
+        ``explained`` (explained sum of squares per held-out sample), ``total``
+        (run, checkpoint, layer): total sum of squares per held-out sample, and
+        ``final_checkpoint`` (run,): the run's last complete checkpoint (``r2_final``'s
+        denominator with ``denominator="final"``).
     """
     import xarray as xr
 
@@ -504,8 +520,12 @@ def run_variance(
     work: dict[tuple[str, str], list[int]] = {}
     for j in plan.jobs:
         work.setdefault((j.run, j.layer), []).append(j.step)
+    # r2_final's denominator: each run's last complete checkpoint, whatever the selection
+    # (fixed here, so that every layer of a run shares it)
+    final_of = {r: max(store.reader(r).complete_steps, default=-1) for r in plan.runs}
     args = [(url, r, lay, sorted(s), plan.features_of[r], n_splits, seed, split,
              storage_options) for (r, lay), s in work.items()]
+    finals = [final_of[r] if denominator == "final" else None for (r, _lay) in work]
     n_jobs = len(plan.jobs)
     if progress is not None:
         progress(ANALYSIS, 0, n_jobs)
@@ -518,14 +538,15 @@ def run_variance(
             if progress is not None:
                 progress(ANALYSIS, done[0], n_jobs)
 
-        parts = [_job(*a, tick=tick) for a in args]
+        parts = [_job(*a, tick=tick, final_step=f) for a, f in zip(args, finals, strict=True)]
     else:
         from distributed import as_completed
 
         from actstore._dask import dask_client
 
         with dask_client(scheduler, n_workers) as client:
-            futs = {client.submit(_job, *a, pure=False): i for i, a in enumerate(args)}
+            futs = {client.submit(_job, *a, final_step=finals[i], pure=False): i
+                    for i, a in enumerate(args)}
             got: list[dict[str, Any]] = [{} for _ in args]
             finished = 0
             for fut in as_completed(futs):
@@ -547,10 +568,10 @@ def run_variance(
         r, lay = ri[p["run"]], li[p["layer"]]
         cols = [fi[f] for f in p["features"]]
         folds_desc = p["folds"]
-        final = p["parts"][int(np.argmax(p["steps"]))]
+        final = p["final"]
         for s, res in zip(p["steps"], p["parts"], strict=True):
             sst = res["sst"][:, None]
-            denom = final["sst"][:, None] if denominator == "final" else sst
+            denom = final["sst"][:, None] if final is not None else sst
             with np.errstate(divide="ignore", invalid="ignore"):
                 r2[r, si[s], lay, cols] = np.nanmean(res["r2"], axis=0)
                 r2s[r, si[s], lay, cols] = np.nanstd(res["r2"], axis=0)
@@ -561,7 +582,9 @@ def run_variance(
     dims = ("run", "checkpoint", "layer", "feature")
     ds = xr.Dataset(
         {"r2": (dims, r2), "r2_final": (dims, r2f), "r2_std": (dims, r2s),
-         "explained": (dims, expl), "total": (dims[:3], total)},
+         "explained": (dims, expl), "total": (dims[:3], total),
+         "final_checkpoint": (("run",), np.asarray([final_of[r] for r in plan.runs],
+                                                   dtype=np.int64))},
         coords={"run": plan.runs, "checkpoint": np.asarray(plan.steps, dtype=np.int64),
                 "layer": plan.layers, "feature": plan.features},
         attrs={
@@ -570,7 +593,8 @@ def run_variance(
                 "Variance of each layer explained by each feature: representation regressed "
                 "on the feature (one-hot + intercept) on training folds, R^2 pooled over units "
                 "on held-out folds (mean over folds). r2_final: explained sum of squares over "
-                "the final checkpoint's total sum of squares (common denominator, inferred)."
+                "the final checkpoint's total sum of squares (the run's last complete "
+                "checkpoint, final_checkpoint, selected or not; common denominator, inferred)."
             ),
             "folds": folds_desc,
             "denominator": denominator,
