@@ -7,6 +7,9 @@ run group that the holder renews every few seconds; a lease that is not renewed 
 In every case the holder is also recorded in the run's ``actstore.writer`` attribute, so that a
 refused writer can say who holds the run, and listings can tell a live writer from one that was
 killed (:func:`holder_state`).
+
+Locks are keyed by the store, not by how its path is spelt (:func:`store_key`): a symlink, a
+relative path or a trailing slash reaches the same lock.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from typing import Any
 
 from actstore._errors import WriterConflictError
 
-__all__ = ["Lease", "holder_state", "is_local", "settle_delay", "store_lock"]
+__all__ = [
+    "Lease", "describe_holder", "holder_state", "is_local", "settle_delay", "store_key",
+    "store_lock",
+]
 
 TTL_SECONDS = 60.0
 _HELD_IN_PROCESS: set[str] = set()
@@ -40,11 +46,35 @@ def is_local(url: str) -> bool:
 
 
 def _local_path(url: str) -> str:
-    return os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
+    return os.path.realpath(url[len("file://"):] if url.startswith("file://") else url)
+
+
+def store_key(url: str) -> str:
+    """One name per store, however its path or URL is spelt.
+
+    Locks are keyed by it, so that a store opened by another spelling (a symlink, a relative
+    path, a trailing slash, ``memory://h/s.zarr`` vs ``memory:///h/s.zarr/``) takes the same
+    lock. Local paths and ``file://`` URLs: the real path (symlinks resolved). Other fsspec
+    URLs: the protocol and the path as fsspec normalises it (without trailing slashes).
+    """
+    url = str(url)
+    if is_local(url):
+        return _local_path(url)
+    if "::" in url:  # chained URLs (simplecache::s3://...): left as they are
+        return url.rstrip("/")
+    import fsspec
+
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    try:  # a class method: no file system is made (no credentials needed)
+        path = str(fsspec.get_filesystem_class(protocol)._strip_protocol(url))
+    except Exception:  # an unknown protocol or one whose package is missing
+        path = fsspec.core.split_protocol(url)[1]
+    path = path.rstrip("/") or "/"
+    return path if "://" in path else f"{protocol}://{path}"  # http keeps its protocol
 
 
 def _key(url: str, run_id: str) -> str:
-    return f"{_local_path(url) if is_local(url) else url}::{run_id}"
+    return f"{store_key(url)}::{run_id}"
 
 
 def _needs_attr_lease(url: str) -> bool:
@@ -116,7 +146,8 @@ def holder_state(url: str, run_id: str, holder: dict[str, Any] | None) -> str:
     return "live" if _process_running(pid, holder.get("since")) else "stale"
 
 
-def _describe(info: dict[str, Any] | None) -> str:
+def describe_holder(info: dict[str, Any] | None) -> str:
+    """``pid N on HOST since …`` of a recorded writer (``another process`` if none is)."""
     if not info:
         return "another process"
     return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
@@ -144,7 +175,7 @@ class Lease:
     # -- acquisition -------------------------------------------------------------------------
     def _conflict(self, holder: dict[str, Any] | None) -> WriterConflictError:
         return WriterConflictError(
-            f"run {self.run_id!r} in {self.url} is being written by {_describe(holder)}; "
+            f"run {self.run_id!r} in {self.url} is being written by {describe_holder(holder)}; "
             "wait for that writer to finish, or write to another run id"
         )
 
@@ -255,7 +286,7 @@ def store_lock(url: str, what: str) -> Iterator[None]:
     (creating the store, adding the same probe set): an ``flock`` for local paths, a lock per
     key for ``memory://``; other URLs are not locked.
     """
-    key = f"{_local_path(url) if is_local(url) else url}::{what}"
+    key = f"{store_key(url)}::{what}"
     if is_local(url):
         import fcntl
 

@@ -12,7 +12,7 @@ import numpy as np
 import zarr
 from zarr.errors import GroupNotFoundError
 
-from actstore._errors import ActstoreError, ProvenanceError, StoreError
+from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
 from actstore.store import _layout as L
 from actstore.store._lease import store_lock
 from actstore.store._probeset import ProbeSet
@@ -106,6 +106,13 @@ def check_store_path(url: str, create: bool = True) -> None:
         )
 
 
+def _as_url(url: Any) -> str:
+    """A store path or URL as a str; ``file://`` URLs as plain paths (zarr's fsspec store does
+    not create the folders of a ``file://`` store)."""
+    url = str(url)
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
 def create_store(url: str, exist_ok: bool = True, storage_options: dict | None = None) -> Store:
     """Create an empty actstore store at a path or fsspec URL (``memory://``, ``s3://``).
 
@@ -129,7 +136,7 @@ def create_store(url: str, exist_ok: bool = True, storage_options: dict | None =
         If the path holds something other than an actstore store (a file, a directory of
         other files), or (``exist_ok=False``) a store already.
     """
-    url = str(url)
+    url = _as_url(url)
     check_store_path(url)
     with store_lock(url, "create"):  # several writers may create one store at once
         if _exists(url, storage_options):
@@ -176,7 +183,7 @@ def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -
         If ``url`` holds no store, something that is not an actstore store, or a store of a
         newer format version than this actstore reads.
     """
-    url = str(url)
+    url = _as_url(url)
     if mode not in ("r", "a"):
         raise ActstoreError(f"mode must be 'r' or 'a', not {mode!r}")
     check_store_path(url, create=False)
@@ -296,7 +303,11 @@ class Store:
         self._check_writable()
         # another process may be adding the same probe set right now: one at a time
         with store_lock(self.url, f"{L.PROBE_SETS}/{ps.name}"):
-            return self._add_probe_set(ps)
+            added = self._add_probe_set(ps)
+        if added:  # plain xarray reads the consolidated metadata: it must list the new set
+            self.refresh()
+            self.consolidate()
+        return added
 
     def _add_probe_set(self, ps: ProbeSet) -> bool:
         parent = self._group(L.PROBE_SETS)
@@ -354,12 +365,15 @@ class Store:
         )
 
     def remove_probe_set(self, name: str) -> None:
-        """Delete a probe set that no run refers to."""
+        """Delete a probe set that no run refers to (and rewrite the consolidated metadata)."""
         self._check_writable()
         users = [r for r in self.run_ids() if self.reader(r).attrs.get("probe_set") == name]
         if users:
             raise ActstoreError(f"probe set {name!r} is used by runs {users}; remove them first")
-        del self.root[L.PROBE_SETS][name]
+        with store_lock(self.url, f"{L.PROBE_SETS}/{name}"):
+            del self.root[L.PROBE_SETS][name]
+        self.refresh()
+        self.consolidate()
 
     # -- runs --------------------------------------------------------------------------------
     def run_ids(self) -> list[str]:
@@ -476,10 +490,42 @@ class Store:
         return RunWriter(self, run_id, probe_set, list(steps), dict(attrs or {}), codec)
 
     def remove_run(self, run_id: str) -> None:
-        """Delete a run and all its activations."""
+        """Delete a run and all its activations (and rewrite the consolidated metadata).
+
+        The run's writer lease is taken for the removal, as a writer takes it: a run whose
+        writer is alive is refused; a lease left by a killed writer does not block it.
+
+        Raises
+        ------
+        ActstoreError
+            If the store has no run ``run_id`` or is open read-only.
+        WriterConflictError
+            If a live writer holds the run.
+        """
+        from actstore.store._lease import Lease, describe_holder
+
         self._check_writable()
         self.reader(run_id)
-        del self.root[L.RUNS][run_id]
+        lease = Lease(self.url, run_id)
+        try:
+            lease.acquire_local(None)  # local and memory:// stores: the writer's own lock
+            # object stores: the run's lease attribute, read afresh
+            holder = self.root[L.RUNS][run_id].attrs.get(L.ATTR_WRITER)
+            lease.check_attr(holder if isinstance(holder, dict) else None)
+        except WriterConflictError:
+            lease.release()
+            holder = self.root[L.RUNS][run_id].attrs.get(L.ATTR_WRITER)
+            raise WriterConflictError(
+                f"cannot remove run {run_id!r} from {self.url}: a writer holds it "
+                f"({describe_holder(holder if isinstance(holder, dict) else None)}); wait "
+                "for that writer to finish, then remove the run"
+            ) from None
+        try:
+            del self.root[L.RUNS][run_id]
+        finally:
+            lease.release()
+        self.refresh()
+        self.consolidate()
 
     # -- results -----------------------------------------------------------------------------
     def result_names(self, analysis: str | None = None) -> list[str]:
@@ -709,5 +755,4 @@ def undo_additions(url: str, store: Store, created: bool, probe_set: str | None)
         except DamagedRunError:
             return  # a run that cannot be read may use the probe set: it stays
         if probe_set not in used:
-            store.remove_probe_set(probe_set)
-            store.consolidate()
+            store.remove_probe_set(probe_set)  # rewrites the consolidated metadata

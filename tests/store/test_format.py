@@ -250,3 +250,14 @@ def test_a_file_or_a_folder_of_other_files_is_not_a_store(tmp_path):
     with pytest.raises(StoreError, match="a folder of other files"):
         create_store(str(other))
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_file_url_stores_are_local_stores(tmp_path):
+    url = f"file://{tmp_path}/f.zarr"
+    st = create_store(url)
+    st.add_probe_set(ProbeSet("p", labels={"y": np.arange(4) % 2}))
+    with st.writer("r", "p", [0]) as w:
+        w.write_slot(0, {"a": np.ones((4, 2), "float32")})
+    assert (tmp_path / "f.zarr" / "runs" / "r").is_dir()
+    assert open_store(url).run_ids() == ["r"]
+    assert actstore.open_layer(url, "a").shape == (1, 1, 4, 2)
