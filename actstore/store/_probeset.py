@@ -28,6 +28,41 @@ def _plain(a: object) -> np.ndarray:
     return arr
 
 
+def _as_inputs(inputs: object, name: str) -> np.ndarray:
+    """``inputs`` as a numeric (or boolean) numpy array of shape (n_samples, ...); a CPU or GPU
+    torch tensor is copied to the host. Ragged, object, string and other inputs are refused
+    here, before they reach the store or a model."""
+    fix = ("give inputs as one numeric (or boolean) array of shape (n_samples, ...), with as "
+           "many rows as there are labels (stimuli of different sizes must be resized or "
+           "padded to one shape)")
+    try:
+        if type(inputs).__module__.split(".")[0] == "torch" and hasattr(inputs, "detach"):
+            inputs = inputs.detach().cpu().numpy()
+        arr = np.asarray(inputs)
+    except (ValueError, TypeError, RuntimeError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "inhomogeneous" in why or "sequence" in why:
+            why = "its items have different shapes"
+        raise ActstoreError(
+            f"probe set {name!r}: inputs of type {type(inputs).__name__} do not form one "
+            f"array ({why}); {fix}"
+        ) from None
+    if arr.dtype.kind not in "biufc":
+        what = {"O": "Python objects (ragged or mixed items)", "U": "strings",
+                "S": "bytes", "T": "strings", "M": "datetimes", "m": "timedeltas",
+                "V": "structured records"}.get(arr.dtype.kind, f"dtype {arr.dtype}")
+        raise ActstoreError(
+            f"probe set {name!r}: inputs hold {what} (dtype {arr.dtype}, shape {arr.shape}); "
+            f"{fix}"
+        )
+    if arr.ndim < 1:
+        raise ActstoreError(
+            f"probe set {name!r}: inputs are a single value; give an array of "
+            "shape (n_samples, ...)"
+        )
+    return arr
+
+
 def _json_attrs(attrs: dict[str, Any], name: str) -> dict[str, Any]:
     """``attrs`` as JSON values (numpy scalars and arrays become numbers and lists), so that
     they can be stored; anything else that JSON cannot hold is refused before any write."""
@@ -69,7 +104,9 @@ class ProbeSet:
     ------
     ActstoreError
         A name that is no usable store path, labels that are no dict of str to 1-D arrays of
-        one length, inputs or sample ids that disagree with them, or duplicate sample ids.
+        one length, inputs that are no numeric (or boolean) array of shape (n, ...) (ragged,
+        object or string inputs), inputs or sample ids that disagree with the labels, or
+        duplicate sample ids.
 
     Examples
     --------
@@ -113,12 +150,7 @@ class ProbeSet:
         self.labels = {k: _plain(v) for k, v in self.labels.items()}
         n = None
         if self.inputs is not None:
-            self.inputs = np.asarray(self.inputs)
-            if self.inputs.ndim < 1:
-                raise ActstoreError(
-                    f"probe set {self.name!r}: inputs are a single value; give an array of "
-                    "shape (n_samples, ...)"
-                )
+            self.inputs = _as_inputs(self.inputs, self.name)
             if not self.inputs.dtype.isnative:
                 self.inputs = self.inputs.astype(self.inputs.dtype.newbyteorder("="))
             n = len(self.inputs)

@@ -14,6 +14,8 @@ from actstore.store import _layout as L
 if TYPE_CHECKING:
     import xarray as xr
 
+    from actstore.store._run import RunReader
+
 __all__ = ["open", "open_layer"]
 
 
@@ -84,6 +86,11 @@ def open_layer(
         ``checkpoint`` (the steps when all runs share them; else the slot index, with a 2-D
         ``step`` coordinate that is -1 where a run has fewer checkpoints than others, its
         activations NaN there), ``sample`` and the probe set's feature labels (dim ``sample``).
+        Only complete slots show data: a slot that is being written or was interrupted
+        (``status`` not 2) has NaN activations (masked lazily) and step -1, in the 2-D
+        ``step`` coordinate when other runs have that step complete. Plain xarray
+        (:func:`open`, ``xr.open_datatree``) shows the stored arrays as they are; there the
+        run's ``status`` array tells complete slots.
         A conv layer stored with its spatial dims (``flatten``) has them stacked into
         ``unit``. Attributes: the layer's entry of the run's layer table (``module``,
         ``reduction``, ``output_shape``, ``kind``, ``units``, ``dtype``).
@@ -91,7 +98,8 @@ def open_layer(
     Raises
     ------
     ActstoreError
-        An unknown layer or run (the message lists the valid ones), duplicate run ids, or runs
+        An unknown layer or run (the message lists the valid ones), duplicate run ids, runs
+        recorded on different probe sets (select runs of one with ``runs=[...]``), or runs
         that differ in the layer's unit count or in their samples.
     StoreError
         If ``url`` holds no actstore store.
@@ -118,12 +126,16 @@ def open_layer(
         raise ActstoreError(
             f"no run in {url} has layer {layer!r}; layers: {', '.join(every) or 'none'}"
         )
-    tree = open(url, storage_options=storage_options)
-    pieces, meta, steps = [], [], []
+    readers = []
     for r in ids:
         rd = st.reader(r)
         if layer not in rd.layers:
             raise ActstoreError(f"run {r!r} has no layer {layer!r}; layers: {', '.join(rd.layers)}")
+        readers.append(rd)
+    _check_one_probe_set(readers, layer)
+    tree = open(url, storage_options=storage_options)
+    pieces, meta, steps = [], [], []
+    for r, rd in zip(ids, readers, strict=True):
         ds = tree[f"{L.RUNS}/{r}"].to_dataset()
         da = ds[layer]
         if da.ndim > 3:
@@ -131,9 +143,17 @@ def open_layer(
         else:
             da = da.rename({da.dims[2]: "unit"})
         da = da.drop_vars([c for c in da.coords if c not in ("sample",)])
-        pieces.append(da.assign_coords(checkpoint=np.arange(da.sizes["checkpoint"])))
+        # the slot table is the truth: arrays left longer by a killed writer have no extra
+        # slots; a slot that is not complete (being written, or interrupted) shows no data
+        run_steps, status = rd.steps, rd.status
+        n = min(len(run_steps), da.sizes["checkpoint"])
+        da = da.isel(checkpoint=slice(0, n))
+        complete = status[:n] == L.STATUS_COMPLETE
+        if not complete.all():
+            da = da.where(xr.DataArray(complete, dims="checkpoint"))
+        pieces.append(da.assign_coords(checkpoint=np.arange(n)))
         meta.append(rd.attrs)
-        steps.append(np.asarray(ds["checkpoint"].values))
+        steps.append(np.where(complete, run_steps[:n], -1))
     units = {p.sizes["unit"] for p in pieces}
     samples = {tuple(np.asarray(p["sample"].values)) for p in pieces}
     if len(units) > 1 or len(samples) > 1:
@@ -154,8 +174,30 @@ def open_layer(
         for i, s in enumerate(steps):
             grid[i, : len(s)] = s
         out = out.assign_coords(step=(("run", "checkpoint"), grid))
-    rd0 = st.reader(ids[0])
+    rd0 = readers[0]
     out = out.assign_coords({f: ("sample", v) for f, v in rd0.labels.items()})
     out.name = layer
     out.attrs = dict(rd0.layer_table.get(layer, {}))
     return out
+
+
+def _check_one_probe_set(readers: list[RunReader], layer: str) -> None:
+    """Refuse runs recorded on different probe sets: their samples are other stimuli (even when
+    their sample ids agree, as the default ids ``0..n-1`` of equal-sized probe sets do)."""
+    groups: dict[tuple[object, object], list[str]] = {}
+    for rd in readers:
+        a = rd.attrs
+        groups.setdefault((a.get("probe_set"), a.get("probe_set_hash")), []).append(rd.run_id)
+    if len(groups) < 2:
+        return
+    names = [name for name, _ in groups]
+    parts = []
+    for (name, digest), runs in groups.items():
+        what = f"probe set {name!r}"
+        if names.count(name) > 1:  # one name, other contents
+            what += f" (hash {str(digest)[:12]})"
+        parts.append(f"{what}: {', '.join(map(repr, runs))}")
+    raise ActstoreError(
+        f"cannot stack layer {layer!r} of runs recorded on different probe sets "
+        f"({'; '.join(parts)}); select runs of one probe set with runs=[...]"
+    )
