@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from actstore._errors import (
     ActstoreError,
+    ActstoreWarning,
     ProvenanceError,
     StoreError,
     WriterConflictError,
@@ -21,6 +22,7 @@ from actstore.store import (
 
 __all__ = [
     "ActstoreError",
+    "ActstoreWarning",
     "ProbeSet",
     "ProvenanceError",
     "Store",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["ActstoreError", "ProvenanceError", "StoreError", "WriterConflictError"]
+__all__ = [
+    "ActstoreError", "ActstoreWarning", "ProvenanceError", "StoreError", "WriterConflictError",
+]
 
 
 class ActstoreError(ValueError):
@@ -22,3 +24,8 @@ class ProvenanceError(ActstoreError):
 
 class WriterConflictError(ActstoreError):
     """Another process is writing the same run."""
+
+
+class ActstoreWarning(UserWarning):
+    """Something a user should know that did not stop the work (the CLI prints it as one
+    ``actstore: warning:`` line)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -51,6 +52,19 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """actstore's own warnings as one ``actstore: warning:`` line; others as Python shows
+    them."""
+    if category.__module__.startswith("actstore"):
+        typer.echo(f"actstore: warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     """Register a command on :data:`app`; user errors become one line and exit code 2."""
 
@@ -58,7 +72,9 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
         @functools.wraps(fn)
         def wrapped(*args: Any, **kw: Any) -> Any:
             try:
-                return fn(*args, **kw)
+                with warnings.catch_warnings():
+                    warnings.showwarning = _show_warning
+                    return fn(*args, **kw)
             except ActstoreError as e:
                 raise fail(str(e)) from None
 

@@ -127,7 +127,8 @@ def _run_table(store: Any) -> tuple[str, dict[str, list[str]]]:
         acc = ""
         val = ((a.get("metrics") or {}).get("val") or {}).get("acc") or {}
         if isinstance(val, dict) and val:
-            acc = ", ".join(f"{h} {v[-1]:.2f}" for h, v in val.items()
+            # float(): a non-finite value is stored as the string "NaN" / "Infinity"
+            acc = ", ".join(f"{h} {float(v[-1]):.2f}" for h, v in val.items()
                             if isinstance(v, list) and v)
         steps = rd.complete_steps
         rows[rid] = {

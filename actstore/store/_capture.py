@@ -13,6 +13,7 @@ import hashlib
 import queue
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from actstore._args import as_names, whole_number
-from actstore._errors import ActstoreError
+from actstore._errors import ActstoreError, ActstoreWarning, ProvenanceError
 from actstore.store import _layout as L
 
 __all__ = [
@@ -202,6 +203,10 @@ def layer_names(model: Any) -> list[tuple[str, str]]:
         If ``model`` is not a ``torch.nn.Module``.
     """
     _check_module(model)
+    return _unique_names(_all_layers(model))
+
+
+def _all_layers(model: Any) -> list[tuple[str, str]]:
     named = dict(model.named_modules())
     declared = getattr(model, "actstore_layers", None)
     if declared is not None:
@@ -209,6 +214,19 @@ def layer_names(model: Any) -> list[tuple[str, str]]:
     else:
         paths = [p for p, m in named.items() if p and not any(True for _ in m.children())]
     return [(L.canonical_name(p), p) for p in paths]
+
+
+def _unique_names(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Refuse two module paths that make one layer name (``a.b`` and ``a_b``)."""
+    seen: dict[str, str] = {}
+    for c, p in pairs:
+        if c in seen and seen[c] != p:
+            raise ActstoreError(
+                f"modules {seen[c]!r} and {p!r} both make the layer name {c!r}; select one of "
+                "them (layers=[...] / --layers)"
+            )
+        seen[c] = p
+    return pairs
 
 
 def resolve_layers(model: Any, layers: str | list[str] = "all") -> list[tuple[str, str]]:
@@ -236,9 +254,8 @@ def resolve_layers(model: Any, layers: str | list[str] = "all") -> list[tuple[st
     if not isinstance(layers, str):
         layers = as_names(layers, "layers")
     named = dict(model.named_modules())
-    default = layer_names(model)
     if layers == "all" or layers == ["all"]:
-        return default
+        return layer_names(model)
     pats = [p.strip() for p in (layers.split(",") if isinstance(layers, str) else layers)]
     every = [(L.canonical_name(p), p) for p in named]
     out: list[tuple[str, str]] = []
@@ -246,14 +263,14 @@ def resolve_layers(model: Any, layers: str | list[str] = "all") -> list[tuple[st
         rx = _glob_regex(pat)
         hits = [(c, p) for c, p in every if c == pat or (p and rx.fullmatch(p))]
         if not hits:
-            shown = [c for c, _ in default] or [c for c, _ in every]
+            shown = [c for c, _ in _all_layers(model)] or [c for c, _ in every]
             more = "" if len(shown) <= 40 else f" ... ({len(shown)} in all)"
             raise ActstoreError(
                 f"no layer matches {pat!r}; available: {', '.join(shown[:40])}{more}"
             )
         out += [h for h in hits if h not in out]
     order = {p: i for i, p in enumerate(named)}
-    return sorted(out, key=lambda cp: order[cp[1]])
+    return _unique_names(sorted(out, key=lambda cp: order[cp[1]]))
 
 
 def _glob_regex(pat: str) -> re.Pattern[str]:
@@ -324,6 +341,9 @@ def weights_hash(model: Any) -> str:
         # raw bytes, so that dtypes numpy lacks (bfloat16, float8) hash too
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+_hash_of = weights_hash  # capture_slot's parameter of the same name hides the function
 
 
 # -- background writer -----------------------------------------------------------------------
@@ -406,6 +426,25 @@ def _forward_error(model_name: str, ps: Any, xb: Any, device: Any, e: BaseExcept
     )
 
 
+def _recorded_otherwise(table: dict[str, Any], sel: list[tuple[str, str]],
+                        specs: dict[str, str]) -> str | None:
+    """How a complete slot's layer table differs from what a capture asks for, or None."""
+    chosen = {c for c, _ in sel}
+    if table and set(table) != chosen:
+        return f"layers {sorted(table)}; this capture selects {sorted(chosen)}"
+    for c, p in sel:
+        row = table.get(c, {})
+        if row.get("module") not in (None, p):
+            return f"layer {c!r} from module {row['module']!r}; this capture records {p!r}"
+        red = row.get("reduction")
+        # "none": a (batch, units) output, which every reduction but randproj keeps as it is
+        same = red is None or red == specs[c] or (
+            red == "none" and parse_reduction(specs[c])[0] != "randproj")
+        if not same:
+            return f"layer {c!r} reduced by {red!r}; this capture asks for {specs[c]!r}"
+    return None
+
+
 class _StopForward(BaseException):
     """Raised in a hook once every requested layer has produced its output."""
 
@@ -462,22 +501,31 @@ def capture_slot(
     """
     import torch
 
-    if writer.is_complete(step, weights_hash):
-        return False
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     batch_size = whole_number(batch_size, "batch size", minimum=1)
+    sel = resolve_layers(model, layers)
+    specs = {c: _reduction_for(c, p, reduce, model) for c, p in sel}
+    for s in specs.values():
+        parse_reduction(s)
+    if weights_hash is None:
+        weights_hash = _hash_of(model)
+    if writer.is_complete(step, weights_hash):
+        other = _recorded_otherwise(writer._attrs.get(L.ATTR_LAYERS, {}), sel, specs)
+        if other:
+            raise ProvenanceError(
+                f"checkpoint {step} of run {writer.run_id!r} is complete with {other}; "
+                "a run records the same layers the same way at every checkpoint (use a new run "
+                "id)"
+            )
+        return False
     ps = writer.store.probe_set(writer.probe_set_name)
     if ps.inputs is None:
         raise ActstoreError(
             f"probe set {ps.name!r} has no inputs stored; capture needs the stimuli"
         )
-    sel = resolve_layers(model, layers)
     writer.check_layer_names([c for c, _ in sel])
     writer.check_layer_set({c for c, _ in sel}, "this capture selects")
-    specs = {c: _reduction_for(c, p, reduce, model) for c, p in sel}
-    for s in specs.values():
-        parse_reduction(s)
     modules = dict(model.named_modules())
     if device is None:
         p0 = next(iter(model.parameters()), None)
@@ -488,17 +536,25 @@ def capture_slot(
     raw_shape: dict[str, tuple[int, ...]] = {}
     applied: dict[str, tuple[str, list[int]]] = {}
 
+    calls: dict[str, int] = {}
+    whole_pass = [True]  # the first batch runs the whole forward pass: it counts the calls
+
     def hook_for(cname: str) -> Callable[..., None]:
         def hook(mod: Any, inp: Any, out: Any) -> None:
+            calls[cname] = calls.get(cname, 0) + 1
+            if cname in captured:
+                return  # a module used at several places: its first call is recorded
             t = _first_tensor(out)
             if t is None:
                 raise ActstoreError(f"layer {cname!r} returned no tensor; choose another layer")
             raw_shape[cname] = tuple(int(k) for k in t.shape)
             red, used = reduce_output(t.detach(), specs[cname], cname)
             applied.setdefault(cname, (used, list(t.shape[1:])))
+            # float64 stays float64 until check_values, which refuses values beyond float32
+            red = red if red.dtype == torch.float64 else red.float()
             # device-to-host sync point: the reduced batch is copied to host memory
-            captured[cname] = red.float().cpu().numpy()
-            if not wants_root and len(captured) == len(sel):
+            captured[cname] = red.cpu().numpy()
+            if not wants_root and not whole_pass[0] and len(captured) == len(sel):
                 raise _StopForward
 
         return hook
@@ -519,6 +575,8 @@ def capture_slot(
                     xb = xb.to(in_dtype)
                 xb = xb.to(device)
                 captured.clear()
+                calls.clear()
+                whole_pass[0] = start == 0
                 try:
                     model(xb)
                 except _StopForward:
@@ -552,10 +610,17 @@ def capture_slot(
                     for c, p in sel:
                         used, out_shape = applied[c]
                         kind = {1: "vector", 2: "sequence"}.get(len(out_shape), "conv")
-                        info = {"module": p, "reduction": used, "output_shape": out_shape,
-                                "kind": kind}
+                        info: dict[str, Any] = {"module": p, "reduction": used,
+                                                "output_shape": out_shape, "kind": kind}
                         if used == "all":
                             info["unit_dims"] = ["token", "unit"]
+                        if calls.get(c, 1) > 1:
+                            info["calls_per_forward"] = calls[c]
+                            if c not in writer._attrs.get(L.ATTR_LAYERS, {}):
+                                warnings.warn(ActstoreWarning(
+                                    f"module {p!r} runs {calls[c]} times in one forward pass "
+                                    f"(one module used at several places); layer {c!r} "
+                                    "records its first call"), stacklevel=3)
                         arrays[c] = writer.layer_array(c, batch[c].shape[1:], dtype, info)
                     sw = _SlotWriter(arrays, writer._slot_index(step), n)
                 sw.put(start, batch)

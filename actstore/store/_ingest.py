@@ -70,22 +70,29 @@ def read_labels_csv(path: str | Path) -> tuple[np.ndarray | None, dict[str, np.n
 
 
 def _load_arrays(p: Path) -> dict[str, np.ndarray]:
+    """Source name -> array: the file's stem for .npy, the array names of an .npz, the dataset
+    paths of an HDF5 file (``enc/layer1``)."""
     out: dict[str, np.ndarray] = {}
     if p.suffix == ".npy":
-        out[canonical_name(p.stem)] = np.load(p, allow_pickle=False)
+        out[p.stem] = np.load(p, allow_pickle=False)
     elif p.suffix == ".npz":
         with np.load(p, allow_pickle=False) as z:
-            out = {canonical_name(k): z[k] for k in z.files}
+            out = {k: z[k] for k in z.files}
     else:
         import h5py
 
         with h5py.File(p, "r") as f:
             def visit(name: str, obj: Any) -> None:
                 if isinstance(obj, h5py.Dataset):
-                    out[canonical_name(name.replace("/", "_"))] = obj[...]
+                    out[name] = obj[...]
 
             f.visititems(visit)
     return out
+
+
+def _layer_name(source: str) -> str:
+    """The layer name of a source array (HDF5 groups joined with ``_``)."""
+    return canonical_name(source.replace("/", "_"))
 
 
 def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, np.ndarray]:
@@ -93,6 +100,12 @@ def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, 
 
     An .npy file is one layer named after the file; every array of an .npz and every dataset
     of an HDF5 file (nested groups joined with ``_``) is a layer. ``key`` keeps one of them.
+
+    Raises
+    ------
+    ActstoreError
+        If the file is missing or unreadable, holds no arrays or not ``key``, or two of its
+        arrays have names that map to the same layer name (``blocks.0`` and ``blocks_0``).
     """
     p = Path(path)
     if not p.is_file():
@@ -100,7 +113,7 @@ def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, 
     if p.suffix not in (".npy", ".npz", ".h5", ".hdf5"):
         raise ActstoreError(f"cannot read {p}: use .npy, .npz, .h5 or .hdf5")
     try:
-        out = _load_arrays(p)
+        raw = _load_arrays(p)
     except Exception as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
@@ -110,36 +123,25 @@ def read_activation_file(path: str | Path, key: str | None = None) -> dict[str, 
             f"cannot read activation file {p} ({why}); give numeric arrays saved with "
             "numpy.save / numpy.savez or HDF5 datasets"
         ) from None
+    out: dict[str, np.ndarray] = {}
+    source: dict[str, str] = {}
+    for src, arr in raw.items():
+        name = _layer_name(src)
+        if name in source:
+            raise ActstoreError(
+                f"{p}: arrays {source[name]!r} and {src!r} both become layer {name!r} (every "
+                "character outside [A-Za-z0-9_] becomes '_'); nothing was written; rename one "
+                "of them"
+            )
+        out[name] = arr
+        source[name] = src
     if key is not None:
-        if canonical_name(key) not in out:
-            raise ActstoreError(f"{p} has no array {key!r}; it has {', '.join(out)}")
-        out = {canonical_name(key): out[canonical_name(key)]}
+        if _layer_name(key) not in out:
+            raise ActstoreError(f"{p} has no array {key!r}; it has {', '.join(raw)}")
+        out = {_layer_name(key): out[_layer_name(key)]}
     if not out:
         raise ActstoreError(f"{p} holds no arrays")
     return out
-
-
-def _check_same(w: Any, step: int, layers: dict[str, np.ndarray]) -> None:
-    """A complete checkpoint is never overwritten: refuse activations that differ from it."""
-    from actstore.store._run import RunReader
-
-    rd = RunReader(w.store, w.run_id)
-    where = f"checkpoint {step} of run {w.run_id!r}"
-    fix = ("nothing was changed (a complete checkpoint is never overwritten); ingest these "
-           "activations as another --step or into a new --run")
-    if set(rd.layers) != set(layers):
-        raise ActstoreError(
-            f"{where} is complete with layers {', '.join(rd.layers)}, but these files give "
-            f"{', '.join(sorted(layers))}; {fix}"
-        )
-    for name, arr in layers.items():
-        old = rd.read(name, step)
-        new = arr.reshape(len(arr), -1)
-        same = old.shape == new.shape and np.array_equal(old, new.astype(old.dtype))
-        if not same:
-            what = (f"other values of layer {name!r}" if old.shape == new.shape else
-                    f"layer {name!r} with shape {old.shape}, not {new.shape}")
-            raise ActstoreError(f"{where} already holds {what}; {fix}")
 
 
 def _run_attrs(st: Any, run: str, given: dict[str, Any], defaults: dict[str, Any]
@@ -253,7 +255,9 @@ def ingest(
         with st.writer(run, ps.name, [step], attrs=meta, codec=codec) as w:
             wrote = False
             if w.is_complete(step):
-                _check_same(w, step, layers)
+                w.check_same_slot(step, layers, "a complete checkpoint is never overwritten; "
+                                  "ingest these activations as another --step or into a new "
+                                  "--run")
             else:
                 wrote = w.write_slot(step, layers, dtype=dtype)
     except BaseException:

@@ -6,13 +6,13 @@ import contextlib
 import datetime as _dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from actstore._args import whole_number
+from actstore._args import as_mapping, whole_number
 from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
 from actstore.store import _layout as L
 from actstore.store._lease import Lease, settle_delay
@@ -33,14 +33,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _check_name(run_id: str) -> None:
+def _check_name(run_id: str, what: str = "run id", example: str = "'net_s0'") -> None:
+    """A name that is one path component of the store: a run id or a layer name."""
     if not isinstance(run_id, str):
         raise ActstoreError(
-            f"run id must be a str, not {type(run_id).__name__} {run_id!r}; e.g. 'net_s0'"
+            f"{what} must be a str, not {type(run_id).__name__} {run_id!r}; e.g. {example}"
         )
-    if not run_id or not all(c.isalnum() or c in "_-." for c in run_id) or run_id[0] == ".":
+    if (not run_id or not all(c.isalnum() or c in "_-." for c in run_id) or run_id[0] == "."
+            or run_id == "zarr.json" or run_id.endswith(".partial")):
         raise ActstoreError(
-            f"run id {run_id!r} is not usable as a store path; use letters, digits, '_', '-', '.'"
+            f"{what} {run_id!r} is not usable as a store path; use letters, digits, '_', '-', "
+            "'.' (not first; not 'zarr.json' or a name ending in '.partial')"
         )
 
 
@@ -54,9 +57,25 @@ def _as_step(step: Any) -> int:
 
 
 def _jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON values: numpy/torch scalars and arrays as numbers and lists,
+    other objects as their ``str``; NaN and infinities as the strings "NaN", "Infinity",
+    "-Infinity" (as Zarr v3 writes non-finite fill values), so the metadata stays strict JSON."""
     import json
+    import math
 
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    def plain(o: Any) -> Any:
+        return o.tolist() if callable(getattr(o, "tolist", None)) else str(o)
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+        if isinstance(v, list):
+            return [finite(x) for x in v]
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return v
+
+    return finite(json.loads(json.dumps(obj, default=plain)))
 
 
 class RunReader:
@@ -571,6 +590,14 @@ class RunWriter:
                     f"{arr.dtype} units, but this capture gives {tuple(unit_shape)} {dtype}; "
                     "use a new run id for another model or reduction"
                 )
+            for key in ("module", "reduction"):
+                was, now = table[name].get(key), info.get(key)
+                if was is not None and now is not None and was != now:
+                    raise ProvenanceError(
+                        f"layer {name!r} of run {self.run_id!r} was recorded with {key} "
+                        f"{was!r}, this checkpoint gives {now!r}; a run records each layer "
+                        "the same way at every checkpoint (use a new run id)"
+                    )
             return arr
         n = self.n_samples
         itemsize = np.dtype(dtype).itemsize
@@ -650,24 +677,62 @@ class RunWriter:
         step : int
             Training step of the checkpoint.
         arrays : dict of str to array of shape (n_samples, *unit_shape)
-            One array per layer.
-        Returns ``False`` (and writes nothing) if the slot was already complete.
+            One array per layer (real numbers; at least one unit).
+        weights_hash : str, optional
+            Provenance of the weights (see :func:`actstore.store.weights_hash`).
+        dtype : {"float32", "float16"}
+            Storage dtype.
+        info : dict of layer name to dict, optional
+            Extra entries of each layer's table row.
+
+        Returns
+        -------
+        bool
+            ``False`` (and nothing written) if the slot was already complete with these
+            values.
+
+        Raises
+        ------
+        ProvenanceError
+            The slot is complete with other values, layers or weights: a complete checkpoint
+            is never overwritten (use a new step or run id).
+        ActstoreError
+            Arrays of the wrong shape or kind, NaN/Inf, unusable layer names.
         """
         from actstore.store._capture import check_values
 
-        if self.is_complete(step, weights_hash):
-            return False
-        self.check_layer_set(set(arrays), "this slot gives")
+        self._require_open("write_slot")
+        arrays = as_mapping(arrays, "arrays", "give a dict of layer name -> array of shape "
+                            "(n_samples, units)")
+        if not arrays:
+            raise ActstoreError("arrays is empty; give at least one layer")
+        for name in arrays:
+            _check_name(name, "layer name", "'fc1'")
         self.check_layer_names(list(arrays))
         checked = {}
         for name, a in arrays.items():
             a = np.asarray(a)
+            if a.dtype.kind not in "biuf":
+                raise ActstoreError(
+                    f"layer {name!r}: activations of dtype {a.dtype}; give real numbers "
+                    "(float, int or bool)"
+                )
             if a.ndim < 2 or a.shape[0] != self.n_samples:
                 raise ActstoreError(
                     f"layer {name!r}: activations of shape {a.shape}, but the probe set has "
                     f"{self.n_samples} samples; give (n_samples, units)"
                 )
+            if 0 in a.shape[1:]:
+                raise ActstoreError(
+                    f"layer {name!r}: activations of shape {a.shape} have no units; give at "
+                    "least one unit per sample"
+                )
             checked[name] = check_values(a, name, step, dtype)
+        if self.is_complete(step, weights_hash):
+            self.check_same_slot(step, checked, "a complete checkpoint is never overwritten; "
+                                 "write these activations as another step or into a new run")
+            return False
+        self.check_layer_set(set(arrays), "this slot gives")
         i = self.begin_slot(step, weights_hash)
         try:
             for name, a in checked.items():
@@ -680,6 +745,34 @@ class RunWriter:
         self.end_slot(step)
         return True
 
+    def check_same_slot(self, step: int, arrays: Mapping[str, np.ndarray], fix: str) -> None:
+        """Refuse activations that differ from those of the complete slot of ``step``.
+
+        ``arrays`` holds every layer (shape (n_samples, ...)); ``fix`` ends the message.
+        """
+        rd = RunReader(self.store, self.run_id)
+        where = f"checkpoint {step} of run {self.run_id!r}"
+        if set(rd.layers) != set(arrays):
+            raise ProvenanceError(
+                f"{where} is complete with layers {', '.join(rd.layers)}, not "
+                f"{', '.join(sorted(arrays))}; nothing was changed ({fix})"
+            )
+        for name, arr in arrays.items():
+            old = rd.read(name, step)
+            new = np.asarray(arr).reshape(len(arr), -1)
+            if old.shape != new.shape or not np.array_equal(old, new.astype(old.dtype)):
+                what = (f"other values of layer {name!r}" if old.shape == new.shape else
+                        f"layer {name!r} with shape {old.shape}, not {new.shape}")
+                raise ProvenanceError(f"{where} already holds {what}; nothing was changed "
+                                      f"({fix})")
+
+    def _require_open(self, what: str) -> None:
+        if not self._entered:
+            raise ActstoreError(
+                f"{what} needs an open writer: with store.writer(run, probe_set, steps) as w: "
+                f"w.{what}(...)"
+            )
+
     def capture(self, model: Any, step: int, **kwargs: Any) -> bool:
         """Record the activations of ``model`` on the run's probe set at ``step``.
 
@@ -689,6 +782,7 @@ class RunWriter:
         """
         from actstore.store._capture import capture_slot
 
+        self._require_open("capture")
         return capture_slot(self, model, step, **kwargs)
 
     # -- leaving -----------------------------------------------------------------------------

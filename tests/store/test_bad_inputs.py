@@ -122,10 +122,10 @@ def test_ingest_of_other_activations_into_a_complete_checkpoint_is_refused(inges
     assert "never overwritten" in res.output
     np.save(d / "fc2.npy", np.ones((10, 3), "float32"))
     res = _ingest_cli(d, "fc2.npy")
-    assert res.exit_code == 2 and "is complete with layers fc1, but these files give fc2" \
+    assert res.exit_code == 2 and "is complete with layers fc1, not fc2" \
         in res.output
     res = _ingest_cli(d, "fc1.npy", "fc2.npy")
-    assert res.exit_code == 2 and "these files give fc1, fc2" in res.output
+    assert res.exit_code == 2 and "not fc1, fc2" in res.output
     assert _files(d / "s.zarr") == before
     np.testing.assert_array_equal(open_store(str(d / "s.zarr")).reader("r").read("fc1", 0),
                                   np.load(d / "fc1.npy"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from factories import SmallCNN, mlp, small_cnn, tiny_transformer
 
-from actstore import ActstoreError
+from actstore import ActstoreError, ActstoreWarning, ProvenanceError
 from actstore.store import ProbeSet, create_store
 
 
@@ -158,11 +158,91 @@ def test_early_stop_skips_later_layers(store_url, image_probe_set):
     calls = []
     model.out.register_forward_hook(lambda *a: calls.append(1))
     with st.writer("r", "images", steps=[0]) as w:
-        w.capture(model, 0, layers=["conv1", "conv2"], batch_size=20)
-    assert calls == []  # the head never ran
+        w.capture(model, 0, layers=["conv1", "conv2"], batch_size=10)
+    n_batches = -(-image_probe_set.n // 10)
+    assert n_batches >= 3
+    # only the first batch runs the whole model (it counts how often each module runs)
+    assert calls == [1]
     assert st.reader("r").layers == ["conv1", "conv2"]
     model(torch.from_numpy(image_probe_set.inputs[:2]))
-    assert calls == [1]  # hooks were removed, the model works as before
+    assert calls == [1, 1]  # hooks were removed, the model works as before
+
+
+def test_a_module_used_twice_records_its_first_call(store_url, image_probe_set):
+    """A shared module (one ReLU applied at two places) is recorded at its first call, whether
+    the capture selects it alone (the forward pass stops early) or with every layer."""
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(3 * 8 * 8, 6)
+            self.fc2 = torch.nn.Linear(6, 6)
+            self.relu = torch.nn.ReLU()
+            self.out = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.out(self.relu(self.fc2(self.relu(self.fc1(x.flatten(1))))))
+
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    net = Twice()
+    for run, layers in (("all", "all"), ("one", "relu")):
+        with st.writer(run, "images", steps=[0]) as w, pytest.warns(
+                ActstoreWarning, match="'relu' runs 2 times in one forward pass"):
+            w.capture(net, 0, layers=layers, batch_size=16)
+    x = torch.from_numpy(image_probe_set.inputs)
+    with torch.no_grad():
+        first = torch.relu(net.fc1(x.flatten(1))).numpy()
+    for run in ("all", "one"):
+        np.testing.assert_allclose(st.reader(run).read("relu", 0), first, rtol=1e-6)
+        assert st.reader(run).layer_table["relu"]["calls_per_forward"] == 2
+
+
+def test_two_modules_of_one_layer_name_are_refused(store_url, image_probe_set):
+    class Clash(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.Sequential()
+            self.attn.add_module("proj", torch.nn.Linear(3 * 8 * 8, 3))
+            self.attn_proj = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.attn_proj(self.attn(x.flatten(1)))
+
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    with st.writer("r", "images", steps=[0]) as w:
+        with pytest.raises(ActstoreError, match="'attn.proj' and 'attn_proj' both make"):
+            w.capture(Clash(), 0)
+        assert w.capture(Clash(), 0, layers="attn.proj")
+
+
+def test_a_complete_checkpoint_is_never_replaced_silently(store_url, image_probe_set):
+    """Capturing a complete checkpoint again is a no-op with the same weights and layers, and
+    an error with other weights, layers or reductions, or other arrays in write_slot."""
+    st = create_store(store_url)
+    st.add_probe_set(image_probe_set)
+    model = small_cnn()
+    with st.writer("r", "images", steps=[0]) as w:
+        assert w.capture(model, 0, layers="conv1,fc1")
+        assert not w.capture(model, 0, layers="conv1,fc1")
+        other = small_cnn()
+        with torch.no_grad():
+            other.out.bias.add_(1.0)  # a layer that is not recorded: the weights still differ
+        with pytest.raises(ProvenanceError, match="other weights"):
+            w.capture(other, 0, layers="conv1,fc1")
+        with pytest.raises(ProvenanceError, match="this capture selects"):
+            w.capture(model, 0, layers="conv1")
+        with pytest.raises(ProvenanceError, match="reduced by 'mean'; this capture asks for 'max'"):
+            w.capture(model, 0, layers="conv1,fc1", reduce="max")
+        # the same arrays again: nothing to do; others: refused
+        same = {name: st.reader("r").read(name, 0) for name in ("conv1", "fc1")}
+        assert not w.write_slot(0, same)
+        with pytest.raises(ProvenanceError, match="other values of layer 'fc1'"):
+            w.write_slot(0, {**same, "fc1": same["fc1"] + 1})
+        # another reduction of a layer at a new checkpoint is refused too
+        with pytest.raises(ProvenanceError, match="recorded with reduction 'mean'"):
+            w.capture(model, 1, layers="conv1,fc1", reduce="max")
+    assert st.reader("r").complete_steps == [0]
 
 
 def test_unknown_layer_lists_available(store_url, image_probe_set):
