@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.probes._folds import Folds
+from actstore.probes._folds import Folds, describe_folds
 from actstore.probes._metrics import select_penalty
 from actstore.probes._ridge import DEFAULT_ALPHAS, ridge_cv
 from actstore.probes._stats import ArraySource, BlockSource, CachedSource
@@ -686,7 +686,7 @@ def run_complexity(
                 "mean over checkpoints (inferred); importance = mean gradient x activation of "
                 "each input's class logit (linear head recovered from the recorded logits)."
             ),
-            "folds": parts[0]["folds"] if parts else "",
+            "folds": describe_folds(p["folds"] for p in parts),
             "threshold": float(threshold),
             "codes": f"results/{CODES_ANALYSIS}/{name}.<run>",
             "actstore.config": settings_json(settings),

@@ -37,7 +37,7 @@ from actstore.probes._decode import (
     decode,
     make_folds,
 )
-from actstore.probes._folds import check_folds
+from actstore.probes._folds import check_folds, describe_folds
 from actstore.probes._reprs import short_list
 from actstore.probes._targets import encode_targets
 from actstore.store._store import settings_difference
@@ -817,13 +817,16 @@ def run_probes(
         )
     todo.sort(key=lambda j: -j.units)  # big jobs first: better balance across workers
     n_total = len(plan.jobs) + len(todo) - n_selected_todo
-    desc = ""
-    if plan.runs:
-        rd = store.reader(plan.runs[0])
-        labs = {f: rd.labels[f] for f in features_of[plan.runs[0]]}
-        if config.split:
-            labs[config.split] = rd.labels[config.split]
-        desc = make_folds(labs, config)[0].description
+    described: dict[str, str] = {}
+    for rid in plan.runs:  # one description per probe set and feature set (study variants)
+        rd = store.reader(rid)
+        key = json.dumps([rd.attrs.get("probe_set"), features_of[rid]])
+        if key not in described:
+            labs = {f: rd.labels[f] for f in features_of[rid]}
+            if config.split:
+                labs[config.split] = rd.labels[config.split]
+            described[key] = make_folds(labs, config)[0].description
+    desc = describe_folds(described.values())
     cfg = asdict(config)
     # local workers would all share one GPU: with a GPU device and no cluster, one process
     # drives it (several GPUs: a dask-cuda cluster and ``scheduler``)

@@ -9,7 +9,7 @@ validation set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,6 +264,12 @@ def predefined_folds(test_fold: np.ndarray, description: str = "predefined folds
             "the training rows -1 or give two or more folds"
         )
     return Folds(tf, int(used.size), description)
+
+
+def describe_folds(descriptions: Iterable[str]) -> str:
+    """The fold descriptions of a result's runs, each once (``"; "``-joined): runs with
+    other features (study variants) are split on other labels."""
+    return "; ".join(dict.fromkeys(d for d in descriptions if d))
 
 
 def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:

@@ -180,7 +180,8 @@ def _scan(source: CachedSource, negative: str) -> tuple[float, float, float, int
             row = a + int(np.flatnonzero((to_numpy(neg) < 0).any(axis=1))[0])
             raise ActstoreError(
                 f"{source.name}: activations are negative (first in sample row {row}); "
-                "NMF needs non-negative data (post-ReLU layers), or pass negative='clip'"
+                "NMF needs non-negative data (post-ReLU layers), or pass negative='clip' "
+                "(--negative clip)"
             )
         total += s1
         sq += s2

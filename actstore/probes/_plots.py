@@ -105,15 +105,60 @@ def probe_score(ds: Any, decoder: str | None = None) -> tuple[Any, str]:
     return score, decoder
 
 
+def probe_layer_lines(
+    ds: Any, score: Any, targets: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, list[tuple[str, str, np.ndarray]]]:
+    """The lines of :func:`plot_probe_layers`: feature -> ``(role, label, values by layer)``.
+
+    ``role`` is ``first``, ``last``, ``target`` or ``non-target``; each run is taken at its
+    own first and last checkpoint with results; no ``first`` line when every run has one.
+    """
+    feats = _features(ds)
+    steps = [int(s) for s in ds["checkpoint"].values]
+    runs = [str(r) for r in ds["run"].values]
+    vals = score.sel(feature=feats).transpose("run", "checkpoint", "layer", "feature").values
+    has = np.isfinite(vals).any(axis=(2, 3))  # (run, checkpoint)
+    kept = has.any(axis=1)
+    i_first = np.where(kept, np.argmax(has, axis=1), 0)
+    i_last = np.where(kept, has.shape[1] - 1 - np.argmax(has[:, ::-1], axis=1), 0)
+    ri = np.arange(len(runs))
+
+    def step_label(idx: np.ndarray, which: str) -> str:
+        used = {steps[i] for i in idx[kept]}
+        if len(used) != 1:
+            return f"{which} checkpoint"
+        (s0,) = used
+        return "untrained" if s0 == 0 and which == "first" else f"step {s0}"
+
+    out: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+    for j, f in enumerate(feats):
+        lines = []
+        if (i_first[kept] != i_last[kept]).any():
+            first = _nanmean(vals[ri, i_first][kept][:, :, j], axis=0)
+            lines.append(("first", step_label(i_first, "first"), first))
+        last = np.where(kept[:, None], vals[ri, i_last][:, :, j], np.nan)
+        if targets:
+            role = np.array([f in targets.get(r, ()) for r in runs])
+            for mask, name in ((role, "target"), (~role, "non-target")):
+                if mask.any():
+                    lines.append((name, f"trained, {name}", _nanmean(last[mask], axis=0)))
+        else:
+            lines.append(("last", step_label(i_last, "last"), _nanmean(last, axis=0)))
+        out[f] = lines
+    return out
+
+
 def plot_probe_layers(
     ds: Any, path: str, targets: Mapping[str, Sequence[str]] | None = None,
     decoder: str | None = None,
 ) -> str:
     """Decodability vs layer, one panel per feature.
 
-    Lines: the first checkpoint (untrained when it is step 0) and the last checkpoint, the
+    Lines: each run's first checkpoint with results (labelled untrained when it is step 0)
+    and each run's last one (runs that stop at other steps are each taken at their own), the
     latter split into runs trained on the feature (target) and runs trained on another
-    feature (non-target) when ``targets`` (run -> its task's features) is known.
+    feature (non-target) when ``targets`` (run -> its task's features) is known. The first
+    line is left out when every run has one checkpoint in the result.
 
     Parameters
     ----------
@@ -138,26 +183,17 @@ def plot_probe_layers(
     score, decoder = probe_score(ds, decoder)
     feats = _features(ds)
     layers = [str(x) for x in ds["layer"].values]
-    steps = [int(s) for s in ds["checkpoint"].values]
-    runs = [str(r) for r in ds["run"].values]
-    vals = score.sel(feature=feats).transpose("run", "checkpoint", "layer", "feature").values
+    lines = probe_layer_lines(ds, score, targets)
     x = np.arange(len(layers))
     fig, axes = plt.subplots(1, len(feats), figsize=(3.6 * len(feats) + 0.6, 3.4),
                              squeeze=False, sharey=True)
     chance = ds["chance"].sel(feature=feats).values if "chance" in ds else None
+    styles = {"first": ("o--", "0.5"), "target": ("o-", "C3"), "non-target": ("o-", "C0"),
+              "last": ("o-", "C3")}
     for j, (f, ax) in enumerate(zip(feats, axes[0], strict=True)):
-        first = _nanmean(vals[:, 0, :, j], axis=0)
-        label0 = "untrained" if steps[0] == 0 else f"step {steps[0]}"
-        ax.plot(x, first, "o--", color="0.5", label=label0)
-        last = vals[:, -1, :, j]
-        if targets:
-            role = np.array([f in targets.get(r, ()) for r in runs])
-            for mask, name, color in ((role, "target", "C3"), (~role, "non-target", "C0")):
-                if mask.any():
-                    ax.plot(x, _nanmean(last[mask], axis=0), "o-", color=color,
-                            label=f"trained, {name}")
-        else:
-            ax.plot(x, _nanmean(last, axis=0), "o-", color="C3", label=f"step {steps[-1]}")
+        for role, label, values in lines[f]:
+            fmt, color = styles[role]
+            ax.plot(x, values, fmt, color=color, label=label)
         if chance is not None and np.isfinite(chance[:, j]).any():
             ax.axhline(float(_nanmean(chance[:, j], axis=0)), color="k", lw=0.8, ls=":",
                        label="chance")
@@ -165,7 +201,12 @@ def plot_probe_layers(
         ax.set_xticks(x, layers, rotation=45, ha="right", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(f"held-out score ({decoder})")
-    axes[0, -1].legend(fontsize=7, loc="best")
+    # one legend of every line drawn in any panel (a panel may lack the target runs)
+    entries: dict[str, Any] = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(lab, h)
+    axes[0, -1].legend(list(entries.values()), list(entries), fontsize=7, loc="best")
     fig.suptitle("Decodability by layer", fontsize=10)
     return _save(fig, path)
 

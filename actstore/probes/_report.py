@@ -212,12 +212,14 @@ def _similarity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
             for i, x in enumerate(layers):
                 for j, y in enumerate(layers):
                     block = S[np.ix_(arr == x, arr == y)]
-                    if x == y and block.shape[0] > 1:
+                    if x == y:  # pairs of different representations only (not 1.0 self-pairs)
                         block = block[~np.eye(block.shape[0], dtype=bool)]
                     tab[i, j] = np.nanmean(block) if block.size else np.nan
             df = pd.DataFrame(tab, index=layers, columns=layers)
             df.index.name = "layer"
-            text += "<p>Mean similarity between layers (over runs and checkpoints):</p>"
+            text += ("<p>Mean similarity between layers (over runs and checkpoints; the "
+                     "diagonal pairs different representations of one layer, - where a layer "
+                     "has one):</p>")
             text += _table(df)
     return text
 

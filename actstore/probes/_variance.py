@@ -32,7 +32,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.probes._backend import get_namespace
-from actstore.probes._folds import Folds
+from actstore.probes._folds import Folds, describe_folds
 from actstore.probes._stats import ArraySource, BlockSource, CachedSource, coalesce
 from actstore.probes._targets import Targets, encode_targets
 
@@ -563,11 +563,10 @@ def run_variance(
     fi = {x: i for i, x in enumerate(plan.features)}
     r2, r2f, r2s, expl = (np.full((R, S, L, F), np.nan) for _ in range(4))
     total = np.full((R, S, L), np.nan)
-    folds_desc = ""
+    folds_desc = describe_folds(p["folds"] for p in parts)
     for p in parts:
         r, lay = ri[p["run"]], li[p["layer"]]
         cols = [fi[f] for f in p["features"]]
-        folds_desc = p["folds"]
         final = p["final"]
         for s, res in zip(p["steps"], p["parts"], strict=True):
             sst = res["sst"][:, None]

@@ -272,3 +272,23 @@ def test_cli_decoders_in_another_order(store_url):
     assert "already done" in r.output
     r = runner.invoke(app, [*base, "--decoders", "ridge"])
     assert "other settings" in error_line(r)
+
+
+def test_folds_of_runs_with_other_features_are_all_described(tmp_path):
+    """Runs of two probe sets (study variants) decode other features: the result's ``folds``
+    describes both splits, not the first run's alone."""
+    from actstore.probes import run_variance as variance
+    from actstore.store import ProbeSet, create_store
+
+    url = str(tmp_path / "v.zarr")
+    st = create_store(url)
+    rng = np.random.default_rng(0)
+    n = 60
+    for ps, feats in (("pa", ("linear", "parity")), ("pb", ("common", "rare"))):
+        st.add_probe_set(ProbeSet(ps, labels={f: rng.integers(0, 2, n) for f in feats}))
+        with st.writer(f"run_{ps}", probe_set=ps, steps=[0]) as w:
+            w.write_slot(0, {"l": rng.standard_normal((n, 4)).astype("float32")})
+    res = run_probes(url, name="both", config=FAST, n_workers=1)
+    var = variance(url, name="both", n_splits=3, write=False)
+    for folds in (res.attrs["folds"], var.attrs["folds"]):
+        assert "on linear, parity" in folds and "on common, rare" in folds, folds

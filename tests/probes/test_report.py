@@ -203,3 +203,55 @@ def test_cli_errors_are_one_line(result_store):
     assert res.exit_code == 2 and "no layer" in res.stderr
     res = runner.invoke(app, ["report", str(Path(result_store).parent / "missing.zarr")])
     assert res.exit_code == 2 and "not an actstore store" in res.stderr
+
+
+def _probe_ds(values, steps, runs=("a", "b"), layers=("l1", "l2"), feats=("shape",)):
+    import xarray as xr
+
+    return xr.Dataset(
+        {"accuracy": (("run", "checkpoint", "layer", "feature"), np.asarray(values, float))},
+        coords={"run": list(runs), "checkpoint": list(steps), "layer": list(layers),
+                "feature": list(feats)},
+    )
+
+
+def test_layer_lines_take_each_run_at_its_own_last_checkpoint():
+    from actstore.probes._plots import probe_layer_lines
+
+    nan = np.nan
+    # run a: steps 0 and 20; run b: steps 0 and 5 (it stops earlier)
+    ds = _probe_ds([[[[0.1], [0.2]], [[nan], [nan]], [[0.9], [0.8]]],
+                    [[[0.3], [0.4]], [[0.5], [0.6]], [[nan], [nan]]]], steps=[0, 5, 20])
+    lines = probe_layer_lines(ds, ds["accuracy"])["shape"]
+    assert [(role, label) for role, label, _ in lines] == [
+        ("first", "untrained"), ("last", "last checkpoint")]
+    np.testing.assert_allclose(lines[0][2], [0.2, 0.3])
+    np.testing.assert_allclose(lines[1][2], [0.7, 0.7])  # a at 20, b at 5
+
+
+def test_layer_lines_of_one_checkpoint_per_run_have_no_first_line():
+    from actstore.probes._plots import probe_layer_lines
+
+    ds = _probe_ds([[[[0.9], [0.8]]], [[[0.5], [0.6]]]], steps=[300])
+    lines = probe_layer_lines(ds, ds["accuracy"], targets={"a": ["shape"], "b": ["color"]})
+    assert [(role, label) for role, label, _ in lines["shape"]] == [
+        ("target", "trained, target"), ("non-target", "trained, non-target")]
+    np.testing.assert_allclose(lines["shape"][0][2], [0.9, 0.8])
+
+
+def test_similarity_layer_table_never_averages_self_pairs():
+    """The layer x layer table's diagonal averages pairs of different representations; a
+    layer with one representation has none ('-'), not its self-similarity 1.0."""
+    import xarray as xr
+
+    from actstore.probes._report import _similarity
+
+    S = np.array([[1.0, 0.4, 0.2], [0.4, 1.0, 0.3], [0.2, 0.3, 1.0]])
+    layers = ["fc6", "fc6", "conv1"]
+    ds = xr.Dataset({"similarity": (("rep_a", "rep_b"), S)},
+                    coords={"layer_a": ("rep_a", layers), "layer_b": ("rep_b", layers)},
+                    attrs={"metric": "cka", "n_stimuli": 10})
+    html = _similarity(ds, lambda *a, **k: "", {})
+    rows = html.split("<tbody>")[1]
+    assert "<tr><td>fc6</td><td>0.400</td><td>0.250</td></tr>" in rows
+    assert "<tr><td>conv1</td><td>0.250</td><td>-</td></tr>" in rows
