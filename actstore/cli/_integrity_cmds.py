@@ -63,8 +63,13 @@ def repair_cmd(
         if rep.unrepaired:
             raise typer.Exit(1)
         return
+    if rep.cleared:
+        console.print(f"cleared the record of a killed writer of run(s) "
+                      f"{', '.join(rep.cleared)} (their complete checkpoints are kept; re-run "
+                      "the dump or training to add the missing ones)")
     if not rep.reset and not rep.unrepaired:
-        console.print(f"{store}: nothing to repair")
+        if not rep.cleared:
+            console.print(f"{store}: nothing to repair")
         return
     if rep.reset:
         console.print(f"reset {len(rep.reset)} slot(s); redid {len(rep.redone)} from their "

@@ -179,7 +179,8 @@ def _writer_note(store: str, writer: dict[str, Any] | None, state: str | None) -
     who = f"pid {(writer or {}).get('pid')} on {(writer or {}).get('host')}"
     if state == "stale":
         return (f"interrupted: its writer ({who}) is gone; re-run the command that wrote it to "
-                f"finish it, or `actstore repair {store}` to reset its interrupted checkpoints")
+                f"finish it, or `actstore repair {store}` to reset what it left half-written "
+                "and clear its record")
     if state == "unknown":
         return (f"being written by {who}, another machine: whether that writer still runs "
                 "cannot be checked from here")

@@ -99,7 +99,9 @@ def raise_failures(report: Any) -> None:
         first = report.failed[0]
         raise ActstoreError(
             f"{len(report.failed)} of {len(report.runs)} runs failed; {first['run_id']}: "
-            f"{first['error']} (completed runs are kept; re-run to resume)"
+            f"{first['error']} (completed checkpoints are kept and a re-run continues; "
+            "training is deterministic, so a run that failed in training fails again: give it "
+            "other settings as a new variant)"
         )
 
 

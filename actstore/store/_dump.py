@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from actstore._dask import check_workers
-from actstore._errors import ActstoreError
+from actstore._errors import ActstoreError, ProvenanceError
 from actstore.store._layout import DEFAULT_CODEC
 from actstore.store._probeset import ProbeSet
 from actstore.store._store import check_store_path
@@ -67,6 +67,11 @@ def load_factory(spec: str) -> Callable[..., Any]:
             assert modspec is not None and modspec.loader is not None
             module = importlib.util.module_from_spec(modspec)
             sys.modules[modspec.name] = module
+            # like `python file.py`: modules next to the file are importable (appended, so
+            # they do not shadow installed ones)
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.append(folder)
             modspec.loader.exec_module(module)
         else:
             # like `python -m`, a package in the current directory is importable (after
@@ -406,6 +411,8 @@ def dump(
                         "batch_size": batch_size}
     report = DumpReport(run=run)
     try:
+        if "dump" in meta and run in st.run_ids():
+            _check_same_dump(st, run, meta["dump"])
         net.to(device)
         with st.writer(run, ps_name, [s for s, _, _ in plan], attrs=meta, codec=codec) as w:
             bar = _progress(progress, len(plan) * st.probe_set(ps_name, inputs=False).n)
@@ -432,6 +439,25 @@ def dump(
         undo_additions(store, st, created, ps_name if added else None)
         raise
     return report
+
+
+def _check_same_dump(st: Any, run: str, new: dict[str, Any]) -> None:
+    """A run is dumped with one model factory and one way of recording (also when every
+    checkpoint is already complete and nothing would be written)."""
+    from actstore.store._run import _jsonable
+
+    old = st.reader(run).attrs.get("dump")
+    if not isinstance(old, dict):
+        return
+    option = {"factory": "--model", "factory_kwargs": "--model-arg", "layers": "--layers",
+              "reduce": "--reduce", "dtype": "--dtype"}
+    for key, flag in option.items():
+        was, now = _jsonable(old.get(key)), _jsonable(new.get(key))
+        if key in old and was != now:
+            raise ProvenanceError(
+                f"run {run!r} in {st.url} was dumped with {flag} {was!r}, not {now!r}; dump "
+                "it with the same options, or into a new --run"
+            )
 
 
 class _NoBar:

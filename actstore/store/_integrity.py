@@ -137,10 +137,15 @@ class RepairReport:
     problems: list[dict[str, Any]] = field(default_factory=list)
     #: problems repair cannot fix (probe sets, runs whose metadata is damaged), as lines
     unrepaired: list[str] = field(default_factory=list)
+    #: runs whose record of a killed writer was cleared (they list as interrupted no more)
+    cleared: list[str] = field(default_factory=list)
 
 
 def repair(store: Any, runs: list[str] | None = None, redo: bool = True) -> RepairReport:
     """Reset every corrupt or interrupted slot; redo it where its checkpoint file still exists.
+
+    The record of a writer that was killed between checkpoints (which makes listings call the
+    run interrupted) is cleared too.
 
     A reset slot is empty again (status 0, chunks removed), so a re-run of ``actstore dump``
     or ``actstore train`` fills it. Runs recorded by ``actstore dump`` remember their model
@@ -175,6 +180,26 @@ def repair(store: Any, runs: list[str] | None = None, redo: bool = True) -> Repa
                     report.redone.append((run, step))
                 else:
                     report.needs_rerun.append((run, step))
+    # a writer killed between checkpoints leaves no bad slot, only its record: taking the run
+    # over (and leaving it) clears that, so listings stop calling the run interrupted
+    from actstore.store._lease import holder_state
+
+    for run in runs or store.run_ids():
+        if run in bad or run in broken:
+            continue
+        try:
+            rd = store.reader(run)
+            holder = rd.group.attrs.get(L.ATTR_WRITER)
+        except ActstoreError:
+            continue  # damaged: verify reported it
+        if holder_state(store.url, run, holder if isinstance(holder, dict) else None) != "stale":
+            continue
+        identity = {k: rd.attrs.get(k) for k in IDENTITY_KEYS}
+        with store.writer(run, rd.attrs["probe_set"], [], attrs=identity):
+            pass
+        report.cleared.append(run)
+    if report.cleared:
+        store.consolidate()
     return report
 
 

@@ -320,7 +320,8 @@ class Store:
                 return self._add_probe_set(ps)
             raise ProvenanceError(
                 f"probe set {ps.name!r} already exists in {self.url} with other contents "
-                f"(hash {str(old)[:12]} vs {ps.hash[:12]}); give the new one another name"
+                f"(hash {str(old)[:12]} vs {ps.hash[:12]}); give the new one another name (a "
+                "probe set read from an .npz file is named after the file: rename the file)"
             )
         g = parent.create_group(ps.name, overwrite=True)
         assert ps.sample is not None

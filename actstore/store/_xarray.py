@@ -88,9 +88,10 @@ def open_layer(
         activations NaN there), ``sample`` and the probe set's feature labels (dim ``sample``).
         Only complete slots show data: a slot that is being written or was interrupted
         (``status`` not 2) has NaN activations (masked lazily) and step -1, in the 2-D
-        ``step`` coordinate when other runs have that step complete. Plain xarray
-        (:func:`open`, ``xr.open_datatree``) shows the stored arrays as they are; there the
-        run's ``status`` array tells complete slots.
+        ``step`` coordinate when other runs have that step complete. Checkpoints are in step
+        order (slots without data last), whatever order they were recorded in. Plain xarray
+        (:func:`open`, ``xr.open_datatree``) shows the stored arrays as they are (slots in
+        the order they were added); there the run's ``status`` array tells complete slots.
         A conv layer stored with its spatial dims (``flatten``) has them stacked into
         ``unit``. Attributes: the layer's entry of the run's layer table (``module``,
         ``reduction``, ``output_shape``, ``kind``, ``units``, ``dtype``).
@@ -151,9 +152,16 @@ def open_layer(
         complete = status[:n] == L.STATUS_COMPLETE
         if not complete.all():
             da = da.where(xr.DataArray(complete, dims="checkpoint"))
+        run_steps = np.where(complete, run_steps[:n], -1)
+        # slots are stored in the order they were added (a later dump may add earlier steps):
+        # shown in step order, slots without data last
+        order = np.argsort(np.where(complete, run_steps, np.iinfo(np.int64).max),
+                           kind="stable")
+        if (order != np.arange(n)).any():
+            da, run_steps = da.isel(checkpoint=order), run_steps[order]
         pieces.append(da.assign_coords(checkpoint=np.arange(n)))
         meta.append(rd.attrs)
-        steps.append(np.where(complete, run_steps[:n], -1))
+        steps.append(run_steps)
     units = {p.sizes["unit"] for p in pieces}
     samples = {tuple(np.asarray(p["sample"].values)) for p in pieces}
     if len(units) > 1 or len(samples) > 1:

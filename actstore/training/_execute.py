@@ -9,6 +9,7 @@ writing only their missing slots).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -45,6 +46,22 @@ class ConfigConflictError(ProvenanceError):
     def advise(self, advice: str) -> ConfigConflictError:
         """The same error ending with ``advice``."""
         return ConfigConflictError(self.run_id, self.store, self.key, advice)
+
+
+def _config_difference(old: Any, new: Any, most: int = 3) -> str:
+    """``train.lr 0.001 there, 0.01 now; ...``: the settings that differ, by dotted path."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif a != b:
+            out.append(f"{path or 'config'} {a!r} there, {b!r} now")
+
+    walk(old, new, "")
+    more = f"; ... ({len(out)} in all)" if len(out) > most else ""
+    return "; ".join(out[:most]) + more
 
 
 @dataclass
@@ -161,7 +178,10 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
         new = _norm(attrs[rid])
         diff = [k for k in _IDENTITY if old.get(k) != new.get(k)]
         if diff:
-            raise ConfigConflictError(rid, store, diff[0])
+            key = diff[0]
+            if key == "config":
+                key = f"config ({_config_difference(old.get(key), new.get(key))})"
+            raise ConfigConflictError(rid, store, key)
         if r.attrs.get("probe_set") != probe_of[rid]:
             raise ProvenanceError(
                 f"run {rid!r} in {store} was recorded on probe set "
@@ -321,7 +341,11 @@ def run_sweep(
                    serial=serial, weights_dir=weights_dir, progress=progress, console=console,
                    on_run=on_run)
     except KeyboardInterrupt:
-        raise  # complete checkpoints are kept; a re-run continues
+        # complete checkpoints are kept and a re-run continues; plain xarray reads the
+        # consolidated metadata, which must list the runs written so far
+        with contextlib.suppress(Exception):
+            open_store(store, mode="a").consolidate()
+        raise
     except BaseException:
         _undo(store, created, added)
         raise

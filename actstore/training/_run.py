@@ -388,7 +388,9 @@ def train_run(
                 raise ProvenanceError(
                     f"run {run_id!r}: checkpoint {t.step} was recorded from other weights than "
                     "this re-run produced (training is reproducible only with the same torch "
-                    "version and thread count); remove the run or record into a new store"
+                    "version and thread count); remove the run (in Python: "
+                    f"actstore.open_store(store, 'a').remove_run({run_id!r})) or record into a "
+                    "new store"
                 ) from None
             if not done:
                 c = spec.capture

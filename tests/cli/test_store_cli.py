@@ -286,3 +286,35 @@ def test_ctrl_c_during_a_dump_says_what_was_kept(run_dir, monkeypatch):
     assert res.exit_code == 130
     assert res.stderr.strip() == ("actstore: interrupted; every checkpoint completed so far is "
                                   "kept; re-run the same command to continue")
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (["--reduce", "max"], "was dumped with --reduce None, not 'max'"),
+    (["--model-arg", "width=8"], "was dumped with --model-arg {}, not {'width': 8}"),
+    (["--layers", "conv1"], "was dumped with --layers 'all', not 'conv1'"),
+])
+def test_dump_again_with_other_options_is_refused_when_nothing_is_new(run_dir, extra, said):
+    """A run is dumped one way: other options are refused even when every checkpoint is
+    complete already (before, nothing new to write meant a silent exit 0)."""
+    store = run_dir / "s.zarr"
+    assert _dump(run_dir, str(store)).exit_code == 0
+    before = _snapshot(store)
+    line = error_line(_dump(run_dir, str(store), *extra))
+    assert said in line and "into a new --run" in line, line
+    assert _snapshot(store) == before
+
+
+def test_a_model_file_imports_modules_next_to_it(run_dir):
+    folder = run_dir / "mymodels"
+    folder.mkdir()
+    (folder / "helper_blocks_for_dump.py").write_text(
+        f"import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('f2', {str(FACTORIES)!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(mod)\n"
+        "small_cnn = mod.small_cnn\n")
+    (folder / "net.py").write_text(
+        "from helper_blocks_for_dump import small_cnn\n\n\ndef make():\n    return small_cnn()\n")
+    res = runner.invoke(app, ["dump", str(run_dir / "s.zarr"), str(run_dir / "ckpts"),
+                              "--model", f"{folder / 'net.py'}:make", "--probe-set",
+                              str(run_dir / "probe.npz"), "--run", "cnn0"])
+    assert res.exit_code == 0, res.output

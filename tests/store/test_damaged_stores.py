@@ -47,15 +47,17 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _kill_a_writer(store: Path, run: str) -> None:
-    """A process that begins a new slot of ``run`` and is killed with SIGKILL."""
+def _kill_a_writer(store: Path, run: str, begin: bool = True) -> None:
+    """A process that begins a new slot of ``run`` (or, ``begin=False``, plans it only) and is
+    killed with SIGKILL."""
     code = textwrap.dedent(f"""
         import os, signal
         from actstore.store import open_store
         st = open_store({str(store)!r}, mode="a")
         w = st.writer({run!r}, probe_set="ps", steps=[0, 5, 10], attrs={{}})
         w.__enter__()
-        w.begin_slot(10)
+        if {begin!r}:
+            w.begin_slot(10)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
@@ -130,6 +132,19 @@ def test_ls_and_info_tell_a_killed_writer_from_a_live_one(store):
     assert info["writer_state"] == "stale"
     assert [s["status"] for s in info["slots"]] == ["complete", "complete", "interrupted"]
     assert _snapshot(store) == before
+
+
+def test_repair_clears_a_writer_killed_between_checkpoints(store):
+    """A writer killed between checkpoints leaves no half-written slot, only its record;
+    repair clears it, so the run is listed as incomplete, not as interrupted."""
+    _kill_a_writer(store, "b", begin=False)
+    assert "2/3 (interrupted)" in runner.invoke(app, ["ls", str(store)]).output
+    res = runner.invoke(app, ["repair", str(store)])
+    assert res.exit_code == 0, res.output
+    assert "cleared the record of a killed writer of run(s) b" in res.output
+    out = runner.invoke(app, ["ls", str(store)]).output
+    assert "2/3" in out and "interrupted" not in out
+    assert "nothing to repair" in runner.invoke(app, ["repair", str(store)]).output
 
 
 def test_ls_and_info_show_a_live_writer_as_writing(store):

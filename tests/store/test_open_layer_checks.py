@@ -128,3 +128,19 @@ def test_probe_set_takes_torch_tensors():
     torch = pytest.importorskip("torch")
     ps = actstore.ProbeSet("p", labels={"a": np.arange(2)}, inputs=torch.ones(2, 3))
     assert isinstance(ps.inputs, np.ndarray) and ps.inputs.dtype == np.float32
+
+
+def test_open_layer_shows_checkpoints_in_step_order(tmp_path):
+    """Slots are stored in the order they were added (a later dump adds earlier steps);
+    open_layer orders them by step, so label slices and isel(-1) mean what they say."""
+    st = actstore.create_store(str(tmp_path / "o.zarr"))
+    st.add_probe_set(actstore.ProbeSet("p", labels={"y": np.arange(6) % 2}))
+    for steps in ([0, 10, 100], [50, 1000], [20]):
+        with st.writer("r", "p", steps=steps) as w:
+            for s in steps:
+                w.write_slot(s, {"fc": np.full((6, 2), s, dtype="float32")})
+    assert st.reader("r").planned_steps == [0, 10, 100, 50, 1000, 20]
+    da = actstore.open_layer(st.url, "fc")
+    assert da.checkpoint.values.tolist() == [0, 10, 20, 50, 100, 1000]
+    assert da.sel(checkpoint=slice(0, 100)).checkpoint.values.tolist() == [0, 10, 20, 50, 100]
+    np.testing.assert_array_equal(da.isel(run=0).values[:, 0, 0], [0, 10, 20, 50, 100, 1000])

@@ -3,6 +3,8 @@ resuming, provenance, saved weights that ``dump`` can re-record."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -110,8 +112,11 @@ def test_other_config_for_existing_run_is_refused_before_writing(tmp_path):
     before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     changed = dict(doc, seeds=[0, 1], train={**doc["train"], "lr": 1e-3})
-    with pytest.raises(ProvenanceError, match="trifeature-shape-alexnet-s0.*another config"):
+    with pytest.raises(ProvenanceError, match="trifeature-shape-alexnet-s0.*another config") \
+            as err:
         run_sweep(parse_sweep(changed), url, serial=True, progress=False)
+    # the message names the setting that differs
+    assert re.search(r"\(train\.lr [0-9.e-]+ there, 0\.001 now\)", str(err.value)), err.value
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamp
 
@@ -299,3 +304,34 @@ def test_a_sweep_whose_runs_all_fail_leaves_no_store(tmp_path):
     assert [r["status"] for r in rep.runs] == ["failed"]
     assert "is not a readable run config" in rep.runs[0]["error"]
     assert not url.exists()
+
+
+def test_ctrl_c_of_a_sweep_leaves_its_runs_visible_to_plain_xarray(tmp_path, monkeypatch):
+    """The consolidated metadata that plain xarray reads lists the runs written before a
+    Ctrl-C (it was written once, before any run, and never refreshed)."""
+    import xarray as xr
+
+    import actstore.training._execute as ex
+
+    url = str(tmp_path / "s.zarr")
+    sweep = parse_sweep({
+        "datasets": ["binary"], "tasks": ["label"], "models": ["mlp"], "seeds": [0, 1],
+        "train": {"steps": 4, "checkpoints": 2, "eval_size": 16},
+        "dataset": {"binary": {"n_train": 64, "n_val": 16, "n_probe": 16}},
+        "model": {"mlp": {"hidden": [8]}},
+    })
+    def killed_during_a_run(sweep, store, todo, *a, **kw):
+        # a worker's run that was killed: one checkpoint written, its writer never left
+        st = open_store(store, mode="a")
+        ps = st.probe_set_names()[0]
+        w = st.writer("killed", probe_set=ps, steps=[0, 1]).__enter__()
+        n = st.probe_set(ps, inputs=False).n
+        w.write_slot(0, {"fc": np.ones((n, 3), "float32")})
+        w._lease.release()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "_train_all", killed_during_a_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, url, serial=True, progress=False)
+    tree = xr.open_datatree(url, engine="zarr")
+    assert "killed" in tree["runs"].children
