@@ -654,13 +654,23 @@ class RunWriter:
         i = self._slot_index(step)
         for name in self._attrs.get(L.ATTR_LAYERS, {}):
             arr = self.group[name]
-            # writing the fill value removes the chunks (zarr does not store empty chunks)
-            arr[i] = np.nan
+            try:
+                # writing the fill value removes the chunks (zarr does not store empty chunks)
+                arr[i] = np.nan
+            except Exception:
+                # a shard too damaged to be read back (its index corrupt): remove its objects
+                self._delete_slot_objects(arr, i)
         self.group["status"][i] = L.STATUS_EMPTY
         self.group["checkpoint"][i] = -1
         slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
         slots.pop(str(int(step)), None)
         self._put_attrs({L.ATTR_SLOTS: slots})
+
+    def _delete_slot_objects(self, arr: Any, i: int) -> None:
+        """Delete every stored object (shard) of slot ``i`` of a layer array."""
+        from zarr.core.sync import sync
+
+        sync(arr.store.delete_dir(f"{arr.path}/c/{i}"))
 
     def write_slot(
         self,

@@ -306,7 +306,8 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _save_weights(directory: Path, step: int, model: Any) -> None:
+def _save_weights(directory: Path, step: int, model: Any) -> Path:
+    """Save the weights of ``step`` as ``step_<step>.pt`` in ``directory``; returns the file."""
     import torch
 
     # always (re)written: a file left by an earlier run with another config must not stand
@@ -315,6 +316,7 @@ def _save_weights(directory: Path, step: int, model: Any) -> None:
     tmp = f.with_suffix(".tmp")
     torch.save({"step": step, "state_dict": model.state_dict()}, tmp)
     tmp.replace(f)
+    return f
 
 
 def train_run(
@@ -365,7 +367,15 @@ def train_run(
     st = open_store(store, mode="a")
     probe = ds.probe_set()
     st.add_probe_set(probe)
-    with torch_settings(threads), st.writer(run_id, probe.name, steps, attrs=attrs) as run:
+    run_attrs = dict(attrs)
+    if weights_dir is not None:  # enough for `actstore repair` to redo a slot from its file
+        c = spec.capture
+        run_attrs["dump"] = {
+            "factory": "actstore.training:load_saved_model",
+            "factory_kwargs": {"config": str((Path(weights_dir) / run_id).resolve())},
+            "layers": c.layers, "reduce": c.reduce, "dtype": c.dtype,
+            "batch_size": c.batch_size}
+    with torch_settings(threads), st.writer(run_id, probe.name, steps, attrs=run_attrs) as run:
         if all(run.is_complete(s) for s in steps):
             return {"run_id": run_id, "status": "complete", "written": [], "wall_s": 0.0,
                     "final": {}}
@@ -392,14 +402,16 @@ def train_run(
                     f"actstore.open_store(store, 'a').remove_run({run_id!r})) or record into a "
                     "new store"
                 ) from None
+            source = None
+            if out_dir is not None:  # saved first: the slot records its file (for repair)
+                source = str(_save_weights(out_dir, t.step, t.model).resolve())
             if not done:
                 c = spec.capture
                 run.capture(t.model, t.step, layers=c.layers, reduce=c.reduce, dtype=c.dtype,
                             batch_size=c.batch_size, device=spec.train.device,
-                            weights_hash=wh, model_name=f"{spec.model} of run {run_id!r}")
+                            weights_hash=wh, source=source,
+                            model_name=f"{spec.model} of run {run_id!r}")
                 written.append(t.step)
-            if out_dir is not None:
-                _save_weights(out_dir, t.step, t.model)
             if progress is not None:
                 progress(run_id, t.step, spec.train.steps)
 

@@ -335,3 +335,26 @@ def test_ctrl_c_of_a_sweep_leaves_its_runs_visible_to_plain_xarray(tmp_path, mon
         run_sweep(sweep, url, serial=True, progress=False)
     tree = xr.open_datatree(url, engine="zarr")
     assert "killed" in tree["runs"].children
+
+
+def test_repair_redoes_a_trained_slot_from_its_saved_weights(tmp_path):
+    """A run trained with a weights directory records each slot's file and how it was
+    captured, so `actstore repair` records a corrupt slot again from the saved weights."""
+    from actstore.store._integrity import repair
+
+    url = str(tmp_path / "s.zarr")
+    from actstore.store import create_store
+
+    create_store(url)
+    train_run(_mlp_spec(), url, weights_dir=tmp_path / "weights")
+    st = open_store(url, mode="a")
+    rid = st.run_ids()[0]
+    rd = st.reader(rid)
+    layer, step = rd.layers[0], rd.complete_steps[-1]
+    before = rd.read(layer, step)
+    chunks = sorted((tmp_path / "s.zarr" / "runs" / rid / layer / "c").rglob("*"))
+    victim = [p for p in chunks if p.is_file()][-1]
+    victim.write_bytes(b"\\0" * victim.stat().st_size)  # corrupt the last slot's shard
+    rep = repair(st)
+    assert (rid, step) in rep.redone and not rep.needs_rerun, rep
+    np.testing.assert_array_equal(open_store(url).reader(rid).read(layer, step), before)
