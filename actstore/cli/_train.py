@@ -180,7 +180,8 @@ def train_cmd(
     ] = None,
     checkpoints: Annotated[
         int | None,
-        typer.Option(help="Checkpoints per run, log-spaced from step 0 (default: the sweep's "
+        typer.Option(help="Checkpoints per run, log-spaced from step 0 to the last step, "
+                          "both always included; at most steps + 1 (default: the sweep's "
                           "train.checkpoints, else 6)."),
     ] = None,
     set_: Annotated[
