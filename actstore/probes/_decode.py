@@ -215,6 +215,8 @@ def make_folds(labels: Mapping[str, np.ndarray], config: ProbeConfig) -> tuple[F
         If ``config.split`` names no label array, or the split or folds cannot be made.
     """
     labels = dict(labels)
+    if not [k for k in labels if k != config.split]:
+        raise ActstoreError("no features to decode; give at least one label array")
     if config.split is not None:
         if config.split not in labels:
             raise ActstoreError(
@@ -344,12 +346,11 @@ def decode(
         if "converged" in scores:
             extra["converged"] = scores["converged"].mean(axis=(0, 1))  # per categorical feature
             extra["n_iter"] = scores["n_iter"].sum(axis=(0, 1))
-        out[name] = {
-            "penalty": np.asarray(pen)[chosen],
-            "summary": summary,
-            "path": summary.pop("score_path"),
-            "extra": extra,
-        }
+        path = summary.pop("score_path")
+        # no penalty is chosen where no penalty has a score (a continuous feature for the
+        # logistic decoder, folds whose targets do not vary)
+        penalty = np.where(np.isnan(path).all(axis=0), np.nan, np.asarray(pen, float)[chosen])
+        out[name] = {"penalty": penalty, "summary": summary, "path": path, "extra": extra}
         seconds[name] = time.perf_counter() - t
     n_train, n_test = folds.counts()
     return DecodeResult(

@@ -109,9 +109,23 @@ class Folds:
         return self.n - n_test, n_test
 
 
-def _codes(values: np.ndarray) -> np.ndarray:
+def label_classes(values: Any, name: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct values of a label array and each sample's code (int64)."""
+    v = np.asarray(values)
+    try:
+        classes, code = np.unique(v, return_inverse=True)
+    except TypeError:  # object labels that cannot be ordered (None among strings)
+        seen = sorted({type(x).__name__ for x in v.tolist()})
+        raise ActstoreError(
+            f"labels of feature {name!r} mix {', '.join(seen)} values; give one kind of "
+            "label (e.g. all strings, with missing ones as a class name)"
+        ) from None
+    return classes, code.reshape(-1).astype(np.int64)
+
+
+def _codes(values: np.ndarray, name: str = "labels") -> np.ndarray:
     """Integer codes of a label array (any dtype), in sorted order of the distinct values."""
-    return np.unique(np.asarray(values), return_inverse=True)[1].reshape(-1)
+    return label_classes(values, name)[1]
 
 
 def stratified_folds(
@@ -159,11 +173,12 @@ def stratified_folds(
         cols = list(stratify.values()) if isinstance(stratify, Mapping) else [stratify]
         names = ", ".join(stratify) if isinstance(stratify, Mapping) else "labels"
         keys = []
-        for c in cols:
+        label_names = list(stratify) if isinstance(stratify, Mapping) else ["labels"]
+        for c, label in zip(cols, label_names, strict=True):
             c = np.asarray(c)
             if c.shape != (n,):
                 raise ActstoreError(f"stratification labels must have shape ({n},), got {c.shape}")
-            keys.append(_codes(c)[perm])
+            keys.append(_codes(c, label)[perm])
         # Sort by the first label, then by the combination of the others in a *random* order
         # of combinations (never lexicographically: in a factorial design, dealing a
         # lexicographic order in turn would send each value of the last label to one fold
@@ -276,8 +291,9 @@ def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:
     """Refuse labels that cannot be decoded with these folds, with one clear message.
 
     A categorical feature needs at least two classes, and, for K-fold cross-validation, at
-    least ``n_splits`` samples in every class (so that each fold can see every class). With an
-    explicit split every class must occur in the training rows.
+    least ``n_splits`` samples in every class (so that each fold can see every class). With any
+    folds (explicit, predefined), every class of a fold's held-out rows must occur in its
+    training rows.
 
     Parameters
     ----------
@@ -318,4 +334,15 @@ def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:
                     f"feature {name!r}: class {classes[i].item()!r} has {int(counts[i])} "
                     f"samples, fewer than the {folds.n_splits} folds; use fewer folds (--folds) "
                     "or leave the feature out (--features)"
+                )
+        # a class held out but never trained on cannot be predicted: its rows would count as
+        # errors whatever the activations hold
+        for k, (tr, te) in enumerate(folds.split()):
+            unseen = np.setdiff1d(np.unique(lab[te]), np.unique(lab[tr]))
+            if unseen.size:
+                where = "the split" if folds.n_splits == 1 else f"fold {k}"
+                raise ActstoreError(
+                    f"feature {name!r}: class {unseen[0].item()!r} is in the held-out rows of "
+                    f"{where} but not in its training rows; every held-out class must be "
+                    "trained on (change the split, or leave the feature out with --features)"
                 )

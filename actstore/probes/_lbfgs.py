@@ -276,7 +276,9 @@ class SoftmaxProblems:
     def gmax(self, gW: Any, gb: Any) -> Any:
         """Per-problem max-abs gradient (P,)."""
         xp = self.xp
-        colmax = xp.maximum(xp.max(xp.abs(gW), axis=0), xp.abs(gb))[None, :]  # (1, Qt)
+        # no weight rows when every unit is constant (a dead layer): the intercepts remain
+        colmax = (xp.maximum(xp.max(xp.abs(gW), axis=0), xp.abs(gb)) if gW.shape[0]
+                  else xp.abs(gb))[None, :]  # (1, Qt)
         parts = [xp.max(g, axis=-1)[0, :] for g in self._split(colmax)]
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 

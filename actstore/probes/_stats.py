@@ -80,6 +80,12 @@ class ArraySource:
         if len(self.X.shape) != 2:
             raise ActstoreError(f"{self.name}: activations must be 2-D, got {tuple(self.X.shape)}")
         self.n, self.d = int(self.X.shape[0]), int(self.X.shape[1])
+        if self.d == 0:
+            raise ActstoreError(f"{self.name} of shape {tuple(self.X.shape)} have no units; "
+                                "give at least one")
+        if "complex" in str(self.X.dtype):
+            raise ActstoreError(f"{self.name}: activations of dtype {self.X.dtype}; give real "
+                                "numbers")
 
     def blocks(self) -> Iterator[tuple[int, int, Any]]:
         for a in range(0, self.n, self.block_rows):

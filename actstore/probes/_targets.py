@@ -15,6 +15,7 @@ import numpy as np
 
 from actstore._args import as_mapping
 from actstore._errors import ActstoreError
+from actstore.probes._folds import label_classes
 from actstore.probes._reprs import short_list
 
 __all__ = ["FeatureSpec", "Targets", "encode_targets", "infer_kind"]
@@ -151,8 +152,7 @@ def encode_targets(
         if kind not in KINDS:
             raise ActstoreError(f"feature kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if kind == "categorical":
-            classes, code = np.unique(v, return_inverse=True)
-            code = code.reshape(-1).astype(np.int64)
+            classes, code = label_classes(v, name)
             block = np.full((n, classes.size), -1.0)
             block[np.arange(n), code] = 1.0
             specs.append(FeatureSpec(name, kind, start, start + classes.size, classes))
