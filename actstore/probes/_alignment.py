@@ -26,8 +26,16 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from actstore._args import as_array, check_text, whole_number
 from actstore._errors import ActstoreError
-from actstore.probes._lasso import DEFAULT_ALPHAS, LassoPath, is_constant, sparse_prediction
+from actstore.probes._backend import to_numpy
+from actstore.probes._lasso import (
+    DEFAULT_ALPHAS,
+    LassoPath,
+    check_alphas,
+    is_constant,
+    sparse_prediction,
+)
 from actstore.probes._moments import PairMoments
 
 __all__ = [
@@ -44,6 +52,117 @@ __all__ = [
     "spectral_clusters",
     "split_mask",
 ]
+
+
+# -- checks of public arguments ---------------------------------------------------------------
+
+
+def _host(value: Any, what: str, shape_hint: str) -> np.ndarray:
+    """A numpy array of real numbers from a numpy / torch / cupy array, a list or a tuple
+    (numeric dtypes are kept as they are, so valid input gives the same numbers)."""
+    if value is None or isinstance(value, (str, bytes)) or not (
+            hasattr(value, "shape") or isinstance(value, (list, tuple))):
+        raise ActstoreError(
+            f"{what} must be an array of shape {shape_hint} (numpy, torch, cupy or a nested "
+            f"list), not {type(value).__name__}"
+        )
+    try:
+        a = np.asarray(to_numpy(as_array(value, what)))
+        if a.dtype.kind == "c":
+            raise TypeError("complex values")
+        if a.dtype.kind not in "biuf":
+            a = a.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ActstoreError):
+            raise
+        raise ActstoreError(
+            f"{what} must hold real numbers in an array of shape {shape_hint} ({e}); "
+            "give a numeric array with rows of equal length"
+        ) from None
+    return a
+
+
+def _check_finite(a: np.ndarray, what: str, hint: str) -> None:
+    """One error that counts the NaN and infinite values of ``a`` and says where the first is."""
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        nan = int(np.isnan(a).sum())
+        inf = int(bad.sum()) - nan
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ActstoreError(
+            f"{what} holds {nan} NaN and {inf} infinite value(s) of {a.size} (the first at "
+            f"index {first}); {hint}"
+        )
+
+
+_DATA_HINT = (
+    "drop or repair those samples or units first (a diverged run? a missing value?), "
+    "e.g. keep = np.isfinite(x).all(axis=1)"
+)
+
+
+def _samples(value: Any, what: str, min_rows: int = 1) -> np.ndarray:
+    """A finite 2-D (n_samples, n_units) array with at least ``min_rows`` rows and one unit."""
+    a = _host(value, what, "(n_samples, n_units)")
+    if a.ndim != 2:
+        raise ActstoreError(
+            f"{what} must be a 2-D array of shape (n_samples, n_units), got shape {a.shape}; "
+            "for one unit use x[:, None], for conv maps x.reshape(len(x), -1)"
+        )
+    if a.shape[1] < 1:
+        raise ActstoreError(f"{what} has no units (shape {a.shape}); give at least one column")
+    if a.shape[0] < min_rows:
+        raise ActstoreError(
+            f"{what} has {a.shape[0]} sample(s) (shape {a.shape}); at least {min_rows} are "
+            "needed (rows are samples, columns units)"
+        )
+    _check_finite(a, what, _DATA_HINT)
+    return a
+
+
+def _similarity_matrix(C: Any, what: str) -> np.ndarray:
+    """A finite, non-empty 2-D (da, db) similarity matrix."""
+    a = _host(C, what, "(da, db)")
+    if a.ndim != 2:
+        raise ActstoreError(
+            f"{what} must be a 2-D similarity matrix of shape (da, db) (rows: units of net A, "
+            f"columns: units of net B), got shape {a.shape}"
+        )
+    if a.size == 0:
+        raise ActstoreError(
+            f"{what} is empty (shape {a.shape}); both nets need at least one unit"
+        )
+    _check_finite(a, what, "set the similarities of constant units to 0 (as "
+                  "correlations_from_moments does) or leave those units out")
+    return a
+
+
+def _real(value: Any, what: str, minimum: float, hint: str, strict: bool = False) -> float:
+    """A finite real number >= ``minimum`` (> with ``strict``)."""
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(
+        value, (int, float, np.integer, np.floating))
+    if ok:
+        v = float(value)
+        ok = bool(np.isfinite(v)) and (v > minimum if strict else v >= minimum)
+    if not ok:
+        raise ActstoreError(
+            f"{what} must be a finite number {'>' if strict else '>='} {minimum:g}, got "
+            f"{value!r}; {hint}"
+        )
+    return float(value)
+
+
+def _check_bins(bins: Any, zero_tol: Any) -> int:
+    if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) \
+            or bins < 3:
+        raise ActstoreError(
+            f"bins must be a whole number >= 3 (mutual information needs at least 3 bins: the "
+            f"zero bin and two or more quantile bins), got {bins!r}; the default is 10"
+        )
+    _real(zero_tol, "zero_tol", 0.0, "the relative tolerance of the zero bin, e.g. 1e-6")
+    return int(bins)
 
 
 @dataclass
@@ -112,14 +231,24 @@ def semi_matching(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    C : ndarray of shape (da, db)
-        Similarities (correlations or mutual information).
+    C : array of shape (da, db)
+        Similarities (correlations or mutual information), finite, at least one row and one
+        column; numpy, torch, cupy or a nested list.
 
     Returns
     -------
     index : ndarray of shape (da,), int
     value : ndarray of shape (da,), float64
+
+    Raises
+    ------
+    ActstoreError
+        If ``C`` is not a non-empty 2-D array of finite numbers.
     """
+    return _semi(_similarity_matrix(C, "C (the similarity matrix)"))
+
+
+def _semi(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.argmax(C, axis=1)
     return idx, C[np.arange(len(C)), idx]
 
@@ -129,7 +258,9 @@ def bipartite_matching(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    C : ndarray of shape (da, db)
+    C : array of shape (da, db)
+        Similarities, finite, at least one row and one column; numpy, torch, cupy or a
+        nested list.
 
     Returns
     -------
@@ -137,7 +268,16 @@ def bipartite_matching(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Matched column of each row, -1 for rows left over when ``da > db``.
     value : ndarray of shape (da,), float64
         Similarity of each match (NaN when unmatched).
+
+    Raises
+    ------
+    ActstoreError
+        If ``C`` is not a non-empty 2-D array of finite numbers.
     """
+    return _bipartite(_similarity_matrix(C, "C (the similarity matrix)"))
+
+
+def _bipartite(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = linear_sum_assignment(C, maximize=True)
     idx = np.full(C.shape[0], -1)
     idx[rows] = cols
@@ -156,17 +296,26 @@ def bin_units(A: Any, bins: int = 10, zero_tol: float = 1e-6) -> np.ndarray:
     Parameters
     ----------
     A : array of shape (n, d)
+        Finite values, at least one sample and one unit.
     bins : int
         At least 3.
     zero_tol : float
-        Relative tolerance of the zero bin.
+        Relative tolerance of the zero bin (>= 0).
 
     Returns
     -------
     ndarray of shape (n, d), int16
+
+    Raises
+    ------
+    ActstoreError
+        For a non-2-D, empty or non-finite ``A``, or ``bins`` / ``zero_tol`` out of range.
     """
-    if bins < 3:
-        raise ActstoreError(f"mutual information needs at least 3 bins, got {bins}")
+    bins = _check_bins(bins, zero_tol)
+    return _bin_units(_samples(A, "A"), bins, zero_tol)
+
+
+def _bin_units(A: np.ndarray, bins: int, zero_tol: float) -> np.ndarray:
     A = np.asarray(A, dtype=np.float64)
     scale = np.abs(A).max(axis=0, initial=0.0)
     zero = np.abs(A) <= zero_tol * scale
@@ -202,8 +351,22 @@ def mutual_information(
     Returns
     -------
     ndarray of shape (da, db), float64
+
+    Raises
+    ------
+    ActstoreError
+        For arrays that are not 2-D, empty or non-finite, that differ in their number of
+        samples, or for ``bins`` / ``zero_tol`` / ``block`` out of range.
     """
-    ca, cb = bin_units(A, bins, zero_tol), bin_units(B, bins, zero_tol)
+    bins = _check_bins(bins, zero_tol)
+    block = whole_number(block, "block", 1)
+    A, B = _samples(A, "A"), _samples(B, "B")
+    if len(A) != len(B):
+        raise ActstoreError(
+            f"A has {len(A)} samples and B has {len(B)} (shapes {A.shape}, {B.shape}); "
+            "mutual information needs the two nets' activations on the same samples, row by row"
+        )
+    ca, cb = _bin_units(A, bins, zero_tol), _bin_units(B, bins, zero_tol)
     n, da = ca.shape
     db = cb.shape[1]
     OB = _one_hot(cb, bins)  # (n, db * bins)
@@ -250,8 +413,22 @@ def _kmeans(U: np.ndarray, k: int, rng: np.random.Generator, n_init: int) -> np.
     return best
 
 
+def _check_n_clusters(n_clusters: Any, N: int) -> int:
+    k = whole_number(n_clusters, "n_clusters", 1)
+    if k > N:
+        raise ActstoreError(
+            f"n_clusters is {k} but there are only N = {N} units to cluster; give at most {N}"
+        )
+    return k
+
+
+def _symmetric(a: np.ndarray) -> bool:
+    scale = float(np.abs(a).max(initial=0.0))
+    return bool(np.allclose(a, a.T, rtol=1e-6, atol=1e-9 * max(scale, 1.0)))
+
+
 def spectral_clusters(
-    affinity: np.ndarray, n_clusters: int, seed: int = 0, n_init: int = 10
+    affinity: Any, n_clusters: int, seed: int = 0, n_init: int = 10
 ) -> np.ndarray:
     """Spectral clustering of a symmetric non-negative affinity matrix.
 
@@ -261,16 +438,55 @@ def spectral_clusters(
 
     Parameters
     ----------
-    affinity : ndarray of shape (N, N)
+    affinity : array of shape (N, N)
+        Symmetric, finite and non-negative (for signed correlations pass ``np.abs(c)``, the
+        affinity :func:`joint_clusters` uses); numpy, torch, cupy or a nested list.
     n_clusters : int
+        ``1 <= n_clusters <= N``. When fewer than ``n_clusters`` rows have any affinity
+        (the others are labelled -1), that many clusters are formed.
     seed : int
-        Seed of the k-means starts.
+        Seed of the k-means starts (>= 0).
+    n_init : int
+        k-means starts (>= 1); the one of lowest cost is kept.
 
     Returns
     -------
     ndarray of shape (N,), int
+
+    Raises
+    ------
+    ActstoreError
+        For an affinity that is not square, empty, symmetric, finite or non-negative, or for
+        ``n_clusters``, ``seed`` or ``n_init`` out of range.
     """
-    A = np.asarray(affinity, dtype=np.float64)
+    what = "affinity"
+    A = _host(affinity, what, "(N, N)")
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.size == 0:
+        raise ActstoreError(
+            f"{what} must be a square (N, N) matrix with N >= 1 (similarity of every unit to "
+            f"every unit), got shape {A.shape}"
+        )
+    _check_finite(A, what, "set the affinities of constant units to 0 (their rows get "
+                  "label -1) instead of NaN")
+    A = np.asarray(A, dtype=np.float64)
+    if (A < 0).any():
+        raise ActstoreError(
+            f"{what} holds {int((A < 0).sum())} negative value(s) (smallest {A.min():g}); "
+            "spectral clustering needs non-negative affinities: for signed correlations pass "
+            "np.abs(c) (as joint_clusters does)"
+        )
+    if not _symmetric(A):
+        raise ActstoreError(
+            f"{what} is not symmetric (largest |a_ij - a_ji| = {np.abs(A - A.T).max():g}); "
+            "give a symmetric matrix, e.g. (a + a.T) / 2"
+        )
+    k = _check_n_clusters(n_clusters, len(A))
+    seed = whole_number(seed, "seed", 0)
+    n_init = whole_number(n_init, "n_init", 1)
+    return _spectral(A, k, seed, n_init)
+
+
+def _spectral(A: np.ndarray, n_clusters: int, seed: int, n_init: int) -> np.ndarray:
     deg = A.sum(axis=1)
     ok = deg > 0
     labels = np.full(len(A), -1)
@@ -288,25 +504,44 @@ def spectral_clusters(
     return labels
 
 
+def _pair_key(key: Any, n_nets: int) -> tuple[int, int]:
+    ok = isinstance(key, tuple) and len(key) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in key)
+    if ok:
+        r, s = int(key[0]), int(key[1])
+        if 0 <= r < s < n_nets:
+            return r, s
+    raise ActstoreError(
+        f"between has the key {key!r}; keys must be pairs (r, s) of net indices with "
+        f"0 <= r < s < {n_nets} (the number of nets in within)"
+    )
+
+
 def joint_clusters(
-    within: Sequence[np.ndarray],
-    between: dict[tuple[int, int], np.ndarray],
-    constant: Sequence[np.ndarray],
+    within: Sequence[Any],
+    between: dict[tuple[int, int], Any],
+    constant: Sequence[Any],
     n_clusters: int | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, dict[str, int | float]]:
     """Spectral clustering of the joint correlation matrix of several networks.
 
+    The affinity is ``|c|`` of the joint correlation matrix (signed correlations: a strong
+    negative correlation ties two units as much as a positive one).
+
     Parameters
     ----------
-    within : sequence of ndarray (d_r, d_r)
-        Within-network correlations of each net.
-    between : dict (r, s) -> ndarray (d_r, d_s)
-        Between-network correlations for every pair ``r < s``.
-    constant : sequence of ndarray (d_r,), bool
-        Zero-variance units (left out, label -1).
+    within : sequence of array (d_r, d_r)
+        Within-network correlations of each net (square, symmetric, finite).
+    between : dict (r, s) -> array (d_r, d_s)
+        Between-network correlations for every pair ``r < s`` (all of them; finite).
+    constant : sequence of array (d_r,), bool
+        Zero-variance units (left out, label -1); one per net.
     n_clusters : int, optional
-        Default ``max(2, total_units // 8)``.
+        ``1 <= n_clusters <= sum d_r``. Default ``max(2, total_units // 8)`` (at most the
+        number of units).
+    seed : int
+        Seed of the k-means starts (>= 0).
 
     Returns
     -------
@@ -315,21 +550,96 @@ def joint_clusters(
     summary : dict
         ``n_clusters``, ``mixed`` (clusters with units of >= 2 nets), ``units_in_mixed``
         (fraction of clustered units that sit in a mixed cluster).
+
+    Raises
+    ------
+    ActstoreError
+        For a missing, surplus or wrongly sized block, non-finite or asymmetric correlations,
+        a ``constant`` mask of the wrong length, or ``n_clusters`` / ``seed`` out of range.
     """
-    sizes = [len(w) for w in within]
-    off = np.cumsum([0, *sizes])
-    J = np.zeros((off[-1], off[-1]))
+    if isinstance(within, (str, bytes)) or not isinstance(within, Sequence) or not within:
+        raise ActstoreError(
+            "within must be a non-empty list of within-network correlation matrices, one per "
+            f"net, not {type(within).__name__}"
+        )
+    blocks = []
     for r, w in enumerate(within):
+        what = f"within[{r}]"
+        w = _host(w, what, "(d, d)")
+        if w.ndim != 2 or w.shape[0] != w.shape[1]:
+            raise ActstoreError(
+                f"{what} must be a square (d, d) correlation matrix of net {r}, got shape "
+                f"{w.shape}"
+            )
+        _check_finite(w, what, "correlations of constant units are 0 "
+                      "(correlations_from_moments); repair the activations of that net")
+        if not _symmetric(w):
+            raise ActstoreError(f"{what} is not symmetric; give the correlation matrix of net "
+                                f"{r} with itself")
+        blocks.append(w)
+    sizes = [len(w) for w in blocks]
+    if not isinstance(between, dict):
+        raise ActstoreError(
+            f"between must be a dict (r, s) -> correlations of nets r and s, not "
+            f"{type(between).__name__}"
+        )
+    pairs: dict[tuple[int, int], np.ndarray] = {}
+    for key, b in between.items():
+        r, s = _pair_key(key, len(blocks))
+        if (r, s) in pairs:
+            raise ActstoreError(f"between holds the pair {(r, s)} twice")
+        what = f"between[{(r, s)}]"
+        b = _host(b, what, f"({sizes[r]}, {sizes[s]})")
+        if b.shape != (sizes[r], sizes[s]):
+            raise ActstoreError(
+                f"{what} has shape {b.shape}, but nets {r} and {s} have {sizes[r]} and "
+                f"{sizes[s]} units (within[{r}], within[{s}]); give the ({sizes[r]}, "
+                f"{sizes[s]}) correlations of net {r}'s units with net {s}'s"
+            )
+        _check_finite(b, what, "correlations of constant units are 0 "
+                      "(correlations_from_moments); repair the activations of those nets")
+        pairs[(r, s)] = b
+    missing = [(r, s) for r in range(len(blocks)) for s in range(r + 1, len(blocks))
+               if (r, s) not in pairs]
+    if missing:
+        raise ActstoreError(
+            f"between lacks the pair(s) {missing} of {len(blocks)} nets; give the "
+            "between-network correlations of every pair r < s (a missing block is not zero "
+            "correlation)"
+        )
+    if isinstance(constant, (str, bytes)) or not isinstance(constant, Sequence) \
+            or len(constant) != len(blocks):
+        got = len(constant) if isinstance(constant, Sequence) else type(constant).__name__
+        raise ActstoreError(
+            f"constant must be a list of {len(blocks)} bool masks, one per net, got {got}"
+        )
+    masks = []
+    for r, c in enumerate(constant):
+        c = _host(c, f"constant[{r}]", f"({sizes[r]},)")
+        if c.shape != (sizes[r],):
+            raise ActstoreError(
+                f"constant[{r}] has shape {c.shape}, but net {r} has {sizes[r]} units; give "
+                "one bool per unit (True for a zero-variance unit)"
+            )
+        masks.append(c.astype(bool))
+    off = np.cumsum([0, *sizes])
+    N = int(off[-1])
+    if N == 0:
+        raise ActstoreError("within holds no units (every matrix is empty); nothing to cluster")
+    k = (min(N, max(2, N // 8)) if n_clusters is None
+         else _check_n_clusters(n_clusters, N))
+    seed = whole_number(seed, "seed", 0)
+    J = np.zeros((N, N))
+    for r, w in enumerate(blocks):
         J[off[r] : off[r + 1], off[r] : off[r + 1]] = w
-    for (r, s), b in between.items():
+    for (r, s), b in pairs.items():
         J[off[r] : off[r + 1], off[s] : off[s + 1]] = b
         J[off[s] : off[s + 1], off[r] : off[r + 1]] = b.T
-    dead = np.concatenate([np.asarray(c, dtype=bool) for c in constant])
+    dead = np.concatenate(masks)
     A = np.abs(J)
     A[dead, :] = 0.0
     A[:, dead] = 0.0
-    k = n_clusters or max(2, int(off[-1]) // 8)
-    labels = spectral_clusters(A, k, seed=seed)
+    labels = _spectral(A, k, seed, 10)
     net = np.repeat(np.arange(len(sizes)), sizes)
     mixed = [c for c in np.unique(labels[labels >= 0]) if len(np.unique(net[labels == c])) > 1]
     clustered = labels >= 0
@@ -342,9 +652,15 @@ def joint_clusters(
 
 
 def split_mask(n_stimuli: int, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
-    """Held-out stimuli of the sparse-prediction path (bool per stimulus, seeded)."""
-    if not 0 < test_fraction < 1:
-        raise ActstoreError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    """Held-out stimuli of the sparse-prediction path (bool per stimulus, seeded).
+
+    At least one stimulus is held out (``round(test_fraction * n_stimuli)``, at least 1).
+    """
+    n_stimuli = whole_number(n_stimuli, "n_stimuli", 1)
+    if isinstance(test_fraction, (bool, np.bool_)) or not isinstance(
+            test_fraction, (int, float, np.integer, np.floating)) or not 0 < test_fraction < 1:
+        raise ActstoreError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
+    seed = whole_number(seed, "seed", 0)
     rng = np.random.default_rng(seed)
     k = max(1, round(test_fraction * n_stimuli))
     mask = np.zeros(n_stimuli, dtype=bool)
@@ -429,18 +745,44 @@ def align_from_parts(
     mi: np.ndarray | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
 ) -> PairAlignment:
-    """Assemble a :class:`PairAlignment` from streamed moments and an MI matrix."""
+    """Assemble a :class:`PairAlignment` from streamed moments and an MI matrix.
+
+    Raises
+    ------
+    ActstoreError
+        If the moments hold NaN or infinite values (the activations did), if ``mi`` is not a
+        finite (da, db) matrix, or for penalties that are not finite numbers >= 0.
+    """
+    for part, m in (("full", full), ("train", train), ("test", test)):
+        if m is None:
+            continue
+        sums = (m.sx, m.sy, m.sxx, m.sxy, m.syy)
+        if not all(np.isfinite(v).all() for v in sums):
+            raise ActstoreError(
+                f"the {part} moments of {names[0]!r} and {names[1]!r} hold NaN or infinite "
+                "values: the activations of one of the runs do; check the run (diverged "
+                "training?) or leave it out"
+            )
+    if train is not None and test is not None:
+        check_alphas(alphas)
     corr = correlations_from_moments(full)
     C = corr.between
-    mi_bip = bipartite_matching(mi) if mi is not None else None
+    if mi is not None:
+        mi = _similarity_matrix(mi, "mi (the mutual information matrix)")
+        if mi.shape != C.shape:
+            raise ActstoreError(
+                f"mi has shape {mi.shape} but the nets have {C.shape[0]} and {C.shape[1]} "
+                "units; give the (da, db) mutual information of the same two nets"
+            )
+    mi_bip = _bipartite(mi) if mi is not None else None
     lasso = (
         sparse_prediction(train, test, alphas)
         if train is not None and test is not None
         else None
     )
     return PairAlignment(
-        names=names, corr=corr, semi_ab=semi_matching(C), semi_ba=semi_matching(C.T),
-        bipartite=bipartite_matching(C), mi=mi, mi_bipartite=mi_bip, lasso=lasso,
+        names=names, corr=corr, semi_ab=_semi(C), semi_ba=_semi(C.T),
+        bipartite=_bipartite(C), mi=mi, mi_bipartite=mi_bip, lasso=lasso,
     )
 
 
@@ -475,24 +817,64 @@ def align_pair(
     bins : int
         Bins per unit for mutual information.
     alphas : sequence of float
-        LASSO penalty path.
+        LASSO penalty path: finite numbers >= 0 (0 is the least-squares fit).
     test_fraction, seed
         Held-out share of stimuli for the LASSO path, and its seed.
+    block : int
+        Rows per streamed block of the moments.
 
     Returns
     -------
     PairAlignment
+
+    Raises
+    ------
+    ActstoreError
+        For arrays that are not 2-D (n_samples, units) with the same ``n >= 2`` samples and
+        at least one unit, NaN or infinite values (counted, with the first position),
+        ``groups`` not of length n, penalties that are not finite numbers >= 0, ``bins``
+        below 3, or a split that leaves no training stimulus for the LASSO path.
     """
-    A = np.asarray(A)
-    B = np.asarray(B)
-    if A.ndim != 2 or B.ndim != 2 or len(A) != len(B):
+    if isinstance(names, str) or not isinstance(names, (tuple, list)) or len(names) != 2:
+        raise ActstoreError(f"names must be two labels (name_a, name_b), got {names!r}")
+    names = (check_text(names[0], "names[0]"), check_text(names[1], "names[1]"))
+    A = _samples(A, f"A ({names[0]!r})")
+    B = _samples(B, f"B ({names[1]!r})")
+    n = len(A)
+    if n != len(B):
         raise ActstoreError(
             f"{names[0]!r} {A.shape} and {names[1]!r} {B.shape} are not two (samples, units) "
             "arrays over the same samples; select runs recorded on one probe set"
         )
-    g = np.arange(len(A)) if groups is None else np.asarray(groups)
-    stim = np.unique(g, return_inverse=True)[1]
+    if n < 2:
+        raise ActstoreError(
+            f"{names[0]!r} and {names[1]!r} have {n} sample; correlations need at least 2 "
+            "samples (rows)"
+        )
+    block = whole_number(block, "block", 1)
+    seed = whole_number(seed, "seed", 0)
+    if mutual_info:
+        bins = _check_bins(bins, 1e-6)
+    if lasso:
+        check_alphas(alphas)
+    if groups is None:
+        g = np.arange(n)
+    else:
+        g = np.asarray(to_numpy(as_array(groups, "groups")))
+        if g.shape != (n,):
+            raise ActstoreError(
+                f"groups has shape {g.shape}, but there are {n} samples; give one stimulus "
+                f"label per row, shape ({n},)"
+            )
+        _check_finite(g, "groups", "give an integer stimulus label for every row")
+    stim = np.unique(g, return_inverse=True)[1].reshape(-1)
     test_rows = split_mask(int(stim.max()) + 1, test_fraction, seed)[stim]
+    if lasso and test_rows.all():
+        raise ActstoreError(
+            f"the held-out split of {int(stim.max()) + 1} stimulus/stimuli at test_fraction "
+            f"{test_fraction} leaves no stimulus to fit the LASSO path on; give more samples "
+            "or stimuli (groups), a smaller test_fraction, or lasso=False"
+        )
     shift_a, shift_b = A[:block].mean(axis=0), B[:block].mean(axis=0)
     train_m = PairMoments.empty(shift_a, shift_b)
     test_m = PairMoments.empty(shift_a, shift_b)

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 
+from actstore._errors import ActstoreError
 from actstore.probes._moments import PairMoments
 
 __all__ = [
     "DEFAULT_ALPHAS",
     "LassoPath",
+    "check_alphas",
     "duality_gap",
     "lasso_admm",
     "lasso_gram",
@@ -71,9 +74,59 @@ class LassoPath:
                 f"converged={int(np.sum(self.converged))}/{k})")
 
 
+def check_alphas(alphas: Any) -> np.ndarray:
+    """The LASSO penalty path as a float64 array: one or more finite numbers >= 0.
+
+    Raises
+    ------
+    ActstoreError
+        For anything else (one error naming ``alphas``, the bad values and an example).
+    """
+    example = "e.g. alphas=(0.0, 1e-4, 1e-2) (0 is the least-squares fit)"
+    if isinstance(alphas, (str, bytes)):
+        raise ActstoreError(f"alphas must be a sequence of numbers, not the str {alphas!r}; "
+                            f"{example}")
+    try:
+        a = np.asarray(alphas, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ActstoreError(
+            f"alphas must be a sequence of numbers, got {alphas!r}; {example}"
+        ) from None
+    if a.ndim != 1 or a.size == 0:
+        raise ActstoreError(
+            f"alphas must be a flat sequence of at least one penalty, got {alphas!r} "
+            f"(shape {a.shape}); {example}"
+        )
+    bad = ~np.isfinite(a) | (a < 0)
+    if bad.any():
+        raise ActstoreError(
+            f"LASSO penalties must be finite numbers >= 0; alphas holds {a[bad].tolist()} "
+            f"(of {a.tolist()}); {example}"
+        )
+    return a
+
+
 def is_constant(sd: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Units whose deviation is zero or below round-off of their mean (bool per unit)."""
     return sd <= 1e-10 * np.abs(mean)
+
+
+def _real_matrix(value: Any, what: str, shape: str) -> np.ndarray:
+    """A finite 2-D float array (float arrays are kept as they are)."""
+    try:
+        a = np.asarray(value)
+        if a.dtype.kind != "f":
+            a = a.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ActstoreError(f"{what} must be a numeric array of shape {shape}") from None
+    if a.ndim != 2:
+        raise ActstoreError(f"{what} must be a 2-D array of shape {shape}, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ActstoreError(
+            f"{what} holds {int((~np.isfinite(a)).sum())} NaN or infinite value(s); the "
+            "moments it came from do: repair the activations first"
+        )
+    return a
 
 
 def _soft(v: np.ndarray, a: float) -> np.ndarray:
@@ -123,7 +176,7 @@ def lasso_gram(
     C : ndarray of shape (dx, dy)
         ``X^T Y / n``.
     alpha : float
-        Penalty (``alpha > 0``).
+        Penalty (a finite ``alpha > 0``).
     W0 : ndarray of shape (dx, dy), optional
         Warm start.
     tol : float
@@ -139,7 +192,44 @@ def lasso_gram(
     -------
     W : ndarray of shape (dx, dy)
     converged : bool
+
+    Raises
+    ------
+    ActstoreError
+        For ``G`` not square, ``C`` / ``W0`` / ``vyy`` of other sizes, non-finite values,
+        ``alpha`` not a finite number > 0, or ``tol`` / ``max_iter`` out of range.
     """
+    G = _real_matrix(G, "G", "(dx, dx)")
+    C = _real_matrix(C, "C", "(dx, dy)")
+    if G.shape[0] != G.shape[1] or C.shape[0] != G.shape[0]:
+        raise ActstoreError(
+            f"G has shape {G.shape} and C {C.shape}; G must be the square (dx, dx) Gram "
+            "X^T X / n and C the (dx, dy) X^T Y / n of the same dx inputs"
+        )
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(
+            alpha, (int, float, np.integer, np.floating)) or not (np.isfinite(alpha)
+                                                                  and alpha > 0):
+        raise ActstoreError(
+            f"alpha must be a finite number > 0, got {alpha!r}; for alpha = 0 (least "
+            "squares) use sparse_prediction"
+        )
+    if W0 is not None:
+        W0 = _real_matrix(W0, "W0", str(C.shape))
+        if W0.shape != C.shape:
+            raise ActstoreError(f"W0 has shape {W0.shape}; the warm start must be {C.shape}")
+    if vyy is not None:
+        vyy = np.asarray(vyy, dtype=np.float64)
+        if vyy.shape != (C.shape[1],) or not np.isfinite(vyy).all():
+            raise ActstoreError(
+                f"vyy must hold ||y_j||^2 / n of each of the {C.shape[1]} targets (finite, "
+                f"shape ({C.shape[1]},)), got shape {vyy.shape}"
+            )
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(
+            tol, (int, float, np.integer, np.floating)) or not (np.isfinite(tol) and tol >= 0):
+        raise ActstoreError(f"tol must be a finite number >= 0, got {tol!r}; e.g. 1e-9")
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) \
+            or max_iter < 0:
+        raise ActstoreError(f"max_iter must be a whole number >= 0, got {max_iter!r}")
     W = np.zeros_like(C) if W0 is None else W0.copy()
     R = G @ W  # (dx, dy)
     diag = np.diag(G).copy()
@@ -258,7 +348,7 @@ def sparse_prediction(
     train, test : PairMoments
         Moments of (A, B) on the training and held-out samples (same shifts).
     alphas : sequence of float
-        Penalties (any order; the result keeps the given order).
+        Penalties, finite and >= 0 (any order; the result keeps the given order).
     tol, max_iter
         Relative duality gap at which coordinate descent stops (per target, relative to
         ``||y||^2 / n``), and sweep limit.
@@ -266,10 +356,39 @@ def sparse_prediction(
     Returns
     -------
     LassoPath
+
+    Raises
+    ------
+    ActstoreError
+        For penalties that are not finite numbers >= 0 (or none), empty, mismatched or
+        non-finite moments, or ``tol`` / ``max_iter`` out of range.
     """
-    a = np.asarray(alphas, dtype=np.float64)
-    if (a < 0).any():
-        raise ValueError(f"LASSO penalties must be >= 0, got {a.tolist()}")
+    a = check_alphas(alphas)
+    for what, m in (("train", train), ("test", test)):
+        if not isinstance(m, PairMoments):
+            raise ActstoreError(f"{what} must be PairMoments, not {type(m).__name__}")
+        if m.n < 1:
+            raise ActstoreError(
+                f"the {what} moments hold no samples; the LASSO path needs samples on both "
+                "the training and the held-out split"
+            )
+    if (train.sx.shape, train.sy.shape) != (test.sx.shape, test.sy.shape):
+        raise ActstoreError(
+            f"train has {train.sx.shape[0]} x and {train.sy.shape[0]} y units, test "
+            f"{test.sx.shape[0]} and {test.sy.shape[0]}; give moments of the same two nets"
+        )
+    if not all(np.isfinite(v).all() for m in (train, test)
+               for v in (m.sx, m.sy, m.sxx, m.sxy, m.syy)):
+        raise ActstoreError(
+            "the moments hold NaN or infinite values: the activations do; drop or repair "
+            "those samples or units first"
+        )
+    if not (isinstance(tol, (int, float, np.integer, np.floating)) and np.isfinite(tol)
+            and tol > 0):
+        raise ActstoreError(f"tol must be a finite number > 0, got {tol!r}; e.g. 1e-8")
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) \
+            or max_iter < 1:
+        raise ActstoreError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
     ix, iy, const_x, const_y = _standardise(train)
     cxx, cxy, cyy = train.cov()
     G = cxx * np.outer(ix, ix)  # (dx, dx) Gram of standardised x
