@@ -65,6 +65,26 @@ class BootstrapResult:
                 f"seed={self.seed}, samples={array_summary(self.samples)})")
 
 
+def _check_seed(seed: Any) -> int:
+    """The bootstrap seed as an int; anything numpy cannot seed with is one ActstoreError."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+            or seed < 0:
+        raise ActstoreError(
+            f"the bootstrap seed must be an integer >= 0, got {seed!r}; give e.g. seed=0"
+        )
+    return int(seed)
+
+
+def _check_n_boot(n_boot: Any) -> int:
+    if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) \
+            or n_boot < 2:
+        raise ActstoreError(
+            f"a bootstrap needs an integer number of replicates >= 2, got n_boot={n_boot!r}; "
+            "give e.g. n_boot=100"
+        )
+    return int(n_boot)
+
+
 def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     """Stimulus resamples shared by every pair: row ``b`` draws n stimuli with replacement.
 
@@ -81,8 +101,13 @@ def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     -------
     ndarray of shape (n_boot, n), int64
         Each row sorted (similarities do not depend on the order of stimuli).
+
+    Raises
+    ------
+    ActstoreError
+        A seed that is not an integer >= 0.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     return np.sort(rng.integers(0, n, size=(n_boot, n)), axis=1)
 
 
@@ -172,7 +197,7 @@ def bootstrap_similarity(
     ci : float
         Coverage of the percentile interval.
     seed : int
-        Seed of the resampling.
+        Seed of the resampling, an integer >= 0.
     keep_samples : bool
         Keep every replicate in the result.
 
@@ -181,8 +206,8 @@ def bootstrap_similarity(
     (SimilarityResult, BootstrapResult)
         The estimate on all stimuli, and its bootstrap interval.
     """
-    if n_boot < 2:
-        raise ActstoreError(f"a bootstrap needs at least 2 replicates, got n_boot={n_boot}")
+    n_boot = _check_n_boot(n_boot)
+    seed = _check_seed(seed)
     if not 0 < ci < 1:
         raise ActstoreError(f"the confidence level must be between 0 and 1, got {ci}")
     reps = check_reps(reps, names)

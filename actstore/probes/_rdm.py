@@ -34,6 +34,7 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore.probes._backend import to_numpy
 from actstore.probes._signatures import (
+    _REL_CONSTANT,
     Signature,
     _centre,
     _device,
@@ -86,9 +87,13 @@ def pattern_form(X: Any, kind: str, xp: Any) -> tuple[Any, Any]:
     else:
         raise ValueError(f"unknown RDM distance {kind!r}; choose one of {', '.join(RDM_KINDS)}")
     norm = xp.sqrt(xp.sum(Z * Z, axis=1, keepdims=True))
+    # A pattern with nothing but round-off left after centring (constant across units) is a
+    # zero pattern: normalising the round-off would make a random direction of it.
+    raw = xp.sqrt(xp.sum(X * X, axis=1, keepdims=True))
+    defined = norm > _REL_CONSTANT * raw
     # A zero pattern keeps zero entries: its dot products, hence correlations, are 0.
-    safe = xp.where(norm > 0, norm, xp.ones_like(norm))
-    Z = Z / safe
+    safe = xp.where(defined, norm, xp.ones_like(norm))
+    Z = xp.where(defined, Z / safe, xp.zeros_like(Z))
     return Z, xp.sum(Z * Z, axis=1)
 
 
@@ -121,6 +126,36 @@ def rdm_strip(Z: Any, sqnorm: Any, kind: str, r0: int, r1: int, xp: Any) -> Any:
     return xp.where(_diag_mask(r1 - r0, D.shape[1], xp, D), xp.zeros_like(D), D)
 
 
+#: Distances of one RDM closer than this fraction of its scale are ties for Spearman ranks
+#: (several thousand ulps in float64: far above the round-off of the distance products, far
+#: below any difference that means something).
+_TIE_REL = {"float64": 1e-12, "float32": 1e-5}
+
+
+def _tie_ranks(v: Any, tol: float, xp: Any) -> Any:
+    """Average ranks (1-based) of ``v``; values within ``tol`` of their sorted neighbour tie.
+
+    Vectorised: sort, cut the sorted values where a gap exceeds ``tol``, and give every value
+    of a group the mean of the group's first and last positions.
+    """
+    N = v.shape[0]
+    if N == 0:
+        return xp.zeros_like(v)
+    dev = _device(v)
+    order = xp.argsort(v)
+    s = xp.take(v, order)
+    gap = (s[1:] - s[:-1]) > tol
+    new = xp.concat([xp.ones((1,), dtype=xp.bool, device=dev), gap])
+    group = xp.cumulative_sum(xp.astype(new, xp.int64)) - 1
+    starts = xp.nonzero(new)[0]
+    ends = xp.concat([starts[1:], xp.asarray([N], dtype=starts.dtype, device=dev)])
+    lo = xp.astype(xp.take(starts, group), v.dtype)
+    hi = xp.astype(xp.take(ends, group), v.dtype)
+    r = xp.zeros_like(v)
+    r[order] = (lo + hi + 1.0) / 2.0
+    return r
+
+
 #: How two RDMs are compared (``compare=``).
 RDM_COMPARES = ("pearson", "spearman", "cosine")
 
@@ -140,8 +175,26 @@ class _RSA(Signature):
         self.rdm, self.compare, self.idx = rdm, compare, idx
         self.centred_entries = compare in ("pearson", "spearman")
         self.Z, self.sq = pattern_form(X, rdm, xp)
+        # Distinct patterns, and which one each stimulus has: identical patterns (dead-ReLU
+        # stimuli, copies in a bootstrap draw) must get distance exactly 0 and ties exactly
+        # tied, which a blocked product of the patterns does not promise. Only ranks and the
+        # euclidean kinds (sqrt of round-off) need it: 1 - z.z of identical unit patterns is
+        # round-off itself.
+        self.first: Any = None
+        self.pattern: Any = None
+        if compare == "spearman" or rdm in ("euclidean", "sqeuclidean"):
+            _, first, inv = np.unique(to_numpy(self.Z), axis=0, return_index=True,
+                                      return_inverse=True)
+            self.first = xp.asarray(first, device=_device(self.Z))
+            self.pattern = xp.asarray(np.asarray(inv).reshape(-1), device=_device(self.Z))
         # Identical activation patterns for every stimulus: no structure to compare.
         self.degenerate = _centre(X, xp)[1]
+        if rdm in ("correlation", "cosine"):
+            # Fewer than two patterns with a defined correlation (cosine), e.g. 1-unit
+            # patterns for ``correlation``: every distance is set by the zero-pattern
+            # convention, the RDM is undefined whatever the comparison.
+            defined = int(xp.sum(xp.astype(self.sq > 0.5, xp.int64)))
+            self.degenerate = self.degenerate or defined < 2
         self.ranks: dict[tuple[int, int], Any] | None = None
         if compare == "spearman":
             self._rank(chunks)
@@ -149,9 +202,13 @@ class _RSA(Signature):
     def _distances(self, r0: int, r1: int) -> Any:
         xp = self.xp
         D = rdm_strip(self.Z, self.sq, self.rdm, r0, r1, xp)
-        if self.idx is not None:
-            # A stimulus drawn twice has distance 0 to its copy: such pairs carry no
-            # information and are dropped, as rsatoolbox does (NaN entries there).
+        # Identical patterns are at distance 0, not at the square root of round-off
+        # (euclidean). A stimulus drawn twice in a bootstrap is such a pair: those pairs
+        # carry no information and are dropped (``_valid``), as rsatoolbox does (NaN there).
+        if self.pattern is not None:
+            same = self.pattern[r0:r1, None] == self.pattern[None, r0:]
+            D = xp.where(same, xp.zeros_like(D), D)
+        elif self.idx is not None:
             same = self.idx[r0:r1, None] == self.idx[None, r0:]
             D = xp.where(same, xp.zeros_like(D), D)
         return D
@@ -166,19 +223,24 @@ class _RSA(Signature):
     def _rank(self, chunks: list) -> None:
         """Average ranks (1-based, ties averaged) of the counted upper-triangle entries.
 
-        Ranks need exact ties: two identical activation patterns (copies of a stimulus in a
-        bootstrap draw, dead-ReLU patterns) must give bit-identical distances, which a
-        blocked matrix product does not promise. Distances are therefore computed once
-        between the distinct patterns, made exactly symmetric, and gathered.
+        Ranks need exact ties, which a blocked matrix product does not give:
+        ``a_i + a_j - 2 z_i.z_j`` (or ``1 - z_i.z_j``) splits equal distances by round-off.
+        Two measures keep ties tied. Identical activation patterns (copies of a stimulus in
+        a bootstrap draw, dead-ReLU patterns) get bit-identical distances: distances are
+        computed once between the distinct patterns, made exactly symmetric, and gathered.
+        Distinct pairs at the same distance (e.g. binary or integer activations) agree only
+        to round-off: sorted distances closer than :data:`_TIE_REL` times the scale of the
+        RDM (its largest entry, or the norms it was cancelled from) are one tie group.
+        ``euclidean`` is ranked through ``sqeuclidean`` (same order, no square root that
+        would magnify the round-off of small distances).
         """
         xp = self.xp
-        Zh = to_numpy(self.Z)
-        _, first, inv = np.unique(Zh, axis=0, return_index=True, return_inverse=True)
-        keep = xp.asarray(first, device=_device(self.Z))
-        Zu = xp.take(self.Z, keep, axis=0)
-        Du = rdm_strip(Zu, xp.take(self.sq, keep, axis=0), self.rdm, 0, len(first), xp)
+        kind = "sqeuclidean" if self.rdm == "euclidean" else self.rdm
+        Zu = xp.take(self.Z, self.first, axis=0)
+        squ = xp.take(self.sq, self.first, axis=0)
+        Du = rdm_strip(Zu, squ, kind, 0, self.first.shape[0], xp)
         Du = (Du + Du.T) / 2.0  # exactly symmetric
-        inv_x = xp.asarray(np.asarray(inv).reshape(-1), device=_device(self.Z))
+        inv_x = self.pattern
         values, masks = [], []
         for r0, r1 in chunks:
             D = xp.take(xp.take(Du, inv_x[r0:r1], axis=0), inv_x[r0:], axis=1)
@@ -186,10 +248,10 @@ class _RSA(Signature):
             values.append(D[m])
             masks.append(m)
         v = xp.concat(values)
-        s = xp.sort(v)
-        lo = xp.searchsorted(s, v, side="left")
-        hi = xp.searchsorted(s, v, side="right")
-        r = (xp.astype(lo, v.dtype) + xp.astype(hi, v.dtype) + 1.0) / 2.0
+        # Scale of the round-off: the largest distance, or the terms it was cancelled from
+        # (a_i + a_j for the euclidean kinds, 1 for unit patterns).
+        scale = max(float(xp.max(xp.abs(Du))), 2.0 * float(xp.max(squ)))
+        r = _tie_ranks(v, _TIE_REL.get(str(self.Z.dtype).split(".")[-1], 1e-5) * scale, xp)
         self.ranks = {}
         at = 0
         for (r0, r1), m in zip(chunks, masks, strict=True):

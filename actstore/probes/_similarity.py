@@ -335,6 +335,84 @@ def _shapes(reps: Sequence[Any], names: Sequence[str] | None) -> tuple[list, lis
     return shapes, labels
 
 
+#: What each array library's arrays are called in messages.
+_KIND_WORDS = {"numpy": "numpy arrays", "torch": "torch tensors", "cupy": "cupy arrays"}
+
+
+def _library(x: Any) -> str | None:
+    """``numpy``, ``torch`` or ``cupy`` for an array (Dask, lists: numpy), None if lazy."""
+    from array_api_compat import is_cupy_array, is_torch_array
+
+    if isinstance(x, LazyRep) or (callable(x) and not hasattr(x, "shape")):
+        return None
+    if is_torch_array(x):
+        return "torch"
+    if is_cupy_array(x):
+        return "cupy"
+    return "numpy"
+
+
+def _mixed_error(first: dict[str, int], labels: Sequence[str]) -> ActstoreError:
+    def which(i: int) -> str:
+        return f"#{i}" if labels[i] == f"#{i}" else f"#{i} {labels[i]!r}"
+
+    parts = [f"{_KIND_WORDS[k]} (first: {which(i)})"
+             for k, i in sorted(first.items(), key=lambda kv: kv[1])]
+    return ActstoreError(
+        f"the representations mix {' and '.join(parts)}; give them all as one kind "
+        "(e.g. torch.as_tensor(x) or t.cpu().numpy()), or pass device='numpy', 'torch', "
+        "'cuda' or 'cupy' to move them all to one backend"
+    )
+
+
+def check_libraries(reps: Sequence[Any], labels: Sequence[str], device: str | None) -> None:
+    """Refuse representations from different array libraries (unless ``device`` moves all).
+
+    Raises
+    ------
+    ActstoreError
+        Naming the first representation of each library.
+    """
+    if device is not None:
+        return
+    first: dict[str, int] = {}
+    for i, r in enumerate(reps):
+        kind = _library(r)
+        if kind is not None:
+            first.setdefault(kind, i)
+    if len(first) > 1:
+        raise _mixed_error(first, labels)
+
+
+def check_idx(idx: Any, n: int) -> np.ndarray | None:
+    """A stimulus resample as a 1-D int64 array of ``n`` indices in ``[0, n)``.
+
+    Raises
+    ------
+    ActstoreError
+        ``idx`` that is not 1-D, not of length ``n``, not integers, or out of range.
+    """
+    if idx is None:
+        return None
+    arr = to_numpy(idx) if hasattr(idx, "shape") else np.asarray(idx)
+    todo = "give one row of actstore.probes.bootstrap_indices(n_stimuli, ...)"
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ActstoreError(
+            f"idx must be a 1-D array of {n} stimulus indices (one per stimulus), got shape "
+            f"{tuple(arr.shape)}; {todo}"
+        )
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+        raise ActstoreError(f"idx must hold integers, got dtype {arr.dtype}; {todo}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        raise ActstoreError(
+            f"idx holds {bad}, outside [0, {n}) for {n} stimuli (negative indices are not "
+            f"counted from the end); {todo}"
+        )
+    return arr.astype(np.int64)
+
+
 def _name(r: Any, names: Sequence[str] | None, i: int) -> str:
     if names is not None:
         return str(names[i])
@@ -432,6 +510,8 @@ def _group(per_rep: list[int], widths: list[int], budget: int, method: str) -> l
 def load_rep(rep: Any, device: str | None, idx: np.ndarray | None, name: str) -> Any:
     """Read one representation as a float64 (n, units) array of the chosen backend."""
     arr = rep.load() if isinstance(rep, LazyRep) else rep() if callable(rep) else rep
+    if type(arr).__module__.split(".")[0] == "dask":
+        arr = arr.compute()  # the engine holds each representation in memory anyway
     if device is not None:
         X = move_to(arr, device, dtype="float64")
     else:
@@ -499,6 +579,14 @@ def accumulate(
     done = 0
     built: dict[int, list[Signature]] = {}
     buffers: dict[str, Any] = {}
+    first: dict[str, int] = {}  # array library -> first representation loaded from it
+
+    def load(i: int) -> Any:
+        X = load_rep(reps[i], device, idx, names[i])
+        first.setdefault(str(_library(X)), i)
+        if len(first) > 1:  # lazy representations of different libraries
+            raise _mixed_error(first, names)
+        return X
 
     def sigs(b: int, keep: int) -> list[Signature]:
         # Hold at most two blocks of signatures: the row block ``keep`` and the current one.
@@ -506,7 +594,7 @@ def accumulate(
             del built[k]
         if b not in built:
             built[b] = [
-                _build(fn, load_rep(reps[i], device, idx, names[i]), params, idx, plan.chunks)
+                _build(fn, load(i), params, idx, plan.chunks)
                 for i in plan.blocks[b]
             ]
         return built[b]
@@ -711,11 +799,13 @@ def similarity_matrix(
     method : {"auto", "gram", "feature"}
         Computation path (see the module docstring).
     device : {"numpy", "torch", "cuda", "cupy"}, optional
-        Move the data to this backend first; by default the data's own backend is used.
+        Move the data to this backend first; by default the data's own backend is used, and
+        all representations must then come from one library (Dask arrays count as numpy).
     max_memory : int
         Working-memory budget in bytes; bounds stimulus and representation blocks.
     idx : ndarray of shape (n_stimuli,), int, optional
-        Resample the stimuli (one bootstrap replicate): row ``k`` becomes stimulus ``idx[k]``.
+        Resample the stimuli (one bootstrap replicate): row ``k`` becomes stimulus ``idx[k]``,
+        each in ``[0, n_stimuli)``.
     progress : callable, optional
         Called as ``progress(done, total)`` after each block.
     **params
@@ -733,10 +823,14 @@ def similarity_matrix(
         Unknown metric or parameter, a parameter value of the wrong type (see
         :func:`check_params`; ``debiased="no"`` is read as False), representations with
         different numbers of stimuli, too few stimuli for the metric, non-finite activations;
-        ``reps`` that is no list of arrays, or ``names`` of another length.
+        ``reps`` that is no list of arrays, or ``names`` of another length; representations
+        that mix array libraries (numpy and torch, say) without ``device=``; ``idx`` that is
+        not 1-D, not of length n_stimuli, not integers or outside ``[0, n_stimuli)``.
     """
     reps = check_reps(reps, names)
     shapes, labels = _shapes(reps, names)
+    check_libraries(reps, labels, device)
+    idx = check_idx(idx, shapes[0][0])
     params = check_params(metric, params)
     plan = plan_similarity(shapes, metric, method=method, max_memory=max_memory, **params)
     acc = accumulate(
