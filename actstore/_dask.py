@@ -30,6 +30,20 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def for_workers(url: str) -> str:
+    """A store path as worker processes must get it: local paths absolute (a worker resolves a
+    relative path against its own working directory, which may hold another store)."""
+    url = str(url)
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    return url if "://" in url else os.path.abspath(url)
+
+
+def in_this_process_only(url: str) -> bool:
+    """``memory://`` stores live inside this process: no worker of a cluster can open them."""
+    return str(url).startswith("memory://")
+
+
 def check_workers(workers: int | None) -> None:
     """``--workers`` must be a positive count (``None``: the default)."""
     if workers is not None and workers < 1:

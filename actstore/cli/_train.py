@@ -234,6 +234,11 @@ def train_cmd(
             weights_dir=weights_dir, progress=not as_json, dry_run=dry_run, console=err_console,
         )
     except KeyboardInterrupt:
+        if scheduler:  # a task already running on a worker is not stopped by cancelling it
+            raise interrupted(
+                "interrupted; every checkpoint completed so far is kept; runs already started "
+                f"on the cluster at {scheduler} finish there; re-run the same command to "
+                "continue (it waits for them)") from None
         raise interrupted() from None
     print_report(report, as_json, dry_run=dry_run)
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError
 from actstore.probes._folds import Folds, describe_folds
 from actstore.probes._metrics import select_penalty
@@ -608,7 +609,7 @@ def run_complexity(
             progress(ANALYSIS, done[0], units)
 
     tick(0)
-    in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
+    in_process = in_this_process_only(url) or (scheduler is None and n_workers == 1)
     if in_process:
         parts = [_job(url, r, opts, storage_options, tick) for r in chosen]
     else:
@@ -617,7 +618,7 @@ def run_complexity(
         from actstore._dask import dask_client
 
         with dask_client(scheduler, n_workers) as client:
-            futs = {client.submit(_job, url, r, opts, storage_options, pure=False): i
+            futs = {client.submit(_job, for_workers(url), r, opts, storage_options, pure=False): i
                     for i, r in enumerate(chosen)}
             got: list[Any] = [None] * len(chosen)
             for fut in as_completed(futs):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError
 from actstore.probes._backend import check_device
 from actstore.probes._decode import (
@@ -831,8 +832,9 @@ def run_probes(
     # local workers would all share one GPU: with a GPU device and no cluster, one process
     # drives it (several GPUs: a dask-cuda cluster and ``scheduler``)
     gpu_local = config.device in ("cuda", "cupy") and scheduler is None and n_workers is None
-    in_process = scheduler is None and (n_workers == 1 or gpu_local
-                                        or str(url).startswith("memory://"))
+    in_process = in_this_process_only(url) or (scheduler is None and (n_workers == 1
+                                                                       or gpu_local))
+    job_url = url if in_process else for_workers(url)
     n_added = 0
     wrote = False
     last_flush = time.monotonic()
@@ -872,7 +874,7 @@ def run_probes(
                     from distributed import as_completed
 
                     futs = [
-                        client.submit(run_job, url, job, features_of[job.run], cfg, 1,
+                        client.submit(run_job, job_url, job, features_of[job.run], cfg, 1,
                                       storage_options, pure=False)
                         for job in todo
                     ]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
+from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError
 from actstore.probes._backend import get_namespace
 from actstore.probes._folds import Folds, describe_folds
@@ -529,7 +530,9 @@ def run_variance(
     n_jobs = len(plan.jobs)
     if progress is not None:
         progress(ANALYSIS, 0, n_jobs)
-    in_process = scheduler is None and (n_workers == 1 or str(url).startswith("memory://"))
+    in_process = in_this_process_only(url) or (scheduler is None and n_workers == 1)
+    if not in_process:  # workers open the store themselves
+        args = [(for_workers(url), *a[1:]) for a in args]
     if in_process:
         done = [0]
 

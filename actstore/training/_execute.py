@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError, ProvenanceError
 from actstore.training._run import RunSpec, train_run
 from actstore.training._sweep import Sweep
@@ -399,7 +400,7 @@ def _train_all(
             on_run(result)
 
     with _Progress(progress and bool(todo), len(todo), sweep.name, console) as bars:
-        if serial or not todo:
+        if serial or not todo or in_this_process_only(store):
             for spec in todo:
                 try:
                     result = train_run(spec, store, weights_dir=weights_dir,
@@ -415,7 +416,7 @@ def _train_all(
 
             workers = n_workers or min(len(todo), default_workers())
             # workers resolve paths against their own working directory: send absolute ones
-            url = store if "://" in store else os.path.abspath(store)
+            url = for_workers(store)
             wdir = None if weights_dir is None else os.path.abspath(weights_dir)
             with dask_client(scheduler, workers) as client:
                 client.subscribe_topic(_TOPIC, bars.event)

@@ -94,3 +94,38 @@ def test_scheduler_that_does_not_answer(tmp_path):
     from actstore.store import open_store
 
     assert open_store(url).result_names() == []  # nothing written
+
+
+def test_a_relative_store_path_is_the_callers_on_a_cluster(tmp_path, cluster, monkeypatch):
+    """Workers run in their own working directory: a relative store path is sent absolute (it
+    was opened relative to the workers' folder, which may hold another store of that name)."""
+    from actstore.probes import run_variance
+
+    addr, _ = cluster
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    write_synthetic_store("rel.zarr", n_runs=1, steps=[0, 10], widths=[4], n=90,
+                          features={"shape": 3})
+    remote = run_probes("rel.zarr", name="remote", scheduler=addr, config=CONFIG)
+    local = run_probes("rel.zarr", name="local", n_workers=1, config=CONFIG)
+    np.testing.assert_array_equal(remote.accuracy.values, local.accuracy.values)
+    var = run_variance("rel.zarr", name="v", scheduler=addr, n_splits=3, write=False)
+    assert np.isfinite(var["r2"].values).all()
+
+
+def test_memory_stores_stay_in_this_process_with_a_cluster(cluster):
+    """A memory:// store lives in this process: its jobs run here even when a scheduler is
+    given (the workers could not open it)."""
+    import uuid
+
+    from actstore.probes import run_variance
+
+    addr, _ = cluster
+    url = f"memory://{uuid.uuid4().hex}/m.zarr"
+    write_synthetic_store(url, n_runs=1, steps=[0, 10], widths=[4], n=90,
+                          features={"shape": 3})
+    res = run_probes(url, name="m", scheduler=addr, config=CONFIG)
+    assert bool(res.done.all())
+    var = run_variance(url, name="v", scheduler=addr, n_splits=3, write=False)
+    assert np.isfinite(var["r2"].values).all()
