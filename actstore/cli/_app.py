@@ -77,6 +77,11 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     return fn(*args, **kw)
             except ActstoreError as e:
                 raise fail(str(e)) from None
+            except KeyboardInterrupt:
+                # commands that save part of their work say so themselves (probe, train, dump)
+                typer.echo("actstore: interrupted; nothing unfinished was written (stores hold "
+                           "complete results only); re-run the same command", err=True)
+                raise typer.Exit(130) from None
 
         app.command(name, **kwargs)(wrapped)
         return fn

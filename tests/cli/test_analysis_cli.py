@@ -175,3 +175,21 @@ def test_report_of_a_one_by_one_similarity_has_no_numpy_warning(store, tmp_path)
     assert not [w for w in caught if "empty slice" in str(w.message)]
     assert "No off-diagonal similarity" in (tmp_path / "rep" / "index.html").read_text()
     assert rep.sections
+
+
+def test_ctrl_c_of_an_analysis_is_one_line(tmp_path, monkeypatch):
+    """Commands without their own Ctrl-C message end with one line and exit code 130."""
+    import actstore.probes._simjobs as sj
+    from actstore.probes import write_synthetic_store
+
+    url = str(tmp_path / "s.zarr")
+    write_synthetic_store(url, n_runs=1, steps=[0], widths=[4], n=40, features={"shape": 2})
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sj, "similarity_job", interrupted)  # imported by the command when run
+    res = runner.invoke(app, ["similarity", url, "--png", "none"])
+    assert res.exit_code == 130, res.output
+    assert res.stderr.strip().startswith("actstore: interrupted; nothing unfinished was written")
+    assert "Traceback" not in res.output
