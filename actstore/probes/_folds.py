@@ -267,7 +267,17 @@ def predefined_folds(test_fold: np.ndarray, description: str = "predefined folds
     ActstoreError
         If no row is held out, the fold numbers have gaps, or no row ever trains.
     """
-    tf = np.asarray(test_fold, dtype=np.int64)
+    raw = np.asarray(test_fold)
+    if raw.ndim != 1 or raw.dtype.kind not in "iuf" or (
+            raw.dtype.kind == "f" and not np.all(np.isfinite(raw) & (raw == np.round(raw)))):
+        raise ActstoreError(
+            f"predefined folds must be one whole number per sample (fold 0 .. K-1, or -1), got "
+            f"an array of shape {raw.shape} and dtype {raw.dtype}"
+            + (" with fractional or non-finite values" if raw.dtype.kind == "f" else "")
+        )
+    tf = raw.astype(np.int64)
+    if (tf < -1).any():
+        raise ActstoreError(f"fold numbers must be -1 or 0 .. K-1, got {int(tf.min())}")
     used = np.unique(tf[tf >= 0])
     if used.size == 0:
         raise ActstoreError("predefined folds hold no held-out rows (all values are -1)")

@@ -60,3 +60,17 @@ def test_no_penalty_is_reported_where_no_penalty_has_a_score():
     assert np.isnan(pen.sel(decoder="logistic", feature="c"))
     assert np.isfinite(pen.sel(decoder="logistic", feature="y"))
     assert np.isfinite(pen.sel(decoder="ridge", feature="c"))
+
+
+@pytest.mark.parametrize("test_fold, words", [
+    ([0, 1, 0.5, 1, 0], "fractional"),
+    ([0, 1, np.nan, 1], "fractional or non-finite"),
+    ([0, 1, -2, 1], "got -2"),
+    ([[0, 1], [1, 0]], "shape \\(2, 2\\)"),
+    (["a", "b"], "dtype <U1"),
+])
+def test_predefined_folds_are_whole_numbers(test_fold, words):
+    """A fold vector that is not one whole number per sample is refused (0.5 was cut to 0)."""
+    with pytest.raises(ActstoreError, match=words):
+        ap.predefined_folds(test_fold)
+    assert ap.predefined_folds([0, 1, 0, 1.0, -1]).n_splits == 2
