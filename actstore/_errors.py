@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "ActstoreError", "ActstoreWarning", "ProvenanceError", "StoreError", "WriterConflictError",
+    "ActstoreError", "ActstoreWarning", "LeaseLostError", "ProvenanceError", "StoreError",
+    "WriterConflictError",
 ]
 
 
@@ -24,6 +25,16 @@ class ProvenanceError(ActstoreError):
 
 class WriterConflictError(ActstoreError):
     """Another process is writing the same run."""
+
+
+class LeaseLostError(WriterConflictError):
+    """A writer of a run on an object store lost its lease (it was paused or cut off for longer
+    than the lease lasts, and another writer may have taken the run): it stopped writing.
+
+    An environment failure, not bad input: the CLI prints it as one line and exits with code 1.
+    """
+
+    exit_code = 1
 
 
 class ActstoreWarning(UserWarning):

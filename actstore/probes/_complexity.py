@@ -95,6 +95,7 @@ def vinfo_of_codes(
     folds: Folds,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     backend: str | None = None,
+    standardize: bool = True,
 ) -> dict[str, np.ndarray]:
     """V-information (linear-Gaussian family) of every feature from one representation.
 
@@ -109,6 +110,9 @@ def vinfo_of_codes(
         Ridge penalties; one is chosen per feature by the mean held-out R^2 over folds.
     backend : str, optional
         ``"torch"``, ``"cuda"`` or ``"cupy"`` for the arithmetic.
+    standardize : bool
+        Decode from units z-scored with each training fold's statistics (default), so that
+        the V-information does not depend on the layer's scale.
 
     Returns
     -------
@@ -126,7 +130,7 @@ def vinfo_of_codes(
     if not usable.any():
         return out
     src = CachedSource(source, backend=backend)
-    scores = ridge_cv(src, targets, folds, alphas)
+    scores = ridge_cv(src, targets, folds, alphas, standardize=standardize)
     q = len(targets.features)
     strong_first = np.argsort(-np.asarray(alphas))
     chosen, summary = select_penalty(
@@ -349,7 +353,7 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None,
     by_layer = {}
     for lay in probed:
         by_layer[lay] = vinfo_of_codes(ReaderSource(rd, lay, step), Z, folds, alphas,
-                                       opts["backend"])
+                                       opts["backend"], opts["standardize"])
         tick()
     ckpts = steps if opts["over_checkpoints"] else [step]
     by_step = {}
@@ -358,7 +362,7 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None,
             by_step[s] = by_layer[layer]
             continue
         by_step[s] = vinfo_of_codes(ReaderSource(rd, layer, s), Z, folds, alphas,
-                                    opts["backend"])
+                                    opts["backend"], opts["standardize"])
         tick()
     imp: dict[str, np.ndarray] = {}
     basis: dict[str, str] = {}
@@ -435,6 +439,7 @@ def run_complexity(
     batch_rows: int = 2048,
     max_epochs: int = 200,
     tol: float = 1e-5,
+    standardize: bool = True,
     backend: str | None = None,
     scheduler: str | None = None,
     n_workers: int | None = 1,
@@ -484,6 +489,9 @@ def run_complexity(
         is reported), or refused.
     mode, batch_rows, max_epochs, tol, backend
         NMF solver settings (:func:`actstore.probes.nmf`).
+    standardize : bool
+        The V-information decoders see units z-scored with each training fold's statistics
+        (default), so that untrained layers of tiny scale are not read as empty.
     scheduler, n_workers
         Dask (one task per run); ``n_workers=1``: in this process.
     overwrite : bool
@@ -590,7 +598,7 @@ def run_complexity(
             "alphas": tuple(float(a) for a in alphas), "over_checkpoints": over_checkpoints,
             "importance": importance, "head_tol": head_tol, "negative": negative,
             "mode": mode, "batch_rows": batch_rows, "max_epochs": max_epochs, "tol": tol,
-            "backend": backend}
+            "standardize": bool(standardize), "backend": backend}
     # what determines the numbers (not the array backend); each written result records it
     # the runs as asked for: the same command on a store with more runs or checkpoints
     # refreshes the results

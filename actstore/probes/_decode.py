@@ -37,6 +37,7 @@ from actstore.probes._stats import (
     GroupStats,
     accumulate_gram,
     accumulate_groups,
+    unit_sums,
 )
 from actstore.probes._targets import Targets, encode_targets
 
@@ -64,7 +65,8 @@ def _ridge(
     config: ProbeConfig,
 ) -> dict[str, np.ndarray]:
     """Ridge decoders (scikit-learn ``Ridge``/``RidgeClassifier``) for every ``alpha``."""
-    return ridge_cv(source, targets, folds, penalties, stats=stats)
+    return ridge_cv(source, targets, folds, penalties, stats=stats,
+                    standardize=config.standardize)
 
 
 def _logistic(
@@ -79,7 +81,7 @@ def _logistic(
     X = _materialize(source)
     return logistic_cv(
         X, targets, folds, penalties, stats=stats, tol=config.tol, max_iter=config.max_iter,
-        dtype=config.logistic_dtype,
+        dtype=config.logistic_dtype, standardize=config.standardize,
     )
 
 
@@ -121,6 +123,10 @@ class ProbeConfig:
         Activation blocks are kept in memory up to this size so that a job reads its array
         once; larger arrays are streamed twice. Memory per job is bounded by this plus the
         statistics.
+    standardize : bool
+        Decoders see units z-scored with each training fold's mean and standard deviation,
+        as ``make_pipeline(StandardScaler(), model)`` does (default); decodability then does
+        not depend on a layer's scale. ``False`` fits the raw activations.
     """
 
     decoders: tuple[str, ...] = ("ridge", "logistic")
@@ -134,10 +140,11 @@ class ProbeConfig:
     max_iter: int = 500
     logistic_dtype: str = "float32"
     cache_mb: float = 256.0
+    standardize: bool = True
     #: The settings that determine the numbers (``device`` and ``cache_mb`` do not).
     RESULT_KEYS: ClassVar[tuple[str, ...]] = (
         "decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter",
-        "logistic_dtype",
+        "logistic_dtype", "standardize",
     )
 
     def __post_init__(self) -> None:
@@ -169,6 +176,9 @@ class ProbeConfig:
             raise ActstoreError(
                 f"split must be the name of a label array (a str), not {self.split!r}"
             )
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise ActstoreError(f"standardize must be True or False, not {self.standardize!r}")
+        object.__setattr__(self, "standardize", bool(self.standardize))
         if not self.cache_mb >= 0:
             raise ActstoreError(f"cache_mb must be >= 0 (MiB), got {self.cache_mb!r}")
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
@@ -242,7 +252,8 @@ class DecodeResult:
         scores at the chosen penalty (mean over folds); ``path`` (n_penalties, n_features)
         the selection criterion per penalty; ``extra`` diagnostics.
     chance : ndarray (n_features,)
-        Accuracy of predicting the training fold's majority class (NaN if continuous).
+        The majority-class rate of the decoded samples (1/k for a balanced k-class feature;
+        NaN if continuous).
     n_train, n_test : float
         Mean rows per fold.
     form : str
@@ -265,6 +276,30 @@ class DecodeResult:
         return (f"DecodeResult(features={short_list(self.features)}, "
                 f"decoders={short_list(list(self.decoders))}, form={self.form!r}, "
                 f"n_train={self.n_train:g}, n_test={self.n_test:g})")
+
+
+def penalty_at_edge(path: np.ndarray, chosen: np.ndarray, strong_first: np.ndarray,
+                    tol: float = 1e-9) -> np.ndarray:
+    """1 where the chosen penalty is the grid's strongest or weakest and the score still rises
+    toward that end (the best penalty may lie beyond the grid), 0 otherwise, NaN where no
+    penalty has a score.
+
+    Parameters
+    ----------
+    path : ndarray (n_penalties, n_features)
+        Mean held-out selection score per penalty.
+    chosen : ndarray (n_features,)
+        Index of the chosen penalty.
+    strong_first : ndarray (n_penalties,)
+        Penalty indices from the strongest to the weakest.
+    """
+    out = np.zeros(path.shape[1])
+    if path.shape[0] > 1:
+        for end, inner in ((strong_first[0], strong_first[1]), (strong_first[-1],
+                                                                  strong_first[-2])):
+            rising = path[end] > path[inner] + tol
+            out[(chosen == end) & rising] = 1.0
+    return np.where(np.isnan(path).all(axis=0), np.nan, out)
 
 
 def _materialize(source: CachedSource) -> Any:
@@ -322,13 +357,18 @@ def decode(
     backend = None if config.device == "numpy" else config.device
     src = CachedSource(source, backend=backend, cache_bytes=int(config.cache_mb * 2**20))
     t0 = time.perf_counter()
-    form = choose_form(source.d, folds, len(config.alphas), src.cache_bytes)
+    form = choose_form(source.d, folds, len(config.alphas), src.cache_bytes,
+                       config.standardize)
     stats: GroupStats | GramStats
     # per-fold moments are needed only by the primal ridge form
     pooled = form == "lgo" or "ridge" not in config.decoders
-    stats = accumulate_gram(src, cache_bytes=src.cache_bytes) if form == "dual" else (
-        accumulate_groups(src, targets.Y, folds, pooled=pooled)
-    )
+    if form == "dual" and config.standardize:
+        # every fold builds the kernel of its own z-scored units from the per-fold unit sums
+        stats = GramStats(None, units=unit_sums(src, folds))
+    elif form == "dual":
+        stats = accumulate_gram(src, cache_bytes=src.cache_bytes)
+    else:
+        stats = accumulate_groups(src, targets.Y, folds, pooled=pooled)
     seconds = {"statistics": time.perf_counter() - t0}
     kinds = [f.kind for f in targets.features]
     out: dict[str, dict[str, Any]] = {}
@@ -347,6 +387,7 @@ def decode(
             extra["converged"] = scores["converged"].mean(axis=(0, 1))  # per categorical feature
             extra["n_iter"] = scores["n_iter"].sum(axis=(0, 1))
         path = summary.pop("score_path")
+        summary["penalty_at_edge"] = penalty_at_edge(path, chosen, strong_first)
         # no penalty is chosen where no penalty has a score (a continuous feature for the
         # logistic decoder, folds whose targets do not vary)
         penalty = np.where(np.isnan(path).all(axis=0), np.nan, np.asarray(pen, float)[chosen])
@@ -429,6 +470,7 @@ RESULT_VARS = (
     "vinfo_bits",
     "cross_entropy",
     "penalty",
+    "penalty_at_edge",
 )
 
 

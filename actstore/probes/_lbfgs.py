@@ -73,12 +73,18 @@ class SoftmaxProblems:
         Classes per problem; runs of equal counts are handled together.
     scale : ndarray (P,)
         ``n_train * C_eff / C`` per problem: the penalty is ``1 / (C * scale)``.
+    fold_penalty : (ndarray (P,), list of arrays (r, r)), optional
+        The group of each problem and, per group, a symmetric matrix added to the diagonal
+        penalty of its problems (``W^T (diag(omega) + D_g) W``): the per-fold correction of
+        standardised decoders. Problems of one group must be consecutive.
     """
 
     def __init__(self, Z: Any, omega: Any, Y01: np.ndarray, M: np.ndarray,
-                 n_classes: Sequence[int], scale: np.ndarray) -> None:
+                 n_classes: Sequence[int], scale: np.ndarray,
+                 fold_penalty: tuple[np.ndarray, list[Any]] | None = None) -> None:
         xp = get_namespace(Z)
         self.xp, self.Z, self.omega = xp, Z, omega
+        self.fold_penalty = fold_penalty
         self.n, self.r = Z.shape
         self.n_classes = [int(c) for c in n_classes]
         self.P, self.Qt = len(self.n_classes), int(sum(self.n_classes))
@@ -102,6 +108,16 @@ class SoftmaxProblems:
         MY = Mc * Y01
         self.pieces = [self._piece(a, e, p0, p1, Mc, MY, M)
                        for a, e, p0, p1 in _segments(M > 0)]
+        # column range and correction matrix of every group with a penalty correction
+        self.pen_blocks: list[tuple[int, int, Any]] = []
+        if fold_penalty is not None and self.r:
+            group, mats = fold_penalty
+            col_group = np.asarray(group)[self.col_prob]
+            for g in np.unique(col_group):
+                cols = np.flatnonzero(col_group == g)
+                if cols[-1] - cols[0] + 1 != cols.size:
+                    raise ValueError("problems with one penalty correction must be consecutive")
+                self.pen_blocks.append((int(cols[0]), int(cols[-1]) + 1, mats[int(g)]))
 
     def _piece(self, a: int, e: int, p0: int, p1: int, Mc: np.ndarray, MY: np.ndarray,
                M: np.ndarray) -> _Piece:
@@ -128,8 +144,10 @@ class SoftmaxProblems:
         """The problems ``keep`` (indices), and their columns in this set."""
         Y01, M, scale = self.host
         cols = np.concatenate([np.flatnonzero(self.col_prob == p) for p in keep])
+        fp = self.fold_penalty
         sub = SoftmaxProblems(self.Z, self.omega, Y01[:, cols], M[:, keep],
-                              [self.n_classes[p] for p in keep], scale[keep])
+                              [self.n_classes[p] for p in keep], scale[keep],
+                              None if fp is None else (np.asarray(fp[0])[keep], fp[1]))
         return sub, cols
 
     def lam(self, C: float) -> Any:
@@ -182,9 +200,29 @@ class SoftmaxProblems:
             ps.append(ex / tot)
         return logps, ps
 
-    def _penalty(self, W: Any, lam: Any) -> Any:
+    def _pen(self, W: Any) -> tuple[Any, Any]:
+        """Per-column ``W^T Omega W`` (Qt,) and ``Omega W`` (r, Qt) of the penalty matrix
+        ``Omega`` (diagonal ``omega`` plus the groups' corrections)."""
         xp = self.xp
-        return 0.5 * lam * self.per_problem(xp.sum(self.omega[:, None] * W * W, axis=0))
+        OW = self.omega[:, None] * W
+        if self.pen_blocks:
+            parts, last = [], 0
+            for c0, c1, D in self.pen_blocks:
+                if c0 > last:
+                    parts.append(OW[:, last:c0])
+                parts.append(OW[:, c0:c1] + D @ W[:, c0:c1])
+                last = c1
+            if last < W.shape[1]:
+                parts.append(OW[:, last:])
+            OW = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+        return xp.sum(W * OW, axis=0), OW
+
+    def penalty_sums(self, W: Any) -> Any:
+        """``W^T Omega W`` per problem (P,): the penalty without its factor ``lam / 2``."""
+        return self.per_problem(self._pen(W)[0])
+
+    def _penalty(self, W: Any, lam: Any) -> Any:
+        return 0.5 * lam * self.penalty_sums(W)
 
     def value(self, W: Any, b: Any, lam: Any) -> Any:
         """Objective per problem (P,)."""
@@ -230,8 +268,9 @@ class SoftmaxProblems:
             R = Rs[0] if len(Rs) == 1 else xp.concat(Rs, axis=0)
             gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ R
             gb[pc.c0 : pc.c1] += xp.sum(R, axis=0)
-        f = self.per_problem(data) + self._penalty(W, lam)
-        gW = gW + self.to_cols(lam)[None, :] * self.omega[:, None] * W
+        quad, OW = self._pen(W)
+        f = self.per_problem(data) + 0.5 * lam * self.per_problem(quad)
+        gW = gW + self.to_cols(lam)[None, :] * OW
         return f, gW, gb, curv
 
     def curvature(self, sums: list[Any]) -> list[tuple[Any, Any]]:

@@ -158,8 +158,9 @@ class HeldOutScores:
             ``accuracy``, ``balanced_accuracy``, ``r2``, ``vinfo`` (and ``cross_entropy``,
             ``vinfo_bits`` after log-probability updates; ``vinfo_bits`` per fold is not
             clipped at 0: :func:`select_penalty` clips the mean over folds), float64 with NaN
-            where a score does not apply; ``chance`` (n_splits, n_features): accuracy of
-            always predicting the training fold's most frequent class.
+            where a score does not apply; ``chance`` (n_splits, n_features): the
+            majority-class rate of the decoded samples (every fold alike; ``1/k`` for a
+            balanced k-class feature).
         """
         K, P, F = self.correct.shape
         feats = self.targets.features
@@ -191,8 +192,7 @@ class HeldOutScores:
             recall = np.where(present[:, None, :], recall, 0.0)
             out["balanced_accuracy"][:, :, j] = recall.sum(axis=2) / present.sum(axis=1)[:, None]
             train_counts = self._train_class_counts(j, f.n_classes)  # (K, C)
-            majority = np.argmax(train_counts, axis=1)
-            chance[:, j] = cnt[np.arange(K), majority] / self.n_test
+            chance[:, j] = self._majority_rate(j, f.n_classes)
             prior = train_counts / train_counts.sum(axis=1, keepdims=True)
             with np.errstate(divide="ignore"):
                 ent[:, j] = -(cnt * np.log(prior)).sum(axis=1) / self.n_test
@@ -205,6 +205,11 @@ class HeldOutScores:
             out["vinfo_bits"] = (ent[:, None, :] - out["cross_entropy"]) / np.log(2)
             out["vinfo"] = np.full((K, P, F), np.nan)
         return out
+
+    def _majority_rate(self, j: int, n_classes: int) -> float:
+        """Frequency of the most frequent class among all decoded samples."""
+        counts = np.bincount(self.targets.codes[:, j], minlength=n_classes)
+        return float(counts.max() / counts.sum())
 
     def _train_class_counts(self, j: int, n_classes: int) -> np.ndarray:
         codes = self.targets.codes[:, j]

@@ -6,6 +6,13 @@ diagonalised once, ``C = V diag(s) V^T``; with ``B = Xc^T Yc`` the coefficients 
 (scikit-learn's ``Ridge(alpha=a, fit_intercept=True)``). All penalties and all target columns
 cost one ``eigh`` plus matrix products.
 
+Standardised units (the default of the probe engine): every fold works on units z-scored with
+its training rows' mean and standard deviation, as ``make_pipeline(StandardScaler(), Ridge)``
+does. In the primal form that is ``D C D`` and ``D B`` with ``D = diag(1 / sd)`` from the
+diagonal of the same centred Gram; in the dual form the fold's kernel is built from the
+z-scored units. Constant units (zero training variance) keep a scale of 1 and, being zero
+after centring, contribute nothing.
+
 Dual (kernel) form (n_units > n_train): the centred training kernel ``K = Xc Xc^T`` is
 diagonalised instead, ``W(a) = Xc^T U diag(1 / (lam + a)) U^T Yc``, and held-out predictions
 only need the centred cross-kernel, so they come from the n x n Gram without another pass over
@@ -31,6 +38,8 @@ from actstore.probes._stats import (
     accumulate_gram,
     accumulate_groups,
     coalesce,
+    unit_scale,
+    unit_sums,
 )
 from actstore.probes._targets import Targets
 
@@ -76,6 +85,10 @@ class PrimalFold:
         Its eigenvalues (ascending, >= 0).
     VB : array (d, q)
         ``V^T Xc^T Yc``.
+    inv_scale : array (d,) or None
+        ``1 / sd`` of each unit when the problem was solved on z-scored units (``V``, ``s``
+        and ``VB`` then belong to the z-scored Gram); coefficients and predictions are in the
+        original units either way.
     """
 
     mean_x: Any
@@ -83,13 +96,15 @@ class PrimalFold:
     V: Any
     s: Any
     VB: Any
+    inv_scale: Any = None
 
     def coef(self, alphas: Sequence[float]) -> Any:
-        """Coefficients of shape (n_alphas, d, q)."""
+        """Coefficients of shape (n_alphas, d, q), in the original units."""
         xp = get_namespace(self.V)
         a = _alphas_on(alphas, self.V)
         scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])  # (P, d, q)
-        return xp.permute_dims(_apply(self.V, scaled), (1, 0, 2))  # one (d, d) x (d, P*q)
+        W = xp.permute_dims(_apply(self.V, scaled), (1, 0, 2))  # one (d, d) x (d, P*q)
+        return W if self.inv_scale is None else W * self.inv_scale[None, :, None]
 
     def intercept(self, coef: Any) -> Any:
         """Intercepts of shape (n_alphas, q) for coefficients (n_alphas, d, q)."""
@@ -108,7 +123,7 @@ class PrimalFold:
             out = _apply(Xc, coef)
         else:
             a = _alphas_on(alphas, self.V)
-            Z = Xc @ self.V  # (m, d)
+            Z = (Xc if self.inv_scale is None else Xc * self.inv_scale) @ self.V  # (m, d)
             scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])
             out = _apply(Z, scaled)
         return out + self.mean_y
@@ -122,11 +137,20 @@ def _apply(A: Any, W: Any) -> Any:
     return xp.reshape(A @ flat, (A.shape[0], P, q))
 
 
-def solve_primal(mom: Moments) -> PrimalFold:
-    """Diagonalise one fold's centred Gram: every penalty is then a matrix product away."""
+def solve_primal(mom: Moments, standardize: bool = False) -> PrimalFold:
+    """Diagonalise one fold's centred Gram: every penalty is then a matrix product away.
+
+    With ``standardize`` the Gram of the z-scored units is diagonalised instead (each unit
+    divided by its training standard deviation, :func:`unit_scale`).
+    """
     xp = get_namespace(mom.C)
-    s, V = _eigh_psd(mom.C)
-    return PrimalFold(mom.mean_x, mom.mean_y, V, s, xp.matrix_transpose(V) @ mom.B)
+    if not standardize:
+        s, V = _eigh_psd(mom.C)
+        return PrimalFold(mom.mean_x, mom.mean_y, V, s, xp.matrix_transpose(V) @ mom.B)
+    inv = 1.0 / unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n)
+    s, V = _eigh_psd(mom.C * inv[:, None] * inv[None, :])
+    VB = xp.matrix_transpose(V) @ (mom.B * inv[:, None])
+    return PrimalFold(mom.mean_x, mom.mean_y, V, s, VB, inv)
 
 
 @dataclass
@@ -203,9 +227,13 @@ def solve_dual(gram: GramStats, Y: Any, train: np.ndarray, test: np.ndarray) -> 
 
 
 def choose_form(
-    n_units: int, folds: Folds, n_alphas: int = len(DEFAULT_ALPHAS), cache_bytes: int = 0
+    n_units: int, folds: Folds, n_alphas: int = len(DEFAULT_ALPHAS), cache_bytes: int = 0,
+    standardize: bool = False,
 ) -> str:
     """The cheapest exact form for these sizes.
+
+    With ``standardize`` each fold has its own unit scales, so the leave-group-out form
+    (which shares one full-data eigenbasis between folds) is not exact and is never chosen.
 
     * ``"dual"`` when there are more units than training rows (diagonalise the kernel);
     * ``"lgo"`` (leave-group-out updates of one full-data eigendecomposition) when the held-out
@@ -224,7 +252,7 @@ def choose_form(
     m = float(n_test.max())
     lgo = eigh + 2.0 * folds.n * d * d + K * n_alphas * (m * m * d + 1.3 * m**3)
     fits = folds.n * d * 8 <= cache_bytes
-    return "lgo" if fits and lgo < K * eigh else "primal"
+    return "lgo" if fits and lgo < K * eigh and not standardize else "primal"
 
 
 def ridge_cv(
@@ -234,6 +262,7 @@ def ridge_cv(
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     form: str = "auto",
     stats: GroupStats | GramStats | None = None,
+    standardize: bool = True,
 ) -> dict[str, np.ndarray]:
     """Held-out scores of ridge decoders for every fold, penalty and feature.
 
@@ -250,6 +279,9 @@ def ridge_cv(
         See :func:`choose_form`; all give the same numbers.
     stats : GroupStats or GramStats, optional
         Precomputed statistics (skip the first pass); a Gram matrix means the dual form.
+    standardize : bool
+        Z-score the units with each fold's training mean and standard deviation (as
+        ``make_pipeline(StandardScaler(), Ridge(alpha))``); ``False`` fits the raw units.
 
     Returns
     -------
@@ -261,20 +293,16 @@ def ridge_cv(
     if isinstance(stats, GramStats):
         form = "dual"
     elif form == "auto":
-        form = choose_form(source.d, folds, len(alphas), cache)
+        form = choose_form(source.d, folds, len(alphas), cache, standardize)
         form = "primal" if form == "dual" and isinstance(stats, GroupStats) else form
     if form not in ("primal", "dual", "lgo"):
         raise ValueError(f"form must be 'auto', 'primal', 'dual' or 'lgo', got {form!r}")
+    if form == "lgo" and standardize:
+        raise ValueError("the leave-group-out form shares one eigenbasis between folds and "
+                         "cannot z-score each fold's units; use 'primal' or 'dual'")
     acc = HeldOutScores(targets, folds, len(alphas))
     if form == "dual":
-        gram = stats if isinstance(stats, GramStats) else accumulate_gram(source)
-        xp = get_namespace(gram.G)
-        from array_api_compat import device
-
-        Yd = xp.asarray(targets.Y, dtype=xp.float64, device=device(gram.G))
-        for k, (train, test) in enumerate(folds.split()):
-            fold = solve_dual(gram, Yd, train, test)
-            acc.update(k, test, fold.predict_test(alphas))
+        _dual(source, targets, folds, alphas, stats, standardize, cache, acc)
         return acc.finalize()
 
     if not isinstance(stats, GroupStats) or (stats.pooled and form == "primal"):
@@ -287,7 +315,7 @@ def ridge_cv(
     solved: list[PrimalFold] = []
     coefs: list[Any] = []
     for k in range(folds.n_splits):
-        pf = solve_primal(stats.moments(exclude=k))
+        pf = solve_primal(stats.moments(exclude=k), standardize)
         # Multiply held-out rows by precomputed coefficients when that is cheaper than
         # rotating them into the fold's eigenbasis: d*d*P*q (coef) vs n_test*d*d (rotation).
         if len(alphas) * q < n_test[k]:
@@ -304,6 +332,40 @@ def ridge_cv(
             rows = block if local.size == b - a else xp.take(block, _idx(local, block), axis=0)
             acc.update(int(k), a + local, solved[k].predict(rows, alphas, coefs[k]))
     return acc.finalize()
+
+
+def _dual(
+    source: BlockSource,
+    targets: Targets,
+    folds: Folds,
+    alphas: Sequence[float],
+    stats: GroupStats | GramStats | None,
+    standardize: bool,
+    cache_bytes: int,
+    acc: HeldOutScores,
+) -> None:
+    """Held-out predictions of every fold in the dual (kernel) form.
+
+    Standardised, each fold needs the kernel of its own z-scored units: one Gram product per
+    fold from the cached activations, with the scales from the per-fold unit sums.
+    """
+    gram = stats if isinstance(stats, GramStats) else None
+    units = None
+    if standardize:
+        units = gram.units if gram is not None and gram.units is not None else (
+            unit_sums(source, folds))
+    elif gram is None:
+        gram = accumulate_gram(source, cache_bytes=cache_bytes)
+    Yd = None
+    for k, (train, test) in enumerate(folds.split()):
+        g = gram if units is None else accumulate_gram(source, cache_bytes,
+                                                       scale=units.scale(exclude=k))
+        assert g is not None
+        if Yd is None:
+            xp = get_namespace(g.G)
+            Yd = xp.asarray(targets.Y, dtype=xp.float64, device=_device(g.G))
+        fold = solve_dual(g, Yd, train, test)
+        acc.update(k, test, fold.predict_test(alphas))
 
 
 def _leave_group_out(

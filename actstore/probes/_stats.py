@@ -37,8 +37,11 @@ __all__ = [
     "GroupStats",
     "Moments",
     "accumulate_gram",
+    "UnitSums",
     "accumulate_groups",
     "coalesce",
+    "unit_scale",
+    "unit_sums",
 ]
 
 
@@ -204,6 +207,80 @@ class Moments:
     B: Any
 
 
+def unit_scale(var: Any, mean: Any, n: float) -> Any:
+    """Standard deviations for z-scoring, with 1 for constant units (scikit-learn's rule).
+
+    A unit counts as constant when its variance is within round-off of zero
+    (``var <= n * eps * var + (n * mean * eps)^2``, as ``StandardScaler`` decides); its
+    centred values are then zero, so it contributes nothing to a fit whatever its scale, and
+    nothing is divided by zero.
+
+    Parameters
+    ----------
+    var : array (d,)
+        Population variances (``ddof=0``) of the training rows.
+    mean : array (d,)
+        Their means.
+    n : float
+        Number of training rows.
+    """
+    xp = get_namespace(var)
+    eps = float(np.finfo(np.float64).eps)
+    var = xp.clip(var, 0.0, None)
+    bound = n * eps * var + (n * mean * eps) ** 2
+    return xp.where(var <= bound, xp.ones_like(var), xp.sqrt(var))
+
+
+@dataclass
+class UnitSums:
+    """Per-group counts, sums and sums of squares of every unit (shifted by ``shift``).
+
+    The diagonal of each group's Gram: cheap to accumulate in the same pass as the rest, and
+    enough for the per-unit mean and standard deviation of the training rows of any fold
+    (the sums over every group but the held-out one), which standardised decoders use.
+
+    Attributes
+    ----------
+    count : ndarray (G,)
+    shift : array (d,)
+    s1, s2 : array (G, d)
+        Sums of ``x - shift`` and of its square.
+    """
+
+    count: np.ndarray
+    shift: Any
+    s1: Any
+    s2: Any
+
+    def scale(self, exclude: int | None = None) -> Any:
+        """Standard deviation per unit of every row but group ``exclude`` (1 where
+        constant; see :func:`unit_scale`)."""
+        xp = get_namespace(self.s1)
+        n = float(self.count.sum())
+        s1, s2 = xp.sum(self.s1, axis=0), xp.sum(self.s2, axis=0)
+        if exclude is not None:
+            n -= float(self.count[exclude])
+            s1, s2 = s1 - self.s1[exclude], s2 - self.s2[exclude]
+        m = s1 / n
+        return unit_scale(s2 / n - m * m, m + self.shift, n)
+
+    def add(self, groups: np.ndarray, Xb: Any) -> None:
+        """Add rows ``Xb`` (already shifted) whose groups are ``groups`` (host ints)."""
+        xp = get_namespace(Xb)
+        G = self.count.shape[0]
+        H = (groups[None, :] == np.arange(G)[:, None]).astype(np.float64)  # (G, m)
+        Hd = _targets_on(H, Xb)
+        self.count += H.sum(axis=1)
+        self.s1 += Hd @ Xb
+        self.s2 += Hd @ (Xb * Xb)
+
+
+def _unit_sums(folds: Folds, shift: Any) -> UnitSums:
+    zeros = _zeros_like(shift)
+    G, d = folds.n_groups, int(shift.shape[0])
+    return UnitSums(np.zeros(G), shift, zeros(G, d), zeros(G, d))
+
+
 @dataclass
 class GroupStats:
     """Per-group float64 sums (all arrays on the data's device).
@@ -233,6 +310,10 @@ class GroupStats:
     #: ``(X - mean) @ V`` (n, d) over all rows, when a solver computed it (shared by decoders).
     rotated: Any = field(default=None, repr=False, compare=False)
     pooled: bool = False
+    #: Per-fold-group unit sums (always by the real folds, also when ``pooled``).
+    units: UnitSums | None = field(default=None, repr=False, compare=False)
+    _eig_std: tuple[Any, Any, Moments, Any] | None = field(default=None, repr=False,
+                                                          compare=False)
 
     @property
     def xp(self) -> Any:
@@ -255,6 +336,19 @@ class GroupStats:
             s, V = xp.linalg.eigh(mom.C)
             self._eig = (xp.clip(s, 0.0, None), V, mom)
         return self._eig
+
+    def eigh_standardized(self) -> tuple[Any, Any, Moments, Any]:
+        """``(s, V, moments, scale)``: eigendecomposition of the all-rows correlation-scaled
+        Gram ``D C D`` with ``D = diag(1 / scale)`` (cached); ``scale`` is each unit's
+        standard deviation over all rows (1 where constant)."""
+        if self._eig_std is None:
+            mom = self.moments()
+            xp = self.xp
+            sc = unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n)
+            inv = 1.0 / sc
+            s, V = xp.linalg.eigh(mom.C * inv[:, None] * inv[None, :])
+            self._eig_std = (xp.clip(s, 0.0, None), V, mom, sc)
+        return self._eig_std
 
     def moments(self, exclude: int | None = None) -> Moments:
         """Centred moments over every group except ``exclude`` (``None``: all rows).
@@ -364,7 +458,8 @@ def accumulate_groups(
             f"{source.name}: {source.n} activation rows but {Y.shape[0]} labels and "
             f"{folds.n} fold entries; the probe set and the run do not match"
         )
-    group = np.zeros(folds.n, dtype=np.int64) if pooled else folds.group_of()
+    true_group = folds.group_of()
+    group = np.zeros(folds.n, dtype=np.int64) if pooled else true_group
     G = 1 if pooled else folds.n_groups
     st: GroupStats | None = None
     Yd = None
@@ -405,8 +500,10 @@ def accumulate_groups(
                 xty=[zeros(d, q) for _ in range(G)],
                 pooled=pooled,
             )
+            st.units = _unit_sums(folds, st.shift_x)
         assert Yd is not None
         Xb -= st.shift_x
+        st.units.add(true_group[a:b], Xb)  # type: ignore[union-attr]
         Yb = Yd[a:b, ...] - st.shift_y
         g_blk = group[a:b]
         for g in np.unique(g_blk):
@@ -451,9 +548,28 @@ class GramStats:
     """
 
     G: Any
+    #: Per-fold-group unit sums, when the Gram was accumulated with folds.
+    units: UnitSums | None = field(default=None, repr=False, compare=False)
 
 
-def accumulate_gram(source: BlockSource, cache_bytes: int = 256 * 2**20) -> GramStats:
+def unit_sums(source: BlockSource, folds: Folds) -> UnitSums:
+    """One cheap pass (no products): per-fold-group unit counts, sums and sums of squares."""
+    st: UnitSums | None = None
+    group = folds.group_of()
+    for a, b, block in source.blocks():
+        xp = get_namespace(block)
+        Xa = xp.astype(block, xp.float64)
+        if st is None:
+            st = _unit_sums(folds, xp.mean(Xa, axis=0))
+        st.add(group[a:b], Xa - st.shift)
+    if st is None:
+        raise ActstoreError(f"{source.name}: no activation rows to read")
+    return st
+
+
+def accumulate_gram(
+    source: BlockSource, cache_bytes: int = 256 * 2**20, scale: Any = None
+) -> GramStats:
     """Accumulate ``X X^T`` (n, n) in float64 from row blocks.
 
     Each pair of blocks contributes one tile. Earlier blocks are kept (in float64) while they
@@ -467,6 +583,8 @@ def accumulate_gram(source: BlockSource, cache_bytes: int = 256 * 2**20) -> Gram
         :class:`ArraySource`, :class:`CachedSource`).
     cache_bytes : int
         Memory for keeping earlier blocks instead of re-reading them.
+    scale : array of shape (n_units,), optional
+        Divide every unit by this (after the shift): the Gram of z-scored units.
 
     Returns
     -------
@@ -489,9 +607,9 @@ def accumulate_gram(source: BlockSource, cache_bytes: int = 256 * 2**20) -> Gram
         if G is None:
             shift = xp.mean(Xa, axis=0)
             G = xp.zeros((source.n, source.n), dtype=xp.float64, device=_device(Xa))
-        Xa = Xa - shift
+        Xa = Xa - shift if scale is None else (Xa - shift) / scale
         G[a:b, a:b] = Xa @ xp.matrix_transpose(Xa)
-        for c, e, Xc in kept if kept is not None else _earlier(source, a, shift):
+        for c, e, Xc in kept if kept is not None else _earlier(source, a, shift, scale):
             tile = Xa @ xp.matrix_transpose(Xc)  # (b - a, e - c)
             G[a:b, c:e] = tile
             G[c:e, a:b] = xp.matrix_transpose(tile)
@@ -506,10 +624,12 @@ def accumulate_gram(source: BlockSource, cache_bytes: int = 256 * 2**20) -> Gram
     return GramStats(G)
 
 
-def _earlier(source: BlockSource, stop: int, shift: Any) -> Iterator[tuple[int, int, Any]]:
+def _earlier(source: BlockSource, stop: int, shift: Any, scale: Any = None
+             ) -> Iterator[tuple[int, int, Any]]:
     """Re-read the blocks of ``source`` that end at or before row ``stop``."""
     for c, e, blk in source.blocks():
         if e > stop:
             return
         xp = get_namespace(blk)
-        yield c, e, xp.astype(blk, xp.float64) - shift
+        out = xp.astype(blk, xp.float64) - shift
+        yield c, e, out if scale is None else out / scale

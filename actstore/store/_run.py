@@ -384,6 +384,8 @@ class RunWriter:
 
     def _enter_locked(self, runs: Any, existing: Any) -> None:
         if existing is not None:
+            # object stores: read afresh, so that the lease is taken over this very version
+            existing = self._lease.fence(existing)
             old = dict(existing.attrs)
             self._lease.check_attr(old.get(L.ATTR_WRITER))
             if not old.get(L.ATTR_LAYOUT_DONE):
@@ -396,7 +398,7 @@ class RunWriter:
         if existing is None:
             self._check_owned({"probe_set": self.probe_set_name, "probe_set_hash": self._ps_hash,
                                "config_hash": L.json_hash(self.identity)})
-            self.group = runs.create_group(self.run_id)
+            self.group = self._lease.fence(runs.create_group(self.run_id))
             self._created = True
             self._attrs = {
                 **self.identity,
@@ -418,7 +420,7 @@ class RunWriter:
             self._attrs.update(self.extra_attrs)
             self._remove_partial_files()
             self._fit_slot_arrays()
-        self._put_attrs({L.ATTR_WRITER: self._lease.stamp()})
+        self._put_attrs({L.ATTR_WRITER: self._lease.stamp(), **self._lease.generation_attrs()})
         delay = settle_delay(self.store.url)
         if delay:
             time.sleep(delay)
@@ -630,6 +632,7 @@ class RunWriter:
         """Mark the slot of ``step`` as being written; returns its index.
 
         ``source`` (a checkpoint file) is recorded so that ``actstore repair`` can redo it.
+        Without ``weights_hash`` the slot can be written but never completed (:meth:`end_slot`).
         """
         i = self._slot_index(step)
         slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
@@ -644,13 +647,25 @@ class RunWriter:
     def end_slot(self, step: int) -> None:
         """Mark the slot complete: written last, after every layer of the slot."""
         i = self._slot_index(step)
-        self.group["status"][i] = L.STATUS_COMPLETE
         slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
+        if not (slots.get(str(int(step))) or {}).get("weights_hash"):
+            raise ActstoreError(
+                f"checkpoint {step} of run {self.run_id!r} has no weights hash recorded, so it "
+                "cannot be marked complete; begin the slot with the hash of the weights it is "
+                "recorded from (actstore.store.weights_hash(model))"
+            )
+        self.group["status"][i] = L.STATUS_COMPLETE
         slots.setdefault(str(int(step)), {})["completed"] = _now()
         self._put_attrs({L.ATTR_SLOTS: slots})
 
     def rollback_slot(self, step: int) -> None:
-        """Forget a slot whose write failed: its chunks are removed, status back to empty."""
+        """Forget a slot whose write failed: its chunks are removed, status back to empty.
+
+        A writer that lost its lease writes nothing more: the slot stays interrupted (status
+        1), and the run's writer redoes it.
+        """
+        if self._lease.lost is not None:
+            return
         i = self._slot_index(step)
         for name in self._attrs.get(L.ATTR_LAYERS, {}):
             arr = self.group[name]
@@ -743,7 +758,7 @@ class RunWriter:
                                  "write these activations as another step or into a new run")
             return False
         self.check_layer_set(set(arrays), "this slot gives")
-        i = self.begin_slot(step, weights_hash)
+        i = self.begin_slot(step, weights_hash or _arrays_hash(checked))
         try:
             for name, a in checked.items():
                 meta = {"module": name, "reduction": "none", "kind": "array",
@@ -797,6 +812,13 @@ class RunWriter:
 
     # -- leaving -----------------------------------------------------------------------------
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._lease.lost is not None:
+            # another writer holds the run now: nothing here is this writer's to clean up
+            self._lease.release()
+            self._entered = False
+            if exc_type is None:
+                raise self._lease.lose(self._lease.lost)
+            return
         removed = False
         try:
             status: Any = (
@@ -841,6 +863,19 @@ class RunWriter:
             arr = self.group[name]
             arr.resize((keep, *arr.shape[1:]))
         self._put_attrs({L.ATTR_STEPS: planned[:keep]})
+
+
+def _arrays_hash(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 of activations written without weights (names, dtypes, shapes, bytes): the
+    provenance a slot of precomputed activations records as its ``weights_hash``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _version() -> str:

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from actstore import ActstoreError
 from actstore.probes import (
@@ -53,7 +55,8 @@ def test_vinfo_matches_sklearn_ridge_at_the_chosen_penalty():
         zs = (Z[:, j] - Z[:, j].mean()) / Z[:, j].std()
         per = []
         for tr, te in folds.split():
-            m = Ridge(alpha=res["alpha"][j]).fit(X[tr], zs[tr])
+            # units z-scored with the training fold's statistics, as in a pipeline
+            m = make_pipeline(StandardScaler(), Ridge(alpha=res["alpha"][j])).fit(X[tr], zs[tr])
             per.append(r2_score(zs[te], m.predict(X[te])))
         # I_V = max(0, held-out R^2): the clip applies to the mean over folds
         assert res["r2"][j] == pytest.approx(np.mean(per), abs=1e-8)

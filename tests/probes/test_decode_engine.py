@@ -10,6 +10,8 @@ import pytest
 import xarray as xr
 from sklearn.linear_model import Ridge, RidgeClassifier
 from sklearn.metrics import balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from actstore import ActstoreError
@@ -64,10 +66,12 @@ def test_probe_arrays_equals_a_scikit_learn_loop():
     for alpha in alphas:
         fold_acc, fold_r2, fold_bal = [], [], []
         for tr, te in folds.split():
-            pred = RidgeClassifier(alpha=alpha).fit(X[tr], a[tr]).predict(X[te])
+            pred = make_pipeline(StandardScaler(), RidgeClassifier(alpha=alpha)).fit(
+                X[tr], a[tr]).predict(X[te])
             fold_acc.append(np.mean(pred == a[te]))
             fold_bal.append(balanced_accuracy_score(a[te], pred))
-            fold_r2.append(Ridge(alpha=alpha).fit(X[tr], c[tr]).score(X[te], c[te]))
+            fold_r2.append(make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(
+                X[tr], c[tr]).score(X[te], c[te]))
         accs.append(np.mean(fold_acc))
         r2s.append(np.mean(fold_r2))
         bals.append(np.mean(fold_bal))

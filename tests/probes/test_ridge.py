@@ -25,6 +25,11 @@ from actstore.probes._ridge import solve_dual, solve_primal
 ALPHAS = [1e-3, 0.1, 1.0, 10.0, 1e3]
 
 
+def ridge_raw(*args, **kwargs):
+    """The raw-unit decoders (compared with scikit-learn without a scaler)."""
+    return ridge_cv(*args, standardize=False, **kwargs)
+
+
 @pytest.fixture(autouse=True)
 def _one_blas_thread():
     # small matrices on a shared machine: one BLAS thread is faster and deterministic
@@ -85,7 +90,7 @@ def test_cv_scores_equal_sklearn_classifier_and_regressor(form, n, d):
     X, labels = _data(n, d, seed=2)
     T = encode_targets(labels)
     folds = stratified_folds(n, 3, seed=5, stratify={"a": labels["a"], "b": labels["b"]})
-    s = ridge_cv(ArraySource(X, block_rows=37), T, folds, ALPHAS, form=form)
+    s = ridge_raw(ArraySource(X, block_rows=37), T, folds, ALPHAS, form=form)
     for k, (train, test) in enumerate(folds.split()):
         for i, alpha in enumerate(ALPHAS):
             for j, f in enumerate(["a", "b"]):
@@ -110,9 +115,9 @@ def test_all_forms_agree():
     X, labels = _data(80, 60, seed=3)
     T = encode_targets(labels)
     folds = stratified_folds(80, 4, seed=0)
-    p = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="primal")
+    p = ridge_raw(ArraySource(X), T, folds, ALPHAS, form="primal")
     for form in ("dual", "lgo"):
-        d = ridge_cv(ArraySource(X), T, folds, ALPHAS, form=form)
+        d = ridge_raw(ArraySource(X), T, folds, ALPHAS, form=form)
         for key in ("accuracy", "balanced_accuracy", "r2"):
             np.testing.assert_allclose(p[key], d[key], rtol=1e-8, atol=1e-10)
 
@@ -123,8 +128,8 @@ def test_leave_group_out_with_an_explicit_split():
     X, labels = _data(150, 30, seed=10)
     T = encode_targets(labels)
     folds = explicit_split(np.arange(150) % 5 == 0)
-    p = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="primal")
-    g = ridge_cv(ArraySource(X), T, folds, ALPHAS, form="lgo")
+    p = ridge_raw(ArraySource(X), T, folds, ALPHAS, form="primal")
+    g = ridge_raw(ArraySource(X), T, folds, ALPHAS, form="lgo")
     np.testing.assert_allclose(p["r2"], g["r2"], rtol=1e-8)
     np.testing.assert_array_equal(p["accuracy"], g["accuracy"])
 
@@ -143,9 +148,9 @@ def test_numpy_and_torch_cpu_give_the_same_numbers():
     X, labels = _data(200, 30, seed=4)
     T = encode_targets(labels)
     folds = stratified_folds(200, 5, seed=0)
-    ref = ridge_cv(ArraySource(X, 64), T, folds, ALPHAS)
+    ref = ridge_raw(ArraySource(X, 64), T, folds, ALPHAS)
     for form in ("primal", "dual", "lgo"):
-        got = ridge_cv(CachedSource(ArraySource(X, 64), backend="torch"), T, folds, ALPHAS,
+        got = ridge_raw(CachedSource(ArraySource(X, 64), backend="torch"), T, folds, ALPHAS,
                        form=form)
         for key in ("accuracy", "r2", "balanced_accuracy"):
             np.testing.assert_allclose(got[key], ref[key], rtol=1e-8, atol=1e-10)
@@ -157,8 +162,8 @@ def test_array_api_strict_arrays():
     X, labels = _data(90, 10, seed=6)
     T = encode_targets(labels)
     folds = stratified_folds(90, 3, seed=0)
-    ref = ridge_cv(ArraySource(X, 32), T, folds, ALPHAS)
-    got = ridge_cv(ArraySource(xps.asarray(X), 32), T, folds, ALPHAS)
+    ref = ridge_raw(ArraySource(X, 32), T, folds, ALPHAS)
+    got = ridge_raw(ArraySource(xps.asarray(X), 32), T, folds, ALPHAS)
     np.testing.assert_allclose(got["r2"], ref["r2"], rtol=1e-10)
     np.testing.assert_array_equal(got["accuracy"], ref["accuracy"])  # NaN where n/a
 
@@ -169,8 +174,8 @@ def test_streaming_twice_when_the_cache_is_too_small():
     folds = stratified_folds(400, 4, seed=0)
     big = CachedSource(ArraySource(X, 50), cache_bytes=10**9)
     small = CachedSource(ArraySource(X, 50), cache_bytes=1000)
-    a = ridge_cv(big, T, folds, ALPHAS)
-    b = ridge_cv(small, T, folds, ALPHAS)
+    a = ridge_raw(big, T, folds, ALPHAS)
+    b = ridge_raw(small, T, folds, ALPHAS)
     assert big.passes == 1 and small.passes == 2
     np.testing.assert_allclose(a["r2"], b["r2"], rtol=1e-10)
 
@@ -183,7 +188,7 @@ def test_nan_activations_are_refused_with_the_row():
     T = encode_targets(labels)
     src = CachedSource(ArraySource(X, 32, name="run 'r0', layer 'fc1', checkpoint 10"))
     with pytest.raises(ActstoreError, match="layer 'fc1', checkpoint 10.*sample row 57"):
-        ridge_cv(src, T, stratified_folds(100, 3), ALPHAS)
+        ridge_raw(src, T, stratified_folds(100, 3), ALPHAS)
 
 
 @settings(max_examples=25, deadline=None)
@@ -205,7 +210,7 @@ def test_random_shapes_match_sklearn(n, d, dtype, block, seed):
     X64 = X.astype(np.float64)
     alphas = [0.01, 1.0, 100.0]
     for form in ("primal", "dual", "lgo"):
-        s = ridge_cv(ArraySource(X, block), T, folds, alphas, form=form)
+        s = ridge_raw(ArraySource(X, block), T, folds, alphas, form=form)
         for k, (train, test) in enumerate(folds.split()):
             for i, alpha in enumerate(alphas):
                 ref = Ridge(alpha=alpha).fit(X64[train], T.Y[train])
@@ -227,9 +232,9 @@ def test_cuda_gives_the_numpy_numbers():
     X, labels = _data(300, 40, seed=9)
     T = encode_targets(labels)
     folds = stratified_folds(300, 5, seed=0)
-    ref = ridge_cv(ArraySource(X, 64), T, folds, ALPHAS)
+    ref = ridge_raw(ArraySource(X, 64), T, folds, ALPHAS)
     for form in ("primal", "dual"):
-        got = ridge_cv(CachedSource(ArraySource(X, 64), backend="cuda"), T, folds, ALPHAS,
+        got = ridge_raw(CachedSource(ArraySource(X, 64), backend="cuda"), T, folds, ALPHAS,
                        form=form)
         np.testing.assert_allclose(got["r2"], ref["r2"], rtol=1e-8, atol=1e-10)
 

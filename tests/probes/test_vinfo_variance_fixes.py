@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from actstore.probes import (
     DEFAULT_ALPHAS,
@@ -28,12 +30,14 @@ ALPHAS = tuple(DEFAULT_ALPHAS)
 
 
 def _sk_r2_path(X, Y, folds, alphas=ALPHAS):
-    """Held-out R^2 of scikit-learn ``Ridge`` per (fold, alpha, column)."""
+    """Held-out R^2 of scikit-learn ``Ridge`` on units z-scored with the training rows (the
+    pipeline researchers run) per (fold, alpha, column)."""
     X = np.asarray(X, dtype=np.float64)
     out = np.zeros((folds.n_splits, len(alphas), Y.shape[1]))
     for k, (tr, te) in enumerate(folds.split()):
         for i, a in enumerate(alphas):
-            pred = Ridge(alpha=a).fit(X[tr], Y[tr]).predict(X[te])
+            model = make_pipeline(StandardScaler(), Ridge(alpha=a))
+            pred = model.fit(X[tr], Y[tr]).predict(X[te])
             out[k, i] = r2_score(Y[te], pred.reshape(len(te), -1), multioutput="raw_values")
     return out
 
