@@ -8,6 +8,15 @@ In every case the holder is also recorded in the run's ``actstore.writer`` attri
 refused writer can say who holds the run, and listings can tell a live writer from one that was
 killed (:func:`holder_state`).
 
+On object stores a lease can be lost: a writer paused (or cut off) for longer than the lease
+lasts finds another writer holding the run when it resumes. Every object a writer writes there
+goes through a :class:`FencedStore`: the run's metadata (which holds the lease) is written only
+if it is still the version this writer wrote last (S3 ``If-Match``), and every other write and
+delete is preceded and followed by a check that the lease is still this writer's, by the local
+clock (with a margin well below the lease's lifetime) and on the server (the holder id and
+generation recorded in the run's metadata). A writer that fails a check raises
+:class:`~actstore._errors.LeaseLostError` and writes nothing more.
+
 Locks are keyed by the store, not by how its path is spelt (:func:`store_key`): a symlink, a
 relative path or a trailing slash reaches the same lock.
 """
@@ -27,14 +36,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from actstore._errors import WriterConflictError
+from zarr.storage import WrapperStore
+
+from actstore._errors import LeaseLostError, WriterConflictError
 
 __all__ = [
-    "Lease", "describe_holder", "holder_state", "is_local", "settle_delay", "store_key",
-    "store_lock",
+    "FencedStore", "Lease", "describe_holder", "holder_state", "is_local", "settle_delay",
+    "store_key", "store_lock",
 ]
 
+#: seconds an object-store lease lasts unless renewed (renewed every TTL/4 seconds)
 TTL_SECONDS = 60.0
+#: a writer stops writing once its last renewal is older than TTL - MARGIN (local clock)
+MARGIN_SECONDS = 20.0
+#: run attribute: generation of the latest lease taken on the run (object stores), kept after
+#: the writer lets go so that generations only grow
+ATTR_GENERATION = "actstore.generation"
+_ATTR_WRITER = "actstore.writer"
+
+
+class Clock:
+    """Where leases read the time: ``time()`` for expiry stamps other machines compare,
+    ``monotonic()`` for this process's own deadlines."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+#: the clock of new leases (tests replace it to pause a writer without waiting)
+CLOCK = Clock()
 _HELD_IN_PROCESS: set[str] = set()
 _REGISTRY_LOCK = threading.Lock()
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
@@ -118,7 +151,8 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def holder_state(url: str, run_id: str, holder: dict[str, Any] | None) -> str:
+def holder_state(url: str, run_id: str, holder: dict[str, Any] | None,
+                 now: float | None = None) -> str:
     """Whether the writer recorded in a run's ``actstore.writer`` attribute still holds it.
 
     Returns ``"none"`` (no writer recorded), ``"live"``, ``"stale"`` (the writer is gone:
@@ -129,6 +163,7 @@ def holder_state(url: str, run_id: str, holder: dict[str, Any] | None) -> str:
     (the same test that lets a new writer take the run). ``memory://`` stores look up the
     in-process registry. Local stores hold an ``flock`` that dies with its process but records
     no expiry: the writer's process is looked up instead, when it ran on this machine.
+    ``now`` is the time to compare an expiry with (default: :data:`CLOCK`).
     """
     if not holder:
         return "none"
@@ -137,7 +172,8 @@ def holder_state(url: str, run_id: str, holder: dict[str, Any] | None) -> str:
             return "live" if _key(url, run_id) in _HELD_IN_PROCESS else "stale"
     if _needs_attr_lease(url):
         try:
-            return "live" if float(holder.get("expires", 0)) > time.time() else "stale"
+            now = CLOCK.time() if now is None else now
+            return "live" if float(holder.get("expires", 0)) > now else "stale"
         except (TypeError, ValueError):
             return "stale"
     pid = holder.get("pid")
@@ -156,17 +192,24 @@ def describe_holder(info: dict[str, Any] | None) -> str:
 class Lease:
     """Exclusive right to write one run of one store."""
 
-    def __init__(self, url: str, run_id: str):
+    def __init__(self, url: str, run_id: str, clock: Clock | None = None):
         self.url = url
         self.run_id = run_id
         self.key = _key(url, run_id)
-        self.info = {
+        self.clock = clock or CLOCK
+        self.info: dict[str, Any] = {
             "id": uuid.uuid4().hex,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "expires": 0.0,
         }
+        #: set once the run's metadata holds this lease (object stores)
+        self.acquired = False
+        #: why this writer lost the lease (None while it holds it)
+        self.lost: str | None = None
+        self._stamped = 0.0   # local clock when the latest stamp was made
+        self._confirmed = 0.0  # ... and the latest stamp known to be on the server
         self._fd: int | None = None
         self._in_process = False
         self._stop = threading.Event()
@@ -208,13 +251,80 @@ class Lease:
         """Refuse if a live lease of another writer is recorded on the run."""
         if not current or current.get("id") == self.info["id"]:
             return
-        if self.needs_attr_lease and holder_state(self.url, self.run_id, current) == "live":
+        now = self.clock.time()
+        if self.needs_attr_lease and holder_state(self.url, self.run_id, current, now) == "live":
             raise self._conflict(current)
 
     def stamp(self) -> dict[str, Any]:
         """The attribute value to record now (renewed expiry)."""
-        self.info["expires"] = time.time() + TTL_SECONDS
+        self._stamped = self.clock.monotonic()
+        self.info["expires"] = self.clock.time() + TTL_SECONDS
         return dict(self.info)
+
+    def generation_attrs(self) -> dict[str, Any]:
+        """Run attributes to write with the first stamp: the lease's generation (object
+        stores), which stays after the writer lets go."""
+        gen = self.info.get("generation")
+        return {ATTR_GENERATION: gen} if gen is not None else {}
+
+    def fence(self, group: Any) -> Any:
+        """``group`` (a run group) opened again so that every write to it is fenced by this
+        lease (object stores; other stores hold an exclusive lock and get ``group`` back).
+
+        The run's metadata is read afresh: the lease is taken over the version read here
+        (:class:`FencedStore`), and its generation is one more than the run's last one.
+        """
+        if not self.needs_attr_lease:
+            return group
+        import zarr
+
+        store = FencedStore(group.store, self, f"{group.path}/zarr.json")
+        fenced = zarr.open_group(store, path=group.path, mode="r+", zarr_format=3,
+                                 use_consolidated=False)
+        attrs = dict(fenced.attrs)
+        holder = attrs.get(_ATTR_WRITER) if isinstance(attrs.get(_ATTR_WRITER), dict) else {}
+        gens = [attrs.get(ATTR_GENERATION), holder.get("generation")]
+        self.info["generation"] = max([g for g in gens if isinstance(g, int)], default=0) + 1
+        return fenced
+
+    def lose(self, reason: str) -> LeaseLostError:
+        """Record that the lease is lost; the error to raise."""
+        if self.lost is None:
+            self.lost = reason
+        return LeaseLostError(
+            f"stopped writing run {self.run_id!r} in {self.url}: {self.lost}; nothing more was "
+            "written by this process, and no checkpoint it was writing was marked complete; "
+            "when no other writer is busy with the run, re-run the command (it keeps complete "
+            "checkpoints and redoes the rest)"
+        )
+
+    def check_clock(self) -> None:
+        """Raise :class:`LeaseLostError` unless the lease is held with a margin to spare, by
+        the local clock (a paused or cut-off writer fails this as soon as it resumes)."""
+        if self.lost is not None:
+            raise self.lose(self.lost)
+        if not self.acquired:
+            return
+        age = self.clock.monotonic() - self._confirmed
+        if age > TTL_SECONDS - MARGIN_SECONDS:
+            raise self.lose(
+                f"its writer lease was last renewed {age:.0f} s ago (the process was paused "
+                f"or cut off from the store; a lease lasts {TTL_SECONDS:.0f} s), so another "
+                "writer may have taken the run"
+            )
+
+    def check_holder(self, holder: Any) -> None:
+        """Raise :class:`LeaseLostError` unless ``holder`` (the writer recorded on the server)
+        is this lease."""
+        holder = holder if isinstance(holder, dict) else None
+        if holder and holder.get("id") == self.info["id"] and (
+                holder.get("generation") == self.info.get("generation")):
+            return
+        if holder:
+            raise self.lose(f"another writer ({describe_holder(holder)}, lease generation "
+                            f"{holder.get('generation')}) took the run")
+        raise self.lose("the run no longer records this writer's lease (another writer took "
+                        "it and finished)")
 
     def start_heartbeat(self, renew: Any) -> None:
         """Renew the attribute lease every TTL/4 seconds (object stores only)."""
@@ -222,7 +332,9 @@ class Lease:
             return
 
         def beat() -> None:
-            while not self._stop.wait(TTL_SECONDS / 4):
+            # a failed renewal is retried at the next beat; a lost lease is recorded in
+            # self.lost by the write that found it, and fails the writer's next write
+            while not self._stop.wait(TTL_SECONDS / 4) and self.lost is None:
                 with contextlib.suppress(Exception):
                     renew()
 
@@ -309,3 +421,143 @@ def settle_delay(url: str) -> float:
     """Seconds to wait before re-reading an attribute lease (object stores)."""
     return 0.0 if is_local(url) or url.startswith("memory://") else 1.0
 
+
+
+def _precondition_failed(e: BaseException) -> bool:
+    """Whether an error of a conditional S3 write means that its condition did not hold."""
+    cause = e.__cause__ or e.__context__
+    err = getattr(cause, "response", None) or getattr(e, "response", None) or {}
+    code = str(err.get("Error", {}).get("Code", "")) if isinstance(err, dict) else ""
+    return code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+
+
+class FencedStore(WrapperStore):  # type: ignore[type-arg]
+    """A Zarr store that writes a run of an object store only while ``lease`` holds it.
+
+    Wraps the store the run was opened from; reads pass through. The run's metadata
+    (``meta_key``, which holds the lease) is written, where the server supports S3 conditional
+    writes, only if it is still the version this writer read when it took the lease or wrote
+    last (``If-Match`` on its ETag): a writer that another has displaced fails its next
+    metadata write, the heartbeat included. Every other write and delete is checked before and
+    after: by the local clock (:meth:`Lease.check_clock`) and by the holder recorded in the
+    run's metadata on the server (:meth:`Lease.check_holder`).
+    """
+
+    def __init__(self, store: Any, lease: Lease, meta_key: str):
+        super().__init__(store)
+        self._lease = lease
+        self._meta_key = meta_key
+        self._etag: str | None = None
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        if key == self._meta_key and byte_range is None and not self._lease.acquired:
+            body = await self._read_meta_version()
+            if body is not None:
+                return prototype.buffer.from_bytes(body)
+        return await self._store.get(key, prototype, byte_range)
+
+    async def set(self, key: str, value: Any) -> None:
+        if key == self._meta_key:
+            await self._write_meta(value)
+            return
+        await self._guard()
+        await self._store.set(key, value)
+        await self._guard()
+
+    async def set_if_not_exists(self, key: str, value: Any) -> None:
+        await self._guard()
+        await self._store.set_if_not_exists(key, value)
+        await self._guard()
+
+    async def _set_many(self, values: Any) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._guard()
+        await self._store.delete(key)
+        await self._guard()
+
+    async def delete_dir(self, prefix: str) -> None:
+        await self._guard()
+        await self._store.delete_dir(prefix)
+        await self._guard()
+
+    def _with_store(self, store: Any) -> Any:
+        return FencedStore(store, self._lease, self._meta_key)
+
+    # -- the lease ---------------------------------------------------------------------------
+    def _s3_key(self) -> tuple[str, str] | None:
+        """(bucket, key) of the run's metadata where S3 conditional writes apply."""
+        fs = getattr(self._store, "fs", None)
+        protocol = getattr(fs, "protocol", None)
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
+        if "s3" not in protocols or not hasattr(fs, "_call_s3"):
+            return None
+        from zarr.storage._fsspec import _dereference_path
+
+        bucket, key, _ = fs.split_path(_dereference_path(self._store.path,
+                                                         self._meta_key))
+        return bucket, key
+
+    async def _read_meta_version(self) -> bytes | None:
+        """The run's metadata and its ETag, read in one request (S3)."""
+        where = self._s3_key()
+        if where is None:
+            return None
+        resp = await self._store.fs._call_s3("get_object", Bucket=where[0],
+                                             Key=where[1])
+        body = await resp["Body"].read()
+        self._etag = resp.get("ETag")
+        return bytes(body)
+
+    async def _write_meta(self, value: Any) -> None:
+        lease = self._lease
+        lease.check_clock()
+        where = self._s3_key()
+        if where is None or self._etag is None:  # no conditional writes: check first
+            if lease.acquired:
+                await self._check_server()
+            await self._store.set(self._meta_key, value)
+            lease._confirmed = lease._stamped
+            lease.acquired = True
+            return
+        try:
+            resp = await self._store.fs._call_s3(
+                "put_object", Bucket=where[0], Key=where[1], Body=value.to_bytes(),
+                IfMatch=self._etag)
+        except Exception as e:
+            if not _precondition_failed(e):
+                raise
+            if not lease.acquired:  # another writer took the run meanwhile
+                raise lease._conflict(await self._holder()) from None
+            holder = await self._holder()
+            lease.check_holder(holder)  # raises: another holder, or none
+            raise lease.lose("the run's metadata was changed by another process "
+                             "while this writer held it") from None
+        self._store.fs.invalidate_cache(f"{where[0]}/{where[1]}")
+        self._etag = resp.get("ETag")
+        lease._confirmed = lease._stamped
+        lease.acquired = True
+
+    async def _holder(self) -> dict[str, Any] | None:
+        import json
+
+        from zarr.core.buffer import default_buffer_prototype
+
+        try:
+            buf = await self._store.get(self._meta_key, default_buffer_prototype())
+            doc = json.loads(buf.to_bytes()) if buf is not None else {}
+            holder = doc.get("attributes", {}).get(_ATTR_WRITER)
+        except Exception:  # unreadable metadata: no holder can be told
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    async def _check_server(self) -> None:
+        self._lease.check_holder(await self._holder())
+
+    async def _guard(self) -> None:
+        self._lease.check_clock()
+        if self._lease.acquired:
+            await self._check_server()
+            self._lease.check_clock()
