@@ -15,15 +15,16 @@ from actstore.cli._store_cmds import parse_kv
 console = Console(soft_wrap=True)
 
 
-@command("verify", help="Read every chunk of a store (checksums); list corrupt or interrupted "
-                        "slots. Exit code 1 when something is wrong.")
+@command("verify", help="Read every array of a store (checksums) and compare each run with its "
+                        "tables and probe set; list what is wrong and how repair fixes it. "
+                        "Exit code 1 when something is wrong.")
 def verify_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     from actstore.store import open_store
-    from actstore.store._integrity import verify
+    from actstore.store._integrity import FIX_SLOT, verify
 
     problems = verify(open_store(store), runs=run)
     if as_json:
@@ -33,12 +34,18 @@ def verify_cmd(
     else:
         for p in problems:
             typer.echo(p.line())
-        whole = {p.run for p in problems if p.run is None or p.step is None}
-        slots = [p for p in problems if p.run not in whole]
-        if slots:
-            typer.echo(f"{len(problems)} problem(s); `actstore repair {store}` resets the "
-                       f"{len(slots)} bad checkpoint slot(s) and redoes those whose checkpoint "
-                       "files still exist")
+        slots = [p for p in problems if p.fix == FIX_SLOT]
+        restorable = [p for p in problems if p.fix and p.fix != FIX_SLOT]
+        if slots or restorable:
+            what = [f"restores {len(restorable)} damaged object(s) from the store's own "
+                    "records"] if restorable else []
+            if slots:
+                what.append(f"resets the {len(slots)} bad checkpoint slot(s) (with --model, "
+                            "redoes those whose checkpoint files still exist)")
+            left = len(problems) - len(slots) - len(restorable)
+            typer.echo(f"{len(problems)} problem(s); `actstore repair {store}` "
+                       + " and ".join(what)
+                       + (f"; it cannot fix the other {left} (see each line)" if left else ""))
         else:
             typer.echo(f"{len(problems)} problem(s); `actstore repair` cannot fix these "
                        "(see each line)")
@@ -46,29 +53,49 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
-@command("repair", help="Reset corrupt or interrupted slots and redo them from their checkpoint "
-                        "files where these still exist.")
+@command("repair", help="Restore damaged metadata, status chunks and label copies from the "
+                        "store's own records; reset corrupt or interrupted slots, and with "
+                        "--model redo them from their checkpoint files. Nothing named by the "
+                        "store is ever imported or run.")
 def repair_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs.")] = None,
     redo: Annotated[bool, typer.Option(help="Redo reset slots from checkpoint files.")] = True,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model factory to redo slots with "
+                                           "(package.module:fn or file.py:fn): the one the run "
+                                           "was dumped with."),
+    ] = None,
+    model_arg: Annotated[
+        list[str] | None, typer.Option("--model-arg", help="key=value passed to the factory, "
+                                                           "as the run was dumped with.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     from actstore.store import open_store
     from actstore.store._integrity import repair
 
-    rep = repair(open_store(store, mode="a"), runs=run, redo=redo)
+    rep = repair(open_store(store, mode="a"), runs=run, redo=redo, model=model,
+                 model_args=parse_kv(model_arg, "--model-arg"))
     if as_json:
         typer.echo(json.dumps(asdict(rep)))
-        if rep.unrepaired:
+        if rep.unrepaired or rep.pending:
             raise typer.Exit(1)
         return
+    for what in rep.restored:
+        typer.echo(f"restored {what}")
     if rep.cleared:
         console.print(f"cleared the record of a killed writer of run(s) "
                       f"{', '.join(rep.cleared)} (their complete checkpoints are kept; re-run "
                       "the dump or training to add the missing ones)")
-    if not rep.reset and not rep.unrepaired:
-        if not rep.cleared:
+    for run_id, command in rep.commands.items():
+        steps = " ".join(str(s) for r, s in rep.pending if r == run_id)
+        typer.echo(f"run {run_id!r} checkpoint(s) {steps}: left as they are; they can be redone "
+                   "from their checkpoint files with the model factory the run records - if "
+                   f"you trust it, run: {command}")
+    if not rep.reset and not rep.unrepaired and not rep.pending:
+        if not rep.cleared and not rep.restored:
             console.print(f"{store}: nothing to repair")
         return
     if rep.reset:
@@ -83,6 +110,7 @@ def repair_cmd(
         for line in rep.unrepaired:
             typer.echo(line)
         typer.echo(f"{len(rep.unrepaired)} problem(s) that repair cannot fix (listed above)")
+    if rep.unrepaired or rep.pending:
         raise typer.Exit(1)
 
 

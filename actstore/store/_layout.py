@@ -1,4 +1,4 @@
-"""Store format v1: names, versions, codecs and chunk shapes (see docs/FORMAT.md)."""
+"""Store format v2: names, versions, codecs and chunk shapes (see docs/FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ __all__ = [
     "make_codecs",
 ]
 
-#: Version of the on-disk layout written by this code. Newer stores are refused.
-FORMAT_VERSION = 1
+#: Version of the on-disk layout written by this code. Newer stores are refused; format 1
+#: stores are read, verified and repaired, and become format 2 when this code writes to them.
+FORMAT_VERSION = 2
 
 STATUS_EMPTY = 0
 STATUS_WRITING = 1
@@ -44,6 +45,10 @@ ATTR_LAYOUT_DONE = "actstore.layout_complete"
 ATTR_STEPS = "actstore.planned_steps"
 ATTR_SLOTS = "actstore.slots"
 ATTR_LAYERS = "actstore.layers"
+#: sha256 of a run's attributes (all but the writer lease and itself), see attrs_checksum
+ATTR_CHECKSUM = "actstore.checksum"
+#: Keys of a layer-table entry that describe how the layer's array is stored (format 2).
+LAYER_STORAGE_KEYS = ("unit_shape", "codec", "chunk_samples", "shard_samples")
 
 #: Target size of one chunk (one checkpoint, a block of samples, all units).
 CHUNK_BYTES = 2 * 2**20
@@ -133,6 +138,84 @@ def make_codecs(name: str) -> list[Any]:
     if name not in CODECS:
         raise ActstoreError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
     return [*CODECS[name](), Crc32cCodec()]
+
+
+def data_codecs() -> list[Any]:
+    """Codecs of every array that is not an activation array (labels, sample ids, probe-set
+    inputs): zstd, then a crc32c checksum of each chunk."""
+    return make_codecs(DEFAULT_CODEC)
+
+
+def slot_array_spec(name: str) -> dict[str, Any]:
+    """``create_array`` arguments of a run's ``checkpoint`` or ``status`` array (length 0)."""
+    from zarr.codecs import Crc32cCodec
+
+    dtype, fill = {"checkpoint": ("int64", -1), "status": ("uint8", STATUS_EMPTY)}[name]
+    return {"shape": (0,), "chunks": (1,), "dtype": dtype, "fill_value": fill,
+            "dimension_names": ("checkpoint",), "compressors": [Crc32cCodec()]}
+
+
+def layer_array_spec(name: str, n_slots: int, n_samples: int, unit_shape: tuple[int, ...],
+                     dtype: str, codec: str, info: dict[str, Any],
+                     samples: tuple[int, int] | None = None) -> dict[str, Any]:
+    """``create_array`` arguments of a layer's activation array.
+
+    ``samples`` is ``(chunk_samples, shard_samples)``; by default those of :func:`chunk_shape`.
+    """
+    per_chunk, per_shard = samples or chunk_shape(n_samples, unit_shape, np.dtype(dtype).itemsize)
+    dim_names = info.get("unit_dims", [f"dim{i}" for i in range(len(unit_shape))])
+    unit_dims = (f"{name}_unit",) if len(unit_shape) == 1 else tuple(
+        f"{name}_{d}" for d in dim_names
+    )
+    return {"shape": (n_slots, n_samples, *unit_shape), "chunks": (1, per_chunk, *unit_shape),
+            "shards": (1, per_shard, *unit_shape), "dtype": dtype, "fill_value": np.nan,
+            "compressors": make_codecs(codec),
+            "dimension_names": ("checkpoint", "sample", *unit_dims)}
+
+
+def array_metadata(spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``zarr.json`` document Zarr writes for an array made with ``spec`` (a dict of
+    ``create_array`` arguments), made in memory."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    ms = MemoryStore()
+    zarr.create_array(ms, name="a", **spec)
+    return json.loads(ms._store_dict["a/zarr.json"].to_bytes())
+
+
+def same_array_layout(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether an array's metadata matches the expected one in everything but the number of
+    slots (its first axis, which grows as slots are added) and its attributes."""
+    skip = ("shape", "attributes")
+    if {k: v for k, v in stored.items() if k not in skip} != {
+            k: v for k, v in expected.items() if k not in skip}:
+        return False
+    shape, want = stored.get("shape"), expected.get("shape")
+    return isinstance(shape, list) and len(shape) == len(want) and shape[1:] == want[1:]
+
+
+def attrs_checksum(attrs: dict[str, Any]) -> str:
+    """sha256 of a run's attributes: all but the writer lease (renewed while a writer runs)
+    and the checksum itself."""
+    return json_hash({k: v for k, v in attrs.items() if k not in (ATTR_WRITER, ATTR_CHECKSUM)})
+
+
+def slot_values_from_table(planned: list[int], slots: dict[str, Any]) -> tuple[
+        np.ndarray, np.ndarray]:
+    """``(checkpoint, status)`` of every slot as the slot table records them.
+
+    A slot whose step has a record holds that step; the record's ``completed`` time makes it
+    complete, else it is being written (or was interrupted). A slot without a record is empty.
+    """
+    steps = np.full(len(planned), -1, dtype=np.int64)
+    status = np.full(len(planned), STATUS_EMPTY, dtype=np.uint8)
+    for i, step in enumerate(planned):
+        rec = slots.get(str(int(step)))
+        if isinstance(rec, dict):
+            steps[i] = int(step)
+            status[i] = STATUS_COMPLETE if rec.get("completed") else STATUS_WRITING
+    return steps, status
 
 
 def to_zarr_data(arr: np.ndarray) -> np.ndarray:

@@ -160,10 +160,22 @@ class RunReader:
         """Steps whose slots are complete, in slot order."""
         return [int(s) for s, c in zip(self.steps, self.complete, strict=True) if c]
 
+    def _copy(self, name: str) -> np.ndarray:
+        """The run's copy of a probe-set array; a corrupt one is one :class:`StoreError`."""
+        try:
+            return L.from_zarr_data(self.group[name][...])
+        except Exception as e:
+            from actstore.store._store import first_line
+
+            raise StoreError(
+                f"corrupt data in run {self.run_id!r}, array {name!r} ({L.RUNS}/{self.run_id}/"
+                f"{name}): {first_line(e)}; run `actstore verify {self.store.url}`"
+            ) from None
+
     @property
     def sample(self) -> np.ndarray:
         """Sample ids (copied from the probe set)."""
-        return L.from_zarr_data(self.group["sample"][...])
+        return self._copy("sample")
 
     @property
     def features(self) -> list[str]:
@@ -173,7 +185,7 @@ class RunReader:
     @property
     def labels(self) -> dict[str, np.ndarray]:
         """Feature labels (copied from the probe set), one array of shape (n,) each."""
-        return {f: L.from_zarr_data(self.group[f][...]) for f in self.features}
+        return {f: self._copy(f) for f in self.features}
 
     def _layer(self, layer: str) -> Any:
         if not isinstance(layer, str) or layer not in self.layer_table:
@@ -344,6 +356,7 @@ class RunWriter:
             self._attrs.update(_jsonable(updates))
             for k in remove:
                 self._attrs.pop(k, None)
+            self._attrs[L.ATTR_CHECKSUM] = L.attrs_checksum(self._attrs)
             self.group.attrs.put(self._attrs)
 
     def update_attrs(self, updates: dict[str, Any]) -> None:
@@ -388,6 +401,7 @@ class RunWriter:
             existing = self._lease.fence(existing)
             old = dict(existing.attrs)
             self._lease.check_attr(old.get(L.ATTR_WRITER))
+            self.store.check_run_attrs(self.run_id, old)
             if not old.get(L.ATTR_LAYOUT_DONE):
                 # creation was interrupted before any slot could be written: start over
                 del runs[self.run_id]
@@ -420,6 +434,7 @@ class RunWriter:
             self._attrs.update(self.extra_attrs)
             self._remove_partial_files()
             self._fit_slot_arrays()
+        self.store.upgrade_format()
         self._put_attrs({L.ATTR_WRITER: self._lease.stamp(), **self._lease.generation_attrs()})
         delay = settle_delay(self.store.url)
         if delay:
@@ -466,17 +481,13 @@ class RunWriter:
         self.extra_attrs = {k: v for k, v in self.extra_attrs.items() if not _owned(k)}
 
     def _create_layout(self) -> None:
-        from zarr.codecs import Crc32cCodec
-
         ps_group = self.store.root[L.PROBE_SETS][self.probe_set_name]
         g = self.group
-        g.create_array("checkpoint", shape=(0,), chunks=(1,), dtype="int64", fill_value=-1,
-                       dimension_names=("checkpoint",), compressors=[Crc32cCodec()])
-        g.create_array("status", shape=(0,), chunks=(1,), dtype="uint8", fill_value=0,
-                       dimension_names=("checkpoint",), compressors=[Crc32cCodec()])
+        for name in ("checkpoint", "status"):
+            g.create_array(name, **L.slot_array_spec(name))
         for name in ["sample", *self._ps_features]:
             g.create_array(name, data=L.to_zarr_data(ps_group[name][...]),
-                           dimension_names=("sample",))
+                           dimension_names=("sample",), compressors=L.data_codecs())
         self._put_attrs({L.ATTR_LAYOUT_DONE: True})
 
     def _remove_partial_files(self) -> None:
@@ -601,29 +612,17 @@ class RunWriter:
                         "the same way at every checkpoint (use a new run id)"
                     )
             return arr
-        n = self.n_samples
-        itemsize = np.dtype(dtype).itemsize
-        per_chunk, per_shard = L.chunk_shape(n, unit_shape, itemsize)
-        n_slots = len(self._attrs[L.ATTR_STEPS])
-        dim_names = info.get("unit_dims", [f"dim{i}" for i in range(len(unit_shape))])
-        unit_dims = (f"{name}_unit",) if len(unit_shape) == 1 else tuple(
-            f"{name}_{d}" for d in dim_names
-        )
+        spec = L.layer_array_spec(name, len(self._attrs[L.ATTR_STEPS]), self.n_samples,
+                                  tuple(unit_shape), dtype, self.codec, info)
         # an array without an entry in the layer table is what a first slot killed between
         # creating the array and recording it leaves behind: it holds nothing and is replaced
-        arr = self.group.create_array(
-            name,
-            overwrite=name in self.group,
-            shape=(n_slots, n, *unit_shape),
-            chunks=(1, per_chunk, *unit_shape),
-            shards=(1, per_shard, *unit_shape),
-            dtype=dtype,
-            fill_value=np.nan,
-            compressors=L.make_codecs(self.codec),
-            dimension_names=("checkpoint", "sample", *unit_dims),
-            attributes=_jsonable(info),
-        )
-        table[name] = _jsonable({**info, "units": int(np.prod(unit_shape)), "dtype": dtype})
+        arr = self.group.create_array(name, overwrite=name in self.group,
+                                      attributes=_jsonable(info), **spec)
+        # how the array is stored, so that its metadata can be written again (actstore repair)
+        table[name] = _jsonable({**info, "units": int(np.prod(unit_shape)), "dtype": dtype,
+                                 "unit_shape": list(unit_shape), "codec": self.codec,
+                                 "chunk_samples": spec["chunks"][1],
+                                 "shard_samples": spec["shards"][1]})
         self._put_attrs({L.ATTR_LAYERS: table})
         return arr
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,6 +251,35 @@ class Store:
             storage_options=self.storage_options,
         )
 
+    def upgrade_format(self) -> None:
+        """Mark a format 1 store as format 2 before this actstore writes to it: from then on,
+        versions that read only format 1 (and would not keep the runs' checksums) refuse it."""
+        fmt = self.root.attrs.get(L.ATTR_FORMAT)
+        if self.mode == "r" or not isinstance(fmt, int) or fmt >= L.FORMAT_VERSION:
+            return
+        with store_lock(self.url, "consolidate"):
+            root = zarr.open_group(self.root.store, mode="r+", use_consolidated=False)
+            if root.attrs.get(L.ATTR_FORMAT, 0) < L.FORMAT_VERSION:
+                root.attrs.update({L.ATTR_FORMAT: L.FORMAT_VERSION})
+        self.refresh()
+
+    def check_run_attrs(self, run_id: str, attrs: dict[str, Any]) -> None:
+        """Refuse a run whose attributes (slot table, layer table, provenance) do not match
+        their recorded checksum: its ``zarr.json`` was changed outside actstore.
+
+        Runs written in format 1 carry no checksum and are taken as they are.
+        """
+        recorded = attrs.get(L.ATTR_CHECKSUM)
+        if recorded is None:
+            return
+        now = L.attrs_checksum(attrs)
+        if now != recorded:
+            raise DamagedRunError(
+                self.url, run_id, f"its attributes ({L.RUNS}/{run_id}/zarr.json: slot table, "
+                "layer table, provenance) do not match their checksum, so they were changed "
+                "outside actstore",
+                ValueError(f"sha256 {str(recorded)[:12]} recorded, {now[:12]} now"))
+
     def _check_writable(self) -> None:
         if self.mode == "r":
             raise ActstoreError(f"{self.url} was opened read-only; open it with mode='a'")
@@ -323,15 +354,16 @@ class Store:
                 f"(hash {str(old)[:12]} vs {ps.hash[:12]}); give the new one another name (a "
                 "probe set read from an .npz file is named after the file: rename the file)"
             )
+        self.upgrade_format()
         g = parent.create_group(ps.name, overwrite=True)
         assert ps.sample is not None
-        g.create_array("sample", data=L.to_zarr_data(ps.sample), dimension_names=("sample",))
-        for k, v in ps.labels.items():
-            g.create_array(k, data=L.to_zarr_data(v), dimension_names=("sample",))
+        for k, v in [("sample", ps.sample), *ps.labels.items()]:
+            g.create_array(k, data=L.to_zarr_data(v), dimension_names=("sample",),
+                           compressors=L.data_codecs())
         if ps.inputs is not None:
             dims = ("sample", *[f"input_dim{i}" for i in range(1, ps.inputs.ndim)])
             g.create_array(
-                "inputs", data=ps.inputs, dimension_names=dims,
+                "inputs", data=ps.inputs, dimension_names=dims, compressors=L.data_codecs(),
                 chunks=(min(ps.n, max(1, 2**22 // max(1, ps.inputs[0].nbytes))),
                         *ps.inputs.shape[1:]),
             )
@@ -359,11 +391,21 @@ class Store:
         feats = list(g.attrs.get("actstore.features", []))
         return ProbeSet(
             name=name,
-            labels={k: L.from_zarr_data(g[k][...]) for k in feats},
-            inputs=g["inputs"][...] if inputs and "inputs" in g else None,
-            sample=L.from_zarr_data(g["sample"][...]),
+            labels={k: self.probe_set_array(name, k) for k in feats},
+            inputs=self.probe_set_array(name, "inputs") if inputs and "inputs" in g else None,
+            sample=self.probe_set_array(name, "sample"),
             attrs=dict(g.attrs.get("actstore.attrs", {})),
         )
+
+    def probe_set_array(self, name: str, array: str) -> np.ndarray:
+        """One array of a probe set; a corrupt one is one :class:`StoreError`."""
+        try:
+            return L.from_zarr_data(self.root[L.PROBE_SETS][name][array][...])
+        except Exception as e:
+            raise StoreError(
+                f"corrupt data in probe set {name!r}, array {array!r} ({L.PROBE_SETS}/{name}/"
+                f"{array}): {first_line(e)}; run `actstore verify {self.url}`"
+            ) from None
 
     def remove_probe_set(self, name: str) -> None:
         """Delete a probe set that no run refers to (and rewrite the consolidated metadata)."""
@@ -431,11 +473,13 @@ class Store:
         try:
             if not isinstance(self.root[L.RUNS][run_id], zarr.Group):
                 raise TypeError(f"{L.RUNS}/{run_id} is a Zarr array, not a group")
-            return RunReader(self, run_id)
+            rd = RunReader(self, run_id)
         except (ValueError, TypeError, LookupError) as e:
             raise DamagedRunError(
                 self.url, run_id, f"its metadata {L.RUNS}/{run_id}/zarr.json is unreadable", e
             ) from None
+        self.check_run_attrs(run_id, rd._all_attrs)
+        return rd
 
     def writer(
         self,
@@ -503,10 +547,20 @@ class Store:
         WriterConflictError
             If a live writer holds the run.
         """
-        from actstore.store._lease import Lease, describe_holder
-
         self._check_writable()
         self.reader(run_id)
+        with self.hold_run(run_id, "remove run", "remove the run"):
+            del self.root[L.RUNS][run_id]
+        self.refresh()
+        self.consolidate()
+
+    @contextlib.contextmanager
+    def hold_run(self, run_id: str, action: str, then: str) -> Iterator[None]:
+        """Hold a run's writer lease, as a writer takes it, without opening the run for
+        writing: a run whose writer is alive is refused (``cannot <action> 'r' from ...: a
+        writer holds it ...; wait for that writer to finish, then <then>``); a lease left by a killed writer does not block it."""
+        from actstore.store._lease import Lease, describe_holder
+
         lease = Lease(self.url, run_id)
         try:
             lease.acquire_local(None)  # local and memory:// stores: the writer's own lock
@@ -517,16 +571,14 @@ class Store:
             lease.release()
             holder = self.root[L.RUNS][run_id].attrs.get(L.ATTR_WRITER)
             raise WriterConflictError(
-                f"cannot remove run {run_id!r} from {self.url}: a writer holds it "
+                f"cannot {action} {run_id!r} from {self.url}: a writer holds it "
                 f"({describe_holder(holder if isinstance(holder, dict) else None)}); wait "
-                "for that writer to finish, then remove the run"
+                f"for that writer to finish, then {then}"
             ) from None
         try:
-            del self.root[L.RUNS][run_id]
+            yield
         finally:
             lease.release()
-        self.refresh()
-        self.consolidate()
 
     # -- results -----------------------------------------------------------------------------
     def result_names(self, analysis: str | None = None) -> list[str]:

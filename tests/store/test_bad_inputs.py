@@ -242,20 +242,20 @@ def test_verify_reports_a_damaged_layer_array(two_runs, damage):
     else:
         meta.write_bytes(meta.read_bytes()[:30])
     problems = verify(open_store(two_runs))
-    assert [(p.kind, p.run, p.step, p.layer) for p in problems] == [
-        ("corrupt", "r", None, "fc1")]
+    assert [(p.kind, p.run, p.step, p.layer, p.fix) for p in problems] == [
+        ("corrupt", "r", None, "fc1", "layer_metadata")]
     assert problems[0].key == "runs/r/fc1/zarr.json"
     res = runner.invoke(app, ["verify", two_runs])
-    assert res.exit_code == 1 and "layer array missing or unreadable" in res.output
-    assert "delete runs/r from the store and record the run again" in res.output
-    before = _files(Path(two_runs))
-    res = runner.invoke(app, ["repair", two_runs])
-    assert res.exit_code == 1 and "1 problem(s) that repair cannot fix" in res.output
-    assert _files(Path(two_runs)) == before
+    assert res.exit_code == 1 and "fc1/zarr.json" in res.output
+    assert "repair writes it again from the layer table" in res.output
+    # the layer table records how the array is stored: repair writes its metadata again
     res = runner.invoke(app, ["repair", two_runs, "--json"])
-    assert res.exit_code == 1 and len(json.loads(res.stdout)["unrepaired"]) == 1
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["restored"] == [
+        "runs/r/fc1/zarr.json (from the layer table)"]
+    assert verify(open_store(two_runs)) == []
     rep = repair(open_store(two_runs, mode="a"))
-    assert rep.reset == [] and len(rep.unrepaired) == 1
+    assert rep.reset == [] and rep.unrepaired == [] and rep.restored == []
 
 
 def test_verify_reports_a_run_whose_metadata_does_not_parse(two_runs):

@@ -139,7 +139,7 @@ def test_not_a_store_and_newer_format(tmp_path):
         open_store(str(tmp_path / "plain.zarr"))
     st = create_store(str(tmp_path / "new.zarr"))
     st.root.attrs["actstore.format"] = FORMAT_VERSION + 1
-    with pytest.raises(StoreError, match="newer than the 1 this actstore"):
+    with pytest.raises(StoreError, match=f"newer than the {FORMAT_VERSION} this actstore"):
         open_store(str(tmp_path / "new.zarr"))
     st.root.attrs["actstore.format"] = "1"
     with pytest.raises(StoreError, match="invalid store format '1'"):

@@ -65,7 +65,14 @@ def test_flipped_byte_is_named_and_refused(dumped):
     res = runner.invoke(app, ["verify", dumped])
     assert res.exit_code == 1 and "runs/r/fc1/c/1/0/0" in res.output
 
-    rep = repair(open_store(dumped, mode="a"))
+    # without --model the slot is left as it is, and the line says what to run
+    res = runner.invoke(app, ["repair", dumped])
+    assert res.exit_code == 1, res.output
+    assert "run 'r' checkpoint(s) 7: left as they are" in res.output
+    assert f"actstore repair {dumped} --run r --model {HERE / 'factories.py'}:small_cnn" \
+        in res.output
+    assert len(verify(open_store(dumped))) == 1
+    rep = repair(open_store(dumped, mode="a"), model=f"{HERE / 'factories.py'}:small_cnn")
     assert rep.reset == [("r", 7)] and rep.redone == [("r", 7)]
     assert verify(open_store(dumped)) == []
     np.testing.assert_array_equal(open_store(dumped).reader("r").read("fc1", 7), before)

@@ -355,6 +355,12 @@ def test_repair_redoes_a_trained_slot_from_its_saved_weights(tmp_path):
     chunks = sorted((tmp_path / "s.zarr" / "runs" / rid / layer / "c").rglob("*"))
     victim = [p for p in chunks if p.is_file()][-1]
     victim.write_bytes(b"\\0" * victim.stat().st_size)  # corrupt the last slot's shard
-    rep = repair(st)
+    rep = repair(st)  # the model factory is given by the user, never taken from the store
+    assert rep.pending == [(rid, step)] and not rep.reset, rep
+    assert rep.commands[rid].endswith(
+        f"--model actstore.training:load_saved_model --model-arg "
+        f"config={(tmp_path / 'weights' / rid).resolve()}")
+    rep = repair(st, model="actstore.training:load_saved_model",
+                 model_args={"config": str((tmp_path / "weights" / rid).resolve())})
     assert (rid, step) in rep.redone and not rep.needs_rerun, rep
     np.testing.assert_array_equal(open_store(url).reader(rid).read(layer, step), before)
