@@ -159,10 +159,18 @@ def dask_client(
     check_execution(scheduler, n_workers, timeout)
     if scheduler:
         client = _connect(Client, scheduler, timeout)
+        # a scheduler that goes away makes the client log its reconnection attempts and their
+        # tracebacks; the caller gets the error (a lost connection) and reports it once
+        client_log = logging.getLogger("distributed.client")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)
         try:
             yield client
         finally:
-            client.close()
+            try:
+                client.close()
+            finally:
+                client_log.setLevel(level)
         return
     if device.startswith("cuda"):
         try:

@@ -27,9 +27,10 @@ def mlp_store(url: str, runs: Sequence[str], labels: Mapping[str, np.ndarray]) -
     return url
 
 
-def error_line(res) -> str:
-    """The one error line of a refused command (exit code 2), from a CliRunner result."""
-    assert res.exit_code == 2, res.output
+def error_line(res, code: int = 2) -> str:
+    """The one error line of a refused command (exit code 2; 1 for a failure of the
+    environment), from a CliRunner result."""
+    assert res.exit_code == code, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("actstore: error: "), res.stderr
     assert "Traceback" not in res.output

@@ -13,11 +13,14 @@ from actstore.cli import (
     _study,  # noqa: F401  (study)
     _train,  # noqa: F401  (train)
 )
-from actstore.cli._app import app
+from actstore.cli._app import app, settle_io
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
     """Entry point of the ``actstore`` console script."""
-    app()
+    try:
+        app()
+    finally:
+        settle_io()

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from actstore._dask import check_workers
 from actstore._errors import ActstoreError, ProvenanceError
 from actstore.store._layout import DEFAULT_CODEC
-from actstore.store._probeset import ProbeSet
+from actstore.store._probeset import ProbeSet, probe_set_from_npz
 from actstore.store._store import check_store_path
 
 __all__ = [
@@ -309,29 +307,6 @@ def find_checkpoints(spec: str | Path | Sequence[str | Path]) -> list[Path]:
             f"no checkpoint files ({'/'.join(CHECKPOINT_SUFFIXES)}) found at {spec}"
         )
     return files
-
-
-def probe_set_from_npz(path: str | Path, name: str | None = None) -> ProbeSet:
-    """A probe set from an ``.npz`` file: ``inputs``, optional ``sample``, one 1-D array per
-    feature (every other array of length n)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ActstoreError(f"probe set file {p} does not exist")
-    with np.load(p, allow_pickle=False) as z:
-        if "inputs" not in z.files:
-            raise ActstoreError(f"probe set file {p} has no 'inputs' array (has {z.files})")
-        inputs = z["inputs"]
-        sample = z["sample"] if "sample" in z.files else None
-        labels = {k: z[k] for k in z.files if k not in ("inputs", "sample")}
-    n = len(inputs)
-    for k, v in labels.items():
-        if v.ndim != 1 or len(v) != n:
-            raise ActstoreError(
-                f"probe set file {p}: labels {k!r} have shape {v.shape} but there are {n} "
-                "inputs; give one label per input"
-            )
-    return ProbeSet(name=name or p.stem, labels=labels, inputs=inputs, sample=sample,
-                    attrs={"generator": "npz", "source": p.name})
 
 
 def dump(

@@ -206,8 +206,10 @@ def ingest(
         values of what is not given, and refuses other values of its identity attributes
         (model, task, seed, dataset, variant, config).
     """
+    from actstore.store._run import _check_name
     from actstore.store._store import _exists, create_store, open_store, undo_additions
 
+    _check_name(run)
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     sample, cols = read_labels_csv(labels)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from actstore._errors import ActstoreError
 
-__all__ = ["ProbeSet"]
+__all__ = ["ProbeSet", "probe_set_from_npz"]
 
 _RESERVED = {"sample", "inputs", "checkpoint", "status"}
 
@@ -26,6 +29,27 @@ def _plain(a: object) -> np.ndarray:
     if not arr.dtype.isnative:
         return arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def _labels(values: object, name: str, feature: str) -> np.ndarray:
+    """One feature's labels as :func:`_plain` makes them; labels that are no numbers,
+    booleans or strings (Python objects such as dicts, lists or None) are refused."""
+    fix = "give one number, boolean or string per sample"
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged nested sequences
+        raise ActstoreError(
+            f"probe set {name!r}: labels of feature {feature!r} do not form one array (their "
+            f"items have different shapes); {fix}"
+        ) from None
+    if arr.dtype.kind == "O":
+        odd = [v for v in arr.ravel() if not isinstance(v, (str, int, float, bool, np.generic))]
+        if odd:
+            raise ActstoreError(
+                f"probe set {name!r}: labels of feature {feature!r} hold Python objects "
+                f"({type(odd[0]).__name__}); {fix}"
+            )
+    return _plain(arr)
 
 
 def _as_inputs(inputs: object, name: str) -> np.ndarray:
@@ -122,10 +146,9 @@ class ProbeSet:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise ActstoreError(
-                f"probe set name must be a str, not {type(self.name).__name__} {self.name!r}"
-            )
+        from actstore.store._run import _check_name
+
+        _check_name(self.name, "probe set name", "'stim'")
         if not isinstance(self.labels, Mapping):
             raise ActstoreError(
                 f"probe set {self.name!r}: labels must be a dict of feature name -> array of "
@@ -142,12 +165,7 @@ class ProbeSet:
                 f"{type(self.attrs).__name__}"
             )
         self.attrs = _json_attrs(self.attrs, self.name)
-        if not self.name or not all(c.isalnum() or c in "_-." for c in self.name):
-            raise ActstoreError(
-                f"probe set name {self.name!r} is not usable as a store path; "
-                "use letters, digits, '_', '-' or '.'"
-            )
-        self.labels = {k: _plain(v) for k, v in self.labels.items()}
+        self.labels = {k: _labels(v, self.name, k) for k, v in self.labels.items()}
         n = None
         if self.inputs is not None:
             self.inputs = _as_inputs(self.inputs, self.name)
@@ -256,3 +274,68 @@ class ProbeSet:
             sample=self.sample[index],
             attrs=dict(self.attrs),
         )
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file; a file numpy cannot read as one (empty, truncated, not
+    a zip archive, a single ``.npy`` array, object arrays) is one error naming the file."""
+    fix = ("give an .npz file written by numpy.savez with 'inputs' and one 1-D array of "
+           "labels per feature")
+
+    def refuse(e: BaseException, key: str | None = None) -> ActstoreError:
+        from actstore.store._store import first_line
+
+        if isinstance(e, ValueError) and "Object arrays" in str(e):
+            return ActstoreError(
+                f"probe set file {p}: array {key!r} holds Python objects (dtype object), "
+                "which are not loaded (that would unpickle them); save it as numbers or "
+                "strings, e.g. numpy.asarray(values, dtype=str)"
+            )
+        what = "it is empty" if p.stat().st_size == 0 else first_line(e)
+        where = f"array {key!r} of " if key is not None else ""
+        return ActstoreError(f"cannot read {where}probe set file {p} ({what}); {fix}")
+
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    try:
+        z = np.load(p, allow_pickle=False)
+    except unreadable as e:
+        raise refuse(e) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ActstoreError(f"probe set file {p} holds a single array, not named arrays; {fix}")
+    out: dict[str, np.ndarray] = {}
+    with z:
+        for key in z.files:
+            try:
+                out[key] = z[key]
+            except unreadable as e:
+                raise refuse(e, key) from None
+    return out
+
+
+def probe_set_from_npz(path: str | Path, name: str | None = None) -> ProbeSet:
+    """A probe set from an ``.npz`` file: ``inputs``, optional ``sample``, one 1-D array per
+    feature (every other array of length n), named after the file unless ``name`` is given.
+
+    Raises
+    ------
+    ActstoreError
+        If the file is missing or is no readable ``.npz`` file of plain arrays, has no
+        ``inputs``, or its arrays do not make a probe set (see :class:`ProbeSet`).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ActstoreError(f"probe set file {p} does not exist")
+    arrays = _read_npz(p)
+    if "inputs" not in arrays:
+        raise ActstoreError(f"probe set file {p} has no 'inputs' array (has {list(arrays)})")
+    inputs = arrays.pop("inputs")
+    sample = arrays.pop("sample", None)
+    n = len(inputs) if inputs.ndim else 0
+    for k, v in arrays.items():
+        if v.ndim != 1 or len(v) != n:
+            raise ActstoreError(
+                f"probe set file {p}: labels {k!r} have shape {v.shape} but there are {n} "
+                "inputs; give one label per input"
+            )
+    return ProbeSet(name=name or p.stem, labels=arrays, inputs=inputs, sample=sample,
+                    attrs={"generator": "npz", "source": p.name})

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from zarr.errors import GroupNotFoundError
+from zarr.errors import GroupNotFoundError, MetadataValidationError, UnknownCodecError
 
 from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
 from actstore.store import _layout as L
@@ -688,12 +688,20 @@ class Store:
                 f"no result {analysis}/{name} in {self.url}; available: "
                 f"{', '.join(self.result_names()) or 'none'}"
             )
-        with xr.open_zarr(
-            self.root.store, group=f"{L.RESULTS}/{analysis}/{name}", consolidated=False,
-            zarr_format=3, chunks=None,
-        ) as ds:
-            # read here, whatever Dask scheduler the caller has configured
-            return ds.load()
+        try:
+            with xr.open_zarr(
+                self.root.store, group=f"{L.RESULTS}/{analysis}/{name}", consolidated=False,
+                zarr_format=3, chunks=None,
+            ) as ds:
+                # read here, whatever Dask scheduler the caller has configured
+                return ds.load()
+        except (UnknownCodecError, MetadataValidationError) as e:
+            raise StoreError(
+                f"results/{analysis}/{name} in {self.url} cannot be read ({first_line(e)}): "
+                "it was written by another program or version; compute it again with "
+                f"--overwrite, or remove it (actstore.open_store({self.url!r}, mode='a')"
+                f".remove_result({analysis!r}, {name!r}))"
+            ) from None
 
 
 def _remove_stale_partial_files(root: Path, wait: float = 0.5) -> None:
