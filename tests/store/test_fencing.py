@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +195,48 @@ def test_a_slot_is_never_complete_without_a_weights_hash(store_url, image_probe_
     assert rd.status[0] == L.STATUS_WRITING
     slots = rd._all_attrs[L.ATTR_SLOTS]
     assert len(slots["10"]["weights_hash"]) == 64 and slots["0"]["weights_hash"] is None
+
+
+def test_a_dump_that_lost_its_lease_stops_in_one_line_with_exit_code_1(
+        s3_server, tmp_path, clock, monkeypatch):
+    """`actstore dump` paused past its lease in its second checkpoint: one line, exit code 1,
+    the checkpoint left interrupted; re-running the command, as the line says, finishes it."""
+    from typer.testing import CliRunner
+
+    from actstore.cli import app
+    from actstore.store import _capture
+
+    factories = str(Path(__file__).parent / "factories.py")
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for step in (0, 50):
+        torch.save(_model(step / 100).state_dict(), ck / f"step{step}.pt")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "probe.npz", inputs=rng.standard_normal((20, 3, 8, 8)).astype("float32"),
+             color=rng.integers(0, 3, 20))
+    url = f"{s3_server}/{uuid.uuid4().hex}.zarr"
+    args = ["dump", url, str(ck), "--model", f"{factories}:small_cnn", "--probe-set",
+            str(tmp_path / "probe.npz"), "--run", "r", "--layers", LAYERS]
+
+    put = _capture._SlotWriter.put
+
+    def paused_put(self, start, batch):
+        if self.slot == 1:
+            clock.advance(70.0)  # the process is stopped here for 70 s
+        return put(self, start, batch)
+
+    monkeypatch.setattr(_capture._SlotWriter, "put", paused_put)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("actstore: error: stopped writing run 'r'")
+    assert "paused" in lines[0] and "re-run the command" in lines[0]
+    rd = open_store(url).reader("r")
+    assert rd.complete_steps == [0] and rd.status[1] == L.STATUS_WRITING
+
+    monkeypatch.setattr(_capture._SlotWriter, "put", put)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rd = open_store(url).reader("r")
+    assert rd.complete_steps == [0, 50]
+    assert verify(open_store(url)) == []
