@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -108,6 +108,13 @@ def probe_cmd(
     cache_mb: Annotated[
         float, typer.Option(help="Keep each job's activations in memory up to this size.")
     ] = 256.0,
+    standardize: Annotated[
+        bool, typer.Option("--standardize/--no-standardize",
+                           help="Decoders see units z-scored with each training fold's mean "
+                                "and standard deviation (as a StandardScaler in a pipeline), "
+                                "so that decodability does not depend on a layer's scale. "
+                                "Recorded with the results.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore._dask import check_execution
@@ -132,6 +139,7 @@ def probe_cmd(
         device=device,
         logistic_dtype=logistic_dtype,
         cache_mb=cache_mb,
+        standardize=standardize,
     )
     if decoder_table is not None and decoder_table not in config.decoders:
         raise ActstoreError(
@@ -168,6 +176,14 @@ def probe_cmd(
     if out is not None:
         export_results(view, out)
     n_done = int(view["done"].sum())
+    edge = edge_counts(view)
+    for dname, count in edge.items():
+        if count:
+            err_console.print(
+                f"actstore: warning: {count} {dname} decoder(s) chose the strongest or weakest "
+                f"penalty while the score still rose toward it (penalty_at_edge = 1 in the "
+                f"result); widen --{'alphas' if dname == 'ridge' else 'cs'} to look beyond "
+                "the grid", highlight=False)
     if as_json:
         typer.echo(json.dumps({
             "store": store, "result": f"results/probes/{name}", "jobs_done": n_done,
@@ -176,6 +192,7 @@ def probe_cmd(
             "checkpoints": view.checkpoint.values.tolist(),
             "features": view.feature.values.tolist(),
             "decoders": view.decoder.values.tolist(), "out": out,
+            "penalty_at_edge": edge,
             "summary": summary_table(view, decoder_table).to_dict(),
         }))
         return
@@ -199,4 +216,16 @@ def probe_cmd(
                   f"{int(ds.attrs.get('computed', 0))} computed"
                   + (f", {reused} already done" if reused else "")
                   + (f"; exported to {out}" if out else ""), highlight=False)
+    if any(edge.values()):
+        console.print("penalty at the edge of the grid: " + ", ".join(
+            f"{d} {c}" for d, c in edge.items()), highlight=False)
+
+
+def edge_counts(ds: Any) -> dict[str, int]:
+    """Decoders (run x checkpoint x layer x feature) per decoder whose chosen penalty sits at
+    an end of the grid with the score still rising toward it."""
+    if "penalty_at_edge" not in ds:
+        return {}
+    flag = ds["penalty_at_edge"].where(ds["done"])
+    return {str(d): int((flag.sel(decoder=d) == 1).sum()) for d in ds.decoder.values}
 

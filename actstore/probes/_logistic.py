@@ -162,17 +162,23 @@ def fold_penalties(T: Any, units: UnitSums, n_splits: int, dtype: str = "float64
 
     Fold k's pipeline penalises ``sum_j sd_kj^2 W_j^2`` in the original units; with
     ``W = T W~`` (:func:`whiten` with ``standardize``, whose ``diag(n / s)`` is this penalty
-    at the all-rows scales ``sd``) the difference is ``T^T diag(sd_k^2 - sd^2) T``.
+    at the all-rows scales ``sd``) the difference is ``T^T diag(sd_k^2 - sd^2) T``. The ratio
+    ``sd_k / sd`` stays near 1 (a fold's training rows are most of the rows), so the
+    corrections are small next to ``diag(n / s)``.
 
     Returns
     -------
     list of arrays (r, r), one per fold, in ``dtype``.
     """
     xp = get_namespace(T)
-    sd2 = units.scale() ** 2
+    sd = units.scale()
     out = []
     for k in range(n_splits):
-        diff = units.scale(exclude=k) ** 2 - sd2
+        # a unit constant in fold k's training rows gets a zero coefficient whatever its
+        # penalty weight: keeping the all-rows weight (no correction) keeps the problem as
+        # well conditioned as the others, where scikit-learn's scale of 1 would put a weight
+        # of 1 / sd^2 on it
+        diff = units.scale(exclude=k, fallback=sd) ** 2 - sd * sd
         D = xp.matrix_transpose(T * diff[:, None]) @ T
         out.append(_cast((D + xp.matrix_transpose(D)) / 2, dtype))
     return out

@@ -147,7 +147,8 @@ def solve_primal(mom: Moments, standardize: bool = False) -> PrimalFold:
     if not standardize:
         s, V = _eigh_psd(mom.C)
         return PrimalFold(mom.mean_x, mom.mean_y, V, s, xp.matrix_transpose(V) @ mom.B)
-    inv = 1.0 / unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n)
+    inv = 1.0 / unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n,
+                           offset=mom.offset_x)
     s, V = _eigh_psd(mom.C * inv[:, None] * inv[None, :])
     VB = xp.matrix_transpose(V) @ (mom.B * inv[:, None])
     return PrimalFold(mom.mean_x, mom.mean_y, V, s, VB, inv)

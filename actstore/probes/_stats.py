@@ -198,6 +198,8 @@ class Moments:
         Centred ``X^T X``.
     B : array (d, q)
         Centred ``X^T Y``.
+    offset_x : array (d,), optional
+        Mean of the shifted values the moments were summed from (sets their round-off).
     """
 
     n: float
@@ -205,9 +207,11 @@ class Moments:
     mean_y: Any
     C: Any
     B: Any
+    offset_x: Any = None
 
 
-def unit_scale(var: Any, mean: Any, n: float) -> Any:
+def unit_scale(var: Any, mean: Any, n: float, fallback: Any = None, offset: Any = None
+               ) -> Any:
     """Standard deviations for z-scoring, with 1 for constant units (scikit-learn's rule).
 
     A unit counts as constant when its variance is within round-off of zero
@@ -223,12 +227,22 @@ def unit_scale(var: Any, mean: Any, n: float) -> Any:
         Their means.
     n : float
         Number of training rows.
+    fallback : array (d,), optional
+        The value for constant units instead of 1 (any positive value gives the same fit:
+        a unit that is constant in the training rows gets a zero coefficient).
+    offset : array (d,), optional
+        Mean of the values the variance was accumulated from (``mean - shift`` for sums of
+        shifted values): its square sets the round-off of ``E[x^2] - E[x]^2``, which a
+        constant unit must not pass for spread (it would be blown up to unit variance).
     """
     xp = get_namespace(var)
     eps = float(np.finfo(np.float64).eps)
     var = xp.clip(var, 0.0, None)
     bound = n * eps * var + (n * mean * eps) ** 2
-    return xp.where(var <= bound, xp.ones_like(var), xp.sqrt(var))
+    if offset is not None:
+        bound = bound + 4.0 * n * eps * offset * offset
+    return xp.where(var <= bound, xp.ones_like(var) if fallback is None else fallback,
+                    xp.sqrt(var))
 
 
 @dataclass
@@ -252,9 +266,9 @@ class UnitSums:
     s1: Any
     s2: Any
 
-    def scale(self, exclude: int | None = None) -> Any:
-        """Standard deviation per unit of every row but group ``exclude`` (1 where
-        constant; see :func:`unit_scale`)."""
+    def scale(self, exclude: int | None = None, fallback: Any = None) -> Any:
+        """Standard deviation per unit of every row but group ``exclude`` (1, or
+        ``fallback``, where constant; see :func:`unit_scale`)."""
         xp = get_namespace(self.s1)
         n = float(self.count.sum())
         s1, s2 = xp.sum(self.s1, axis=0), xp.sum(self.s2, axis=0)
@@ -262,7 +276,7 @@ class UnitSums:
             n -= float(self.count[exclude])
             s1, s2 = s1 - self.s1[exclude], s2 - self.s2[exclude]
         m = s1 / n
-        return unit_scale(s2 / n - m * m, m + self.shift, n)
+        return unit_scale(s2 / n - m * m, m + self.shift, n, fallback, offset=m)
 
     def add(self, groups: np.ndarray, Xb: Any) -> None:
         """Add rows ``Xb`` (already shifted) whose groups are ``groups`` (host ints)."""
@@ -344,7 +358,8 @@ class GroupStats:
         if self._eig_std is None:
             mom = self.moments()
             xp = self.xp
-            sc = unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n)
+            sc = unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n,
+                            offset=mom.offset_x)
             inv = 1.0 / sc
             s, V = xp.linalg.eigh(mom.C * inv[:, None] * inv[None, :])
             self._eig_std = (xp.clip(s, 0.0, None), V, mom, sc)
@@ -370,7 +385,7 @@ class GroupStats:
         mx, my = sx / n, sy / n
         C -= n * xp.linalg.outer(mx, mx)
         B -= n * xp.linalg.outer(mx, my)
-        return Moments(n, mx + self.shift_x, my + self.shift_y, C, B)
+        return Moments(n, mx + self.shift_x, my + self.shift_y, C, B, mx)
 
 
 def _sum(arrs: list[Any]) -> Any:
