@@ -193,7 +193,14 @@ class RunReader:
                 f"run {self.run_id!r} has no layer {layer!r}; layers: "
                 f"{', '.join(self.layers) or 'none (nothing captured yet)'}"
             )
-        return self.group[layer]
+        try:
+            return self.group[layer]
+        except (ValueError, KeyError) as e:  # its zarr.json does not parse, or is missing
+            from actstore.store._store import DamagedRunError
+
+            raise DamagedRunError(self.store.url, self.run_id, f"the metadata of layer "
+                                  f"{layer!r} ({L.RUNS}/{self.run_id}/{layer}/zarr.json) is "
+                                  "unreadable", e) from None
 
     def array(self, layer: str) -> Any:
         """The zarr array of a layer, shape (checkpoints, samples, *unit_shape).

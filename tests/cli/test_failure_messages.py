@@ -165,6 +165,18 @@ def test_ingest_refuses_a_run_id_that_is_no_store_path(dumped, run):
     assert _files(dumped) == before  # nothing made beside the store either
 
 
+def test_a_layer_whose_metadata_does_not_parse_is_one_line(dumped):
+    url = str(dumped / "s.zarr")
+    meta = dumped / "s.zarr" / "runs" / "r" / "fc1" / "zarr.json"
+    meta.write_bytes(meta.read_bytes()[:40])  # e.g. a flipped bit or a truncated write
+    before = _files(dumped / "s.zarr")
+    res = runner.invoke(app, ["probe", url, "--layers", "fc1", "--workers", "1", "--folds", "2",
+                              "--json"])
+    assert f"run 'r' in {url} is damaged: the metadata of layer 'fc1' (runs/r/fc1/zarr.json) " \
+           "is unreadable (JSONDecodeError: " in error_line(res)
+    assert _files(dumped / "s.zarr") == before
+
+
 def _probe_result(tmp_path: Path) -> str:
     url = mlp_store(str(tmp_path / "m.zarr"), ["a", "b"], {"c": np.arange(20) % 2})
     res = runner.invoke(app, ["probe", url, "--workers", "1", "--folds", "2", "--json"])
