@@ -208,8 +208,8 @@ class Lease:
         self.acquired = False
         #: why this writer lost the lease (None while it holds it)
         self.lost: str | None = None
-        self._stamped = 0.0   # local clock when the latest stamp was made
-        self._confirmed = 0.0  # ... and the latest stamp known to be on the server
+        self._stamped: dict[float, float] = {}  # expiry of a stamp -> local clock when made
+        self._confirmed = 0.0  # local clock of the latest stamp known to be on the server
         self._fd: int | None = None
         self._in_process = False
         self._stop = threading.Event()
@@ -257,9 +257,26 @@ class Lease:
 
     def stamp(self) -> dict[str, Any]:
         """The attribute value to record now (renewed expiry)."""
-        self._stamped = self.clock.monotonic()
         self.info["expires"] = self.clock.time() + TTL_SECONDS
+        self._stamped = {**dict(list(self._stamped.items())[-3:]),
+                         self.info["expires"]: self.clock.monotonic()}
         return dict(self.info)
+
+    def confirm(self, written: bytes) -> None:
+        """Note that ``written`` (the run's metadata) is on the server: the stamp it holds is
+        renewed from when it was made (not from when some later stamp was made)."""
+        import json
+
+        try:
+            holder: dict[str, Any] = json.loads(written).get("attributes", {}).get(
+                _ATTR_WRITER) or {}
+            ours = holder.get("id") == self.info["id"]
+            made = self._stamped.get(float(holder["expires"])) if ours else None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            made = None
+        if made is not None:
+            self._confirmed = max(self._confirmed, made)
+        self.acquired = True
 
     def generation_attrs(self) -> dict[str, Any]:
         """Run attributes to write with the first stamp: the lease's generation (object
@@ -281,9 +298,10 @@ class Lease:
         store = FencedStore(group.store, self, f"{group.path}/zarr.json")
         fenced = zarr.open_group(store, path=group.path, mode="r+", zarr_format=3,
                                  use_consolidated=False)
-        attrs = dict(fenced.attrs)
-        holder = attrs.get(_ATTR_WRITER) if isinstance(attrs.get(_ATTR_WRITER), dict) else {}
-        gens = [attrs.get(ATTR_GENERATION), holder.get("generation")]
+        attrs: dict[str, Any] = dict(fenced.attrs)
+        holder = attrs.get(_ATTR_WRITER)
+        gens = [attrs.get(ATTR_GENERATION),
+                holder.get("generation") if isinstance(holder, dict) else None]
         self.info["generation"] = max([g for g in gens if isinstance(g, int)], default=0) + 1
         return fenced
 
@@ -431,7 +449,7 @@ def _precondition_failed(e: BaseException) -> bool:
     return code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
 
-class FencedStore(WrapperStore):  # type: ignore[type-arg]
+class FencedStore(WrapperStore):
     """A Zarr store that writes a run of an object store only while ``lease`` holds it.
 
     Wraps the store the run was opened from; reads pass through. The run's metadata
@@ -489,10 +507,10 @@ class FencedStore(WrapperStore):  # type: ignore[type-arg]
     # -- the lease ---------------------------------------------------------------------------
     def _s3_key(self) -> tuple[str, str] | None:
         """(bucket, key) of the run's metadata where S3 conditional writes apply."""
-        fs = getattr(self._store, "fs", None)
+        fs: Any = getattr(self._store, "fs", None)
         protocol = getattr(fs, "protocol", None)
         protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
-        if "s3" not in protocols or not hasattr(fs, "_call_s3"):
+        if fs is None or "s3" not in protocols or not hasattr(fs, "_call_s3"):
             return None
         from zarr.storage._fsspec import _dereference_path
 
@@ -505,8 +523,10 @@ class FencedStore(WrapperStore):  # type: ignore[type-arg]
         where = self._s3_key()
         if where is None:
             return None
-        resp = await self._store.fs._call_s3("get_object", Bucket=where[0],
-                                             Key=where[1])
+        try:
+            resp = await self._store.fs._call_s3("get_object", Bucket=where[0], Key=where[1])
+        except FileNotFoundError:
+            return None
         body = await resp["Body"].read()
         self._etag = resp.get("ETag")
         return bytes(body)
@@ -519,8 +539,7 @@ class FencedStore(WrapperStore):  # type: ignore[type-arg]
             if lease.acquired:
                 await self._check_server()
             await self._store.set(self._meta_key, value)
-            lease._confirmed = lease._stamped
-            lease.acquired = True
+            lease.confirm(value.to_bytes())
             return
         try:
             resp = await self._store.fs._call_s3(
@@ -537,19 +556,20 @@ class FencedStore(WrapperStore):  # type: ignore[type-arg]
                              "while this writer held it") from None
         self._store.fs.invalidate_cache(f"{where[0]}/{where[1]}")
         self._etag = resp.get("ETag")
-        lease._confirmed = lease._stamped
-        lease.acquired = True
+        lease.confirm(value.to_bytes())
 
     async def _holder(self) -> dict[str, Any] | None:
         import json
 
         from zarr.core.buffer import default_buffer_prototype
 
+        # a server that cannot be reached raises here (a failure of the environment, not a
+        # lost lease); metadata that is missing or does not parse records no holder
+        buf = await self._store.get(self._meta_key, default_buffer_prototype())
         try:
-            buf = await self._store.get(self._meta_key, default_buffer_prototype())
             doc = json.loads(buf.to_bytes()) if buf is not None else {}
             holder = doc.get("attributes", {}).get(_ATTR_WRITER)
-        except Exception:  # unreadable metadata: no holder can be told
+        except (ValueError, AttributeError):
             return None
         return holder if isinstance(holder, dict) else None
 

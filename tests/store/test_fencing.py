@@ -240,3 +240,23 @@ def test_a_dump_that_lost_its_lease_stops_in_one_line_with_exit_code_1(
     rd = open_store(url).reader("r")
     assert rd.complete_steps == [0, 50]
     assert verify(open_store(url)) == []
+
+
+def test_a_renewal_counts_only_once_it_is_on_the_server():
+    """The local deadline runs from the last stamp the server holds: a renewal made but not
+    written (the server unreachable, the writer paused before sending it) extends nothing."""
+    import json
+
+    clock = FakeClock()
+    lease = _lease.Lease("s3://bucket/s.zarr", "r", clock=clock)
+    written = lease.stamp()
+    lease.confirm(json.dumps({"attributes": {"actstore.writer": written}}).encode())
+    clock.advance(30.0)
+    lease.check_clock()
+    lease.stamp()  # renewed in memory only
+    clock.advance(15.0)
+    with pytest.raises(LeaseLostError, match="last renewed 45 s ago"):
+        lease.check_clock()
+    with pytest.raises(LeaseLostError, match="last renewed 45 s ago"):  # and it stays lost
+        lease.confirm(json.dumps({"attributes": {"actstore.writer": lease.stamp()}}).encode())
+        lease.check_clock()
