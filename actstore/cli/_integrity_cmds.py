@@ -89,11 +89,11 @@ def repair_cmd(
         console.print(f"cleared the record of a killed writer of run(s) "
                       f"{', '.join(rep.cleared)} (their complete checkpoints are kept; re-run "
                       "the dump or training to add the missing ones)")
-    for run_id, command in rep.commands.items():
+    for run_id, line in rep.commands.items():
         steps = " ".join(str(s) for r, s in rep.pending if r == run_id)
         typer.echo(f"run {run_id!r} checkpoint(s) {steps}: left as they are; they can be redone "
                    "from their checkpoint files with the model factory the run records - if "
-                   f"you trust it, run: {command}")
+                   f"you trust it, run: {line}")
     if not rep.reset and not rep.unrepaired and not rep.pending:
         if not rep.cleared and not rep.restored:
             console.print(f"{store}: nothing to repair")

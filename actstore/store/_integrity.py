@@ -238,6 +238,8 @@ def _check_copies(store: Any, rd: Any, ps_arrays: dict[str, dict[str, np.ndarray
                   ) -> list[Problem]:
     """The run's copies of sample ids and labels, read and compared with its probe set."""
     r = rd.run_id
+    if not rd._all_attrs.get(L.ATTR_LAYOUT_DONE):
+        return []  # an interrupted creation: it holds nothing yet, and is made again
     ps_name = rd.attrs.get("probe_set")
     ref = ps_arrays.get(ps_name)
     if ref is not None:
@@ -440,7 +442,9 @@ def _slot_steps(rd: Any, steps: set[int], redo: bool, with_model: bool
     """``(redo, pending, reset only)`` steps of a run's bad slots."""
     cfg = rd.attrs.get("dump")
     slots = dict(rd._all_attrs.get(L.ATTR_SLOTS, {}))
-    redo_steps, pending, reset = [], [], []
+    redo_steps: list[int] = []
+    pending: list[int] = []
+    reset: list[int] = []
     for step in sorted(steps):
         src = slots.get(str(step), {}).get("source")
         if redo and isinstance(cfg, dict) and src and Path(src).is_file():
@@ -622,19 +626,23 @@ def repair(store: Any, runs: list[str] | None = None, redo: bool = True,
                             "--no-redo, or leave out --model")
     problems = verify(store, runs)
     report = RepairReport(problems=[asdict(p) for p in problems])
+    nets: list[Any] = []
+
+    def net() -> Any:  # the user's model factory, imported and called once, when needed
+        if not nets:
+            nets.append(make_model(load_factory(str(model)), model_args, str(model)))
+        return nets[0]
+
     # everything is checked before anything is written
-    nets: dict[str, Any] = {}
     if model is not None:
         for r in sorted({p.run for p in problems if p.run and p.fix == FIX_SLOT}):
             rd = store.reader(r)
             _check_model(store, r, rd.attrs.get("dump"), model, model_args)
-            redo_steps = _slot_steps(rd, {p.step for p in problems if p.run == r
-                                          and p.fix == FIX_SLOT}, redo, True)[0]
+            redo_steps = _slot_steps(rd, {int(p.step) for p in problems if p.run == r and
+                                          p.fix == FIX_SLOT and p.step is not None},
+                                     redo, True)[0]
             if redo_steps:
-                if "net" not in nets:
-                    nets["net"] = make_model(load_factory(model), model_args, model)
-                _redo_plan(r, dict(rd._all_attrs.get(L.ATTR_SLOTS, {})), redo_steps,
-                           nets["net"])
+                _redo_plan(r, dict(rd._all_attrs.get(L.ATTR_SLOTS, {})), redo_steps, net())
     failed: dict[str | None, str] = {}
     for _ in range(3):  # a restored probe set lets the runs' copies be restored next
         if not any(p.fix in RESTORABLE and p.key not in failed for p in problems) or (
@@ -656,11 +664,9 @@ def repair(store: Any, runs: list[str] | None = None, redo: bool = True,
         redo_steps, pending, reset = _slot_steps(rd, steps, redo, model is not None)
         plan = []
         if redo_steps:
-            _check_model(store, run, attrs.get("dump"), model or "", model_args)
-            if "net" not in nets:
-                nets["net"] = make_model(load_factory(model or ""), model_args, model or "")
+            _check_model(store, run, attrs.get("dump"), str(model), model_args)
             plan = _redo_plan(run, dict(rd._all_attrs.get(L.ATTR_SLOTS, {})), redo_steps,
-                              nets["net"])
+                              net())
         if pending:
             report.pending += [(run, s) for s in pending]
             report.commands[run] = repair_command(store.url, run, attrs["dump"])
@@ -675,7 +681,7 @@ def repair(store: Any, runs: list[str] | None = None, redo: bool = True,
                 report.reset.append((run, step))
             cfg = attrs["dump"] if plan else {}
             for step, src, wh in plan:
-                _redo(w, nets["net"], cfg, step, src, wh)
+                _redo(w, net(), cfg, step, src, wh)
                 report.redone.append((run, step))
     _clear_killed_writers(store, runs, set(bad) | broken, report)
     if report.restored:

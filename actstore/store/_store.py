@@ -45,9 +45,9 @@ class DamagedRunError(StoreError):
     ``reason`` says what cannot be read, without the run and the advice around it.
     """
 
-    def __init__(self, url: str, run_id: str, what: str, cause: BaseException):
+    def __init__(self, url: str, run_id: str, what: str, cause: BaseException | str):
         self.run_id = run_id
-        self.reason = f"{what} ({first_line(cause)})"
+        self.reason = f"{what} ({cause if isinstance(cause, str) else first_line(cause)})"
         super().__init__(
             f"run {run_id!r} in {url} is damaged: {self.reason}; run `actstore verify {url}` "
             "to see what is wrong and how to fix it, or select other runs"
@@ -259,7 +259,7 @@ class Store:
             return
         with store_lock(self.url, "consolidate"):
             root = zarr.open_group(self.root.store, mode="r+", use_consolidated=False)
-            if root.attrs.get(L.ATTR_FORMAT, 0) < L.FORMAT_VERSION:
+            if root.attrs.get(L.ATTR_FORMAT) == fmt:
                 root.attrs.update({L.ATTR_FORMAT: L.FORMAT_VERSION})
         self.refresh()
 
@@ -278,7 +278,7 @@ class Store:
                 self.url, run_id, f"its attributes ({L.RUNS}/{run_id}/zarr.json: slot table, "
                 "layer table, provenance) do not match their checksum, so they were changed "
                 "outside actstore",
-                ValueError(f"sha256 {str(recorded)[:12]} recorded, {now[:12]} now"))
+                f"sha256 {str(recorded)[:12]} recorded, {now[:12]} now")
 
     def _check_writable(self) -> None:
         if self.mode == "r":
@@ -558,7 +558,8 @@ class Store:
     def hold_run(self, run_id: str, action: str, then: str) -> Iterator[None]:
         """Hold a run's writer lease, as a writer takes it, without opening the run for
         writing: a run whose writer is alive is refused (``cannot <action> 'r' from ...: a
-        writer holds it ...; wait for that writer to finish, then <then>``); a lease left by a killed writer does not block it."""
+        writer holds it ...; wait for that writer to finish, then <then>``); a lease left by a
+        killed writer does not block it."""
         from actstore.store._lease import Lease, describe_holder
 
         lease = Lease(self.url, run_id)

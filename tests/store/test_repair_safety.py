@@ -14,8 +14,8 @@ from stores import error_line
 from typer.testing import CliRunner
 
 from actstore.cli import app
-from actstore.store import open_store
 from actstore.store import _layout as L
+from actstore.store import open_store
 from actstore.store._dump import dump
 from actstore.store._integrity import repair, verify
 
