@@ -59,7 +59,7 @@ def _flip(path: Path, at: float = 0.5, bit: int = 0x04) -> None:
 
 
 def _chunk(url: Path, *parts: str) -> Path:
-    return url.joinpath(*parts, "c", "0") if len(parts) < 4 else url.joinpath(*parts)
+    return url.joinpath(*parts, "c", "0")
 
 
 @pytest.mark.parametrize(("obj", "key", "fix"), [
@@ -234,3 +234,19 @@ def test_every_array_of_a_new_store_has_a_crc32c(store):
         doc = json.loads(meta.read_text())
         if doc.get("node_type") == "array":
             assert '"crc32c"' in json.dumps(doc["codecs"]), meta
+
+
+def test_what_has_no_second_copy_is_refused_with_the_reason(tmp_path):
+    url = tmp_path / "s.zarr"
+    st = create_store(str(url))
+    st.add_probe_set(ProbeSet("q", labels={"color": np.arange(N) % 3},
+                              inputs=np.arange(N * 4, dtype="float32").reshape(N, 4)))
+    _flip(url / "probe_sets" / "q" / "inputs" / "c" / "0" / "0")
+    problems = verify(open_store(str(url)))
+    assert [(p.key, p.fix) for p in problems] == [("probe_sets/q/inputs", "")]
+    assert "the stimuli have no copy" in problems[0].detail
+    before = {p: p.read_bytes() for p in url.rglob("*") if p.is_file()}
+    res = runner.invoke(app, ["repair", str(url)])
+    assert res.exit_code == 1 and "1 problem(s) that repair cannot fix" in res.output
+    assert "probe_sets/q/inputs" in res.output and "the stimuli have no copy" in res.output
+    assert {p: p.read_bytes() for p in url.rglob("*") if p.is_file()} == before
