@@ -115,6 +115,17 @@ def probe_cmd(
                                 "so that decodability does not depend on a layer's scale. "
                                 "Recorded with the results.")
     ] = True,
+    select: Annotated[
+        str, typer.Option(help="How each reported score's penalty is chosen: 'cv' (best mean "
+                               "held-out score, reported at it: slightly optimistic near "
+                               "chance) or 'nested' (each outer fold's penalty chosen by "
+                               "cross-validation on its training rows only; about --folds "
+                               "times the cost).")
+    ] = "cv",
+    permutations: Annotated[
+        int, typer.Option(help="Also decode this many label permutations with the same folds "
+                               "and selection: null_mean, null_p95 and p_value per decoder.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore._dask import check_execution
@@ -140,6 +151,8 @@ def probe_cmd(
         logistic_dtype=logistic_dtype,
         cache_mb=cache_mb,
         standardize=standardize,
+        select=select,
+        permutations=permutations,
     )
     if decoder_table is not None and decoder_table not in config.decoders:
         raise ActstoreError(

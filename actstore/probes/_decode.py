@@ -26,7 +26,7 @@ from actstore._errors import ActstoreError
 from actstore.probes._backend import BACKENDS, get_namespace, move_to
 from actstore.probes._folds import Folds, check_folds, explicit_split, stratified_folds
 from actstore.probes._logistic import DEFAULT_CS, logistic_cv
-from actstore.probes._metrics import select_penalty
+from actstore.probes._metrics import select_nested, select_penalty
 from actstore.probes._reprs import short_list
 from actstore.probes._ridge import DEFAULT_ALPHAS, choose_form, ridge_cv
 from actstore.probes._stats import (
@@ -88,6 +88,9 @@ def _logistic(
 #: name -> solver; the CLI's ``--decoders`` and the planner look names up here.
 DECODERS: dict[str, Solver] = {"ridge": _ridge, "logistic": _logistic}
 
+#: How penalties are chosen (:attr:`ProbeConfig.select`).
+SELECTIONS = ("cv", "nested")
+
 #: The penalty each decoder is swept over, and whether larger values regularise more.
 PENALTY = {"ridge": ("alpha", True), "logistic": ("C", False)}
 
@@ -127,6 +130,17 @@ class ProbeConfig:
         Decoders see units z-scored with each training fold's mean and standard deviation,
         as ``make_pipeline(StandardScaler(), model)`` does (default); decodability then does
         not depend on a layer's scale. ``False`` fits the raw activations.
+    select : {"cv", "nested"}
+        How the penalty of a reported score is chosen. ``"cv"``: the penalty with the best
+        mean held-out score, reported at that score (the usual ``*CV`` estimators; slightly
+        optimistic near chance). ``"nested"``: the penalty of outer fold k is chosen by
+        cross-validation on fold k's training rows only (with an explicit split: on the
+        training part, in ``n_splits`` stratified inner folds), and fold k's held-out score
+        is taken at it: an unbiased estimate, at about ``n_splits`` times the cost.
+    permutations : int
+        Label-permutation null: the decoders are also fitted, with the same folds and the same
+        penalty selection, to this many random permutations of each feature's labels;
+        ``null_mean``, ``null_p95`` and ``p_value`` are reported (0: none).
     """
 
     decoders: tuple[str, ...] = ("ridge", "logistic")
@@ -141,10 +155,12 @@ class ProbeConfig:
     logistic_dtype: str = "float32"
     cache_mb: float = 256.0
     standardize: bool = True
+    select: str = "cv"
+    permutations: int = 0
     #: The settings that determine the numbers (``device`` and ``cache_mb`` do not).
     RESULT_KEYS: ClassVar[tuple[str, ...]] = (
         "decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter",
-        "logistic_dtype", "standardize",
+        "logistic_dtype", "standardize", "select", "permutations",
     )
 
     def __post_init__(self) -> None:
@@ -179,6 +195,10 @@ class ProbeConfig:
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ActstoreError(f"standardize must be True or False, not {self.standardize!r}")
         object.__setattr__(self, "standardize", bool(self.standardize))
+        if self.select not in SELECTIONS:
+            raise ActstoreError(
+                f"select must be one of {', '.join(SELECTIONS)}, not {self.select!r}")
+        whole_number(self.permutations, "permutations", minimum=0)
         if not self.cache_mb >= 0:
             raise ActstoreError(f"cache_mb must be >= 0 (MiB), got {self.cache_mb!r}")
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
@@ -343,6 +363,9 @@ def decode(
         Folds.check(folds)
     made, decoded = make_folds(labels, config)
     folds = folds or made
+    names = list(decoded)
+    if config.permutations:
+        decoded = {**decoded, **permuted_copies(decoded, config.permutations, config.seed)}
     targets = encode_targets(decoded)
     check_folds(folds, targets.labels())
     if "logistic" in config.decoders and not targets.categorical():
@@ -350,7 +373,7 @@ def decode(
         kept = tuple(d for d in config.decoders if d != "logistic")
         if not kept:
             raise ActstoreError(
-                f"logistic decoders need a categorical feature, but {', '.join(targets.names)} "
+                f"logistic decoders need a categorical feature, but {', '.join(names)} "
                 "are continuous; add --decoders ridge"
             )
         config = ProbeConfig(**{**asdict(config), "decoders": kept})
@@ -371,8 +394,9 @@ def decode(
         stats = accumulate_groups(src, targets.Y, folds, pooled=pooled)
     seconds = {"statistics": time.perf_counter() - t0}
     kinds = [f.kind for f in targets.features]
+    F = len(names)
     out: dict[str, dict[str, Any]] = {}
-    chance = np.full(len(kinds), np.nan)
+    chance = np.full(F, np.nan)
     for name in config.decoders:
         t = time.perf_counter()
         pen = config.penalties(name)
@@ -380,24 +404,117 @@ def decode(
         larger_is_stronger = PENALTY[name][1]
         strong_first = np.argsort(-np.asarray(pen)) if larger_is_stronger else np.argsort(pen)
         per_fold = {k: v for k, v in scores.items() if k not in ("n_iter", "converged")}
-        chosen, summary = select_penalty(per_fold, kinds, strong_first)
-        chance = summary.pop("chance")
+        if config.select == "nested":
+            inner = _inner_choices(src, decoded, folds, config, name, strong_first)
+            chosen, summary = select_nested(per_fold, kinds, inner, strong_first)
+        else:
+            chosen, summary = select_penalty(per_fold, kinds, strong_first)
+        chance = summary.pop("chance")[:F]
         extra = {}
         if "converged" in scores:
-            extra["converged"] = scores["converged"].mean(axis=(0, 1))  # per categorical feature
-            extra["n_iter"] = scores["n_iter"].sum(axis=(0, 1))
+            ncat = sum(k == "categorical" for k in kinds[:F])
+            extra["converged"] = scores["converged"].mean(axis=(0, 1))[:ncat]
+            extra["n_iter"] = scores["n_iter"].sum(axis=(0, 1))[:ncat]
         path = summary.pop("score_path")
         summary["penalty_at_edge"] = penalty_at_edge(path, chosen, strong_first)
         # no penalty is chosen where no penalty has a score (a continuous feature for the
         # logistic decoder, folds whose targets do not vary)
         penalty = np.where(np.isnan(path).all(axis=0), np.nan, np.asarray(pen, float)[chosen])
-        out[name] = {"penalty": penalty, "summary": summary, "path": path, "extra": extra}
+        if config.permutations:
+            crit = np.array([summary["accuracy" if kind == "categorical" else "r2"][j]
+                             for j, kind in enumerate(kinds)])
+            nulls = null_summary(crit, F)
+        summary = {k: v[:F] for k, v in summary.items()}
+        if config.permutations:
+            summary.update(nulls)
+        out[name] = {"penalty": penalty[:F], "summary": summary, "path": path[:, :F],
+                     "extra": extra}
         seconds[name] = time.perf_counter() - t
     n_train, n_test = folds.counts()
     return DecodeResult(
-        targets.names, kinds, out, chance, float(n_train.mean()), float(n_test.mean()),
+        names, kinds[:F], out, chance, float(n_train.mean()), float(n_test.mean()),
         form, seconds, src.passes,
     )
+
+
+_PERM = "\x00perm"
+
+
+def permuted_copies(labels: Mapping[str, np.ndarray], count: int, seed: int
+                    ) -> dict[str, np.ndarray]:
+    """``count`` random permutations of every label array (seeded by ``seed``), named
+    ``<feature>\\x00perm<i>`` (a name no probe set can hold)."""
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    n = len(next(iter(labels.values())))
+    perms = [rng.permutation(n) for _ in range(count)]
+    return {f"{f}{_PERM}{i}": np.asarray(v)[p] for i, p in enumerate(perms)
+            for f, v in labels.items()}
+
+
+def null_summary(crit: np.ndarray, n_features: int) -> dict[str, np.ndarray]:
+    """The permutation null of each feature's reported score.
+
+    Parameters
+    ----------
+    crit : ndarray (n_features * (1 + N),)
+        Reported score (accuracy, or R^2 for continuous features) of the features, then of
+        their N permuted copies (:func:`permuted_copies` order).
+
+    Returns
+    -------
+    dict
+        ``null_mean``, ``null_p95`` (95th percentile) and ``p_value``
+        ``(1 + #{null >= observed}) / (1 + N)``, each (n_features,); NaN where the score is.
+    """
+    F = n_features
+    observed = crit[:F]
+    null = crit[F:].reshape(-1, F)  # permutation i of feature j at [i, j]
+    N = null.shape[0]
+    out = {k: np.full(F, np.nan) for k in ("null_mean", "null_p95", "p_value")}
+    ok = ~np.isnan(observed) & ~np.isnan(null).any(axis=0)
+    if ok.any():
+        out["null_mean"][ok] = null[:, ok].mean(axis=0)
+        out["null_p95"][ok] = np.percentile(null[:, ok], 95, axis=0)
+        ties = 1e-12 * np.maximum(1.0, np.abs(observed[ok]))
+        out["p_value"][ok] = (1.0 + (null[:, ok] >= observed[ok] - ties).sum(axis=0)) / (1 + N)
+    return out
+
+
+def _inner_choices(
+    src: CachedSource, labels: Mapping[str, np.ndarray], folds: Folds, config: ProbeConfig,
+    decoder: str, strong_first: np.ndarray,
+) -> np.ndarray:
+    """Penalty index chosen for each outer fold by cross-validation on its training rows
+    only: (n_splits, n_features)."""
+    from actstore.probes._folds import predefined_folds
+
+    X = _materialize(src)
+    xp = get_namespace(X)
+    inner_cfg = ProbeConfig(**{**asdict(config), "decoders": (decoder,), "select": "cv",
+                               "permutations": 0, "split": None})
+    out = []
+    for k in range(folds.n_splits):
+        rows = np.flatnonzero(folds.train_mask(k))
+        sub = {f: np.asarray(v)[rows] for f, v in labels.items()}
+        if folds.n_splits > 1:
+            tf = folds.test_fold[rows]
+            inner = predefined_folds(np.where(tf > k, tf - 1, tf),
+                                     f"the training rows of fold {k}")
+        else:
+            inner, _ = make_folds(sub, inner_cfg)
+        Xk = xp.take(X, xp.asarray(rows, dtype=xp.int64, device=_device(X)), axis=0) \
+            if not isinstance(X, np.ndarray) else X[rows]
+        res = decode(ArraySource(Xk, name=src.name), sub, inner_cfg, inner)
+        path = res.decoders[decoder]["path"]
+        filled = np.where(np.isnan(path), -np.inf, path)
+        out.append(strong_first[np.argmax(filled[strong_first], axis=0)])
+    return np.stack(out)
+
+
+def _device(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)
 
 
 def probe_arrays(
@@ -471,6 +588,9 @@ RESULT_VARS = (
     "cross_entropy",
     "penalty",
     "penalty_at_edge",
+    "null_mean",
+    "null_p95",
+    "p_value",
 )
 
 

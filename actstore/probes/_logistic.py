@@ -41,7 +41,14 @@ from actstore.probes._backend import get_namespace
 from actstore.probes._folds import Folds
 from actstore.probes._lbfgs import SoftmaxProblems, solve_problems
 from actstore.probes._metrics import HeldOutScores
-from actstore.probes._stats import ArraySource, GramStats, GroupStats, UnitSums, unit_scale, unit_sums
+from actstore.probes._stats import (
+    ArraySource,
+    GramStats,
+    GroupStats,
+    UnitSums,
+    unit_scale,
+    unit_sums,
+)
 from actstore.probes._targets import Targets
 
 __all__ = [

@@ -37,6 +37,7 @@ __all__ = [
     "accuracy",
     "balanced_accuracy",
     "r2",
+    "select_nested",
     "select_penalty",
     "vinfo_gaussian",
 ]
@@ -278,6 +279,60 @@ def select_penalty(
     if "vinfo" in summary and "r2" in summary:
         # I_V = max(0, held-out R^2) of the same aggregate that is reported as r2 (NaN stays
         # NaN: logistic decoders, folds without variance)
+        summary["vinfo"] = np.maximum(summary["r2"], 0.0)
+    if "vinfo_bits" in summary:
+        summary["vinfo_bits"] = np.maximum(summary["vinfo_bits"], 0.0)
+    return chosen, summary
+
+
+def select_nested(
+    scores: dict[str, np.ndarray], kinds: list[str], inner: np.ndarray,
+    strong_first: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Scores of nested cross-validation: fold k's held-out scores at the penalty chosen by
+    the inner cross-validation of its training rows.
+
+    Parameters
+    ----------
+    scores : dict name -> array (n_splits, n_penalties, n_features)
+    kinds : list of str
+    inner : ndarray (n_splits, n_features), int
+        Penalty index chosen for each outer fold.
+    strong_first : ndarray, optional
+        Penalty indices from the strongest to the weakest (breaks ties of the reported
+        penalty).
+
+    Returns
+    -------
+    chosen : ndarray (n_features,)
+        The penalty chosen most often over the outer folds (the stronger on ties), reported
+        as the decoder's penalty.
+    summary : dict
+        As :func:`select_penalty`, with every score taken fold by fold at ``inner``.
+    """
+    K, F = inner.shape
+    P = next(iter(scores.values())).shape[1]
+    order = np.arange(P) if strong_first is None else np.asarray(strong_first)
+    rank = np.empty(P, dtype=np.int64)
+    rank[order] = np.arange(P)
+    votes = np.zeros((P, F))
+    for k in range(K):
+        votes[inner[k], np.arange(F)] += 1
+    # most votes; among equals the stronger penalty (lower rank)
+    chosen = np.argmax(votes * (P + 1) - rank[:, None], axis=0)
+    crit = np.stack([scores["accuracy"][:, :, j] if kinds[j] == "categorical"
+                     else scores["r2"][:, :, j] for j in range(F)], axis=2).mean(axis=0)
+    summary: dict[str, np.ndarray] = {"score_path": crit}
+    kk, ff = np.meshgrid(np.arange(K), np.arange(F), indexing="ij")
+    for name, arr in scores.items():
+        if arr.ndim == 3:
+            at = arr[kk, inner, ff]  # (K, F)
+            summary[name] = at.mean(axis=0)
+            if name in ("accuracy", "r2"):
+                summary[f"{name}_std"] = at.std(axis=0)
+        else:
+            summary[name] = arr.mean(axis=0)
+    if "vinfo" in summary and "r2" in summary:
         summary["vinfo"] = np.maximum(summary["r2"], 0.0)
     if "vinfo_bits" in summary:
         summary["vinfo_bits"] = np.maximum(summary["vinfo_bits"], 0.0)

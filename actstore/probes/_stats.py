@@ -36,8 +36,8 @@ __all__ = [
     "GramStats",
     "GroupStats",
     "Moments",
-    "accumulate_gram",
     "UnitSums",
+    "accumulate_gram",
     "accumulate_groups",
     "coalesce",
     "unit_scale",
@@ -280,7 +280,7 @@ class UnitSums:
 
     def add(self, groups: np.ndarray, Xb: Any) -> None:
         """Add rows ``Xb`` (already shifted) whose groups are ``groups`` (host ints)."""
-        xp = get_namespace(Xb)
+        get_namespace(Xb)
         G = self.count.shape[0]
         H = (groups[None, :] == np.arange(G)[:, None]).astype(np.float64)  # (G, m)
         Hd = _targets_on(H, Xb)

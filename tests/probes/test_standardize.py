@@ -83,7 +83,7 @@ def test_ridge_equals_the_standard_scaler_pipeline(form, n, d):
 def test_random_shapes_with_constant_units_match_the_pipeline(n, d, seed, dtype):
     """n < d and n > d, constant units, float32 storage: held-out R^2 equals scikit-learn's
     pipeline on the same (float64) values."""
-    X, y, c = _data(n, d, seed=seed, classes=2)
+    X, _y, c = _data(n, d, seed=seed, classes=2)
     X = X.astype(dtype).astype(np.float64)
     T = encode_targets({"c": c})
     folds = stratified_folds(n, 3, seed=seed)
@@ -97,7 +97,7 @@ def test_random_shapes_with_constant_units_match_the_pipeline(n, d, seed, dtype)
 
 @pytest.mark.parametrize("n, d", [(240, 16), (45, 80)])
 def test_logistic_within_one_point_of_the_pipeline(n, d):
-    X, y, c = _data(n, d, seed=2, classes=3)
+    X, y, _c = _data(n, d, seed=2, classes=3)
     T = encode_targets({"y": y})
     folds = stratified_folds(n, 3, seed=0, stratify={"y": y})
     s = logistic_cv(X, T, folds, CS, tol=1e-7, max_iter=3000, dtype="float64")
@@ -153,8 +153,9 @@ def test_standardize_is_a_setting_of_the_result():
 
 
 def test_a_result_computed_on_raw_units_is_other_settings(tmp_path):
-    from actstore.probes import run_probes
     from stores import mlp_store
+
+    from actstore.probes import run_probes
 
     y = np.arange(60) % 3
     url = mlp_store(str(tmp_path / "s.zarr"), ["r0"], {"shape": y})
@@ -245,3 +246,88 @@ def test_untrained_deep_network_decodes_like_the_pipeline(tmp_path):
         assert acc >= chance + 0.15, (layer, acc, chance)
     # the deep layers are much smaller than the first: a scale that raw decoders misread
     assert r.read("fc7", 0).std() < first.std()
+
+
+def _nested_reference(X, y, folds, alphas):
+    """scikit-learn's nested loop: per outer fold, GridSearchCV over the inner folds of its
+    training rows (strongest penalty first, so that ties go to it), scored on the fold."""
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    accs, chosen = [], []
+    for k, (tr, te) in enumerate(folds.split()):
+        tf = folds.test_fold[tr]
+        inner = PredefinedSplit(np.where(tf > k, tf - 1, tf))
+        grid = GridSearchCV(make_pipeline(StandardScaler(), RidgeClassifier()),
+                            {"ridgeclassifier__alpha": sorted(alphas, reverse=True)},
+                            cv=inner).fit(X[tr], y[tr])
+        chosen.append(grid.best_params_["ridgeclassifier__alpha"])
+        accs.append(np.mean(grid.predict(X[te]) == y[te]))
+    return np.mean(accs), chosen
+
+
+def test_nested_selection_equals_a_scikit_learn_nested_loop():
+    X, y, _ = _data(150, 10, seed=7, classes=3)
+    folds = stratified_folds(150, 4, seed=1, stratify={"y": y})
+    alphas = (1e-2, 1.0, 100.0, 1e4)
+    ds = probe_arrays(X, {"y": y}, folds=folds, decoders=("ridge",), alphas=alphas,
+                      select="nested")
+    ref, chosen = _nested_reference(X, y, folds, alphas)
+    assert ds.accuracy.sel(decoder="ridge", feature="y").item() == pytest.approx(ref)
+    # the reported penalty is the one chosen most often over the outer folds
+    values, counts = np.unique(chosen, return_counts=True)
+    assert ds.penalty.sel(decoder="ridge", feature="y").item() in values[counts == counts.max()]
+
+
+def test_nested_selection_with_an_explicit_split_chooses_on_the_training_part():
+    from actstore.probes import explicit_split
+
+    X, y, _ = _data(160, 10, seed=8, classes=2)
+    is_test = np.arange(160) % 4 == 0
+    alphas = (1e-2, 1.0, 100.0, 1e4)
+    ds = probe_arrays(X, {"y": y, "part": is_test}, split="part", decoders=("ridge",),
+                      alphas=alphas, select="nested", n_splits=3)
+    # the inner folds: stratified 3-fold on the training part, as the engine makes them
+    tr = np.flatnonzero(~is_test)
+    inner = stratified_folds(tr.size, 3, seed=0, stratify={"y": y[tr]})
+    scores = []
+    for a in sorted(alphas, reverse=True):
+        acc = [np.mean(make_pipeline(StandardScaler(), RidgeClassifier(alpha=a)).fit(
+            X[tr][itr], y[tr][itr]).predict(X[tr][ite]) == y[tr][ite])
+            for itr, ite in inner.split()]
+        scores.append(np.mean(acc))
+    best = sorted(alphas, reverse=True)[int(np.argmax(scores))]
+    folds = explicit_split(is_test)
+    model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=best))
+    test = np.flatnonzero(folds.test_mask(0))
+    ref = np.mean(model.fit(X[tr], y[tr]).predict(X[test]) == y[test])
+    assert ds.penalty.sel(decoder="ridge", feature="y").item() == best
+    assert ds.accuracy.sel(decoder="ridge", feature="y").item() == pytest.approx(ref)
+
+
+def test_permutation_null_is_the_decoding_of_permuted_labels():
+    from actstore.probes._decode import permuted_copies
+
+    rng = np.random.default_rng(3)
+    n = 120
+    y = np.arange(n) % 3
+    X = rng.standard_normal((n, 6))
+    X[:, 0] += 1.5 * y  # decodable well above chance
+    folds = stratified_folds(n, 3, seed=0, stratify={"y": y})
+    ds = probe_arrays(X, {"y": y}, folds=folds, decoders=("ridge",), permutations=9)
+    perms = permuted_copies({"y": y}, 9, seed=0)
+    null = [probe_arrays(X, {"y": v}, folds=folds, decoders=("ridge",)).accuracy.item()
+            for v in perms.values()]
+    got = ds.sel(decoder="ridge", feature="y")
+    assert got.null_mean.item() == pytest.approx(np.mean(null))
+    assert got.null_p95.item() == pytest.approx(np.percentile(null, 95))
+    assert got.p_value.item() == pytest.approx(0.1)  # (1 + 0) / (1 + 9): none as good
+    assert got.null_mean.item() < 0.5 < got.accuracy.item()
+    assert np.isnan(probe_arrays(X, {"y": y}, decoders=("ridge",)).null_mean).all()
+
+
+def test_selection_and_permutation_settings_are_checked():
+    assert ProbeConfig(select="nested", permutations=5).to_json()["select"] == "nested"
+    with pytest.raises(ActstoreError, match="select must be one of cv, nested"):
+        ProbeConfig(select="inner")
+    with pytest.raises(ActstoreError, match="permutations"):
+        ProbeConfig(permutations=-1)
