@@ -210,7 +210,7 @@ def _check_slot_array(rd: Any, name: str, expected: np.ndarray) -> tuple[np.ndar
     slot table where a chunk is unreadable) and its problems."""
     r, planned = rd.run_id, rd.planned_steps
     key = f"{L.RUNS}/{r}/{name}"
-    if name not in rd.group:  # run creation interrupted before any slot: nothing to read
+    if not rd._all_attrs.get(L.ATTR_LAYOUT_DONE):  # an interrupted creation: nothing to read
         return expected, []
     why = _check_metadata(rd.group, name, [_slot_spec(name, len(planned))])
     if why:

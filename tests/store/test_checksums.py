@@ -250,3 +250,18 @@ def test_what_has_no_second_copy_is_refused_with_the_reason(tmp_path):
     assert res.exit_code == 1 and "1 problem(s) that repair cannot fix" in res.output
     assert "probe_sets/q/inputs" in res.output and "the stimuli have no copy" in res.output
     assert {p: p.read_bytes() for p in url.rglob("*") if p.is_file()} == before
+
+
+def test_damaged_metadata_of_the_slot_table_and_of_copies_is_restored(store):
+    before = _state(store)
+    (store / "runs" / "r" / "status" / "zarr.json").unlink()
+    (store / "runs" / "r" / "checkpoint" / "zarr.json").write_text("{")
+    (store / "runs" / "r" / "sample" / "zarr.json").write_text("garbage")
+    (store / "probe_sets" / "p" / "color" / "zarr.json").write_text("{}")
+    problems = verify(open_store(str(store)))
+    assert sorted((p.key, p.fix) for p in problems) == [
+        ("probe_sets/p/color", "probe_set"), ("runs/r/checkpoint/zarr.json", "slot_table"),
+        ("runs/r/sample", ""), ("runs/r/status/zarr.json", "slot_table")]
+    rep = repair(open_store(str(store), mode="a"))
+    assert len(rep.restored) == 4 and not rep.unrepaired and not rep.reset
+    assert verify(open_store(str(store))) == [] and _state(store) == before
