@@ -206,6 +206,8 @@ class Lease:
         }
         #: set once the run's metadata holds this lease (object stores)
         self.acquired = False
+        #: ETag of the run's metadata as this writer read or wrote it last (S3)
+        self.etag: str | None = None
         #: why this writer lost the lease (None while it holds it)
         self.lost: str | None = None
         self._stamped: dict[float, float] = {}  # expiry of a stamp -> local clock when made
@@ -465,7 +467,6 @@ class FencedStore(WrapperStore):
         super().__init__(store)
         self._lease = lease
         self._meta_key = meta_key
-        self._etag: str | None = None
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
         if key == self._meta_key and byte_range is None and not self._lease.acquired:
@@ -528,14 +529,14 @@ class FencedStore(WrapperStore):
         except FileNotFoundError:
             return None
         body = await resp["Body"].read()
-        self._etag = resp.get("ETag")
+        self._lease.etag = resp.get("ETag")
         return bytes(body)
 
     async def _write_meta(self, value: Any) -> None:
         lease = self._lease
         lease.check_clock()
         where = self._s3_key()
-        if where is None or self._etag is None:  # no conditional writes: check first
+        if where is None or self._lease.etag is None:  # no conditional writes: check first
             if lease.acquired:
                 await self._check_server()
             await self._store.set(self._meta_key, value)
@@ -544,7 +545,7 @@ class FencedStore(WrapperStore):
         try:
             resp = await self._store.fs._call_s3(
                 "put_object", Bucket=where[0], Key=where[1], Body=value.to_bytes(),
-                IfMatch=self._etag)
+                IfMatch=self._lease.etag)
         except Exception as e:
             if not _precondition_failed(e):
                 raise
@@ -555,7 +556,7 @@ class FencedStore(WrapperStore):
             raise lease.lose("the run's metadata was changed by another process "
                              "while this writer held it") from None
         self._store.fs.invalidate_cache(f"{where[0]}/{where[1]}")
-        self._etag = resp.get("ETag")
+        self._lease.etag = resp.get("ETag")
         lease.confirm(value.to_bytes())
 
     async def _holder(self) -> dict[str, Any] | None:

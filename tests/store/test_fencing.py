@@ -174,6 +174,27 @@ def test_a_displaced_writer_cannot_write_the_run_metadata(s3_store, image_probe_
     _check_consistent(st, image_probe_set, {"a": _model(0.0), "b": _model(0.5)})
 
 
+def test_the_run_metadata_is_written_only_over_the_version_this_writer_wrote(s3_store):
+    """Even while the run still names this writer as its holder, a metadata write over a
+    version another process wrote is refused by the server (S3 If-Match on its ETag)."""
+    import json
+
+    import s3fs
+
+    st = s3_store
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    key = f"{st.url.removeprefix('s3://')}/runs/r/zarr.json"
+    with pytest.raises(LeaseLostError, match="changed by another process while this writer "
+                       "held it"):
+        with st.writer("r", "images", steps=[0]) as w:
+            doc = json.loads(fs.cat(key))
+            doc["attributes"][L.ATTR_WRITER]["host"] = "another-host"  # same id, generation
+            fs.pipe(key, json.dumps(doc).encode())
+            w.update_attrs({"metrics": {"loss": [1.0]}})
+    attrs = json.loads(fs.cat(key))["attributes"]
+    assert attrs[L.ATTR_WRITER]["host"] == "another-host" and "metrics" not in attrs
+
+
 def test_a_slot_is_never_complete_without_a_weights_hash(store_url, image_probe_set):
     st = create_store(store_url)
     st.add_probe_set(image_probe_set)
