@@ -127,7 +127,7 @@ class RunReader:
         first arrays, missing). The slot table is the truth: extra entries were never slots.
         """
         n = len(self.planned_steps)
-        if name not in self.group:  # creation interrupted: nothing written yet
+        if not self._all_attrs.get(L.ATTR_LAYOUT_DONE):  # creation interrupted: nothing written
             return np.full(n, fill, dtype=dtype)
         try:
             a = np.asarray(self.group[name][...], dtype=dtype)[:n]
@@ -825,6 +825,7 @@ class RunWriter:
             if exc_type is None:
                 raise self._lease.lose(self._lease.lost)
             return
+        self._lease.stop_heartbeat()  # no renewal may put the lease back once it is removed
         removed = False
         try:
             status: Any = (
