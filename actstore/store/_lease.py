@@ -361,12 +361,17 @@ class Lease:
         self._thread = threading.Thread(target=beat, name="actstore-lease", daemon=True)
         self._thread.start()
 
-    def release(self) -> None:
-        """Give the run back (idempotent)."""
+    def stop_heartbeat(self) -> None:
+        """Renew no more (idempotent): before the lease is removed from the run, so that no
+        renewal puts it back."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def release(self) -> None:
+        """Give the run back (idempotent)."""
+        self.stop_heartbeat()
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
