@@ -11,14 +11,21 @@ Timed in this one process run, side by side, all on one core (`--threads 1`, BLA
 with threadpoolctl; the machine is shared, and one core per contestant keeps the ratios stable):
   floor           reading + decoding every activation array once, plus X^T X of every array
                   in float64 at this machine's measured matrix-product rate
-  engine ridge    `run_probes(decoders=("ridge",), n_workers=1)`: all jobs, in this process
-  engine logistic `run_probes(decoders=("logistic",), n_workers=1)`
+  engine ridge    `run_probes(decoders=("ridge",), n_workers=1)`: all jobs, in this process,
+                  on standardised units (the default)
+  engine logistic `run_probes(decoders=("logistic",), n_workers=1)`, standardised
+  engine raw      both again with `standardize=False`: the cost of standardising is the
+                  ratio of the two (`--skip raw` to leave them out)
   (`--dask`: also both passes on the default local Dask cluster, one worker per core)
-  sklearn ridge   `RidgeClassifierCV(alphas, cv=<same folds>)` per decoder (job x feature)
+  sklearn ridge   `GridSearchCV(make_pipeline(StandardScaler(), RidgeClassifier()),
+                  alphas, cv=<same folds>)` per decoder (job x feature): what a user writes to
+                  z-score each training fold
   himalaya ridge  `himalaya.ridge.RidgeCV(alphas, cv=<same folds>)` per layer, all 30 one-hot
-                  targets at once, scored by per-feature argmax accuracy
-  sklearn logistic `LogisticRegressionCV(Cs, cv=<same folds>)` per decoder (default
-                  max_iter=100, as a user would write it; `--max-iter` to change)
+                  targets at once, scored by per-feature argmax accuracy (raw units: himalaya
+                  has no per-fold scaling; compared with the engine's raw-unit numbers)
+  sklearn logistic `GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(
+                  max_iter=100)), Cs, cv=<same folds>)` per decoder (default max_iter, as a
+                  user would write it; `--max-iter` to change)
 
 The baselines take hours on the whole store, so they run on a subset of jobs (by default one
 run at the last checkpoint: one job per width) and their time is extrapolated to the store:
@@ -71,13 +78,23 @@ def floor(store, jobs, n: int) -> dict:
             "gflops": rate, "read_mb": nbytes / 2**20}
 
 
+def _grid(model, param, values, splits):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), model)
+    key = f"{pipe.steps[-1][0]}__{param}"
+    return GridSearchCV(pipe, {key: list(values)}, cv=splits, refit=False)
+
+
 def sklearn_ridge(X, labels, splits, alphas):
-    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.linear_model import RidgeClassifier
 
     acc = {}
     t0 = time.perf_counter()
     for f, y in labels.items():
-        m = RidgeClassifierCV(alphas=alphas, cv=splits).fit(X, y)
+        m = _grid(RidgeClassifier(), "alpha", alphas, splits).fit(X, y)
         acc[f] = float(m.best_score_)
     return time.perf_counter() - t0, acc
 
@@ -117,16 +134,15 @@ def himalaya_ridge(X, labels, folds, alphas):
 
 
 def sklearn_logistic(X, labels, splits, Cs, max_iter=100):
-    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.linear_model import LogisticRegression
 
     acc = {}
     t0 = time.perf_counter()
     for f, y in labels.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning at the weakest penalties
-            m = LogisticRegressionCV(Cs=Cs, cv=splits, max_iter=max_iter).fit(X, y)
-        scores = next(iter(m.scores_.values()))  # (folds, Cs): accuracy
-        acc[f] = float(scores.mean(axis=0).max())
+            m = _grid(LogisticRegression(max_iter=max_iter), "C", Cs, splits).fit(X, y)
+        acc[f] = float(m.best_score_)
     return time.perf_counter() - t0, acc
 
 
@@ -193,6 +209,14 @@ def main() -> None:
     print(f"engine ridge: {t_ridge:.1f} s for {len(jobs)} jobs", flush=True)
     t_log, ds_log = engine(args.store, ("logistic",), config, 1, "bench-logistic")
     print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs", flush=True)
+    raw = {**config, "standardize": False}
+    t_ridge_raw = t_log_raw = None
+    ds_ridge_raw = ds_ridge
+    if "raw" not in skip:
+        t_ridge_raw, ds_ridge_raw = engine(args.store, ("ridge",), raw, 1, "bench-ridge-raw")
+        print(f"engine ridge, raw units: {t_ridge_raw:.1f} s", flush=True)
+        t_log_raw, _ = engine(args.store, ("logistic",), raw, 1, "bench-logistic-raw")
+        print(f"engine logistic, raw units: {t_log_raw:.1f} s", flush=True)
     t_dask = t_dask_log = None
     if args.dask:
         limits.restore_original_limits()
@@ -218,8 +242,10 @@ def main() -> None:
                                           layer=layer)
             eng_l = ds_log.accuracy.sel(decoder="logistic", run="run0", checkpoint=step,
                                         layer=layer)
+            eng_raw = ds_ridge_raw.accuracy.sel(decoder="ridge", run="run0", checkpoint=step,
+                                                layer=layer)
             todo = [("sklearn ridge", sklearn_ridge, (X, labels, splits, alphas), eng_r),
-                    ("himalaya ridge", himalaya_ridge, (X, labels, folds, alphas), eng_r),
+                    ("himalaya ridge", himalaya_ridge, (X, labels, folds, alphas), eng_raw),
                     ("sklearn logistic", sklearn_logistic,
                      (X, labels, splits, Cs, args.max_iter), eng_l)]
             for name, fn, fargs, eng in todo:
@@ -240,16 +266,21 @@ def main() -> None:
     rows = [("floor (read + X^T X)", fl["floor_s"], None, None),
             ("engine ridge", t_ridge, None, None),
             ("engine logistic", t_log, None, None)]
+    if t_ridge_raw is not None:
+        rows.append(("engine ridge, raw units", t_ridge_raw, None, None))
+        rows.append(("engine logistic, raw units", t_log_raw, None, None))
     if t_dask is not None:
         rows.append(("engine ridge, Dask (all cores)", t_dask, None, None))
         rows.append(("engine logistic, Dask (all cores)", t_dask_log, None, None))
     out = {"floor": fl, "engine_ridge_s": t_ridge, "engine_logistic_s": t_log, "jobs": len(jobs),
+           "engine_ridge_raw_s": t_ridge_raw, "engine_logistic_raw_s": t_log_raw,
            "engine_ridge_dask_s": t_dask, "engine_logistic_dask_s": t_dask_log,
            "threads": args.threads}
     for name, times in base.items():
         if len(times) == len(widths):
             total = extrapolate(times)
-            eng_t = t_log if "logistic" in name else t_ridge
+            eng_t = t_log if "logistic" in name else (
+                t_ridge_raw if "himalaya" in name and t_ridge_raw else t_ridge)
             d = np.abs(diffs[name])
             rows.append((f"{name} (extrapolated)", total, total / eng_t, float(d.max())))
             out[name] = {"seconds": total, "speedup": total / eng_t,
@@ -261,6 +292,9 @@ def main() -> None:
         print(f"{name:34} {sec:9.1f} {'' if ratio is None else f'{ratio:15.1f}x':>16} "
               f"{'' if diff is None else f'{diff:18.2f}':>18}")
     print(f"{'engine ridge / floor':34} {t_ridge / fl['floor_s']:9.2f}")
+    if t_ridge_raw is not None:
+        print(f"{'standardised / raw units, ridge':34} {t_ridge / t_ridge_raw:9.2f}")
+        print(f"{'standardised / raw units, logistic':34} {t_log / t_log_raw:9.2f}")
     limits.restore_original_limits()
     print(f"{'engine ridge+logistic / floor':34} {(t_ridge + t_log) / fl['floor_s']:9.2f}")
     if args.json:

@@ -331,3 +331,32 @@ def test_selection_and_permutation_settings_are_checked():
         ProbeConfig(select="inner")
     with pytest.raises(ActstoreError, match="permutations"):
         ProbeConfig(permutations=-1)
+
+
+def test_probe_command_records_the_settings_and_counts_edges(tmp_path):
+    import json
+
+    import xarray as xr
+    from stores import mlp_store
+    from typer.testing import CliRunner
+
+    from actstore.cli import app
+
+    rng = np.random.default_rng(0)
+    url = mlp_store(str(tmp_path / "s.zarr"), ["r0"],
+                    {"shape": np.arange(60) % 3, "noise": rng.standard_normal(60)})
+    res = CliRunner().invoke(app, [
+        "probe", url, "--decoders", "ridge", "--folds", "3", "--no-standardize",
+        "--select", "nested", "--permutations", "3", "--alphas", "1,10", "--workers", "1",
+        "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(report["penalty_at_edge"]) == {"ridge"}
+    ds = xr.open_zarr(url, group="results/probes/default")
+    config = json.loads(ds.attrs["actstore.config"])
+    assert (config["standardize"], config["select"], config["permutations"]) == (
+        False, "nested", 3)
+    assert int((ds.penalty_at_edge == 1).sum()) == report["penalty_at_edge"]["ridge"]
+    assert np.isfinite(ds.p_value.sel(decoder="ridge", feature="shape")).all()
+    bad = CliRunner().invoke(app, ["probe", url, "--select", "inner"])
+    assert bad.exit_code == 2 and "select must be one of cv, nested" in bad.output
