@@ -120,6 +120,8 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                 typer.echo("actstore: interrupted; nothing unfinished was written (stores hold "
                            "complete results only); re-run the same command", err=True)
                 raise typer.Exit(130) from None
+            except (typer.Exit, typer.Abort, typer.TyperException):
+                raise  # the command's own exit or usage error
             except Exception as e:
                 failure = environment_failure(e, kw.get("store"), kw.get("scheduler"))
                 if failure is None:

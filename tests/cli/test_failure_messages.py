@@ -261,6 +261,30 @@ def _refuse_writes(monkeypatch, code: int, armed=lambda: True) -> None:
     monkeypatch.setattr(local, "_put", failing_put)
 
 
+def test_environment_failures_are_recognised_through_the_chain_of_errors():
+    from actstore._errors import EnvironmentFailureError, environment_failure
+
+    def raised(inner: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException:
+                raise RuntimeError("cleanup after the failure failed as well")  # noqa: B904
+        except RuntimeError as e:
+            return e
+
+    e = environment_failure(raised(PermissionError(errno.EACCES, "denied", "/s.zarr/runs/r")))
+    assert isinstance(e, EnvironmentFailureError) and e.exit_code == 1
+    assert str(e) == ("cannot write /s.zarr/runs/r: permission denied (EACCES); give this user "
+                      "write permission there, or work on a copy it owns, then re-run the same "
+                      "command (what was complete before is kept)")
+    assert environment_failure(raised(ConnectionResetError(errno.ECONNRESET, "reset")),
+                               scheduler="tcp://h:1") is not None
+    # anything else is a bug to show, not an environment failure
+    assert environment_failure(raised(KeyError("status"))) is None
+    assert environment_failure(OSError(errno.ENOENT, "missing", "/x")) is None
+
+
 def test_a_read_only_store_is_one_line(dumped, monkeypatch):
     url = str(dumped / "s.zarr")
     before = _files(dumped / "s.zarr")
