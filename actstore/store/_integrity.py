@@ -54,9 +54,13 @@ class Problem:
         return f"{self.kind}: {where}{key}: {self.detail}"
 
 
+def _record_remedy(run: str) -> str:
+    return (f"delete {L.RUNS}/{run} from the store and record the run again (re-run its dump or "
+            "training)")
+
+
 def _record_again(run: str) -> str:
-    return (f"its checkpoints cannot be reset one by one: delete {L.RUNS}/{run} from the store "
-            "and record the run again (re-run its dump or training)")
+    return f"its checkpoints cannot be reset one by one: {_record_remedy(run)}"
 
 
 # -- reading stored metadata ---------------------------------------------------------------
@@ -289,7 +293,7 @@ def _check_run(store: Any, r: str, ps_arrays: dict[str, dict[str, np.ndarray] | 
     except DamagedRunError as e:
         return [Problem("corrupt", r, None, None, f"{L.RUNS}/{r}/zarr.json",
                         f"{e.reason}; repair cannot tell which values are right: restore that "
-                        f"file from a backup, or {_record_again(r).split(': ', 1)[1]}")]
+                        f"file from a backup, or {_record_remedy(r)}")]
     planned = rd.planned_steps
     exp_steps, exp_status = L.slot_values_from_table(
         planned, dict(rd._all_attrs.get(L.ATTR_SLOTS, {})))
