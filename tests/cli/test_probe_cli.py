@@ -42,7 +42,7 @@ def test_json_report_and_selection(store):
                             "--checkpoints", "first,last", "--decoders", "ridge",
                             "--name", "sel", *FAST])
     assert r.exit_code == 0, r.output
-    rep = json.loads(r.output)
+    rep = json.loads(r.stdout)  # warnings go to stderr
     assert rep["jobs_done"] == 2 and rep["runs"] == ["run1"] and rep["checkpoints"] == [0, 100]
     assert rep["decoders"] == ["ridge"] and rep["result"] == "results/probes/sel"
     assert set(rep["summary"]["layer1"]) == {"shape (acc)", "color (acc)"}
