@@ -195,7 +195,8 @@ class RunReader:
             )
         try:
             return self.group[layer]
-        except (ValueError, KeyError) as e:  # its zarr.json does not parse, or is missing
+        except (ValueError, KeyError, TypeError) as e:  # its zarr.json does not parse
+            # (TypeError: a field of another name), or is missing
             from actstore.store._store import DamagedRunError
 
             raise DamagedRunError(self.store.url, self.run_id, f"the metadata of layer "

@@ -165,15 +165,19 @@ def test_ingest_refuses_a_run_id_that_is_no_store_path(dumped, run):
     assert _files(dumped) == before  # nothing made beside the store either
 
 
-def test_a_layer_whose_metadata_does_not_parse_is_one_line(dumped):
+@pytest.mark.parametrize(("damage", "error"), [
+    (lambda b: b[:40], "JSONDecodeError"),  # a truncated write, or a bit that breaks the JSON
+    (lambda b: b.replace(b'"endian"', b'"eldian"'), "TypeError"),  # a bit flipped in a name
+])
+def test_a_layer_whose_metadata_does_not_parse_is_one_line(dumped, damage, error):
     url = str(dumped / "s.zarr")
     meta = dumped / "s.zarr" / "runs" / "r" / "fc1" / "zarr.json"
-    meta.write_bytes(meta.read_bytes()[:40])  # e.g. a flipped bit or a truncated write
+    meta.write_bytes(damage(meta.read_bytes()))
     before = _files(dumped / "s.zarr")
     res = runner.invoke(app, ["probe", url, "--layers", "fc1", "--workers", "1", "--folds", "2",
                               "--json"])
     assert f"run 'r' in {url} is damaged: the metadata of layer 'fc1' (runs/r/fc1/zarr.json) " \
-           "is unreadable (JSONDecodeError: " in error_line(res)
+           f"is unreadable ({error}: " in error_line(res)
     assert _files(dumped / "s.zarr") == before
 
 
