@@ -329,6 +329,41 @@ def test_a_full_disk_during_a_dump_keeps_the_complete_checkpoints(dumped, monkey
     assert _same_slots({0: after[0]}, before) and sorted(after) == [0, 5]
 
 
+_FULL_DISK_FROM_STEP_5 = """
+import errno, os, sys
+import zarr.storage._local as local
+from actstore.store._run import RunWriter
+full, put, capture = [False], local._put, RunWriter.capture
+
+def failing_put(path, value, exclusive=False):
+    if full[0]:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return put(path, value, exclusive=exclusive)
+
+def capture_on_a_full_disk(self, model, step, **kw):
+    full[0] = step == 5
+    return capture(self, model, step, **kw)
+
+local._put, RunWriter.capture = failing_put, capture_on_a_full_disk
+from actstore.cli import main
+sys.argv = ["actstore", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_full_disk_in_a_real_process_prints_one_line(dumped):
+    """The process as users run it: nothing after the line (zarr's writes left running end
+    before Python exits)."""
+    url = str(dumped / "s.zarr")
+    before = _slots(url)
+    res = subprocess.run([sys.executable, "-c", _FULL_DISK_FROM_STEP_5, *_dump_args(dumped, url)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no space left on the device (ENOSPC)" in lines[0], res.stderr
+    assert _same_slots(_slots(url), before)
+
+
 class _Relay:
     """A TCP relay to a server; :meth:`cut` makes the server vanish for its clients."""
 
