@@ -4,11 +4,12 @@ Run:  .venv/bin/python bench/penalty_grid.py demo.zarr          # after `make de
       .venv/bin/python bench/penalty_grid.py demo.zarr --decimals 3 --decoders ridge
 
 For every (run, checkpoint, layer) of the store, both decoders are fitted with the default
-13-value grids (standardised units, 5 folds). Decoders flagged `penalty_at_edge` (the chosen
-penalty is the grid's strongest or weakest and the score still rises toward it) are fitted
-again with the grid extended by `--decades` decades at that end (half-decade steps), and the
-change of their reported score is printed: the measurement behind recording the edge (and
-warning) rather than extending every grid by default.
+13-value grids (standardised units, 5 folds, `extend_grid=0`). Decoders flagged
+`penalty_at_edge` (the chosen penalty is the grid's strongest or weakest and the score still
+rises toward it) are fitted again with the grid extended by `--decades` decades at that end
+(half-decade steps), and the change of their reported score is printed: the measurement behind
+extending the grid at a flagged end by default (`extend_grid=3`).
+`--runs N` limits the measurement to the first N runs.
 """
 
 from __future__ import annotations
@@ -36,20 +37,21 @@ def main() -> None:
     ap.add_argument("store")
     ap.add_argument("--decoders", default="ridge,logistic")
     ap.add_argument("--decades", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=None)
     args = ap.parse_args()
     store = open_store(args.store)
     decoders = tuple(args.decoders.split(","))
     total = {d: 0 for d in decoders}
     flagged: dict[str, list[float]] = {d: [] for d in decoders}
     t0 = time.perf_counter()
-    for rid in store.run_ids():
+    for rid in store.run_ids()[: args.runs]:
         rd = store.reader(rid)
         labels = {f: np.asarray(v) for f, v in rd.labels.items()
                   if not f.startswith(("heldout", "split")) and np.asarray(v).dtype.kind in "iub"}
         for step in rd.steps[rd.complete]:
             for layer in rd.layers:
                 X = rd.read(layer, int(step))
-                ds = probe_arrays(X, labels, decoders=decoders)
+                ds = probe_arrays(X, labels, decoders=decoders, extend_grid=0)
                 for d in decoders:
                     name, strong_high = ("alphas", True) if d == "ridge" else ("Cs", False)
                     grid = DEFAULT_ALPHAS if d == "ridge" else DEFAULT_CS
@@ -61,8 +63,8 @@ def main() -> None:
                             continue
                         pen = float(sel.penalty.sel(feature=f))
                         end = "high" if pen == max(grid) else "low"
-                        cfg = ProbeConfig(decoders=(d,), **{name: extended(grid, end,
-                                                                         args.decades)})
+                        cfg = ProbeConfig(decoders=(d,), extend_grid=0,
+                                          **{name: extended(grid, end, args.decades)})
                         again = probe_arrays(X, {f: labels[f]}, config=cfg).sel(decoder=d)
                         before = float(sel.accuracy.sel(feature=f))
                         after = float(again.accuracy.sel(feature=f))

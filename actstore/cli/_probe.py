@@ -122,6 +122,12 @@ def probe_cmd(
                                "cross-validation on its training rows only; about --folds "
                                "times the cost).")
     ] = "cv",
+    extend_grid: Annotated[
+        int, typer.Option(help="Where the chosen penalty is an end of the grid and the score "
+                               "still rises toward it, also try the penalties beyond that end, "
+                               "half a decade apart, up to this many decades (0: only record "
+                               "penalty_at_edge and warn).")
+    ] = 3,
     permutations: Annotated[
         int, typer.Option(help="Also decode this many label permutations with the same folds "
                                "and selection: null_mean, null_p95 and p_value per decoder.")
@@ -153,6 +159,7 @@ def probe_cmd(
         standardize=standardize,
         select=select,
         permutations=permutations,
+        extend_grid=extend_grid,
     )
     if decoder_table is not None and decoder_table not in config.decoders:
         raise ActstoreError(
@@ -194,9 +201,12 @@ def probe_cmd(
         if count:
             err_console.print(
                 f"actstore: warning: {count} {dname} decoder(s) chose the strongest or weakest "
-                f"penalty while the score still rose toward it (penalty_at_edge = 1 in the "
-                f"result); widen --{'alphas' if dname == 'ridge' else 'cs'} to look beyond "
-                "the grid", highlight=False)
+                f"penalty while the score still rose toward it"
+                + (f", also after extending the grid by {config.extend_grid} decades"
+                   if config.extend_grid and config.select == "cv" else "")
+                + f" (penalty_at_edge = 1 in the result); widen "
+                f"--{'alphas' if dname == 'ridge' else 'cs'} to look beyond it",
+                highlight=False)
     if as_json:
         typer.echo(json.dumps({
             "store": store, "result": f"results/probes/{name}", "jobs_done": n_done,

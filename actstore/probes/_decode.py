@@ -141,6 +141,12 @@ class ProbeConfig:
         Label-permutation null: the decoders are also fitted, with the same folds and the same
         penalty selection, to this many random permutations of each feature's labels;
         ``null_mean``, ``null_p95`` and ``p_value`` are reported (0: none).
+    extend_grid : int
+        Where the chosen penalty is an end of the grid and the score still rises toward it,
+        the penalties beyond that end, half a decade apart up to this many decades, are tried
+        too (with ``select="cv"``), and the feature's penalty and scores are those of the
+        extended grid (the ``*_score`` paths keep the base grid). 0: only record
+        ``penalty_at_edge``.
     """
 
     decoders: tuple[str, ...] = ("ridge", "logistic")
@@ -157,10 +163,11 @@ class ProbeConfig:
     standardize: bool = True
     select: str = "cv"
     permutations: int = 0
+    extend_grid: int = 3
     #: The settings that determine the numbers (``device`` and ``cache_mb`` do not).
     RESULT_KEYS: ClassVar[tuple[str, ...]] = (
         "decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter",
-        "logistic_dtype", "standardize", "select", "permutations",
+        "logistic_dtype", "standardize", "select", "permutations", "extend_grid",
     )
 
     def __post_init__(self) -> None:
@@ -199,6 +206,9 @@ class ProbeConfig:
             raise ActstoreError(
                 f"select must be one of {', '.join(SELECTIONS)}, not {self.select!r}")
         whole_number(self.permutations, "permutations", minimum=0)
+        whole_number(self.extend_grid, "extend_grid (decades)", minimum=0)
+        if self.extend_grid > 12:
+            raise ActstoreError(f"extend_grid is at most 12 decades, got {self.extend_grid}")
         if not self.cache_mb >= 0:
             raise ActstoreError(f"cache_mb must be >= 0 (MiB), got {self.cache_mb!r}")
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
@@ -420,6 +430,10 @@ def decode(
         # no penalty is chosen where no penalty has a score (a continuous feature for the
         # logistic decoder, folds whose targets do not vary)
         penalty = np.where(np.isnan(path).all(axis=0), np.nan, np.asarray(pen, float)[chosen])
+        if config.extend_grid and config.select == "cv" and (
+                summary["penalty_at_edge"] == 1).any():
+            _extend(name, src, decoded, targets, folds, stats, config, per_fold, kinds,
+                    summary, penalty)
         if config.permutations:
             crit = np.array([summary["accuracy" if kind == "categorical" else "r2"][j]
                              for j, kind in enumerate(kinds)])
@@ -435,6 +449,52 @@ def decode(
         names, kinds[:F], out, chance, float(n_train.mean()), float(n_test.mean()),
         form, seconds, src.passes,
     )
+
+
+def extension(grid: Sequence[float], end: str, decades: int) -> tuple[float, ...]:
+    """Penalties beyond one end of ``grid`` (``"high"`` or ``"low"``), in half-decade steps
+    up to ``decades`` decades."""
+    steps = np.arange(1, 2 * int(decades) + 1) / 2
+    if end == "high":
+        return tuple(float(v) for v in 10 ** (np.log10(max(grid)) + steps))
+    return tuple(float(v) for v in 10 ** (np.log10(min(grid)) - steps))
+
+
+def _extend(
+    name: str, src: CachedSource, labels: Mapping[str, np.ndarray], targets: Targets,
+    folds: Folds, stats: GroupStats | GramStats, config: ProbeConfig,
+    per_fold: dict[str, np.ndarray], kinds: list[str], summary: dict[str, np.ndarray],
+    penalty: np.ndarray,
+) -> None:
+    """Choose again, over the grid extended beyond the end it sits at, the penalty of every
+    feature flagged ``penalty_at_edge``; ``summary`` and ``penalty`` are updated in place
+    (``penalty_at_edge`` then tells whether the extended grid's end was chosen)."""
+    pen = np.asarray(config.penalties(name), dtype=float)
+    larger_is_stronger = PENALTY[name][1]
+    flagged = np.flatnonzero(summary["penalty_at_edge"] == 1)
+    names = list(labels)
+    for end in ("high", "low"):
+        at = [j for j in flagged if penalty[j] == (pen.max() if end == "high" else pen.min())]
+        if not at:
+            continue
+        ext = extension(pen, end, config.extend_grid)
+        sub_labels = {names[j]: np.asarray(labels[names[j]]) for j in at}
+        sub = encode_targets(sub_labels)
+        # statistics that hold X^T Y belong to the full target set: the ridge decoders of the
+        # subset accumulate their own (from the cached activations)
+        sub_stats = None if isinstance(stats, GroupStats) and name == "ridge" else stats
+        more = DECODERS[name](src, sub, folds, ext, sub_stats, config)
+        grid = np.concatenate([pen, ext])
+        strong_first = np.argsort(-grid) if larger_is_stronger else np.argsort(grid)
+        both = {k: np.concatenate([per_fold[k][:, :, at], more[k]], axis=1)
+                for k in per_fold if k != "chance" and k in more}
+        chosen, again = select_penalty(both, [kinds[j] for j in at], strong_first)
+        again_path = again.pop("score_path")
+        again["penalty_at_edge"] = penalty_at_edge(again_path, chosen, strong_first)
+        for key, vals in again.items():
+            if key in summary:
+                summary[key][at] = vals
+        penalty[at] = grid[chosen]
 
 
 _PERM = "\x00perm"
@@ -491,7 +551,7 @@ def _inner_choices(
     X = _materialize(src)
     xp = get_namespace(X)
     inner_cfg = ProbeConfig(**{**asdict(config), "decoders": (decoder,), "select": "cv",
-                               "permutations": 0, "split": None})
+                               "permutations": 0, "split": None, "extend_grid": 0})
     out = []
     for k in range(folds.n_splits):
         rows = np.flatnonzero(folds.train_mask(k))

@@ -198,7 +198,7 @@ def test_probe_results_record_the_edge_of_the_grid():
     noise = rng.standard_normal(n)  # nothing to decode: the strongest penalty wins
     signal = X[:, 0] + 0.1 * rng.standard_normal(n)  # little shrinkage wanted
     ds = probe_arrays(X, {"noise": noise, "signal": signal}, decoders=("ridge",),
-                      alphas=(1.0, 10.0, 100.0), n_splits=3)
+                      alphas=(1.0, 10.0, 100.0), n_splits=3, extend_grid=0)
     edge = ds.penalty_at_edge.sel(decoder="ridge")
     assert edge.sel(feature="noise").item() == 1.0
     assert ds.penalty.sel(decoder="ridge", feature="noise").item() == 100.0
@@ -208,9 +208,35 @@ def test_probe_results_record_the_edge_of_the_grid():
     X = rng.standard_normal((n, 60))
     mixed = X[:, :10].sum(axis=1) + 3 * rng.standard_normal(n)
     ds = probe_arrays(X, {"mixed": mixed}, decoders=("ridge",), alphas=(1e-3, 30.0, 1e6),
-                      n_splits=3)
+                      n_splits=3, extend_grid=0)
     assert ds.penalty.sel(decoder="ridge", feature="mixed").item() == 30.0
     assert ds.penalty_at_edge.sel(decoder="ridge", feature="mixed").item() == 0.0
+
+
+def test_the_grid_is_extended_beyond_the_end_it_sits_at():
+    """By default a flagged penalty is chosen again over the grid extended by up to 3
+    decades at that end: the scores equal a run with that wider grid given explicitly."""
+    rng = np.random.default_rng(5)
+    n = 300
+    X = rng.standard_normal((n, 30))
+    labels = {"noise": rng.standard_normal(n), "signal": X[:, 0] + 0.1 * rng.standard_normal(n)}
+    ds = probe_arrays(X, labels, decoders=("ridge",), alphas=(1.0, 10.0, 100.0), n_splits=3)
+    got = ds.sel(decoder="ridge")
+    assert got.penalty.sel(feature="noise").item() > 100.0  # beyond the strong end
+    assert got.penalty.sel(feature="signal").item() < 1.0  # beyond the weak end
+    wide = probe_arrays(X, labels, decoders=("ridge",), n_splits=3, extend_grid=0,
+                        alphas=tuple(10 ** np.arange(-3.0, 5.01, 0.5))).sel(decoder="ridge")
+    assert wide.penalty_at_edge.sel(feature="signal").item() == 0
+    for f in labels:
+        # the same penalty and score as the wide grid, unless that one is still at its end
+        if wide.penalty_at_edge.sel(feature=f).item() == 0:
+            assert got.penalty.sel(feature=f).item() == pytest.approx(
+                wide.penalty.sel(feature=f).item())
+            assert got.r2.sel(feature=f).item() == pytest.approx(wide.r2.sel(feature=f).item(),
+                                                                 rel=1e-9)
+    assert ds.ridge_score.shape[0] == 3  # the path keeps the base grid
+    with pytest.raises(ActstoreError, match="extend_grid"):
+        ProbeConfig(extend_grid=-1)
 
 
 def test_untrained_deep_network_decodes_like_the_pipeline(tmp_path):
