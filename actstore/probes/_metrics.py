@@ -255,25 +255,36 @@ def select_penalty(
         ``vinfo`` is ``max(0, summary["r2"])``: the V-information of the mean held-out R^2
         (PAPERS.md C), not the mean of per-fold clipped values.
     """
-    F = len(kinds)
-    crit = np.stack(
-        [
-            scores["accuracy"][:, :, j] if kinds[j] == "categorical" else scores["r2"][:, :, j]
-            for j in range(F)
-        ],
-        axis=2,
-    ).mean(axis=0)  # (P, F)
+    crit = _criterion(scores, kinds)
     filled = np.where(np.isnan(crit), -np.inf, crit)
     order = np.arange(crit.shape[0]) if strong_first is None else np.asarray(strong_first)
     chosen = order[np.argmax(filled[order], axis=0)]
+    K = next(iter(scores.values())).shape[0]
+    return chosen, _summarize(scores, np.broadcast_to(chosen, (K, chosen.size)), crit)
+
+
+def _criterion(scores: dict[str, np.ndarray], kinds: list[str]) -> np.ndarray:
+    """Mean over folds of the selection score per penalty (n_penalties, n_features):
+    accuracy for categorical features, R^2 for continuous ones."""
+    return np.stack(
+        [scores["accuracy"][:, :, j] if kinds[j] == "categorical" else scores["r2"][:, :, j]
+         for j in range(len(kinds))], axis=2,
+    ).mean(axis=0)
+
+
+def _summarize(scores: dict[str, np.ndarray], at: np.ndarray, crit: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """Every score of fold k and feature j at penalty ``at[k, j]``, averaged over folds
+    (``*_std``: spread of accuracy and R^2), with ``score_path`` = ``crit``."""
+    K, F = at.shape
+    kk, ff = np.meshgrid(np.arange(K), np.arange(F), indexing="ij")
     summary: dict[str, np.ndarray] = {"score_path": crit}
-    cols = np.arange(F)
     for name, arr in scores.items():
         if arr.ndim == 3:
-            at = arr[:, chosen, cols]  # (K, F)
-            summary[name] = at.mean(axis=0)
+            vals = arr[kk, at, ff]  # (K, F)
+            summary[name] = vals.mean(axis=0)
             if name in ("accuracy", "r2"):
-                summary[f"{name}_std"] = at.std(axis=0)
+                summary[f"{name}_std"] = vals.std(axis=0)
         else:
             summary[name] = arr.mean(axis=0)
     if "vinfo" in summary and "r2" in summary:
@@ -282,7 +293,7 @@ def select_penalty(
         summary["vinfo"] = np.maximum(summary["r2"], 0.0)
     if "vinfo_bits" in summary:
         summary["vinfo_bits"] = np.maximum(summary["vinfo_bits"], 0.0)
-    return chosen, summary
+    return summary
 
 
 def select_nested(
@@ -320,20 +331,4 @@ def select_nested(
         votes[inner[k], np.arange(F)] += 1
     # most votes; among equals the stronger penalty (lower rank)
     chosen = np.argmax(votes * (P + 1) - rank[:, None], axis=0)
-    crit = np.stack([scores["accuracy"][:, :, j] if kinds[j] == "categorical"
-                     else scores["r2"][:, :, j] for j in range(F)], axis=2).mean(axis=0)
-    summary: dict[str, np.ndarray] = {"score_path": crit}
-    kk, ff = np.meshgrid(np.arange(K), np.arange(F), indexing="ij")
-    for name, arr in scores.items():
-        if arr.ndim == 3:
-            at = arr[kk, inner, ff]  # (K, F)
-            summary[name] = at.mean(axis=0)
-            if name in ("accuracy", "r2"):
-                summary[f"{name}_std"] = at.std(axis=0)
-        else:
-            summary[name] = arr.mean(axis=0)
-    if "vinfo" in summary and "r2" in summary:
-        summary["vinfo"] = np.maximum(summary["r2"], 0.0)
-    if "vinfo_bits" in summary:
-        summary["vinfo_bits"] = np.maximum(summary["vinfo_bits"], 0.0)
-    return chosen, summary
+    return chosen, _summarize(scores, inner, _criterion(scores, kinds))
