@@ -60,7 +60,8 @@ def test_probe_arrays_equals_a_scikit_learn_loop():
     X[:, 0] += a
     X[:, 1] += c
     alphas = (0.01, 1.0, 100.0)
-    ds = probe_arrays(X, {"a": a, "c": c}, decoders=("ridge",), alphas=alphas, n_splits=3)
+    ds = probe_arrays(X, {"a": a, "c": c}, decoders=("ridge",), alphas=alphas, n_splits=3,
+                      extend_grid=0)  # the grid of the scikit-learn loop
     folds = stratified_folds(n, 3, seed=0, stratify={"a": a})
     accs, r2s, bals = [], [], []
     for alpha in alphas:

@@ -84,7 +84,8 @@ def test_select_penalty_clips_the_mean_r2_not_each_fold():
 def test_probe_result_vinfo_is_max0_of_its_r2_and_matches_sklearn():
     X, labels = _weak_data()
     folds = stratified_folds(len(X), 5, seed=0)
-    ds = probe_arrays(X, labels, folds=folds, decoders=("ridge",), alphas=ALPHAS)
+    ds = probe_arrays(X, labels, folds=folds, decoders=("ridge",), alphas=ALPHAS,
+                      extend_grid=0)  # the same grid as the scikit-learn loop
     ridge = ds.sel(decoder="ridge")
     r2, vinfo = ridge["r2"].values, ridge["vinfo"].values
     # row by row: vinfo == max(0, r2) of the same aggregate
