@@ -480,9 +480,10 @@ def _extend(
         ext = extension(pen, end, config.extend_grid)
         sub_labels = {names[j]: np.asarray(labels[names[j]]) for j in at}
         sub = encode_targets(sub_labels)
-        # statistics that hold X^T Y belong to the full target set: the ridge decoders of the
-        # subset accumulate their own (from the cached activations)
-        sub_stats = None if isinstance(stats, GroupStats) and name == "ridge" else stats
+        # the statistics of X are shared; those of the targets are the subset's columns
+        cols = np.concatenate([np.arange(targets.features[j].start, targets.features[j].stop)
+                               for j in at])
+        sub_stats = stats.columns(cols) if isinstance(stats, GroupStats) else stats
         more = DECODERS[name](src, sub, folds, ext, sub_stats, config)
         grid = np.concatenate([pen, ext])
         strong_first = np.argsort(-grid) if larger_is_stronger else np.argsort(grid)

@@ -279,7 +279,10 @@ def _summarize(scores: dict[str, np.ndarray], at: np.ndarray, crit: np.ndarray
     K, F = at.shape
     kk, ff = np.meshgrid(np.arange(K), np.arange(F), indexing="ij")
     summary: dict[str, np.ndarray] = {"score_path": crit}
+    P = crit.shape[0]
     for name, arr in scores.items():
+        if arr.ndim == 3 and arr.shape[:2] != (K, P):
+            continue  # not a score per (fold, penalty, feature): solver diagnostics
         if arr.ndim == 3:
             vals = arr[kk, at, ff]  # (K, F)
             summary[name] = vals.mean(axis=0)

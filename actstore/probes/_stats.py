@@ -365,6 +365,18 @@ class GroupStats:
             self._eig_std = (xp.clip(s, 0.0, None), V, mom, sc)
         return self._eig_std
 
+    def columns(self, cols: np.ndarray) -> GroupStats:
+        """The same statistics of ``X`` with the target columns ``cols`` only (shares the
+        ``X`` sums and unit sums; cached moments, which hold the targets, are not kept)."""
+        xp = self.xp
+        idx = _index_on(np.asarray(cols, dtype=np.int64), self.shift_x)
+        return GroupStats(
+            self.count, self.shift_x, xp.take(self.shift_y, idx, axis=0), self.sx,
+            [xp.take(v, idx, axis=0) for v in self.sy], self.xtx,
+            [xp.take(v, idx, axis=1) for v in self.xty],
+            rotated=self.rotated, pooled=self.pooled, units=self.units,
+        )
+
     def moments(self, exclude: int | None = None) -> Moments:
         """Centred moments over every group except ``exclude`` (``None``: all rows).
 
