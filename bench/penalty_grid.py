@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from actstore.probes import ProbeConfig, probe_arrays
+from actstore.probes import ProbeConfig, make_folds, probe_arrays
 from actstore.probes._decode import DEFAULT_ALPHAS, DEFAULT_CS
 from actstore.store import open_store
 
@@ -48,10 +48,11 @@ def main() -> None:
         rd = store.reader(rid)
         labels = {f: np.asarray(v) for f, v in rd.labels.items()
                   if not f.startswith(("heldout", "split")) and np.asarray(v).dtype.kind in "iub"}
+        folds, _ = make_folds(labels, ProbeConfig())  # the same folds for every fit
         for step in rd.steps[rd.complete]:
             for layer in rd.layers:
                 X = rd.read(layer, int(step))
-                ds = probe_arrays(X, labels, decoders=decoders, extend_grid=0)
+                ds = probe_arrays(X, labels, folds=folds, decoders=decoders, extend_grid=0)
                 for d in decoders:
                     name, strong_high = ("alphas", True) if d == "ridge" else ("Cs", False)
                     grid = DEFAULT_ALPHAS if d == "ridge" else DEFAULT_CS
@@ -65,7 +66,8 @@ def main() -> None:
                         end = "high" if pen == max(grid) else "low"
                         cfg = ProbeConfig(decoders=(d,), extend_grid=0,
                                           **{name: extended(grid, end, args.decades)})
-                        again = probe_arrays(X, {f: labels[f]}, config=cfg).sel(decoder=d)
+                        again = probe_arrays(X, {f: labels[f]}, config=cfg,
+                                             folds=folds).sel(decoder=d)
                         before = float(sel.accuracy.sel(feature=f))
                         after = float(again.accuracy.sel(feature=f))
                         flagged[d].append(after - before)
