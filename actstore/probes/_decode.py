@@ -451,7 +451,7 @@ def decode(
     )
 
 
-def extension(grid: Sequence[float], end: str, decades: int) -> tuple[float, ...]:
+def extension(grid: Sequence[float] | np.ndarray, end: str, decades: int) -> tuple[float, ...]:
     """Penalties beyond one end of ``grid`` (``"high"`` or ``"low"``), in half-decade steps
     up to ``decades`` decades."""
     steps = np.arange(1, 2 * int(decades) + 1) / 2
