@@ -170,6 +170,13 @@ def complexity_cmd(
         bool, typer.Option("--overwrite",
                            help="Replace a result of this name computed with other settings.")
     ] = False,
+    standardize: Annotated[
+        bool, typer.Option("--standardize/--no-standardize",
+                           help="The V-information probes see units z-scored with each "
+                                "training fold's mean and standard deviation, so that a "
+                                "layer's scale (tiny in untrained networks) does not matter. "
+                                "Recorded with the result.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore.cli._similarity import _bars
@@ -184,7 +191,7 @@ def complexity_cmd(
             over_checkpoints=checkpoints, threshold=threshold, importance=importance,
             negative=negative, max_epochs=max_epochs, batch_rows=batch_rows,
             backend=None if device == "numpy" else device, scheduler=scheduler,
-            n_workers=workers, overwrite=overwrite, progress=progress,
+            n_workers=workers, overwrite=overwrite, progress=progress, standardize=standardize,
         )
     rows: list[dict[str, Any]] = []
     for i, r in enumerate(ds.run.values):

@@ -224,3 +224,17 @@ def test_any_run_even_without_labels_or_head(tmp_path):
     assert ds["vinfo_layer"].sel(layer="a").max() > 0.5
     v = ds["vinfo_checkpoint"].sel(run="net")
     assert float(v.sel(checkpoint=5).mean()) > float(v.sel(checkpoint=0).mean())
+
+
+def test_complexity_records_standardize_and_refuses_the_other_setting(synth_store):
+    import json
+
+    import xarray as xr
+
+    kw = dict(runs="run0", k=4, n_splits=3, over_checkpoints=False, importance=False,
+              max_epochs=20)
+    run_complexity(synth_store, name="std", **kw)
+    attrs = xr.open_zarr(synth_store, group="results/complexity/std").attrs
+    assert json.loads(attrs["actstore.config"])["standardize"] is True
+    with pytest.raises(ActstoreError, match="standardize"):
+        run_complexity(synth_store, name="std", standardize=False, **kw)
