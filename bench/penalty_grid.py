@@ -20,15 +20,13 @@ import time
 import numpy as np
 
 from actstore.probes import ProbeConfig, make_folds, probe_arrays
-from actstore.probes._decode import DEFAULT_ALPHAS, DEFAULT_CS
+from actstore.probes._decode import DEFAULT_ALPHAS, DEFAULT_CS, extension
 from actstore.store import open_store
 
 
 def extended(grid: tuple[float, ...], end: str, decades: int) -> tuple[float, ...]:
-    lo, hi = np.log10(min(grid)), np.log10(max(grid))
-    extra = np.arange(1, 2 * decades + 1) / 2
-    more = 10 ** (hi + extra) if end == "high" else 10 ** (lo - extra)
-    return tuple(sorted({*grid, *map(float, more)}))
+    """The grid and the penalties the engine adds beyond ``end``."""
+    return tuple(sorted({*grid, *extension(grid, end, decades)}))
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from actstore.probes._stats import (
     GramStats,
     GroupStats,
     UnitSums,
+    fold_gram,
     unit_scale,
     unit_sums,
 )
@@ -94,9 +95,8 @@ def whiten(
     dtype : {"float64", "float32"}
         Precision of the returned coordinates (float32 is meant for GPUs).
     standardize : bool
-        Whiten the units z-scored over all rows (a Gram matrix in ``stats`` must then be
-        that of the z-scored units, see :func:`accumulate_gram`'s ``scale``); ``T`` is then
-        also returned in the dual form (float64, in the original units).
+        Whiten the units z-scored over all rows, in the primal form (with more units than
+        rows the folds of standardised decoders are whitened one by one: :func:`logistic_cv`).
 
     Returns
     -------
@@ -105,7 +105,7 @@ def whiten(
         always float64).
     T : array of shape (d, r) or None
         ``W = T @ W~`` maps whitened coefficients back to the original units (``None`` in the
-        dual form without ``standardize``).
+        dual form).
     omega : array of shape (r,)
         Penalty weight of each whitened coordinate (``n / s_j``).
     mean : array of shape (d,)
@@ -137,21 +137,16 @@ def whiten(
     if standardize:
         sc = unit_scale(xp.mean(Xc * Xc, axis=0), mean, float(n))
     if isinstance(stats, GramStats) or (stats is None and d > n):
-        if isinstance(stats, GramStats):
-            G = stats.G
-        else:
-            Xs = Xc if sc is None else Xc / sc
-            G = Xs @ xp.matrix_transpose(Xs)
+        if standardize:
+            raise ValueError("whiten(standardize=True) has no dual form: fold-wise z-scored "
+                             "units are whitened fold by fold (logistic_cv)")
+        G = stats.G if isinstance(stats, GramStats) else X64 @ xp.matrix_transpose(X64)
         m = xp.mean(G, axis=1)
         K = G - m[:, None] - m[None, :] + xp.mean(m)
         s, U = xp.linalg.eigh((K + xp.matrix_transpose(K)) / 2)
         keep = s > rtol * xp.max(s)
         s, U = s[keep], U[:, keep]
-        T = None
-        if sc is not None:
-            # Z = Xc T with T = D Xs^T U diag(sqrt(n) / s), D = diag(1 / sd)
-            T = (xp.matrix_transpose(Xc / sc) @ U) * ((n**0.5) / s)[None, :] / sc[:, None]
-        return _cast(U * (n**0.5), dtype), T, _cast(n / s, dtype), mean
+        return _cast(U * (n**0.5), dtype), None, _cast(n / s, dtype), mean
     Xs = Xc if sc is None else Xc / sc
     C = xp.matrix_transpose(Xs) @ Xs
     s, V = xp.linalg.eigh((C + xp.matrix_transpose(C)) / 2)
@@ -383,8 +378,8 @@ def logistic_cv(
     folds : Folds
     Cs : sequence of float
     stats : GroupStats or GramStats, optional
-        Statistics already accumulated for the ridge decoders (saves a Gram product); with
-        ``standardize``, a Gram matrix must be that of the units z-scored over all rows.
+        Statistics already accumulated for the ridge decoders (saves a Gram product; with
+        ``standardize`` and more units than rows, the per-fold kernels are shared).
     standardize : bool
         Z-score the units with each fold's training mean and standard deviation (as
         ``make_pipeline(StandardScaler(), LogisticRegression(C))``); ``False`` fits the raw
@@ -462,28 +457,20 @@ def _dual_by_fold(
     solved as a one-split problem; the held-out log-probabilities are put back in place.
     """
     from actstore.probes._folds import predefined_folds
-    from actstore.probes._stats import accumulate_gram
+    from actstore.probes._ridge import centred_kernels
 
     xp = get_namespace(X)
-    units = getattr(stats, "units", None) or unit_sums(ArraySource(X, name="activations"), folds)
     src = ArraySource(X, name="activations")
+    units = getattr(stats, "units", None) or unit_sums(src, folds)
     P, K = len(Cs), folds.n_splits
     ncat = sum(f.kind == "categorical" for f in targets.features)
     n_iter = np.zeros((P, K, ncat), dtype=np.int64)
     conv = np.zeros((P, K, ncat), dtype=bool)
     lp_all = None
     for k, (train, test) in enumerate(folds.split()):
-        G = accumulate_gram(src, cache_bytes=0 if X.shape[0] * X.shape[1] > 2**25 else 2**30,
-                            scale=units.scale(exclude=k)).G
-        tr = xp.asarray(train, dtype=xp.int64, device=_dev(G))
-        te = xp.asarray(test, dtype=xp.int64, device=_dev(G))
-        Gtr = xp.take(xp.take(G, tr, axis=0), tr, axis=1)
-        Gte = xp.take(xp.take(G, te, axis=0), tr, axis=1)
-        m_tr, m_te = xp.mean(Gtr, axis=1), xp.mean(Gte, axis=1)
-        mbar = xp.mean(m_tr)
-        Ktr = Gtr - m_tr[:, None] - m_tr[None, :] + mbar
-        Kx = Gte - m_te[:, None] - m_tr[None, :] + mbar
-        s, U = xp.linalg.eigh((Ktr + xp.matrix_transpose(Ktr)) / 2)
+        # the kernel of this fold's z-scored units (shared with the ridge decoders)
+        Ktr, Kx = centred_kernels(fold_gram(src, units, k), train, test)
+        s, U = xp.linalg.eigh(Ktr)
         keep = s > rtol * xp.max(s)
         s, U = s[keep], U[:, keep]
         nt = float(train.size)

@@ -38,6 +38,7 @@ from actstore.probes._stats import (
     accumulate_gram,
     accumulate_groups,
     coalesce,
+    fold_gram,
     unit_scale,
     unit_sums,
 )
@@ -205,9 +206,20 @@ def solve_dual(gram: GramStats, Y: Any, train: np.ndarray, test: np.ndarray) -> 
     train, test : ndarray of int
     """
     xp = get_namespace(gram.G)
-    from array_api_compat import device
+    K, Kx = centred_kernels(gram, train, test)
+    tr = xp.asarray(train, dtype=xp.int64, device=_device(gram.G))
+    Ytr = xp.take(Y, tr, axis=0)
+    mean_y = xp.mean(Ytr, axis=0)
+    lam, U = _eigh_psd(K)
+    UY = xp.matrix_transpose(U) @ (Ytr - mean_y)
+    return DualFold(train, test, lam, U, UY, mean_y, Kx)
 
-    dev = device(gram.G)
+
+def centred_kernels(gram: GramStats, train: np.ndarray, test: np.ndarray) -> tuple[Any, Any]:
+    """The training kernel (n_train, n_train) and the held-out cross-kernel (n_test, n_train)
+    of one fold, both centred with the training rows' mean."""
+    xp = get_namespace(gram.G)
+    dev = _device(gram.G)
     tr = xp.asarray(train, dtype=xp.int64, device=dev)
     te = xp.asarray(test, dtype=xp.int64, device=dev)
     Gtr = xp.take(xp.take(gram.G, tr, axis=0), tr, axis=1)  # (n_tr, n_tr)
@@ -218,13 +230,7 @@ def solve_dual(gram: GramStats, Y: Any, train: np.ndarray, test: np.ndarray) -> 
     m_te = xp.mean(Gte, axis=1)
     mbar = xp.mean(m_tr)
     K = Gtr - m_tr[:, None] - m_tr[None, :] + mbar
-    K = (K + xp.matrix_transpose(K)) / 2
-    Kx = Gte - m_te[:, None] - m_tr[None, :] + mbar
-    Ytr = xp.take(Y, tr, axis=0)
-    mean_y = xp.mean(Ytr, axis=0)
-    lam, U = _eigh_psd(K)
-    UY = xp.matrix_transpose(U) @ (Ytr - mean_y)
-    return DualFold(train, test, lam, U, UY, mean_y, Kx)
+    return (K + xp.matrix_transpose(K)) / 2, Gte - m_te[:, None] - m_tr[None, :] + mbar
 
 
 def choose_form(
@@ -359,8 +365,7 @@ def _dual(
         gram = accumulate_gram(source, cache_bytes=cache_bytes)
     Yd = None
     for k, (train, test) in enumerate(folds.split()):
-        g = gram if units is None else accumulate_gram(source, cache_bytes,
-                                                       scale=units.scale(exclude=k))
+        g = gram if units is None else fold_gram(source, units, k)
         assert g is not None
         if Yd is None:
             xp = get_namespace(g.G)

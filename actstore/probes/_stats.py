@@ -40,6 +40,7 @@ __all__ = [
     "accumulate_gram",
     "accumulate_groups",
     "coalesce",
+    "fold_gram",
     "unit_scale",
     "unit_sums",
 ]
@@ -265,6 +266,9 @@ class UnitSums:
     shift: Any
     s1: Any
     s2: Any
+    #: Kernels of the z-scored units per held-out group (:func:`fold_gram`), kept while the
+    #: whole set fits :data:`FOLD_GRAM_CACHE_BYTES`.
+    grams: dict[int, GramStats] = field(default_factory=dict, repr=False, compare=False)
 
     def scale(self, exclude: int | None = None, fallback: Any = None) -> Any:
         """Standard deviation per unit of every row but group ``exclude`` (1, or
@@ -577,6 +581,25 @@ class GramStats:
     G: Any
     #: Per-fold-group unit sums, when the Gram was accumulated with folds.
     units: UnitSums | None = field(default=None, repr=False, compare=False)
+
+
+#: Memory for the per-fold kernels of one job that its decoders share.
+FOLD_GRAM_CACHE_BYTES = 256 * 2**20
+
+
+def fold_gram(source: BlockSource, units: UnitSums, k: int) -> GramStats:
+    """The n x n Gram of all rows with every unit divided by its standard deviation over
+    fold ``k``'s training rows (:meth:`UnitSums.scale`).
+
+    Computed once per fold and kept on ``units`` when all folds' kernels fit
+    :data:`FOLD_GRAM_CACHE_BYTES`, so that the ridge and logistic decoders of a job share them.
+    """
+    if k in units.grams:
+        return units.grams[k]
+    gram = accumulate_gram(source, scale=units.scale(exclude=k))
+    if source.n * source.n * 8 * len(units.count) <= FOLD_GRAM_CACHE_BYTES:
+        units.grams[k] = gram
+    return gram
 
 
 def unit_sums(source: BlockSource, folds: Folds) -> UnitSums:
