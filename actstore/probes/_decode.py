@@ -35,6 +35,7 @@ from actstore.probes._stats import (
     CachedSource,
     GramStats,
     GroupStats,
+    _index_on,
     accumulate_gram,
     accumulate_groups,
     unit_sums,
@@ -563,19 +564,12 @@ def _inner_choices(
                                      f"the training rows of fold {k}")
         else:
             inner, _ = make_folds(sub, inner_cfg)
-        Xk = xp.take(X, xp.asarray(rows, dtype=xp.int64, device=_device(X)), axis=0) \
-            if not isinstance(X, np.ndarray) else X[rows]
+        Xk = xp.take(X, _index_on(rows, X), axis=0)
         res = decode(ArraySource(Xk, name=src.name), sub, inner_cfg, inner)
         path = res.decoders[decoder]["path"]
         filled = np.where(np.isnan(path), -np.inf, path)
         out.append(strong_first[np.argmax(filled[strong_first], axis=0)])
     return np.stack(out)
-
-
-def _device(x: Any) -> Any:
-    from array_api_compat import device
-
-    return device(x)
 
 
 def probe_arrays(
