@@ -10,7 +10,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 
-__all__ = ["as_array", "as_mapping", "as_names", "check_text", "whole_number"]
+__all__ = ["as_array", "as_mapping", "as_names", "check_seed", "check_text", "whole_number"]
 
 
 def _kind(value: Any) -> str:
@@ -74,3 +74,10 @@ def as_array(value: Any, what: str) -> Any:
         f"{what} must be an array of shape (n_samples, n_units) (numpy, torch or cupy), "
         f"not {_kind(value)}"
     )
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """A random seed numpy can use: an int >= 0 (numpy integers too, not a bool or a float)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ActstoreError(f"the {what} must be an integer >= 0, got {seed!r}; give e.g. 0")
+    return int(seed)

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
+from actstore.decode._decode import DEFAULT_ALPHAS, DEFAULT_CS, extension
 from actstore.probes import ProbeConfig, make_folds, probe_arrays
-from actstore.probes._decode import DEFAULT_ALPHAS, DEFAULT_CS, extension
 from actstore.store import open_store
 
 

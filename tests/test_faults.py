@@ -13,8 +13,8 @@ import torch
 import xarray as xr
 
 from actstore.probes import run_probes, write_synthetic_store
-from actstore.probes._report import write_report
-from actstore.probes._simjobs import similarity_job
+from actstore.report._report import write_report
+from actstore.similarity._jobs import similarity_job
 from actstore.store import open_store
 from actstore.store._dump import dump
 

@@ -68,7 +68,7 @@ def demo_cmd(
                         config=ProbeConfig(decoders=("ridge",)), scheduler=scheduler,
                         n_workers=1 if serial else workers, progress=not as_json)
     # Then: linear CKA of every layer of every run at its last checkpoint.
-    from actstore.probes._simjobs import demo_similarity
+    from actstore.similarity._jobs import demo_similarity
 
     sim = demo_similarity(store, scheduler=scheduler)
     # Very last step: the HTML report of every result (a local folder next to the store).

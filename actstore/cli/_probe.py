@@ -135,6 +135,7 @@ def probe_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore._dask import check_execution
+    from actstore.decode._engine import check_export_path, select_result
     from actstore.probes import (
         ProbeConfig,
         ProbeInterrupted,
@@ -142,7 +143,6 @@ def probe_cmd(
         run_probes,
         summary_table,
     )
-    from actstore.probes._engine import check_export_path, select_result
 
     if out is not None:
         check_export_path(out)
@@ -168,7 +168,7 @@ def probe_cmd(
         )
     check_execution(scheduler, workers, scheduler_timeout)
     if scheduler is None:
-        from actstore.probes._backend import check_device
+        from actstore.core._backend import check_device
 
         # the workers of a --scheduler may have the GPU this machine lacks
         check_device(device)

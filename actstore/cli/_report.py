@@ -180,8 +180,8 @@ def complexity_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore.cli._similarity import _bars
+    from actstore.core._backend import check_device
     from actstore.probes import run_complexity
-    from actstore.probes._backend import check_device
 
     check_device(device)
     with _bars(not as_json) as progress:

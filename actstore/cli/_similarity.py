@@ -17,7 +17,7 @@ from rich.table import Table
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 from actstore.cli._store_cmds import parse_kv
-from actstore.probes._similarity import SIMILARITIES, check_params
+from actstore.similarity._similarity import SIMILARITIES, check_params
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -187,8 +187,8 @@ def similarity_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.probes._select import parse_selections
-    from actstore.probes._simjobs import similarity_job
+    from actstore.similarity._jobs import similarity_job
+    from actstore.similarity._select import parse_selections
 
     sels = parse_selections(select)
     if stimuli is not None:
@@ -297,7 +297,7 @@ def align_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.probes._simjobs import alignment_job, summary_rows
+    from actstore.similarity._jobs import alignment_job, summary_rows
 
     step: str | int = int(checkpoint) if checkpoint.lstrip("-").isdigit() else checkpoint
     with _bars(not as_json) as progress:

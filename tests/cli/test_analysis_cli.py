@@ -179,7 +179,7 @@ def test_report_of_a_one_by_one_similarity_has_no_numpy_warning(store, tmp_path)
 
 def test_ctrl_c_of_an_analysis_is_one_line(tmp_path, monkeypatch):
     """Commands without their own Ctrl-C message end with one line and exit code 130."""
-    import actstore.probes._simjobs as sj
+    import actstore.similarity._jobs as sj
     from actstore.probes import write_synthetic_store
 
     url = str(tmp_path / "s.zarr")

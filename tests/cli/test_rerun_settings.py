@@ -106,7 +106,7 @@ def test_the_same_command_on_a_grown_store_refreshes_the_result(store, cmd):
 def test_the_demo_similarity_and_the_default_command_record_the_same_settings(store):
     import zarr
 
-    from actstore.probes._simjobs import demo_similarity
+    from actstore.similarity._jobs import demo_similarity
 
     demo_similarity(store)
     res = runner.invoke(app, ["similarity", store, "--name", "demo-cka", "--scheduler", "sync",

@@ -120,7 +120,7 @@ def test_align_errors(store):
 
 def test_demo_similarity_step(store, tmp_path):
     """The step `actstore demo` ends with: linear CKA of every layer of every run."""
-    from actstore.probes._simjobs import demo_similarity
+    from actstore.similarity._jobs import demo_similarity
 
     out = demo_similarity(store)
     assert out == {"result": "similarity/demo-cka", "representations": 4, "stimuli": N,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actstore import ActstoreError
-from actstore.probes._alignment import (
+from actstore.alignment._alignment import (
     align_pair,
     bin_units,
     bipartite_matching,
@@ -20,8 +20,8 @@ from actstore.probes._alignment import (
     semi_matching,
     spectral_clusters,
 )
-from actstore.probes._lasso import lasso_gram, sparse_prediction
-from actstore.probes._moments import PairMoments, moments_of
+from actstore.alignment._lasso import lasso_gram, sparse_prediction
+from actstore.core._moments import PairMoments, moments_of
 
 
 def _nets(seed=0, n=300, d=12, noise=0.3):
@@ -264,7 +264,7 @@ def test_align_pair_rejects_mismatched_samples():
 
 
 def test_admm_matches_coordinate_descent_on_correlated_units():
-    from actstore.probes._lasso import duality_gap, lasso_admm
+    from actstore.alignment._lasso import duality_gap, lasso_admm
 
     rng = np.random.default_rng(5)
     n, d = 400, 12

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from actstore import ActstoreError
-from actstore.probes._alignment import (
+from actstore.alignment._alignment import (
     align_from_parts,
     align_pair,
     bin_units,
@@ -18,8 +18,8 @@ from actstore.probes._alignment import (
     spectral_clusters,
     split_mask,
 )
-from actstore.probes._lasso import lasso_gram, sparse_prediction
-from actstore.probes._moments import PairMoments, moments_of
+from actstore.alignment._lasso import lasso_gram, sparse_prediction
+from actstore.core._moments import PairMoments, moments_of
 
 
 def _pair(n=40, da=4, db=3, seed=0):

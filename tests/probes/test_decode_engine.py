@@ -107,7 +107,7 @@ def test_run_probes_writes_an_xarray_dataset_and_reruns_skip(store_url, monkeypa
     np.testing.assert_array_equal(plain.accuracy.values, ds.accuracy.values)
     assert json.loads(plain.attrs["actstore.config"])["n_splits"] == 3
 
-    import actstore.probes._engine as eng
+    import actstore.decode._engine as eng
 
     calls = []
     real = eng.run_job
@@ -234,7 +234,7 @@ def test_nan_found_while_decoding_leaves_the_results_as_they_were(tmp_path):
 
 def _interrupt_after(monkeypatch, jobs):
     """Ctrl-C when the engine starts job number ``jobs + 1``; returns the real job runner."""
-    import actstore.probes._engine as eng
+    import actstore.decode._engine as eng
 
     real, calls = eng.run_job, []
 
@@ -249,7 +249,7 @@ def _interrupt_after(monkeypatch, jobs):
 
 
 def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url, monkeypatch):
-    import actstore.probes._engine as eng
+    import actstore.decode._engine as eng
 
     old = run_probes(store_url, name="t", n_workers=1, config=FAST)
     other = ProbeConfig(n_splits=4, alphas=FAST.alphas, Cs=FAST.Cs, max_iter=200)
@@ -281,7 +281,7 @@ def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url,
 
 def test_a_pending_overwrite_is_mentioned_and_counts_are_of_the_selection(store_url,
                                                                          monkeypatch):
-    import actstore.probes._engine as eng
+    import actstore.decode._engine as eng
 
     run_probes(store_url, name="t", n_workers=1, config=FAST)
     real = _interrupt_after(monkeypatch, 2)

@@ -23,6 +23,13 @@ from typer.testing import CliRunner
 
 from actstore._errors import ActstoreError
 from actstore.cli import app
+from actstore.core._backend import (
+    DeviceUnavailableError,
+    check_device,
+    move_to,
+    spd_solve,
+    to_numpy,
+)
 from actstore.probes import (
     gradient_x_activation,
     linear_importance,
@@ -32,13 +39,6 @@ from actstore.probes import (
     stratified_folds,
     variance_explained,
     write_synthetic_store,
-)
-from actstore.probes._backend import (
-    DeviceUnavailableError,
-    check_device,
-    move_to,
-    spd_solve,
-    to_numpy,
 )
 
 runner = CliRunner()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from actstore import ActstoreError
 from actstore.cli import app
+from actstore.features._variance import run_variance
 from actstore.probes import (
     ProbeConfig,
     ProbeWarning,
@@ -23,7 +24,6 @@ from actstore.probes import (
     summary_table,
     write_synthetic_store,
 )
-from actstore.probes._variance import run_variance
 from actstore.store import open_store
 
 FAST = ProbeConfig(decoders=("ridge",), n_splits=3, alphas=(0.1, 10.0, 1000.0), Cs=(0.01, 1.0))
@@ -162,7 +162,7 @@ def test_adding_features_computes_them_for_every_finished_job(store_url):
 
 
 def test_jobs_of_a_result_decode_all_its_features(store_url, monkeypatch):
-    import actstore.probes._engine as eng
+    import actstore.decode._engine as eng
 
     run_probes(store_url, name="all", n_workers=1, config=FAST, checkpoints="0")
     seen = []
@@ -204,7 +204,7 @@ def test_adding_features_when_a_job_cannot_be_recomputed_is_refused(store_url):
 
 
 def test_export_and_summary_follow_the_selection(store_url, tmp_path):
-    from actstore.probes._engine import select_result
+    from actstore.decode._engine import select_result
 
     run_probes(store_url, name="x", n_workers=1, config=FAST)  # the whole store
     ds = run_probes(store_url, name="x", runs="run1", layers="layer1", features="shape",

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax
 
-from actstore.probes._lbfgs import SoftmaxProblems, _segments
+from actstore.decode._lbfgs import SoftmaxProblems, _segments
 
 
 def _problems(n, r, K, classes, seed, sort_rows, never=0):

@@ -14,10 +14,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from actstore.core._backend import move_to
+from actstore.decode._logistic import whiten
+from actstore.decode._metrics import select_penalty
 from actstore.probes import encode_targets, fit_logistic_path, logistic_cv, stratified_folds
-from actstore.probes._backend import move_to
-from actstore.probes._logistic import whiten
-from actstore.probes._metrics import select_penalty
 
 CS = [1e-3, 1e-2, 0.1, 1.0, 10.0]
 

@@ -33,6 +33,15 @@ from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from actstore._errors import ActstoreError
+from actstore.core._moments import PairMoments
+from actstore.decode._logistic import whiten
+from actstore.decode._metrics import (
+    HeldOutScores,
+    accuracy,
+    balanced_accuracy,
+    r2,
+    vinfo_gaussian,
+)
 from actstore.probes import (
     ArraySource,
     bin_units,
@@ -57,15 +66,6 @@ from actstore.probes import (
     time_to_decode,
     variance_explained,
 )
-from actstore.probes._logistic import whiten
-from actstore.probes._metrics import (
-    HeldOutScores,
-    accuracy,
-    balanced_accuracy,
-    r2,
-    vinfo_gaussian,
-)
-from actstore.probes._moments import PairMoments
 
 SMALL = settings(max_examples=15, deadline=None)
 TINY = settings(max_examples=8, deadline=None)

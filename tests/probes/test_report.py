@@ -216,7 +216,7 @@ def _probe_ds(values, steps, runs=("a", "b"), layers=("l1", "l2"), feats=("shape
 
 
 def test_layer_lines_take_each_run_at_its_own_last_checkpoint():
-    from actstore.probes._plots import probe_layer_lines
+    from actstore.report._plots import probe_layer_lines
 
     nan = np.nan
     # run a: steps 0 and 20; run b: steps 0 and 5 (it stops earlier)
@@ -230,7 +230,7 @@ def test_layer_lines_take_each_run_at_its_own_last_checkpoint():
 
 
 def test_layer_lines_of_one_checkpoint_per_run_have_no_first_line():
-    from actstore.probes._plots import probe_layer_lines
+    from actstore.report._plots import probe_layer_lines
 
     ds = _probe_ds([[[[0.9], [0.8]]], [[[0.5], [0.6]]]], steps=[300])
     lines = probe_layer_lines(ds, ds["accuracy"], targets={"a": ["shape"], "b": ["color"]})
@@ -244,7 +244,7 @@ def test_similarity_layer_table_never_averages_self_pairs():
     layer with one representation has none ('-'), not its self-similarity 1.0."""
     import xarray as xr
 
-    from actstore.probes._report import _similarity
+    from actstore.report._report import _similarity
 
     S = np.array([[1.0, 0.4, 0.2], [0.4, 1.0, 0.3], [0.2, 0.3, 1.0]])
     layers = ["fc6", "fc6", "conv1"]

@@ -10,6 +10,8 @@ from sklearn.linear_model import Ridge, RidgeClassifier
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from threadpoolctl import threadpool_limits
 
+from actstore.core._backend import move_to, to_numpy
+from actstore.decode._ridge import solve_dual, solve_primal
 from actstore.probes import (
     ArraySource,
     CachedSource,
@@ -19,8 +21,6 @@ from actstore.probes import (
     ridge_cv,
     stratified_folds,
 )
-from actstore.probes._backend import move_to, to_numpy
-from actstore.probes._ridge import solve_dual, solve_primal
 
 ALPHAS = [1e-3, 0.1, 1.0, 10.0, 1e3]
 
@@ -135,7 +135,7 @@ def test_leave_group_out_with_an_explicit_split():
 
 
 def test_form_choice():
-    from actstore.probes._ridge import choose_form
+    from actstore.decode._ridge import choose_form
 
     folds = stratified_folds(5000, 5, seed=0)
     assert choose_form(2048, folds, 13, cache_bytes=2**30) == "lgo"
@@ -241,7 +241,7 @@ def test_cuda_gives_the_numpy_numbers():
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_spd_helpers_equal_a_general_solve(backend):
-    from actstore.probes._backend import spd_solve, unit_minus_gram
+    from actstore.core._backend import spd_solve, unit_minus_gram
 
     rng = np.random.default_rng(3)
     A = rng.standard_normal((40, 90)) * 0.05

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from actstore import ActstoreError
-from actstore.probes._select import parse_selection, select, stimulus_subset
-from actstore.probes._similarity import similarity_matrix
+from actstore.similarity._select import parse_selection, select, stimulus_subset
+from actstore.similarity._similarity import similarity_matrix
 
 N = 36
 
@@ -121,7 +121,7 @@ def test_runs_on_different_samples_are_named(tmp_path):
 
 
 def test_similarity_job_writes_a_result_with_coordinates(store, tmp_path):
-    from actstore.probes._simjobs import similarity_job
+    from actstore.similarity._jobs import similarity_job
 
     st, data = store
     png = tmp_path / "cka.png"
@@ -143,7 +143,7 @@ def test_similarity_job_writes_a_result_with_coordinates(store, tmp_path):
 
 
 def test_similarity_job_refuses_bad_metric_before_writing(store):
-    from actstore.probes._simjobs import similarity_job
+    from actstore.similarity._jobs import similarity_job
 
     st, _ = store
     with pytest.raises(ActstoreError, match="choose one of"):
@@ -154,7 +154,7 @@ def test_similarity_job_refuses_bad_metric_before_writing(store):
 
 
 def test_similarity_job_on_a_dask_cluster_matches_in_process(store):
-    from actstore.probes._simjobs import similarity_job
+    from actstore.similarity._jobs import similarity_job
 
     st, _ = store
     kw = {"metric": "rsa", "params": {"compare": "spearman"}, "write": False}
@@ -164,8 +164,8 @@ def test_similarity_job_on_a_dask_cluster_matches_in_process(store):
 
 
 def test_alignment_job_over_positions_and_pairs(store):
-    from actstore.probes._alignment import align_pair
-    from actstore.probes._simjobs import alignment_job, summary_rows
+    from actstore.alignment._alignment import align_pair
+    from actstore.similarity._jobs import alignment_job, summary_rows
 
     st, data = store
     out = alignment_job(st, ["mlp-a-s0", "mlp-a-s1", "mlp-b-s0"], layers="conv,fc1",
@@ -191,7 +191,7 @@ def test_alignment_job_over_positions_and_pairs(store):
 
 
 def test_alignment_job_errors(store):
-    from actstore.probes._simjobs import alignment_job
+    from actstore.similarity._jobs import alignment_job
 
     st, _ = store
     with pytest.raises(ActstoreError, match="at least two runs"):

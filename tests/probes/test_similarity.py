@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actstore import ActstoreError
-from actstore.probes._bootstrap import (
+from actstore.similarity._bootstrap import (
     bootstrap_indices,
     bootstrap_replicates,
     bootstrap_similarity,
 )
-from actstore.probes._similarity import (
+from actstore.similarity._similarity import (
     SIMILARITIES,
     LazyRep,
     plan_similarity,

@@ -9,9 +9,9 @@ import scipy.spatial.distance as ssd
 import scipy.stats
 
 from actstore import ActstoreError
-from actstore.probes._bootstrap import bootstrap_indices, bootstrap_similarity
-from actstore.probes._rdm import pattern_form, rdm_strip
-from actstore.probes._similarity import (
+from actstore.similarity._bootstrap import bootstrap_indices, bootstrap_similarity
+from actstore.similarity._rdm import pattern_form, rdm_strip
+from actstore.similarity._similarity import (
     LazyRep,
     plan_similarity,
     similarity,

@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 
 from actstore import ActstoreError
 from actstore.cli import app
-from actstore.probes._select import parse_selection, parse_selections, select, select_many
-from actstore.probes._signatures import cka_signature
-from actstore.probes._similarity import (
+from actstore.similarity._jobs import similarity_job
+from actstore.similarity._select import parse_selection, parse_selections, select, select_many
+from actstore.similarity._signatures import cka_signature
+from actstore.similarity._similarity import (
     METRIC_PARAMS,
     SIMILARITIES,
     check_params,
     similarity_matrix,
 )
-from actstore.probes._simjobs import similarity_job
 from actstore.store import open_store
 
 runner = CliRunner()

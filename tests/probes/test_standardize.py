@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from actstore import ActstoreError
+from actstore.decode._decode import penalty_at_edge
 from actstore.probes import (
     ArraySource,
     ProbeConfig,
@@ -26,7 +27,6 @@ from actstore.probes import (
     ridge_cv,
     stratified_folds,
 )
-from actstore.probes._decode import penalty_at_edge
 
 ALPHAS = [1e-2, 1.0, 100.0, 1e4]
 CS = [1e-3, 1e-1, 10.0]
@@ -331,7 +331,7 @@ def test_nested_selection_with_an_explicit_split_chooses_on_the_training_part():
 
 
 def test_permutation_null_is_the_decoding_of_permuted_labels():
-    from actstore.probes._decode import permuted_copies
+    from actstore.decode._decode import permuted_copies
 
     rng = np.random.default_rng(3)
     n = 120

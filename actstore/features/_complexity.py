@@ -34,11 +34,11 @@ import numpy as np
 
 from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError
-from actstore.probes._folds import Folds, describe_folds
-from actstore.probes._metrics import select_penalty
-from actstore.probes._ridge import DEFAULT_ALPHAS, ridge_cv
-from actstore.probes._stats import ArraySource, BlockSource, CachedSource
-from actstore.probes._targets import FeatureSpec, Targets
+from actstore.core._folds import Folds, describe_folds
+from actstore.core._stats import ArraySource, BlockSource, CachedSource
+from actstore.core._targets import FeatureSpec, Targets
+from actstore.decode._metrics import select_penalty
+from actstore.decode._ridge import DEFAULT_ALPHAS, ridge_cv
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -314,10 +314,10 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None,
 
     ``tick()`` is called after the NMF and after each decoded layer or checkpoint.
     """
-    from actstore.probes._decode import ProbeConfig, make_folds
-    from actstore.probes._importance import linear_importance, recover_linear_head
-    from actstore.probes._nmf import nmf
-    from actstore.probes._variance import ReaderSource, default_features
+    from actstore.decode._decode import ProbeConfig, make_folds
+    from actstore.features._importance import linear_importance, recover_linear_head
+    from actstore.features._nmf import nmf
+    from actstore.features._variance import ReaderSource, default_features
     from actstore.store import open_store
 
     rd = open_store(url, storage_options=storage_options).reader(run)
@@ -346,7 +346,7 @@ def _job(url: str, run: str, opts: dict[str, Any], storage_options: dict | None,
         folds, _ = make_folds(use, ProbeConfig(decoders=("ridge",), n_splits=opts["n_splits"],
                                                seed=opts["seed"], split=opts["split"]))
     else:  # a probe set without labels: plain seeded K-fold
-        from actstore.probes._folds import stratified_folds
+        from actstore.core._folds import stratified_folds
 
         folds = stratified_folds(Z.shape[0], opts["n_splits"], opts["seed"])
     alphas = opts["alphas"]
@@ -521,8 +521,8 @@ def run_complexity(
 
     import xarray as xr
 
-    from actstore.probes._select import check_not_blank
-    from actstore.probes._simjobs import check_seed, check_workers
+    from actstore.similarity._jobs import check_seed, check_workers
+    from actstore.similarity._select import check_not_blank
     from actstore.store import open_store
     from actstore.store._store import check_settings, settings_json
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.probes._backend import get_namespace, to_numpy
-from actstore.probes._stats import ArraySource, BlockSource, CachedSource
+from actstore.core._backend import get_namespace, to_numpy
+from actstore.core._stats import ArraySource, BlockSource, CachedSource
 
 __all__ = ["NEGATIVE", "NMFResult", "hals_codes", "hals_dictionary", "nmf", "nmf_transform"]
 

@@ -115,7 +115,7 @@ class Signature:
 
 def _centre(X: Any, xp: Any) -> tuple[Any, bool]:
     """Column-centre ``X``; also say whether nothing but round-off is left."""
-    from actstore.probes._backend import to_numpy
+    from actstore.core._backend import to_numpy
 
     Xc = X - xp.mean(X, axis=0, keepdims=True)
     raw, left = (float(v) for v in to_numpy(xp.stack([xp.sum(X * X), xp.sum(Xc * Xc)])))
@@ -216,7 +216,7 @@ def cka_signature(X: Any, *, debiased: bool = False) -> Signature:
         n_stimuli; feature form: ``Xc`` of shape (n_stimuli, n_units). Arrays keep the
         namespace, device and dtype of ``X``.
     """
-    from actstore.probes._backend import get_namespace
+    from actstore.core._backend import get_namespace
 
     xp = get_namespace(X)
     _need(X.shape[0], 4 if debiased else 2, "debiased CKA" if debiased else "CKA")
@@ -329,7 +329,7 @@ def rbf_cka_signature(
         n_stimuli, in the namespace, device and dtype of ``X``. Also flagged degenerate when
         the median distance is 0.
     """
-    from actstore.probes._backend import get_namespace
+    from actstore.core._backend import get_namespace
 
     xp = get_namespace(X)
     n = X.shape[0]
@@ -380,7 +380,7 @@ def procrustes_signature(X: Any) -> Signature:
         (reduced to its singular directions when units outnumber stimuli), in the namespace,
         device and dtype of ``X``; pairs reduce by the nuclear norm.
     """
-    from actstore.probes._backend import get_namespace
+    from actstore.core._backend import get_namespace
 
     xp = get_namespace(X)
     _need(X.shape[0], 2, "Procrustes similarity")

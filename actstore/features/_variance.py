@@ -32,10 +32,10 @@ import numpy as np
 
 from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError
-from actstore.probes._backend import get_namespace
-from actstore.probes._folds import Folds, describe_folds
-from actstore.probes._stats import ArraySource, BlockSource, CachedSource, coalesce
-from actstore.probes._targets import Targets, encode_targets
+from actstore.core._backend import get_namespace
+from actstore.core._folds import Folds, describe_folds
+from actstore.core._stats import ArraySource, BlockSource, CachedSource, coalesce
+from actstore.core._targets import Targets, encode_targets
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -61,7 +61,7 @@ _META_PREFIXES = ("heldout_", "split")
 
 
 class ReaderSource:
-    """A :class:`~actstore.probes._stats.BlockSource` over one (run, layer, checkpoint).
+    """A :class:`~actstore.core._stats.BlockSource` over one (run, layer, checkpoint).
 
     Parameters
     ----------
@@ -350,7 +350,7 @@ def variance_arrays(
     """
     import xarray as xr
 
-    from actstore.probes._folds import stratified_folds
+    from actstore.core._folds import stratified_folds
 
     if folds is None:
         n = int(X.shape[0])
@@ -390,7 +390,7 @@ def _job(
     whose sums of squares (``final``) are also returned, read even when it is not among
     ``steps`` (the common denominator of ``r2_final``).
     """
-    from actstore.probes._decode import ProbeConfig, make_folds
+    from actstore.decode._decode import ProbeConfig, make_folds
     from actstore.store import open_store
 
     rd = open_store(url, storage_options=storage_options).reader(run)
@@ -477,10 +477,10 @@ def run_variance(
     """
     import xarray as xr
 
-    from actstore.probes._decode import ProbeConfig
-    from actstore.probes._engine import plan_probes
-    from actstore.probes._select import check_not_blank
-    from actstore.probes._simjobs import check_seed, check_workers
+    from actstore.decode._decode import ProbeConfig
+    from actstore.decode._engine import plan_probes
+    from actstore.similarity._jobs import check_seed, check_workers
+    from actstore.similarity._select import check_not_blank
     from actstore.store import open_store
     from actstore.store._store import check_settings, settings_json
 

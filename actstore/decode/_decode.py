@@ -23,13 +23,10 @@ import numpy as np
 
 from actstore._args import as_mapping, whole_number
 from actstore._errors import ActstoreError
-from actstore.probes._backend import BACKENDS, get_namespace, move_to
-from actstore.probes._folds import Folds, check_folds, explicit_split, stratified_folds
-from actstore.probes._logistic import DEFAULT_CS, logistic_cv
-from actstore.probes._metrics import select_nested, select_penalty
-from actstore.probes._reprs import short_list
-from actstore.probes._ridge import DEFAULT_ALPHAS, choose_form, ridge_cv
-from actstore.probes._stats import (
+from actstore.core._backend import BACKENDS, get_namespace, move_to
+from actstore.core._folds import Folds, check_folds, explicit_split, stratified_folds
+from actstore.core._reprs import short_list
+from actstore.core._stats import (
     ArraySource,
     BlockSource,
     CachedSource,
@@ -40,7 +37,10 @@ from actstore.probes._stats import (
     accumulate_groups,
     unit_sums,
 )
-from actstore.probes._targets import Targets, encode_targets
+from actstore.core._targets import Targets, encode_targets
+from actstore.decode._logistic import DEFAULT_CS, logistic_cv
+from actstore.decode._metrics import select_nested, select_penalty
+from actstore.decode._ridge import DEFAULT_ALPHAS, choose_form, ridge_cv
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -548,7 +548,7 @@ def _inner_choices(
 ) -> np.ndarray:
     """Penalty index chosen for each outer fold by cross-validation on its training rows
     only: (n_splits, n_features)."""
-    from actstore.probes._folds import predefined_folds
+    from actstore.core._folds import predefined_folds
 
     X = _materialize(src)
     xp = get_namespace(X)

@@ -37,7 +37,7 @@ import numpy as np
 
 from actstore._args import as_mapping, as_names
 from actstore._errors import ActstoreError
-from actstore.probes._similarity import LazyRep
+from actstore.similarity._similarity import LazyRep
 
 __all__ = [
     "COORDS",

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from actstore.probes._backend import get_namespace, to_numpy
-from actstore.probes._folds import Folds
-from actstore.probes._targets import Targets
+from actstore.core._backend import get_namespace, to_numpy
+from actstore.core._folds import Folds
+from actstore.core._targets import Targets
 
 __all__ = [
     "METRICS",

@@ -29,8 +29,11 @@ import numpy as np
 
 from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError
-from actstore.probes._backend import check_device
-from actstore.probes._decode import (
+from actstore.core._backend import check_device
+from actstore.core._folds import check_folds, describe_folds
+from actstore.core._reprs import short_list
+from actstore.core._targets import encode_targets
+from actstore.decode._decode import (
     PENALTY,
     RESULT_VARS,
     DecodeResult,
@@ -38,9 +41,6 @@ from actstore.probes._decode import (
     decode,
     make_folds,
 )
-from actstore.probes._folds import check_folds, describe_folds
-from actstore.probes._reprs import short_list
-from actstore.probes._targets import encode_targets
 from actstore.store._store import settings_difference
 
 if TYPE_CHECKING:

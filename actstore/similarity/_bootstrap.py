@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.probes._reprs import array_summary
-from actstore.probes._similarity import (
+from actstore.core._reprs import array_summary
+from actstore.similarity._similarity import (
     DEFAULT_MEMORY,
     SimilarityResult,
     _shapes,

@@ -28,15 +28,15 @@ from scipy.optimize import linear_sum_assignment
 
 from actstore._args import as_array, check_text, whole_number
 from actstore._errors import ActstoreError
-from actstore.probes._backend import to_numpy
-from actstore.probes._lasso import (
+from actstore.alignment._lasso import (
     DEFAULT_ALPHAS,
     LassoPath,
     check_alphas,
     is_constant,
     sparse_prediction,
 )
-from actstore.probes._moments import PairMoments
+from actstore.core._backend import to_numpy
+from actstore.core._moments import PairMoments
 
 __all__ = [
     "PairAlignment",

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 
 from actstore._errors import ActstoreError
-from actstore.probes._moments import PairMoments
+from actstore.core._moments import PairMoments
 
 __all__ = [
     "DEFAULT_ALPHAS",

@@ -32,10 +32,10 @@ import numpy as np
 
 from actstore._args import as_mapping
 from actstore._errors import ActstoreError
-from actstore.probes._backend import get_namespace, move_to, to_numpy
-from actstore.probes._rdm import RDM_COMPARES, RDM_KINDS, rsa_signature
-from actstore.probes._reprs import short_list
-from actstore.probes._signatures import (
+from actstore.core._backend import get_namespace, move_to, to_numpy
+from actstore.core._reprs import short_list
+from actstore.similarity._rdm import RDM_COMPARES, RDM_KINDS, rsa_signature
+from actstore.similarity._signatures import (
     Signature,
     cka_signature,
     procrustes_signature,

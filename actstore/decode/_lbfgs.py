@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from actstore.probes._backend import device_of, get_namespace, to_numpy
+from actstore.core._backend import device_of, get_namespace, to_numpy
 
 __all__ = ["SoftmaxProblems", "solve_problems"]
 

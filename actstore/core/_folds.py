@@ -17,7 +17,7 @@ import numpy as np
 
 from actstore._args import whole_number
 from actstore._errors import ActstoreError
-from actstore.probes._reprs import short_text
+from actstore.core._reprs import short_text
 
 __all__ = [
     "Folds",

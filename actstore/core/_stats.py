@@ -25,9 +25,9 @@ import numpy as np
 
 from actstore._args import as_array
 from actstore._errors import ActstoreError
-from actstore.probes._backend import get_namespace, move_to, to_numpy
-from actstore.probes._folds import Folds
-from actstore.probes._reprs import array_summary, short_text
+from actstore.core._backend import get_namespace, move_to, to_numpy
+from actstore.core._folds import Folds
+from actstore.core._reprs import array_summary, short_text
 
 __all__ = [
     "ArraySource",

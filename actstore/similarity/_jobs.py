@@ -34,7 +34,7 @@ import numpy as np
 
 from actstore._args import as_mapping, as_names
 from actstore._errors import ActstoreError
-from actstore.probes._alignment import (
+from actstore.alignment._alignment import (
     PairAlignment,
     align_from_parts,
     correlations_from_moments,
@@ -42,11 +42,15 @@ from actstore.probes._alignment import (
     mutual_information,
     split_mask,
 )
-from actstore.probes._backend import BACKENDS, check_device
-from actstore.probes._bootstrap import bootstrap_indices, bootstrap_replicates, summarize_bootstrap
-from actstore.probes._moments import PairMoments
-from actstore.probes._select import COORDS, Selection, _absolute, select, select_many
-from actstore.probes._similarity import (
+from actstore.core._backend import BACKENDS, check_device
+from actstore.core._moments import PairMoments
+from actstore.similarity._bootstrap import (
+    bootstrap_indices,
+    bootstrap_replicates,
+    summarize_bootstrap,
+)
+from actstore.similarity._select import COORDS, Selection, _absolute, select, select_many
+from actstore.similarity._similarity import (
     _ENGINE_ARGS,
     DEFAULT_MEMORY,
     _factory,
@@ -253,7 +257,7 @@ def similarity_job(
         Key of :data:`actstore.probes.SIMILARITIES`.
     params : dict, optional
         Metric parameters (``debiased``, ``t``, ``rdm``, ``compare``), checked and converted
-        by :func:`~actstore.probes._similarity.check_params` (``debiased="no"`` is False; a
+        by :func:`~actstore.similarity._similarity.check_params` (``debiased="no"`` is False; a
         value of the wrong type is refused).
     name : str, optional
         Result name (default: the metric name).
@@ -263,7 +267,7 @@ def similarity_job(
         Confidence level and seed of the bootstrap.
     method, device, max_memory
         See :func:`actstore.probes.similarity_matrix`. A device this machine cannot run
-        (:func:`~actstore.probes._backend.check_device`) is refused before anything is read,
+        (:func:`~actstore.core._backend.check_device`) is refused before anything is read,
         unless ``scheduler`` names a running cluster (whose workers may have it).
     scheduler, n_workers
         Dask execution (see the module docstring).
@@ -584,7 +588,7 @@ def alignment_job(
     dict of str to xarray.Dataset
         One Dataset per layer.
     """
-    from actstore.probes._lasso import DEFAULT_ALPHAS
+    from actstore.alignment._lasso import DEFAULT_ALPHAS
     from actstore.store import open_store
     from actstore.store._store import check_settings, settings_json
 

@@ -37,11 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from actstore.probes._backend import get_namespace
-from actstore.probes._folds import Folds
-from actstore.probes._lbfgs import SoftmaxProblems, solve_problems
-from actstore.probes._metrics import HeldOutScores
-from actstore.probes._stats import (
+from actstore.core._backend import get_namespace
+from actstore.core._folds import Folds
+from actstore.core._stats import (
     ArraySource,
     GramStats,
     GroupStats,
@@ -50,7 +48,9 @@ from actstore.probes._stats import (
     unit_scale,
     unit_sums,
 )
-from actstore.probes._targets import Targets
+from actstore.core._targets import Targets
+from actstore.decode._lbfgs import SoftmaxProblems, solve_problems
+from actstore.decode._metrics import HeldOutScores
 
 __all__ = [
     "DEFAULT_CS",
@@ -352,7 +352,7 @@ def _log_softmax(L: Any, starts: np.ndarray) -> Any:
 
 
 def _np(x: Any) -> np.ndarray:
-    from actstore.probes._backend import to_numpy
+    from actstore.core._backend import to_numpy
 
     return np.asarray(to_numpy(x))  # sync point: small per-problem arrays
 
@@ -456,8 +456,8 @@ def _dual_by_fold(
     eigenvectors for the training rows, the centred cross-kernel for the held-out rows) and
     solved as a one-split problem; the held-out log-probabilities are put back in place.
     """
-    from actstore.probes._folds import predefined_folds
-    from actstore.probes._ridge import centred_kernels
+    from actstore.core._folds import predefined_folds
+    from actstore.decode._ridge import centred_kernels
 
     xp = get_namespace(X)
     src = ArraySource(X, name="activations")

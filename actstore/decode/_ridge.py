@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from actstore.probes._backend import get_namespace, spd_solve, unit_minus_gram
-from actstore.probes._folds import Folds
-from actstore.probes._metrics import HeldOutScores
-from actstore.probes._stats import (
+from actstore.core._backend import get_namespace, spd_solve, unit_minus_gram
+from actstore.core._folds import Folds
+from actstore.core._stats import (
     BlockSource,
     GramStats,
     GroupStats,
@@ -42,7 +41,8 @@ from actstore.probes._stats import (
     unit_scale,
     unit_sums,
 )
-from actstore.probes._targets import Targets
+from actstore.core._targets import Targets
+from actstore.decode._metrics import HeldOutScores
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -276,7 +276,7 @@ def ridge_cv(
     Parameters
     ----------
     source : BlockSource
-        The activations, streamed (wrap in :class:`~actstore.probes._stats.CachedSource` to
+        The activations, streamed (wrap in :class:`~actstore.core._stats.CachedSource` to
         read them once when they fit in memory).
     targets : Targets
     folds : Folds

@@ -15,8 +15,8 @@ import numpy as np
 
 from actstore._args import as_mapping
 from actstore._errors import ActstoreError
-from actstore.probes._folds import label_classes
-from actstore.probes._reprs import short_list
+from actstore.core._folds import label_classes
+from actstore.core._reprs import short_list
 
 __all__ = ["FeatureSpec", "Targets", "encode_targets", "infer_kind"]
 

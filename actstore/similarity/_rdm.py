@@ -1,7 +1,7 @@
 """Representational dissimilarity matrices (RDMs), computed block by block.
 
 An RDM of a representation ``X`` (n stimuli x d units) is the n x n matrix of distances between
-its activation patterns (rows). The all-pairs engine of :mod:`actstore.probes._similarity` never
+its activation patterns (rows). The all-pairs engine of :mod:`actstore.similarity._similarity` never
 holds a whole RDM of every representation: it asks for horizontal strips ``D[r0:r1, r0:]`` (the
 rows of one stimulus block, from the block's first column to the end). The strip holds a square
 part ``D[r0:r1, r0:r1]`` and a right part ``D[r0:r1, r1:]``; by symmetry every off-diagonal
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.probes._backend import to_numpy
-from actstore.probes._signatures import (
+from actstore.core._backend import to_numpy
+from actstore.similarity._signatures import (
     _REL_CONSTANT,
     Signature,
     _centre,
@@ -330,7 +330,7 @@ def rsa_signature(
         pairs of copies of a stimulus; compared by Pearson correlation for ``pearson`` and
         ``spearman``, by cosine for ``cosine``.
     """
-    from actstore.probes._backend import get_namespace
+    from actstore.core._backend import get_namespace
 
     xp = get_namespace(X)
     if rdm not in RDM_KINDS:

@@ -1,0 +1,27 @@
+"""Figures and the HTML report of a store's results."""
+
+from __future__ import annotations
+
+from actstore.report._plots import (
+    PLOTS,
+    plot_alignment,
+    plot_complexity,
+    plot_probe_checkpoints,
+    plot_probe_layers,
+    plot_similarity,
+    plot_variance,
+)
+from actstore.report._report import Report, default_report_dir, write_report
+
+__all__ = [
+    "PLOTS",
+    "Report",
+    "default_report_dir",
+    "plot_alignment",
+    "plot_complexity",
+    "plot_probe_checkpoints",
+    "plot_probe_layers",
+    "plot_similarity",
+    "plot_variance",
+    "write_report",
+]
