@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from actstore.cli._app import command
+from actstore.cli._progress import progress_display
 
 console = Console()
 
@@ -69,10 +70,9 @@ def variance_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.cli._similarity import _bars
     from actstore.probes import run_variance
 
-    with _bars(not as_json) as progress:
+    with progress_display(not as_json) as progress:
         ds = run_variance(
             store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
             features=features, n_splits=folds, seed=seed, split=split,
@@ -179,12 +179,11 @@ def complexity_cmd(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.cli._similarity import _bars
     from actstore.core._backend import check_device
     from actstore.probes import run_complexity
 
     check_device(device)
-    with _bars(not as_json) as progress:
+    with progress_display(not as_json) as progress:
         ds = run_complexity(
             store, name=name, runs=runs, k=k, layer=layer, step=step, layers=_layers(layers),
             head_layer=head_layer, n_splits=folds, seed=seed, split=split,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import numpy as np
@@ -16,48 +14,12 @@ from rich.table import Table
 
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
+from actstore.cli._progress import progress_display
 from actstore.cli._store_cmds import parse_kv
 from actstore.similarity._similarity import SIMILARITIES, check_params
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
-
-
-@contextmanager
-def _bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A ``progress(stage, done, total)`` callback drawing rich bars on stderr.
-
-    Bars appear only once work starts (a refused command prints nothing but its error line);
-    off a terminal, the final state of each bar is printed once.
-    """
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    prog = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                    transient=False)
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not tasks:
-            prog.start()
-        if stage not in tasks:
-            tasks[stage] = prog.add_task(stage, total=total)
-        prog.update(tasks[stage], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            prog.stop()
 
 
 def print_table(
@@ -203,7 +165,7 @@ def similarity_cmd(
     params = check_params(metric, parse_kv(param, "--param", raw=True))
     name = name or metric
     png_path = None if (png or "").lower() == "none" else (png or f"{name}.png")
-    with _bars(not as_json) as progress:
+    with progress_display(not as_json) as progress:
         ds = similarity_job(
             store, sel, metric=metric, params=params, name=name, bootstrap=bootstrap, ci=ci,
             seed=seed, method=method, device=device, scheduler=scheduler, n_workers=workers,
@@ -300,7 +262,7 @@ def align_cmd(
     from actstore.similarity._jobs import alignment_job, summary_rows
 
     step: str | int = int(checkpoint) if checkpoint.lstrip("-").isdigit() else checkpoint
-    with _bars(not as_json) as progress:
+    with progress_display(not as_json) as progress:
         out = alignment_job(
             store, runs, layers=",".join(layer) if layer else None, checkpoint=step,
             stimuli=stimuli, name=name, mutual_info=mi, lasso=lasso, alphas=_floats(alphas),
