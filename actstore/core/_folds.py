@@ -23,6 +23,7 @@ __all__ = [
     "Folds",
     "check_folds",
     "explicit_split",
+    "label_folds",
     "predefined_folds",
     "stratified_folds",
 ]
@@ -356,3 +357,47 @@ def check_folds(folds: Folds, categorical: Mapping[str, np.ndarray]) -> None:
                     f"{where} but not in its training rows; every held-out class must be "
                     "trained on (change the split, or leave the feature out with --features)"
                 )
+
+
+def label_folds(
+    labels: Mapping[str, np.ndarray], n_splits: int = 5, seed: int = 0,
+    split: str | None = None,
+) -> tuple[Folds, dict[str, np.ndarray]]:
+    """Folds for a probe set, and the labels that are analysed.
+
+    With ``split`` the named label array is the explicit split (and is not analysed);
+    otherwise stratified ``n_splits``-fold on all categorical labels together, seeded.
+
+    Parameters
+    ----------
+    labels : mapping name -> ndarray of shape (n_samples,)
+    n_splits, seed : int
+        Stratified K-fold (ignored with ``split``).
+    split : str, optional
+        Name of a label array holding an explicit train/validation split.
+
+    Returns
+    -------
+    folds : Folds
+    used : dict name -> labels
+        ``labels`` without the split array.
+
+    Raises
+    ------
+    ActstoreError
+        If there is no label besides ``split``, ``split`` names no label array, or the split
+        or folds cannot be made.
+    """
+    labels = dict(labels)
+    if not [k for k in labels if k != split]:
+        raise ActstoreError("no features to decode; give at least one label array")
+    if split is not None:
+        if split not in labels:
+            raise ActstoreError(
+                f"no label array {split!r} to split on; labels: {', '.join(labels)}"
+            )
+        folds = explicit_split(labels.pop(split), f"explicit split {split!r}")
+        return folds, labels
+    n = len(next(iter(labels.values())))
+    cat = {k: v for k, v in labels.items() if np.asarray(v).dtype.kind not in "fc"}
+    return stratified_folds(n, n_splits, seed, cat or None), labels

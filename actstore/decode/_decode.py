@@ -24,7 +24,7 @@ import numpy as np
 from actstore._args import as_mapping, whole_number
 from actstore._errors import ActstoreError
 from actstore.core._backend import BACKENDS, get_namespace, move_to
-from actstore.core._folds import Folds, check_folds, explicit_split, stratified_folds
+from actstore.core._folds import Folds, check_folds, label_folds
 from actstore.core._reprs import short_list
 from actstore.core._stats import (
     ArraySource,
@@ -255,19 +255,7 @@ def make_folds(labels: Mapping[str, np.ndarray], config: ProbeConfig) -> tuple[F
     ActstoreError
         If ``config.split`` names no label array, or the split or folds cannot be made.
     """
-    labels = dict(labels)
-    if not [k for k in labels if k != config.split]:
-        raise ActstoreError("no features to decode; give at least one label array")
-    if config.split is not None:
-        if config.split not in labels:
-            raise ActstoreError(
-                f"no label array {config.split!r} to split on; labels: {', '.join(labels)}"
-            )
-        folds = explicit_split(labels.pop(config.split), f"explicit split {config.split!r}")
-        return folds, labels
-    n = len(next(iter(labels.values())))
-    cat = {k: v for k, v in labels.items() if np.asarray(v).dtype.kind not in "fc"}
-    return stratified_folds(n, config.n_splits, config.seed, cat or None), labels
+    return label_folds(labels, config.n_splits, config.seed, config.split)
 
 
 @dataclass
