@@ -14,8 +14,10 @@ from stores import error_line
 from typer.testing import CliRunner
 
 from actstore import ActstoreError
+from actstore._execution import Execution
+from actstore.analyses import ANALYSES
 from actstore.cli import app
-from actstore.cli._study import ANALYSES, builtin_studies, load_study, run_study
+from actstore.studies import builtin_studies, load_study, run_study
 
 STUDIES = ("fel2024", "hermann2020", "lampinen2024", "li2016")
 
@@ -170,7 +172,7 @@ def test_small_study_end_to_end(tmp_path, name, results, n_figs):
     from actstore.store import open_store
 
     store = tmp_path / f"{name}.zarr"
-    rep = run_study(load_study(name, "small"), str(store), progress=False)
+    rep = run_study(load_study(name, "small"), str(store))
     assert rep.problems == [] and Path(rep.report).is_file()
     names = set(open_store(str(store)).result_names())
     assert results <= names
@@ -196,7 +198,8 @@ def test_dry_run_checks_the_store_path_and_workers(tmp_path):
     assert res.exit_code == 2 and "--workers must be at least 1, got -1" in res.stderr
     assert not (tmp_path / "s.zarr").exists()
     with pytest.raises(ActstoreError, match="--workers must be at least 1"):
-        run_study(load_study("li2016"), str(tmp_path / "s.zarr"), workers=0)
+        run_study(load_study("li2016"), str(tmp_path / "s.zarr"),
+                  execution=Execution(workers=0))
     assert not (tmp_path / "s.zarr").exists()
 
 
