@@ -17,9 +17,10 @@ from actstore._errors import ActstoreError
 from actstore._execution import Execution
 from actstore.alignment import AlignConfig
 from actstore.decode import ProbeConfig
+from actstore.features import ComplexityConfig, VarianceConfig
 from actstore.similarity import SimilarityConfig
 
-__all__ = ["ANALYSES", "SELECTION", "Analysis", "analysis", "by_group", "seed_groups"]
+__all__ = ["ANALYSES", "Analysis", "analysis", "by_group", "seed_groups"]
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,17 @@ class Analysis:
         Where its results are written: ``/results/<group>/<result name>``.
     title : str
         A heading for listings and reports.
-    config : type or None
-        The frozen settings class (``to_json()`` gives the stored settings), or ``None``
-        where the driver takes its settings as keyword arguments.
+    config : type
+        The frozen settings class (``to_json()`` gives the stored settings).
     run : callable
         ``run(url, name, config, options, execution)``: compute and write the result
         ``name`` of ``url``; ``config`` comes from :meth:`configure`, ``options`` holds the
         selection (runs, layers, checkpoints...) and any other option of a study file.
     options : tuple of str
         The keys a study file may give for this analysis.
+    selection : tuple of str
+        Those of ``options`` that select what is analysed (arguments of the driver); the
+        others are settings, turned into ``config``.
     plots : callable
         ``plots()`` -> ``[(label, figure function)]`` of its results.
     section : callable
@@ -54,9 +57,10 @@ class Analysis:
     name: str
     group: str
     title: str
-    config: type | None
+    config: type
     run: Callable[[str, str, Any, Mapping[str, Any], Execution], Any]
     options: tuple[str, ...]
+    selection: tuple[str, ...]
     plots: Callable[[], list[tuple[str, Callable[..., str]]]]
     section: Callable[[], Callable[..., str] | None]
     settings: Callable[[Mapping[str, Any]], Any] | None = None
@@ -76,19 +80,13 @@ class Analysis:
                 f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
                 f"analysis {self.name}; valid keys: {', '.join(self.options)}"
             )
-        make = self.settings or getattr(self.config, "from_options", None)
-        if make is None:  # the driver reads its settings from the options
-            return None, dict(options)
-        settings = {k: v for k, v in options.items() if k not in SELECTION}
-        return make(settings), {k: v for k, v in options.items() if k in SELECTION}
+        make = self.settings or self.config.from_options  # type: ignore[attr-defined]
+        settings = {k: v for k, v in options.items() if k not in self.selection}
+        return make(settings), {k: v for k, v in options.items() if k in self.selection}
 
 
 def _csv(v: Any) -> Any:
     return ",".join(str(x) for x in v) if isinstance(v, list) else v
-
-
-#: Options that select what an analysis reads; the others are its settings (its config).
-SELECTION = ("runs", "layers", "checkpoints", "checkpoint", "features", "where", "stimuli")
 
 
 # -- runners: study options -> the analysis's driver ------------------------------------------
@@ -115,9 +113,7 @@ def _variance(url: str, name: str, config: Any, o: Mapping[str, Any], ex: Execut
     return run_variance(url, name=name, runs=_csv(o.get("runs")),
                         checkpoints=_csv(o.get("checkpoints")),
                         layers=_csv(o.get("layers", "all")), features=_csv(o.get("features")),
-                        n_splits=int(o.get("folds", 5)), seed=int(o.get("seed", 0)),
-                        split=o.get("split"), denominator=o.get("denominator", "final"),
-                        scheduler=ex.scheduler, n_workers=ex.workers, progress=ex.progress)
+                        config=config, execution=ex)
 
 
 def _similarity(url: str, name: str, config: Any, o: Mapping[str, Any], ex: Execution) -> Any:
@@ -175,16 +171,12 @@ def _align(url: str, name: str, config: Any, o: Mapping[str, Any], ex: Execution
             for key, runs in groups.items()}
 
 
-def _complexity(url: str, name: str, config: Any, o: Mapping[str, Any], ex: Execution) -> Any:
+def _complexity(url: str, name: str, config: Any, o: Mapping[str, Any],
+                ex: Execution) -> Any:
     from actstore.features import run_complexity
 
-    kw = {k: o[k] for k in ("k", "layer", "step", "layers", "seed", "split", "threshold",
-                            "importance", "negative", "max_epochs") if k in o}
-    return run_complexity(url, name=name, runs=_csv(o.get("runs")),
-                          n_splits=int(o.get("folds", 5)),
-                          over_checkpoints=bool(o.get("checkpoints", True)),
-                          scheduler=ex.scheduler, n_workers=ex.workers, progress=ex.progress,
-                          **kw)
+    return run_complexity(url, name=name, runs=_csv(o.get("runs")), config=config,
+                          execution=ex)
 
 
 # -- figures and report sections (read when a report is drawn) --------------------------------
@@ -210,32 +202,32 @@ def _section(group: str) -> Callable[[], Callable[..., str] | None]:
     return section
 
 
-def _entry(name: str, group: str, title: str, config: type | None,
-           run: Callable[..., Any], options: tuple[str, ...],
+def _entry(name: str, group: str, title: str, config: type, run: Callable[..., Any],
+           options: tuple[str, ...], selection: tuple[str, ...],
            settings: Callable[[Mapping[str, Any]], Any] | None = None) -> Analysis:
     return Analysis(name=name, group=group, title=title, config=config, run=run,
-                    options=options, plots=_plots(group), section=_section(group),
-                    settings=settings)
+                    options=options, selection=selection, plots=_plots(group),
+                    section=_section(group), settings=settings)
 
 
 #: Every analysis by the name a study file gives as ``kind``, in the order a report shows them.
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     _entry("probe", "probes", "Linear decoders", ProbeConfig, _probe,
            ("runs", "layers", "checkpoints", "features", "decoders", "folds", "seed", "split",
-            "device"), settings=_probe_config),
-    _entry("variance", "variance", "Variance explained by each feature", None, _variance,
-           ("runs", "layers", "checkpoints", "features", "folds", "seed", "split",
-            "denominator")),
+            "device"), ("runs", "layers", "checkpoints", "features"), settings=_probe_config),
+    _entry("variance", "variance", "Variance explained by each feature", VarianceConfig,
+           _variance, ("runs", "layers", "checkpoints", "features", "folds", "seed", "split",
+                       "denominator"), ("runs", "layers", "checkpoints", "features")),
     _entry("similarity", "similarity", "Representational similarity", SimilarityConfig,
-           _similarity,
-           ("runs", "layers", "checkpoints", "where", "stimuli", "metric", "params",
-            "bootstrap", "ci", "seed")),
+           _similarity, ("runs", "layers", "checkpoints", "where", "stimuli", "metric",
+                         "params", "bootstrap", "ci", "seed"),
+           ("runs", "layers", "checkpoints", "where", "stimuli")),
     _entry("align", "alignment", "Unit alignment between runs", AlignConfig, _align,
            ("runs", "layers", "checkpoint", "stimuli", "mutual_info", "lasso", "n_clusters",
-            "seed")),
-    _entry("complexity", "complexity", "Feature complexity", None, _complexity,
+            "seed"), ("runs", "layers", "checkpoint", "stimuli")),
+    _entry("complexity", "complexity", "Feature complexity", ComplexityConfig, _complexity,
            ("runs", "k", "layer", "step", "layers", "folds", "seed", "split", "threshold",
-            "checkpoints", "importance", "negative", "max_epochs")),
+            "checkpoints", "importance", "negative", "max_epochs"), ("runs",)),
 )}
 
 

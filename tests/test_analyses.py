@@ -18,7 +18,7 @@ OPTIONS = {
     "variance": {"folds": 2, "layers": ["layer0"]},
     "similarity": {"metric": "cka", "layers": "all"},
     "align": {"layers": "layer0", "lasso": False, "mutual_info": False},
-    "complexity": {"k": 3, "layer": "layer1", "folds": 2, "max_epochs": 10,
+    "complexity": {"k": 3, "layer": "layer1", "folds": 2, "max_epochs": 10, "runs": "all",
                    "importance": False, "checkpoints": False},
 }
 
