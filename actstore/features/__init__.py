@@ -8,10 +8,11 @@ from actstore.features._complexity import (
     complexity_score,
     decodable_step,
     read_codes,
-    run_complexity,
     time_to_decode,
     vinfo_of_codes,
 )
+from actstore.features._complexity_run import run_complexity
+from actstore.features._config import ComplexityConfig, VarianceConfig
 from actstore.features._importance import (
     LinearHead,
     gradient_x_activation,
@@ -21,15 +22,17 @@ from actstore.features._importance import (
 from actstore.features._nmf import NMFResult, nmf, nmf_transform
 from actstore.features._variance import (
     ReaderSource,
-    run_variance,
     variance_arrays,
     variance_explained,
 )
+from actstore.features._variance_run import run_variance
 
 __all__ = [
+    "ComplexityConfig",
     "LinearHead",
     "NMFResult",
     "ReaderSource",
+    "VarianceConfig",
     "code_targets",
     "codes_as_labels",
     "complexity_score",

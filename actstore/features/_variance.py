@@ -23,17 +23,16 @@ columns. Folds, the target layout and the block streaming are the probe engine's
 
 from __future__ import annotations
 
-import datetime as _dt
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
-from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError
 from actstore.core._backend import get_namespace
-from actstore.core._folds import Folds, describe_folds
+from actstore.core._folds import Folds
+from actstore.core._plan import META_PREFIXES
 from actstore.core._stats import ArraySource, BlockSource, CachedSource, coalesce
 from actstore.core._targets import Targets, encode_targets
 
@@ -41,24 +40,15 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = [
-    "ANALYSIS",
     "DesignStats",
     "ReaderSource",
     "VarianceExplained",
     "accumulate_design",
     "default_features",
-    "run_variance",
     "variance_arrays",
     "variance_explained",
     "variance_from_stats",
 ]
-
-#: Results go to ``/results/variance/<name>``.
-ANALYSIS = "variance"
-
-#: Probe-set labels that describe the split design, not the stimuli (skipped by default).
-_META_PREFIXES = ("heldout_", "split")
-
 
 class ReaderSource:
     """A :class:`~actstore.core._stats.BlockSource` over one (run, layer, checkpoint).
@@ -267,7 +257,7 @@ def variance_from_stats(
 def default_features(labels: Mapping[str, Any] | Sequence[str], split: str | None = None
                      ) -> list[str]:
     """Label names that are stimulus features (not the ``heldout_*`` split design)."""
-    return [k for k in labels if k != split and not k.startswith(_META_PREFIXES)]
+    return [k for k in labels if k != split and not k.startswith(META_PREFIXES)]
 
 
 class VarianceExplained(TypedDict):
@@ -366,244 +356,3 @@ def variance_arrays(
         coords={"feature": res["features"]},
         attrs={"folds": folds.description},
     )
-
-
-# -- store level -------------------------------------------------------------------------------
-
-
-def _job(
-    url: str,
-    run: str,
-    layer: str,
-    steps: list[int],
-    features: list[str],
-    n_splits: int,
-    seed: int,
-    split: str | None,
-    storage_options: dict | None = None,
-    tick: Callable[[], None] | None = None,
-    final_step: int | None = None,
-) -> dict[str, Any]:
-    """Every checkpoint of one (run, layer): sums of squares per (checkpoint, fold, feature).
-
-    ``tick()`` is called after each checkpoint. ``final_step``: the run's final checkpoint,
-    whose sums of squares (``final``) are also returned, read even when it is not among
-    ``steps`` (the common denominator of ``r2_final``).
-    """
-    from actstore.decode._decode import ProbeConfig, make_folds
-    from actstore.store import open_store
-
-    rd = open_store(url, storage_options=storage_options).reader(run)
-    labels = rd.labels
-    use = {f: labels[f] for f in features}
-    if split is not None:
-        use[split] = labels[split]
-    folds, decoded = make_folds(use, ProbeConfig(decoders=("ridge",), n_splits=n_splits,
-                                                 seed=seed, split=split))
-    targets = encode_targets(decoded)
-    out = []
-    for s in steps:
-        src = ReaderSource(rd, layer, s)
-        st = accumulate_design(CachedSource(src, cache_bytes=0), targets, folds)
-        out.append(variance_from_stats(st, targets, folds))
-        if tick is not None:
-            tick()
-    final = None
-    if final_step is not None:
-        if int(final_step) in steps:
-            final = out[steps.index(int(final_step))]
-        else:  # not selected: one more pass, for its total sum of squares
-            src = ReaderSource(rd, layer, int(final_step))
-            st = accumulate_design(CachedSource(src, cache_bytes=0), targets, folds)
-            final = variance_from_stats(st, targets, folds)
-    return {"run": run, "layer": layer, "steps": steps, "features": targets.names,
-            "folds": folds.description, "parts": out, "final_step": final_step,
-            "final": final}
-
-
-def run_variance(
-    url: str,
-    name: str = "default",
-    runs: str | Sequence[str] | None = None,
-    checkpoints: str | Sequence[int | str] | None = None,
-    layers: str | Sequence[str] | None = "all",
-    features: str | Sequence[str] | None = None,
-    n_splits: int = 5,
-    seed: int = 0,
-    split: str | None = None,
-    denominator: str = "final",
-    scheduler: str | None = None,
-    n_workers: int | None = 1,
-    write: bool = True,
-    overwrite: bool = False,
-    storage_options: dict | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> xr.Dataset:
-    """Variance explained by each feature for every (run, checkpoint, layer) of a store.
-
-    Parameters
-    ----------
-    url : str
-        Store path or URL.
-    name : str
-        Written to ``/results/variance/<name>``.
-    runs, checkpoints, layers, features
-        Selection, as in :func:`actstore.probes.plan_probes` (features default to every
-        label except the ``heldout_*`` split design).
-    n_splits, seed, split
-        Folds (stratified K-fold, or the explicit split in label ``split``).
-    denominator : {"final", "own"}
-        ``r2_final`` divides each checkpoint's explained sum of squares by the final
-        checkpoint's total sum of squares (``final``, the default): the run's last complete
-        checkpoint, read for this even when ``checkpoints`` does not select it (recorded as
-        ``final_checkpoint``); ``own`` makes it equal to ``r2``. ``r2`` always uses the
-        checkpoint's own total.
-    scheduler, n_workers
-        Dask: a scheduler address, or local workers (1: in this process).
-    overwrite : bool
-        Replace a result of this name computed with other settings (else refused before
-        anything is computed; a result with the same settings is replaced).
-    progress : callable, optional
-        ``progress(stage, done, total)`` over (run, layer, checkpoint) jobs.
-
-    Returns
-    -------
-    xarray.Dataset
-        Dims (run, checkpoint, layer, feature): ``r2``, ``r2_final``, ``r2_std`` (over folds),
-        ``explained`` (explained sum of squares per held-out sample), ``total``
-        (run, checkpoint, layer): total sum of squares per held-out sample, and
-        ``final_checkpoint`` (run,): the run's last complete checkpoint (``r2_final``'s
-        denominator with ``denominator="final"``).
-    """
-    import xarray as xr
-
-    from actstore.decode._decode import ProbeConfig
-    from actstore.decode._engine import plan_probes
-    from actstore.similarity._jobs import check_seed, check_workers
-    from actstore.similarity._select import check_not_blank
-    from actstore.store import open_store
-    from actstore.store._store import check_settings, settings_json
-
-    # recorded as asked for: the same command on a store with more runs or checkpoints
-    # refreshes the result
-    query = {k: (v if v is None or isinstance(v, str) else [str(x) for x in v])
-             for k, v in (("runs", runs), ("checkpoints", checkpoints), ("layers", layers),
-                          ("features", features))}
-    if denominator not in ("final", "own"):
-        raise ActstoreError(f"denominator must be 'final' or 'own', got {denominator!r}")
-    if not name or not all(c.isalnum() or c in "_-." for c in name):
-        raise ActstoreError(f"result name {name!r} must use letters, digits, _ - .")
-    check_seed(seed)
-    check_workers(n_workers)
-    if isinstance(n_splits, bool) or n_splits < 2:
-        raise ActstoreError(f"cross-validation needs at least 2 folds, got {n_splits}")
-    store = open_store(url, mode="a" if write else "r", storage_options=storage_options)
-    all_runs = store.run_ids()
-    readers = [store.reader(r) for r in all_runs]
-    check_not_blank(runs, "run", all_runs)
-    check_not_blank(layers, "layer", list(dict.fromkeys(x for rd in readers for x in rd.layers)))
-    check_not_blank(checkpoints, "checkpoint",
-                    hint="give all, first, last or training steps separated by commas")
-    check_not_blank(features, "feature",
-                    list(dict.fromkeys(f for rd in readers for f in rd.features)))
-    if features is None and all_runs:
-        # every run's stimulus features (runs may be recorded on different probe sets)
-        features = list(dict.fromkeys(
-            f for rd in readers for f in default_features(rd.features, split)))
-    config = ProbeConfig(decoders=("ridge",), n_splits=n_splits, seed=seed, split=split)
-    plan = plan_probes(store, runs, checkpoints, layers, features, config)
-    if not plan.jobs:
-        raise ActstoreError(f"nothing to compute in {url}: no complete checkpoint selected")
-    settings = {"n_splits": n_splits, "seed": seed, "split": split, "denominator": denominator,
-                **query}
-    if write:
-        check_settings(store, ANALYSIS, name, settings, overwrite)
-    work: dict[tuple[str, str], list[int]] = {}
-    for j in plan.jobs:
-        work.setdefault((j.run, j.layer), []).append(j.step)
-    # r2_final's denominator: each run's last complete checkpoint, whatever the selection
-    # (fixed here, so that every layer of a run shares it)
-    final_of = {r: max(store.reader(r).complete_steps, default=-1) for r in plan.runs}
-    args = [(url, r, lay, sorted(s), plan.features_of[r], n_splits, seed, split,
-             storage_options) for (r, lay), s in work.items()]
-    finals = [final_of[r] if denominator == "final" else None for (r, _lay) in work]
-    n_jobs = len(plan.jobs)
-    if progress is not None:
-        progress(ANALYSIS, 0, n_jobs)
-    in_process = in_this_process_only(url) or (scheduler is None and n_workers == 1)
-    if not in_process:  # workers open the store themselves
-        args = [(for_workers(url), *a[1:]) for a in args]
-    if in_process:
-        done = [0]
-
-        def tick() -> None:
-            done[0] += 1
-            if progress is not None:
-                progress(ANALYSIS, done[0], n_jobs)
-
-        parts = [_job(*a, tick=tick, final_step=f) for a, f in zip(args, finals, strict=True)]
-    else:
-        from distributed import as_completed
-
-        from actstore._dask import dask_client
-
-        with dask_client(scheduler, n_workers) as client:
-            futs = {client.submit(_job, *a, final_step=finals[i], pure=False): i
-                    for i, a in enumerate(args)}
-            got: list[dict[str, Any]] = [{} for _ in args]
-            finished = 0
-            for fut in as_completed(futs):
-                one = fut.result()
-                got[futs[fut]] = one
-                finished += len(one["steps"])
-                if progress is not None:
-                    progress(ANALYSIS, finished, n_jobs)
-            parts = got
-    R, S, L, F = len(plan.runs), len(plan.steps), len(plan.layers), len(plan.features)
-    ri = {r: i for i, r in enumerate(plan.runs)}
-    si = {s: i for i, s in enumerate(plan.steps)}
-    li = {x: i for i, x in enumerate(plan.layers)}
-    fi = {x: i for i, x in enumerate(plan.features)}
-    r2, r2f, r2s, expl = (np.full((R, S, L, F), np.nan) for _ in range(4))
-    total = np.full((R, S, L), np.nan)
-    folds_desc = describe_folds(p["folds"] for p in parts)
-    for p in parts:
-        r, lay = ri[p["run"]], li[p["layer"]]
-        cols = [fi[f] for f in p["features"]]
-        final = p["final"]
-        for s, res in zip(p["steps"], p["parts"], strict=True):
-            sst = res["sst"][:, None]
-            denom = final["sst"][:, None] if final is not None else sst
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r2[r, si[s], lay, cols] = np.nanmean(res["r2"], axis=0)
-                r2s[r, si[s], lay, cols] = np.nanstd(res["r2"], axis=0)
-                r2f[r, si[s], lay, cols] = np.nanmean((sst - res["sse"]) / denom, axis=0)
-                expl[r, si[s], lay, cols] = np.nansum(sst - res["sse"], axis=0) / res[
-                    "n_test"].sum()
-            total[r, si[s], lay] = res["sst"].sum() / res["n_test"].sum()
-    dims = ("run", "checkpoint", "layer", "feature")
-    ds = xr.Dataset(
-        {"r2": (dims, r2), "r2_final": (dims, r2f), "r2_std": (dims, r2s),
-         "explained": (dims, expl), "total": (dims[:3], total),
-         "final_checkpoint": (("run",), np.asarray([final_of[r] for r in plan.runs],
-                                                   dtype=np.int64))},
-        coords={"run": plan.runs, "checkpoint": np.asarray(plan.steps, dtype=np.int64),
-                "layer": plan.layers, "feature": plan.features},
-        attrs={
-            "analysis": ANALYSIS,
-            "description": (
-                "Variance of each layer explained by each feature: representation regressed "
-                "on the feature (one-hot + intercept) on training folds, R^2 pooled over units "
-                "on held-out folds (mean over folds). r2_final: explained sum of squares over "
-                "the final checkpoint's total sum of squares (the run's last complete "
-                "checkpoint, final_checkpoint, selected or not; common denominator, inferred)."
-            ),
-            "folds": folds_desc,
-            "denominator": denominator,
-            "actstore.config": settings_json(settings),
-            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-    )
-    if write:
-        store.write_result(ANALYSIS, name, ds)
-    return ds

@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from actstore import ActstoreError
 from actstore.probes import (
     ArraySource,
+    ComplexityConfig,
     code_targets,
     codes_as_labels,
     complexity_score,
@@ -118,7 +119,8 @@ def synth_store(tmp_path_factory):
 def test_store_driver_writes_codes_and_complexity(synth_store):
     from actstore.store import open_store
 
-    ds = run_complexity(synth_store, name="c", k=12, n_splits=3, max_epochs=60)
+    ds = run_complexity(synth_store, name="c",
+                        config=ComplexityConfig(k=12, n_splits=3, max_epochs=60))
     assert ds["complexity"].shape == (2, 12)
     assert ds["vinfo_layer"].dims == ("run", "layer", "atom")
     assert ds["layer"].values.tolist() == ["layer0", "layer1"]
@@ -151,8 +153,9 @@ def test_store_driver_writes_codes_and_complexity(synth_store):
 def test_codes_are_continuous_targets_for_the_decoder_engine(synth_store):
     from actstore.store import open_store
 
-    run_complexity(synth_store, name="c2", runs="run1", k=6, n_splits=3,
-                   over_checkpoints=False, importance=False, max_epochs=40)
+    run_complexity(synth_store, name="c2", runs="run1",
+                   config=ComplexityConfig(k=6, n_splits=3, over_checkpoints=False,
+                                           importance=False, max_epochs=40))
     st_ = open_store(synth_store)
     labels = codes_as_labels(read_codes(st_, "c2", "run1"))
     assert labels and all(v.dtype.kind == "f" for v in labels.values())
@@ -165,11 +168,11 @@ def test_codes_are_continuous_targets_for_the_decoder_engine(synth_store):
 
 def test_store_driver_errors(synth_store):
     with pytest.raises(ActstoreError, match="no layer"):
-        run_complexity(synth_store, layer="fc9", write=False)
+        run_complexity(synth_store, config=ComplexityConfig(layer="fc9"), write=False)
     with pytest.raises(ActstoreError, match="no run"):
         run_complexity(synth_store, runs="nope*", write=False)
     with pytest.raises(ActstoreError, match="positive integer"):
-        run_complexity(synth_store, k=0, write=False)
+        run_complexity(synth_store, config=ComplexityConfig(k=0), write=False)
 
 
 def test_importance_on_a_trained_run_equals_autograd_through_its_head(tmp_path):
@@ -188,7 +191,7 @@ def test_importance_on_a_trained_run_equals_autograd_through_its_head(tmp_path):
     )
     wdir = tmp_path / "weights"
     train_run(spec, url, weights_dir=wdir)
-    ds = run_complexity(url, name="t", k=5, n_splits=3, max_epochs=50)
+    ds = run_complexity(url, name="t", config=ComplexityConfig(k=5, n_splits=3, max_epochs=50))
     assert ds["source_layer"].values.tolist() == ["fc2"]
     assert float(ds["head_residual"].values[0]) < 1e-4
     codes = read_codes(open_store(url), "t", spec.run_id)
@@ -217,7 +220,7 @@ def test_any_run_even_without_labels_or_head(tmp_path):
         w.write_slot(0, {"a": rng.standard_normal((80, 6)).astype(np.float32),
                          "b": rng.random((80, 10)).astype(np.float32)})
         w.write_slot(5, {"a": h1, "b": h2})
-    ds = run_complexity(url, name="x", k=5, n_splits=3, max_epochs=50)
+    ds = run_complexity(url, name="x", config=ComplexityConfig(k=5, n_splits=3, max_epochs=50))
     assert ds["source_layer"].values.tolist() == ["b"]
     assert ds.sizes["target"] == 0 and np.isnan(ds["head_residual"].values[0])
     # "a" (negative values) is probed, "b" factorised; b's features are linear-ish in a
@@ -231,10 +234,10 @@ def test_complexity_records_standardize_and_refuses_the_other_setting(synth_stor
 
     import xarray as xr
 
-    kw = dict(runs="run0", k=4, n_splits=3, over_checkpoints=False, importance=False,
-              max_epochs=20)
-    run_complexity(synth_store, name="std", **kw)
+    kw = dict(k=4, n_splits=3, over_checkpoints=False, importance=False, max_epochs=20)
+    run_complexity(synth_store, name="std", runs="run0", config=ComplexityConfig(**kw))
     attrs = xr.open_zarr(synth_store, group="results/complexity/std").attrs
     assert json.loads(attrs["actstore.config"])["standardize"] is True
     with pytest.raises(ActstoreError, match="standardize"):
-        run_complexity(synth_store, name="std", standardize=False, **kw)
+        run_complexity(synth_store, name="std", runs="run0",
+                       config=ComplexityConfig(standardize=False, **kw))

@@ -15,10 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from actstore import ActstoreError
+from actstore._execution import Execution
 from actstore.cli import app
 from actstore.probes import (
     PLOTS,
+    AlignConfig,
+    ComplexityConfig,
     ProbeConfig,
+    VarianceConfig,
     alignment_job,
     default_report_dir,
     plot_complexity,
@@ -81,11 +85,13 @@ def result_store(tmp_path_factory):
     url = str(root / "r.zarr")
     write_synthetic_store(url, n_runs=2, steps=(0, 10, 100), widths=(8, 16), n=150,
                           features={"shape": 3, "color": 2})
-    run_probes(url, name="p", config=ProbeConfig(decoders=("ridge",), n_splits=3), n_workers=1)
-    run_variance(url, name="v", n_splits=3)
-    run_complexity(url, name="c", k=8, n_splits=3, max_epochs=40)
-    similarity_job(url, {"checkpoints": "all"}, metric="cka", name="cka", scheduler="sync")
-    alignment_job(url, ["run0", "run1"], name="al", scheduler="sync", lasso=False)
+    run_probes(url, name="p", config=ProbeConfig(decoders=("ridge",), n_splits=3),
+               execution=Execution(workers=1))
+    run_variance(url, name="v", config=VarianceConfig(n_splits=3))
+    run_complexity(url, name="c", config=ComplexityConfig(k=8, n_splits=3, max_epochs=40))
+    similarity_job(url, {"checkpoints": "all"}, "cka", execution=Execution(workers=1))
+    alignment_job(url, ["run0", "run1"], name="al", config=AlignConfig(lasso=False),
+                  execution=Execution(workers=1))
     return url
 
 

@@ -133,12 +133,12 @@ def test_mismatched_rows_is_an_error():
 
 
 def test_store_driver_matches_direct_computation(tmp_path):
-    from actstore.probes import run_variance, write_synthetic_store
+    from actstore.probes import VarianceConfig, run_variance, write_synthetic_store
 
     url = str(tmp_path / "v.zarr")
     write_synthetic_store(url, n_runs=2, steps=(0, 10, 100), widths=(8, 12), n=120,
                                 features={"shape": 3, "color": 2})
-    ds = run_variance(url, name="v", n_splits=3)
+    ds = run_variance(url, name="v", config=VarianceConfig(n_splits=3))
     assert ds["r2"].dims == ("run", "checkpoint", "layer", "feature")
     assert ds["r2"].shape == (2, 3, 2, 2)
     from actstore.store import open_store
@@ -165,17 +165,17 @@ def test_store_driver_matches_direct_computation(tmp_path):
 
 
 def test_store_driver_bad_denominator(tmp_path):
-    from actstore.probes import run_variance, write_synthetic_store
+    from actstore.probes import VarianceConfig, run_variance, write_synthetic_store
 
     url = str(tmp_path / "v.zarr")
     write_synthetic_store(url, n_runs=1, steps=(0,), widths=(4,), n=60,
                           features={"shape": 3})
     with pytest.raises(ActstoreError, match="denominator"):
-        run_variance(url, denominator="mean")
+        run_variance(url, config=VarianceConfig(denominator="mean"))
 
 
 def test_store_driver_covers_runs_on_different_probe_sets(tmp_path):
-    from actstore.probes import run_variance
+    from actstore.probes import VarianceConfig, run_variance
     from actstore.store import ProbeSet, create_store
 
     url = str(tmp_path / "two.zarr")
@@ -187,7 +187,7 @@ def test_store_driver_covers_runs_on_different_probe_sets(tmp_path):
         X = (rng.standard_normal((60, 5)) + 4.0 * lab[:, None]).astype(np.float32)
         with st_.writer(f"r{i}", f"ps{i}", [0], attrs={"seed": i}) as w:
             w.write_slot(0, {"h": X})
-    ds = run_variance(url, n_splits=3)
+    ds = run_variance(url, config=VarianceConfig(n_splits=3))
     assert ds["run"].values.tolist() == ["r0", "r1"]
     assert ds["feature"].values.tolist() == ["easy", "hard"]  # heldout_* left out
     r2 = ds["r2"].sel(checkpoint=0, layer="h")

@@ -13,7 +13,9 @@ from sklearn.preprocessing import StandardScaler
 
 from actstore.probes import (
     DEFAULT_ALPHAS,
+    ComplexityConfig,
     ProbeConfig,
+    VarianceConfig,
     make_folds,
     probe_arrays,
     read_codes,
@@ -120,7 +122,8 @@ def test_complexity_vinfo_layer_and_k_use_max0_of_mean_r2(tmp_path):
     url = str(tmp_path / "cx.zarr")
     write_synthetic_store(url, n_runs=1, steps=(0, 10), widths=(6, 12), n=150,
                           features={"shape": 3, "color": 2})
-    ds = run_complexity(url, name="c", k=8, n_splits=3, max_epochs=60, importance=False)
+    ds = run_complexity(url, name="c", config=ComplexityConfig(k=8, n_splits=3, max_epochs=60,
+                                                            importance=False))
     st = open_store(url)
     rd = st.reader("run0")
     Z = read_codes(st, "c", "run0")["codes"].values.astype(np.float64)
@@ -152,8 +155,9 @@ def var_store(tmp_path_factory):
 
 
 def test_variance_r2_final_does_not_depend_on_the_checkpoint_selection(var_store):
-    full = run_variance(var_store, name="all", n_splits=3, write=False)
-    part = run_variance(var_store, name="part", n_splits=3, checkpoints="0,10", write=False)
+    full = run_variance(var_store, name="all", config=VarianceConfig(n_splits=3), write=False)
+    part = run_variance(var_store, name="part", config=VarianceConfig(n_splits=3),
+                        checkpoints="0,10", write=False)
     assert part["checkpoint"].values.tolist() == [0, 10]
     np.testing.assert_allclose(part["r2_final"].values,
                                full["r2_final"].sel(checkpoint=[0, 10]).values, atol=1e-12)
@@ -168,8 +172,8 @@ def test_variance_r2_final_does_not_depend_on_the_checkpoint_selection(var_store
 
 
 def test_variance_own_denominator_with_a_selection(var_store):
-    own = run_variance(var_store, name="own", n_splits=3, checkpoints="first",
-                       denominator="own", write=False)
+    own = run_variance(var_store, name="own", checkpoints="first", write=False,
+                       config=VarianceConfig(n_splits=3, denominator="own"))
     np.testing.assert_allclose(own["r2_final"].values, own["r2"].values, atol=1e-10)
 
 
@@ -181,12 +185,13 @@ def test_complexity_overwrite_with_a_run_subset_removes_the_other_runs_codes(tmp
     write_synthetic_store(url, n_runs=2, steps=(0,), widths=(6, 8), n=100,
                           features={"shape": 3})
     opts = dict(n_splits=3, max_epochs=20, importance=False, over_checkpoints=False)
-    run_complexity(url, name="c", k=4, **opts)
+    run_complexity(url, name="c", config=ComplexityConfig(k=4, **opts))
     # another result whose name starts with "c." keeps its codes
-    run_complexity(url, name="c.x", k=3, **opts)
+    run_complexity(url, name="c.x", config=ComplexityConfig(k=3, **opts))
     st = open_store(url)
     assert {"c.run0", "c.run1", "c.x.run0", "c.x.run1"} <= set(st.result_names("nmf"))
-    ds = run_complexity(url, name="c", k=5, runs="run0", overwrite=True, **opts)
+    ds = run_complexity(url, name="c", runs="run0", overwrite=True,
+                        config=ComplexityConfig(k=5, **opts))
     assert ds["run"].values.tolist() == ["run0"]
     st = open_store(url)
     names = set(st.result_names("nmf"))
@@ -205,9 +210,9 @@ def test_complexity_refused_overwrite_keeps_every_old_code(tmp_path):
     write_synthetic_store(url, n_runs=2, steps=(0,), widths=(6,), n=100,
                           features={"shape": 3})
     opts = dict(n_splits=3, max_epochs=20, importance=False, over_checkpoints=False)
-    run_complexity(url, name="c", k=4, **opts)
+    run_complexity(url, name="c", config=ComplexityConfig(k=4, **opts))
     with pytest.raises(ActstoreError, match="other settings"):
-        run_complexity(url, name="c", k=4, runs="run0", **opts)
+        run_complexity(url, name="c", runs="run0", config=ComplexityConfig(k=4, **opts))
     assert {"c.run0", "c.run1"} <= set(open_store(url).result_names("nmf"))
 
 
