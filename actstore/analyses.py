@@ -65,6 +65,10 @@ class Analysis:
     section: Callable[[], Callable[..., str] | None]
     settings: Callable[[Mapping[str, Any]], Any] | None = None
 
+    def result(self, name: str) -> str:
+        """Where the result ``name`` is written in a store: ``results/<group>/<name>``."""
+        return f"results/{self.group}/{name}"
+
     def configure(self, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Check a study file's ``options``; the settings object and the remaining options.
 

@@ -10,10 +10,12 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from actstore.analyses import ANALYSES
 from actstore.cli._app import command
 from actstore.cli._progress import progress_display
 
 console = Console()
+VARIANCE, COMPLEXITY = ANALYSES["variance"], ANALYSES["complexity"]
 
 
 def _layers(text: str | None) -> list[str] | None:
@@ -32,12 +34,14 @@ def _fmt(v: float) -> str:
     help=(
         "Variance of each layer explained by each feature (held-out R^2 of the layer regressed "
         "on the feature, pooled over units) for every run x checkpoint x layer; results go to "
-        "/results/variance/NAME."
+        f"/{VARIANCE.result('NAME')}."
     ),
 )
 def variance_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
-    name: Annotated[str, typer.Option(help="Result name under /results/variance.")] = "default",
+    name: Annotated[
+        str, typer.Option(help=f"Result name under /results/{VARIANCE.group}.")
+    ] = "default",
     runs: Annotated[str, typer.Option(help="'all', or comma-separated run ids / globs.")] = "all",
     layers: Annotated[str, typer.Option(help="'all', or comma-separated layers / globs.")] = (
         "all"
@@ -70,21 +74,22 @@ def variance_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.probes import run_variance
+    from actstore._execution import Execution
+    from actstore.probes import VarianceConfig, run_variance
 
+    config = VarianceConfig(n_splits=folds, seed=seed, split=split, denominator=denominator)
     with progress_display(not as_json) as progress:
         ds = run_variance(
             store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
-            features=features, n_splits=folds, seed=seed, split=split,
-            denominator=denominator, scheduler=scheduler, n_workers=workers,
-            overwrite=overwrite, progress=progress,
+            features=features, config=config, overwrite=overwrite,
+            execution=Execution(scheduler=scheduler, workers=workers, progress=progress),
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
         last = ds.isel(checkpoint=-1)["r2"].mean("run", skipna=True)  # (layer, feature)
     if as_json:
         typer.echo(json.dumps({
-            "store": store, "result": f"results/variance/{name}",
+            "store": store, "result": VARIANCE.result(name),
             "runs": ds.run.values.tolist(), "layers": ds.layer.values.tolist(),
             "checkpoints": ds.checkpoint.values.tolist(), "features": ds.feature.values.tolist(),
             "r2_last": {str(f): {str(x): float(last.sel(layer=x, feature=f))
@@ -105,7 +110,7 @@ def variance_cmd(
         print_table(console, ["feature", *lays],
                     [[f, *[_fmt(v) for v in grid[:, j]]] for j, f in enumerate(feats)],
                     title=title)
-    console.print(f"written to {store} results/variance/{name}", soft_wrap=True)
+    console.print(f"written to {store} {VARIANCE.result(name)}", soft_wrap=True)
 
 
 @command(
@@ -114,7 +119,7 @@ def variance_cmd(
         "Dictionary features (NMF of a layer, k atoms) of each run, the V-information of each "
         "feature from every layer and checkpoint (ridge probes), complexity K = 1 - mean over "
         "layers, time-to-decode and signed importance; results go to "
-        "/results/complexity/NAME, codes to /results/nmf/NAME.RUN."
+        f"/{COMPLEXITY.result('NAME')}, codes to /results/nmf/NAME.RUN."
     ),
 )
 def complexity_cmd(
@@ -179,18 +184,22 @@ def complexity_cmd(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
+    from actstore._execution import Execution
     from actstore.core._backend import check_device
-    from actstore.probes import run_complexity
+    from actstore.probes import ComplexityConfig, run_complexity
 
     check_device(device)
+    config = ComplexityConfig(
+        k=k, layer=layer, step=step, layers=_layers(layers), head_layer=head_layer,
+        n_splits=folds, seed=seed, split=split, over_checkpoints=checkpoints,
+        threshold=threshold, importance=importance, negative=negative, max_epochs=max_epochs,
+        batch_rows=batch_rows, standardize=standardize,
+        backend=None if device == "numpy" else device,
+    )
     with progress_display(not as_json) as progress:
         ds = run_complexity(
-            store, name=name, runs=runs, k=k, layer=layer, step=step, layers=_layers(layers),
-            head_layer=head_layer, n_splits=folds, seed=seed, split=split,
-            over_checkpoints=checkpoints, threshold=threshold, importance=importance,
-            negative=negative, max_epochs=max_epochs, batch_rows=batch_rows,
-            backend=None if device == "numpy" else device, scheduler=scheduler,
-            n_workers=workers, overwrite=overwrite, progress=progress, standardize=standardize,
+            store, name=name, runs=runs, config=config, overwrite=overwrite,
+            execution=Execution(scheduler=scheduler, workers=workers, progress=progress),
         )
     rows: list[dict[str, Any]] = []
     for i, r in enumerate(ds.run.values):
@@ -204,7 +213,7 @@ def complexity_cmd(
             "features": int(ok.sum()),
         })
     if as_json:
-        typer.echo(json.dumps({"store": store, "result": f"results/complexity/{name}",
+        typer.echo(json.dumps({"store": store, "result": COMPLEXITY.result(name),
                                "codes": f"results/nmf/{name}.<run>", "runs": rows}))
         return
     from actstore.cli._similarity import print_table
@@ -216,7 +225,7 @@ def complexity_cmd(
           str(row["features"])] for row in rows],
         keys=2, title=f"dictionary features (k={k}) and complexity",
     )
-    console.print(f"written to {store} results/complexity/{name} (codes: results/nmf/{name}.*)",
+    console.print(f"written to {store} {COMPLEXITY.result(name)} (codes: results/nmf/{name}.*)",
                   soft_wrap=True)
 
 
@@ -224,7 +233,7 @@ def complexity_cmd(
     "report",
     help=(
         "Write an HTML page (index.html + PNG figures) summarising every result in the store's "
-        "/results: probes, variance, similarity, alignment, complexity."
+        f"/results: {', '.join(a.group for a in ANALYSES.values())}."
     ),
 )
 def report_cmd(
