@@ -26,7 +26,7 @@ from actstore._errors import ActstoreError
 from actstore.core._moments import PairMoments
 
 __all__ = [
-    "DEFAULT_ALPHAS",
+    "LASSO_ALPHAS",
     "LassoPath",
     "check_alphas",
     "duality_gap",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Penalty path of Li et al. (2016).
-DEFAULT_ALPHAS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+LASSO_ALPHAS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 @dataclass
@@ -337,7 +337,7 @@ def _losses(W: np.ndarray, cxx: np.ndarray, cxy: np.ndarray, vyy: np.ndarray) ->
 def sparse_prediction(
     train: PairMoments,
     test: PairMoments,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    alphas: Sequence[float] = LASSO_ALPHAS,
     tol: float = 1e-8,
     max_iter: int = 50_000,
 ) -> LassoPath:

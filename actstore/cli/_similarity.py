@@ -13,10 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from actstore._errors import ActstoreError
+from actstore._execution import Execution
 from actstore.cli._app import command
 from actstore.cli._progress import progress_display
 from actstore.cli._store_cmds import parse_kv
-from actstore.similarity._similarity import SIMILARITIES, check_params
+from actstore.similarity import SIMILARITIES
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -68,6 +69,13 @@ def parse_bytes(text: str) -> int:
         raise ActstoreError(f"cannot read the memory size {text!r}; write e.g. 512M or 4G")
     scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
     return int(float(m.group(1)) * scale)
+
+
+def _execution(scheduler: str | None, workers: int | None) -> Execution:
+    """``--scheduler`` and ``--workers`` as an Execution (``sync``/``none``: this process)."""
+    if scheduler in ("sync", "none"):
+        return Execution(workers=1)
+    return Execution(scheduler, workers)
 
 
 def _floats(text: str) -> list[float]:
@@ -149,8 +157,8 @@ def similarity_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.similarity._jobs import similarity_job
-    from actstore.similarity._select import parse_selections
+    from actstore.report import check_heatmap_path, write_heatmap
+    from actstore.similarity import SimilarityConfig, parse_selections, similarity_job
 
     sels = parse_selections(select)
     if stimuli is not None:
@@ -162,16 +170,19 @@ def similarity_cmd(
                 )
             one["stimuli"] = stimuli
     sel: dict[str, Any] | list[dict[str, Any]] = sels[0] if len(sels) == 1 else sels
-    params = check_params(metric, parse_kv(param, "--param", raw=True))
+    config = SimilarityConfig(metric, parse_kv(param, "--param", raw=True), bootstrap, ci,
+                              seed, method, device, parse_bytes(max_memory))
+    params = dict(config.params)
     name = name or metric
     png_path = None if (png or "").lower() == "none" else (png or f"{name}.png")
+    execution = _execution(scheduler, workers)
+    if png_path:
+        check_heatmap_path(png_path)
     with progress_display(not as_json) as progress:
-        ds = similarity_job(
-            store, sel, metric=metric, params=params, name=name, bootstrap=bootstrap, ci=ci,
-            seed=seed, method=method, device=device, scheduler=scheduler, n_workers=workers,
-            max_memory=parse_bytes(max_memory), png=png_path, overwrite=overwrite,
-            progress=progress,
-        )
+        ds = similarity_job(store, sel, name, config=config, overwrite=overwrite,
+                            execution=execution.with_(progress=progress))
+    if png_path:
+        write_heatmap(ds, png_path)
     labels = [str(v) for v in ds["label_a"].values]
     S = ds["similarity"].values
     deg = [lab for lab, d in zip(labels, ds["degenerate"].values, strict=True) if d]
@@ -259,15 +270,16 @@ def align_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.similarity._jobs import alignment_job, summary_rows
+    from actstore.alignment import AlignConfig, alignment_job, summary_rows
 
     step: str | int = int(checkpoint) if checkpoint.lstrip("-").isdigit() else checkpoint
+    config = AlignConfig(mi, lasso, _floats(alphas), clusters, positions, test_fraction, seed)
+    execution = _execution(scheduler, workers)
     with progress_display(not as_json) as progress:
         out = alignment_job(
             store, runs, layers=",".join(layer) if layer else None, checkpoint=step,
-            stimuli=stimuli, name=name, mutual_info=mi, lasso=lasso, alphas=_floats(alphas),
-            n_clusters=clusters, positions=positions, test_fraction=test_fraction, seed=seed,
-            scheduler=scheduler, n_workers=workers, overwrite=overwrite, progress=progress,
+            stimuli=stimuli, name=name, config=config, overwrite=overwrite,
+            execution=execution.with_(progress=progress),
         )
     rows = summary_rows(out)
     if as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from actstore.report._heatmap import HEATMAP_FORMATS, check_heatmap_path, write_heatmap
 from actstore.report._plots import (
     PLOTS,
     plot_alignment,
@@ -14,8 +15,10 @@ from actstore.report._plots import (
 from actstore.report._report import Report, default_report_dir, write_report
 
 __all__ = [
+    "HEATMAP_FORMATS",
     "PLOTS",
     "Report",
+    "check_heatmap_path",
     "default_report_dir",
     "plot_alignment",
     "plot_complexity",
@@ -23,5 +26,6 @@ __all__ = [
     "plot_probe_layers",
     "plot_similarity",
     "plot_variance",
+    "write_heatmap",
     "write_report",
 ]

@@ -308,7 +308,7 @@ def plot_similarity(ds: Any, path: str) -> str:
     path : str
         Image file to write (PNG, or any format matplotlib infers from the suffix).
     """
-    from actstore.similarity._jobs import write_heatmap
+    from actstore.report._heatmap import write_heatmap
 
     return str(write_heatmap(ds, path))
 

@@ -166,7 +166,7 @@ def _mean_table(da: Any, index: str, columns: str) -> Any:
 
 
 def _probes(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
-    from actstore.decode._engine import summary_table
+    from actstore.decode import summary_table
 
     fig("layers", P.plot_probe_layers, ds, targets=ctx.get("targets"))
     fig("checkpoints", P.plot_probe_checkpoints, ds)
@@ -255,7 +255,7 @@ def _complexity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
 def _alignment(group: dict[str, Any], fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     import pandas as pd
 
-    from actstore.similarity._jobs import summary_rows
+    from actstore.alignment import summary_rows
 
     fig("alignment", P.plot_alignment, group)
     df = pd.DataFrame(summary_rows(group))

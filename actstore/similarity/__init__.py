@@ -1,48 +1,57 @@
-"""Representational similarity: metrics, signatures, RDMs, bootstrap, selections."""
+"""Representational similarity: metrics, signatures, RDMs, bootstrap, the similarity job."""
 
 from __future__ import annotations
 
-from actstore.similarity._bootstrap import BootstrapResult, bootstrap_indices, bootstrap_similarity
-from actstore.similarity._jobs import alignment_job, similarity_job, write_heatmap
-from actstore.similarity._rdm import RDM_COMPARES, RDM_KINDS, rsa_signature
-from actstore.similarity._select import (
+from actstore.core._select import (
+    LazyRep,
     RepRef,
     Selection,
-    parse_selection,
-    parse_selections,
+    parse_checkpoints,
     select,
     select_many,
     stimulus_subset,
 )
+from actstore.similarity._bootstrap import BootstrapResult, bootstrap_indices, bootstrap_similarity
+from actstore.similarity._config import SimilarityConfig
+from actstore.similarity._jobs import similarity_job
+from actstore.similarity._metrics import (
+    METRIC_PARAMS,
+    SIMILARITIES,
+    SIMILARITY_METRICS,
+    MetricParam,
+    SimilarityMetric,
+)
+from actstore.similarity._parse import parse_selection, parse_selections
+from actstore.similarity._plan import plan_similarity
+from actstore.similarity._rdm import RDM_COMPARES, RDM_KINDS, rsa_signature
+from actstore.similarity._result import SimilarityResult
 from actstore.similarity._signatures import (
     Signature,
     cka_signature,
     procrustes_signature,
     rbf_cka_signature,
 )
-from actstore.similarity._similarity import (
-    SIMILARITIES,
-    LazyRep,
-    SimilarityResult,
-    plan_similarity,
-    similarity,
-    similarity_matrix,
-)
+from actstore.similarity._similarity import similarity, similarity_matrix
 
 __all__ = [
+    "METRIC_PARAMS",
     "RDM_COMPARES",
     "RDM_KINDS",
     "SIMILARITIES",
+    "SIMILARITY_METRICS",
     "BootstrapResult",
     "LazyRep",
+    "MetricParam",
     "RepRef",
     "Selection",
     "Signature",
+    "SimilarityConfig",
+    "SimilarityMetric",
     "SimilarityResult",
-    "alignment_job",
     "bootstrap_indices",
     "bootstrap_similarity",
     "cka_signature",
+    "parse_checkpoints",
     "parse_selection",
     "parse_selections",
     "plan_similarity",
@@ -55,5 +64,4 @@ __all__ = [
     "similarity_job",
     "similarity_matrix",
     "stimulus_subset",
-    "write_heatmap",
 ]

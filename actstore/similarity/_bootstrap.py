@@ -14,16 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from actstore._args import check_seed
 from actstore._errors import ActstoreError
 from actstore.core._reprs import array_summary
-from actstore.similarity._similarity import (
-    DEFAULT_MEMORY,
-    SimilarityResult,
-    _shapes,
-    check_reps,
-    load_rep,
-    similarity_matrix,
-)
+from actstore.similarity._inputs import check_reps, load_rep, shapes_of
+from actstore.similarity._plan import DEFAULT_MEMORY
+from actstore.similarity._result import SimilarityResult
+from actstore.similarity._similarity import similarity_matrix
 
 __all__ = [
     "BootstrapResult",
@@ -65,16 +62,6 @@ class BootstrapResult:
                 f"seed={self.seed}, samples={array_summary(self.samples)})")
 
 
-def _check_seed(seed: Any) -> int:
-    """The bootstrap seed as an int; anything numpy cannot seed with is one ActstoreError."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
-            or seed < 0:
-        raise ActstoreError(
-            f"the bootstrap seed must be an integer >= 0, got {seed!r}; give e.g. seed=0"
-        )
-    return int(seed)
-
-
 def _check_n_boot(n_boot: Any) -> int:
     if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) \
             or n_boot < 2:
@@ -107,7 +94,7 @@ def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     ActstoreError
         A seed that is not an integer >= 0.
     """
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(check_seed(seed, "bootstrap seed"))
     return np.sort(rng.integers(0, n, size=(n_boot, n)), axis=1)
 
 
@@ -133,7 +120,7 @@ def bootstrap_replicates(
     -------
     ndarray of shape (len(indices), M, M), float64
     """
-    shapes, labels = _shapes(reps, names)
+    shapes, labels = shapes_of(reps, names)
     total = sum(n * d * 8 for n, d in shapes)
     if total <= max_memory / 2:
         # Read every representation once, not once per replicate.
@@ -207,11 +194,11 @@ def bootstrap_similarity(
         The estimate on all stimuli, and its bootstrap interval.
     """
     n_boot = _check_n_boot(n_boot)
-    seed = _check_seed(seed)
+    seed = check_seed(seed, "bootstrap seed")
     if not 0 < ci < 1:
         raise ActstoreError(f"the confidence level must be between 0 and 1, got {ci}")
     reps = check_reps(reps, names)
-    shapes, labels = _shapes(reps, names)
+    shapes, labels = shapes_of(reps, names)
     point = similarity_matrix(
         reps, metric, names=labels, method=method, device=device, max_memory=max_memory,
         **params,

@@ -55,7 +55,7 @@ def test_similarity_refuses_a_bad_heatmap_path_before_computing(store, tmp_path,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["similarity", "{s}", "--workers", "-1"], "workers must be 1 or more, got -1"),
+        (["similarity", "{s}", "--workers", "-1"], "--workers must be at least 1, got -1"),
         (["similarity", "{s}", "--scheduler", "sync", "--stimuli", "first:0"],
          "cannot read the stimulus subset 'first:0'"),
         (["similarity", "{s}", "--scheduler", "sync", "--stimuli", "random:5:-1"],
@@ -71,25 +71,25 @@ def test_similarity_refuses_a_bad_heatmap_path_before_computing(store, tmp_path,
         (["similarity", "{s}", "--scheduler", "sync", "--bootstrap", "3", "--seed", "-1"],
          "bootstrap seed must be an integer >= 0"),
         (["align", "{s}", RUNS[0], "nosuch"], "no run 'nosuch' in "),
-        (["align", "{s}", RUNS[0], RUNS[1], "--workers", "0"], "workers must be 1 or more"),
+        (["align", "{s}", RUNS[0], RUNS[1], "--workers", "0"], "--workers must be at least 1"),
         (["align", "{s}", RUNS[0], RUNS[1], "--checkpoint", "abc"],
          "cannot read the checkpoint selection 'abc'; give last, first, all or training steps"),
         (["align", "{s}", RUNS[0], RUNS[1], "--alphas", "-1"],
-         "LASSO penalties must be numbers >= 0"),
+         "LASSO penalties must be finite numbers >= 0; alphas holds [-1.0]"),
         (["align", "{s}", RUNS[0], RUNS[1], "--alphas", ""],
-         "LASSO penalties must be numbers >= 0 (at least one)"),
+         "alphas must be a flat sequence of at least one penalty"),
         (["align", "{s}", RUNS[0], RUNS[1], "--seed", "-1"], "seed must be an integer >= 0"),
         (["align", "{s}", RUNS[0], RUNS[1], "--layer", "", "--scheduler", "sync"],
          "the layer selection is empty"),
         (["align", "{s}", RUNS[0], RUNS[1], "--layer", "fc9", "--scheduler", "sync"],
          "no layer matches 'fc9'; runs: "),
-        (["variance", "{s}", "--workers", "-1"], "workers must be 1 or more, got -1"),
+        (["variance", "{s}", "--workers", "-1"], "--workers must be at least 1, got -1"),
         (["variance", "{s}", "--seed", "-1"], "seed must be an integer >= 0"),
         (["variance", "{s}", "--layers", ""], "the layer selection is empty; give layer names"),
         (["variance", "{s}", "--runs", ""], "the run selection is empty"),
         (["variance", "{s}", "--features", " , "], "features: shape, color"),
         (["variance", "{s}", "--checkpoints", ""], "the checkpoint selection is empty"),
-        (["complexity", "{s}", "--workers", "-1"], "workers must be 1 or more, got -1"),
+        (["complexity", "{s}", "--workers", "-1"], "--workers must be at least 1, got -1"),
         (["complexity", "{s}", "--seed", "-1"], "seed must be an integer >= 0"),
         (["complexity", "{s}", "--layers", "nosuch"],
          "no layer matches 'nosuch'; layers: fc1, fc2"),
@@ -179,7 +179,7 @@ def test_report_of_a_one_by_one_similarity_has_no_numpy_warning(store, tmp_path)
 
 def test_ctrl_c_of_an_analysis_is_one_line(tmp_path, monkeypatch):
     """Commands without their own Ctrl-C message end with one line and exit code 130."""
-    import actstore.similarity._jobs as sj
+    import actstore.similarity as sj
     from actstore.probes import write_synthetic_store
 
     url = str(tmp_path / "s.zarr")

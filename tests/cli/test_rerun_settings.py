@@ -71,14 +71,16 @@ def test_other_settings_are_refused_unless_overwritten(store, cmd):
 
 
 def test_results_without_recorded_settings_are_not_replaced(store):
+    from actstore._execution import Execution
     from actstore.probes import similarity_job
 
-    ds = similarity_job(store, {"layers": "fc1"}, name="s", scheduler="sync", write=False)
+    here = Execution(workers=1)
+    ds = similarity_job(store, {"layers": "fc1"}, name="s", execution=here, write=False)
     del ds.attrs["actstore.config"]
     open_store(store, mode="a").write_result("similarity", "s", ds)
     with pytest.raises(ActstoreError, match=r"\(no settings recorded there\); choose another"):
-        similarity_job(store, {"layers": "fc1"}, name="s", scheduler="sync")
-    similarity_job(store, {"layers": "fc1"}, name="s", scheduler="sync", overwrite=True)
+        similarity_job(store, {"layers": "fc1"}, name="s", execution=here)
+    similarity_job(store, {"layers": "fc1"}, name="s", execution=here, overwrite=True)
     assert "actstore.config" in open_store(store).result_attrs("similarity", "s")
 
 

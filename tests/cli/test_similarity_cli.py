@@ -127,4 +127,3 @@ def test_demo_similarity_step(store, tmp_path):
                    "png": str(tmp_path / "cli.cka.png")}
     ds = open_store(store).read_result("similarity", "demo-cka")
     assert list(ds["checkpoint_a"].values) == [5, 5, 5, 5]
-    assert (tmp_path / "cli.cka.png").exists()

@@ -10,17 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actstore import ActstoreError
-from actstore.alignment._alignment import (
+from actstore.alignment import (
     align_pair,
     bin_units,
     bipartite_matching,
     correlations_from_moments,
     joint_clusters,
+    lasso_gram,
     mutual_information,
     semi_matching,
+    sparse_prediction,
     spectral_clusters,
 )
-from actstore.alignment._lasso import lasso_gram, sparse_prediction
 from actstore.core._moments import PairMoments, moments_of
 
 

@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 
 from actstore import ActstoreError
-from actstore.alignment._alignment import (
-    align_from_parts,
+from actstore.alignment import (
     align_pair,
     bin_units,
     bipartite_matching,
     correlations_from_moments,
     joint_clusters,
+    lasso_gram,
     mutual_information,
     semi_matching,
+    sparse_prediction,
     spectral_clusters,
-    split_mask,
 )
-from actstore.alignment._lasso import lasso_gram, sparse_prediction
+from actstore.alignment._alignment import align_from_parts, split_mask
 from actstore.core._moments import PairMoments, moments_of
 
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from actstore import ActstoreError
-from actstore.similarity._select import parse_selection, select, stimulus_subset
-from actstore.similarity._similarity import similarity_matrix
+from actstore._execution import Execution
+from actstore.similarity import (
+    SimilarityConfig,
+    parse_selection,
+    select,
+    similarity_matrix,
+    stimulus_subset,
+)
+
+IN_PROCESS = Execution(workers=1)
 
 N = 36
 
@@ -121,12 +129,14 @@ def test_runs_on_different_samples_are_named(tmp_path):
 
 
 def test_similarity_job_writes_a_result_with_coordinates(store, tmp_path):
-    from actstore.similarity._jobs import similarity_job
+    from actstore.report import write_heatmap
+    from actstore.similarity import similarity_job
 
     st, data = store
     png = tmp_path / "cka.png"
-    ds = similarity_job(st, {"layers": "fc*"}, metric="cka", name="lin", scheduler="sync",
-                        bootstrap=5, png=str(png))
+    ds = similarity_job(st, {"layers": "fc*"}, "lin", config=SimilarityConfig("cka", bootstrap=5),
+                        execution=IN_PROCESS)
+    write_heatmap(ds, str(png))
     sim = ds["similarity"]
     assert sim.dims == ("rep_a", "rep_b") and sim.shape == (6, 6)
     assert list(ds["layer_a"].values) == ["fc1", "fc2"] * 3
@@ -143,33 +153,32 @@ def test_similarity_job_writes_a_result_with_coordinates(store, tmp_path):
 
 
 def test_similarity_job_refuses_bad_metric_before_writing(store):
-    from actstore.similarity._jobs import similarity_job
-
     st, _ = store
     with pytest.raises(ActstoreError, match="choose one of"):
-        similarity_job(st, metric="svcca", scheduler="sync")
+        SimilarityConfig("svcca")
     with pytest.raises(ActstoreError, match="parameters are: debiased"):
-        similarity_job(st, metric="cka", params={"sigma": 2}, scheduler="sync")
+        SimilarityConfig("cka", params={"sigma": 2})
     assert st.result_names() == []
 
 
 def test_similarity_job_on_a_dask_cluster_matches_in_process(store):
-    from actstore.similarity._jobs import similarity_job
+    from actstore.similarity import similarity_job
 
     st, _ = store
-    kw = {"metric": "rsa", "params": {"compare": "spearman"}, "write": False}
-    a = similarity_job(st, {"layers": "fc*"}, scheduler="sync", **kw)
-    b = similarity_job(st, {"layers": "fc*"}, n_workers=2, max_memory=40_000, **kw)
+    config = SimilarityConfig("rsa", {"compare": "spearman"})
+    a = similarity_job(st, {"layers": "fc*"}, config=config, write=False, execution=IN_PROCESS)
+    small = SimilarityConfig("rsa", {"compare": "spearman"}, max_memory=40_000)
+    b = similarity_job(st, {"layers": "fc*"}, config=small, write=False,
+                       execution=Execution(workers=2))
     np.testing.assert_allclose(b["similarity"].values, a["similarity"].values, atol=1e-12)
 
 
 def test_alignment_job_over_positions_and_pairs(store):
-    from actstore.alignment._alignment import align_pair
-    from actstore.similarity._jobs import alignment_job, summary_rows
+    from actstore.alignment import align_pair, alignment_job, summary_rows
 
     st, data = store
     out = alignment_job(st, ["mlp-a-s0", "mlp-a-s1", "mlp-b-s0"], layers="conv,fc1",
-                        checkpoint="first", scheduler="sync", name="seeds")
+                        checkpoint="first", execution=IN_PROCESS, name="seeds")
     assert set(out) == {"conv", "fc1"}
     conv = out["conv"]
     assert conv.attrs["positions"] is True
@@ -191,11 +200,23 @@ def test_alignment_job_over_positions_and_pairs(store):
 
 
 def test_alignment_job_errors(store):
-    from actstore.similarity._jobs import alignment_job
+    from actstore.alignment import AlignConfig, alignment_job
 
     st, _ = store
     with pytest.raises(ActstoreError, match="at least two runs"):
-        alignment_job(st, ["mlp-a-s0"], scheduler="sync")
+        alignment_job(st, ["mlp-a-s0"], execution=IN_PROCESS)
     with pytest.raises(ActstoreError, match="reduce flatten"):
-        alignment_job(st, ["mlp-a-s0", "mlp-a-s1"], layers="fc1", positions="yes",
-                      scheduler="sync")
+        alignment_job(st, ["mlp-a-s0", "mlp-a-s1"], layers="fc1",
+                      config=AlignConfig(positions="yes"), execution=IN_PROCESS)
+    with pytest.raises(ActstoreError, match="one checkpoint"):
+        alignment_job(st, ["mlp-a-s0", "mlp-a-s1"], checkpoint="first,last",
+                      execution=IN_PROCESS)
+
+
+def test_checkpoints_first_and_last_as_everywhere(store):
+    st, _ = store
+    sel = select(st, runs="mlp-a-s0", layers="fc1", checkpoints="first,last")
+    assert [r.checkpoint for r in sel.refs] == [0, 100]
+    assert select(st, runs="mlp-a-s0", layers="fc1").refs[0].checkpoint == 100
+    with pytest.raises(ActstoreError, match="cannot read the checkpoint selection 'x'"):
+        select(st, checkpoints="x")

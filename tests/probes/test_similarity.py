@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -11,18 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actstore import ActstoreError
-from actstore.similarity._bootstrap import (
-    bootstrap_indices,
-    bootstrap_replicates,
-    bootstrap_similarity,
-)
-from actstore.similarity._similarity import (
+from actstore.similarity import (
     SIMILARITIES,
+    SIMILARITY_METRICS,
     LazyRep,
+    bootstrap_indices,
+    bootstrap_similarity,
     plan_similarity,
     similarity,
     similarity_matrix,
 )
+from actstore.similarity._bootstrap import bootstrap_replicates
 
 # -- straightforward per-pair references ------------------------------------------------------
 
@@ -82,27 +83,59 @@ def ref_procrustes(X, Y):
     return scale
 
 
+#: metric -> its per-pair reference ``ref(X, Y, params)`` (every parameter given).
+REFERENCES = {
+    "cka": lambda X, Y, p: ref_cka(X @ X.T, Y @ Y.T, p["debiased"]),
+    "rbf_cka": lambda X, Y, p: ref_cka(ref_rbf(X, p["t"]), ref_rbf(Y, p["t"]), p["debiased"]),
+    "rsa": lambda X, Y, p: ref_rsa(X, Y, p["rdm"], p["compare"]),
+    "procrustes": lambda X, Y, p: ref_procrustes(X, Y),
+}
+
+
 def reference(X, Y, metric, params):
-    if metric == "cka":
-        return ref_cka(X @ X.T, Y @ Y.T, params.get("debiased", False))
-    if metric == "rbf_cka":
-        t = params.get("t", 1.0)
-        return ref_cka(ref_rbf(X, t), ref_rbf(Y, t), params.get("debiased", False))
-    if metric == "rsa":
-        return ref_rsa(X, Y, params.get("rdm", "correlation"), params.get("compare", "pearson"))
-    return ref_procrustes(X, Y)
+    return REFERENCES[metric](X, Y, {**SIMILARITY_METRICS[metric].defaults(), **params})
 
 
-CASES = [
-    ("cka", {}),
-    ("cka", {"debiased": True}),
-    ("rbf_cka", {"t": 0.5}),
-    ("rbf_cka", {"t": 1.3, "debiased": True}),
-    *[("rsa", {"rdm": r, "compare": c})
-      for r in ("correlation", "cosine", "euclidean", "sqeuclidean")
-      for c in ("pearson", "spearman", "cosine")],
-    ("procrustes", {}),
-]
+def _values(param):
+    """Values of a metric parameter that the tests run: every choice, both booleans, and the
+    default and the example of a number."""
+    if param.kind == "choice":
+        return list(param.choices)
+    if param.kind == "bool":
+        return [False, True]
+    return [param.default, float(param.example)]
+
+
+def _cases():
+    """(metric, params) for every metric of the registry and every combination of the values
+    of its parameters (:func:`_values`)."""
+    out = []
+    for name, metric in SIMILARITY_METRICS.items():
+        keys = list(metric.params)
+        for combo in itertools.product(*(_values(metric.params[k]) for k in keys)):
+            out.append((name, dict(zip(keys, combo, strict=True))))
+    return out
+
+
+CASES = _cases()
+
+#: What each metric promises to be invariant to, given all its parameters (the table of
+#: docs/similarity.md).
+PROMISES = {
+    "cka": lambda p: {"orthogonal", "scale", "permutation", "translation"},
+    "rbf_cka": lambda p: {"orthogonal", "scale", "permutation", "translation"},
+    "rsa": lambda p: (
+        {"scale", "permutation"}
+        | (set() if p["rdm"] == "correlation" else {"orthogonal"})
+        | ({"translation"} if p["rdm"] in ("euclidean", "sqeuclidean") else set())
+    ),
+    "procrustes": lambda p: {"orthogonal", "scale", "permutation", "translation"},
+}
+
+
+def promises(case):
+    metric, params = case
+    return PROMISES[metric]({**SIMILARITY_METRICS[metric].defaults(), **params})
 
 
 def _ids(case):
@@ -251,7 +284,7 @@ def test_lazy_reps_are_loaded_on_demand():
 
 # -- invariances (hypothesis) -----------------------------------------------------------------
 
-ORTHO_INVARIANT = [c for c in CASES if c[0] != "rsa" or c[1]["rdm"] != "correlation"]
+ORTHO_INVARIANT = [c for c in CASES if "orthogonal" in promises(c)]
 # Widths start at 3: two-unit patterns correlate at exactly +-1, so a correlation RDM of
 # two units is all ties, ranked by round-off alone.
 
@@ -296,6 +329,19 @@ def test_invariant_to_unit_permutation(seed, n, d, case):
     a = similarity(X, Y, metric, **params)
     b = similarity(X[:, rng.permutation(d)], Y, metric, **params)
     assert b == pytest.approx(a, abs=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(8, 20), d=st.integers(3, 9),
+       shift=st.floats(-1e2, 1e2), case=st.sampled_from(
+           [c for c in CASES if "translation" in promises(c)]))
+def test_invariant_to_translation(seed, n, d, shift, case):
+    metric, params = case
+    rng = np.random.default_rng(seed)
+    X, Y = rng.normal(size=(n, d)), rng.normal(size=(n, 4))
+    a = similarity(X, Y, metric, **params)
+    b = similarity(X + shift * rng.normal(size=d), Y, metric, **params)
+    assert b == pytest.approx(a, abs=1e-8)
 
 
 def test_correlation_rdm_is_not_rotation_invariant():
@@ -425,3 +471,46 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_estimate():
     assert ((boot.low[off] <= est + 0.05) & (est - 0.05 <= boot.high[off])).all()
     with pytest.raises(ActstoreError, match="confidence level"):
         bootstrap_similarity(reps, "cka", n_boot=5, ci=95)
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SIMILARITY_METRICS))
+def test_every_metric_has_a_reference_and_promises(name):
+    """Adding a metric to the registry adds it to every test above: it needs both."""
+    assert name in REFERENCES and name in PROMISES
+    assert any(c[0] == name for c in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_symmetric_with_one_on_the_diagonal(case):
+    metric, params = case
+    reps = _reps(seed=3)
+    res = similarity_matrix(reps, metric, **params)
+    np.testing.assert_array_equal(res.values, res.values.T)
+    np.testing.assert_array_equal(np.diag(res.values), np.ones(len(reps)))
+    assert (np.abs(res.values) <= 1.0).all()
+    assert res.params == params and res.metric == metric
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_a_constant_representation_is_degenerate(case):
+    """No variation: its row and column are 0, its diagonal entry too (not 1)."""
+    metric, params = case
+    reps = [*_reps(seed=4), np.full((23, 5), 2.0)]
+    res = similarity_matrix(reps, metric, **params)
+    assert res.degenerate.tolist() == [False] * 4 + [True]
+    assert not res.values[-1].any() and not res.values[:, -1].any()
+
+
+@pytest.mark.parametrize("name", list(SIMILARITY_METRICS))
+def test_registry_defaults_are_those_of_the_signature_function(name):
+    import inspect
+
+    metric = SIMILARITY_METRICS[name]
+    assert SIMILARITIES[name] is metric.signature
+    sig = inspect.signature(metric.signature).parameters
+    assert {k: sig[k].default for k in metric.params} == metric.defaults()
+    assert [p for p in sig if p not in ("X", "idx", "chunks")] == list(metric.params)
+    assert metric.rdm_based == (name == "rsa")

@@ -9,14 +9,15 @@ import scipy.spatial.distance as ssd
 import scipy.stats
 
 from actstore import ActstoreError
-from actstore.similarity._bootstrap import bootstrap_indices, bootstrap_similarity
-from actstore.similarity._rdm import pattern_form, rdm_strip
-from actstore.similarity._similarity import (
+from actstore.similarity import (
     LazyRep,
+    bootstrap_indices,
+    bootstrap_similarity,
     plan_similarity,
     similarity,
     similarity_matrix,
 )
+from actstore.similarity._rdm import pattern_form, rdm_strip
 
 torch = pytest.importorskip("torch")
 

@@ -10,16 +10,20 @@ from stores import error_line
 from typer.testing import CliRunner
 
 from actstore import ActstoreError
+from actstore._execution import Execution
 from actstore.cli import app
-from actstore.similarity._jobs import similarity_job
-from actstore.similarity._select import parse_selection, parse_selections, select, select_many
-from actstore.similarity._signatures import cka_signature
-from actstore.similarity._similarity import (
+from actstore.similarity import (
     METRIC_PARAMS,
     SIMILARITIES,
-    check_params,
+    cka_signature,
+    parse_selection,
+    parse_selections,
+    select,
+    select_many,
+    similarity_job,
     similarity_matrix,
 )
+from actstore.similarity._metrics import check_params
 from actstore.store import open_store
 
 runner = CliRunner()
@@ -264,5 +268,56 @@ def test_python_api_of_unions(store):
         select_many(st, [])
     ds = similarity_job(store, [{"runs": "mlp_a", "checkpoints": "all"},
                                 {"runs": "cnn_c", "layers": "conv*"}],
-                        scheduler="sync", write=False)
+                        write=False, execution=Execution(workers=1))
     assert list(ds["label_a"].values) == UNION
+
+
+# -- the settings of the analysis -------------------------------------------------------------
+
+
+def test_similarity_config_records_every_parameter_and_reads_study_options():
+    from actstore.similarity import SimilarityConfig
+
+    config = SimilarityConfig("rsa", {"compare": "SPEARMAN"})
+    assert config.params == {"compare": "spearman"}
+    assert config.to_json() == {"metric": "rsa", "bootstrap": 0,
+                                "params": {"rdm": "correlation", "compare": "spearman"}}
+    assert SimilarityConfig(bootstrap=3, seed=2).to_json()["seed"] == 2
+    read = SimilarityConfig.from_options({"metric": "rsa", "params": {"compare": "spearman"},
+                                          "runs": "mlp_a", "bootstrap": "0"})
+    assert read == config
+    with pytest.raises(ActstoreError, match="unknown option 'folds' of the similarity"):
+        SimilarityConfig.from_options({"folds": 3})
+    with pytest.raises(ActstoreError, match="at least 2 replicates|>= 2 replicates"):
+        SimilarityConfig(bootstrap=1)
+    with pytest.raises(ActstoreError, match="bootstrap seed must be an integer >= 0"):
+        SimilarityConfig(seed=-1)
+
+
+def test_align_config_records_its_settings_and_reads_study_options():
+    from actstore.alignment import LASSO_ALPHAS, AlignConfig
+
+    config = AlignConfig.from_options({"lasso": False, "n_clusters": 3, "stimuli": "first:5"})
+    assert config == AlignConfig(lasso=False, n_clusters=3)
+    assert config.to_json()["alphas"] is None
+    assert AlignConfig().to_json()["alphas"] == list(LASSO_ALPHAS)
+    with pytest.raises(ActstoreError, match="unknown option 'metric' of the align"):
+        AlignConfig.from_options({"metric": "cka"})
+    with pytest.raises(ActstoreError, match="positions must be auto, yes or no"):
+        AlignConfig(positions="maybe")
+    with pytest.raises(ActstoreError, match="LASSO penalties must be finite numbers >= 0"):
+        AlignConfig(alphas=(-1.0,))
+
+
+def test_one_checkpoint_syntax_with_the_analysis_default():
+    from actstore.similarity import parse_checkpoints
+
+    assert parse_checkpoints(None, default="last") == ["last"]
+    assert parse_checkpoints(None) is None
+    assert parse_checkpoints("first,last") == ["first", "last"]
+    assert parse_checkpoints([0, "1000", 0]) == [0, 1000]
+    assert parse_checkpoints(5) == [5]
+    assert parse_checkpoints("all,last") is None
+    for bad in ("abc", "", " , ", "first;last"):
+        with pytest.raises(ActstoreError, match="cannot read the checkpoint selection"):
+            parse_checkpoints(bad)

@@ -1,5 +1,11 @@
 """Representation selection over a store: which (run, checkpoint, layer), on which stimuli.
 
+The selection every analysis shares: :func:`select` and :func:`select_many` choose
+representations (read lazily, :class:`LazyRep`), :func:`parse_checkpoints` is the one reader of
+a checkpoint selection (``all``, ``first``, ``last``, steps, or a comma-separated mix such as
+``first,last``; each analysis gives its own default), :func:`stimulus_subset` the one reader of
+a stimulus subset.
+
 Examples
 --------
 All layers of all runs at the last checkpoint::
@@ -29,32 +35,59 @@ the named label features, e.g. an RSA set of one image per shape x colour).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from actstore._args import as_mapping, as_names
+from actstore._args import as_mapping
+from actstore._dask import for_workers
 from actstore._errors import ActstoreError
-from actstore.similarity._similarity import LazyRep
 
 __all__ = [
+    "ATTR_KEYS",
+    "CHECKPOINT_WORDS",
     "COORDS",
+    "LazyRep",
     "RepRef",
     "Selection",
-    "parse_selection",
-    "parse_selections",
+    "check_not_blank",
+    "parse_checkpoints",
     "select",
     "select_many",
     "stimulus_subset",
 ]
 
+
+@dataclass(frozen=True)
+class LazyRep:
+    """A representation that is read only when the engine needs it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(n_stimuli, n_units)`` of the array that ``load`` returns.
+    load : callable
+        Returns the activations, an array of shape ``shape`` (any dtype, any backend).
+    name : str
+        Used in error messages and results.
+    """
+
+    shape: tuple[int, int]
+    load: Callable[[], Any]
+    name: str = ""
+
+
 #: Coordinates that describe each selected representation.
 COORDS = ("run", "model", "task", "seed", "checkpoint", "layer")
 
 #: Run attributes usable as filters.
-_ATTR_KEYS = ("model", "task", "seed", "dataset", "variant")
+ATTR_KEYS = ("model", "task", "seed", "dataset", "variant")
+
+
+#: Words of a checkpoint selection besides training steps.
+CHECKPOINT_WORDS = ("all", "first", "last")
 
 
 @dataclass(frozen=True)
@@ -167,31 +200,68 @@ def _match(name: str, patterns: list[str] | None) -> bool:
     return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _steps(reader: Any, spec: Any) -> list[int]:
-    done = reader.complete_steps
-    if not done:
-        return []
-    if spec is None or spec == "last":
-        return [max(done)]
-    if spec == "first":
-        return [min(done)]
-    if spec == "all":
-        return sorted(done)
-    words = _split(spec) or []
-    bad = [w for w in words if not w.lstrip("-").isdigit()]
-    if bad or not words:
+
+
+def parse_checkpoints(spec: Any, default: str = "all") -> list[str | int] | None:
+    """Read a checkpoint selection: ``None`` for every checkpoint, else its items in order.
+
+    Parameters
+    ----------
+    spec : str, int or sequence of str or int, or None
+        ``"all"``, ``"first"``, ``"last"``, a training step, or several of them as a
+        comma-separated string (``"first,last"``, ``"0,1000"``) or a sequence (``[0, 1000]``).
+        ``None``: ``default``.
+    default : str
+        The analysis's default selection (a string of the same syntax).
+
+    Returns
+    -------
+    list of {"first", "last"} or int, or None
+        ``None`` when ``"all"`` is among the items; else ``"first"``/``"last"`` (to be read
+        as a run's first or last complete checkpoint) and steps, repeats dropped.
+
+    Raises
+    ------
+    ActstoreError
+        An empty selection, or an item that is neither a word above nor a whole number.
+    """
+    if spec is None:
+        spec = default
+    words = _split(int(spec) if isinstance(spec, (int, np.integer)) else spec) or []
+    bad = [w for w in words if w not in CHECKPOINT_WORDS and not w.lstrip("-").isdigit()]
+    if bad or not words or isinstance(spec, (bool, np.bool_)):
         raise ActstoreError(
             f"cannot read the checkpoint selection {str(spec)!r}; give last, first, all or "
-            f"training steps (run {reader.run_id!r} has {', '.join(map(str, sorted(done)))})"
+            "training steps, or several separated by commas (e.g. first,last or 0,1000)"
         )
-    wanted = [int(w) for w in words]
+    if "all" in words:
+        return None
+    items = [w if w in CHECKPOINT_WORDS else int(w) for w in words]
+    return list(dict.fromkeys(items))
+
+
+def _steps(reader: Any, spec: Any) -> list[int]:
+    """The complete checkpoints of a run that ``spec`` selects (default: the last)."""
+    done = sorted(reader.complete_steps)
+    try:
+        items = parse_checkpoints(spec, default="last")
+    except ActstoreError as e:
+        raise ActstoreError(
+            f"{e} (run {reader.run_id!r} has {', '.join(map(str, done)) or 'no complete one'})"
+        ) from None
+    if not done:
+        return []
+    if items is None:
+        return done
+    wanted = [done[0] if s == "first" else done[-1] if s == "last" else int(s) for s in items]
     missing = [s for s in wanted if s not in done]
     if missing:
         raise ActstoreError(
             f"run {reader.run_id!r} has no complete checkpoint at step(s) {missing}; "
-            f"complete steps: {sorted(done)}"
+            f"complete steps: {done}"
         )
-    return wanted
+    return sorted(set(wanted)) if len(items) > 1 else wanted
+
 
 
 def select(
@@ -236,11 +306,11 @@ def select(
         store = open_store(store)
     where = as_mapping(where or {}, "where", "give run attributes to match, e.g. "
                        "where={'seed': 0, 'task': 'shape'}")
-    bad = [k for k in where if k not in _ATTR_KEYS]
+    bad = [k for k in where if k not in ATTR_KEYS]
     if bad:
         raise ActstoreError(
             f"unknown selection key {bad[0]!r}; use run, layer, checkpoint, "
-            f"{', '.join(_ATTR_KEYS)}"
+            f"{', '.join(ATTR_KEYS)}"
         )
     run_pat, layer_pat = _split(runs), _split(layers)
     all_runs = store.run_ids()
@@ -294,7 +364,7 @@ def select(
     idx = stimulus_subset(stimuli, len(first_sample[1]), labels)
     sample = first_sample[1] if idx is None else first_sample[1][idx]
     return Selection(
-        url=_absolute(store.url), refs=refs, stimuli=idx, sample=sample,
+        url=for_workers(store.url), refs=refs, stimuli=idx, sample=sample,
         storage_options=getattr(store, "storage_options", None), layer_info=info,
     )
 
@@ -334,13 +404,6 @@ def _why_nothing(
         if miss and (kind == "run" or layers):
             return f": no {kind} matches {miss[0]!r}"
     return ""
-
-
-def _absolute(url: str) -> str:
-    """Local paths made absolute, so that workers in other directories find the store."""
-    import os
-
-    return url if "://" in url else os.path.abspath(url)
 
 
 def stimulus_subset(spec: Any, n: int, labels: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -409,96 +472,6 @@ def _per_combination(
         members = np.flatnonzero(group == g)
         chosen.append(rng.choice(members, size=min(k, len(members)), replace=False))
     return np.sort(np.concatenate(chosen))
-
-
-def parse_selection(spec: str | Sequence[str] | None) -> dict[str, Any]:
-    """Read a command-line selection into keyword arguments of :func:`select`.
-
-    ``"run=seed*;layer=fc6,fc7;checkpoint=all;seed=0"``: ``key=value`` terms separated by
-    ``;`` (or given as separate strings: terms of one selection); keys ``run``, ``layer``,
-    ``checkpoint``, ``stimuli`` and the run attributes ``model``, ``task``, ``seed``,
-    ``dataset``, ``variant``.
-
-    Parameters
-    ----------
-    spec : str or sequence of str or None
-        ``None`` selects everything.
-
-    Returns
-    -------
-    dict
-        Keyword arguments of :func:`select`: ``where`` (attribute -> value) and, when given,
-        ``runs``, ``layers``, ``checkpoints``, ``stimuli``.
-
-    Raises
-    ------
-    ActstoreError
-        If a term is not ``key=value``, names an unknown key, or repeats a key (several
-        strings are terms of one selection; for a union of selections see
-        :func:`parse_selections`).
-    """
-    terms: list[str] = []
-    specs = [] if spec is None else as_names(spec, "selection", allow_empty=True)
-    for s in specs:
-        terms += [t.strip() for t in s.split(";") if t.strip()]
-    out: dict[str, Any] = {"where": {}}
-    given: dict[str, str] = {}
-    for t in terms:
-        if "=" not in t:
-            raise ActstoreError(
-                f"selection term {t!r} is not key=value; e.g. 'layer=fc6;checkpoint=last;seed=0'"
-            )
-        key, value = (p.strip() for p in t.split("=", 1))
-        canon = _KEY_ALIASES.get(key, key)
-        if canon in given:
-            raise ActstoreError(
-                f"selection key {canon} is given twice in one selection ({given[canon]!r} and "
-                f"{t!r}); join values with commas ({canon}=a,b), or give each as its own "
-                "selection (another --select) for their union"
-            )
-        given[canon] = t
-        if key in ("run", "runs"):
-            out["runs"] = value
-        elif key in ("layer", "layers"):
-            out["layers"] = value
-        elif key in ("checkpoint", "checkpoints", "step"):
-            out["checkpoints"] = value
-        elif key == "stimuli":
-            out["stimuli"] = value
-        elif key in _ATTR_KEYS:
-            out["where"][key] = value
-        else:
-            raise ActstoreError(
-                f"unknown selection key {key!r}; use run, layer, checkpoint, stimuli, "
-                f"{', '.join(_ATTR_KEYS)}"
-            )
-    return out
-
-
-#: Other spellings of the selection keys.
-_KEY_ALIASES = {"runs": "run", "layers": "layer", "checkpoints": "checkpoint",
-                "step": "checkpoint"}
-
-
-def parse_selections(specs: str | Sequence[str] | None) -> list[dict[str, Any]]:
-    """Read repeated command-line selections (``--select`` given several times).
-
-    Each string is one whole selection (``key=value`` terms joined by ``;``, read by
-    :func:`parse_selection`, with its own defaults for the keys it does not give); the
-    representations are the union of the selections (see :func:`select_many`).
-
-    Parameters
-    ----------
-    specs : str or sequence of str or None
-        ``None`` or no strings: one selection of everything.
-
-    Returns
-    -------
-    list of dict
-        Keyword arguments of :func:`select`, one dict per selection (at least one).
-    """
-    items = [] if specs is None else as_names(specs, "selection", allow_empty=True)
-    return [parse_selection(s) for s in items] or [parse_selection(None)]
 
 
 def _same_stimuli(a: Any, b: Any) -> bool:
