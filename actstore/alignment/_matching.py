@@ -61,7 +61,7 @@ def bipartite_matching(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     ActstoreError
-        If ``C`` is not a non-empty 2-D array of finite numbers.
+        As :func:`semi_matching`.
     """
     return unchecked_bipartite(similarity_input(C, "C (the similarity matrix)"))
 

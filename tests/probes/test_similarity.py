@@ -508,9 +508,11 @@ def test_a_constant_representation_is_degenerate(case):
 def test_registry_defaults_are_those_of_the_signature_function(name):
     import inspect
 
+    from actstore.similarity._metrics import ENGINE_ARGS
+
     metric = SIMILARITY_METRICS[name]
     assert SIMILARITIES[name] is metric.signature
     sig = inspect.signature(metric.signature).parameters
     assert {k: sig[k].default for k in metric.params} == metric.defaults()
-    assert [p for p in sig if p not in ("X", "idx", "chunks")] == list(metric.params)
+    assert [p for p in sig if p not in ("X", *ENGINE_ARGS)] == list(metric.params)
     assert metric.rdm_based == (name == "rsa")
