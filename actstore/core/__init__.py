@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from actstore.core._blocks import ArraySource, CachedSource
 from actstore.core._folds import (
     Folds,
     check_folds,
@@ -9,8 +10,10 @@ from actstore.core._folds import (
     predefined_folds,
     stratified_folds,
 )
+from actstore.core._gram import accumulate_gram
 from actstore.core._moments import PairMoments
-from actstore.core._stats import ArraySource, CachedSource, accumulate_gram, accumulate_groups
+from actstore.core._source import ReaderSource
+from actstore.core._stats import accumulate_groups
 from actstore.core._targets import Targets, encode_targets
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "CachedSource",
     "Folds",
     "PairMoments",
+    "ReaderSource",
     "Targets",
     "accumulate_gram",
     "accumulate_groups",

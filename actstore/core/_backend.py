@@ -19,15 +19,19 @@ from actstore._errors import ActstoreError
 __all__ = [
     "BACKENDS",
     "DeviceUnavailableError",
+    "array_device",
     "check_device",
     "cupy_available",
     "device_of",
+    "float64_like",
     "get_namespace",
     "gpu_available",
+    "index_on",
     "move_to",
     "spd_solve",
     "to_numpy",
     "unit_minus_gram",
+    "zeros_maker",
 ]
 
 #: Names accepted by ``--device`` and :func:`move_to`.
@@ -241,7 +245,7 @@ def unit_minus_gram(A: Any, offset: float) -> Any:
         c[np.diag_indices(m)] += 1.0
         # A.T is Fortran-ordered (k, m): trans=1 gives (A.T)^T A.T = A A^T without a copy
         return dsyrk(-1.0, A.T, beta=1.0, c=c, trans=1, lower=0, overwrite_c=1)
-    eye = xp.eye(m, dtype=A.dtype, device=_device_of(A))
+    eye = xp.eye(m, dtype=A.dtype, device=array_device(A))
     return eye - offset - A @ xp.matrix_transpose(A)
 
 
@@ -274,7 +278,31 @@ def spd_solve(M: Any, B: Any) -> Any:
     return xp.linalg.solve(M, B)
 
 
-def _device_of(x: Any) -> Any:
+def array_device(x: Any) -> Any:
+    """The device object of an array (the array API's ``device(x)``): new arrays made with
+    ``device=array_device(x)`` live next to ``x``."""
     from array_api_compat import device
 
     return device(x)
+
+
+def float64_like(a: Any, like: Any) -> Any:
+    """A host array as float64 on the namespace and device of ``like``."""
+    xp = get_namespace(like)
+    if xp.__name__.endswith("numpy"):
+        return np.asarray(a, dtype=np.float64)
+    return xp.asarray(a, dtype=xp.float64, device=array_device(like))
+
+
+def zeros_maker(like: Any) -> Any:
+    """A ``zeros(*shape)`` maker for float64 arrays on the namespace and device of ``like``."""
+    xp, dev = get_namespace(like), array_device(like)
+    return lambda *shape: xp.zeros(shape, dtype=xp.float64, device=dev)
+
+
+def index_on(rows: np.ndarray, like: Any) -> Any:
+    """Host row indices as an index array for ``like``'s namespace and device."""
+    xp = get_namespace(like)
+    if xp.__name__.endswith("numpy"):
+        return rows
+    return xp.asarray(rows, dtype=xp.int64, device=array_device(like))

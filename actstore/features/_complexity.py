@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actstore._errors import ActstoreError
+from actstore.core._blocks import ArraySource, BlockSource, CachedSource
 from actstore.core._folds import Folds
-from actstore.core._stats import ArraySource, BlockSource, CachedSource
 from actstore.core._targets import FeatureSpec, Targets
 from actstore.decode._metrics import select_penalty
 from actstore.decode._ridge import DEFAULT_ALPHAS, ridge_cv

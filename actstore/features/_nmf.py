@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.core._backend import get_namespace, to_numpy
-from actstore.core._stats import ArraySource, BlockSource, CachedSource
+from actstore.core._backend import array_device, float64_like, get_namespace, to_numpy
+from actstore.core._blocks import ArraySource, BlockSource, CachedSource
 
 __all__ = ["NEGATIVE", "NMFResult", "hals_codes", "hals_dictionary", "nmf", "nmf_transform"]
 
@@ -81,12 +81,6 @@ class NMFResult:
         return (f"NMFResult(n_samples={n}, k={k}, n_units={self.dictionary.shape[1]}, "
                 f"relative_error={self.relative_error:.4g}, n_epochs={self.n_epochs}, "
                 f"clipped={self.clipped:.3g})")
-
-
-def _device(x: Any) -> Any:
-    from array_api_compat import device
-
-    return device(x)
 
 
 def hals_codes(Z: Any, R: Any, G: Any, sweeps: int = 1) -> Any:
@@ -193,10 +187,7 @@ def _scan(source: CachedSource, negative: str) -> tuple[float, float, float, int
 def _random(rng: np.random.Generator, shape: tuple[int, ...], scale: float, like: Any) -> Any:
     """scikit-learn's ``init="random"`` family: ``scale * |N(0, 1)|``."""
     host = scale * np.abs(rng.standard_normal(shape))
-    xp = get_namespace(like)
-    if xp.__name__.endswith("numpy"):
-        return host
-    return xp.asarray(host, dtype=xp.float64, device=_device(like))
+    return float64_like(host, like)
 
 
 def nmf(
@@ -284,8 +275,8 @@ def nmf(
             xp = get_namespace(Ab)
             if D is None:
                 D = _random(rng, (k, src.d), scale, Ab)
-                H = xp.zeros((k, k), dtype=xp.float64, device=_device(Ab))
-                Q = xp.zeros((k, src.d), dtype=xp.float64, device=_device(Ab))
+                H = xp.zeros((k, k), dtype=xp.float64, device=array_device(Ab))
+                Q = xp.zeros((k, src.d), dtype=xp.float64, device=array_device(Ab))
             Dt = xp.matrix_transpose(D)
             first = i == len(Z)
             if first:  # first visit: random codes, no old contribution

@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.core._backend import get_namespace
+from actstore.core._backend import float64_like, get_namespace, index_on, zeros_maker
+from actstore.core._blocks import ArraySource, BlockSource, CachedSource, coalesce
 from actstore.core._folds import Folds
 from actstore.core._plan import META_PREFIXES
-from actstore.core._stats import ArraySource, BlockSource, CachedSource, coalesce
+from actstore.core._stats import sum_arrays
 from actstore.core._targets import Targets, encode_targets
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 class ReaderSource:
-    """A :class:`~actstore.core._stats.BlockSource` over one (run, layer, checkpoint).
+    """A :class:`~actstore.core._blocks.BlockSource` over one (run, layer, checkpoint).
 
     Parameters
     ----------
@@ -106,27 +107,10 @@ class DesignStats:
         return (
             float(self.count[keep].sum()),
             self.sf[keep].sum(axis=0),
-            _sum([self.sp[g] for g in keep]),
+            sum_arrays([self.sp[g] for g in keep]),
             self.ff[keep].sum(axis=0),
-            _sum([self.fp[g] for g in keep]),
+            sum_arrays([self.fp[g] for g in keep]),
         )
-
-
-def _sum(arrs: list[Any]) -> Any:
-    out = arrs[0]
-    for a in arrs[1:]:
-        out = out + a
-    return out
-
-
-def _on(a: np.ndarray, like: Any) -> Any:
-    """Host float64 array on the namespace and device of ``like``."""
-    xp = get_namespace(like)
-    if xp.__name__.endswith("numpy"):
-        return np.asarray(a, dtype=np.float64)
-    from array_api_compat import device
-
-    return xp.asarray(np.asarray(a, dtype=np.float64), dtype=xp.float64, device=device(like))
 
 
 def accumulate_design(source: BlockSource, targets: Targets, folds: Folds) -> DesignStats:
@@ -163,19 +147,17 @@ def accumulate_design(source: BlockSource, targets: Targets, folds: Folds) -> De
         ff[g] = Fg.T @ Fg
         sf[g] = Fg.sum(axis=0)
         count[g] = rows.sum()
-    from array_api_compat import device
-
     st: DesignStats | None = None
     for a, b, block in coalesce(source.blocks(), source.d):
         xp = get_namespace(block)
         P = xp.astype(block, xp.float64)
         if st is None:
-            d, dev = P.shape[1], device(P)
+            d, zeros = P.shape[1], zeros_maker(P)
             st = DesignStats(
                 count, xp.mean(P, axis=0),
-                [xp.zeros(d, dtype=xp.float64, device=dev) for _ in range(G)],
-                [xp.zeros(d, dtype=xp.float64, device=dev) for _ in range(G)],
-                [xp.zeros((q, d), dtype=xp.float64, device=dev) for _ in range(G)],
+                [zeros(d) for _ in range(G)],
+                [zeros(d) for _ in range(G)],
+                [zeros(q, d) for _ in range(G)],
                 ff, sf,
             )
         P = P - st.shift
@@ -186,12 +168,10 @@ def accumulate_design(source: BlockSource, targets: Targets, folds: Folds) -> De
             if local.size == b - a:
                 Pg = P
             else:
-                idx = local if xp.__name__.endswith("numpy") else xp.asarray(
-                    local, dtype=xp.int64, device=device(P))
-                Pg = xp.take(P, idx, axis=0)
+                Pg = xp.take(P, index_on(local, P), axis=0)
             st.sp[g] += xp.sum(Pg, axis=0)
             st.spp[g] += xp.sum(Pg * Pg, axis=0)
-            st.fp[g] += xp.matrix_transpose(_on(Fb[local], P)) @ Pg
+            st.fp[g] += xp.matrix_transpose(float64_like(Fb[local], P)) @ Pg
     if st is None:
         raise ActstoreError(f"{source.name}: no activation rows to read")
     return st
@@ -232,7 +212,7 @@ def variance_from_stats(
         mF = sF / n  # (q,) host
         mv = sP / n  # (d,) device
         Cff = FF - n * np.outer(mF, mF)
-        Cfp = FP - n * _on(mF, sP)[:, None] * mv[None, :]  # (q, d)
+        Cfp = FP - n * float64_like(mF, sP)[:, None] * mv[None, :]  # (q, d)
         tF, tv, tvv = stats.sf[k], stats.sp[k], stats.spp[k]
         TFF, TFP = stats.ff[k], stats.fp[k]
         sst[k] = float(xp.sum(tvv) - xp.sum(tv * tv) / m)
@@ -240,15 +220,15 @@ def variance_from_stats(
         uu = float(xp.sum(tvv) - 2.0 * xp.sum(mv * tv) + m * xp.sum(mv * mv))
         for j, f in enumerate(targets.features):
             c = slice(f.start, f.stop)
-            B = _on(_pinv_psd(Cff[c, c]), sP) @ Cfp[c]  # (p, d) coefficients
+            B = float64_like(_pinv_psd(Cff[c, c]), sP) @ Cfp[c]  # (p, d) coefficients
             a = mF[c]
             # sum_test g^T u and g^T g, with g = f_c - a
-            Sgu = (TFP[c] - _on(tF[c], tv)[:, None] * mv[None, :]
-                   - _on(a, tv)[:, None] * tv[None, :]
-                   + m * _on(a, tv)[:, None] * mv[None, :])
+            Sgu = (TFP[c] - float64_like(tF[c], tv)[:, None] * mv[None, :]
+                   - float64_like(a, tv)[:, None] * tv[None, :]
+                   + m * float64_like(a, tv)[:, None] * mv[None, :])
             Sgg = TFF[c, c] - np.outer(tF[c], a) - np.outer(a, tF[c]) + m * np.outer(a, a)
             sse[k, j] = uu - 2.0 * float(xp.sum(B * Sgu)) + float(
-                xp.sum(B * (_on(Sgg, B) @ B)))
+                xp.sum(B * (float64_like(Sgg, B) @ B)))
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = 1.0 - sse / sst[:, None]
     return {"sse": sse, "sst": sst, "n_test": n_test, "r2": r2}

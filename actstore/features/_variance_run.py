@@ -16,10 +16,10 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore._execution import Execution, map_jobs
+from actstore.core._blocks import CachedSource
 from actstore.core._folds import describe_folds, label_folds
 from actstore.core._plan import ProbePlan, plan_jobs
 from actstore.core._select import check_not_blank
-from actstore.core._stats import CachedSource
 from actstore.core._targets import encode_targets
 from actstore.features._config import VarianceConfig
 from actstore.features._variance import (
