@@ -11,6 +11,7 @@ from actstore._errors import (
     StoreError,
     WriterConflictError,
 )
+from actstore._execution import Execution
 from actstore.store import (
     ProbeSet,
     Store,
@@ -23,6 +24,7 @@ from actstore.store import (
 __all__ = [
     "ActstoreError",
     "ActstoreWarning",
+    "Execution",
     "ProbeSet",
     "ProvenanceError",
     "Store",
