@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from actstore._execution import Execution
+from actstore import Execution
 from actstore.analyses import ANALYSES
 from actstore.cli._app import command
 from actstore.cli._progress import progress_display
