@@ -12,11 +12,12 @@ from actstore.report._plots import (
     plot_similarity,
     plot_variance,
 )
-from actstore.report._report import Report, default_report_dir, write_report
+from actstore.report._report import SECTIONS, Report, default_report_dir, write_report
 
 __all__ = [
     "HEATMAP_FORMATS",
     "PLOTS",
+    "SECTIONS",
     "Report",
     "check_heatmap_path",
     "default_report_dir",

@@ -22,7 +22,7 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore.report import _plots as P
 
-__all__ = ["Report", "default_report_dir", "write_report"]
+__all__ = ["SECTIONS", "Report", "default_report_dir", "write_report"]
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -272,38 +272,43 @@ def _generic(ds: Any) -> str:
     return f"<p>Variables:</p><ul>{items}</ul>"
 
 
-_SECTIONS: dict[str, Callable[..., str]] = {
+#: The section of each result group (``/results/<group>``), in the order the page shows them:
+#: ``section(result, fig, ctx) -> html``, ``result`` a Dataset (for ``alignment``: the
+#: Datasets of one result by layer). Results of other groups get a list of their variables.
+SECTIONS: dict[str, Callable[..., str]] = {
     "probes": _probes,
     "variance": _variance,
     "similarity": _similarity,
+    "alignment": _alignment,
     "complexity": _complexity,
 }
 
+#: Groups summarised in another group's section (the NMF codes in their complexity result's).
+SHOWN_ELSEWHERE = ("nmf",)
+
 
 def _groups(store: Any) -> list[tuple[str, str, Any]]:
-    """``(analysis, name, dataset or {layer: dataset})`` for every result, in a stable order.
+    """``(group, name, dataset or {layer: dataset})`` for every result, in page order.
 
-    Alignment results ``<name>.<layer>`` are grouped by name; NMF codes are summarised in
-    their complexity result's section.
+    Results are ordered as :data:`SECTIONS`, then by group and name. Alignment results
+    ``<name>.<layer>`` are grouped by name.
     """
     out: list[tuple[str, str, Any]] = []
-    names = store.result_names()
     align: dict[str, dict[str, Any]] = {}
-    for full in names:
-        analysis, name = full.split("/", 1)
-        if analysis == "nmf":
+    for full in store.result_names():
+        group, name = full.split("/", 1)
+        if group in SHOWN_ELSEWHERE:
             continue
-        ds = store.read_result(analysis, name)
-        if analysis == "alignment" and "." in name:
+        ds = store.read_result(group, name)
+        if group == "alignment" and "." in name:
             base, layer = name.rsplit(".", 1)  # layer names hold no dots
             align.setdefault(base, {})[layer] = ds
             continue
-        out.append((analysis, name, ds))
+        out.append((group, name, ds))
     for base, layers in align.items():
         out.append(("alignment", base, layers))
-    order = {k: i for i, k in enumerate(("probes", "variance", "similarity", "alignment",
-                                         "complexity"))}
-    out.sort(key=lambda t: (order.get(t[0], 99), t[0], t[1]))
+    order = {k: i for i, k in enumerate(SECTIONS)}
+    out.sort(key=lambda t: (order.get(t[0], len(order)), t[0], t[1]))
     return out
 
 
@@ -359,12 +364,8 @@ def write_report(
             return fname
 
         try:
-            if analysis == "alignment":
-                text = _alignment(ds, fig, ctx)
-            elif analysis in _SECTIONS:
-                text = _SECTIONS[analysis](ds, fig, ctx)
-            else:
-                text = _generic(ds)
+            section = SECTIONS.get(analysis)
+            text = _generic(ds) if section is None else section(ds, fig, ctx)
         except Exception as e:
             msg = f"{key}: {type(e).__name__}: {e}"
             report.problems.append(msg)
