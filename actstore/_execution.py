@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from actstore._args import instance_or_default
 from actstore._dask import check_execution, for_workers, in_this_process_only
 
-__all__ = ["Execution", "Progress", "map_jobs"]
+__all__ = ["GPU_DEVICES", "Execution", "Progress", "connect", "map_jobs"]
 
 #: ``progress(stage, done, total)``: ``done`` of ``total`` jobs of ``stage`` are finished.
 Progress = Callable[[str, int, int], None]
@@ -64,6 +65,18 @@ class Execution:
     def __post_init__(self) -> None:
         check_execution(self.scheduler, self.workers, self.timeout)
 
+    @classmethod
+    def of(cls, execution: Execution | None) -> Execution:
+        """``execution`` itself, or the default ``Execution()`` for ``None``.
+
+        Raises
+        ------
+        ActstoreError
+            If ``execution`` is something else (the old keyword arguments, a dict).
+        """
+        return instance_or_default(execution, cls, "execution", "Execution(workers=1), or "
+                                   "Execution(scheduler='tcp://host:8786')")
+
     def in_process(self, url: str | None = None) -> bool:
         """Whether jobs on ``url`` run in this process rather than on Dask workers."""
         if url is not None and in_this_process_only(url):
@@ -99,7 +112,7 @@ def map_jobs(
     url: str | None = None,
     stage: str = "jobs",
     client: Any = None,
-) -> Iterator[tuple[int, Any]]:
+) -> Generator[tuple[int, Any], None, None]:
     """Run ``fn(*task)`` for every task; yield ``(index, result)`` as each one finishes.
 
     In this process (see :class:`Execution`) the tasks run one after the other, in order, as
