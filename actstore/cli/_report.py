@@ -18,11 +18,11 @@ console = Console()
 VARIANCE, COMPLEXITY = ANALYSES["variance"], ANALYSES["complexity"]
 
 
-def _layers(text: str | None) -> list[str] | None:
-    """``all`` (or no option) -> None; an empty text -> [] (refused by the analysis)."""
+def _layers(text: str | None) -> tuple[str, ...] | None:
+    """``all`` (or no option) -> None; an empty text -> () (refused by the analysis)."""
     if text is None or text.strip() == "all":
         return None
-    return [x.strip() for x in text.split(",") if x.strip()]
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def _fmt(v: float) -> str:
@@ -74,7 +74,7 @@ def variance_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore._execution import Execution
+    from actstore import Execution
     from actstore.probes import VarianceConfig, run_variance
 
     config = VarianceConfig(n_splits=folds, seed=seed, split=split, denominator=denominator)
@@ -184,7 +184,7 @@ def complexity_cmd(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore._execution import Execution
+    from actstore import Execution
     from actstore.core._backend import check_device
     from actstore.probes import ComplexityConfig, run_complexity
 
