@@ -185,7 +185,7 @@ def complexity_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     from actstore import Execution
-    from actstore.core._backend import check_device
+    from actstore.core import check_device
     from actstore.probes import ComplexityConfig, run_complexity
 
     check_device(device)
