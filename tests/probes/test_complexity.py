@@ -241,3 +241,17 @@ def test_complexity_records_standardize_and_refuses_the_other_setting(synth_stor
     with pytest.raises(ActstoreError, match="standardize"):
         run_complexity(synth_store, name="std", runs="run0",
                        config=ComplexityConfig(standardize=False, **kw))
+
+
+def test_complexity_config_reads_study_options():
+    config = ComplexityConfig.from_options({"runs": "run0", "k": 4, "folds": 3,
+                                            "layers": "layer0, layer1", "checkpoints": False})
+    assert config == ComplexityConfig(k=4, n_splits=3, layers=("layer0", "layer1"),
+                                      over_checkpoints=False)
+    settings = config.to_json()
+    assert settings["layers"] == ["layer0", "layer1"] and settings["threshold"] == 0.5
+    assert "backend" not in settings  # the array backend does not change the numbers
+    with pytest.raises(ActstoreError, match="unknown option 'device'"):
+        ComplexityConfig.from_options({"device": "cuda"})
+    with pytest.raises(ActstoreError, match="threshold"):
+        ComplexityConfig(threshold=2.0)

@@ -194,3 +194,26 @@ def test_store_driver_covers_runs_on_different_probe_sets(tmp_path):
     assert float(r2.sel(run="r0", feature="easy")) > 0.5
     assert float(r2.sel(run="r1", feature="hard")) > 0.5
     assert np.isnan(float(r2.sel(run="r0", feature="hard")))
+
+
+def test_variance_config_reads_study_options_and_records_its_settings(tmp_path):
+    import json
+
+    from actstore.probes import VarianceConfig, run_variance, write_synthetic_store
+    from actstore.store import open_store
+
+    config = VarianceConfig.from_options({"runs": "all", "layers": "layer*", "folds": 3,
+                                          "seed": 2, "denominator": "own"})
+    assert config == VarianceConfig(n_splits=3, seed=2, denominator="own")
+    with pytest.raises(ActstoreError, match="unknown option 'fold'.*options: folds, seed"):
+        VarianceConfig.from_options({"fold": 3})
+    with pytest.raises(ActstoreError, match="at least 2 folds"):
+        VarianceConfig(n_splits=1)
+    url = str(tmp_path / "v.zarr")
+    write_synthetic_store(url, n_runs=1, steps=(0,), widths=(4,), n=60, features={"shape": 3})
+    run_variance(url, name="v", layers="layer*", config=config)
+    stored = json.loads(open_store(url).result_attrs("variance", "v")["actstore.config"])
+    assert stored == {"n_splits": 3, "seed": 2, "split": None, "denominator": "own",
+                      "runs": None, "checkpoints": None, "layers": "layer*", "features": None}
+    with pytest.raises(ActstoreError, match="result name '.v'"):
+        run_variance(url, name=".v", config=config)
