@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from actstore.store import CODECS, ProbeSet, create_store
-from actstore.store._capture import reduce_output, resolve_layers
+from actstore.store import CODECS, ProbeSet, create_store, reduce_output, resolve_layers
 
 
 class BenchCNN(nn.Module):

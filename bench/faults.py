@@ -45,8 +45,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "store"))
 from factories import small_cnn
 
 from actstore import ActstoreError
-from actstore.store import open_store
-from actstore.store._integrity import repair, verify
+from actstore.store import open_store, repair, verify
 from actstore.store._layout import ATTR_SLOTS
 
 FACTORY = str(Path(__file__).parents[1] / "tests" / "store" / "factories.py") + ":small_cnn"

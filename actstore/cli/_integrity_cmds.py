@@ -23,8 +23,7 @@ def verify_cmd(
     run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.store import open_store
-    from actstore.store._integrity import FIX_SLOT, verify
+    from actstore.store import FIX_SLOT, open_store, verify
 
     problems = verify(open_store(store), runs=run)
     if as_json:
@@ -73,8 +72,7 @@ def repair_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.store import open_store
-    from actstore.store._integrity import repair
+    from actstore.store import open_store, repair
 
     rep = repair(open_store(store, mode="a"), runs=run, redo=redo, model=model,
                  model_args=parse_kv(model_arg, "--model-arg"))
@@ -132,7 +130,7 @@ def ingest_cmd(
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from actstore.store._ingest import ingest
+    from actstore.store import ingest
 
     if not files:
         raise fail("give at least one activation file")

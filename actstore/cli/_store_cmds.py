@@ -202,8 +202,7 @@ def ls_cmd(
 ) -> None:
     from rich.markup import escape
 
-    from actstore.store import open_store
-    from actstore.store._info import store_summary
+    from actstore.store import open_store, store_summary
 
     s = store_summary(open_store(store))
     if as_json:
@@ -245,9 +244,7 @@ def info_cmd(
 ) -> None:
     from rich.markup import escape
 
-    from actstore.store import open_store
-    from actstore.store._info import run_info, store_summary
-    from actstore.store._store import DamagedRunError
+    from actstore.store import DamagedRunError, open_store, run_info, store_summary
 
     st = open_store(store)
     infos: list[dict[str, Any]] = []

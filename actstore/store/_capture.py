@@ -11,288 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import queue
-import re
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass
 from typing import Any
 
 import numpy as np
 
-from actstore._args import as_names, whole_number
+from actstore._args import whole_number
 from actstore._errors import ActstoreError, ActstoreWarning, ProvenanceError
 from actstore.store import _layout as L
+from actstore.store._layers import reduction_for, resolve_layers
+from actstore.store._reduce import first_tensor, parse_reduction, reduce_output
 
-__all__ = [
-    "REDUCTIONS",
-    "capture_slot",
-    "check_values",
-    "layer_names",
-    "reduce_output",
-    "resolve_layers",
-    "weights_hash",
-]
+__all__ = ["capture_slot", "check_values", "weights_hash"]
 
 FLOAT16_MAX = 65504.0
-
-
-# -- reductions ------------------------------------------------------------------------------
-def _spatial_dims(t: Any) -> tuple[int, ...]:
-    return tuple(range(2, t.ndim))
-
-
-def _red_mean(t: Any, arg: int | None, name: str) -> Any:
-    if t.ndim == 3:  # (B, T, D) token sequence
-        return t.mean(dim=1)
-    return t.mean(dim=_spatial_dims(t))  # (B, C, ...) -> (B, C)
-
-
-def _red_max(t: Any, arg: int | None, name: str) -> Any:
-    if t.ndim == 3:
-        return t.amax(dim=1)
-    return t.amax(dim=_spatial_dims(t))
-
-
-def _red_center(t: Any, arg: int | None, name: str) -> Any:
-    if t.ndim < 4:
-        raise ActstoreError(
-            f"reduction 'center' needs a conv map (batch, channels, height, width); layer "
-            f"{name!r} gives shape {tuple(t.shape)}; use 'mean' or 'last'"
-        )
-    idx = tuple(s // 2 for s in t.shape[2:])
-    return t[(slice(None), slice(None), *idx)]  # (B, C)
-
-
-def _red_flatten(t: Any, arg: int | None, name: str) -> Any:
-    return t.reshape(t.shape[0], -1)
-
-
-def _red_last(t: Any, arg: int | None, name: str) -> Any:
-    if t.ndim != 3:
-        raise ActstoreError(
-            f"reduction 'last' needs a token sequence (batch, tokens, features); layer "
-            f"{name!r} gives shape {tuple(t.shape)}; use 'mean', 'max' or 'flatten'"
-        )
-    return t[:, -1]
-
-
-def _red_all(t: Any, arg: int | None, name: str) -> Any:
-    if t.ndim != 3:
-        raise ActstoreError(
-            f"reduction 'all' keeps every token of a sequence (batch, tokens, features); layer "
-            f"{name!r} gives shape {tuple(t.shape)}"
-        )
-    return t  # (B, T, D): stored with a token axis
-
-
-_PROJ_CACHE: dict[tuple[str, int, int, str], Any] = {}
-
-
-def _red_randproj(t: Any, arg: int | None, name: str) -> Any:
-    import torch
-
-    if not arg or arg < 1:
-        raise ActstoreError("reduction 'randproj:K' needs a positive K, e.g. randproj:512")
-    x = t.reshape(t.shape[0], -1)  # (B, D)
-    d = x.shape[1]
-    key = (name, d, arg, str(x.device))
-    if key not in _PROJ_CACHE:
-        # Very sparse random projection (entries +-sqrt(s/K) with prob 1/(2s), s = sqrt(D)),
-        # seeded by layer name and sizes so every checkpoint and run uses the same matrix.
-        seed = int.from_bytes(hashlib.sha256(f"{name}:{d}:{arg}".encode()).digest()[:8], "little")
-        rng = np.random.default_rng(seed)
-        s = max(1.0, float(np.sqrt(d)))
-        nnz_per_col = rng.binomial(d, 1.0 / s, size=arg)
-        rows = np.concatenate([rng.choice(d, size=k, replace=False) for k in nnz_per_col])
-        cols = np.repeat(np.arange(arg), nnz_per_col)
-        vals = rng.choice([-1.0, 1.0], size=len(rows)) * np.sqrt(s / arg)
-        proj = torch.sparse_coo_tensor(
-            torch.from_numpy(np.stack([cols, rows])), torch.from_numpy(vals).float(), (arg, d),
-            check_invariants=True,
-        ).coalesce()
-        _PROJ_CACHE[key] = proj.to(x.device)
-    proj = _PROJ_CACHE[key]
-    return torch.sparse.mm(proj, x.float().T).T  # (B, K)
-
-
-#: Reductions applied at capture time; ``randproj`` takes ``:K``.
-REDUCTIONS: dict[str, Callable[[Any, int | None, str], Any]] = {
-    "mean": _red_mean,
-    "max": _red_max,
-    "center": _red_center,
-    "flatten": _red_flatten,
-    "last": _red_last,
-    "all": _red_all,
-    "randproj": _red_randproj,
-}
-
-
-def parse_reduction(spec: str) -> tuple[str, int | None]:
-    """``"randproj:512"`` -> ``("randproj", 512)``; checks the name."""
-    name, _, arg = spec.partition(":")
-    if name not in REDUCTIONS:
-        raise ActstoreError(
-            f"unknown reduction {spec!r}; choose one of {', '.join(REDUCTIONS)} (randproj:K)"
-        )
-    try:
-        return name, int(arg) if arg else None
-    except ValueError:
-        raise ActstoreError(f"reduction {spec!r}: K must be an integer") from None
-
-
-def reduce_output(t: Any, spec: str, name: str) -> tuple[Any, str]:
-    """Reduce one layer output; 2-D outputs (batch, units) are kept as they are.
-
-    Returns the reduced tensor and the reduction actually applied.
-    """
-    rname, arg = parse_reduction(spec)
-    if t.ndim <= 2 and rname != "randproj":
-        return t.reshape(t.shape[0], -1), "none"
-    return REDUCTIONS[rname](t, arg, name), spec
-
-
-def _first_tensor(out: Any) -> Any:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-        return None
-    if hasattr(out, "keys") and hasattr(out, "__getitem__"):  # dict, HF ModelOutput
-        if "last_hidden_state" in out.keys():
-            return out["last_hidden_state"]
-        for k in out.keys():
-            t = _first_tensor(out[k])
-            if t is not None:
-                return t
-        return None
-    if is_dataclass(out):
-        for f in fields(out):
-            t = _first_tensor(getattr(out, f.name))
-            if t is not None:
-                return t
-    return None
-
-
-# -- layer selection -------------------------------------------------------------------------
-def _check_module(model: Any) -> None:
-    if not callable(getattr(model, "named_modules", None)):
-        raise ActstoreError(
-            f"model must be a torch.nn.Module, not {type(model).__name__}"
-        )
-
-
-def layer_names(model: Any) -> list[tuple[str, str]]:
-    """``(canonical name, module path)`` of the layers "all" selects.
-
-    A model may declare ``actstore_layers`` (module paths); otherwise every leaf module.
-
-    Returns
-    -------
-    list of (str, str)
-        In the order of ``model.named_modules()``.
-
-    Raises
-    ------
-    ActstoreError
-        If ``model`` is not a ``torch.nn.Module``.
-    """
-    _check_module(model)
-    return _unique_names(_all_layers(model))
-
-
-def _all_layers(model: Any) -> list[tuple[str, str]]:
-    named = dict(model.named_modules())
-    declared = getattr(model, "actstore_layers", None)
-    if declared is not None:
-        paths = list(declared)
-    else:
-        paths = [p for p, m in named.items() if p and not any(True for _ in m.children())]
-    return [(L.canonical_name(p), p) for p in paths]
-
-
-def _unique_names(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Refuse two module paths that make one layer name (``a.b`` and ``a_b``)."""
-    seen: dict[str, str] = {}
-    for c, p in pairs:
-        if c in seen and seen[c] != p:
-            raise ActstoreError(
-                f"modules {seen[c]!r} and {p!r} both make the layer name {c!r}; select one of "
-                "them (layers=[...] / --layers)"
-            )
-        seen[c] = p
-    return pairs
-
-
-def resolve_layers(model: Any, layers: str | list[str] = "all") -> list[tuple[str, str]]:
-    """Select layers by ``"all"``, names, module paths or glob patterns (``"conv*"``).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    layers : "all", comma-separated str, or list of str
-        Canonical names, module paths or glob patterns (``*`` stays inside one path
-        component).
-
-    Returns
-    -------
-    list of (str, str)
-        ``(canonical name, module path)`` of the selected layers, in forward-definition order.
-
-    Raises
-    ------
-    ActstoreError
-        For a pattern that matches no module (the message lists the available names), or
-        arguments of the wrong kind.
-    """
-    _check_module(model)
-    if not isinstance(layers, str):
-        layers = as_names(layers, "layers")
-    named = dict(model.named_modules())
-    if layers == "all" or layers == ["all"]:
-        return layer_names(model)
-    pats = [p.strip() for p in (layers.split(",") if isinstance(layers, str) else layers)]
-    every = [(L.canonical_name(p), p) for p in named]
-    out: list[tuple[str, str]] = []
-    for pat in pats:
-        rx = _glob_regex(pat)
-        hits = [(c, p) for c, p in every if c == pat or (p and rx.fullmatch(p))]
-        if not hits:
-            shown = [c for c, _ in _all_layers(model)] or [c for c, _ in every]
-            more = "" if len(shown) <= 40 else f" ... ({len(shown)} in all)"
-            raise ActstoreError(
-                f"no layer matches {pat!r}; available: {', '.join(shown[:40])}{more}"
-            )
-        out += [h for h in hits if h not in out]
-    order = {p: i for i, p in enumerate(named)}
-    return _unique_names(sorted(out, key=lambda cp: order[cp[1]]))
-
-
-def _glob_regex(pat: str) -> re.Pattern[str]:
-    """Glob over module paths where ``*`` and ``?`` stay inside one path component."""
-    out = []
-    for ch in pat:
-        out.append({"*": r"[^.]*", "?": r"[^.]"}.get(ch, re.escape(ch)))
-    return re.compile("".join(out))
-
-
-def _reduction_for(name: str, path: str, reduce: str | dict[str, str] | None,
-                   model: Any = None) -> str:
-    """The reduction of one layer: ``reduce`` if given, else the model's declared default
-    (``actstore_reductions``: glob -> spec), else ``mean``."""
-    if reduce is None:
-        reduce = dict(getattr(model, "actstore_reductions", None) or {})
-    if isinstance(reduce, str):
-        return reduce
-    for pat, spec in reduce.items():
-        if name == pat or _glob_regex(pat).fullmatch(path):
-            return spec
-    return "mean"
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -505,7 +239,7 @@ def capture_slot(
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     batch_size = whole_number(batch_size, "batch size", minimum=1)
     sel = resolve_layers(model, layers)
-    specs = {c: _reduction_for(c, p, reduce, model) for c, p in sel}
+    specs = {c: reduction_for(c, p, reduce, model) for c, p in sel}
     for s in specs.values():
         parse_reduction(s)
     if weights_hash is None:
@@ -544,7 +278,7 @@ def capture_slot(
             calls[cname] = calls.get(cname, 0) + 1
             if cname in captured:
                 return  # a module used at several places: its first call is recorded
-            t = _first_tensor(out)
+            t = first_tensor(out)
             if t is None:
                 raise ActstoreError(f"layer {cname!r} returned no tensor; choose another layer")
             raw_shape[cname] = tuple(int(k) for k in t.shape)

@@ -18,8 +18,8 @@ from typing import Any
 from actstore._dask import check_workers
 from actstore._errors import ActstoreError, ProvenanceError
 from actstore.store._layout import DEFAULT_CODEC
+from actstore.store._open import check_store_path
 from actstore.store._probeset import ProbeSet, probe_set_from_npz
-from actstore.store._store import check_store_path
 
 __all__ = [
     "DumpReport",
@@ -236,12 +236,12 @@ def check_options(runs: Sequence[str], dtype: str = "float32",
                   reduce: str | dict[str, str] | None = None, batch_size: int = 256,
                   codec: str = DEFAULT_CODEC) -> None:
     """Refuse bad run ids and capture options before anything is written."""
-    from actstore.store._capture import parse_reduction
+    from actstore.store._attrs import check_name
     from actstore.store._layout import make_codecs
-    from actstore.store._run import _check_name
+    from actstore.store._reduce import parse_reduction
 
     for run in runs:
-        _check_name(run)
+        check_name(run)
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     for spec in [reduce] if isinstance(reduce, str) else list((reduce or {}).values()):
@@ -346,8 +346,8 @@ def dump(
     probe_set : str or ProbeSet
         A probe set in the store, an ``.npz`` file, or a :class:`ProbeSet`.
     """
-    from actstore.store._capture import resolve_layers
-    from actstore.store._store import _exists, create_store, open_store, undo_additions
+    from actstore.store._layers import resolve_layers
+    from actstore.store._open import _exists, create_store, open_store, undo_additions
 
     check_options([run], dtype=dtype, reduce=reduce, batch_size=batch_size, codec=codec)
     check_device(device)
@@ -419,7 +419,7 @@ def dump(
 def _check_same_dump(st: Any, run: str, new: dict[str, Any]) -> None:
     """A run is dumped with one model factory and one way of recording (also when every
     checkpoint is already complete and nothing would be written)."""
-    from actstore.store._run import _jsonable
+    from actstore.store._attrs import jsonable
 
     old = st.reader(run).attrs.get("dump")
     if not isinstance(old, dict):
@@ -427,7 +427,7 @@ def _check_same_dump(st: Any, run: str, new: dict[str, Any]) -> None:
     option = {"factory": "--model", "factory_kwargs": "--model-arg", "layers": "--layers",
               "reduce": "--reduce", "dtype": "--dtype"}
     for key, flag in option.items():
-        was, now = _jsonable(old.get(key)), _jsonable(new.get(key))
+        was, now = jsonable(old.get(key)), jsonable(new.get(key))
         if key in old and was != now:
             raise ProvenanceError(
                 f"run {run!r} in {st.url} was dumped with {flag} {was!r}, not {now!r}; dump "
@@ -522,7 +522,7 @@ def dump_many(
     worker died redoes only what was not finished.
     """
     from actstore._dask import dask_client
-    from actstore.store._store import _exists, create_store, open_store, undo_additions
+    from actstore.store._open import _exists, create_store, open_store, undo_additions
 
     if len(runs) != len(checkpoint_dirs):
         raise ActstoreError(f"{len(runs)} run ids for {len(checkpoint_dirs)} directories")
@@ -537,7 +537,7 @@ def dump_many(
     # every checkpoint of every run is checked here, before any run is written
     net = make_model(load_factory(absolute_factory(model)), kwargs.get("factory_kwargs"),
                      absolute_factory(model))
-    from actstore.store._capture import resolve_layers
+    from actstore.store._layers import resolve_layers
 
     resolve_layers(net, kwargs.get("layers", "all"))
     for d in checkpoint_dirs:

@@ -149,15 +149,15 @@ def _run_attrs(st: Any, run: str, given: dict[str, Any], defaults: dict[str, Any
     """The attributes to write ``run`` with: for a new run, ``defaults`` fill in what is not
     given; for an existing run, what is not given keeps the run's value, and a given identity
     attribute must equal the run's (a run is one model, dataset, ...)."""
+    from actstore.store._attrs import IDENTITY_KEYS, jsonable
     from actstore.store._layout import ATTR_LAYOUT_DONE, RUNS
-    from actstore.store._run import IDENTITY_KEYS, _jsonable
 
     runs = st.root[RUNS] if RUNS in st.root else None
     old = dict(runs[run].attrs) if runs is not None and run in runs else None
     if old is None or not old.get(ATTR_LAYOUT_DONE):  # new, or never got past its creation
         return {**defaults, **given}
     for k in IDENTITY_KEYS:
-        new = _jsonable(given.get(k))
+        new = jsonable(given.get(k))
         if new is None or new == old.get(k):
             continue
         have = old.get(k)
@@ -206,10 +206,10 @@ def ingest(
         values of what is not given, and refuses other values of its identity attributes
         (model, task, seed, dataset, variant, config).
     """
-    from actstore.store._run import _check_name
-    from actstore.store._store import _exists, create_store, open_store, undo_additions
+    from actstore.store._attrs import check_name
+    from actstore.store._open import _exists, create_store, open_store, undo_additions
 
-    _check_name(run)
+    check_name(run)
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     sample, cols = read_labels_csv(labels)

@@ -146,9 +146,9 @@ class ProbeSet:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from actstore.store._run import _check_name
+        from actstore.store._attrs import check_name
 
-        _check_name(self.name, "probe set name", "'stim'")
+        check_name(self.name, "probe set name", "'stim'")
         if not isinstance(self.labels, Mapping):
             raise ActstoreError(
                 f"probe set {self.name!r}: labels must be a dict of feature name -> array of "

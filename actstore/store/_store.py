@@ -1,10 +1,8 @@
-"""Open and create stores; probe sets, runs and results at the top of the hierarchy."""
+"""An open store: its probe sets, runs and results, at the top of the hierarchy."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,25 +10,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from zarr.errors import GroupNotFoundError, MetadataValidationError, UnknownCodecError
+from zarr.errors import MetadataValidationError, UnknownCodecError
 
 from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
 from actstore.store import _layout as L
 from actstore.store._lease import store_lock
 from actstore.store._probeset import ProbeSet
+from actstore.store._results import (  # noqa: F401 (importable from here, as before)
+    check_result_name,
+    check_settings,
+    settings_difference,
+    settings_json,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from actstore.store._run import RunReader, RunWriter
+    from actstore.store._reader import RunReader
+    from actstore.store._writer import RunWriter
 
-__all__ = ["DamagedRunError", "Store", "create_store", "open_store", "undo_additions"]
-
-
-def _version() -> str:
-    from actstore import __version__
-
-    return __version__
+__all__ = ["DamagedRunError", "Store", "first_line"]
 
 
 def first_line(e: BaseException) -> str:
@@ -52,166 +51,6 @@ class DamagedRunError(StoreError):
             f"run {run_id!r} in {url} is damaged: {self.reason}; run `actstore verify {url}` "
             "to see what is wrong and how to fix it, or select other runs"
         )
-
-
-def _exists(url: str, storage_options: dict | None = None) -> bool:
-    try:
-        _open_root(url, "r", storage_options)
-        return True
-    except (GroupNotFoundError, FileNotFoundError, KeyError):
-        return False
-
-
-def _open_root(url: str, mode: str, storage_options: dict | None) -> Any:
-    """``zarr.open_group``; errors of the storage itself (credentials, permissions, a server
-    that does not answer) become one line."""
-    try:
-        return zarr.open_group(url, mode=mode, use_consolidated=False,  # type: ignore[arg-type]
-                               storage_options=storage_options)
-    except (GroupNotFoundError, FileNotFoundError, KeyError):
-        raise
-    except Exception as e:  # fsspec back ends raise their own types (botocore, aiohttp, ...)
-        raise StoreError(
-            f"cannot open {url}: {type(e).__name__}: {e}; check the path or URL, its "
-            "credentials and permissions"
-        ) from None
-
-
-def check_store_path(url: str, create: bool = True) -> None:
-    """Refuse a local path where no store can be, before anything is done: a regular file,
-    a path below one, and (``create``) a directory of other files that is no Zarr group.
-
-    A store, an empty directory and a path that does not exist yet pass; so do URLs.
-    """
-    url = str(url)
-    if "://" in url and not url.startswith("file://"):
-        return
-    p = Path(url.removeprefix("file://"))
-    if p.is_file():
-        raise StoreError(
-            f"{url} is a file, not an actstore store (a store is a directory); give a new path "
-            "for the store, or the path of an existing store"
-        )
-    for parent in p.absolute().parents:
-        if parent.is_file():
-            raise StoreError(
-                f"cannot make a store at {url}: {parent} is a file and the path lies below the "
-                "file; give a path outside it"
-            )
-        if parent.is_dir():
-            break
-    if create and p.is_dir() and any(p.iterdir()) and not _exists(str(p)):
-        raise StoreError(
-            f"{url} is a directory that holds other files, not an actstore store (no Zarr "
-            "group there) - a folder of other files is not made a store; give a new path for "
-            "the store, or the path of an existing store"
-        )
-
-
-def _as_url(url: Any) -> str:
-    """A store path or URL as a str; ``file://`` URLs as plain paths (zarr's fsspec store does
-    not create the folders of a ``file://`` store)."""
-    url = str(url)
-    return url[len("file://"):] if url.startswith("file://") else url
-
-
-def create_store(url: str, exist_ok: bool = True, storage_options: dict | None = None) -> Store:
-    """Create an empty actstore store at a path or fsspec URL (``memory://``, ``s3://``).
-
-    Parameters
-    ----------
-    url : str or path
-        Where the store goes (a directory for local paths).
-    exist_ok : bool
-        With ``True`` (default) an existing actstore store is opened for appending instead.
-    storage_options : dict, optional
-        Passed to fsspec (credentials, endpoint) for remote URLs.
-
-    Returns
-    -------
-    Store
-        The store, open read/write (``mode="a"``).
-
-    Raises
-    ------
-    StoreError
-        If the path holds something other than an actstore store (a file, a directory of
-        other files), or (``exist_ok=False``) a store already.
-    """
-    url = _as_url(url)
-    check_store_path(url)
-    with store_lock(url, "create"):  # several writers may create one store at once
-        if _exists(url, storage_options):
-            if not exist_ok:
-                raise StoreError(f"{url} already exists; choose a new path or open it instead")
-            return open_store(url, mode="a", storage_options=storage_options)
-        # the root's attributes go in the same (atomic) write as the group itself
-        root = zarr.open_group(
-            url, mode="w-", zarr_format=3, storage_options=storage_options,
-            attributes={
-                L.ATTR_FORMAT: L.FORMAT_VERSION,
-                L.ATTR_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                L.ATTR_VERSION: _version(),
-            },
-        )
-        for name in (L.PROBE_SETS, L.RUNS, L.RESULTS):
-            root.require_group(name)
-        store = Store(url, root, mode="a", storage_options=storage_options)
-        store.consolidate()
-    return store
-
-
-def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -> Store:
-    """Open an existing store.
-
-    Parameters
-    ----------
-    url : str or path
-        A local path or an fsspec URL (``memory://``, ``s3://...``).
-    mode : {"r", "a"}
-        ``"r"`` read-only (default), ``"a"`` read/write.
-    storage_options : dict, optional
-        Passed to fsspec (credentials, endpoint) for remote URLs.
-
-    Returns
-    -------
-    Store
-
-    Raises
-    ------
-    ActstoreError
-        If ``mode`` is neither ``"r"`` nor ``"a"``.
-    StoreError
-        If ``url`` holds no store, something that is not an actstore store, or a store of a
-        newer format version than this actstore reads.
-    """
-    url = _as_url(url)
-    if mode not in ("r", "a"):
-        raise ActstoreError(f"mode must be 'r' or 'a', not {mode!r}")
-    check_store_path(url, create=False)
-    try:
-        root = _open_root(url, "r" if mode == "r" else "r+", storage_options)
-    except (GroupNotFoundError, FileNotFoundError, KeyError):
-        raise StoreError(
-            f"{url} is not an actstore store (no Zarr group there); create one with "
-            "`actstore dump` / `actstore train`, or check the path"
-        ) from None
-    fmt = root.attrs.get(L.ATTR_FORMAT)
-    if fmt is None:
-        raise StoreError(
-            f"{url} is a Zarr group but not an actstore store (no '{L.ATTR_FORMAT}' attribute)"
-        )
-    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
-        raise StoreError(
-            f"{url} has an invalid store format {fmt!r} (an integer >= 1 is expected); it was "
-            "not written by actstore, or its root attributes were changed"
-        )
-    if fmt > L.FORMAT_VERSION:
-        raise StoreError(
-            f"{url} has store format {fmt}, newer than the {L.FORMAT_VERSION} this actstore "
-            f"{_version()} reads; upgrade actstore"
-        )
-    return Store(url, root, mode=mode, storage_options=storage_options)
 
 
 class Store:
@@ -463,7 +302,7 @@ class Store:
         DamagedRunError
             If the run's metadata (``runs/<run>/zarr.json``) does not parse.
         """
-        from actstore.store._run import RunReader
+        from actstore.store._reader import RunReader
 
         ids = self.run_ids()
         if run_id not in ids:
@@ -518,7 +357,7 @@ class Store:
             A run id that is no usable name, steps that are no list of whole numbers >= 0, an
             unknown codec, or a store open read-only.
         """
-        from actstore.store._run import RunWriter
+        from actstore.store._writer import RunWriter
 
         self._check_writable()
         if isinstance(steps, (str, bytes)) or not isinstance(steps, (list, tuple, range,
@@ -724,97 +563,3 @@ def _remove_stale_partial_files(root: Path, wait: float = 0.5) -> None:
     for p in seen:
         p.unlink(missing_ok=True)
 
-
-def check_result_name(name: str) -> None:
-    """Result names are one path component: letters, digits, ``_ - .``, not starting with ``.``."""
-    if not name or name.startswith(".") or not all(c.isalnum() or c in "_-." for c in name):
-        raise ActstoreError(
-            f"result name {name!r} must use letters, digits, _ - . and not start with '.'"
-        )
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays (and sets) as JSON values."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    return str(value)
-
-
-def settings_json(settings: dict[str, Any]) -> str:
-    """The settings that determine a result, as its ``actstore.config`` attribute (JSON)."""
-    return json.dumps(settings, sort_keys=True, default=_plain)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:56] + " ..."
-
-
-#: settings shown by the name of their command-line option
-_OPTION_NAMES = {"n_splits": "folds", "Cs": "cs"}
-
-
-def settings_difference(stored: str | None, now: dict[str, Any]) -> str:
-    """``n_splits 3 there, 4 now; seed ...``: the settings that differ from the stored ones."""
-    if stored is None:
-        return "no settings recorded there"
-    try:
-        old = json.loads(stored)
-    except ValueError:
-        old = None
-    if not isinstance(old, dict):
-        return "unreadable settings there"
-    new = json.loads(settings_json(now))
-    diff = [f"{_OPTION_NAMES.get(k, k)} {_shown(old.get(k))} there, {_shown(new.get(k))} now"
-            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return "; ".join(diff) or "settings of another actstore version"
-
-
-def check_settings(store: Store, analysis: str, name: str, settings: dict[str, Any],
-                   overwrite: bool = False) -> None:
-    """Refuse to replace ``/results/<analysis>/<name>`` computed with other settings.
-
-    Results with the same settings (a re-run) may be replaced, and so may any with
-    ``overwrite``; results without recorded settings count as computed with other ones.
-    """
-    if overwrite or not store.has_result(analysis, name):
-        return
-    stored = store.result_attrs(analysis, name).get("actstore.config")
-    try:
-        same = stored is not None and json.loads(stored) == json.loads(settings_json(settings))
-    except (TypeError, ValueError):
-        same = False
-    if not same:
-        raise ActstoreError(
-            f"results/{analysis}/{name} in {store.url} were computed with other settings "
-            f"({settings_difference(stored, settings)}); choose another --name or pass "
-            "--overwrite"
-        )
-
-
-def undo_additions(url: str, store: Store, created: bool, probe_set: str | None) -> None:
-    """After a failed command: remove the store it created, or the probe set it added that no
-    run uses, so that the store is left as it was.
-
-    A store that holds runs is kept even if this command created it: their complete slots
-    (written before the failure, or by other processes writing other runs) are never removed.
-    """
-    store.refresh()
-    if created and not store.run_ids():
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        return
-    if probe_set is not None:
-        try:
-            used = {store.reader(r).attrs.get("probe_set") for r in store.run_ids()}
-        except DamagedRunError:
-            return  # a run that cannot be read may use the probe set: it stays
-        if probe_set not in used:
-            store.remove_probe_set(probe_set)  # rewrites the consolidated metadata

@@ -14,7 +14,7 @@ from actstore.store import _layout as L
 if TYPE_CHECKING:
     import xarray as xr
 
-    from actstore.store._run import RunReader
+    from actstore.store._reader import RunReader
 
 __all__ = ["open", "open_layer"]
 
@@ -51,7 +51,7 @@ def open(url: str, storage_options: dict | None = None) -> xr.DataTree:
     """
     import xarray as xr
 
-    from actstore.store._store import open_store
+    from actstore.store._open import open_store
 
     open_store(url, mode="r", storage_options=storage_options)  # clear error if not a store
     return xr.open_datatree(
@@ -112,7 +112,7 @@ def open_layer(
     """
     import xarray as xr
 
-    from actstore.store._store import open_store
+    from actstore.store._open import open_store
 
     check_text(layer, "layer", "give one layer name, e.g. 'fc6'")
     wanted = None if runs is None else as_names(runs, "runs")

@@ -137,7 +137,7 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
     """
     from actstore.store import open_store
     from actstore.store._dump import check_store_path
-    from actstore.store._store import _exists
+    from actstore.store._open import _exists
 
     if not sweep.runs:
         raise ActstoreError(f"sweep {sweep.name!r} has no runs")
@@ -312,7 +312,7 @@ def run_sweep(
     """
     from actstore._dask import check_execution
     from actstore.store import create_store, open_store
-    from actstore.store._store import _exists
+    from actstore.store._open import _exists
     from actstore.training._run import check_weights_dir
 
     check_execution(scheduler, n_workers)
@@ -364,7 +364,7 @@ def _undo(store: str, created: bool, added: list[str]) -> None:
     """After a sweep that failed: remove the store it created if no run is in it, else the
     probe sets it added that no run uses (complete checkpoints are never removed)."""
     from actstore.store import open_store
-    from actstore.store._store import undo_additions
+    from actstore.store._open import undo_additions
 
     try:
         st = open_store(store, mode="a")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actstore._errors import ActstoreError, ProvenanceError
-from actstore.store._capture import resolve_layers
+from actstore.store import resolve_layers
 from actstore.training._data import Dataset, Head
 from actstore.training._registry import (
     MODELS,
@@ -69,7 +69,7 @@ class CaptureConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        from actstore.store._capture import parse_reduction
+        from actstore.store import parse_reduction
 
         layers = [self.layers] if isinstance(self.layers, str) else self.layers
         if not isinstance(layers, (list, tuple)) or not layers or not all(

@@ -24,8 +24,7 @@ from typer.testing import CliRunner
 
 from actstore import ActstoreError
 from actstore.cli import app
-from actstore.store import ProbeSet, open_store
-from actstore.store._run import RunWriter
+from actstore.store import ProbeSet, RunWriter, open_store
 
 FACTORIES = Path(__file__).parents[1] / "store" / "factories.py"
 runner = CliRunner()
@@ -332,7 +331,7 @@ def test_a_full_disk_during_a_dump_keeps_the_complete_checkpoints(dumped, monkey
 _FULL_DISK_FROM_STEP_5 = """
 import errno, os, sys
 import zarr.storage._local as local
-from actstore.store._run import RunWriter
+from actstore.store import RunWriter
 full, put, capture = [False], local._put, RunWriter.capture
 
 def failing_put(path, value, exclusive=False):

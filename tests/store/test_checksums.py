@@ -14,10 +14,8 @@ from typer.testing import CliRunner
 
 from actstore import StoreError
 from actstore.cli import app
-from actstore.store import ProbeSet, create_store, open_store
+from actstore.store import DamagedRunError, ProbeSet, create_store, open_store, repair, verify
 from actstore.store import _layout as L
-from actstore.store._integrity import repair, verify
-from actstore.store._store import DamagedRunError
 
 runner = CliRunner()
 N = 12

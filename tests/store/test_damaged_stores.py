@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 
 from actstore._errors import WriterConflictError
 from actstore.cli import app
-from actstore.store import open_store
+from actstore.store import DamagedRunError, open_store
 from actstore.store._lease import Lease, holder_state
-from actstore.store._store import DamagedRunError
 
 runner = CliRunner()
 LABELS = {"color": np.array([0, 1, 2] * 10)}

@@ -21,9 +21,7 @@ from factories import small_cnn
 from actstore import ActstoreError
 from actstore._errors import LeaseLostError
 from actstore.store import _layout as L
-from actstore.store import _lease, create_store, open_store
-from actstore.store._capture import weights_hash
-from actstore.store._integrity import verify
+from actstore.store import _lease, create_store, open_store, verify, weights_hash
 
 STEPS = [0, 10, 20]
 LAYERS = "fc1,out"

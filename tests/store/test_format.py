@@ -179,7 +179,7 @@ def test_results_roundtrip(store_url):
 
 
 def test_probe_set_hash_survives_the_store_round_trip(store_url):
-    from actstore.store._integrity import verify
+    from actstore.store import verify
 
     words = np.empty(6, dtype="<U12")  # wider than its longest item
     words[:] = ["red", "blue"] * 3
@@ -223,7 +223,7 @@ def test_writers_adding_the_same_probe_set_at_once(tmp_path, url_kind):
 
 
 def test_storage_errors_become_one_line(monkeypatch, tmp_path):
-    import actstore.store._store as st
+    import actstore.store._open as st
 
     class NoCredentialsError(Exception):
         pass

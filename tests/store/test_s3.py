@@ -12,9 +12,8 @@ from factories import small_cnn
 
 import actstore
 from actstore import WriterConflictError
-from actstore.store import open_store
+from actstore.store import open_store, verify
 from actstore.store._dump import dump
-from actstore.store._integrity import verify
 
 HERE = Path(__file__).parent
 

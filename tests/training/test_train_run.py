@@ -340,7 +340,7 @@ def test_ctrl_c_of_a_sweep_leaves_its_runs_visible_to_plain_xarray(tmp_path, mon
 def test_repair_redoes_a_trained_slot_from_its_saved_weights(tmp_path):
     """A run trained with a weights directory records each slot's file and how it was
     captured, so `actstore repair` records a corrupt slot again from the saved weights."""
-    from actstore.store._integrity import repair
+    from actstore.store import repair
 
     url = str(tmp_path / "s.zarr")
     from actstore.store import create_store

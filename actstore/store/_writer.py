@@ -1,322 +1,24 @@
-"""Runs: writing checkpoint slots resumably and safely, and reading them back."""
+"""Writing a run: checkpoint slots written resumably and safely under the run's lease."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from actstore._args import as_mapping, whole_number
-from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
+from actstore._args import as_mapping
+from actstore._errors import ActstoreError, ProvenanceError, WriterConflictError
 from actstore.store import _layout as L
+from actstore.store._attrs import IDENTITY_KEYS, as_step, check_name, jsonable, now, owned, version
 from actstore.store._lease import Lease, settle_delay
+from actstore.store._reader import RunReader
 
-__all__ = ["RunReader", "RunWriter"]
-
-#: Run attributes that identify what a run is; an existing run must agree on all of them.
-IDENTITY_KEYS = ("model", "task", "seed", "dataset", "variant", "config")
-#: Run attributes that actstore records itself (besides ``actstore.*``): never set by callers.
-OWNED_KEYS = ("probe_set", "probe_set_hash", "config_hash", "actstore_version", "created")
-
-
-def _owned(key: str) -> bool:
-    return key in OWNED_KEYS or key.startswith("actstore.")
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _check_name(run_id: str, what: str = "run id", example: str = "'net_s0'") -> None:
-    """A name that is one path component of the store: a run id or a layer name."""
-    if not isinstance(run_id, str):
-        raise ActstoreError(
-            f"{what} must be a str, not {type(run_id).__name__} {run_id!r}; e.g. {example}"
-        )
-    if (not run_id or not all(c.isalnum() or c in "_-." for c in run_id) or run_id[0] == "."
-            or run_id == "zarr.json" or run_id.endswith(".partial")):
-        raise ActstoreError(
-            f"{what} {run_id!r} is not usable as a store path; use letters, digits, '_', '-', "
-            "'.' (not first; not 'zarr.json' or a name ending in '.partial')"
-        )
-
-
-def _as_step(step: Any) -> int:
-    """A checkpoint step as an int; a step that is no whole number is an error, never cut."""
-    if isinstance(step, (int, np.integer)) and not isinstance(step, (bool, np.bool_)):
-        return int(step)
-    if isinstance(step, (float, np.floating)) and float(step).is_integer():
-        return int(step)
-    raise ActstoreError(f"checkpoint step {step!r} must be a whole number >= 0")
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` as plain JSON values: numpy/torch scalars and arrays as numbers and lists,
-    other objects as their ``str``; NaN and infinities as the strings "NaN", "Infinity",
-    "-Infinity" (as Zarr v3 writes non-finite fill values), so the metadata stays strict JSON."""
-    import json
-    import math
-
-    def plain(o: Any) -> Any:
-        return o.tolist() if callable(getattr(o, "tolist", None)) else str(o)
-
-    def finite(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
-        if isinstance(v, list):
-            return [finite(x) for x in v]
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
-        return v
-
-    return finite(json.loads(json.dumps(obj, default=plain)))
-
-
-class RunReader:
-    """Read access to one run: layers, checkpoint slots, labels, activations.
-
-    Make one with :meth:`actstore.Store.reader`. Attributes and the layer table are read once,
-    when it is made; activations are read by :meth:`read` and :meth:`iter_blocks`.
-    """
-
-    def __init__(self, store: Any, run_id: str):
-        self.store = store
-        self.run_id = run_id
-        self.group = store.root[L.RUNS][run_id]
-        self._all_attrs = dict(self.group.attrs)
-
-    def __repr__(self) -> str:
-        # from the attributes read when the reader was made: no I/O
-        a = self._all_attrs
-        who = ", ".join(f"{k}={a[k]!r}" for k in ("model", "task", "seed") if a.get(k) is not None)
-        return (f"RunReader({self.run_id!r}{', ' + who if who else ''}, "
-                f"layers={len(self.layer_table)}, slots={len(self.planned_steps)}, "
-                f"probe_set={a.get('probe_set')!r})")
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        """Run attributes (model, task, seed, dataset, config, probe_set, metrics...)."""
-        return {k: v for k, v in self._all_attrs.items() if not k.startswith("actstore.")}
-
-    @property
-    def layer_table(self) -> dict[str, dict[str, Any]]:
-        """``name -> {module, kind, output_shape, reduction, units, dtype}``."""
-        return dict(self._all_attrs.get(L.ATTR_LAYERS, {}))
-
-    @property
-    def layers(self) -> list[str]:
-        """Recorded layer names, in forward order."""
-        return list(self.layer_table)
-
-    @property
-    def planned_steps(self) -> list[int]:
-        """Steps of all slots, written or not."""
-        return [int(s) for s in self._all_attrs.get(L.ATTR_STEPS, [])]
-
-    def _slot_values(self, name: str, fill: int, dtype: Any) -> np.ndarray:
-        """A per-slot array fitted to the planned slots.
-
-        Adding slots resizes the slot arrays one after another and records the new steps last;
-        a writer killed in between leaves arrays longer than the slot table (or, for the run's
-        first arrays, missing). The slot table is the truth: extra entries were never slots.
-        """
-        n = len(self.planned_steps)
-        if not self._all_attrs.get(L.ATTR_LAYOUT_DONE):  # creation interrupted: nothing written
-            return np.full(n, fill, dtype=dtype)
-        try:
-            a = np.asarray(self.group[name][...], dtype=dtype)[:n]
-        except Exception as e:
-            from actstore.store._store import DamagedRunError
-
-            raise DamagedRunError(self.store.url, self.run_id, f"its slot table "
-                                  f"({L.RUNS}/{self.run_id}/{name}) is unreadable", e) from None
-        if a.size < n:
-            a = np.concatenate([a, np.full(n - a.size, fill, dtype=dtype)])
-        return a
-
-    @property
-    def steps(self) -> np.ndarray:
-        """Step of each slot; ``-1`` marks a slot not yet written."""
-        return self._slot_values("checkpoint", -1, np.int64)
-
-    @property
-    def status(self) -> np.ndarray:
-        """0 empty, 1 writing (or interrupted), 2 complete, per slot."""
-        return self._slot_values("status", L.STATUS_EMPTY, np.uint8)
-
-    @property
-    def complete(self) -> np.ndarray:
-        """Boolean per slot."""
-        return self.status == L.STATUS_COMPLETE
-
-    @property
-    def complete_steps(self) -> list[int]:
-        """Steps whose slots are complete, in slot order."""
-        return [int(s) for s, c in zip(self.steps, self.complete, strict=True) if c]
-
-    def _copy(self, name: str) -> np.ndarray:
-        """The run's copy of a probe-set array; a corrupt one is one :class:`StoreError`."""
-        try:
-            return L.from_zarr_data(self.group[name][...])
-        except Exception as e:
-            from actstore.store._store import first_line
-
-            raise StoreError(
-                f"corrupt data in run {self.run_id!r}, array {name!r} ({L.RUNS}/{self.run_id}/"
-                f"{name}): {first_line(e)}; run `actstore verify {self.store.url}`"
-            ) from None
-
-    @property
-    def sample(self) -> np.ndarray:
-        """Sample ids (copied from the probe set)."""
-        return self._copy("sample")
-
-    @property
-    def features(self) -> list[str]:
-        """Feature names of the run's probe set."""
-        return list(self._all_attrs.get("actstore.features", []))
-
-    @property
-    def labels(self) -> dict[str, np.ndarray]:
-        """Feature labels (copied from the probe set), one array of shape (n,) each."""
-        return {f: self._copy(f) for f in self.features}
-
-    def _layer(self, layer: str) -> Any:
-        if not isinstance(layer, str) or layer not in self.layer_table:
-            raise ActstoreError(
-                f"run {self.run_id!r} has no layer {layer!r}; layers: "
-                f"{', '.join(self.layers) or 'none (nothing captured yet)'}"
-            )
-        try:
-            return self.group[layer]
-        except (ValueError, KeyError, TypeError) as e:  # its zarr.json does not parse
-            # (TypeError: a field of another name), or is missing
-            from actstore.store._store import DamagedRunError
-
-            raise DamagedRunError(self.store.url, self.run_id, f"the metadata of layer "
-                                  f"{layer!r} ({L.RUNS}/{self.run_id}/{layer}/zarr.json) is "
-                                  "unreadable", e) from None
-
-    def array(self, layer: str) -> Any:
-        """The zarr array of a layer, shape (checkpoints, samples, *unit_shape).
-
-        Raises
-        ------
-        ActstoreError
-            If the run has no layer ``layer`` (the message lists its layers).
-        """
-        return self._layer(layer)
-
-    def units(self, layer: str) -> int:
-        """Number of units (product of the unit shape) of a layer."""
-        return int(np.prod(self._layer(layer).shape[2:]))
-
-    def slot(self, step: int) -> int:
-        """Slot index of a written step.
-
-        Raises
-        ------
-        ActstoreError
-            If ``step`` is no whole number, or the run has no checkpoint at that step.
-        """
-        step = _as_step(step)
-        idx = np.flatnonzero(self.steps == step)
-        if len(idx) == 0:
-            raise ActstoreError(
-                f"run {self.run_id!r} has no checkpoint at step {step}; written steps: "
-                f"{[int(s) for s in self.steps if s >= 0]}"
-            )
-        return int(idx[0])
-
-    def _complete_slot(self, step: int) -> int:
-        i = self.slot(step)
-        if self.status[i] != L.STATUS_COMPLETE:
-            raise StoreError(
-                f"checkpoint {step} of run {self.run_id!r} is incomplete (an interrupted "
-                "write); re-run the dump or training to finish it"
-            )
-        return i
-
-    def read(self, layer: str, step: int) -> np.ndarray:
-        """Activations of one (layer, checkpoint), read into memory.
-
-        Parameters
-        ----------
-        layer : str
-            A name of :attr:`layers`.
-        step : int
-            A training step of :attr:`complete_steps` (not a slot index).
-
-        Returns
-        -------
-        numpy.ndarray of shape (n_samples, units)
-            In the stored dtype (float32 or float16); unit dims of conv layers are flattened.
-
-        Raises
-        ------
-        ActstoreError
-            An unknown layer or step.
-        StoreError
-            An incomplete checkpoint, or a corrupt chunk.
-        """
-        arr = self._layer(layer)
-        i = self._complete_slot(step)
-        try:
-            data = np.asarray(arr[i])
-        except Exception as e:  # checksum or codec failure
-            raise StoreError(
-                f"corrupt data in run {self.run_id!r}, layer {layer!r}, checkpoint {step}: {e}; "
-                "run `actstore verify` on the store"
-            ) from None
-        return data.reshape(data.shape[0], -1)
-
-    def iter_blocks(
-        self, layer: str, step: int, block: int | None = None
-    ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Stream one (layer, checkpoint) along samples in chunk-aligned blocks.
-
-        Parameters
-        ----------
-        layer : str
-            A name of :attr:`layers`.
-        step : int
-            A training step of :attr:`complete_steps`.
-        block : int, optional
-            Samples per block (default: the array's chunk of samples).
-
-        Yields
-        ------
-        (start, stop, block) : (int, int, numpy.ndarray of shape (stop - start, units))
-
-        Raises
-        ------
-        ActstoreError
-            An unknown layer or step, or a block size that is no whole number >= 1.
-        StoreError
-            An incomplete checkpoint, or a corrupt chunk.
-        """
-        if block is not None:
-            block = whole_number(block, "block (samples per block)", minimum=1)
-        arr = self._layer(layer)
-        i = self._complete_slot(step)
-        n = arr.shape[1]
-        step_rows = block or arr.chunks[1]
-        for start in range(0, n, step_rows):
-            stop = min(n, start + step_rows)
-            try:
-                data = np.asarray(arr[i, start:stop])
-            except Exception as e:
-                raise StoreError(
-                    f"corrupt data in run {self.run_id!r}, layer {layer!r}, checkpoint {step}, "
-                    f"samples {start}:{stop}: {e}; run `actstore verify` on the store"
-                ) from None
-            yield start, stop, data.reshape(stop - start, -1)
+__all__ = ["RunWriter"]
 
 
 class RunWriter:
@@ -334,16 +36,16 @@ class RunWriter:
         attrs: dict[str, Any],
         codec: str,
     ):
-        _check_name(run_id)
+        check_name(run_id)
         L.make_codecs(codec)  # validates the name
         self.store = store
         self.run_id = run_id
         self.probe_set_name = probe_set
-        self.steps = sorted({_as_step(s) for s in steps})
+        self.steps = sorted({as_step(s) for s in steps})
         if any(s < 0 for s in self.steps):
             raise ActstoreError(f"checkpoint steps must be >= 0, got {self.steps}")
-        self.identity = _jsonable({k: attrs.get(k) for k in IDENTITY_KEYS})
-        self.extra_attrs = _jsonable({k: v for k, v in attrs.items() if k not in IDENTITY_KEYS})
+        self.identity = jsonable({k: attrs.get(k) for k in IDENTITY_KEYS})
+        self.extra_attrs = jsonable({k: v for k, v in attrs.items() if k not in IDENTITY_KEYS})
         self.codec = codec
         self.group: Any = None
         self._attrs: dict[str, Any] = {}
@@ -361,7 +63,7 @@ class RunWriter:
     # -- attributes --------------------------------------------------------------------------
     def _put_attrs(self, updates: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
         with self._attr_lock:
-            self._attrs.update(_jsonable(updates))
+            self._attrs.update(jsonable(updates))
             for k in remove:
                 self._attrs.pop(k, None)
             self._attrs[L.ATTR_CHECKSUM] = L.attrs_checksum(self._attrs)
@@ -369,7 +71,7 @@ class RunWriter:
 
     def update_attrs(self, updates: dict[str, Any]) -> None:
         """Add or replace run attributes (metrics, notes). Identity keys cannot change."""
-        bad = [k for k in updates if k in IDENTITY_KEYS or _owned(k)]
+        bad = [k for k in updates if k in IDENTITY_KEYS or owned(k)]
         if bad:
             raise ActstoreError(f"run attributes {bad} are fixed when the run is created")
         self._put_attrs(updates)
@@ -427,8 +129,8 @@ class RunWriter:
                 "probe_set": self.probe_set_name,
                 "probe_set_hash": self._ps_hash,
                 "config_hash": L.json_hash(self.identity),
-                "actstore_version": _version(),
-                "created": _now(),
+                "actstore_version": version(),
+                "created": now(),
                 **self.extra_attrs,
                 "actstore.features": self._ps_features,
                 L.ATTR_STEPS: [],
@@ -480,13 +182,13 @@ class RunWriter:
     def _check_owned(self, current: dict[str, Any]) -> None:
         """Attributes actstore records may be passed back only with the run's own values."""
         for k, v in self.extra_attrs.items():
-            if _owned(k) and current.get(k) != v:
+            if owned(k) and current.get(k) != v:
                 raise ActstoreError(
                     f"run attribute {k!r} is recorded by actstore "
                     f"({'not set yet' if current.get(k) is None else repr(current.get(k))}) and "
                     f"cannot be set to {v!r}; choose another attribute name"
                 )
-        self.extra_attrs = {k: v for k, v in self.extra_attrs.items() if not _owned(k)}
+        self.extra_attrs = {k: v for k, v in self.extra_attrs.items() if not owned(k)}
 
     def _create_layout(self) -> None:
         ps_group = self.store.root[L.PROBE_SETS][self.probe_set_name]
@@ -541,7 +243,7 @@ class RunWriter:
         return int(self.group["sample"].shape[0])
 
     def _slot_index(self, step: int) -> int:
-        step = _as_step(step)
+        step = as_step(step)
         planned = [int(s) for s in self._attrs[L.ATTR_STEPS]]
         if int(step) not in planned:
             self._add_slots([int(step)])
@@ -554,7 +256,7 @@ class RunWriter:
         With ``weights_hash``, a complete slot recorded from other weights raises
         :class:`ProvenanceError` instead of being reused.
         """
-        step = _as_step(step)
+        step = as_step(step)
         planned = [int(s) for s in self._attrs.get(L.ATTR_STEPS, [])]
         if int(step) not in planned:
             return False
@@ -625,9 +327,9 @@ class RunWriter:
         # an array without an entry in the layer table is what a first slot killed between
         # creating the array and recording it leaves behind: it holds nothing and is replaced
         arr = self.group.create_array(name, overwrite=name in self.group,
-                                      attributes=_jsonable(info), **spec)
+                                      attributes=jsonable(info), **spec)
         # how the array is stored, so that its metadata can be written again (actstore repair)
-        table[name] = _jsonable({**info, "units": int(np.prod(unit_shape)), "dtype": dtype,
+        table[name] = jsonable({**info, "units": int(np.prod(unit_shape)), "dtype": dtype,
                                  "unit_shape": list(unit_shape), "codec": self.codec,
                                  "chunk_samples": spec["chunks"][1],
                                  "shard_samples": spec["shards"][1]})
@@ -643,7 +345,7 @@ class RunWriter:
         """
         i = self._slot_index(step)
         slots = dict(self._attrs.get(L.ATTR_SLOTS, {}))
-        slots[str(int(step))] = {"weights_hash": weights_hash, "started": _now()}
+        slots[str(int(step))] = {"weights_hash": weights_hash, "started": now()}
         if source is not None:
             slots[str(int(step))]["source"] = source
         self._put_attrs({L.ATTR_SLOTS: slots})
@@ -662,7 +364,7 @@ class RunWriter:
                 "recorded from (actstore.store.weights_hash(model))"
             )
         self.group["status"][i] = L.STATUS_COMPLETE
-        slots.setdefault(str(int(step)), {})["completed"] = _now()
+        slots.setdefault(str(int(step)), {})["completed"] = now()
         self._put_attrs({L.ATTR_SLOTS: slots})
 
     def rollback_slot(self, step: int) -> None:
@@ -739,7 +441,7 @@ class RunWriter:
         if not arrays:
             raise ActstoreError("arrays is empty; give at least one layer")
         for name in arrays:
-            _check_name(name, "layer name", "'fc1'")
+            check_name(name, "layer name", "'fc1'")
         self.check_layer_names(list(arrays))
         checked = {}
         for name, a in arrays.items():
@@ -885,8 +587,3 @@ def _arrays_hash(arrays: Mapping[str, np.ndarray]) -> str:
         h.update(a.tobytes())
     return h.hexdigest()
 
-
-def _version() -> str:
-    from actstore import __version__
-
-    return __version__

@@ -1,0 +1,158 @@
+"""Reductions of a layer's output, applied on the device at capture time (``--reduce``)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+import numpy as np
+
+from actstore._errors import ActstoreError
+
+__all__ = ["REDUCTIONS", "first_tensor", "parse_reduction", "reduce_output"]
+
+
+def _spatial_dims(t: Any) -> tuple[int, ...]:
+    return tuple(range(2, t.ndim))
+
+
+def _red_mean(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim == 3:  # (B, T, D) token sequence
+        return t.mean(dim=1)
+    return t.mean(dim=_spatial_dims(t))  # (B, C, ...) -> (B, C)
+
+
+def _red_max(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim == 3:
+        return t.amax(dim=1)
+    return t.amax(dim=_spatial_dims(t))
+
+
+def _red_center(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim < 4:
+        raise ActstoreError(
+            f"reduction 'center' needs a conv map (batch, channels, height, width); layer "
+            f"{name!r} gives shape {tuple(t.shape)}; use 'mean' or 'last'"
+        )
+    idx = tuple(s // 2 for s in t.shape[2:])
+    return t[(slice(None), slice(None), *idx)]  # (B, C)
+
+
+def _red_flatten(t: Any, arg: int | None, name: str) -> Any:
+    return t.reshape(t.shape[0], -1)
+
+
+def _red_last(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim != 3:
+        raise ActstoreError(
+            f"reduction 'last' needs a token sequence (batch, tokens, features); layer "
+            f"{name!r} gives shape {tuple(t.shape)}; use 'mean', 'max' or 'flatten'"
+        )
+    return t[:, -1]
+
+
+def _red_all(t: Any, arg: int | None, name: str) -> Any:
+    if t.ndim != 3:
+        raise ActstoreError(
+            f"reduction 'all' keeps every token of a sequence (batch, tokens, features); layer "
+            f"{name!r} gives shape {tuple(t.shape)}"
+        )
+    return t  # (B, T, D): stored with a token axis
+
+
+_PROJ_CACHE: dict[tuple[str, int, int, str], Any] = {}
+
+
+def _red_randproj(t: Any, arg: int | None, name: str) -> Any:
+    import torch
+
+    if not arg or arg < 1:
+        raise ActstoreError("reduction 'randproj:K' needs a positive K, e.g. randproj:512")
+    x = t.reshape(t.shape[0], -1)  # (B, D)
+    d = x.shape[1]
+    key = (name, d, arg, str(x.device))
+    if key not in _PROJ_CACHE:
+        # Very sparse random projection (entries +-sqrt(s/K) with prob 1/(2s), s = sqrt(D)),
+        # seeded by layer name and sizes so every checkpoint and run uses the same matrix.
+        seed = int.from_bytes(hashlib.sha256(f"{name}:{d}:{arg}".encode()).digest()[:8], "little")
+        rng = np.random.default_rng(seed)
+        s = max(1.0, float(np.sqrt(d)))
+        nnz_per_col = rng.binomial(d, 1.0 / s, size=arg)
+        rows = np.concatenate([rng.choice(d, size=k, replace=False) for k in nnz_per_col])
+        cols = np.repeat(np.arange(arg), nnz_per_col)
+        vals = rng.choice([-1.0, 1.0], size=len(rows)) * np.sqrt(s / arg)
+        proj = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([cols, rows])), torch.from_numpy(vals).float(), (arg, d),
+            check_invariants=True,
+        ).coalesce()
+        _PROJ_CACHE[key] = proj.to(x.device)
+    proj = _PROJ_CACHE[key]
+    return torch.sparse.mm(proj, x.float().T).T  # (B, K)
+
+
+#: Reductions applied at capture time; ``randproj`` takes ``:K``.
+REDUCTIONS: dict[str, Callable[[Any, int | None, str], Any]] = {
+    "mean": _red_mean,
+    "max": _red_max,
+    "center": _red_center,
+    "flatten": _red_flatten,
+    "last": _red_last,
+    "all": _red_all,
+    "randproj": _red_randproj,
+}
+
+
+def parse_reduction(spec: str) -> tuple[str, int | None]:
+    """``"randproj:512"`` -> ``("randproj", 512)``; checks the name."""
+    name, _, arg = spec.partition(":")
+    if name not in REDUCTIONS:
+        raise ActstoreError(
+            f"unknown reduction {spec!r}; choose one of {', '.join(REDUCTIONS)} (randproj:K)"
+        )
+    try:
+        return name, int(arg) if arg else None
+    except ValueError:
+        raise ActstoreError(f"reduction {spec!r}: K must be an integer") from None
+
+
+def reduce_output(t: Any, spec: str, name: str) -> tuple[Any, str]:
+    """Reduce one layer output; 2-D outputs (batch, units) are kept as they are.
+
+    Returns the reduced tensor and the reduction actually applied.
+    """
+    rname, arg = parse_reduction(spec)
+    if t.ndim <= 2 and rname != "randproj":
+        return t.reshape(t.shape[0], -1), "none"
+    return REDUCTIONS[rname](t, arg, name), spec
+
+
+def first_tensor(out: Any) -> Any:
+    """The tensor of a module's output: the output itself, or the first tensor in a tuple,
+    dict (``last_hidden_state`` first) or dataclass output (``None`` if there is none)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = first_tensor(o)
+            if t is not None:
+                return t
+        return None
+    if hasattr(out, "keys") and hasattr(out, "__getitem__"):  # dict, HF ModelOutput
+        if "last_hidden_state" in out.keys():
+            return out["last_hidden_state"]
+        for k in out.keys():
+            t = first_tensor(out[k])
+            if t is not None:
+                return t
+        return None
+    if is_dataclass(out):
+        for f in fields(out):
+            t = first_tensor(getattr(out, f.name))
+            if t is not None:
+                return t
+    return None
+
