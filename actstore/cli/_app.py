@@ -9,7 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from actstore._errors import ActstoreError, environment_failure
+from actstore import ActstoreError
+from actstore.cli._failures import environment_failure
 
 F = TypeVar("F", bound=Callable[..., Any])
 
