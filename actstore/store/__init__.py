@@ -20,7 +20,7 @@ from actstore.store._results import (
     settings_difference,
     settings_json,
 )
-from actstore.store._store import DamagedRunError, Store
+from actstore.store._store import DamagedRunError, Store, first_line
 from actstore.store._verify import FIX_SLOT, Problem, verify
 from actstore.store._writer import RunWriter
 from actstore.store._xarray import open, open_layer
@@ -47,6 +47,7 @@ __all__ = [
     "create_store",
     "dump",
     "dump_many",
+    "first_line",
     "ingest",
     "layer_names",
     "open",
