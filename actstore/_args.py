@@ -4,13 +4,23 @@ names the argument and says what to give, not an error from deep inside."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from actstore._errors import ActstoreError
 
-__all__ = ["as_array", "as_mapping", "as_names", "check_seed", "check_text", "whole_number"]
+__all__ = [
+    "as_array",
+    "as_mapping",
+    "as_names",
+    "check_seed",
+    "check_text",
+    "instance_or_default",
+    "whole_number",
+]
+
+T = TypeVar("T")
 
 
 def _kind(value: Any) -> str:
@@ -23,6 +33,18 @@ def check_text(value: Any, what: str, hint: str = "") -> str:
         raise ActstoreError(
             f"{what} must be a str, not {_kind(value)} {value!r}" + (f"; {hint}" if hint else "")
         )
+    return value
+
+
+def instance_or_default(value: Any, cls: type[T], what: str, example: str) -> T:
+    """``value`` if it is a ``cls``, ``cls()`` for ``None``; anything else (a dict of
+    settings, old keyword arguments) is an error naming ``what`` with an ``example``."""
+    if value is None:
+        return cls()
+    if not isinstance(value, cls):
+        name = cls.__name__
+        article = "an" if name[0] in "AEIOU" else "a"
+        raise ActstoreError(f"{what} must be {article} {name}, not {_kind(value)}; e.g. {example}")
     return value
 
 

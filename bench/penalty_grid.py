@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from actstore.decode._decode import DEFAULT_ALPHAS, DEFAULT_CS, extension
+from actstore.decode import DEFAULT_ALPHAS, DEFAULT_CS
+from actstore.decode._decode import extension
 from actstore.probes import ProbeConfig, make_folds, probe_arrays
 from actstore.store import open_store
 

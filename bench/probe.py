@@ -11,9 +11,9 @@ Timed in this one process run, side by side, all on one core (`--threads 1`, BLA
 with threadpoolctl; the machine is shared, and one core per contestant keeps the ratios stable):
   floor           reading + decoding every activation array once, plus X^T X of every array
                   in float64 at this machine's measured matrix-product rate
-  engine ridge    `run_probes(decoders=("ridge",), n_workers=1)`: all jobs, in this process,
-                  on standardised units (the default)
-  engine logistic `run_probes(decoders=("logistic",), n_workers=1)`, standardised
+  engine ridge    `run_probes(decoders=("ridge",), execution=Execution(workers=1))`: all
+                  jobs, in this process, on standardised units (the default)
+  engine logistic `run_probes(decoders=("logistic",))` likewise, standardised
   engine raw      both again with `standardize=False`: the cost of standardising is the
                   ratio of the two (`--skip raw` to leave them out)
   (`--dask`: also both passes on the default local Dask cluster, one worker per core)
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from actstore import Execution
 from actstore.probes import ProbeConfig, make_folds, run_probes, write_synthetic_store
 from actstore.store import open_store
 
@@ -149,7 +150,8 @@ def sklearn_logistic(X, labels, splits, Cs, max_iter=100):
 def engine(url, decoders, config, workers, name):
     cfg = ProbeConfig(**{**config, "decoders": decoders})
     t0 = time.perf_counter()
-    ds = run_probes(url, name=name, config=cfg, n_workers=workers, overwrite=True)
+    ds = run_probes(url, name=name, config=cfg, overwrite=True,
+                    execution=Execution(workers=workers))
     return time.perf_counter() - t0, ds
 
 

@@ -11,10 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from actstore._errors import ActstoreError
+from actstore import ActstoreError
+from actstore.analyses import ANALYSES
 from actstore.cli._app import command
 
 console = Console()
+PROBE = ANALYSES["probe"]
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -40,7 +42,7 @@ def parse_penalties(text: str, what: str) -> tuple[float, ...]:
     help=(
         "Decode every feature of the probe set from every selected run x checkpoint x layer "
         "with ridge and multinomial logistic decoders (penalty chosen by cross-validation); "
-        "results go to /results/probes/NAME in the store. Re-running skips finished jobs."
+        f"results go to /{PROBE.result('NAME')} in the store. Re-running skips finished jobs."
     ),
 )
 def probe_cmd(
@@ -89,7 +91,9 @@ def probe_cmd(
                           "process; with --device cuda/cupy: 1). For several GPUs start a "
                           "dask-cuda cluster (one worker per GPU) and pass --scheduler."),
     ] = None,
-    name: Annotated[str, typer.Option(help="Result name under /results/probes.")] = "default",
+    name: Annotated[
+        str, typer.Option(help=f"Result name under /results/{PROBE.group}.")
+    ] = "default",
     strict: Annotated[
         bool, typer.Option("--strict", help="Incomplete checkpoints are errors, not skipped.")
     ] = False,
@@ -134,13 +138,16 @@ def probe_cmd(
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore._dask import check_execution
-    from actstore.decode._engine import check_export_path, select_result
+    from actstore import Execution
+    from actstore.cli._progress import progress_display
+    from actstore.decode._export import check_export_path
     from actstore.probes import (
+        DECODERS,
         ProbeConfig,
         ProbeInterrupted,
         export_results,
         run_probes,
+        select_result,
         summary_table,
     )
 
@@ -166,24 +173,16 @@ def probe_cmd(
             f"--table-decoder {decoder_table!r} is not among the decoders computed; choose "
             f"one of {', '.join(config.decoders)}"
         )
-    check_execution(scheduler, workers, scheduler_timeout)
-    if scheduler is None:
-        from actstore.core._backend import check_device
-
-        # the workers of a --scheduler may have the GPU this machine lacks
-        check_device(device)
-        if device in ("cuda", "cupy"):
-            # Local workers would all share the first GPU; one process drives it best.
-            workers = 1 if workers is None else workers
+    execution = Execution(scheduler, workers, timeout=scheduler_timeout)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = run_probes(
-                store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
-                features=features, config=config, scheduler=scheduler, n_workers=workers,
-                strict=strict, overwrite=overwrite, progress=not as_json,
-                scheduler_timeout=scheduler_timeout,
-            )
+            with progress_display(not as_json) as progress:
+                ds = run_probes(
+                    store, name=name, runs=runs, checkpoints=checkpoints, layers=layers,
+                    features=features, config=config, strict=strict, overwrite=overwrite,
+                    execution=execution.with_(progress=progress),
+                )
         except ProbeInterrupted as e:
             typer.echo(f"actstore: {e}", err=True)
             raise typer.Exit(130) from None
@@ -205,11 +204,11 @@ def probe_cmd(
                 + (f", also after extending the grid by {config.extend_grid} decades"
                    if config.extend_grid and config.select == "cv" else "")
                 + f" (penalty_at_edge = 1 in the result); widen "
-                f"--{'alphas' if dname == 'ridge' else 'cs'} to look beyond it",
+                f"{DECODERS[dname].option} to look beyond it",
                 highlight=False)
     if as_json:
         typer.echo(json.dumps({
-            "store": store, "result": f"results/probes/{name}", "jobs_done": n_done,
+            "store": store, "result": PROBE.result(name), "jobs_done": n_done,
             "jobs_computed": int(ds.attrs.get("computed", 0)),
             "runs": view.run.values.tolist(), "layers": view.layer.values.tolist(),
             "checkpoints": view.checkpoint.values.tolist(),
@@ -235,7 +234,7 @@ def probe_cmd(
     console.print(t)
     reused = int(ds.attrs.get("reused", 0))
     n_sel = int(ds.attrs.get("computed", 0)) + reused
-    console.print(f"{n_sel} jobs in {store} at results/probes/{name}: "
+    console.print(f"{n_sel} jobs in {store} at {PROBE.result(name)}: "
                   f"{int(ds.attrs.get('computed', 0))} computed"
                   + (f", {reused} already done" if reused else "")
                   + (f"; exported to {out}" if out else ""), highlight=False)

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from actstore.decode._decode import (
-    DECODERS,
-    DecodeResult,
-    ProbeConfig,
-    decode,
-    make_folds,
-    probe_arrays,
-)
-from actstore.decode._engine import (
-    Job,
-    ProbeInterrupted,
-    ProbePlan,
-    ProbeWarning,
-    export_results,
-    plan_probes,
-    run_probes,
-    select_result,
-    summary_table,
-)
+from actstore.core._plan import Job, ProbePlan, ProbeWarning
+from actstore.decode._config import ProbeConfig, make_folds
+from actstore.decode._decode import DecodeResult, decode, probe_arrays
+from actstore.decode._decoders import DECODERS
+from actstore.decode._engine import ProbeInterrupted, run_probes
+from actstore.decode._export import export_results, summary_table
+from actstore.decode._jobs import plan_probes
 from actstore.decode._logistic import DEFAULT_CS, fit_logistic_path, logistic_cv
 from actstore.decode._metrics import METRICS, HeldOutScores, select_penalty
+from actstore.decode._results import select_result
 from actstore.decode._ridge import DEFAULT_ALPHAS, ridge_cv
 
 __all__ = [

@@ -5,257 +5,44 @@ of its probe set, makes the folds, accumulates the statistics once, runs every r
 decoder for every penalty and feature, and chooses a penalty per feature by cross-validation.
 :func:`probe_arrays` is the same on an in-memory array, returning an xarray Dataset.
 
-Decoders are plain functions in :data:`DECODERS` (name -> solver); each takes the streamed
-source, the targets, the folds, its penalties and the shared statistics, and returns held-out
-scores of shape (n_splits, n_penalties, n_features).
+The decoders are the entries of the registry :data:`~actstore.decode.DECODERS` (a solver and
+its penalty); each solver takes the streamed source, the targets, the folds, its penalties and
+the shared statistics, and returns held-out scores of shape (n_splits, n_penalties,
+n_features).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore._args import as_mapping, whole_number
+from actstore._args import as_mapping
 from actstore._errors import ActstoreError
-from actstore.core._backend import BACKENDS, get_namespace, move_to
-from actstore.core._folds import Folds, check_folds, label_folds
+from actstore.core._backend import get_namespace, index_on, move_to
+from actstore.core._blocks import ArraySource, BlockSource, CachedSource
+from actstore.core._folds import Folds, check_folds
+from actstore.core._gram import GramStats, accumulate_gram, unit_sums
 from actstore.core._reprs import short_list
-from actstore.core._stats import (
-    ArraySource,
-    BlockSource,
-    CachedSource,
-    GramStats,
-    GroupStats,
-    _index_on,
-    accumulate_gram,
-    accumulate_groups,
-    unit_sums,
-)
+from actstore.core._stats import GroupStats, accumulate_groups
 from actstore.core._targets import Targets, encode_targets
-from actstore.decode._logistic import DEFAULT_CS, logistic_cv
+from actstore.decode._config import ProbeConfig, make_folds
+from actstore.decode._decoders import DECODERS, materialize
 from actstore.decode._metrics import select_nested, select_penalty
-from actstore.decode._ridge import DEFAULT_ALPHAS, choose_form, ridge_cv
+from actstore.decode._ridge import choose_form
 
 if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = [
-    "DECODERS",
+    "RESULT_VARS",
     "DecodeResult",
-    "ProbeConfig",
     "decode",
-    "make_folds",
     "probe_arrays",
 ]
-
-Solver = Callable[..., dict[str, np.ndarray]]
-
-
-def _ridge(
-    source: CachedSource,
-    targets: Targets,
-    folds: Folds,
-    penalties: Sequence[float],
-    stats: GroupStats | GramStats,
-    config: ProbeConfig,
-) -> dict[str, np.ndarray]:
-    """Ridge decoders (scikit-learn ``Ridge``/``RidgeClassifier``) for every ``alpha``."""
-    return ridge_cv(source, targets, folds, penalties, stats=stats,
-                    standardize=config.standardize)
-
-
-def _logistic(
-    source: CachedSource,
-    targets: Targets,
-    folds: Folds,
-    penalties: Sequence[float],
-    stats: GroupStats | GramStats,
-    config: ProbeConfig,
-) -> dict[str, np.ndarray]:
-    """Multinomial logistic decoders (scikit-learn ``LogisticRegression``) for every ``C``."""
-    X = _materialize(source)
-    return logistic_cv(
-        X, targets, folds, penalties, stats=stats, tol=config.tol, max_iter=config.max_iter,
-        dtype=config.logistic_dtype, standardize=config.standardize,
-    )
-
-
-#: name -> solver; the CLI's ``--decoders`` and the planner look names up here.
-DECODERS: dict[str, Solver] = {"ridge": _ridge, "logistic": _logistic}
-
-#: How penalties are chosen (:attr:`ProbeConfig.select`).
-SELECTIONS = ("cv", "nested")
-
-#: The penalty each decoder is swept over, and whether larger values regularise more.
-PENALTY = {"ridge": ("alpha", True), "logistic": ("C", False)}
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """Settings of a probe computation (recorded with the results).
-
-    Attributes
-    ----------
-    decoders : tuple of str
-        Names in :data:`DECODERS`.
-    alphas : tuple of float
-        Ridge penalties.
-    Cs : tuple of float
-        Logistic inverse penalties.
-    n_splits : int
-        Folds of stratified cross-validation (ignored with ``split``).
-    seed : int
-        Seed of the folds.
-    split : str, optional
-        Name of a label array holding an explicit train/validation split (booleans, 0/1 or
-        ``train``/``val``/``test`` strings); that label is then not decoded itself.
-    device : {"numpy", "torch", "cuda", "cupy"}
-        Where the numerical work runs.
-    tol, max_iter : float, int
-        Logistic convergence tolerance and iteration cap per penalty.
-    logistic_dtype : {"float32", "float64"}
-        Working precision of the logistic solver's iterations (about twice as fast in
-        float32, on CPUs and GPUs; accuracies agree to the reported digits). Statistics,
-        whitening and ridge decoders are float64 either way.
-    cache_mb : float
-        Activation blocks are kept in memory up to this size so that a job reads its array
-        once; larger arrays are streamed twice. Memory per job is bounded by this plus the
-        statistics.
-    standardize : bool
-        Decoders see units z-scored with each training fold's mean and standard deviation,
-        as ``make_pipeline(StandardScaler(), model)`` does (default); decodability then does
-        not depend on a layer's scale. ``False`` fits the raw activations.
-    select : {"cv", "nested"}
-        How the penalty of a reported score is chosen. ``"cv"``: the penalty with the best
-        mean held-out score, reported at that score (the usual ``*CV`` estimators; slightly
-        optimistic near chance). ``"nested"``: the penalty of outer fold k is chosen by
-        cross-validation on fold k's training rows only (with an explicit split: on the
-        training part, in ``n_splits`` stratified inner folds), and fold k's held-out score
-        is taken at it: an unbiased estimate, at about ``n_splits`` times the cost.
-    permutations : int
-        Label-permutation null: the decoders are also fitted, with the same folds and the same
-        penalty selection, to this many random permutations of each feature's labels;
-        ``null_mean``, ``null_p95`` and ``p_value`` are reported (0: none).
-    extend_grid : int
-        Where the chosen penalty is an end of the grid and the score still rises toward it,
-        the penalties beyond that end, half a decade apart up to this many decades, are tried
-        too (with ``select="cv"``), and the feature's penalty and scores are those of the
-        extended grid (the ``*_score`` paths keep the base grid). 0: only record
-        ``penalty_at_edge``.
-    """
-
-    decoders: tuple[str, ...] = ("ridge", "logistic")
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    Cs: tuple[float, ...] = DEFAULT_CS
-    n_splits: int = 5
-    seed: int = 0
-    split: str | None = None
-    device: str = "numpy"
-    tol: float = 1e-4
-    max_iter: int = 500
-    logistic_dtype: str = "float32"
-    cache_mb: float = 256.0
-    standardize: bool = True
-    select: str = "cv"
-    permutations: int = 0
-    extend_grid: int = 3
-    #: The settings that determine the numbers (``device`` and ``cache_mb`` do not).
-    RESULT_KEYS: ClassVar[tuple[str, ...]] = (
-        "decoders", "alphas", "Cs", "n_splits", "seed", "split", "tol", "max_iter",
-        "logistic_dtype", "standardize", "select", "permutations", "extend_grid",
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.decoders, str):  # one name, not its letters
-            object.__setattr__(self, "decoders", (self.decoders,))
-        unknown = [d for d in self.decoders if d not in DECODERS]
-        if unknown or not self.decoders:
-            raise ActstoreError(
-                f"unknown decoder {', '.join(map(repr, unknown)) or '(none given)'}; "
-                f"available: {', '.join(DECODERS)}"
-            )
-        if self.logistic_dtype not in ("float32", "float64"):
-            raise ActstoreError(
-                f"logistic_dtype must be float32 or float64, not {self.logistic_dtype!r}"
-            )
-        if self.device not in BACKENDS:
-            raise ActstoreError(
-                f"unknown device {self.device!r}; choose one of {', '.join(BACKENDS)}"
-            )
-        for name, vals in (("alphas", self.alphas), ("Cs", self.Cs)):
-            if not vals or any(not np.isfinite(v) or v <= 0 for v in vals):
-                raise ActstoreError(f"{name} must be positive numbers, got {list(vals)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
-                or self.seed < 0:
-            raise ActstoreError(f"seed must be a non-negative integer, got {self.seed!r}")
-        whole_number(self.n_splits, "n_splits (number of folds)", minimum=1)
-        whole_number(self.max_iter, "max_iter", minimum=1)
-        if self.split is not None and not isinstance(self.split, str):
-            raise ActstoreError(
-                f"split must be the name of a label array (a str), not {self.split!r}"
-            )
-        if not isinstance(self.standardize, (bool, np.bool_)):
-            raise ActstoreError(f"standardize must be True or False, not {self.standardize!r}")
-        object.__setattr__(self, "standardize", bool(self.standardize))
-        if self.select not in SELECTIONS:
-            raise ActstoreError(
-                f"select must be one of {', '.join(SELECTIONS)}, not {self.select!r}")
-        whole_number(self.permutations, "permutations", minimum=0)
-        whole_number(self.extend_grid, "extend_grid (decades)", minimum=0)
-        if self.extend_grid > 12:
-            raise ActstoreError(f"extend_grid is at most 12 decades, got {self.extend_grid}")
-        if not self.cache_mb >= 0:
-            raise ActstoreError(f"cache_mb must be >= 0 (MiB), got {self.cache_mb!r}")
-        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
-        object.__setattr__(self, "Cs", tuple(float(c) for c in self.Cs))
-        object.__setattr__(self, "decoders", tuple(self.decoders))
-
-    def penalties(self, decoder: str) -> tuple[float, ...]:
-        """The penalty sweep of a decoder."""
-        return self.alphas if PENALTY[decoder][0] == "alpha" else self.Cs
-
-    def to_json(self) -> dict[str, Any]:
-        """The settings that determine the numbers (device and cache do not)."""
-        d = asdict(self)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
-                if k in self.RESULT_KEYS}
-
-    def key(self) -> str:
-        """A short hash of :meth:`to_json`: results with the same key are interchangeable."""
-        blob = json.dumps(self.to_json(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def make_folds(labels: Mapping[str, np.ndarray], config: ProbeConfig) -> tuple[Folds, dict]:
-    """Folds for a probe set, and the labels that are decoded.
-
-    With ``config.split`` the named label array is the explicit split (and is not decoded);
-    otherwise stratified K-fold on all categorical labels together.
-
-    Parameters
-    ----------
-    labels : mapping name -> ndarray of shape (n_samples,)
-    config : ProbeConfig
-        ``split``, ``n_splits`` and ``seed`` are used.
-
-    Returns
-    -------
-    folds : Folds
-    decoded : dict name -> labels
-        ``labels`` without the split array.
-
-    Raises
-    ------
-    ActstoreError
-        If ``config.split`` names no label array, or the split or folds cannot be made.
-    """
-    return label_folds(labels, config.n_splits, config.seed, config.split)
 
 
 @dataclass
@@ -320,14 +107,6 @@ def penalty_at_edge(path: np.ndarray, chosen: np.ndarray, strong_first: np.ndarr
             out[(chosen == end) & rising] = 1.0
     return np.where(np.isnan(path).all(axis=0), np.nan, out)
 
-
-def _materialize(source: CachedSource) -> Any:
-    """The whole activation matrix (from the cache when it fits, else read once more)."""
-    blocks = [blk for _, _, blk in source.blocks()]
-    xp = get_namespace(blocks[0])
-    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
-
-
 def decode(
     source: BlockSource,
     labels: Mapping[str, np.ndarray],
@@ -350,12 +129,7 @@ def decode(
     -------
     DecodeResult
     """
-    config = config or ProbeConfig()
-    if not isinstance(config, ProbeConfig):
-        raise ActstoreError(
-            f"config must be a ProbeConfig, not {type(config).__name__}; e.g. "
-            "ProbeConfig(decoders=('ridge',), n_splits=5)"
-        )
+    config = ProbeConfig.of(config)
     labels = as_mapping(labels, "labels", "give a dict of feature name -> array of shape "
                         "(n_samples,), e.g. {'shape': shape_labels}")
     if folds is not None:
@@ -367,13 +141,17 @@ def decode(
         decoded = {**decoded, **permuted_copies(decoded, config.permutations, config.seed)}
     targets = encode_targets(decoded)
     check_folds(folds, targets.labels())
-    if "logistic" in config.decoders and not targets.categorical():
-        # Logistic decoders need classes; continuous features are the ridge decoders' job.
-        kept = tuple(d for d in config.decoders if d != "logistic")
+    present = {f.kind for f in targets.features}
+    kept = tuple(d for d in config.decoders if present & set(DECODERS[d].kinds))
+    if kept != config.decoders:
+        # e.g. logistic decoders need classes; continuous features are the ridge decoders' job
         if not kept:
+            first = DECODERS[config.decoders[0]]
+            fit = [d.name for d in DECODERS.values() if present & set(d.kinds)]
             raise ActstoreError(
-                f"logistic decoders need a categorical feature, but {', '.join(names)} "
-                "are continuous; add --decoders ridge"
+                f"{first.name} decoders need a {' or '.join(first.kinds)} feature, but "
+                f"{', '.join(names)} are {' or '.join(sorted(present))}; add --decoders "
+                f"{fit[0]}"
             )
         config = ProbeConfig(**{**asdict(config), "decoders": kept})
     backend = None if config.device == "numpy" else config.device
@@ -399,9 +177,8 @@ def decode(
     for name in config.decoders:
         t = time.perf_counter()
         pen = config.penalties(name)
-        scores = DECODERS[name](src, targets, folds, pen, stats, config)
-        larger_is_stronger = PENALTY[name][1]
-        strong_first = np.argsort(-np.asarray(pen)) if larger_is_stronger else np.argsort(pen)
+        scores = DECODERS[name].solve(src, targets, folds, pen, stats, config)
+        strong_first = DECODERS[name].strong_first(pen)
         per_fold = {k: v for k, v in scores.items() if k not in ("n_iter", "converged")}
         if config.select == "nested":
             inner = _inner_choices(src, decoded, folds, config, name, strong_first)
@@ -459,7 +236,6 @@ def _extend(
     feature flagged ``penalty_at_edge``; ``summary`` and ``penalty`` are updated in place
     (``penalty_at_edge`` then tells whether the extended grid's end was chosen)."""
     pen = np.asarray(config.penalties(name), dtype=float)
-    larger_is_stronger = PENALTY[name][1]
     flagged = np.flatnonzero(summary["penalty_at_edge"] == 1)
     names = list(labels)
     for end in ("high", "low"):
@@ -473,9 +249,9 @@ def _extend(
         cols = np.concatenate([np.arange(targets.features[j].start, targets.features[j].stop)
                                for j in at])
         sub_stats = stats.columns(cols) if isinstance(stats, GroupStats) else stats
-        more = DECODERS[name](src, sub, folds, ext, sub_stats, config)
+        more = DECODERS[name].solve(src, sub, folds, ext, sub_stats, config)
         grid = np.concatenate([pen, ext])
-        strong_first = np.argsort(-grid) if larger_is_stronger else np.argsort(grid)
+        strong_first = DECODERS[name].strong_first(grid)
         both = {k: np.concatenate([per_fold[k][:, :, at], more[k]], axis=1)
                 for k in per_fold if k != "chance" and k in more}
         chosen, again = select_penalty(both, [kinds[j] for j in at], strong_first)
@@ -538,7 +314,7 @@ def _inner_choices(
     only: (n_splits, n_features)."""
     from actstore.core._folds import predefined_folds
 
-    X = _materialize(src)
+    X = materialize(src)
     xp = get_namespace(X)
     inner_cfg = ProbeConfig(**{**asdict(config), "decoders": (decoder,), "select": "cv",
                                "permutations": 0, "split": None, "extend_grid": 0})
@@ -552,7 +328,7 @@ def _inner_choices(
                                      f"the training rows of fold {k}")
         else:
             inner, _ = make_folds(sub, inner_cfg)
-        Xk = xp.take(X, _index_on(rows, X), axis=0)
+        Xk = xp.take(X, index_on(rows, X), axis=0)
         res = decode(ArraySource(Xk, name=src.name), sub, inner_cfg, inner)
         path = res.decoders[decoder]["path"]
         filled = np.where(np.isnan(path), -np.inf, path)
@@ -596,13 +372,10 @@ def probe_arrays(
         )
     if config is None:
         config = ProbeConfig(**options)
-    elif not isinstance(config, ProbeConfig):
-        raise ActstoreError(
-            f"config must be a ProbeConfig, not {type(config).__name__}; e.g. "
-            "ProbeConfig(decoders=('ridge',), n_splits=5), or pass its fields as keywords"
-        )
-    elif options:
-        config = ProbeConfig(**{**asdict(config), **options})
+    else:
+        config = ProbeConfig.of(config, keywords=True)
+        if options:
+            config = ProbeConfig(**{**asdict(config), **options})
     if config.device != "numpy":
         X = move_to(X, config.device)
     res = decode(ArraySource(X), labels, config, folds)
@@ -612,7 +385,7 @@ def probe_arrays(
             [_summary_var(res, d, var) for d in res.decoders]))
     ds["chance"] = ("feature", res.chance)
     for d, info in res.decoders.items():
-        pname = PENALTY[d][0]
+        pname = DECODERS[d].penalty
         ds = ds.assign_coords({pname: list(config.penalties(d))})
         ds[f"{d}_score"] = ((pname, "feature"), info["path"])
     ds.attrs.update({"n_train": res.n_train, "n_test": res.n_test, "form": res.form})

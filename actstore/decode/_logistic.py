@@ -38,16 +38,10 @@ from typing import Any
 import numpy as np
 
 from actstore.core._backend import get_namespace
+from actstore.core._blocks import ArraySource
 from actstore.core._folds import Folds
-from actstore.core._stats import (
-    ArraySource,
-    GramStats,
-    GroupStats,
-    UnitSums,
-    fold_gram,
-    unit_scale,
-    unit_sums,
-)
+from actstore.core._gram import GramStats, fold_gram, unit_sums
+from actstore.core._stats import GroupStats, UnitSums, unit_scale
 from actstore.core._targets import Targets
 from actstore.decode._lbfgs import SoftmaxProblems, solve_problems
 from actstore.decode._metrics import HeldOutScores

@@ -28,19 +28,10 @@ from typing import Any
 import numpy as np
 
 from actstore.core._backend import get_namespace, spd_solve, unit_minus_gram
+from actstore.core._blocks import BlockSource, coalesce
 from actstore.core._folds import Folds
-from actstore.core._stats import (
-    BlockSource,
-    GramStats,
-    GroupStats,
-    Moments,
-    accumulate_gram,
-    accumulate_groups,
-    coalesce,
-    fold_gram,
-    unit_scale,
-    unit_sums,
-)
+from actstore.core._gram import GramStats, accumulate_gram, fold_gram, unit_sums
+from actstore.core._stats import GroupStats, Moments, accumulate_groups, unit_scale
 from actstore.core._targets import Targets
 from actstore.decode._metrics import HeldOutScores
 
@@ -276,7 +267,7 @@ def ridge_cv(
     Parameters
     ----------
     source : BlockSource
-        The activations, streamed (wrap in :class:`~actstore.core._stats.CachedSource` to
+        The activations, streamed (wrap in :class:`~actstore.core._blocks.CachedSource` to
         read them once when they fit in memory).
     targets : Targets
     folds : Folds

@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from actstore import ActstoreError
+from actstore import ActstoreError, Execution
 from actstore.probes import (
     DECODERS,
     ProbeConfig,
@@ -31,6 +31,8 @@ from actstore.probes import (
 from actstore.store import ProbeSet, create_store, open_store
 
 FAST = ProbeConfig(n_splits=3, alphas=(0.1, 10.0, 1000.0), Cs=(0.01, 1.0), max_iter=200)
+
+IN_PROCESS = Execution(workers=1)  # every job in this process
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +95,7 @@ def test_probe_arrays_equals_a_scikit_learn_loop():
 
 
 def test_run_probes_writes_an_xarray_dataset_and_reruns_skip(store_url, monkeypatch):
-    ds = run_probes(store_url, name="t", n_workers=1, config=FAST)
+    ds = run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST)
     assert dict(ds.sizes) == {"decoder": 2, "run": 2, "checkpoint": 3, "layer": 2,
                               "feature": 2, "alpha": 3, "C": 2}
     assert bool(ds.done.all())
@@ -112,21 +114,21 @@ def test_run_probes_writes_an_xarray_dataset_and_reruns_skip(store_url, monkeypa
     calls = []
     real = eng.run_job
     monkeypatch.setattr(eng, "run_job", lambda *a, **k: calls.append(a) or real(*a, **k))
-    again = run_probes(store_url, name="t", n_workers=1, config=FAST)
+    again = run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST)
     assert calls == []
     np.testing.assert_array_equal(again.accuracy.values, ds.accuracy.values)
     # a wider selection computes only the new jobs
-    more = run_probes(store_url, name="t", n_workers=1, config=FAST, layers="layer0")
+    more = run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST, layers="layer0")
     assert calls == [] and bool(more.done.all())
     with pytest.raises(ActstoreError, match="other settings.*--overwrite"):
-        run_probes(store_url, name="t", n_workers=1, config=ProbeConfig(n_splits=4))
+        run_probes(store_url, name="t", execution=IN_PROCESS, config=ProbeConfig(n_splits=4))
 
 
 def test_partial_results_then_the_rest(store_url):
-    first = run_probes(store_url, name="p", n_workers=1, config=FAST, checkpoints="first",
+    first = run_probes(store_url, name="p", execution=IN_PROCESS, config=FAST, checkpoints="first",
                        layers="layer1")
     assert int(first.done.sum()) == 2
-    full = run_probes(store_url, name="p", n_workers=1, config=FAST)
+    full = run_probes(store_url, name="p", execution=IN_PROCESS, config=FAST)
     assert int(full.done.sum()) == 12
     sel = {"checkpoint": 0, "layer": "layer1"}
     np.testing.assert_array_equal(full.accuracy.sel(**sel).values,
@@ -159,10 +161,10 @@ def test_incomplete_checkpoint_warns_or_fails_with_strict(tmp_path):
                       attrs=store.reader("run0").attrs):
         pass  # slot 50 planned but never written: incomplete
     with pytest.warns(ProbeWarning, match="run 'run0' checkpoint 50 is incomplete"):
-        ds = run_probes(url, n_workers=1, config=FAST)
+        ds = run_probes(url, execution=IN_PROCESS, config=FAST)
     assert ds.checkpoint.values.tolist() == [0, 10]
     with pytest.raises(ActstoreError, match="checkpoint 50 is incomplete.*--strict"):
-        run_probes(url, name="s", n_workers=1, config=FAST, strict=True)
+        run_probes(url, name="s", execution=IN_PROCESS, config=FAST, strict=True)
 
 
 def _store_with_labels(tmp_path, labels, X=None, n=40):
@@ -180,8 +182,8 @@ def test_bad_labels_are_refused_before_computing(tmp_path):
     n = 40
     url = _store_with_labels(tmp_path, {"one": np.zeros(n, int), "ok": np.arange(n) % 2})
     with pytest.raises(ActstoreError, match="'one' has a single class.*--features"):
-        run_probes(url, n_workers=1, config=FAST)
-    ds = run_probes(url, n_workers=1, config=FAST, features="ok")
+        run_probes(url, execution=IN_PROCESS, config=FAST)
+    ds = run_probes(url, execution=IN_PROCESS, config=FAST, features="ok")
     assert ds.feature.values.tolist() == ["ok"]
 
 
@@ -192,7 +194,7 @@ def test_nan_activations_name_the_job(tmp_path):
     # the writer refuses NaN; a store written by other tools may still hold some
     zarr.open_group(url, mode="r+")["runs/r/h"][0, 13, 2] = np.nan
     with pytest.raises(ActstoreError, match="run 'r', layer 'h', checkpoint 0.*row 13"):
-        run_probes(url, n_workers=1, config=FAST)
+        run_probes(url, execution=IN_PROCESS, config=FAST)
 
 
 def _files(url):
@@ -220,13 +222,13 @@ def test_nan_found_while_decoding_leaves_the_results_as_they_were(tmp_path):
     before = _files(url)
     # the big jobs run (and are flushed to the store) before the bad one is read
     with pytest.raises(ActstoreError, match="layer 'small', checkpoint 1.*row 7"):
-        run_probes(url, n_workers=1, config=FAST, flush_seconds=0.0)
+        run_probes(url, execution=IN_PROCESS, config=FAST, flush_seconds=0.0)
     assert _files(url) == before
     # an existing result is kept as it was, not extended with the jobs of the failed call
-    run_probes(url, n_workers=1, config=FAST, layers="big", checkpoints="0")
+    run_probes(url, execution=IN_PROCESS, config=FAST, layers="big", checkpoints="0")
     before = _files(url)
     with pytest.raises(ActstoreError, match="layer 'small', checkpoint 1"):
-        run_probes(url, n_workers=1, config=FAST, flush_seconds=0.0)
+        run_probes(url, execution=IN_PROCESS, config=FAST, flush_seconds=0.0)
     assert _files(url) == before
     ds = open_store(url).read_result("probes", "default")
     assert int(ds.done.sum()) == 1
@@ -251,11 +253,11 @@ def _interrupt_after(monkeypatch, jobs):
 def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url, monkeypatch):
     import actstore.decode._engine as eng
 
-    old = run_probes(store_url, name="t", n_workers=1, config=FAST)
+    old = run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST)
     other = ProbeConfig(n_splits=4, alphas=FAST.alphas, Cs=FAST.Cs, max_iter=200)
     real = _interrupt_after(monkeypatch, 3)
     with pytest.raises(ProbeInterrupted, match="3 of 12 jobs finished and saved"):
-        run_probes(store_url, name="t", n_workers=1, config=other, overwrite=True)
+        run_probes(store_url, name="t", execution=IN_PROCESS, config=other, overwrite=True)
     store = open_store(store_url)
     assert store.result_names("probes") == ["t"]  # the staging copy is not listed
     assert store.staged_result_names() == ["probes/t"]  # but shown as a pending replacement
@@ -270,7 +272,7 @@ def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(store_url,
     np.testing.assert_array_equal(kept.accuracy.values, old.accuracy.values)
     # the next overwrite continues from the staged jobs and then replaces the result
     monkeypatch.setattr(eng, "run_job", real)
-    new = run_probes(store_url, name="t", n_workers=1, config=other, overwrite=True)
+    new = run_probes(store_url, name="t", execution=IN_PROCESS, config=other, overwrite=True)
     assert (new.attrs["computed"], new.attrs["reused"]) == (9, 3)
     store = open_store(store_url)
     assert not store.has_result("probes", ".t.overwrite")
@@ -283,23 +285,23 @@ def test_a_pending_overwrite_is_mentioned_and_counts_are_of_the_selection(store_
                                                                          monkeypatch):
     import actstore.decode._engine as eng
 
-    run_probes(store_url, name="t", n_workers=1, config=FAST)
+    run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST)
     real = _interrupt_after(monkeypatch, 2)
     with pytest.raises(ProbeInterrupted, match="2 of 12 jobs finished and saved"):
-        run_probes(store_url, name="t", n_workers=1, config=FAST, overwrite=True)
+        run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST, overwrite=True)
     monkeypatch.setattr(eng, "run_job", real)
     with pytest.warns(ProbeWarning, match="interrupted --overwrite of results/probes/t holds 2 "
                                           "of 12 jobs"):
-        ds = run_probes(store_url, name="t", n_workers=1, config=FAST, layers="layer0")
+        ds = run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST, layers="layer0")
     assert (ds.attrs["computed"], ds.attrs["reused"]) == (0, 6)
 
 
 def test_other_settings_are_named_in_the_refusal(store_url):
-    run_probes(store_url, name="t", n_workers=1, config=FAST, layers="layer0",
+    run_probes(store_url, name="t", execution=IN_PROCESS, config=FAST, layers="layer0",
                checkpoints="0")
     other = ProbeConfig(n_splits=4, alphas=FAST.alphas, Cs=FAST.Cs, max_iter=200)
     with pytest.raises(ActstoreError, match=r"folds 3 there, 4 now\); choose another"):
-        run_probes(store_url, name="t", n_workers=1, config=other)
+        run_probes(store_url, name="t", execution=IN_PROCESS, config=other)
 
 
 def test_explicit_split_label(tmp_path):
@@ -310,8 +312,8 @@ def test_explicit_split_label(tmp_path):
     X = rng.standard_normal((n, 5))
     X[:, 0] += 2 * a
     url = _store_with_labels(tmp_path, {"a": a, "split": split}, X=X, n=n)
-    ds = run_probes(url, n_workers=1, config=ProbeConfig(split="split", decoders=("ridge",),
-                                                          alphas=(1.0,)))
+    ds = run_probes(url, execution=IN_PROCESS,
+                    config=ProbeConfig(split="split", decoders=("ridge",), alphas=(1.0,)))
     assert ds.feature.values.tolist() == ["a"]
     tr, te = split == "train", split == "val"
     ref = RidgeClassifier(alpha=1.0).fit(X[tr], a[tr]).score(X[te], a[te])
@@ -322,13 +324,13 @@ def test_explicit_split_label(tmp_path):
 def test_memory_store_runs_in_process(tmp_path):
     url = f"memory://{tmp_path.name}-engine.zarr"  # one per test: the memory fs is global
     write_synthetic_store(url, n_runs=1, steps=[0, 5], widths=[4], n=60, features={"a": 2})
-    ds = run_probes(url, config=FAST)  # no n_workers: would be a Dask cluster on disk stores
+    ds = run_probes(url, config=FAST)  # the default: a Dask cluster on disk stores
     assert bool(ds.done.all())
     assert "probes/default" in open_store(url).result_names()
 
 
 def test_export_and_summary(store_url, tmp_path):
-    ds = run_probes(store_url, n_workers=1, config=FAST)
+    ds = run_probes(store_url, execution=IN_PROCESS, config=FAST)
     df = export_results(ds, str(tmp_path / "r.csv"))
     assert len(df) == 2 * 2 * 3 * 2 * 2  # decoders x runs x checkpoints x layers x features
     assert (tmp_path / "r.csv").read_text().startswith("decoder,run,checkpoint,layer,feature")

@@ -13,9 +13,9 @@ from stores import error_line
 from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
-from actstore import ActstoreError
+from actstore import ActstoreError, Execution
 from actstore.cli import app
-from actstore.features._variance import run_variance
+from actstore.features import VarianceConfig, run_variance
 from actstore.probes import (
     ProbeConfig,
     ProbeWarning,
@@ -28,6 +28,8 @@ from actstore.store import open_store
 
 FAST = ProbeConfig(decoders=("ridge",), n_splits=3, alphas=(0.1, 10.0, 1000.0), Cs=(0.01, 1.0))
 CLI_FAST = ["--folds", "3", "--alphas", "0.1,10,1000", "--cs", "0.01,1", "--workers", "1"]
+
+IN_PROCESS = Execution(workers=1)  # every job in this process
 runner = CliRunner()
 
 
@@ -69,7 +71,7 @@ def test_last_is_each_runs_last_complete_checkpoint(training_store):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ProbeWarning)  # nothing is skipped
         plan = plan_probes(training_store, checkpoints="last", config=FAST)
-        ds = run_probes(training_store, name="last", checkpoints="last", n_workers=1,
+        ds = run_probes(training_store, name="last", checkpoints="last", execution=IN_PROCESS,
                         config=FAST)
     assert sorted({(j.run, j.step) for j in plan.jobs}) == [("run0", 300), ("run1", 200)]
     assert plan.skipped == []
@@ -130,7 +132,8 @@ def test_cli_last_keeps_a_run_still_training(training_store):
 def test_variance_last_keeps_a_run_still_training(training_store):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ProbeWarning)
-        ds = run_variance(training_store, checkpoints="last", n_splits=3, write=False)
+        ds = run_variance(training_store, checkpoints="last", config=VarianceConfig(n_splits=3),
+                          write=False)
     assert ds.checkpoint.values.tolist() == [200, 300]
     assert np.isfinite(ds.r2.sel(run="run1", checkpoint=200)).all()
     assert np.isfinite(ds.r2.sel(run="run0", checkpoint=300)).all()
@@ -144,11 +147,11 @@ def test_variance_last_keeps_a_run_still_training(training_store):
 
 
 def test_adding_features_computes_them_for_every_finished_job(store_url):
-    first = run_probes(store_url, name="gf", features="color", n_workers=1, config=FAST,
+    first = run_probes(store_url, name="gf", features="color", execution=IN_PROCESS, config=FAST,
                        checkpoints="0,100")
     assert first.feature.values.tolist() == ["color"]
     with pytest.warns(ProbeWarning, match="gains feature.*shape, texture"):
-        ds = run_probes(store_url, name="gf", n_workers=1, config=FAST, checkpoints="100")
+        ds = run_probes(store_url, name="gf", execution=IN_PROCESS, config=FAST, checkpoints="100")
     assert sorted(ds.feature.values.tolist()) == ["color", "shape", "texture"]
     assert ds.feature_kind.values.tolist() == ["categorical"] * 3
     assert bool(ds.done.sel(checkpoint=[0, 100]).all())
@@ -157,20 +160,20 @@ def test_adding_features_computes_them_for_every_finished_job(store_url):
     stored = open_store(store_url).read_result("probes", "gf")
     assert np.isfinite(stored.accuracy.sel(checkpoint=[0, 100])).all()
     # a re-run with all features has nothing left to do
-    again = run_probes(store_url, name="gf", n_workers=1, config=FAST, checkpoints="0,100")
+    again = run_probes(store_url, name="gf", execution=IN_PROCESS, config=FAST, checkpoints="0,100")
     assert again.attrs["computed"] == 0
 
 
 def test_jobs_of_a_result_decode_all_its_features(store_url, monkeypatch):
     import actstore.decode._engine as eng
 
-    run_probes(store_url, name="all", n_workers=1, config=FAST, checkpoints="0")
+    run_probes(store_url, name="all", execution=IN_PROCESS, config=FAST, checkpoints="0")
     seen = []
     real = eng.run_job
     monkeypatch.setattr(eng, "run_job",
                         lambda url, job, feats, *a, **k: seen.append(list(feats))
                         or real(url, job, feats, *a, **k))
-    ds = run_probes(store_url, name="all", features="color", n_workers=1, config=FAST,
+    ds = run_probes(store_url, name="all", features="color", execution=IN_PROCESS, config=FAST,
                     checkpoints="10")
     # same features (and so the same folds) as the result's other jobs: no gaps
     assert seen and all(sorted(f) == ["color", "shape", "texture"] for f in seen)
@@ -189,7 +192,7 @@ def test_cli_adding_features_is_no_traceback(store_url):
 
 
 def test_adding_features_when_a_job_cannot_be_recomputed_is_refused(store_url):
-    run_probes(store_url, name="gf", features="color", n_workers=1, config=FAST,
+    run_probes(store_url, name="gf", features="color", execution=IN_PROCESS, config=FAST,
                checkpoints="0")
     store = open_store(store_url, mode="a")
     old = store.read_result("probes", "gf")
@@ -197,18 +200,18 @@ def test_adding_features_when_a_job_cannot_be_recomputed_is_refused(store_url):
     store.write_result("probes", "gf", ghost)
     with pytest.raises(ActstoreError, match="cannot add feature.*run 'gone' is no longer in.*"
                                             "--overwrite"):
-        run_probes(store_url, name="gf", n_workers=1, config=FAST, checkpoints="0")
+        run_probes(store_url, name="gf", execution=IN_PROCESS, config=FAST, checkpoints="0")
 
 
 # --- 3. export and summary follow the selection ---------------------------------------------
 
 
 def test_export_and_summary_follow_the_selection(store_url, tmp_path):
-    from actstore.decode._engine import select_result
+    from actstore.decode import select_result
 
-    run_probes(store_url, name="x", n_workers=1, config=FAST)  # the whole store
+    run_probes(store_url, name="x", execution=IN_PROCESS, config=FAST)  # the whole store
     ds = run_probes(store_url, name="x", runs="run1", layers="layer1", features="shape",
-                    checkpoints="last", n_workers=1, config=FAST)
+                    checkpoints="last", execution=IN_PROCESS, config=FAST)
     view = select_result(ds)
     assert view.run.values.tolist() == ["run1"]
     assert view.layer.values.tolist() == ["layer1"]
@@ -234,7 +237,7 @@ def test_export_and_summary_follow_the_selection(store_url, tmp_path):
 
 
 def test_text_summary_follows_the_selection(store_url):
-    run_probes(store_url, name="default", n_workers=1, config=FAST)
+    run_probes(store_url, name="default", execution=IN_PROCESS, config=FAST)
     r = runner.invoke(app, ["probe", store_url, "--decoders", "ridge", "--layers", "layer0",
                             "--features", "color", *CLI_FAST])
     assert r.exit_code == 0, r.output
@@ -248,18 +251,18 @@ def test_text_summary_follows_the_selection(store_url):
 def test_decoders_in_another_order_continue_the_result(store_url):
     cfg = ProbeConfig(decoders=("ridge", "logistic"), n_splits=3, alphas=(0.1, 10.0),
                       Cs=(0.01, 1.0), max_iter=100)
-    first = run_probes(store_url, name="d", n_workers=1, config=cfg, checkpoints="0",
+    first = run_probes(store_url, name="d", execution=IN_PROCESS, config=cfg, checkpoints="0",
                        layers="layer0")
     swapped = ProbeConfig(decoders=("logistic", "ridge"), n_splits=3, alphas=(0.1, 10.0),
                           Cs=(0.01, 1.0), max_iter=100)
-    ds = run_probes(store_url, name="d", n_workers=1, config=swapped, checkpoints="0,10",
+    ds = run_probes(store_url, name="d", execution=IN_PROCESS, config=swapped, checkpoints="0,10",
                     layers="layer0")
     assert ds.decoder.values.tolist() == ["ridge", "logistic"]  # the stored order
     assert ds.attrs["reused"] == 2 and ds.attrs["computed"] == 2
     np.testing.assert_array_equal(ds.accuracy.sel(checkpoint=0).values,
                                   first.accuracy.sel(checkpoint=0).values)
     with pytest.raises(ActstoreError, match="other settings"):
-        run_probes(store_url, name="d", n_workers=1, config=FAST, checkpoints="0")
+        run_probes(store_url, name="d", execution=IN_PROCESS, config=FAST, checkpoints="0")
 
 
 def test_cli_decoders_in_another_order(store_url):
@@ -288,7 +291,7 @@ def test_folds_of_runs_with_other_features_are_all_described(tmp_path):
         st.add_probe_set(ProbeSet(ps, labels={f: rng.integers(0, 2, n) for f in feats}))
         with st.writer(f"run_{ps}", probe_set=ps, steps=[0]) as w:
             w.write_slot(0, {"l": rng.standard_normal((n, 4)).astype("float32")})
-    res = run_probes(url, name="both", config=FAST, n_workers=1)
-    var = variance(url, name="both", n_splits=3, write=False)
+    res = run_probes(url, name="both", config=FAST, execution=IN_PROCESS)
+    var = variance(url, name="both", config=VarianceConfig(n_splits=3), write=False)
     for folds in (res.attrs["folds"], var.attrs["folds"]):
         assert "on linear, parity" in folds and "on common, rare" in folds, folds

@@ -11,10 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from actstore import ActstoreError
+from actstore import ActstoreError, Execution
 from actstore.probes import ProbeConfig, run_probes, write_synthetic_store
 
 CONFIG = ProbeConfig(n_splits=3, alphas=(0.1, 10.0, 1000.0), Cs=(0.01, 1.0), max_iter=200)
+
+IN_PROCESS = Execution(workers=1)  # every job in this process
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,9 @@ def test_cluster_results_equal_the_local_run(tmp_path, cluster):
     import os
 
     assert len(worker_pids) == 2 and os.getpid() not in worker_pids
-    remote = run_probes(url, name="remote", scheduler=addr, config=CONFIG)
-    local = run_probes(url, name="local", n_workers=1, config=CONFIG)
+    remote = run_probes(url, name="remote", config=CONFIG,
+                        execution=Execution(scheduler=addr))
+    local = run_probes(url, name="local", execution=IN_PROCESS, config=CONFIG)
     assert bool(remote.done.all()) and int(remote.done.sum()) == 8
     np.testing.assert_array_equal(remote.penalty.values, local.penalty.values)
     np.testing.assert_array_equal(remote.accuracy.values, local.accuracy.values)
@@ -90,7 +93,8 @@ def test_scheduler_that_does_not_answer(tmp_path):
         addr = f"tcp://127.0.0.1:{held.getsockname()[1]}"
         with pytest.raises(ActstoreError,
                            match=f"scheduler at {addr} did not answer within 2 s"):
-            run_probes(url, scheduler=addr, config=CONFIG, scheduler_timeout=2)
+            run_probes(url, config=CONFIG,
+                       execution=Execution(scheduler=addr, timeout=2))
     from actstore.store import open_store
 
     assert open_store(url).result_names() == []  # nothing written
@@ -99,7 +103,7 @@ def test_scheduler_that_does_not_answer(tmp_path):
 def test_a_relative_store_path_is_the_callers_on_a_cluster(tmp_path, cluster, monkeypatch):
     """Workers run in their own working directory: a relative store path is sent absolute (it
     was opened relative to the workers' folder, which may hold another store of that name)."""
-    from actstore.probes import run_variance
+    from actstore.probes import VarianceConfig, run_variance
 
     addr, _ = cluster
     sub = tmp_path / "sub"
@@ -107,10 +111,12 @@ def test_a_relative_store_path_is_the_callers_on_a_cluster(tmp_path, cluster, mo
     monkeypatch.chdir(sub)
     write_synthetic_store("rel.zarr", n_runs=1, steps=[0, 10], widths=[4], n=90,
                           features={"shape": 3})
-    remote = run_probes("rel.zarr", name="remote", scheduler=addr, config=CONFIG)
-    local = run_probes("rel.zarr", name="local", n_workers=1, config=CONFIG)
+    remote = run_probes("rel.zarr", name="remote", config=CONFIG,
+                        execution=Execution(scheduler=addr))
+    local = run_probes("rel.zarr", name="local", execution=IN_PROCESS, config=CONFIG)
     np.testing.assert_array_equal(remote.accuracy.values, local.accuracy.values)
-    var = run_variance("rel.zarr", name="v", scheduler=addr, n_splits=3, write=False)
+    var = run_variance("rel.zarr", name="v", config=VarianceConfig(n_splits=3), write=False,
+                       execution=Execution(scheduler=addr))
     assert np.isfinite(var["r2"].values).all()
 
 
@@ -119,13 +125,14 @@ def test_memory_stores_stay_in_this_process_with_a_cluster(cluster):
     given (the workers could not open it)."""
     import uuid
 
-    from actstore.probes import run_variance
+    from actstore.probes import VarianceConfig, run_variance
 
     addr, _ = cluster
     url = f"memory://{uuid.uuid4().hex}/m.zarr"
     write_synthetic_store(url, n_runs=1, steps=[0, 10], widths=[4], n=90,
                           features={"shape": 3})
-    res = run_probes(url, name="m", scheduler=addr, config=CONFIG)
+    res = run_probes(url, name="m", config=CONFIG, execution=Execution(scheduler=addr))
     assert bool(res.done.all())
-    var = run_variance(url, name="v", scheduler=addr, n_splits=3, write=False)
+    var = run_variance(url, name="v", config=VarianceConfig(n_splits=3), write=False,
+                       execution=Execution(scheduler=addr))
     assert np.isfinite(var["r2"].values).all()

@@ -19,6 +19,7 @@ BUDGET_MB = 64  # memory a probing worker may use beyond the engine's fixed foot
 PROBE = textwrap.dedent(
     """
     import json, re, sys
+    from actstore import Execution
     from actstore.probes import ProbeConfig, run_probes
 
     def status_mb(key):
@@ -29,11 +30,13 @@ PROBE = textwrap.dedent(
     # grid, which for arrays beyond the cache reads the held-out rows once more
     cfg = ProbeConfig(decoders=("ridge",), n_splits=3, alphas=(0.1, 10.0, 1000.0),
                       cache_mb=float(sys.argv[3]), extend_grid=0)
-    run_probes(sys.argv[1], n_workers=1, config=cfg, overwrite=True)  # warm up: imports
+    run_probes(sys.argv[1], execution=Execution(workers=1), config=cfg,
+               overwrite=True)  # warm up: imports
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set size (VmHWM) to the current one
     before = status_mb("VmRSS")
-    ds = run_probes(sys.argv[2], n_workers=1, config=cfg, overwrite=True)
+    ds = run_probes(sys.argv[2], execution=Execution(workers=1), config=cfg,
+                    overwrite=True)
     print(json.dumps({"growth_mb": status_mb("VmHWM") - before, "done": int(ds.done.sum()),
                       "reads": ds.reads.values.ravel().tolist(),
                       "acc": ds.accuracy.values.ravel().tolist()}))

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from actstore import ActstoreError
+from actstore import ActstoreError, Execution
 from actstore.decode._decode import penalty_at_edge
 from actstore.probes import (
     ArraySource,
@@ -160,10 +160,10 @@ def test_a_result_computed_on_raw_units_is_other_settings(tmp_path):
     y = np.arange(60) % 3
     url = mlp_store(str(tmp_path / "s.zarr"), ["r0"], {"shape": y})
     raw = ProbeConfig(decoders=("ridge",), n_splits=3, standardize=False)
-    run_probes(url, config=raw, n_workers=1, progress=False)
+    run_probes(url, config=raw, execution=Execution(workers=1))
     with pytest.raises(ActstoreError, match="other settings.*standardize"):
-        run_probes(url, config=ProbeConfig(decoders=("ridge",), n_splits=3), n_workers=1,
-                   progress=False)
+        run_probes(url, config=ProbeConfig(decoders=("ridge",), n_splits=3),
+                   execution=Execution(workers=1))
 
 
 def test_chance_is_the_majority_class_rate():
