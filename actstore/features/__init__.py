@@ -20,18 +20,13 @@ from actstore.features._importance import (
     recover_linear_head,
 )
 from actstore.features._nmf import NMFResult, nmf, nmf_transform
-from actstore.features._variance import (
-    ReaderSource,
-    variance_arrays,
-    variance_explained,
-)
+from actstore.features._variance import variance_arrays, variance_explained
 from actstore.features._variance_run import run_variance
 
 __all__ = [
     "ComplexityConfig",
     "LinearHead",
     "NMFResult",
-    "ReaderSource",
     "VarianceConfig",
     "code_targets",
     "codes_as_labels",

@@ -14,11 +14,12 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.core._folds import Folds, label_folds, stratified_folds
+from actstore.core._source import ReaderSource
 from actstore.features._complexity import CODES_ANALYSIS, vinfo_of_codes
 from actstore.features._config import ComplexityConfig
 from actstore.features._importance import linear_importance, recover_linear_head
 from actstore.features._nmf import NMFResult, nmf
-from actstore.features._variance import ReaderSource, default_features
+from actstore.features._variance import default_features
 
 __all__ = ["codes_dataset", "complexity_job", "dictionary_layer", "head_layer", "probed_layers"]
 

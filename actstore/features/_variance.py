@@ -23,7 +23,7 @@ columns. Folds, the target layout and the block streaming are the probe engine's
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DesignStats",
-    "ReaderSource",
     "VarianceExplained",
     "accumulate_design",
     "default_features",
@@ -50,27 +49,6 @@ __all__ = [
     "variance_explained",
     "variance_from_stats",
 ]
-
-class ReaderSource:
-    """A :class:`~actstore.core._blocks.BlockSource` over one (run, layer, checkpoint).
-
-    Parameters
-    ----------
-    reader : actstore.store.RunReader
-    layer : str
-    step : int
-        Training step of a complete checkpoint.
-    """
-
-    def __init__(self, reader: Any, layer: str, step: int) -> None:
-        self.reader, self.layer, self.step = reader, layer, int(step)
-        self.n = int(reader.array(layer).shape[1])
-        self.d = int(reader.units(layer))
-        self.name = f"run {reader.run_id!r}, layer {layer!r}, checkpoint {step}"
-
-    def blocks(self) -> Iterator[tuple[int, int, Any]]:
-        yield from self.reader.iter_blocks(self.layer, self.step)
-
 
 @dataclass
 class DesignStats:

@@ -20,10 +20,10 @@ from actstore.core._blocks import CachedSource
 from actstore.core._folds import describe_folds, label_folds
 from actstore.core._plan import ProbePlan, plan_jobs
 from actstore.core._select import check_not_blank
+from actstore.core._source import ReaderSource
 from actstore.core._targets import encode_targets
 from actstore.features._config import VarianceConfig
 from actstore.features._variance import (
-    ReaderSource,
     accumulate_design,
     default_features,
     variance_from_stats,
