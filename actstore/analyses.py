@@ -50,8 +50,6 @@ class Analysis:
         ``plots()`` -> ``[(label, figure function)]`` of its results.
     section : callable
         ``section()`` -> the HTML section function of the report, or ``None``.
-    settings : callable, optional
-        Builds the config from a study file's settings (default: ``config.from_options``).
     """
 
     name: str
@@ -63,7 +61,6 @@ class Analysis:
     selection: tuple[str, ...]
     plots: Callable[[], list[tuple[str, Callable[..., str]]]]
     section: Callable[[], Callable[..., str] | None]
-    settings: Callable[[Mapping[str, Any]], Any] | None = None
 
     def result(self, name: str) -> str:
         """Where the result ``name`` is written in a store: ``results/<group>/<name>``."""
@@ -84,9 +81,9 @@ class Analysis:
                 f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
                 f"analysis {self.name}; valid keys: {', '.join(self.options)}"
             )
-        make = self.settings or self.config.from_options  # type: ignore[attr-defined]
         settings = {k: v for k, v in options.items() if k not in self.selection}
-        return make(settings), {k: v for k, v in options.items() if k in self.selection}
+        config = self.config.from_options(settings)  # type: ignore[attr-defined]
+        return config, {k: v for k, v in options.items() if k in self.selection}
 
 
 def _csv(v: Any) -> Any:
@@ -94,12 +91,6 @@ def _csv(v: Any) -> Any:
 
 
 # -- runners: study options -> the analysis's driver ------------------------------------------
-
-
-def _probe_config(o: Mapping[str, Any]) -> Any:
-    return ProbeConfig(decoders=tuple(o.get("decoders", ("ridge", "logistic"))),
-                       n_splits=int(o.get("folds", 5)), seed=int(o.get("seed", 0)),
-                       split=o.get("split"), device=o.get("device", "numpy"))
 
 
 def _probe(url: str, name: str, config: Any, o: Mapping[str, Any], ex: Execution) -> Any:
@@ -207,18 +198,17 @@ def _section(group: str) -> Callable[[], Callable[..., str] | None]:
 
 
 def _entry(name: str, group: str, title: str, config: type, run: Callable[..., Any],
-           options: tuple[str, ...], selection: tuple[str, ...],
-           settings: Callable[[Mapping[str, Any]], Any] | None = None) -> Analysis:
+           options: tuple[str, ...], selection: tuple[str, ...]) -> Analysis:
     return Analysis(name=name, group=group, title=title, config=config, run=run,
                     options=options, selection=selection, plots=_plots(group),
-                    section=_section(group), settings=settings)
+                    section=_section(group))
 
 
 #: Every analysis by the name a study file gives as ``kind``, in the order a report shows them.
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     _entry("probe", "probes", "Linear decoders", ProbeConfig, _probe,
            ("runs", "layers", "checkpoints", "features", "decoders", "folds", "seed", "split",
-            "device"), ("runs", "layers", "checkpoints", "features"), settings=_probe_config),
+            "device"), ("runs", "layers", "checkpoints", "features")),
     _entry("variance", "variance", "Variance explained by each feature", VarianceConfig,
            _variance, ("runs", "layers", "checkpoints", "features", "folds", "seed", "split",
                        "denominator"), ("runs", "layers", "checkpoints", "features")),

@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from actstore._errors import ActstoreError
-from actstore._execution import Execution
+from actstore import ActstoreError, Execution
 from actstore.cli._app import command
 from actstore.cli._progress import progress_display
 from actstore.cli._store_cmds import parse_kv
