@@ -207,11 +207,11 @@ def test_selection_arguments_are_checked(store_url):
     with pytest.raises(ActstoreError, match="selection must be a list of str"):
         ap.parse_selection(5)
     with pytest.raises(ActstoreError, match="unknown selection keyword 'bogus'"):
-        ap.similarity_job(store_url, {"bogus": 1}, scheduler="sync", write=False)
+        ap.similarity_job(store_url, {"bogus": 1}, write=False)
     with pytest.raises(ActstoreError, match="parse_selection"):
-        ap.similarity_job(store_url, ["layer=layer0"], scheduler="sync", write=False)
+        ap.similarity_job(store_url, ["layer=layer0"], write=False)
     with pytest.raises(ActstoreError, match="at least two runs"):
-        ap.alignment_job(store_url, "run0", scheduler="sync", write=False)
+        ap.alignment_job(store_url, "run0", write=False)
 
 
 def test_plan_probes_takes_a_path_and_summary_table_checks_its_input(store_url):
@@ -220,7 +220,7 @@ def test_plan_probes_takes_a_path_and_summary_table_checks_its_input(store_url):
     with pytest.raises(ActstoreError, match="summary_table takes a probe result"):
         ap.summary_table({"accuracy": 1})
     with pytest.raises(ActstoreError, match="config must be a ProbeConfig"):
-        ap.run_probes(store_url, config={"decoders": ["ridge"]}, n_workers=1)
+        ap.run_probes(store_url, config={"decoders": ["ridge"]})
 
 
 @pytest.mark.parametrize("labels, kinds, words", [
@@ -243,3 +243,28 @@ def test_encode_targets_follows_kinds():
                        {"a": "categorical"})
     assert [s.kind for s in t.features] == ["categorical", "continuous"]
     assert t.Y.shape == (3, 3)
+
+
+# -- the public names --------------------------------------------------------------------------
+PACKAGES = ("actstore", "actstore.store", "actstore.core", "actstore.decode",
+            "actstore.similarity", "actstore.alignment", "actstore.features", "actstore.report",
+            "actstore.training", "actstore.studies", "actstore.analyses", "actstore.testing",
+            "actstore.probes")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_exported_name_exists_once(package):
+    import importlib
+
+    mod = importlib.import_module(package)
+    if package != "actstore.probes":  # the facade repeats what its subpackages export
+        assert len(set(mod.__all__)) == len(mod.__all__), package
+    assert [n for n in mod.__all__ if not hasattr(mod, n)] == []
+
+
+def test_the_studies_and_the_registry_are_public():
+    from actstore.analyses import ANALYSES
+    from actstore.studies import builtin_studies, load_study
+
+    study = load_study(builtin_studies()[0])
+    assert all(a["kind"] in ANALYSES for a in study.analyses)
