@@ -32,12 +32,11 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.core._backend import to_numpy
+from actstore.core._backend import array_device, to_numpy
 from actstore.similarity._signatures import (
     _REL_CONSTANT,
     Signature,
     _centre,
-    _device,
     _diag_mask,
     _zero_diagonal_,
     strict_upper_mask,
@@ -141,7 +140,7 @@ def _tie_ranks(v: Any, tol: float, xp: Any) -> Any:
     N = v.shape[0]
     if N == 0:
         return xp.zeros_like(v)
-    dev = _device(v)
+    dev = array_device(v)
     order = xp.argsort(v)
     s = xp.take(v, order)
     gap = (s[1:] - s[:-1]) > tol
@@ -185,8 +184,8 @@ class _RSA(Signature):
         if compare == "spearman" or rdm in ("euclidean", "sqeuclidean"):
             _, first, inv = np.unique(to_numpy(self.Z), axis=0, return_index=True,
                                       return_inverse=True)
-            self.first = xp.asarray(first, device=_device(self.Z))
-            self.pattern = xp.asarray(np.asarray(inv).reshape(-1), device=_device(self.Z))
+            self.first = xp.asarray(first, device=array_device(self.Z))
+            self.pattern = xp.asarray(np.asarray(inv).reshape(-1), device=array_device(self.Z))
         # Identical activation patterns for every stimulus: no structure to compare.
         self.degenerate = _centre(X, xp)[1]
         if rdm in ("correlation", "cosine"):
@@ -256,7 +255,7 @@ class _RSA(Signature):
         at = 0
         for (r0, r1), m in zip(chunks, masks, strict=True):
             k = int(xp.sum(xp.astype(m, xp.int64)))
-            R = xp.zeros(m.shape, dtype=v.dtype, device=_device(v))
+            R = xp.zeros(m.shape, dtype=v.dtype, device=array_device(v))
             R[m] = r[at : at + k]
             at += k
             h = r1 - r0

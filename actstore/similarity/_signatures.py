@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 from actstore._errors import ActstoreError
+from actstore.core._backend import array_device
 
 __all__ = [
     "Signature",
@@ -67,7 +68,7 @@ class Signature:
         n = X.shape[0]
         self.n = n
         self.xp = xp
-        self.device = _device(X)
+        self.device = array_device(X)
         self.n_entries = n * n if n_entries is None else n_entries
         self.degenerate = False
         self.scale = 0.0
@@ -136,7 +137,7 @@ def _zero_diagonal(M: Any, xp: Any) -> Any:
 
 def _zero_diagonal_(sq: Any, xp: Any) -> None:
     """Set the diagonal of a square array to 0, in place."""
-    i = xp.arange(sq.shape[0], device=_device(sq))
+    i = xp.arange(sq.shape[0], device=array_device(sq))
     sq[i, i] = 0.0
 
 
@@ -238,20 +239,20 @@ class _RBFCKA(Signature):
             D2 = self._sqdist(r0, r1)
             upper.append(D2[strict_upper_mask(r1 - r0, n - r0, xp, D2)])
         v = xp.sort(xp.concat(upper)) if upper else xp.zeros((0,), dtype=X.dtype,
-                                                              device=_device(X))
+                                                              device=array_device(X))
         self.sigma2 = t * t * _full_median(v, n)
         if not self.sigma2 > 0:
             self.degenerate = True
         # Pass 2: row sums of the kernel, for centring.
-        rows = xp.zeros((n,), dtype=X.dtype, device=_device(X))
+        rows = xp.zeros((n,), dtype=X.dtype, device=array_device(X))
         for r0, r1 in chunks:
             K = self._kernel(r0, r1)
             h = r1 - r0
             rs = xp.sum(K, axis=1)
             cs = xp.sum(K[:, h:], axis=0)  # the right part's mirror image below the diagonal
-            rows = rows + xp.concat([xp.zeros((r0,), dtype=X.dtype, device=_device(X)), rs,
-                                     xp.zeros((n - r1,), dtype=X.dtype, device=_device(X))])
-            rows = rows + xp.concat([xp.zeros((r1,), dtype=X.dtype, device=_device(X)), cs])
+            rows = rows + xp.concat([xp.zeros((r0,), dtype=X.dtype, device=array_device(X)), rs,
+                                     xp.zeros((n - r1,), dtype=X.dtype, device=array_device(X))])
+            rows = rows + xp.concat([xp.zeros((r1,), dtype=X.dtype, device=array_device(X)), cs])
         self.rowsum = rows
         if debiased:
             self.scale = float(n * n)  # kernel entries lie in [0, 1]
@@ -389,21 +390,13 @@ def procrustes_signature(X: Any) -> Signature:
 
 def _diag_mask(h: int, width: int, xp: Any, like: Any) -> Any:
     """Boolean (h, width) mask of the positions (i, i): the diagonal of the full matrix."""
-    rows = xp.arange(h, device=_device(like))
-    cols = xp.arange(width, device=_device(like))
+    rows = xp.arange(h, device=array_device(like))
+    cols = xp.arange(width, device=array_device(like))
     return rows[:, None] == cols[None, :]
 
 
 def strict_upper_mask(h: int, width: int, xp: Any, like: Any) -> Any:
     """Boolean (h, width) mask of the positions (i, j) with j > i (strictly above the diagonal)."""
-    rows = xp.arange(h, device=_device(like))
-    cols = xp.arange(width, device=_device(like))
+    rows = xp.arange(h, device=array_device(like))
+    cols = xp.arange(width, device=array_device(like))
     return cols[None, :] > rows[:, None]
-
-
-
-
-def _device(x: Any) -> Any:
-    from array_api_compat import device
-
-    return device(x)
