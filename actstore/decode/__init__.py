@@ -1,8 +1,8 @@
-"""Linear decoders (probes): ridge and logistic solvers, held-out metrics, the probe driver."""
+"""Linear decoders (probes): the decoder registry, ridge and logistic solvers, held-out metrics,
+the probe driver. (The job plan, ``Job``, ``ProbePlan`` and ``ProbeWarning``, is the core's.)"""
 
 from __future__ import annotations
 
-from actstore.core._plan import Job, ProbePlan, ProbeWarning
 from actstore.decode._config import ProbeConfig, make_folds
 from actstore.decode._decode import DecodeResult, decode, probe_arrays
 from actstore.decode._decoders import DECODERS
@@ -21,11 +21,8 @@ __all__ = [
     "METRICS",
     "DecodeResult",
     "HeldOutScores",
-    "Job",
     "ProbeConfig",
     "ProbeInterrupted",
-    "ProbePlan",
-    "ProbeWarning",
     "decode",
     "export_results",
     "fit_logistic_path",

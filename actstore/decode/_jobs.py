@@ -43,14 +43,8 @@ def plan_probes(
     Returns
     -------
     ProbePlan
-        One :class:`Job` per selected (run, complete checkpoint, layer) and the coordinates
-        of the result; incomplete checkpoints left out are listed in ``skipped`` (each also
-        warned about with a :class:`ProbeWarning`).
-
-    Raises
-    ------
-    ActstoreError
-        Unknown names (listing the valid ones), or labels that cannot be decoded.
+        The jobs and the coordinates of the result, incomplete checkpoints left out (and
+        warned about); unknown names or labels that cannot be decoded are an ActstoreError.
     """
     config = ProbeConfig.of(config)
     return plan_jobs(store, runs, checkpoints, layers, features, n_splits=config.n_splits,

@@ -8,21 +8,14 @@ out) and compares; the hypothesis tests draw small random shapes.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import scipy.linalg
-import scipy.optimize
-import scipy.spatial
 import scipy.stats
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from references import SMALL, TINY, one_blas_thread, seeds  # noqa: F401 (autouse fixture)
 from sklearn.cluster import SpectralClustering
 from sklearn.linear_model import Lasso, LinearRegression
-from sklearn.metrics import (
-    adjusted_rand_score,
-    mutual_info_score,
-)
+from sklearn.metrics import adjusted_rand_score, mutual_info_score
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from actstore.core._moments import PairMoments
 from actstore.probes import (
@@ -33,17 +26,6 @@ from actstore.probes import (
     sparse_prediction,
     spectral_clusters,
 )
-
-SMALL = settings(max_examples=15, deadline=None)
-TINY = settings(max_examples=8, deadline=None)
-seeds = st.integers(0, 2**31 - 1)
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
-
 
 # -- alignment ---------------------------------------------------------------------------------
 

@@ -12,31 +12,17 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg
-import scipy.optimize
-import scipy.spatial
-import scipy.stats
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
+from references import SMALL, TINY, one_blas_thread, seeds  # noqa: F401 (autouse fixture)
 from scipy.special import log_softmax
 from sklearn.dummy import DummyClassifier
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    log_loss,
-    r2_score,
-)
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, r2_score
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
-from threadpoolctl import threadpool_limits
 
 from actstore._errors import ActstoreError
 from actstore.decode._logistic import whiten
-from actstore.decode._metrics import (
-    HeldOutScores,
-    accuracy,
-    balanced_accuracy,
-    r2,
-    vinfo_gaussian,
-)
+from actstore.decode._metrics import HeldOutScores, accuracy, balanced_accuracy, r2, vinfo_gaussian
 from actstore.probes import (
     ArraySource,
     code_targets,
@@ -47,17 +33,6 @@ from actstore.probes import (
     select_penalty,
     stratified_folds,
 )
-
-SMALL = settings(max_examples=15, deadline=None)
-TINY = settings(max_examples=8, deadline=None)
-seeds = st.integers(0, 2**31 - 1)
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
-
 
 # -- held-out metrics --------------------------------------------------------------------------
 

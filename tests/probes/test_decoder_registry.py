@@ -10,12 +10,12 @@ import warnings
 
 import numpy as np
 import pytest
+from references import one_blas_thread  # noqa: F401 (autouse fixture)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
 from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from actstore import ActstoreError
 from actstore.core import stratified_folds
@@ -37,12 +37,6 @@ REFERENCE = {
 }
 SETTINGS = {"tol": 1e-8, "max_iter": 3000, "logistic_dtype": "float64", "extend_grid": 0,
             "n_splits": 3}
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 def _data(n=120, d=10, classes=3, seed=0):

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.linalg
 import scipy.optimize
-import scipy.spatial
-import scipy.stats
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
+from references import SMALL, TINY, one_blas_thread, seeds  # noqa: F401 (autouse fixture)
 from sklearn.linear_model import LinearRegression
-from sklearn.metrics import (
-    r2_score,
-)
-from threadpoolctl import threadpool_limits
+from sklearn.metrics import r2_score
 
 from actstore.probes import (
     ArraySource,
@@ -30,16 +25,6 @@ from actstore.probes import (
     time_to_decode,
     variance_explained,
 )
-
-SMALL = settings(max_examples=15, deadline=None)
-TINY = settings(max_examples=8, deadline=None)
-seeds = st.integers(0, 2**31 - 1)
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @SMALL

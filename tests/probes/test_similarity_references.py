@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.linalg
-import scipy.optimize
 import scipy.spatial
 import scipy.spatial.distance as ssd
 import scipy.stats
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_limits
+from references import SMALL, TINY, one_blas_thread, seeds  # noqa: F401 (autouse fixture)
 
-from actstore.probes import (
-    bootstrap_similarity,
-    similarity_matrix,
-)
-
-SMALL = settings(max_examples=15, deadline=None)
-TINY = settings(max_examples=8, deadline=None)
-seeds = st.integers(0, 2**31 - 1)
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
-
+from actstore.probes import bootstrap_similarity, similarity_matrix
 
 # -- similarity --------------------------------------------------------------------------------
 
