@@ -140,11 +140,11 @@ def probe_cmd(
 ) -> None:
     from actstore import Execution
     from actstore.cli._progress import progress_display
-    from actstore.decode._export import check_export_path
     from actstore.probes import (
         DECODERS,
         ProbeConfig,
         ProbeInterrupted,
+        check_export_path,
         export_results,
         run_probes,
         select_result,

@@ -7,7 +7,7 @@ from actstore.decode._config import ProbeConfig, make_folds
 from actstore.decode._decode import DecodeResult, decode, probe_arrays
 from actstore.decode._decoders import DECODERS
 from actstore.decode._engine import ProbeInterrupted, run_probes
-from actstore.decode._export import export_results, summary_table
+from actstore.decode._export import check_export_path, export_results, summary_table
 from actstore.decode._jobs import plan_probes
 from actstore.decode._logistic import DEFAULT_CS, fit_logistic_path, logistic_cv
 from actstore.decode._metrics import METRICS, HeldOutScores, select_penalty
@@ -23,6 +23,7 @@ __all__ = [
     "HeldOutScores",
     "ProbeConfig",
     "ProbeInterrupted",
+    "check_export_path",
     "decode",
     "export_results",
     "fit_logistic_path",

@@ -161,7 +161,7 @@ def decode(
                        config.standardize)
     stats: GroupStats | GramStats
     # per-fold moments are needed only by the primal ridge form
-    pooled = form == "lgo" or "ridge" not in config.decoders
+    pooled = form == "lgo" or not any(DECODERS[d].fold_moments for d in config.decoders)
     if form == "dual" and config.standardize:
         # every fold builds the kernel of its own z-scored units from the per-fold unit sums
         stats = GramStats(None, units=unit_sums(src, folds))

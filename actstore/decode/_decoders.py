@@ -64,6 +64,9 @@ class Decoder:
     diagnostics : tuple of str
         Per-feature solver diagnostics of categorical features (mean over folds and
         penalties) stored in results as ``<name>_<diagnostic>``.
+    fold_moments : bool
+        Its solver reads per-fold moments of units and targets (the primal ridge form):
+        the job's statistics keep them per fold instead of pooled.
     headline : bool
         Summaries show this decoder when a result has it (the papers' decoder).
     """
@@ -78,6 +81,7 @@ class Decoder:
     kinds: tuple[str, ...]
     settings: tuple[str, ...] = ()
     diagnostics: tuple[str, ...] = ()
+    fold_moments: bool = False
     headline: bool = False
 
     def strong_first(self, penalties: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -114,7 +118,7 @@ def _logistic(source: CachedSource, targets: Targets, folds: Folds, penalties: S
 DECODERS: dict[str, Decoder] = {d.name: d for d in (
     Decoder("ridge", _ridge, penalty="alpha", grid="alphas", default_grid=DEFAULT_ALPHAS,
             option="--alphas", larger_is_stronger=True, kinds=("categorical", "continuous"),
-            settings=("standardize",)),
+            settings=("standardize",), fold_moments=True),
     Decoder("logistic", _logistic, penalty="C", grid="Cs", default_grid=DEFAULT_CS,
             option="--cs", larger_is_stronger=False, kinds=("categorical",),
             settings=("tol", "max_iter", "logistic_dtype", "standardize"),

@@ -1,5 +1,5 @@
 """The probe driver: :func:`run_probes` plans the decoding jobs over a store, runs those not
-finished yet where an :class:`~actstore._execution.Execution` says (this process or Dask
+finished yet where an :class:`~actstore.Execution` says (this process or Dask
 workers, through :func:`~actstore._execution.map_jobs`), and writes the results back into the
 store as they come.
 
