@@ -225,6 +225,29 @@ def test_run_probes_refuses_a_missing_gpu_before_writing(store, monkeypatch):
     assert open_store(store).result_names() == before
 
 
+def test_run_probes_drives_one_gpu_from_this_process(store, fake_cuda, monkeypatch):
+    """A GPU device without a scheduler or a worker count runs every job here (local worker
+    processes would all share one GPU); with a worker count the jobs go to a cluster."""
+    import actstore.decode._engine as eng
+    from actstore.probes import ProbeConfig, run_probes
+
+    class Connected(Exception):
+        pass
+
+    def connect(execution):
+        raise Connected(execution)
+
+    monkeypatch.setattr(eng, "connect", connect)
+    cfg = ProbeConfig(decoders=("ridge",), n_splits=3, alphas=(1.0, 100.0), device="cuda")
+    ds = run_probes(store, name="gpu", config=cfg)
+    ref = run_probes(store, name="cpu", config=ProbeConfig(decoders=("ridge",), n_splits=3,
+                                                           alphas=(1.0, 100.0)),
+                     execution=Execution(workers=1))
+    np.testing.assert_allclose(ds.accuracy.values, ref.accuracy.values, atol=1e-12)
+    with pytest.raises(Connected):
+        run_probes(store, name="gpu2", config=cfg, execution=Execution(workers=2))
+
+
 # -- moving arrays -------------------------------------------------------------------------------
 
 
