@@ -12,11 +12,11 @@ import pytest
 import torch
 import xarray as xr
 
+from actstore import Execution
 from actstore.probes import run_probes, write_synthetic_store
 from actstore.report._report import write_report
 from actstore.similarity._jobs import similarity_job
-from actstore.store import open_store
-from actstore.store._dump import dump
+from actstore.store import dump, open_store
 
 FACTORIES = Path(__file__).parent / "store" / "factories.py"
 
@@ -152,9 +152,9 @@ def test_training_sweep_with_a_killed_worker_equals_serial(tmp_path, dask_cluste
                          "dataset": {"binary": {"n_train": 256, "n_val": 16, "n_probe": 64}},
                          "model": {"mlp": {"hidden": [32, 16]}}})
     serial, remote = str(tmp_path / "serial.zarr"), str(tmp_path / "cluster.zarr")
-    run_sweep(sweep, serial, serial=True, progress=False)
+    run_sweep(sweep, serial, execution=Execution(workers=1))
     watcher = _kill_when_busy(dask_cluster, dask_cluster.workers[0])
-    rep = run_sweep(sweep, remote, scheduler=dask_cluster.address, progress=False)
+    rep = run_sweep(sweep, remote, execution=Execution(dask_cluster.address))
     watcher.join()
     assert dask_cluster.workers[0].poll() is not None
     assert {r["status"] for r in rep.runs} == {"trained"}

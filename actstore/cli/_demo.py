@@ -47,12 +47,14 @@ def demo_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.training._demo import run_demo, store_size
-    from actstore.training._execute import ConfigConflictError
+    from actstore import Execution
+    from actstore.cli._progress import progress_display
+    from actstore.training import ConfigConflictError, run_demo, store_size
 
     try:
-        report = run_demo(store, tiny=tiny, scheduler=scheduler, n_workers=workers,
-                          serial=serial, progress=not as_json, console=err_console)
+        with progress_display(not as_json) as progress:
+            report = run_demo(store, tiny=tiny, execution=Execution(
+                None if serial else scheduler, 1 if serial else workers, progress=progress))
     except ConfigConflictError as e:
         # `demo` has no variants: another store, or the --tiny setting the store was made with
         advice = ("use another store path for the tiny demo, or leave out --tiny if this "

@@ -141,10 +141,11 @@ def dump_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore._dask import check_workers
-    from actstore.store._dump import dump, dump_many, run_ids_for
+    from actstore import Execution
+    from actstore.cli._progress import progress_display
+    from actstore.store import dump, dump_many, run_ids_for
 
-    check_workers(workers)
+    execution = Execution(scheduler, workers)  # a bad --workers or --scheduler: one line
 
     common: dict[str, Any] = dict(
         layers=layers, reduce=reduce, dtype=dtype, batch_size=batch_size, device=device,
@@ -152,13 +153,15 @@ def dump_cmd(
         codec=codec,
     )
     try:
-        if len(checkpoints) == 1 and scheduler is None:
-            reports = [dump(store, run, model, checkpoints[0], probe_set, progress=not as_json,
-                            **common)]
-        else:
-            ids = run_ids_for(checkpoints, run) if len(checkpoints) > 1 else [run]
-            reports = dump_many(store, ids, checkpoints, model, probe_set, scheduler=scheduler,
-                                workers=workers, progress=not as_json, **common)
+        with progress_display(not as_json) as progress:
+            execution = execution.with_(progress=progress)
+            if len(checkpoints) == 1 and scheduler is None:
+                reports = [dump(store, run, model, checkpoints[0], probe_set,
+                                execution=execution, **common)]
+            else:
+                ids = run_ids_for(checkpoints, run) if len(checkpoints) > 1 else [run]
+                reports = dump_many(store, ids, checkpoints, model, probe_set,
+                                    execution=execution, **common)
     except KeyboardInterrupt:
         from actstore.cli._train import interrupted
 

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from actstore._dask import check_workers
 from actstore._errors import ActstoreError
 from actstore.cli._app import command
 
@@ -209,15 +208,16 @@ def train_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    from actstore.training import load_sweep, run_sweep
-    from actstore.training._sweep import parse_value
+    from actstore import Execution
+    from actstore.cli._progress import progress_display
+    from actstore.training import load_sweep, parse_value, run_sweep
 
     if list_:
         _listing()
         return
     if store is None:
         raise ActstoreError("give the store to write: actstore train STORE [SWEEP] [options]")
-    check_workers(workers)
+    execution = Execution(scheduler, workers)  # a bad --workers or --scheduler: one line
     sets = []
     for item in set_ or []:
         key, sep, val = item.partition("=")
@@ -229,10 +229,12 @@ def train_cmd(
         check_ranges(over)
     sw = load_sweep(sweep, overrides=over, sets=sets)
     try:
-        report = run_sweep(
-            sw, store, scheduler=scheduler, n_workers=workers, serial=serial,
-            weights_dir=weights_dir, progress=not as_json, dry_run=dry_run, console=err_console,
-        )
+        with progress_display(not as_json) as progress:
+            execution = execution.with_(progress=progress)
+            if serial:
+                execution = execution.with_(scheduler=None, workers=1)
+            report = run_sweep(sw, store, weights_dir=weights_dir, dry_run=dry_run,
+                               execution=execution)
     except KeyboardInterrupt:
         if scheduler:  # a task already running on a worker is not stopped by cancelling it
             raise interrupted(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actstore._dask import check_workers
 from actstore._errors import ActstoreError, ProvenanceError
+from actstore._execution import Execution, map_jobs
 from actstore.store._layout import DEFAULT_CODEC
 from actstore.store._open import check_store_path
 from actstore.store._probeset import ProbeSet, probe_set_from_npz
@@ -323,7 +323,7 @@ def dump(
     attrs: dict[str, Any] | None = None,
     factory_kwargs: dict[str, Any] | None = None,
     codec: str = DEFAULT_CODEC,
-    progress: bool = False,
+    execution: Execution | None = None,
 ) -> DumpReport:
     """Record the activations of every checkpoint of one run into ``store``.
 
@@ -345,9 +345,12 @@ def dump(
         ``"step"`` entry or the last number in its name.
     probe_set : str or ProbeSet
         A probe set in the store, an ``.npz`` file, or a :class:`ProbeSet`.
+    execution : Execution, optional
+        Only its progress callback is used: ``("dump <run> checkpoints", done, total)`` after
+        each checkpoint (the run is recorded in this process, on ``device``).
     """
     from actstore.store._layers import resolve_layers
-    from actstore.store._open import _exists, create_store, open_store, undo_additions
+    from actstore.store._open import create_store, open_store, store_exists, undo_additions
 
     check_options([run], dtype=dtype, reduce=reduce, batch_size=batch_size, codec=codec)
     check_device(device)
@@ -365,7 +368,7 @@ def dump(
         ps_obj = probe_set
     elif str(probe_set).endswith(".npz"):
         ps_obj = probe_set_from_npz(probe_set)
-    created = not _exists(store)
+    created = not store_exists(store)
     if created and ps_obj is None:
         raise ActstoreError(
             f"no probe set {probe_set!r}: {store} does not exist yet; give the probe set as an "
@@ -385,31 +388,25 @@ def dump(
                         "layers": layers, "reduce": reduce, "dtype": dtype,
                         "batch_size": batch_size}
     report = DumpReport(run=run)
+    ex = Execution.of(execution)
+    stage = f"dump {run} checkpoints"
     try:
         if "dump" in meta and run in st.run_ids():
             _check_same_dump(st, run, meta["dump"])
         net.to(device)
         with st.writer(run, ps_name, [s for s, _, _ in plan], attrs=meta, codec=codec) as w:
-            bar = _progress(progress, len(plan) * st.probe_set(ps_name, inputs=False).n)
-            with bar:
-                for step, f, wh in plan:
-                    if w.is_complete(step, wh):
-                        report.skipped.append(step)
-                        bar.advance(w.n_samples)
-                        continue
+            ex.report(stage, 0, len(plan))
+            for i, (step, f, wh) in enumerate(plan, start=1):
+                if w.is_complete(step, wh):
+                    report.skipped.append(step)
+                else:
                     state, _ = _load_state(f)
                     net.load_state_dict(state, strict=True)
-                    done = [0]
-
-                    def tick(k: int, done: list[int] = done) -> None:
-                        bar.advance(k - done[0])
-                        done[0] = k
-
                     w.capture(net, step, layers=layers, reduce=reduce, dtype=dtype,
                               batch_size=batch_size, device=device, weights_hash=wh,
-                              progress=tick, source=str(Path(f).resolve()),
-                              model_name=model_name)
+                              source=str(Path(f).resolve()), model_name=model_name)
                     report.written.append(step)
+                ex.report(stage, i, len(plan))
     except BaseException:
         undo_additions(store, st, created, ps_name if added else None)
         raise
@@ -435,44 +432,6 @@ def _check_same_dump(st: Any, run: str, new: dict[str, Any]) -> None:
             )
 
 
-class _NoBar:
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *a: Any) -> None:
-        return None
-
-    def advance(self, k: int) -> None:
-        return None
-
-
-class _RichBar(_NoBar):
-    def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self.p = Progress(console=Console(stderr=True, soft_wrap=True), transient=False)
-        self.task = self.p.add_task("dump", total=total)
-
-    def __enter__(self) -> _RichBar:
-        self.p.start()
-        return self
-
-    def __exit__(self, exc_type: Any, *a: Any) -> None:
-        if exc_type is None:
-            self.p.stop()
-        else:  # the error line says what happened: the bar is cleared, no blank line left
-            self.p.live.transient = True
-            self.p.live.stop()
-
-    def advance(self, k: int) -> None:
-        self.p.advance(self.task, k)
-
-
-def _progress(show: bool, total: int) -> _NoBar:
-    return _RichBar(total) if show else _NoBar()
-
-
 def run_ids_for(dirs: Sequence[str | Path], template: str) -> list[str]:
     """Run ids for several checkpoint directories from a template.
 
@@ -496,10 +455,12 @@ def run_ids_for(dirs: Sequence[str | Path], template: str) -> list[str]:
 
 
 def _dump_task(store: str, run: str, checkpoints: str, probe_set: str,
-               kwargs: dict[str, Any]) -> dict[str, Any]:
-    import torch
+               kwargs: dict[str, Any], on_worker: bool) -> dict[str, Any]:
+    """One run of :func:`dump_many` (a Dask worker records it with one torch thread)."""
+    if on_worker:
+        import torch
 
-    torch.set_num_threads(1)  # one core per Dask worker
+        torch.set_num_threads(1)  # one core per Dask worker
     rep = dump(store, run, checkpoints=checkpoints, probe_set=probe_set, **kwargs)
     return {"run": rep.run, "written": rep.written, "skipped": rep.skipped}
 
@@ -510,47 +471,54 @@ def dump_many(
     checkpoint_dirs: Sequence[str | Path],
     model: str,
     probe_set: str | ProbeSet,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    progress: bool = False,
+    execution: Execution | None = None,
     **kwargs: Any,
 ) -> list[DumpReport]:
-    """Dump several runs, one Dask task per run (a local process cluster, or ``scheduler``).
+    """Dump several runs, one job per run (see :func:`actstore._execution.map_jobs`).
 
-    Each task holds the writer lease of its own run; the probe set is added once before the
-    tasks start. Re-running skips complete checkpoints, so a task that Dask retries after a
+    Each job holds the writer lease of its own run; the probe set is added once before the
+    jobs start. Re-running skips complete checkpoints, so a job that Dask runs again after a
     worker died redoes only what was not finished.
-    """
-    from actstore._dask import dask_client
-    from actstore.store._open import _exists, create_store, open_store, undo_additions
 
+    Parameters
+    ----------
+    store, runs, checkpoint_dirs, model, probe_set
+        As in :func:`dump`: one run id per checkpoint directory; ``model`` as
+        ``package.module:factory`` or ``file.py:factory``.
+    execution : Execution, optional
+        Where the runs are recorded (default: a local cluster of worker processes); progress
+        is reported as ``("dump runs", done, total)``.
+    **kwargs
+        The other arguments of :func:`dump`.
+    """
+    from actstore.store._layers import resolve_layers
+    from actstore.store._open import create_store, open_store, store_exists, undo_additions
+
+    ex = Execution.of(execution)
     if len(runs) != len(checkpoint_dirs):
         raise ActstoreError(f"{len(runs)} run ids for {len(checkpoint_dirs)} directories")
     if not isinstance(model, str):
         raise ActstoreError("dumping on a cluster needs the model as package.module:factory")
-    check_workers(workers)
     check_options(runs, **{k: kwargs[k] for k in ("dtype", "reduce", "batch_size", "codec")
                            if k in kwargs})
-    if scheduler is None:  # on a cluster, the workers' devices count (checked there)
+    if ex.scheduler is None:  # on a cluster, the workers' devices count (checked there)
         check_device(kwargs.get("device", "cpu"))
     check_store_path(store)
     # every checkpoint of every run is checked here, before any run is written
     net = make_model(load_factory(absolute_factory(model)), kwargs.get("factory_kwargs"),
                      absolute_factory(model))
-    from actstore.store._layers import resolve_layers
-
     resolve_layers(net, kwargs.get("layers", "all"))
     for d in checkpoint_dirs:
         plan_checkpoints(net, find_checkpoints(d), model)
     ps_obj = probe_set if isinstance(probe_set, ProbeSet) else (
         probe_set_from_npz(probe_set) if str(probe_set).endswith(".npz") else None)
-    if ps_obj is None and not _exists(store):
+    if ps_obj is None and not store_exists(store):
         raise ActstoreError(
             f"no probe set {probe_set!r}: {store} does not exist yet; give the probe set as an "
             ".npz file (inputs and one label array per feature)"
         )
     url = store
-    created = not _exists(store)
+    created = not store_exists(store)
     st = create_store(store) if created else open_store(store, mode="a")
     added = False
     if ps_obj is not None:
@@ -558,26 +526,17 @@ def dump_many(
         st.consolidate()
     ps_name = ps_obj.name if ps_obj is not None else str(probe_set)
     st.probe_set(ps_name, inputs=False)  # exists, or a clear error
+    on_worker = not ex.in_process(url)
+    kwargs = {**kwargs, "model": absolute_factory(model)}
     # workers resolve paths against their own working directory: send absolute ones
-    if "://" not in store:
-        store = str(Path(store).resolve())
-    model = absolute_factory(model)
-    checkpoint_dirs = [Path(d).resolve() for d in checkpoint_dirs]
-    kwargs = {**kwargs, "model": model}
-    from distributed import as_completed
-
+    tasks = [(ex.job_url(url), r, str(Path(d).resolve()), ps_name, kwargs, on_worker)
+             for r, d in zip(runs, checkpoint_dirs, strict=True)]
+    out = {}
     try:
-        with dask_client(scheduler, workers) as client:
-            futs = [client.submit(_dump_task, store, r, str(d), ps_name, kwargs,
-                                  key=f"dump-{r}", pure=False, retries=2)
-                    for r, d in zip(runs, checkpoint_dirs, strict=True)]
-            bar = _progress(progress, len(futs))
-            out = {}
-            with bar:
-                for fut in as_completed(futs):
-                    res = fut.result()
-                    out[res["run"]] = DumpReport(res["run"], res["written"], res["skipped"])
-                    bar.advance(1)
+        jobs = map_jobs(_dump_task, tasks, ex, url=url, stage="dump runs")
+        with contextlib.closing(jobs):
+            for _, res in jobs:
+                out[res["run"]] = DumpReport(res["run"], res["written"], res["skipped"])
     except Exception:
         # what the failing call added goes again: the store it made (if no run is in it), or
         # the probe set no run uses; complete checkpoints of any run stay

@@ -207,7 +207,7 @@ def ingest(
         (model, task, seed, dataset, variant, config).
     """
     from actstore.store._attrs import check_name
-    from actstore.store._open import _exists, create_store, open_store, undo_additions
+    from actstore.store._open import create_store, open_store, store_exists, undo_additions
 
     check_name(run)
     if dtype not in ("float32", "float16"):
@@ -249,7 +249,7 @@ def ingest(
             layers[name] = arr.reshape(n, -1)
     ps = ProbeSet(probe_set or canonical_name(Path(labels).stem), labels=cols, sample=sample,
                   attrs={"generator": "ingest", "labels": Path(labels).name})
-    created = not _exists(store)
+    created = not store_exists(store)
     st = create_store(store) if created else open_store(store, mode="a")
     added = st.add_probe_set(ps)
     try:

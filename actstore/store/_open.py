@@ -15,10 +15,11 @@ from actstore.store._attrs import version
 from actstore.store._lease import store_lock
 from actstore.store._store import DamagedRunError, Store
 
-__all__ = ["check_store_path", "create_store", "open_store", "undo_additions"]
+__all__ = ["check_store_path", "create_store", "open_store", "store_exists", "undo_additions"]
 
 
-def _exists(url: str, storage_options: dict | None = None) -> bool:
+def store_exists(url: str, storage_options: dict | None = None) -> bool:
+    """Whether a Zarr group (an actstore store, or another) is at ``url``."""
     try:
         _open_root(url, "r", storage_options)
         return True
@@ -64,7 +65,7 @@ def check_store_path(url: str, create: bool = True) -> None:
             )
         if parent.is_dir():
             break
-    if create and p.is_dir() and any(p.iterdir()) and not _exists(str(p)):
+    if create and p.is_dir() and any(p.iterdir()) and not store_exists(str(p)):
         raise StoreError(
             f"{url} is a directory that holds other files, not an actstore store (no Zarr "
             "group there) - a folder of other files is not made a store; give a new path for "
@@ -105,7 +106,7 @@ def create_store(url: str, exist_ok: bool = True, storage_options: dict | None =
     url = _as_url(url)
     check_store_path(url)
     with store_lock(url, "create"):  # several writers may create one store at once
-        if _exists(url, storage_options):
+        if store_exists(url, storage_options):
             if not exist_ok:
                 raise StoreError(f"{url} already exists; choose a new path or open it instead")
             return open_store(url, mode="a", storage_options=storage_options)

@@ -84,8 +84,7 @@ def run_study(
         Receives one line per finished stage.
     """
     from actstore.report import default_report_dir, write_report
-    from actstore.training import run_sweep
-    from actstore.training._demo import store_size
+    from actstore.training import run_sweep, store_size
 
     ex = execution or Execution()
     if report_dir is None:
@@ -101,8 +100,8 @@ def run_study(
             log(f"{label}: {rep.stages[-1]['wall_s']:.1f} s")
 
     t = time.perf_counter()
-    sweep_rep = run_sweep(study.sweep, store, scheduler=ex.scheduler, n_workers=ex.workers,
-                          serial=serial or ex.workers == 1, progress=ex.progress is not None)
+    sweep_rep = run_sweep(study.sweep, store,
+                          execution=ex.with_(scheduler=None, workers=1) if serial else ex)
     rep.failed_runs = [r["run_id"] for r in sweep_rep.failed]
     if rep.failed_runs:
         first = sweep_rep.failed[0]

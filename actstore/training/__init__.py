@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from actstore.training._binary import BinaryEasyHard
 from actstore.training._data import Dataset, Head, InputSpec, Split, TaskData
-from actstore.training._demo import run_demo
-from actstore.training._execute import SweepReport, plan_sweep, run_sweep
+from actstore.training._demo import run_demo, store_size
+from actstore.training._execute import ConfigConflictError, SweepReport, plan_sweep, run_sweep
 from actstore.training._models import ACTIVATIONS, MLP, AlexNetCNN, HeadedModel, ResNetCNN
 from actstore.training._multifeature import MultiFeature
 from actstore.training._registry import (
@@ -34,7 +34,15 @@ from actstore.training._run import (
     model_from_config,
     train_run,
 )
-from actstore.training._sweep import Sweep, builtin_sweeps, load_sweep, parse_sweep
+from actstore.training._sweep import (
+    Sweep,
+    builtin_sweeps,
+    load_sweep,
+    merge_tables,
+    parse_sweep,
+    parse_value,
+    read_toml,
+)
 from actstore.training._trainer import OPTIMIZERS, TrainConfig, Trainer, schedule
 from actstore.training._transformer import SmallTransformer
 from actstore.training._trifeature import Trifeature, heldout_mask, pairing
@@ -52,6 +60,7 @@ __all__ = [
     "AlexNetCNN",
     "BinaryEasyHard",
     "CaptureConfig",
+    "ConfigConflictError",
     "Dataset",
     "Head",
     "HeadedModel",
@@ -74,16 +83,20 @@ __all__ = [
     "load_saved_model",
     "load_sweep",
     "make_dataset",
+    "merge_tables",
     "model_from_config",
     "pairing",
     "parse_sweep",
+    "parse_value",
     "plan_sweep",
+    "read_toml",
     "render",
     "render_reference",
     "run_demo",
     "run_sweep",
     "sample_render_params",
     "schedule",
+    "store_size",
     "task_targets",
     "tasks_for",
     "train_run",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from actstore._execution import Execution
 from actstore.training._execute import SweepReport, run_sweep
 from actstore.training._sweep import load_sweep
 
@@ -31,11 +32,7 @@ def run_demo(
     store: str = "demo.zarr",
     *,
     tiny: bool = False,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    serial: bool = False,
-    progress: bool = True,
-    console: Any = None,
+    execution: Execution | None = None,
 ) -> SweepReport:
     """Train the demo sweep (``sweeps/demo.toml``) into ``store``; resumable.
 
@@ -45,8 +42,8 @@ def run_demo(
         Path or URL of the store (created if missing).
     tiny : bool
         Same runs at tiny sizes (:data:`TINY`): seconds instead of minutes.
-    scheduler, n_workers, serial, progress, console
-        As in :func:`actstore.training.run_sweep`.
+    execution : Execution, optional
+        Where the runs are trained, as in :func:`actstore.training.run_sweep`.
 
     Returns
     -------
@@ -56,5 +53,4 @@ def run_demo(
     sweep = load_sweep("demo", overrides=TINY if tiny else None)
     if tiny:
         sweep.name = "demo-tiny"
-    return run_sweep(sweep, store, scheduler=scheduler, n_workers=n_workers, serial=serial,
-                     progress=progress, console=console)
+    return run_sweep(sweep, store, execution=execution)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actstore._dask import for_workers, in_this_process_only
 from actstore._errors import ActstoreError, ProvenanceError
+from actstore._execution import Execution, connect, map_jobs
 from actstore.training._run import RunSpec, train_run
 from actstore.training._sweep import Sweep
 
@@ -137,7 +136,7 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
     """
     from actstore.store import open_store
     from actstore.store._dump import check_store_path
-    from actstore.store._open import _exists
+    from actstore.store._open import store_exists
 
     if not sweep.runs:
         raise ActstoreError(f"sweep {sweep.name!r} has no runs")
@@ -155,7 +154,7 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
         probe_sets[ps.name] = ps
         probe_of[spec.run_id] = ps.name
     complete: list[str] = []
-    if not _exists(store):
+    if not store_exists(store):
         return attrs, probe_sets, complete
     st = open_store(store, mode="r")
     have = set(st.probe_set_names())
@@ -194,8 +193,8 @@ def plan_sweep(sweep: Sweep, store: str) -> tuple[dict[str, dict[str, Any]], dic
     return attrs, probe_sets, complete
 
 
-def _dask_task(spec: RunSpec, store: str, weights_dir: str | None) -> dict[str, Any]:
-    """Worker side of one run: one torch thread, progress sent as worker events."""
+def _train_on_worker(spec: RunSpec, store: str, weights_dir: str | None) -> dict[str, Any]:
+    """One run on a Dask worker: one torch thread, progress sent as worker events."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -203,64 +202,28 @@ def _dask_task(spec: RunSpec, store: str, weights_dir: str | None) -> dict[str, 
     def report(run_id: str, step: int, total: int) -> None:
         worker.log_event(_TOPIC, {"run": run_id, "step": step, "total": total})
 
-    return train_run(spec, store, weights_dir=weights_dir, progress=report, threads=1)
+    try:
+        return train_run(spec, store, weights_dir=weights_dir, progress=report, threads=1)
+    except Exception as e:
+        return _failure(spec, e)
 
 
-class _Progress:
-    """Rich progress: one bar for the sweep, one per run in progress."""
+def _train_here(spec: RunSpec, store: str, weights_dir: str | None,
+                progress: Callable[[str, int, int], None]) -> dict[str, Any]:
+    """One run in this process (one torch thread, as on a worker)."""
+    try:
+        return train_run(spec, store, weights_dir=weights_dir, progress=progress, threads=1)
+    except Exception as e:
+        return _failure(spec, e)
 
-    def __init__(self, enabled: bool, total: int, label: str, console: Any = None):
-        self.enabled = enabled
-        self.lock = threading.Lock()
-        self.bars: dict[str, Any] = {}
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
 
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console or Console(stderr=True, soft_wrap=True),
-            transient=False,
-        )
-        self.overall = self.progress.add_task(f"[bold]{label}[/] runs", total=total)
+def _steps_reporter(execution: Execution) -> Callable[[str, int, int], None]:
+    """``progress(run_id, step, total)`` of a run as the stage ``"<run_id> steps"``."""
 
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            self.progress.start()
-        return self
+    def report(run_id: str, step: int, total: int) -> None:
+        execution.report(f"{run_id} steps", step, total)
 
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def step(self, run_id: str, step: int, total: int) -> None:
-        if not self.enabled:
-            return
-        with self.lock:
-            if run_id not in self.bars:
-                self.bars[run_id] = self.progress.add_task(f"  {run_id} steps", total=total)
-            self.progress.update(self.bars[run_id], completed=step)
-
-    def done(self, run_id: str) -> None:
-        if not self.enabled:
-            return
-        with self.lock:
-            bar = self.bars.pop(run_id, None)
-            if bar is not None:
-                self.progress.remove_task(bar)
-            self.progress.advance(self.overall)
-
-    def event(self, event: Any) -> None:
-        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else event
-        if isinstance(msg, dict) and "run" in msg:
-            self.step(msg["run"], int(msg["step"]), int(msg["total"]))
+    return report
 
 
 def _failure(spec: RunSpec, e: BaseException) -> dict[str, Any]:
@@ -275,14 +238,10 @@ def run_sweep(
     sweep: Sweep,
     store: str,
     *,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    serial: bool = False,
     weights_dir: str | None = None,
-    progress: bool = True,
     dry_run: bool = False,
-    console: Any = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    execution: Execution | None = None,
 ) -> SweepReport:
     """Train every run of ``sweep`` into ``store`` (created if missing).
 
@@ -291,31 +250,27 @@ def run_sweep(
     sweep : Sweep
     store : str
         Path or fsspec URL; every Dask worker must reach it.
-    scheduler : str, optional
-        Address of a running Dask scheduler; default a local cluster of worker processes.
-    n_workers : int, optional
-        Local workers (default: one per core, at most one per run).
-    serial : bool
-        Train the runs one after another in this process (no Dask).
     weights_dir : str, optional
         Also save each checkpoint's state dict under ``<weights_dir>/<run_id>/``.
-    progress : bool
-        Show rich progress bars (on stderr).
     dry_run : bool
         Check and plan only: nothing is trained or written.
     on_run : callable, optional
         Called with each run's result as it finishes.
+    execution : Execution, optional
+        Where the runs are trained, one job per run: by default a local cluster of worker
+        processes (one per core, at most one per run); ``Execution(workers=1)`` trains them one
+        after another in this process. Progress is reported as ``("<sweep> runs", done,
+        total)`` and, per run, ``("<run_id> steps", step, total)``.
 
     Returns
     -------
     SweepReport
     """
-    from actstore._dask import check_execution
     from actstore.store import create_store, open_store
-    from actstore.store._open import _exists
+    from actstore.store._open import store_exists
     from actstore.training._run import check_weights_dir
 
-    check_execution(scheduler, n_workers)
+    ex = Execution.of(execution)
     if weights_dir is not None:
         check_weights_dir(weights_dir)
     t0 = time.perf_counter()
@@ -330,16 +285,15 @@ def run_sweep(
         report.runs += [{"run_id": s.run_id, "status": "planned", "written": [], "wall_s": 0.0,
                          "final": {}} for s in todo]
         return report
-    if scheduler is None:  # on a cluster, the workers' devices count (checked there)
+    if ex.scheduler is None:  # on a cluster, the workers' devices count (checked there)
         for spec in {s.train.device: s for s in todo}.values():
             spec.train.check_device()
-    created = not _exists(store)
+    created = not store_exists(store)
     st = create_store(store)
     added = [ps.name for ps in probe_sets.values() if st.add_probe_set(ps)]
     st.consolidate()
     try:
-        _train_all(sweep, store, todo, report, scheduler=scheduler, n_workers=n_workers,
-                   serial=serial, weights_dir=weights_dir, progress=progress, console=console,
+        _train_all(sweep, store, todo, report, execution=ex, weights_dir=weights_dir,
                    on_run=on_run)
     except KeyboardInterrupt:
         # complete checkpoints are kept and a re-run continues; plain xarray reads the
@@ -384,53 +338,42 @@ def _train_all(
     todo: list[RunSpec],
     report: SweepReport,
     *,
-    scheduler: str | None,
-    n_workers: int | None,
-    serial: bool,
+    execution: Execution,
     weights_dir: str | None,
-    progress: bool,
-    console: Any,
     on_run: Callable[[dict[str, Any]], None] | None,
 ) -> None:
+    """Train the runs of ``todo``, one job per run; a run that fails is listed as failed."""
     from actstore._dask import default_workers
 
-    def finish(result: dict[str, Any]) -> None:
-        report.runs.append(result)
-        if on_run is not None:
-            on_run(result)
-
-    with _Progress(progress and bool(todo), len(todo), sweep.name, console) as bars:
-        if serial or not todo or in_this_process_only(store):
-            for spec in todo:
-                try:
-                    result = train_run(spec, store, weights_dir=weights_dir,
-                                       progress=bars.step, threads=1)
-                except Exception as e:
-                    result = _failure(spec, e)
-                bars.done(spec.run_id)
-                finish(result)
+    if not todo:
+        return
+    ex = execution
+    if ex.scheduler is None and ex.workers is None:
+        ex = ex.with_(workers=min(len(todo), default_workers()))
+    stage = f"{sweep.name} runs"
+    with contextlib.ExitStack() as stack:
+        if ex.in_process(store):
+            steps = _steps_reporter(ex)
+            tasks: list[tuple[Any, ...]] = [(spec, store, weights_dir, steps) for spec in todo]
+            jobs = map_jobs(_train_here, tasks, ex, url=store, stage=stage)
         else:
-            from distributed import as_completed
+            client = stack.enter_context(connect(ex))
+            if ex.progress is not None:
+                steps = _steps_reporter(ex)
 
-            from actstore._dask import dask_client
+                def event(ev: Any) -> None:
+                    msg = ev[1] if isinstance(ev, tuple) and len(ev) == 2 else ev
+                    if isinstance(msg, dict) and "run" in msg:
+                        steps(msg["run"], int(msg["step"]), int(msg["total"]))
 
-            workers = n_workers or min(len(todo), default_workers())
+                client.subscribe_topic(_TOPIC, event)
+                stack.callback(client.unsubscribe_topic, _TOPIC)
             # workers resolve paths against their own working directory: send absolute ones
-            url = for_workers(store)
             wdir = None if weights_dir is None else os.path.abspath(weights_dir)
-            with dask_client(scheduler, workers) as client:
-                client.subscribe_topic(_TOPIC, bars.event)
-                futures = {
-                    client.submit(_dask_task, spec, url, wdir, pure=False,
-                                  key=f"train-{spec.run_id}-{time.time_ns()}"): spec
-                    for spec in todo
-                }
-                for fut in as_completed(futures):
-                    spec = futures[fut]
-                    try:
-                        result = fut.result()
-                    except Exception as e:
-                        result = _failure(spec, e)
-                    bars.done(spec.run_id)
-                    finish(result)
-                client.unsubscribe_topic(_TOPIC)
+            tasks = [(spec, ex.job_url(store), wdir) for spec in todo]
+            jobs = map_jobs(_train_on_worker, tasks, ex, url=store, stage=stage, client=client)
+        with contextlib.closing(jobs):
+            for _, result in jobs:
+                report.runs.append(result)
+                if on_run is not None:
+                    on_run(result)

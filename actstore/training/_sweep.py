@@ -46,11 +46,12 @@ __all__ = [
     "Sweep",
     "builtin_sweeps",
     "load_sweep",
-    "merge",
+    "merge_tables",
     "parse_seeds",
     "parse_sweep",
     "parse_value",
     "read_sweep",
+    "read_toml",
     "set_option",
 ]
 
@@ -90,7 +91,9 @@ def builtin_sweeps() -> list[str]:
     return sorted(p.stem for p in SWEEP_DIR.glob("*.toml"))
 
 
-def _read_toml(path: Path, what: str = "sweep") -> dict[str, Any]:
+def read_toml(path: Path, what: str = "sweep") -> dict[str, Any]:
+    """A TOML file as a dict; an unreadable or invalid file is one :class:`ActstoreError`
+    naming the file (``what``: the kind of file, as the message words it)."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -115,7 +118,7 @@ def read_sweep(source: str | Path) -> tuple[dict[str, Any], str]:
                 f"sweep {str(source)!r} is neither a file nor a built-in sweep; built-in: "
                 f"{', '.join(builtin_sweeps())}"
             )
-    doc = _read_toml(path)
+    doc = read_toml(path)
     doc.setdefault("name", path.stem)
     return doc, str(path)
 
@@ -159,18 +162,18 @@ def load_sweep(
             )
     else:
         doc, where = read_sweep(source)
-    doc = merge(doc, overrides or {})
+    doc = merge_tables(doc, overrides or {})
     for key, value in sets:
         set_option(doc, key, value)
     return parse_sweep(doc, source=where)
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Recursive merge of two TOML-like documents (``over`` wins; tables merge)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
+            out[k] = merge_tables(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -333,7 +336,7 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
             _params_tables(vdoc, "dataset", DATASETS, f"variants.{vname}.")
             _params_tables(vdoc, "model", MODELS, f"variants.{vname}.")
             over = {k: v for k, v in vdoc.items() if k != "description"}
-            variants.append((vname, merge(base, over)))
+            variants.append((vname, merge_tables(base, over)))
 
     runs: list[RunSpec] = []
     for vname, vdoc in variants:
@@ -356,3 +359,7 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
         raise ActstoreError(f"the sweep gives several runs the same id: {', '.join(dup[:5])}")
     name = str(doc.get("name", Path(source).stem))
     return Sweep(name=name, runs=runs, description=str(doc.get("description", "")))
+
+
+merge = merge_tables
+_read_toml = read_toml

@@ -276,7 +276,7 @@ def test_version_option():
 
 
 def test_ctrl_c_during_a_dump_says_what_was_kept(run_dir, monkeypatch):
-    import actstore.store._dump as dump_mod
+    import actstore.store as dump_mod
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt

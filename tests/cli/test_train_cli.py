@@ -204,14 +204,15 @@ def test_store_path_that_is_a_file_or_a_foreign_directory(tmp_path, dry):
 
 @pytest.mark.parametrize("n", ["0", "-1"])
 def test_workers_must_be_positive(tmp_path, n):
-    from actstore import ActstoreError
+    from actstore import ActstoreError, Execution
     from actstore.training import load_sweep, run_sweep
 
     store = tmp_path / "s.zarr"
     res = runner.invoke(app, ["train", str(store), "demo", "--dry-run", "--workers", n])
     assert f"--workers must be at least 1, got {n}" in error_line(res)
     with pytest.raises(ActstoreError, match="--workers must be at least 1"):
-        run_sweep(load_sweep("demo"), str(store), n_workers=int(n), dry_run=True)
+        run_sweep(load_sweep("demo"), str(store), execution=Execution(workers=int(n)),
+                  dry_run=True)
     assert not store.exists()
 
 

@@ -13,9 +13,16 @@ from typer.testing import CliRunner
 
 from actstore import ActstoreError
 from actstore.cli import app
-from actstore.store import ProbeSet, check_values, create_store, open_store, repair, verify
-from actstore.store._dump import dump_many
-from actstore.store._ingest import ingest
+from actstore.store import (
+    ProbeSet,
+    check_values,
+    create_store,
+    dump_many,
+    ingest,
+    open_store,
+    repair,
+    verify,
+)
 
 runner = CliRunner()
 HERE = Path(__file__).parent

@@ -12,8 +12,8 @@ import torch
 from factories import small_cnn
 
 from actstore import ActstoreError
-from actstore.store import open_store
-from actstore.store._dump import dump, dump_many, run_ids_for
+from actstore._execution import Execution
+from actstore.store import dump, dump_many, open_store, run_ids_for
 
 HERE = Path(__file__).parent
 FACTORY = f"{HERE / 'factories.py'}:small_cnn"
@@ -81,7 +81,7 @@ def test_cluster_dump_with_a_killed_worker_equals_local(sweep, dask_cluster):
     killer = threading.Thread(target=kill_when_writing)
     killer.start()
     reports = dump_many(url, ids, dirs, FACTORY, str(tmp / "probe.npz"),
-                        scheduler=dask_cluster.address, batch_size=8)
+                        execution=Execution(dask_cluster.address), batch_size=8)
     killer.join()
     assert victim.poll() is not None
     assert state["complete_at_kill"] < 4 * 3  # killed while work was left

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import actstore
 from actstore.cli import app
-from actstore.store._ingest import ingest, read_activation_file
+from actstore.store import ingest, read_activation_file
 
 runner = CliRunner()
 

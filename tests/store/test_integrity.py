@@ -14,9 +14,7 @@ from typer.testing import CliRunner
 
 from actstore import ActstoreError, StoreError
 from actstore.cli import app
-from actstore.store import create_store, open_store, repair, verify
-from actstore.store._dump import dump
-from actstore.store._ingest import ingest
+from actstore.store import create_store, dump, ingest, open_store, repair, verify
 
 HERE = Path(__file__).parent
 runner = CliRunner()

@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from actstore.cli import app
 from actstore.store import _layout as L
-from actstore.store import open_store, repair, verify
-from actstore.store._dump import dump
+from actstore.store import dump, open_store, repair, verify
 
 HERE = Path(__file__).parent
 FACTORY = f"{HERE / 'factories.py'}:mlp"

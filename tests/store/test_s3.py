@@ -12,8 +12,7 @@ from factories import small_cnn
 
 import actstore
 from actstore import WriterConflictError
-from actstore.store import open_store, verify
-from actstore.store._dump import dump
+from actstore.store import dump, open_store, verify
 
 HERE = Path(__file__).parent
 

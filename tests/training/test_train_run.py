@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from actstore import ProvenanceError
-from actstore.store import open_store
-from actstore.store._dump import dump
+from actstore._execution import Execution
+from actstore.store import dump, open_store
 from actstore.training import (
     RunSpec,
     TrainConfig,
@@ -21,6 +21,9 @@ from actstore.training import (
     train_run,
 )
 from actstore.training._demo import TINY
+
+#: train the runs one after another in this process
+IN_PROCESS = Execution(workers=1)
 
 
 def _spec(**kw):
@@ -74,8 +77,8 @@ def test_same_seed_identical_activations_and_resume(tmp_path):
                                    "probe_combos": 40}},
         "model": {"alexnet": {"width": 4, "fc_width": 8}},
     })
-    run_sweep(sweep, a, serial=True, progress=False)
-    run_sweep(sweep, b, serial=True, progress=False)
+    run_sweep(sweep, a, execution=IN_PROCESS)
+    run_sweep(sweep, b, execution=IN_PROCESS)
     rid = "trifeature-color-alexnet-s0"
     ref = _all(a, rid)
     assert all(np.array_equal(v, _all(b, rid)[k]) for k, v in ref.items())
@@ -83,7 +86,7 @@ def test_same_seed_identical_activations_and_resume(tmp_path):
     assert not np.array_equal(ref[("fc7", 6)], other[("fc7", 6)])
 
     # a complete run is skipped
-    rep = run_sweep(sweep, a, serial=True, progress=False)
+    rep = run_sweep(sweep, a, execution=IN_PROCESS)
     assert [r["status"] for r in rep.runs] == ["complete", "complete"]
 
     # a partially written run is trained again and only its missing slot is written
@@ -92,7 +95,7 @@ def test_same_seed_identical_activations_and_resume(tmp_path):
                    attrs=st.reader(rid).attrs) as w:
         w.rollback_slot(1)
     assert open_store(a).reader(rid).complete.sum() == 2
-    rep = run_sweep(sweep, a, serial=True, progress=False)
+    rep = run_sweep(sweep, a, execution=IN_PROCESS)
     by_id = {r["run_id"]: r for r in rep.runs}
     assert by_id[rid]["status"] == "trained" and by_id[rid]["written"] == [1]
     again = _all(a, rid)
@@ -108,13 +111,13 @@ def test_other_config_for_existing_run_is_refused_before_writing(tmp_path):
                                    "probe_combos": 20}},
         "model": {"alexnet": {"width": 4, "fc_width": 8}},
     }
-    run_sweep(parse_sweep(doc), url, serial=True, progress=False)
+    run_sweep(parse_sweep(doc), url, execution=IN_PROCESS)
     before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     changed = dict(doc, seeds=[0, 1], train={**doc["train"], "lr": 1e-3})
     with pytest.raises(ProvenanceError, match="trifeature-shape-alexnet-s0.*another config") \
             as err:
-        run_sweep(parse_sweep(changed), url, serial=True, progress=False)
+        run_sweep(parse_sweep(changed), url, execution=IN_PROCESS)
     # the message names the setting that differs
     assert re.search(r"\(train\.lr [0-9.e-]+ there, 0\.001 now\)", str(err.value)), err.value
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
@@ -125,7 +128,7 @@ def test_dry_run_writes_nothing_and_plans(tmp_path):
     url = str(tmp_path / "s.zarr")
     sweep = parse_sweep({"datasets": ["binary"], "tasks": ["label"], "models": ["mlp"],
                          "seeds": "0:3", "train": {"steps": 3, "checkpoints": 2}})
-    rep = run_sweep(sweep, url, dry_run=True, progress=False)
+    rep = run_sweep(sweep, url, dry_run=True)
     assert [r["status"] for r in rep.runs] == ["planned"] * 3
     assert not (tmp_path / "s.zarr").exists()
     attrs, probe_sets, complete = plan_sweep(sweep, url)
@@ -142,7 +145,7 @@ def test_saved_weights_reload_and_dump_reproduces_activations(tmp_path):
                                                       "n_probe": 48}},
                          "model": {"transformer": {"d_model": 8, "n_heads": 2,
                                                    "n_layers": 1}}})
-    run_sweep(sweep, url, serial=True, progress=False, weights_dir=str(wdir))
+    run_sweep(sweep, url, execution=IN_PROCESS, weights_dir=str(wdir))
     rid = "multifeature-all-transformer-s3"
     files = sorted(p.name for p in (wdir / rid).iterdir())
     assert files == ["config.json", "step_00000000.pt", "step_00000001.pt", "step_00000005.pt"]
@@ -165,34 +168,20 @@ def test_tiny_demo_overrides_are_valid():
     assert all(r.train.steps == 12 for r in sweep.runs)
 
 
-def test_progress_bars_follow_worker_events_and_serial_runs(tmp_path):
-    import io
-
-    from rich.console import Console
-
-    from actstore.training._execute import _Progress
-
-    out = io.StringIO()
-    bars = _Progress(True, total=2, label="t", console=Console(file=out, width=100))
-    with bars:
-        bars.event((123.0, {"run": "r0", "step": 3, "total": 10}))  # a Dask worker event
-        task = bars.progress.tasks[bars.bars["r0"]]
-        assert (task.completed, task.total) == (3, 10)
-        bars.done("r0")
-        assert "r0" not in bars.bars
-        assert bars.progress.tasks[bars.overall].completed == 1
-
+def test_a_sweep_reports_its_runs_and_their_steps_to_the_progress_callback(tmp_path):
     url = str(tmp_path / "s.zarr")
     sweep = parse_sweep({"datasets": ["binary"], "tasks": ["label"], "models": ["mlp"],
                          "train": {"steps": 4, "checkpoints": 2, "eval_size": 8},
                          "dataset": {"binary": {"n_train": 32, "n_val": 8, "n_probe": 8}}})
-    out = io.StringIO()
-    seen = []
-    rep = run_sweep(sweep, url, serial=True, console=Console(file=out, width=100),
-                    on_run=seen.append)
-    assert [r["run_id"] for r in seen] == ["binary-label-mlp-s0"] == [r["run_id"]
-                                                                      for r in rep.runs]
-    assert "1/1" in out.getvalue()
+    seen, reports = [], []
+    rep = run_sweep(sweep, url, on_run=seen.append,
+                    execution=Execution(workers=1, progress=lambda *r: reports.append(r)))
+    rid = "binary-label-mlp-s0"
+    assert [r["run_id"] for r in seen] == [rid] == [r["run_id"] for r in rep.runs]
+    runs = [r for r in reports if r[0] == f"{sweep.name} runs"]
+    assert runs[0] == (f"{sweep.name} runs", 0, 1) and runs[-1] == (f"{sweep.name} runs", 1, 1)
+    steps = [r for r in reports if r[0] == f"{rid} steps"]
+    assert steps and steps[-1][1] == steps[-1][2]  # every step of the run was reported
 
 
 def _mlp_spec(**train):
@@ -245,9 +234,9 @@ def test_dask_worker_and_serial_runs_are_identical(tmp_path):
                          "dataset": {"binary": {"n_train": 64, "n_val": 16, "n_probe": 32}},
                          "model": {"mlp": {"hidden": [16, 8]}}})
     a, b = str(tmp_path / "worker.zarr"), str(tmp_path / "serial.zarr")
-    rep = run_sweep(sweep, a, n_workers=1, progress=False)
+    rep = run_sweep(sweep, a, execution=Execution(workers=2))  # a local Dask cluster
     assert [r["status"] for r in rep.runs] == ["trained"]
-    run_sweep(sweep, b, serial=True, progress=False)
+    run_sweep(sweep, b, execution=IN_PROCESS)
     rid = sweep.runs[0].run_id
     slots = [open_store(u).reader(rid).group.attrs["actstore.slots"] for u in (a, b)]
     assert [s["weights_hash"] for s in slots[0].values()] == \
@@ -300,7 +289,7 @@ def test_a_sweep_whose_runs_all_fail_leaves_no_store(tmp_path):
     (wdir / sweep.runs[0].run_id).mkdir(parents=True)
     (wdir / sweep.runs[0].run_id / "config.json").write_text("{")
     url = tmp_path / "s.zarr"
-    rep = run_sweep(sweep, str(url), serial=True, progress=False, weights_dir=str(wdir))
+    rep = run_sweep(sweep, str(url), execution=IN_PROCESS, weights_dir=str(wdir))
     assert [r["status"] for r in rep.runs] == ["failed"]
     assert "is not a readable run config" in rep.runs[0]["error"]
     assert not url.exists()
@@ -332,7 +321,7 @@ def test_ctrl_c_of_a_sweep_leaves_its_runs_visible_to_plain_xarray(tmp_path, mon
 
     monkeypatch.setattr(ex, "_train_all", killed_during_a_run)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, url, serial=True, progress=False)
+        run_sweep(sweep, url, execution=IN_PROCESS)
     tree = xr.open_datatree(url, engine="zarr")
     assert "killed" in tree["runs"].children
 
