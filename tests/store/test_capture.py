@@ -53,7 +53,7 @@ def test_cnn_roundtrip_float32_exact(tmp_path, image_probe_set, url_kind):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_mlp_roundtrip(store_url, dtype):
+def test_mlp_activations_read_back_equal_its_forward_pass(store_url, dtype):
     rng = np.random.default_rng(1)
     ps = ProbeSet("bits", labels={"easy": rng.integers(0, 2, 64)},
                   inputs=rng.integers(0, 2, (64, 32)).astype("float32"))
@@ -116,7 +116,7 @@ def test_transformer_tuple_and_dataclass_outputs(store_url, reduce):
         assert rd.array("block0").shape == (1, 24, 6, 16)
 
 
-def test_conv_reductions(store_url, image_probe_set):
+def test_conv_reductions_equal_their_definition_on_the_forward_pass(store_url, image_probe_set):
     st = create_store(store_url)
     st.add_probe_set(image_probe_set)
     model = small_cnn()

@@ -164,7 +164,7 @@ def test_probe_set_roundtrip_and_conflict(store_url, image_probe_set):
         st.add_probe_set(other)
 
 
-def test_results_roundtrip(store_url):
+def test_a_result_dataset_reads_back_as_written(store_url):
     import xarray as xr
 
     st = create_store(store_url)

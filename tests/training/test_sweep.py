@@ -68,7 +68,7 @@ def test_builtin_sweeps_parse_and_resolve():
          "impossible split"),
     ],
 )
-def test_bad_sweeps(change, match):
+def test_bad_sweeps_are_refused_naming_the_key_or_value(change, match):
     with pytest.raises(ActstoreError, match=match):
         for r in parse_sweep({**DOC, **change}).runs:
             r.resolve()

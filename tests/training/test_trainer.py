@@ -17,7 +17,7 @@ from actstore.training._run import torch_settings
 
 @settings(max_examples=60, deadline=None)
 @given(total=st.integers(1, 100_000), n=st.integers(2, 40))
-def test_schedule_properties(total, n):
+def test_checkpoint_schedule_runs_from_0_to_the_last_step_log_spaced(total, n):
     s = schedule(total, n)
     assert s[0] == 0 and s[-1] == total
     assert s == sorted(set(s))
@@ -40,7 +40,7 @@ def test_schedule_examples_and_errors():
         schedule(-1, 3)
 
 
-def test_train_config_checks():
+def test_train_config_refuses_bad_values():
     assert TrainConfig(steps=50, checkpoints=[10, 20]).checkpoint_steps() == [0, 10, 20, 50]
     for kw, match in [
         ({"steps": -1}, "steps"),
