@@ -61,7 +61,7 @@ def parse_kv(items: list[str] | None, what: str, *, raw: bool = False) -> dict[s
     commands that check and convert each value by its key); a key given twice is refused
     rather than silently replaced.
     """
-    from actstore._errors import ActstoreError
+    from actstore import ActstoreError
 
     out: dict[str, Any] = {}
     given: dict[str, str] = {}

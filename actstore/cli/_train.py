@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from actstore._errors import ActstoreError
+from actstore import ActstoreError
 from actstore.cli._app import command
 
 console = Console(soft_wrap=True)
@@ -112,7 +112,7 @@ RANGE_OPTIONS = (("datasets", "dataset", "--dataset/-d"), ("tasks", "task", "--t
 def check_ranges(over: dict[str, Any]) -> None:
     """Without a sweep file, the ranges must name valid datasets, tasks and models: one error
     line names the unknown names (with the valid ones) and the missing options."""
-    from actstore.training._registry import DATASETS, MODELS, TASKS
+    from actstore.training import DATASETS, MODELS, TASKS
 
     registries: dict[str, Mapping[str, Any]] = {"datasets": DATASETS, "tasks": TASKS,
                                                 "models": MODELS}
