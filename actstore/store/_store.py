@@ -16,12 +16,7 @@ from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterC
 from actstore.store import _layout as L
 from actstore.store._lease import store_lock
 from actstore.store._probeset import ProbeSet
-from actstore.store._results import (  # noqa: F401 (importable from here, as before)
-    check_result_name,
-    check_settings,
-    settings_difference,
-    settings_json,
-)
+from actstore.store._results import check_result_name
 
 if TYPE_CHECKING:
     import xarray as xr

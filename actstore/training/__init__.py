@@ -37,6 +37,7 @@ from actstore.training._run import (
 from actstore.training._sweep import (
     Sweep,
     builtin_sweeps,
+    check_table_keys,
     load_sweep,
     merge_tables,
     parse_sweep,
@@ -79,6 +80,7 @@ __all__ = [
     "Trifeature",
     "build_model",
     "builtin_sweeps",
+    "check_table_keys",
     "heldout_mask",
     "load_saved_model",
     "load_sweep",

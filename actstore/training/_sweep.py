@@ -45,6 +45,7 @@ __all__ = [
     "SWEEP_DIR",
     "Sweep",
     "builtin_sweeps",
+    "check_table_keys",
     "load_sweep",
     "merge_tables",
     "parse_seeds",
@@ -257,7 +258,9 @@ def _names(doc: dict[str, Any], key: str, registry: dict[str, Any], what: str) -
     return list(dict.fromkeys(names))
 
 
-def _check_keys(table: Any, valid: tuple[str, ...] | list[str], where: str) -> dict[str, Any]:
+def check_table_keys(table: Any, valid: tuple[str, ...] | list[str], where: str) -> dict[str, Any]:
+    """``table`` itself if it is a dict with no key outside ``valid``; otherwise one
+    :class:`ActstoreError` naming ``where``, the unknown keys and the valid ones."""
     if not isinstance(table, dict):
         raise ActstoreError(f"{where} must be a table, got {table!r}")
     unknown = sorted(set(table) - set(valid))
@@ -270,15 +273,15 @@ def _check_keys(table: Any, valid: tuple[str, ...] | list[str], where: str) -> d
 
 
 def _dataclass_from(cls: Any, table: Any, where: str) -> Any:
-    _check_keys(table, [f.name for f in fields(cls)], where)
+    check_table_keys(table, [f.name for f in fields(cls)], where)
     return cls(**table)
 
 
 def _params_tables(doc: dict[str, Any], key: str, registry: dict[str, Any], where: str
                    ) -> dict[str, dict[str, Any]]:
-    tables = _check_keys(doc.get(key, {}), list(registry), f"[{where}{key}]")
+    tables = check_table_keys(doc.get(key, {}), list(registry), f"[{where}{key}]")
     for name, t in tables.items():
-        _check_keys(t, list(t), f"[{where}{key}.{name}]")  # must be a table
+        check_table_keys(t, list(t), f"[{where}{key}.{name}]")  # must be a table
     return tables
 
 
@@ -304,12 +307,12 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
         For an unknown key, name or parameter, a task that does not apply to a dataset, or two
         runs with the same id; the message names the place in the document.
     """
-    _check_keys(doc, _TOP, f"sweep {source}")
+    check_table_keys(doc, _TOP, f"sweep {source}")
     datasets = _names(doc, "datasets", DATASETS, "dataset")
     models = _names(doc, "models", MODELS, "model")
     tasks_v = doc.get("tasks")
     if isinstance(tasks_v, dict):
-        _check_keys(tasks_v, datasets, "[tasks]")
+        check_table_keys(tasks_v, datasets, "[tasks]")
         tasks = {d: _names(tasks_v, d, TASKS, "task") for d in datasets if d in tasks_v}
         missing = [d for d in datasets if d not in tasks]
         if missing:
@@ -321,7 +324,7 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
     base = {k: doc.get(k, {}) for k in ("train", "capture", "dataset", "model")}
     _params_tables(base, "dataset", DATASETS, "")
     _params_tables(base, "model", MODELS, "")
-    variants_doc = _check_keys(doc.get("variants", {}), list(doc.get("variants", {})),
+    variants_doc = check_table_keys(doc.get("variants", {}), list(doc.get("variants", {})),
                                "[variants]")
     variants: list[tuple[str, dict[str, Any]]] = [("", base)]
     if variants_doc:
@@ -332,7 +335,7 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
                     f"variant name {vname!r} must use letters, digits, '_' or '.' (it becomes "
                     "part of run ids)"
                 )
-            _check_keys(vdoc, _VARIANT, f"[variants.{vname}]")
+            check_table_keys(vdoc, _VARIANT, f"[variants.{vname}]")
             _params_tables(vdoc, "dataset", DATASETS, f"variants.{vname}.")
             _params_tables(vdoc, "model", MODELS, f"variants.{vname}.")
             over = {k: v for k, v in vdoc.items() if k != "description"}
@@ -363,3 +366,4 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
 
 merge = merge_tables
 _read_toml = read_toml
+_check_keys = check_table_keys

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -94,3 +96,22 @@ def mlp() -> nn.Module:
 def tiny_transformer() -> nn.Module:
     torch.manual_seed(0)
     return TinyTransformer()
+
+
+def image_checkpoints(folder: Path, n_samples: int, steps: tuple[int, ...],
+                      shift: float = 0.0) -> Path:
+    """A probe set of ``n_samples`` 8x8 images with a ``color`` label (``folder/probe.npz``)
+    and one :func:`small_cnn` checkpoint per step (``folder/ck/step<step>.pt``), the output
+    bias moved by ``shift`` before each one. Returns the checkpoint folder."""
+    rng = np.random.default_rng(0)
+    np.savez(folder / "probe.npz",
+             inputs=rng.standard_normal((n_samples, 3, 8, 8)).astype("float32"),
+             color=rng.integers(0, 3, n_samples))
+    ck = folder / "ck"
+    ck.mkdir()
+    model = small_cnn()
+    for step in steps:
+        with torch.no_grad():
+            model.out.bias.add_(shift)
+        torch.save(model.state_dict(), ck / f"step{step}.pt")
+    return ck

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from factories import small_cnn
+from factories import image_checkpoints
 
 import actstore
 from actstore import WriterConflictError
@@ -19,16 +18,7 @@ HERE = Path(__file__).parent
 
 @pytest.fixture
 def ckpts(tmp_path):
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "probe.npz", inputs=rng.standard_normal((40, 3, 8, 8)).astype("float32"),
-             color=rng.integers(0, 3, 40))
-    ck = tmp_path / "ck"
-    ck.mkdir()
-    model = small_cnn()
-    for step in (0, 5):
-        with torch.no_grad():
-            model.out.bias.add_(0.5)
-        torch.save(model.state_dict(), ck / f"step{step}.pt")
+    image_checkpoints(tmp_path, 40, (0, 5), shift=0.5)
     return tmp_path
 
 

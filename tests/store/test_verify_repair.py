@@ -8,8 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
-from factories import small_cnn
+from factories import image_checkpoints
 from typer.testing import CliRunner
 
 from actstore import ActstoreError, StoreError
@@ -22,14 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def dumped(tmp_path):
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "probe.npz", inputs=rng.standard_normal((50, 3, 8, 8)).astype("float32"),
-             color=rng.integers(0, 3, 50))
-    ck = tmp_path / "ck"
-    ck.mkdir()
-    model = small_cnn()
-    for step in (0, 7):
-        torch.save(model.state_dict(), ck / f"step{step}.pt")
+    ck = image_checkpoints(tmp_path, 50, (0, 7))
     url = str(tmp_path / "s.zarr")
     dump(url, "r", f"{HERE / 'factories.py'}:small_cnn", ck, str(tmp_path / "probe.npz"))
     return url
