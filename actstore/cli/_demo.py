@@ -66,13 +66,19 @@ def demo_cmd(
     # (`actstore probe STORE --decoders logistic` adds the papers' logistic decoders).
     from actstore.probes import ProbeConfig, run_probes, summary_table
 
-    probes = run_probes(store, name="demo", layers="all", features=["shape", "texture", "color"],
-                        config=ProbeConfig(decoders=("ridge",)), scheduler=scheduler,
-                        n_workers=1 if serial else workers, progress=not as_json)
+    with progress_display(not as_json) as progress:
+        probes = run_probes(
+            store, name="demo", layers="all", features=["shape", "texture", "color"],
+            config=ProbeConfig(decoders=("ridge",)),
+            execution=Execution(scheduler, 1 if serial else workers, progress=progress))
     # Then: linear CKA of every layer of every run at its last checkpoint.
+    from actstore.probes import write_heatmap
     from actstore.similarity._jobs import demo_similarity
+    from actstore.store import open_store
 
-    sim = demo_similarity(store, scheduler=scheduler)
+    sim = demo_similarity(store, Execution(scheduler) if scheduler else None)
+    if sim["png"]:
+        write_heatmap(open_store(store).read_result("similarity", "demo-cka"), sim["png"])
     # Very last step: the HTML report of every result (a local folder next to the store).
     from actstore.probes import write_report
 
