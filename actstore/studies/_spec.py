@@ -74,15 +74,10 @@ def builtin_studies() -> list[str]:
 
 
 def _check_keys(table: Any, valid: tuple[str, ...], where: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ActstoreError(f"{where} must be a table, got {table!r}")
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise ActstoreError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
-            f"valid keys: {', '.join(valid)}"
-        )
-    return table
+    """The sweep files' key check (imported here, not at start-up: training imports torch)."""
+    from actstore.training import check_table_keys as check_keys
+
+    return check_keys(table, valid, where)
 
 
 def _is_int(v: Any) -> bool:
@@ -128,15 +123,14 @@ def _study_path(source: str) -> Path:
 
 def _sweep(doc: dict[str, Any], sc: dict[str, Any], name: str, scale: str, path: Path) -> Any:
     """The study's sweep at ``scale``: the base ``[sweep]`` with the scale's on top."""
-    from actstore.training import parse_sweep
-    from actstore.training._sweep import merge
+    from actstore.training import merge_tables, parse_sweep
 
     base = doc.get("sweep", {})
     over_sweep = sc.get("sweep", {})
     _check_keys(over_sweep, tuple(over_sweep) if isinstance(over_sweep, dict) else (),
                 f"[scale.{scale}.sweep]")
-    sweep_doc = merge(_check_keys(base, tuple(base) if isinstance(base, dict) else (),
-                                  "[sweep]"), over_sweep)
+    sweep_doc = merge_tables(_check_keys(base, tuple(base) if isinstance(base, dict) else (),
+                                         "[sweep]"), over_sweep)
     keep = sc.get("variants")
     if keep is not None:
         if not isinstance(keep, list) or not all(isinstance(v, str) for v in keep):
@@ -200,10 +194,10 @@ def load_study(source: str, scale: str = "small") -> Study:
         An unknown study, scale, key, analysis kind or option (the message lists the valid
         ones), or a sweep that does not check (:func:`actstore.training.parse_sweep`).
     """
-    from actstore.training._sweep import _read_toml
+    from actstore.training import read_toml
 
     path = _study_path(source)
-    doc = _read_toml(path, "study")
+    doc = read_toml(path, "study")
     _check_keys(doc, _TOP, f"study {path.name}")
     scales = _check_keys(doc.get("scale", {}), SCALES, "[scale]")
     if scale not in SCALES:

@@ -265,7 +265,7 @@ def _refuse_writes(monkeypatch, code: int, armed=lambda: True) -> None:
 
 
 def test_environment_failures_are_recognised_through_the_chain_of_errors():
-    from actstore._errors import EnvironmentFailureError, environment_failure
+    from actstore.cli._failures import EnvironmentFailureError, environment_failure
 
     def raised(inner: BaseException) -> BaseException:
         try:
