@@ -73,7 +73,7 @@ def demo_cmd(
             execution=Execution(scheduler, 1 if serial else workers, progress=progress))
     # Then: linear CKA of every layer of every run at its last checkpoint.
     from actstore.probes import write_heatmap
-    from actstore.similarity._jobs import demo_similarity
+    from actstore.similarity import demo_similarity
     from actstore.store import open_store
 
     sim = demo_similarity(store, Execution(scheduler) if scheduler else None)

@@ -13,7 +13,7 @@ from actstore.core._select import (
 )
 from actstore.similarity._bootstrap import BootstrapResult, bootstrap_indices, bootstrap_similarity
 from actstore.similarity._config import SimilarityConfig
-from actstore.similarity._jobs import similarity_job
+from actstore.similarity._jobs import demo_similarity, similarity_job
 from actstore.similarity._metrics import (
     METRIC_PARAMS,
     SIMILARITIES,
@@ -51,6 +51,7 @@ __all__ = [
     "bootstrap_indices",
     "bootstrap_similarity",
     "cka_signature",
+    "demo_similarity",
     "parse_checkpoints",
     "parse_selection",
     "parse_selections",
