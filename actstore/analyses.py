@@ -188,11 +188,9 @@ def _plots(group: str) -> Callable[[], list[tuple[str, Callable[..., str]]]]:
 
 def _section(group: str) -> Callable[[], Callable[..., str] | None]:
     def section() -> Callable[..., str] | None:
-        from actstore.report import _report
+        from actstore.report import SECTIONS
 
-        sections: Mapping[str, Callable[..., str]] = getattr(
-            _report, "SECTIONS", getattr(_report, "_SECTIONS", {}))
-        return sections.get(group)
+        return SECTIONS.get(group)
 
     return section
 

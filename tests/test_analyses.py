@@ -51,7 +51,7 @@ def test_plan_run_read(store, name):
     ds = open_store(store).read_result(group, rname)
     assert ds.data_vars
     assert all(callable(fn) for _, fn in a.plots())
-    assert a.plots() and (a.section() is not None or a.group == "alignment")
+    assert a.plots() and a.section() is not None
 
 
 @pytest.mark.parametrize("name", list(ANALYSES))
@@ -70,3 +70,11 @@ def test_an_unknown_analysis_lists_the_names():
 def test_results_groups_are_distinct():
     groups = [a.group for a in ANALYSES.values()]
     assert len(set(groups)) == len(groups)
+
+
+def test_the_report_has_a_section_and_figures_for_every_group_and_no_other():
+    from actstore.report import PLOTS, SECTIONS
+
+    groups = [a.group for a in ANALYSES.values()]
+    assert list(SECTIONS) == groups  # the page shows them in the registry's order
+    assert set(PLOTS) == set(groups)
