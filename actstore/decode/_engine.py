@@ -141,7 +141,7 @@ def run_probes(
             "continues the present result; run with --overwrite to finish the replacement",
             ProbeWarning, stacklevel=2,
         )
-    sink = _Sink(store, target, staging=overwrite, flush_seconds=flush_seconds)
+    had_analysis = store.has_result(ANALYSIS)  # before a stale staging result is dropped
     old, config = existing(store, target, config, staging=overwrite)
     features_of, redo = job_features(store, plan, old, config, name)
     results = ResultArrays(plan, config, old)
@@ -161,7 +161,8 @@ def run_probes(
         )
     todo.sort(key=lambda j: -j.units)  # big jobs first: better balance across workers
     n_total = len(plan.jobs) + len(todo) - n_selected_todo
-    sink.start(results, old, _describe_folds(store, plan, features_of, config))
+    sink = _Sink(store, target, results, _describe_folds(store, plan, features_of, config),
+                 old=old, prune=not had_analysis, staging=overwrite, flush_seconds=flush_seconds)
     try:
         if todo:
             _compute(url, todo, features_of, config, execution, sink)
@@ -240,18 +241,30 @@ def _compute(
 
 class _Sink:
     """Where the finished jobs of one call go: the result arrays, written to the store at
-    least every ``flush_seconds``, or discarded as a whole if a job finds bad data."""
+    least every ``flush_seconds``, or discarded as a whole if a job finds bad data.
 
-    def __init__(self, store: Any, target: str, *, staging: bool, flush_seconds: float) -> None:
-        self.store, self.target, self.staging = store, target, staging
+    Parameters
+    ----------
+    store, target
+        The store and the result name written (a staging name with ``overwrite``).
+    results : ResultArrays
+        The arrays the jobs fill (holding ``old``'s finished jobs).
+    description : str
+        The folds in words, stored with the result.
+    old : xarray.Dataset, optional
+        The stored result this call continues: put back if a job finds bad data.
+    prune : bool
+        Without ``old``, discarding also removes the analysis group this call created.
+    """
+
+    def __init__(self, store: Any, target: str, results: ResultArrays, description: str, *,
+                 old: Any | None, prune: bool, staging: bool, flush_seconds: float) -> None:
+        self.store, self.target, self.results, self.description = (store, target, results,
+                                                                   description)
+        self.old, self.prune, self.staging = old, prune, staging
         self.flush_seconds = flush_seconds
-        self.had_analysis = store.has_result(ANALYSIS)
         self.added = 0
         self.wrote = False
-
-    def start(self, results: ResultArrays, old: Any | None, description: str) -> None:
-        """Begin collecting into ``results`` (``old``: the stored result it continues)."""
-        self.results, self.old, self.description = results, old, description
         self.last_flush = time.monotonic()
 
     def add(self, job: Job, res: DecodeResult) -> None:
@@ -277,6 +290,6 @@ class _Sink:
         if not self.wrote:
             return
         if self.old is None:
-            self.store.remove_result(ANALYSIS, self.target, prune=not self.had_analysis)
+            self.store.remove_result(ANALYSIS, self.target, prune=self.prune)
         else:
             self.store.write_result(ANALYSIS, self.target, self.old, staging=self.staging)
