@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from actstore.analyses import ANALYSES
 from actstore.cli._app import command
 from actstore.cli._train import print_report, raise_failures
 
 console = Console(soft_wrap=True)
+PROBES = "/" + ANALYSES["probe"].result("demo")
+SIMILARITY = "/" + ANALYSES["similarity"].result("demo-cka")
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -26,8 +29,8 @@ def _size(n: int | None) -> str:
     help=(
         "Train a small Trifeature sweep (AlexNet-style CNN; shape, texture, colour; 2 seeds; "
         "6 checkpoints from step 0) into STORE (default demo.zarr): a few minutes on 2 CPU "
-        "cores. Then ridge decoders of every feature (results/probes/demo), linear CKA of the "
-        "last checkpoint's layers (results/similarity/demo-cka) and an HTML report in "
+        f"cores. Then ridge decoders of every feature ({PROBES[1:]}), linear CKA of the "
+        f"last checkpoint's layers ({SIMILARITY[1:]}) and an HTML report in "
         "a folder next to the store (demo-report/ for demo.zarr). Resumable."
     ),
 )
@@ -86,7 +89,7 @@ def demo_cmd(
     size = store_size(store)
     if as_json:
         typer.echo(json.dumps({**report.to_json(), "store_bytes": size, "similarity": sim,
-                               "probes": {"result": "/results/probes/demo",
+                               "probes": {"result": PROBES,
                                           "jobs": int(probes.sizes["run"]
                                                       * probes.sizes["checkpoint"]
                                                       * probes.sizes["layer"])},
@@ -97,9 +100,9 @@ def demo_cmd(
     console.print(f"store {store}: {_size(size)}. Next: `actstore ls {store}`, "
                   f"`actstore probe {store}`, or in Python `actstore.open({store!r})`.")
     console.print("ridge decoding accuracy, first -> last checkpoint (mean over runs), "
-                  "-> /results/probes/demo:")
+                  f"-> {PROBES}:")
     console.print(summary_table(probes).to_string(), soft_wrap=True)
     console.print(f"similarity: linear CKA of {sim['representations']} representations -> "
-                  f"/results/similarity/demo-cka, heatmap {sim['png'] or '-'}")
+                  f"{SIMILARITY}, heatmap {sim['png'] or '-'}")
     if page is not None:
         console.print(f"report: {page.path}")

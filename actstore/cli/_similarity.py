@@ -13,12 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from actstore import ActstoreError, Execution
+from actstore.analyses import ANALYSES
 from actstore.cli._app import command
 from actstore.cli._progress import progress_display
 from actstore.cli._store_cmds import parse_kv
 from actstore.similarity import SIMILARITIES
 
 console = Console()
+SIMILARITY, ALIGN = ANALYSES["similarity"], ANALYSES["align"]
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -90,7 +92,7 @@ def _floats(text: str) -> list[float]:
     "similarity",
     help=(
         "All-pairs similarity (CKA, RSA, ...) of the representations selected from a store: "
-        "an M x M matrix written to /results/similarity/NAME, with a heatmap PNG."
+        f"an M x M matrix written to /{SIMILARITY.result('NAME')}, with a heatmap PNG."
     ),
 )
 def similarity_cmd(
@@ -187,7 +189,7 @@ def similarity_cmd(
     deg = [lab for lab, d in zip(labels, ds["degenerate"].values, strict=True) if d]
     if as_json:
         out: dict[str, Any] = {
-            "result": f"similarity/{name}", "metric": metric, "params": params,
+            "result": f"{SIMILARITY.group}/{name}", "metric": metric, "params": params,
             "method": ds.attrs["method"], "n_stimuli": ds.attrs["n_stimuli"],
             "labels": labels, "similarity": S.tolist(), "degenerate": deg, "png": png_path,
         }
@@ -201,7 +203,7 @@ def similarity_cmd(
                       for k, v in params.items())
     console.print(f"[bold]{escape(metric)}[/]{escape(f' ({given})') if given else ''}: "
                   f"{M} representations x {ds.attrs['n_stimuli']} stimuli "
-                  f"({ds.attrs['method']} path) -> /results/similarity/{escape(name)}"
+                  f"({ds.attrs['method']} path) -> /{SIMILARITY.result(escape(name))}"
                   + (f", heatmap {escape(png_path)}" if png_path else ""), soft_wrap=True)
     if M <= 12:
         print_table(console, ["representation", *[str(i) for i in range(M)]],
@@ -220,7 +222,7 @@ def similarity_cmd(
     help=(
         "Convergent-learning alignment of the units of two or more runs, layer by layer: "
         "correlations, semi/bipartite matching, mutual information, sparse prediction "
-        "(LASSO path), spectral clusters. Written to /results/alignment/NAME.LAYER."
+        f"(LASSO path), spectral clusters. Written to /{ALIGN.result('NAME.LAYER')}."
     ),
 )
 def align_cmd(
@@ -282,11 +284,11 @@ def align_cmd(
         )
     rows = summary_rows(out)
     if as_json:
-        typer.echo(json.dumps({"results": [f"alignment/{name}.{ly}" for ly in out],
+        typer.echo(json.dumps({"results": [f"{ALIGN.group}/{name}.{ly}" for ly in out],
                                "summary": rows}))
         return
     _align_table(rows, list(dict.fromkeys(runs)), mi)
-    console.print(f"results: {', '.join(f'/results/alignment/{name}.{ly}' for ly in out)}")
+    console.print(f"results: {', '.join('/' + ALIGN.result(f'{name}.{ly}') for ly in out)}")
 
 
 def _align_table(rows: list[dict[str, Any]], runs: list[str], mi: bool) -> None:
