@@ -145,6 +145,7 @@ def probe_cmd(
         ProbeConfig,
         ProbeInterrupted,
         check_export_path,
+        default_decoder,
         export_results,
         run_probes,
         select_result,
@@ -219,8 +220,7 @@ def probe_cmd(
         }))
         return
     table = summary_table(view, decoder_table)
-    dec = decoder_table or ("logistic" if "logistic" in ds.decoder.values else
-                            str(ds.decoder.values[0]))
+    dec = decoder_table or default_decoder([str(d) for d in ds.decoder.values])
     if len(table.columns) > len(table.index):
         table, corner = table.T, "layer"  # many layers: one row per layer fits a terminal
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from actstore.decode._config import ProbeConfig, make_folds
 from actstore.decode._decode import DecodeResult, decode, probe_arrays
-from actstore.decode._decoders import DECODERS
+from actstore.decode._decoders import DECODERS, Decoder, default_decoder, scoring_decoder
 from actstore.decode._engine import ProbeInterrupted, run_probes
 from actstore.decode._export import check_export_path, export_results, summary_table
 from actstore.decode._jobs import plan_probes
@@ -20,11 +20,13 @@ __all__ = [
     "DEFAULT_CS",
     "METRICS",
     "DecodeResult",
+    "Decoder",
     "HeldOutScores",
     "ProbeConfig",
     "ProbeInterrupted",
     "check_export_path",
     "decode",
+    "default_decoder",
     "export_results",
     "fit_logistic_path",
     "logistic_cv",
@@ -33,6 +35,7 @@ __all__ = [
     "probe_arrays",
     "ridge_cv",
     "run_probes",
+    "scoring_decoder",
     "select_penalty",
     "select_result",
     "summary_table",

@@ -88,10 +88,13 @@ def probe_score(ds: Any, decoder: str | None = None) -> tuple[Any, str]:
     score : xarray.DataArray
         Dims (run, checkpoint, layer, feature).
     decoder : str
-        ``logistic`` when present (the papers' decoder), else the first.
+        The registry's headline decoder when present (logistic, the papers' decoder), else
+        the first.
     """
+    from actstore.decode import default_decoder, scoring_decoder
+
     decs = [str(d) for d in ds["decoder"].values]
-    decoder = decoder or ("logistic" if "logistic" in decs else decs[0])
+    decoder = decoder or default_decoder(decs)
     if decoder not in decs:
         raise ActstoreError(f"no decoder {decoder!r} in these results; decoders: {decs}")
     sub = ds.sel(decoder=decoder)
@@ -100,7 +103,7 @@ def probe_score(ds: Any, decoder: str | None = None) -> tuple[Any, str]:
     if kinds is not None:
         cont = np.asarray(kinds) == "continuous"
         if cont.any():
-            r2 = ds.sel(decoder=decs[0])["r2"] if decoder == "logistic" else sub["r2"]
+            r2 = ds.sel(decoder=scoring_decoder(decs, decoder, "continuous"))["r2"]
             score[..., cont] = r2.values[..., cont]
     return score, decoder
 
