@@ -20,7 +20,8 @@ from pathlib import Path
 
 
 def main() -> None:
-    from actstore.cli._study import builtin_studies, load_study, run_study
+    from actstore import Execution
+    from actstore.studies import builtin_studies, load_study, run_study
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("studies", nargs="*", help="study names (default: all built-in)")
@@ -40,7 +41,7 @@ def main() -> None:
             store = root / f"{name}-{args.scale}.zarr"
             if store.exists():
                 shutil.rmtree(store)
-            rep = run_study(study, str(store), workers=args.workers, progress=False,
+            rep = run_study(study, str(store), execution=Execution(workers=args.workers),
                             report_dir=str(root / f"{name}-{args.scale}-report"))
             row = rep.to_json()
             row["runs"] = len(study.sweep.runs)
