@@ -1,16 +1,10 @@
-"""Representational similarity: metrics, signatures, RDMs, bootstrap, the similarity job."""
+"""Representational similarity: metrics, signatures, RDMs, bootstrap, the similarity job.
+
+The selection of representations (``select``, ``LazyRep``, ...) is the core's
+(:mod:`actstore.core`): every analysis selects with it."""
 
 from __future__ import annotations
 
-from actstore.core._select import (
-    LazyRep,
-    RepRef,
-    Selection,
-    parse_checkpoints,
-    select,
-    select_many,
-    stimulus_subset,
-)
 from actstore.similarity._bootstrap import BootstrapResult, bootstrap_indices, bootstrap_similarity
 from actstore.similarity._config import SimilarityConfig
 from actstore.similarity._jobs import demo_similarity, similarity_job
@@ -40,10 +34,7 @@ __all__ = [
     "SIMILARITIES",
     "SIMILARITY_METRICS",
     "BootstrapResult",
-    "LazyRep",
     "MetricParam",
-    "RepRef",
-    "Selection",
     "Signature",
     "SimilarityConfig",
     "SimilarityMetric",
@@ -52,17 +43,13 @@ __all__ = [
     "bootstrap_similarity",
     "cka_signature",
     "demo_similarity",
-    "parse_checkpoints",
     "parse_selection",
     "parse_selections",
     "plan_similarity",
     "procrustes_signature",
     "rbf_cka_signature",
     "rsa_signature",
-    "select",
-    "select_many",
     "similarity",
     "similarity_job",
     "similarity_matrix",
-    "stimulus_subset",
 ]

@@ -7,13 +7,8 @@ import pytest
 
 from actstore import ActstoreError
 from actstore._execution import Execution
-from actstore.similarity import (
-    SimilarityConfig,
-    parse_selection,
-    select,
-    similarity_matrix,
-    stimulus_subset,
-)
+from actstore.core import select, stimulus_subset
+from actstore.similarity import SimilarityConfig, parse_selection, similarity_matrix
 
 IN_PROCESS = Execution(workers=1)
 

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actstore import ActstoreError
+from actstore.core import LazyRep
 from actstore.similarity import (
     SIMILARITIES,
     SIMILARITY_METRICS,
-    LazyRep,
     bootstrap_indices,
     bootstrap_similarity,
     plan_similarity,

@@ -9,8 +9,8 @@ import scipy.spatial.distance as ssd
 import scipy.stats
 
 from actstore import ActstoreError
+from actstore.core import LazyRep
 from actstore.similarity import (
-    LazyRep,
     bootstrap_indices,
     bootstrap_similarity,
     plan_similarity,

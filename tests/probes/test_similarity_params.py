@@ -12,14 +12,13 @@ from typer.testing import CliRunner
 from actstore import ActstoreError
 from actstore._execution import Execution
 from actstore.cli import app
+from actstore.core import select, select_many
 from actstore.similarity import (
     METRIC_PARAMS,
     SIMILARITIES,
     cka_signature,
     parse_selection,
     parse_selections,
-    select,
-    select_many,
     similarity_job,
     similarity_matrix,
 )
@@ -310,7 +309,7 @@ def test_align_config_records_its_settings_and_reads_study_options():
 
 
 def test_one_checkpoint_syntax_with_the_analysis_default():
-    from actstore.similarity import parse_checkpoints
+    from actstore.core import parse_checkpoints
 
     assert parse_checkpoints(None, default="last") == ["last"]
     assert parse_checkpoints(None) is None
