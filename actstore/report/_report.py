@@ -21,6 +21,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.report import _plots as P
+from actstore.report._findings import findings_html
 
 __all__ = ["SECTIONS", "Report", "default_report_dir", "write_report"]
 
@@ -283,8 +284,9 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "complexity": _complexity,
 }
 
-#: Groups summarised in another group's section (the NMF codes in their complexity result's).
-SHOWN_ELSEWHERE = ("nmf",)
+#: Groups summarised in another group's section (the NMF codes in their complexity result's)
+#: or at the top of the page (a study's findings tables, :mod:`._findings`).
+SHOWN_ELSEWHERE = ("nmf", "findings")
 
 
 def _groups(store: Any) -> list[tuple[str, str, Any]]:
@@ -342,6 +344,7 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     report = Report(path=str(folder / "index.html"))
     run_html, targets = _run_table(store)
+    findings = findings_html(store)
     ctx = {"targets": targets or None}
     body: list[str] = []
     toc: list[str] = []
@@ -392,6 +395,7 @@ def write_report(
 <h1>{_e(title)}</h1>
 <p class="meta">Store <code>{_e(url)}</code> &middot; {len(store.run_ids())} runs &middot;
 {len(report.sections)} results &middot; written {_e(now)} by actstore {_e(__version__)}</p>
+{f'<h2 id="findings">Findings</h2>{findings}' if findings else ''}
 <nav><h2>Contents</h2><ul><li><a href="#runs">Runs</a></li>{''.join(toc)}</ul></nav>
 <h2 id="runs">Runs</h2>
 {run_html}

@@ -1,7 +1,8 @@
 """Running a study: train its sweep, run its analyses in order, write its report.
 
 Each stage calls the library (:func:`actstore.training.run_sweep`, then each analysis's
-``run`` from :data:`actstore.analyses.ANALYSES`, then :func:`actstore.report.write_report`);
+``run`` from :data:`actstore.analyses.ANALYSES`, then the findings table of the paper's claims
+(:func:`write_findings`), then :func:`actstore.report.write_report`);
 re-running a study resumes: complete runs are skipped and finished probe jobs are kept.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from actstore._errors import ActstoreError
 from actstore._execution import Execution
 from actstore.analyses import ANALYSES
+from actstore.studies._findings import findings_rows, write_findings
 from actstore.studies._spec import Study
 
 __all__ = ["StudyReport", "run_study"]
@@ -36,6 +38,8 @@ class StudyReport:
     failed_runs : list of str
     problems : list of str
         Figures the report could not draw.
+    findings : list of dict
+        The findings table (:func:`findings_rows`): one row per claim of the paper.
     """
 
     study: str
@@ -47,13 +51,14 @@ class StudyReport:
     wall_s: float = 0.0
     failed_runs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (``--json``)."""
         return {"study": self.study, "scale": self.scale, "store": self.store,
                 "stages": self.stages, "report": self.report, "store_bytes": self.store_bytes,
                 "wall_s": round(self.wall_s, 3), "failed_runs": self.failed_runs,
-                "problems": self.problems}
+                "problems": self.problems, "findings": self.findings}
 
 
 def run_study(
@@ -117,6 +122,11 @@ def run_study(
             {k: v for k, v in a.items() if k not in ("kind", "name")})
         analysis.run(store, a["name"], config, options, analysis_ex)
         stage(f"{a['kind']}:{a['name']}", t)
+    t = time.perf_counter()
+    table = write_findings(study, store)
+    if table is not None:
+        rep.findings = findings_rows(table)
+        stage("findings", t)
     t = time.perf_counter()
     page = write_report(store, out=report_dir,
                         title=f"{study.name} ({study.scale}): {study.description}")

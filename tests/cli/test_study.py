@@ -141,11 +141,12 @@ def test_lampinen2024_small_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert [s["stage"] for s in rep["stages"]] == [
-        "train", "variance:main", "probe:main", "similarity:rsa", "report"]
+        "train", "variance:main", "probe:main", "similarity:rsa", "findings", "report"]
     assert rep["problems"] == [] and rep["failed_runs"] == []
     assert rep["store_bytes"] > 0
     st = open_store(str(store))
-    assert set(st.result_names()) == {"variance/main", "probes/main", "similarity/rsa"}
+    assert set(st.result_names()) == {"variance/main", "probes/main", "similarity/rsa",
+                                      "findings/lampinen2024"}
     assert len(st.run_ids()) == 4
     _check_report(out, n_min=4)
     # Lampinen et al.'s finding at this small scale: both features of the complexity variant
@@ -159,6 +160,16 @@ def test_lampinen2024_small_end_to_end(tmp_path):
         assert float(last.sel(feature="linear")) > float(last.sel(feature="parity3")) + 0.05
     p = st.read_result("probes", "main")
     assert np.nanmax(p["accuracy"].values) > 0.95
+    # the same finding in the study's findings table: --json, the store, the report
+    rows = {r["claim"]: r for r in rep["findings"]}
+    assert rows["complexity"]["verdict"] == "holds" and rows["complexity"]["value"] > 0.05
+    assert rows["order"]["verdict"] == "not testable"
+    assert "no runs of the 'order' variant" in rows["order"]["reason"]
+    table = st.read_result("findings", "lampinen2024")
+    assert list(table["claim"].values) == list(rows)
+    page = (out / "index.html").read_text()
+    assert page.index('id="findings"') < page.index('id="runs"')
+    assert "Features that are simpler to compute tend to be represented more strongly" in page
 
 
 @pytest.mark.slow

@@ -1,0 +1,122 @@
+"""The claims of Fel, Bethune, Lampinen, Serre & Hermann (NeurIPS 2024), "Understanding
+Visual Feature Reliance through the Lens of Complexity", measured on a study's complexity
+result: per run, the dictionary features' complexity K, importance and time to decode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from actstore.studies._findings import Claim, Measure, Results, Untestable, directional
+from actstore.studies.claims._measures import rank_correlation
+
+CITE = "Fel, Bethune, Lampinen, Serre & Hermann, NeurIPS 2024"
+#: bootstrap replicates (over dictionary features) of a rank correlation's uncertainty
+N_BOOT = 500
+
+
+def _complexity(res: Results) -> Any:
+    return res.need("complexity", "complexity result (dictionary features)")
+
+
+def _spearman_over_runs(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[float, float]:
+    """Mean over runs of Spearman(x, y), and its bootstrap standard error over features."""
+    value = float(np.nanmean([rank_correlation(x, y) for x, y in zip(xs, ys, strict=True)]))
+    rng = np.random.default_rng(0)
+    boots = []
+    for _ in range(N_BOOT):
+        rhos = []
+        for x, y in zip(xs, ys, strict=True):
+            i = rng.integers(0, len(x), len(x))
+            rhos.append(rank_correlation(x[i], y[i]))
+        if np.isfinite(rhos).any():
+            boots.append(np.nanmean(rhos))
+    return value, float(np.std(boots, ddof=1)) if len(boots) > 1 else float("nan")
+
+
+def _against_complexity(var: str, sign: int, what: str,
+                        check: Callable[[Any], None] | None = None
+                        ) -> Callable[[Results], Measure]:
+    def measure(res: Results) -> Measure:
+        ds = _complexity(res)
+        if check is not None:
+            check(ds)
+        K = [np.asarray(ds["complexity"].values[i], float) for i in range(ds.sizes["run"])]
+        other = np.asarray(ds[var].values, float)
+        if other.ndim == 3:  # importance: (run, target, atom) -> mean over the output heads
+            other = np.nanmean(other, axis=1)
+        ys = [other[i] for i in range(ds.sizes["run"])]
+        value, unc = _spearman_over_runs(K, ys)
+        if not np.isfinite(value):
+            raise Untestable(f"K or {what} has no spread over the dictionary features")
+        return directional(value, unc, sign,
+                           f"Spearman(K, {what}) {value:+.2f} ({ds.sizes['run']} runs x "
+                           f"{ds.sizes['atom']} features; per run "
+                           + ", ".join(f"{rank_correlation(k, y):+.2f}"
+                                       for k, y in zip(K, ys, strict=True)) + ")")
+
+    return measure
+
+
+def _needs_importance(ds: Any) -> None:
+    if "importance" not in ds or ds.sizes.get("target", 0) == 0:
+        raise Untestable("the complexity result has no importance (importance = false, or no "
+                         "linear head)")
+
+
+def _needs_emergence(ds: Any) -> None:
+    if "time_to_decode" not in ds or ds.sizes.get("checkpoint", 0) < 3:
+        raise Untestable(f"time to decode needs 3 checkpoints or more, the complexity result "
+                         f"has {ds.sizes.get('checkpoint', 0)}")
+    steps = np.asarray(ds["decodable_step"].values, float)
+    if all(np.ptp(s[np.isfinite(s)]) == 0 for s in steps if np.isfinite(s).any()):
+        first = steps[np.isfinite(steps)]
+        raise Untestable("every feature becomes decodable at the same checkpoint (step "
+                         f"{int(first[0]) if first.size else '-'}): no order of emergence")
+
+
+def _sedimentation(res: Results) -> Measure:
+    ds = _complexity(res)
+    var = next((k for k, v in ds.data_vars.items()
+                if {"run", "checkpoint", "layer", "atom"} <= set(v.dims)), None)
+    if var is None:
+        raise Untestable("V-information per layer is in the complexity result at the final "
+                         "checkpoint only (vinfo_layer); the claim needs it at every checkpoint")
+    _needs_importance(ds)
+    v = ds[var].transpose("run", "checkpoint", "layer", "atom").values  # (R, C, L, A)
+    imp = np.nanmean(ds["importance"].values, axis=1)  # (R, A)
+    early = slice(0, max(1, v.shape[2] // 2))
+    gains = []
+    for r in range(v.shape[0]):
+        top = imp[r] >= np.nanmedian(imp[r])
+        gains.append(float(np.nanmean(v[r, -1, early][:, top] - v[r, 0, early][:, top])))
+    value = float(np.mean(gains))
+    unc = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+    return directional(value, unc, +1,
+                       f"V-information of the more important half of the features in the "
+                       f"first {early.stop} layers: {value:+.3f} from the first to the last "
+                       f"checkpoint ({len(gains)} runs)")
+
+
+CLAIMS = (
+    Claim("importance",
+          "Complex features tend to be less important.", f"{CITE}, abstract",
+          "Spearman correlation over dictionary features of complexity K with importance "
+          "(gradient x activation, mean over output heads), mean over runs; +- bootstrap s.e. "
+          "over features",
+          _against_complexity("importance", -1, "importance", _needs_importance)),
+    Claim("emergence",
+          "Simpler features dominate early in training, and more complex features emerge "
+          "gradually.", f"{CITE}, abstract",
+          "Spearman correlation over dictionary features of complexity K with time to decode "
+          "(1 - mean V-information over checkpoints), mean over runs; +- bootstrap s.e. over "
+          "features",
+          _against_complexity("time_to_decode", +1, "time to decode", _needs_emergence)),
+    Claim("sedimentation",
+          "Important features become accessible at earlier layers during training, like a "
+          "sedimentation process.", f"{CITE}, abstract",
+          "V-information of the more important half of the features in the earlier half of "
+          "the layers, last - first checkpoint; +- s.e. over runs", _sedimentation),
+)
