@@ -20,7 +20,7 @@ from actstore.training._data import Dataset, InputSpec, Split, TaskData, params_
 
 __all__ = ["BinaryEasyHard"]
 
-_TRAIN, _VAL, _PROBE = 1, 2, 5
+_PROBE = 5  # the stream of the probe set (training and validation: 1 and 2)
 
 
 class BinaryEasyHard(Dataset):
@@ -107,15 +107,9 @@ class BinaryEasyHard(Dataset):
         return Split(self.encode(rng, easy, hard), {"label": y, "easy": easy, "hard": hard})
 
     def make(self, targets: tuple[str, ...], seed: int) -> TaskData:
-        heads = self.heads(targets)
-        return TaskData(
-            train=self.draw(np.random.default_rng([int(seed), _TRAIN]), self.n_train),
-            val=self.draw(np.random.default_rng([int(seed), _VAL]), self.n_val),
-            input_spec=self.input_spec(),
-            heads=heads,
-            info={"easy_bits": list(range(self.easy_bits)),
-                  "hard_bits": list(range(self.domain_bits, self.domain_bits + self.hard_bits))},
-        )
+        hard = list(range(self.domain_bits, self.domain_bits + self.hard_bits))
+        return self.drawn_task(targets, seed,
+                               {"easy_bits": list(range(self.easy_bits)), "hard_bits": hard})
 
     def probe_params(self) -> dict[str, Any]:
         """The parameters the probe set depends on."""

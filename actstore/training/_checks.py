@@ -8,7 +8,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 
-__all__ = ["check_int", "check_prob"]
+__all__ = ["check_int", "check_prob", "check_table_keys"]
 
 
 def check_int(owner: str, name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -30,3 +30,17 @@ def check_prob(owner: str, name: str, value: Any) -> float:
             f"{owner} parameter {name}={value!r} is a probability; give a value in [0, 1]"
         )
     return float(value)
+
+
+def check_table_keys(table: Any, valid: tuple[str, ...] | list[str], where: str) -> dict[str, Any]:
+    """``table`` itself if it is a dict with no key outside ``valid``; otherwise one
+    :class:`ActstoreError` naming ``where``, the unknown keys and the valid ones."""
+    if not isinstance(table, dict):
+        raise ActstoreError(f"{where} must be a table, got {table!r}")
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ActstoreError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
+            f"valid keys: {', '.join(valid)}"
+        )
+    return table

@@ -150,6 +150,20 @@ class Dataset(ABC):
     def make(self, targets: tuple[str, ...], seed: int) -> TaskData:
         """Draw the training and validation sets of a task (deterministic in ``seed``)."""
 
+    def drawn_task(self, targets: tuple[str, ...], seed: int, info: dict[str, Any]) -> TaskData:
+        """The task of a dataset whose samples are drawn independently by ``self.draw(rng,
+        n)``: ``self.n_train`` training and ``self.n_val`` validation samples from streams 1
+        and 2 of ``seed`` (the probe set uses a stream of its own)."""
+        heads = self.heads(targets)
+        me: Any = self  # draw, n_train and n_val belong to the datasets that draw
+        return TaskData(
+            train=me.draw(np.random.default_rng([int(seed), 1]), me.n_train),
+            val=me.draw(np.random.default_rng([int(seed), 2]), me.n_val),
+            input_spec=self.input_spec(),
+            heads=heads,
+            info=info,
+        )
+
     @abstractmethod
     def probe_params(self) -> dict[str, Any]:
         """The parameters the probe set depends on (JSON)."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.training._checks import check_int, check_prob
+from actstore.training._checks import check_int, check_prob, check_table_keys
 from actstore.training._data import (
     Dataset,
     Head,
@@ -33,7 +33,7 @@ DEFAULT_FEATURES: tuple[dict[str, Any], ...] = (
     {"name": "parity3", "bits": 3},
 )
 _FEATURE_KEYS = ("name", "bits", "prevalence", "position")
-_TRAIN, _VAL, _PROBE = 1, 2, 6
+_PROBE = 6  # the stream of the probe set (training and validation: 1 and 2)
 
 
 def _feature_specs(features: Any, domain_bits: int) -> list[dict[str, Any]]:
@@ -44,14 +44,7 @@ def _feature_specs(features: Any, domain_bits: int) -> list[dict[str, Any]]:
         )
     specs = []
     for i, f in enumerate(features):
-        if not isinstance(f, dict):
-            raise ActstoreError(f"multifeature feature #{i} must be a table, got {f!r}")
-        unknown = sorted(set(f) - set(_FEATURE_KEYS))
-        if unknown:
-            raise ActstoreError(
-                f"multifeature feature #{i} has unknown keys {unknown}; valid keys: "
-                f"{', '.join(_FEATURE_KEYS)}"
-            )
+        check_table_keys(f, _FEATURE_KEYS, f"multifeature feature #{i}")
         name = f.get("name")
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("heldout"):
             raise ActstoreError(
@@ -157,15 +150,9 @@ class MultiFeature(Dataset):
         return Split(self.encode(rng, values), values)
 
     def make(self, targets: tuple[str, ...], seed: int) -> TaskData:
-        heads = self.heads(targets)
-        return TaskData(
-            train=self.draw(np.random.default_rng([int(seed), _TRAIN]), self.n_train),
-            val=self.draw(np.random.default_rng([int(seed), _VAL]), self.n_val),
-            input_spec=self.input_spec(),
-            heads=heads,
-            info={"domains": {s["name"]: [i * self.domain_bits, (i + 1) * self.domain_bits]
-                              for i, s in enumerate(self.specs)}},
-        )
+        d = self.domain_bits
+        domains = {s["name"]: [i * d, (i + 1) * d] for i, s in enumerate(self.specs)}
+        return self.drawn_task(targets, seed, {"domains": domains})
 
     def probe_params(self) -> dict[str, Any]:
         """The parameters the probe set depends on (not prevalence nor position)."""

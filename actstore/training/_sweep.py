@@ -37,6 +37,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
+from actstore.training._checks import check_table_keys
 from actstore.training._registry import DATASETS, MODELS, TASKS, lookup
 from actstore.training._run import CaptureConfig, RunSpec
 from actstore.training._trainer import TrainConfig
@@ -256,20 +257,6 @@ def _names(doc: dict[str, Any], key: str, registry: dict[str, Any], what: str) -
     for n in names:
         lookup(registry, n, what)
     return list(dict.fromkeys(names))
-
-
-def check_table_keys(table: Any, valid: tuple[str, ...] | list[str], where: str) -> dict[str, Any]:
-    """``table`` itself if it is a dict with no key outside ``valid``; otherwise one
-    :class:`ActstoreError` naming ``where``, the unknown keys and the valid ones."""
-    if not isinstance(table, dict):
-        raise ActstoreError(f"{where} must be a table, got {table!r}")
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise ActstoreError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
-            f"valid keys: {', '.join(valid)}"
-        )
-    return table
 
 
 def _dataclass_from(cls: Any, table: Any, where: str) -> Any:

@@ -87,7 +87,7 @@ def test_multifeature_complexity_prevalence_position():
     [
         ([{"name": "a", "bits": 1}, {"name": "a", "bits": 2}], "unique"),
         ([{"name": "a", "position": 0}, {"name": "b", "position": 0}], "positions must differ"),
-        ([{"name": "a", "colour": 1}], "unknown keys"),
+        ([{"name": "a", "colour": 1}], "unknown key colour in multifeature feature #0"),
         ([{"name": "a", "prevalence": 2.0}], r"\[0, 1\]"),
         ([{"name": "a", "bits": 9}], "bits"),
         ([{"name": "not valid"}], "identifier"),
