@@ -201,7 +201,7 @@ def _slot_values_or_table(rd: Any) -> np.ndarray:
 def _restore_probe_set_array(store: Any, name: str, array: str) -> str:
     """Restore a probe-set array from a run's copy whose contents give the probe set's
     recorded hash."""
-    from actstore.store._probeset import ProbeSet
+    from actstore.store._probeset import probe_set_from_arrays
 
     g = store.root[L.PROBE_SETS][name]
     recorded = g.attrs.get("actstore.hash")
@@ -215,9 +215,7 @@ def _restore_probe_set_array(store: Any, name: str, array: str) -> str:
             if rd.attrs.get("probe_set") != name or rd.attrs.get("probe_set_hash") != recorded:
                 continue
             candidate = {**arrays, array: rd._copy(array)}
-            ps = ProbeSet(name=name, labels={k: v for k, v in candidate.items()
-                                             if k not in ("sample", "inputs")},
-                          inputs=candidate.get("inputs"), sample=candidate["sample"])
+            ps = probe_set_from_arrays(name, candidate)
         except Exception:
             continue
         if ps.hash == recorded:

@@ -15,7 +15,7 @@ from zarr.errors import MetadataValidationError, UnknownCodecError
 from actstore._errors import ActstoreError, ProvenanceError, StoreError, WriterConflictError
 from actstore.store import _layout as L
 from actstore.store._lease import store_lock
-from actstore.store._probeset import ProbeSet
+from actstore.store._probeset import ProbeSet, probe_set_from_arrays
 from actstore.store._results import check_result_name
 
 if TYPE_CHECKING:
@@ -194,17 +194,20 @@ class Store:
         for k, v in [("sample", ps.sample), *ps.labels.items()]:
             g.create_array(k, data=L.to_zarr_data(v), dimension_names=("sample",),
                            compressors=L.data_codecs())
-        if ps.inputs is not None:
-            dims = ("sample", *[f"input_dim{i}" for i in range(1, ps.inputs.ndim)])
+        for key, arr in ps.input_arrays.items():
+            # one array: input_dim1, ...; named ones: input_ids_dim1, ...
+            stem = key.removeprefix("inputs.") + "_" if ps.is_mapping else "input_"
+            dims = ("sample", *[f"{stem}dim{i}" for i in range(1, arr.ndim)])
             g.create_array(
-                "inputs", data=ps.inputs, dimension_names=dims, compressors=L.data_codecs(),
-                chunks=(min(ps.n, max(1, 2**22 // max(1, ps.inputs[0].nbytes))),
-                        *ps.inputs.shape[1:]),
+                key, data=arr, dimension_names=dims, compressors=L.data_codecs(),
+                chunks=(min(ps.n, max(1, 2**22 // max(1, arr[0].nbytes))), *arr.shape[1:]),
             )
         # written last: a probe set without its hash is incomplete and gets rewritten
         g.attrs.update(
             {"actstore.features": ps.features, "actstore.attrs": ps.attrs,
-             "actstore.n": ps.n, "actstore.hash": ps.hash}
+             "actstore.n": ps.n, **({"actstore.inputs": list(ps.input_names)}
+                                    if ps.is_mapping else {}),
+             "actstore.hash": ps.hash}
         )
         return True
 
@@ -221,15 +224,13 @@ class Store:
             raise ActstoreError(
                 f"no probe set {name!r} in {self.url}; available: {', '.join(names) or 'none'}"
             )
+        from actstore.store._verify import probe_set_arrays
+
         g = self.root[L.PROBE_SETS][name]
-        feats = list(g.attrs.get("actstore.features", []))
-        return ProbeSet(
-            name=name,
-            labels={k: self.probe_set_array(name, k) for k in feats},
-            inputs=self.probe_set_array(name, "inputs") if inputs and "inputs" in g else None,
-            sample=self.probe_set_array(name, "sample"),
-            attrs=dict(g.attrs.get("actstore.attrs", {})),
-        )
+        keys = [k for k in probe_set_arrays(self, name)
+                if inputs or not (k == "inputs" or k.startswith("inputs."))]
+        return probe_set_from_arrays(name, {k: self.probe_set_array(name, k) for k in keys},
+                                     dict(g.attrs.get("actstore.attrs", {})))
 
     def probe_set_array(self, name: str, array: str) -> np.ndarray:
         """One array of a probe set; a corrupt one is one :class:`StoreError`."""

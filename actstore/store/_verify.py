@@ -164,16 +164,19 @@ def _check_layer(rd: Any, layer: str, slot: int, step: int) -> list[Problem]:
 
 
 def probe_set_arrays(store: Any, name: str) -> list[str]:
+    """The arrays of a probe set: ``sample``, its labels, and ``inputs`` or its named inputs
+    (``inputs.<name>``, in the order of ``actstore.inputs``)."""
     g = store.root[L.PROBE_SETS][name]
+    named = [f"inputs.{k}" for k in g.attrs.get("actstore.inputs", [])]
     return ["sample", *g.attrs.get("actstore.features", []), *(
-        ["inputs"] if "inputs" in g else [])]
+        named or (["inputs"] if "inputs" in g else []))]
 
 
 def _check_probe_set(store: Any, name: str) -> tuple[dict[str, np.ndarray] | None,
                                                       list[Problem]]:
     """Read every array of a probe set and compare them with its hash: ``(arrays, problems)``
     (``arrays`` is ``None`` unless all is well)."""
-    from actstore.store._probeset import ProbeSet
+    from actstore.store._probeset import probe_set_from_arrays
 
     arrays: dict[str, np.ndarray] = {}
     problems = []
@@ -186,7 +189,7 @@ def _check_probe_set(store: Any, name: str) -> tuple[dict[str, np.ndarray] | Non
         try:
             arrays[a] = L.from_zarr_data(store.root[L.PROBE_SETS][name][a][...])
         except Exception as e:
-            fix = FIX_PROBE_SET if a != "inputs" else ""
+            fix = FIX_PROBE_SET if a.partition(".")[0] != "inputs" else ""
             how = ("repair restores it from a run's copy that matches the probe set's hash"
                    if fix else "the stimuli have no copy: add the probe set again from its "
                    "source under a new name, or restore the store from a backup")
@@ -195,9 +198,7 @@ def _check_probe_set(store: Any, name: str) -> tuple[dict[str, np.ndarray] | Non
     if problems:
         return None, problems
     try:
-        ps = ProbeSet(name=name, labels={k: v for k, v in arrays.items()
-                                         if k not in ("sample", "inputs")},
-                      inputs=arrays.get("inputs"), sample=arrays["sample"])
+        ps = probe_set_from_arrays(name, arrays)
         ok = ps.hash == store.root[L.PROBE_SETS][name].attrs.get("actstore.hash")
         detail = "contents do not match the recorded hash"
     except Exception as e:
