@@ -112,6 +112,8 @@ def map_jobs(
     url: str | None = None,
     stage: str = "jobs",
     client: Any = None,
+    retries: int = 0,
+    errors: str = "raise",
 ) -> Generator[tuple[int, Any], None, None]:
     """Run ``fn(*task)`` for every task; yield ``(index, result)`` as each one finishes.
 
@@ -139,7 +141,14 @@ def map_jobs(
     client : distributed.Client, optional
         A client already connected (the caller connected before writing anything, so that a
         dead scheduler leaves a store untouched); it is not closed here.
+    retries : int
+        On a cluster, times Dask runs a job again after it failed (a worker lost included).
+    errors : {"raise", "return"}
+        ``"raise"``: a job's exception stops the iteration (queued jobs are cancelled);
+        ``"return"``: it is yielded as the job's result, and the other jobs go on.
     """
+    if errors not in ("raise", "return"):
+        raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     tasks = list(tasks)
     total = len(tasks)
     execution.report(stage, 0, total)
@@ -147,7 +156,7 @@ def map_jobs(
         return
     if client is None and execution.in_process(url):
         for i, task in enumerate(tasks):
-            out = fn(*task)
+            out = _call(fn, task, errors)
             execution.report(stage, i + 1, total)
             yield i, out
         return
@@ -158,19 +167,28 @@ def map_jobs(
 
         tag = time.time_ns()
         futures = {
-            client.submit(fn, *task, pure=False, key=f"{stage}-{tag}-{i}"): i
+            client.submit(fn, *task, pure=False, key=f"{stage}-{tag}-{i}", retries=retries): i
             for i, task in enumerate(tasks)
         }
         finished = False
         try:
             for done, fut in enumerate(as_completed(futures), start=1):
-                out = fut.result()
+                out = _call(fut.result, (), errors)
                 execution.report(stage, done, total)
                 yield futures[fut], out
             finished = True
         finally:
             if not finished:
                 cancel(client, list(futures))
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], errors: str) -> Any:
+    if errors == "raise":
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as e:
+        return e
 
 
 @contextlib.contextmanager

@@ -533,7 +533,8 @@ def dump_many(
              for r, d in zip(runs, checkpoint_dirs, strict=True)]
     out = {}
     try:
-        jobs = map_jobs(_dump_task, tasks, ex, url=url, stage="dump runs")
+        # a dump run again continues from its complete checkpoints: safe to retry on a cluster
+        jobs = map_jobs(_dump_task, tasks, ex, url=url, stage="dump runs", retries=2)
         with contextlib.closing(jobs):
             for _, res in jobs:
                 out[res["run"]] = DumpReport(res["run"], res["written"], res["skipped"])

@@ -371,9 +371,13 @@ def _train_all(
             # workers resolve paths against their own working directory: send absolute ones
             wdir = None if weights_dir is None else os.path.abspath(weights_dir)
             tasks = [(spec, ex.job_url(store), wdir) for spec in todo]
-            jobs = map_jobs(_train_on_worker, tasks, ex, url=store, stage=stage, client=client)
+            # a worker lost while training (Dask's KilledWorker) fails that run, not the sweep
+            jobs = map_jobs(_train_on_worker, tasks, ex, url=store, stage=stage, client=client,
+                            errors="return")
         with contextlib.closing(jobs):
-            for _, result in jobs:
+            for i, result in jobs:
+                if isinstance(result, BaseException):
+                    result = _failure(todo[i], result)
                 report.runs.append(result)
                 if on_run is not None:
                     on_run(result)
