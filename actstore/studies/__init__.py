@@ -18,6 +18,7 @@ from actstore.studies._findings import (
     write_findings,
 )
 from actstore.studies._pipeline import StudyReport, run_study
+from actstore.studies._plan import describe_study, estimate_cost, study_settings
 from actstore.studies._spec import SCALES, STUDY_DIR, Study, builtin_studies, load_study
 
 __all__ = [
@@ -30,10 +31,13 @@ __all__ = [
     "StudyReport",
     "Untestable",
     "builtin_studies",
+    "describe_study",
+    "estimate_cost",
     "evaluate_claims",
     "findings_dataset",
     "findings_rows",
     "load_study",
     "run_study",
+    "study_settings",
     "write_findings",
 ]

@@ -125,7 +125,7 @@ def test_unknown_study_and_scale_via_cli(tmp_path):
     res = runner.invoke(app, ["study", "li2016", "--dry-run", "--json"])
     assert res.exit_code == 0
     plan = json.loads(res.stdout)
-    assert plan["runs"] == ["trifeature-shape-alexnet-s0", "trifeature-shape-alexnet-s1"]
+    assert plan["run_ids"] == ["trifeature-shape-alexnet-s0", "trifeature-shape-alexnet-s1"]
     res = runner.invoke(app, ["study", "--list"])
     assert res.exit_code == 0 and all(s in res.stdout for s in STUDIES)
 
@@ -257,3 +257,49 @@ def test_ctrl_c_during_a_study_says_what_was_kept(tmp_path, monkeypatch):
     assert res.exit_code == 130
     assert res.stderr.strip() == ("actstore: interrupted: 2 of 5 jobs finished and saved in "
                                   "results/probes/main; re-run the same command to continue")
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_help_describes_that_study(name):
+    from actstore.studies.claims import CLAIMS
+
+    res = CliRunner().invoke(app, ["study", name, "--help"])
+    assert res.exit_code == 0, res.output
+    st = load_study(name, "paper")
+    assert res.stdout.startswith(f"{name}: {st.description}\nPaper: {st.paper}")
+    text = " ".join(res.stdout.split())
+    assert all(c.statement in text for c in CLAIMS[name])
+    assert f"--scale paper: {len(st.sweep.runs)} runs" in text
+    assert "PAPERS.md" not in res.stdout  # studies cite the papers
+    generic = CliRunner().invoke(app, ["study", "--help"])
+    assert generic.exit_code == 0 and "--dry-run" in generic.stdout
+
+
+def test_dry_run_prints_the_resolved_settings_and_a_measured_cost(tmp_path):
+    res = CliRunner().invoke(app, ["study", "lampinen2024", str(tmp_path / "s.zarr"),
+                                   "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    g = plan["groups"]["multifeature-all-mlp-complexity"]
+    assert g["steps"] == 1500 and g["seeds"] == [0, 1] and g["model_params"]["hidden"] == [64, 64]
+    assert [a["kind"] for a in plan["analyses"]] == ["variance", "probe", "similarity"]
+    assert plan["analyses"][0]["folds"] == 3
+    step = plan["cost"]["step_s"]["multifeature-all-mlp-complexity"]
+    assert step > 0 and plan["cost"]["train_s"] == pytest.approx(
+        sum(plan["cost"]["step_s"][k] * plan["groups"][k]["steps"] * len(
+            plan["groups"][k]["seeds"]) for k in plan["groups"]), rel=1e-3, abs=0.2)
+    assert not (tmp_path / "s.zarr").exists()
+    text = CliRunner().invoke(app, ["study", "lampinen2024", str(tmp_path / "s.zarr"),
+                                    "--dry-run"]).stdout
+    assert "measured step time on this machine" in text and "variance:main" in text
+
+
+def test_a_long_estimate_says_to_use_a_scheduler_or_a_gpu(monkeypatch):
+    import actstore.studies._plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "_step_seconds", lambda spec, n: 10.0)
+    cost = plan_mod.estimate_cost(load_study("li2016", "paper"))
+    assert cost["train_s"] == 4 * 10000 * 10.0
+    assert "--scheduler" in cost["advice"] and "GPU" in cost["advice"]
+    monkeypatch.setattr(plan_mod, "_step_seconds", lambda spec, n: 0.001)
+    assert plan_mod.estimate_cost(load_study("li2016", "small"))["advice"] == ""
