@@ -2,7 +2,8 @@
 
 Runs every built-in study (or those named) into fresh stores under a temporary folder (or
 ``--dir``), exactly as ``actstore study NAME`` does, and prints one table: wall time per
-stage, total, store size, and whether the report rendered without problems.
+stage, total, store size, and whether the report rendered without problems; then each
+study's findings table (the claims of its paper, measured, with their verdicts).
 
     .venv/bin/python bench/studies.py                  # all four
     .venv/bin/python bench/studies.py lampinen2024 --workers 1 --json out.json
@@ -65,6 +66,12 @@ def main() -> None:
     for r in rows:
         print(f"  {r['study']}: " + ", ".join(f"{s['stage']} {s['wall_s']:.1f} s"
                                              for s in r["stages"]))
+    print("\nfindings (verdict: measured +- uncertainty; reason):")
+    for r in rows:
+        for f in r.get("findings", []):
+            v = "-" if f["value"] is None else f"{f['value']:+.3f}"
+            u = "" if f["uncertainty"] is None else f" +- {f['uncertainty']:.3f}"
+            print(f"  {r['study']} {f['claim']}: {f['verdict']}: {v}{u}; {f['reason']}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

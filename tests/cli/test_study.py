@@ -195,6 +195,15 @@ def test_small_study_end_to_end(tmp_path, name, results, n_figs):
         assert np.all((c[np.isfinite(c)] >= 0) & (c[np.isfinite(c)] <= 1))
         assert np.isfinite(ds["importance"].values).any()
     _check_report(Path(rep.report).parent, n_figs)
+    # every claim has a verdict from the numbers, and a reason
+    table = open_store(str(store)).read_result("findings", name)
+    assert [r["claim"] for r in rep.findings] == [str(c) for c in table["claim"].values]
+    for row in rep.findings:
+        assert row["verdict"] in ("holds", "does not hold", "not testable") and row["reason"]
+        assert row["verdict"] == "not testable" or row["value"] is not None
+    headline = {"hermann2020": "target_enhanced", "fel2024": "importance",
+                "li2016": "reliable_features"}[name]
+    assert {r["claim"]: r for r in rep.findings}[headline]["verdict"] == "holds"
 
 
 def test_dry_run_checks_the_store_path_and_workers(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from actstore.studies._findings import Claim, Measure, Results, Untestable, directional
-from actstore.studies.claims._measures import rank_correlation
+from actstore.studies.claims._measures import rank_correlation, task_summary
 
 CITE = "Fel, Bethune, Lampinen, Serre & Hermann, NeurIPS 2024"
 #: bootstrap replicates (over dictionary features) of a rank correlation's uncertainty
@@ -55,9 +55,28 @@ def _against_complexity(var: str, sign: int, what: str,
                            f"Spearman(K, {what}) {value:+.2f} ({ds.sizes['run']} runs x "
                            f"{ds.sizes['atom']} features; per run "
                            + ", ".join(f"{rank_correlation(k, y):+.2f}"
-                                       for k, y in zip(K, ys, strict=True)) + ")")
+                                       for k, y in zip(K, ys, strict=True)) + ")"
+                           + _heads(res, [str(r) for r in ds["run"].values]))
 
     return measure
+
+
+def _heads(res: Results, runs: list[str]) -> str:
+    """``"; outputs learned: color (0.98); not learned: shape (0.20, chance 0.10)"``: what the
+    dictionary features can be about."""
+    heads = [str(h.get("name")) for r in runs if r in res.runs()
+             for h in ((res.runs()[r].get("config") or {}).get("task") or {}).get("heads", [])]
+    heads = list(dict.fromkeys(heads))
+    if not heads:
+        return ""
+    ok = [h for h in heads if all(res.learned(r, h) for r in runs)]
+    text = "; outputs learned: " + (", ".join(
+        f"{h} ({np.mean([res.val_accuracy(r, h) for r in runs]):.2f})" for h in ok) or "none")
+    rest = [h for h in heads if h not in ok]
+    if rest:
+        text += "; not learned: " + ", ".join(f"{h} ({task_summary(res, runs, h)})"
+                                              for h in rest)
+    return text
 
 
 def _needs_importance(ds: Any) -> None:
