@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = ["findings_html"]
 
+_LEFT = ' style="text-align:left"'
 _COLOURS = {"holds": "#1a7f37", "does not hold": "#b42318", "not testable": "#8a6d00"}
 
 
@@ -31,13 +32,14 @@ def findings_html(store: Any) -> str:
 
             verdict = str(ds["verdict"].values[i])
             unc = float(ds["uncertainty"].values[i])
+            colour = _COLOURS.get(verdict, "#222")
             rows.append(
-                f"<tr><td>{v('statement')}<br><small>{v('citation')}</small></td>"
+                f"<tr><td{_LEFT}>{v('statement')}<br><small>{v('citation')}</small></td>"
                 f"<td>{_num(ds['value'].values[i])}"
                 f"{f' &plusmn; {unc:.3f}' if np.isfinite(unc) else ''}"
                 f"<br><small>{v('quantity')}</small></td>"
-                f'<td style="color:{_COLOURS.get(verdict, "#222")}"><b>{html.escape(verdict)}'
-                f"</b></td><td>{v('reason')}</td></tr>")
+                f'<td style="text-align:left;color:{colour}"><b>{html.escape(verdict)}</b></td>'
+                f"<td{_LEFT}>{v('reason')}</td></tr>")
         scale = ds.attrs.get("scale")
         parts.append(
             f'<h3 id="findings-{html.escape(name)}">{html.escape(name)}'
