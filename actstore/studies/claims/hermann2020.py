@@ -81,17 +81,21 @@ def _decoding_change(targets: bool) -> Callable[[Results], Measure]:
                 fold_ses.append(fse)
                 parts.setdefault(f"{task}->{f}" if not targets else task, []).append(
                     (before, after))
+        at_chance = ", ".join(
+            f"{f} {np.mean([b for g, b, _ in flat if g == f]):.2f} vs chance "
+            f"{np.mean([c for g, _, c in flat if g == f]):.2f}"
+            for f in sorted({f for f, _, _ in flat}))
         if not changes:
-            seen = sorted({f for f, _, _ in flat})
             raise Untestable(
-                "no non-target feature is decodable above chance before training ("
-                + ", ".join(f"{f} {np.mean([b for g, b, _ in flat if g == f]):.2f} vs chance "
-                            f"{np.mean([c for g, _, c in flat if g == f]):.2f}" for f in seen)
-                + ")" + ("; " + "; ".join(skipped) if skipped else ""))
+                f"no non-target feature is decodable above chance before training ({at_chance})"
+                + ("; " + "; ".join(skipped) if skipped else ""))
         value, unc = mean_se(changes, fallback=fold_ses[0])
         evidence = "; ".join(
             f"{k}: {np.mean([b for b, _ in v]):.2f} untrained -> {np.mean([a for _, a in v]):.2f}"
             f" trained ({len(v)} run{'s' if len(v) > 1 else ''})" for k, v in parts.items())
+        if at_chance:
+            evidence += (f"; left out, within 2 s.e. of chance before training: "
+                         f"{at_chance}")
         if skipped:
             evidence += "; excluded: " + "; ".join(skipped)
         return directional(value, unc, +1 if targets else -1, evidence)
