@@ -6,6 +6,7 @@ from __future__ import annotations
 from actstore.cli import (
     _demo,  # noqa: F401  (demo)
     _integrity_cmds,  # noqa: F401  (verify, repair, ingest)
+    _layers,  # noqa: F401  (layers)
     _probe,  # noqa: F401  (probe)
     _report,  # noqa: F401  (variance, complexity, report)
     _similarity,  # noqa: F401  (similarity, align)

@@ -91,19 +91,17 @@ def parse_kv(items: list[str] | None, what: str, *, raw: bool = False) -> dict[s
         "Record the activations of every checkpoint of a run into a store. Checkpoint files "
         "hold a state dict (or {'step': N, 'state_dict': ...}), loaded with weights_only=True; "
         "a file's training step is its 'step' entry or the last number in its name "
-        "(step_100.pt). Resumable: complete checkpoints are skipped after checking their "
-        "weights hash, interrupted ones are redone."
+        "(step_100.pt). With no checkpoint files, --step N records the weights the model "
+        "comes with (a pretrained model, or --model hf:FOLDER) as step N. Resumable: complete "
+        "checkpoints are skipped after checking their weights hash, interrupted ones are redone."
     ),
 )
 def dump_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL (created if missing).")],
-    checkpoints: Annotated[
-        list[str],
-        typer.Argument(help="Directory of .pt files, a glob, or one file. Several directories "
-                            "dump several runs, one Dask task each (see --run)."),
-    ],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Model factory: package.module:fn or file.py:fn.")
+        str, typer.Option("--model", "-m", help="Model factory: package.module:fn or "
+                                                "file.py:fn; or hf:FOLDER, a Hugging Face "
+                                                "model folder (offline, safetensors only).")
     ],
     probe_set: Annotated[
         str, typer.Option("--probe-set", "-p", help="Probe set in the store, or an .npz file.")
@@ -112,14 +110,28 @@ def dump_cmd(
         str, typer.Option("--run", "-r", help="Run id to write; with several directories a "
                                               "template: {parent}, {dir}, {i}.")
     ],
+    checkpoints: Annotated[
+        list[str] | None,
+        typer.Argument(help="Directory of .pt files, a glob, or one file. Several directories "
+                            "dump several runs, one Dask task each (see --run). None with "
+                            "--step."),
+    ] = None,
+    step: Annotated[
+        int | None, typer.Option(help="Record the model's own weights (no checkpoint files) "
+                                      "as this training step.")
+    ] = None,
     layers: Annotated[
-        str, typer.Option(help="'all', or comma-separated names / module paths / globs.")
+        str, typer.Option(help="'all' (the model's declared layers, else embeddings, each "
+                               "block of every stack, final norm, head), 'leaves' (every leaf "
+                               "module), or comma-separated names / module paths / globs; "
+                               "`actstore layers` lists them.")
     ] = "all",
     reduce: Annotated[
         str | None,
         typer.Option(help="Reduction of conv maps / sequences: mean, max, center, flatten, "
-                          "randproj:K, last, all (default: the model's declared "
-                          "actstore_reductions, else mean)."),
+                          "randproj:K, first, last, all (default: the model's declared "
+                          "actstore_reductions, else mean). Token sequences are reduced over "
+                          "the tokens the probe set's attention_mask marks valid."),
     ] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
@@ -155,7 +167,10 @@ def dump_cmd(
     try:
         with progress_display(not as_json) as progress:
             execution = execution.with_(progress=progress)
-            if len(checkpoints) == 1 and scheduler is None:
+            if not checkpoints or step is not None:
+                reports = [dump(store, run, model, checkpoints[0] if checkpoints else None,
+                                probe_set, execution=execution, step=step, **common)]
+            elif len(checkpoints) == 1 and scheduler is None:
                 reports = [dump(store, run, model, checkpoints[0], probe_set,
                                 execution=execution, **common)]
             else:

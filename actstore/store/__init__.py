@@ -4,11 +4,12 @@ the operations on whole stores: dump, ingest, verify, repair, info."""
 from __future__ import annotations
 
 from actstore.store._capture import capture_slot, check_values, weights_hash
-from actstore.store._dump import DumpReport, dump, dump_many, run_ids_for
+from actstore.store._dump import DumpReport, dump, dump_many, read_probe_set, run_ids_for
 from actstore.store._info import run_info, store_summary
 from actstore.store._ingest import ingest, read_activation_file, read_labels_csv
 from actstore.store._layers import layer_names, resolve_layers
 from actstore.store._layout import CODECS, DEFAULT_CODEC, FORMAT_VERSION, canonical_name
+from actstore.store._models import describe_model, load_hf_model
 from actstore.store._open import create_store, open_store
 from actstore.store._probeset import ProbeSet
 from actstore.store._reader import RunReader
@@ -45,17 +46,20 @@ __all__ = [
     "check_settings",
     "check_values",
     "create_store",
+    "describe_model",
     "dump",
     "dump_many",
     "first_line",
     "ingest",
     "layer_names",
+    "load_hf_model",
     "open",
     "open_layer",
     "open_store",
     "parse_reduction",
     "read_activation_file",
     "read_labels_csv",
+    "read_probe_set",
     "reduce_output",
     "repair",
     "repair_command",

@@ -13,7 +13,7 @@ import hashlib
 import queue
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,10 +21,17 @@ import numpy as np
 from actstore._args import whole_number
 from actstore._errors import ActstoreError, ActstoreWarning, ProvenanceError
 from actstore.store import _layout as L
-from actstore.store._layers import reduction_for, resolve_layers
-from actstore.store._reduce import first_tensor, parse_reduction, reduce_output
+from actstore.store._layers import (
+    ModuleTrace,
+    _patterns,
+    reduction_for,
+    resolve_layers,
+    trace_modules,
+)
+from actstore.store._probeset import MASK
+from actstore.store._reduce import first_tensor, parse_reduction, reduce_output, sequence_mask
 
-__all__ = ["capture_slot", "check_values", "weights_hash"]
+__all__ = ["capture_slot", "check_values", "dry_run", "weights_hash"]
 
 FLOAT16_MAX = 65504.0
 
@@ -144,20 +151,110 @@ class _SlotWriter:
             raise RuntimeError(f"unwritten activations left for layers {sorted(self.bufs)}")
 
 
-def _forward_error(model_name: str, ps: Any, xb: Any, device: Any, e: BaseException) -> str:
+# -- feeding the probe set to the model -------------------------------------------------------
+def _host_batch(ps: Any, start: int, stop: int) -> dict[str, np.ndarray]:
+    """The probe set's input arrays of samples ``start:stop``, by input name (``inputs``
+    for a probe set of one array)."""
+    b = ps.batch(start, stop)
+    return dict(b) if isinstance(b, Mapping) else {"inputs": b}
+
+
+def _batch_mask(ps: Any, start: int, stop: int) -> np.ndarray | None:
+    """The attention mask (samples, tokens) of a batch, or None if the probe set has none."""
+    mask = ps.mask
+    return None if mask is None else np.asarray(mask[start:stop])
+
+
+def _to_device(batch: dict[str, np.ndarray], device: Any, in_dtype: Any) -> dict[str, Any]:
+    """Host arrays as tensors on ``device``; floating inputs in the model's dtype."""
+    import torch
+
+    out = {}
+    for k, a in batch.items():
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        out[k] = (t.to(in_dtype) if t.is_floating_point() else t).to(device)
+    return out
+
+
+def _call(model: Any, tensors: dict[str, Any]) -> Any:
+    """One input is passed as it is (``model(x)``), several by name (``model(**batch)``)."""
+    if list(tensors) == ["inputs"]:
+        return model(tensors["inputs"])
+    return model(**tensors)
+
+
+def _model_device_dtype(model: Any, device: Any) -> tuple[Any, Any]:
+    import torch
+
+    if device is None:
+        p0 = next(iter(model.parameters()), None)
+        device = p0.device if p0 is not None else torch.device("cpu")
+    floats = [p for p in model.parameters() if p.is_floating_point()]
+    return device, floats[0].dtype if floats else torch.float32
+
+
+def dry_run(model: Any, ps: Any, n: int = 2, device: Any = None) -> dict[str, ModuleTrace]:
+    """Run ``model`` once on the first ``n`` samples of probe set ``ps`` (in evaluation mode,
+    without gradients) and trace which modules ran, with their output shapes.
+
+    Returns
+    -------
+    dict of str to ModuleTrace
+        See :func:`actstore.store._layers.trace_modules`.
+
+    Raises
+    ------
+    ActstoreError
+        If the probe set has no inputs or the forward pass fails (one line saying why).
+    """
+    import torch
+
+    if ps.inputs is None:
+        raise ActstoreError(f"probe set {ps.name!r} has no inputs stored; a forward pass "
+                            "needs the stimuli")
+    device, in_dtype = _model_device_dtype(model, device)
+    host = _host_batch(ps, 0, min(n, ps.n))
+    tensors = _to_device(host, device, in_dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return trace_modules(model, lambda: _call(model, tensors))
+    except ActstoreError:
+        raise
+    except Exception as e:
+        raise ActstoreError(_forward_error(type(model).__name__, ps, tensors, device, e)
+                            ) from None
+    finally:
+        model.train(was_training)
+
+
+def _forward_error(model_name: str, ps: Any, tensors: dict[str, Any], device: Any,
+                   e: BaseException) -> str:
     """One line for a forward pass that raised on a batch of the probe set."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     msg = lines[0] if lines else ""
     if not isinstance(e, RuntimeError) or not msg:
         msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    shape = tuple(int(k) for k in ps.inputs.shape)
-    fed = str(xb.dtype).removeprefix("torch.")
+    if not isinstance(ps.inputs, Mapping):
+        xb = tensors["inputs"]
+        shape = tuple(int(k) for k in ps.inputs.shape)
+        what = (f"inputs of shape {shape}, dtype {ps.inputs.dtype}; fed as "
+                f"{str(xb.dtype).removeprefix('torch.')} batches of shape {tuple(xb.shape)}")
+    else:
+        what = "inputs " + ", ".join(
+            f"{k}={str(t.dtype).removeprefix('torch.')}{list(t.shape)}"
+            for k, t in tensors.items()) + " passed by name"
     return (
-        f"the forward pass of model {model_name} failed on probe set {ps.name!r} (inputs of "
-        f"shape {shape}, dtype {ps.inputs.dtype}; fed as {fed} batches of shape "
-        f"{tuple(xb.shape)} on {device}): {msg}; make the model accept these inputs, or "
-        "give a probe set in the form it expects (nothing of this checkpoint was kept)"
+        f"the forward pass of model {model_name} failed on probe set {ps.name!r} ({what} on "
+        f"{device}): {msg}; make the model accept these inputs, or give a probe set in the "
+        "form it expects (nothing of this checkpoint was kept)"
     )
+
+
+def _needs_trace(model: Any, layers: str | list[str]) -> bool:
+    """Whether ``all`` is asked of a model that declares no layers (a dry run filters it)."""
+    return getattr(model, "actstore_layers", None) is None and "all" in _patterns(layers)
 
 
 def _recorded_otherwise(table: dict[str, Any], sel: list[tuple[str, str]],
@@ -238,7 +335,12 @@ def capture_slot(
     if dtype not in ("float32", "float16"):
         raise ActstoreError(f"storage dtype must be float32 or float16, not {dtype!r}")
     batch_size = whole_number(batch_size, "batch size", minimum=1)
-    sel = resolve_layers(model, layers)
+    ps = None
+    trace = None
+    if _needs_trace(model, layers):
+        ps = writer.store.probe_set(writer.probe_set_name)
+        trace = dry_run(model, ps, device=device)
+    sel = resolve_layers(model, layers, trace)
     specs = {c: reduction_for(c, p, reduce, model) for c, p in sel}
     for s in specs.values():
         parse_reduction(s)
@@ -253,7 +355,7 @@ def capture_slot(
                 "id)"
             )
         return False
-    ps = writer.store.probe_set(writer.probe_set_name)
+    ps = ps or writer.store.probe_set(writer.probe_set_name)
     if ps.inputs is None:
         raise ActstoreError(
             f"probe set {ps.name!r} has no inputs stored; capture needs the stimuli"
@@ -261,14 +363,14 @@ def capture_slot(
     writer.check_layer_names([c for c, _ in sel])
     writer.check_layer_set({c for c, _ in sel}, "this capture selects")
     modules = dict(model.named_modules())
-    if device is None:
-        p0 = next(iter(model.parameters()), None)
-        device = p0.device if p0 is not None else torch.device("cpu")
+    device, in_dtype = _model_device_dtype(model, device)
     wants_root = any(p == "" for _, p in sel)
 
     captured: dict[str, Any] = {}
     raw_shape: dict[str, tuple[int, ...]] = {}
     applied: dict[str, tuple[str, list[int]]] = {}
+    masked: set[str] = set()
+    mask_now: list[Any] = [None]  # the attention mask of the batch being run, on the device
 
     calls: dict[str, int] = {}
     whole_pass = [True]  # the first batch runs the whole forward pass: it counts the calls
@@ -282,7 +384,10 @@ def capture_slot(
             if t is None:
                 raise ActstoreError(f"layer {cname!r} returned no tensor; choose another layer")
             raw_shape[cname] = tuple(int(k) for k in t.shape)
-            red, used = reduce_output(t.detach(), specs[cname], cname)
+            m = sequence_mask(t, mask_now[0])
+            if m is not None:
+                masked.add(cname)
+            red, used = reduce_output(t.detach(), specs[cname], cname, m)
             applied.setdefault(cname, (used, list(t.shape[1:])))
             # float64 stays float64 until check_values, which refuses values beyond float32
             red = red if red.dtype == torch.float64 else red.float()
@@ -295,8 +400,6 @@ def capture_slot(
 
     n = ps.n
     was_training = model.training
-    float_params = [p for p in model.parameters() if p.is_floating_point()]
-    in_dtype = float_params[0].dtype if float_params else torch.float32
     model.eval()
     handles = [modules[p].register_forward_hook(hook_for(c)) for c, p in sel]
     sw: _SlotWriter | None = None
@@ -304,22 +407,24 @@ def capture_slot(
     try:
         with torch.inference_mode():
             for start in range(0, n, batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(ps.inputs[start : start + batch_size]))
-                if xb.is_floating_point():
-                    xb = xb.to(in_dtype)
-                xb = xb.to(device)
+                stop = min(n, start + batch_size)
+                host = _host_batch(ps, start, stop)
+                tensors = _to_device(host, device, in_dtype)
+                hmask = _batch_mask(ps, start, stop)
+                mask_now[0] = None if hmask is None else torch.from_numpy(
+                    np.ascontiguousarray(hmask)).to(device)
                 captured.clear()
                 calls.clear()
                 whole_pass[0] = start == 0
                 try:
-                    model(xb)
+                    _call(model, tensors)
                 except _StopForward:
                     pass
                 except ActstoreError:
                     raise
                 except Exception as e:
                     raise ActstoreError(_forward_error(
-                        model_name or type(model).__name__, ps, xb, device, e
+                        model_name or type(model).__name__, ps, tensors, device, e
                     )) from None
                 missing = [c for c, _ in sel if c not in captured]
                 if missing:
@@ -328,10 +433,10 @@ def capture_slot(
                         "used by this model's forward(); choose other layers"
                     )
                 for c, _ in sel:
-                    if captured[c].shape[0] != len(xb):
+                    if captured[c].shape[0] != stop - start:
                         raise ActstoreError(
                             f"layer {c!r} gives outputs of shape {raw_shape[c]} for a batch "
-                            f"of {len(xb)} samples: its first axis is not the batch (a "
+                            f"of {stop - start} samples: its first axis is not the batch (a "
                             "sequence-first layer, or one that mixes samples); record other "
                             "layers, or make this one batch-first (nothing of this checkpoint "
                             "was kept)"
@@ -348,6 +453,8 @@ def capture_slot(
                                                 "output_shape": out_shape, "kind": kind}
                         if used == "all":
                             info["unit_dims"] = ["token", "unit"]
+                        if c in masked:
+                            info["token_mask"] = MASK
                         if calls.get(c, 1) > 1:
                             info["calls_per_forward"] = calls[c]
                             if c not in writer._attrs.get(L.ATTR_LAYERS, {}):

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import glob as _glob
-import importlib
-import importlib.util
-import inspect
-import os
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actstore._args import whole_number
 from actstore._errors import ActstoreError, ProvenanceError
 from actstore._execution import Execution, map_jobs
 from actstore.store._layout import DEFAULT_CODEC
+from actstore.store._models import _message as _first_line
+from actstore.store._models import absolute_factory, load_factory, make_model
 from actstore.store._open import check_store_path
 from actstore.store._probeset import ProbeSet, probe_set_from_npz
 
@@ -31,6 +29,7 @@ __all__ = [
     "load_factory",
     "make_model",
     "probe_set_from_npz",
+    "read_probe_set",
     "run_ids_for",
 ]
 
@@ -46,115 +45,18 @@ class DumpReport:
     skipped: list[int] = field(default_factory=list)
 
 
-def load_factory(spec: str) -> Callable[..., Any]:
-    """Import a model factory named ``package.module:function`` or ``path/file.py:function``.
+def read_probe_set(path: str | Path) -> ProbeSet:
+    """A probe set from a file (an ``.npz`` file: see :func:`probe_set_from_npz`).
 
-    This is the only user code actstore imports, and only when the user names it.
+    Raises
+    ------
+    ActstoreError
+        If ``path`` is no probe set file actstore reads.
     """
-    mod_name, sep, fn_name = spec.rpartition(":")
-    if not sep or not mod_name or not fn_name:
-        raise ActstoreError(
-            f"--model {spec!r} must name a factory as package.module:function or file.py:function"
-        )
-    try:
-        if mod_name.endswith(".py"):
-            path = Path(mod_name)
-            if not path.is_file():
-                raise ActstoreError(f"model factory file {mod_name} does not exist")
-            modspec = importlib.util.spec_from_file_location(f"_actstore_user_{path.stem}", path)
-            assert modspec is not None and modspec.loader is not None
-            module = importlib.util.module_from_spec(modspec)
-            sys.modules[modspec.name] = module
-            # like `python file.py`: modules next to the file are importable (appended, so
-            # they do not shadow installed ones)
-            folder = str(path.resolve().parent)
-            if folder not in sys.path:
-                sys.path.append(folder)
-            modspec.loader.exec_module(module)
-        else:
-            # like `python -m`, a package in the current directory is importable (after
-            # installed ones, which it does not shadow)
-            cwd = os.getcwd()
-            if cwd not in sys.path and "" not in sys.path:
-                sys.path.append(cwd)
-            module = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ActstoreError(f"cannot import {mod_name!r} for --model {spec!r}: {e}") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ActstoreError(f"{mod_name!r} has no callable {fn_name!r} (from --model {spec!r})")
-    return fn
-
-
-def _param(p: inspect.Parameter) -> str:
-    stars = "*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else ""
-    out = stars + p.name
-    if p.annotation is not p.empty:  # a string under `from __future__ import annotations`
-        ann = p.annotation
-        out += f": {ann if isinstance(ann, str) else inspect.formatannotation(ann)}"
-    if p.default is not p.empty:
-        out += f" = {p.default!r}" if p.annotation is not p.empty else f"={p.default!r}"
-    return out
-
-
-def _accepted(fn: Callable[..., Any]) -> str:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return "(its signature cannot be read)"
-    return "(" + ", ".join(_param(p) for p in params) + ")"
-
-
-def make_model(factory: Callable[..., Any], kwargs: dict[str, Any] | None,
-               model_name: str) -> Any:
-    """Call a model factory with ``--model-arg`` keyword arguments; check it gives a module.
-
-    Arguments the factory does not take, and any error the factory raises, become one
-    :class:`ActstoreError` naming the factory, the arguments and the factory's parameters.
-    """
-    import torch
-
-    kwargs = dict(kwargs or {})
-    given = (", ".join(f"--model-arg {k}={v!r}" for k, v in kwargs.items())
-             or "no --model-arg")
-    accepts = f"it accepts {_accepted(factory)}"
-    try:
-        sig: inspect.Signature | None = inspect.signature(factory)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None:
-        params = sig.parameters
-        open_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        named = {n for n, p in params.items()
-                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        unknown = [] if open_kw else [k for k in kwargs if k not in named]
-        if unknown:
-            raise ActstoreError(
-                f"model factory {model_name} has no parameter {unknown[0]!r} (from --model-arg "
-                f"{unknown[0]}={kwargs[unknown[0]]!r}); {accepts}"
-            )
-        try:
-            sig.bind(**kwargs)
-        except TypeError as e:
-            raise ActstoreError(
-                f"model factory {model_name} cannot be called with {given} ({e}); {accepts}; "
-                "give the missing ones as --model-arg key=value"
-            ) from None
-    try:
-        net = factory(**kwargs)
-    except ActstoreError:
-        raise
-    except Exception as e:
-        hint = (" (--model-arg values are read as JSON: 4 is a number, abc a string)"
-                if any(isinstance(v, str) for v in kwargs.values()) else "")
-        raise ActstoreError(
-            f"model factory {model_name} failed with {given}: {type(e).__name__}: "
-            f"{_first_line(e)}; {accepts}{hint}"
-        ) from None
-    if not isinstance(net, torch.nn.Module):
-        raise ActstoreError(f"model factory {model_name!r} returned {type(net).__name__}, "
-                            "not a torch.nn.Module")
-    return net
+    if str(path).endswith(".npz"):
+        return probe_set_from_npz(path)
+    raise ActstoreError(f"probe set file {path}: give an .npz file (inputs and one label "
+                        "array per feature)")
 
 
 def check_device(device: Any) -> None:
@@ -187,11 +89,6 @@ def check_device(device: Any) -> None:
 def _step_from_name(path: Path) -> int | None:
     nums = re.findall(r"\d+", path.stem)
     return int(nums[-1]) if nums else None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 def _load_error(path: Path, e: BaseException) -> str:
@@ -251,12 +148,6 @@ def check_options(runs: Sequence[str], dtype: str = "float32",
     make_codecs(codec)
 
 
-def absolute_factory(spec: str) -> str:
-    """``file.py:fn`` with an absolute path (the same run id from any directory)."""
-    mod, sep, fn = spec.rpartition(":")
-    return f"{Path(mod).resolve()}{sep}{fn}" if mod.endswith(".py") else spec
-
-
 def plan_checkpoints(net: Any, files: list[Path], model_name: str) -> list[tuple[int, Path, str]]:
     """``(step, file, weights hash)`` per checkpoint file, sorted by step.
 
@@ -287,6 +178,24 @@ def plan_checkpoints(net: Any, files: list[Path], model_name: str) -> list[tuple
     return sorted(plan)
 
 
+def _plan(net: Any, checkpoints: Any, step: int | None, model_name: str
+          ) -> list[tuple[int, Path | None, str]]:
+    """The checkpoints of a dump: its files (see :func:`plan_checkpoints`), or with ``step``
+    and no files the model's own weights (file None)."""
+    from actstore.store._capture import weights_hash
+
+    if step is not None and checkpoints is not None:
+        raise ActstoreError("give checkpoint files or --step N (the model's own weights "
+                            "recorded as step N), not both")
+    if step is None:
+        if checkpoints is None:
+            raise ActstoreError("give checkpoint files to record, or --step N to record the "
+                                f"weights model {model_name} comes with as step N")
+        return [(s, f, h) for s, f, h in
+                plan_checkpoints(net, find_checkpoints(checkpoints), model_name)]
+    return [(whole_number(step, "--step", minimum=0), None, weights_hash(net))]
+
+
 def find_checkpoints(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     """Checkpoint files from a directory, a glob pattern, or a list of paths."""
     if isinstance(spec, (str, Path)):
@@ -313,7 +222,7 @@ def dump(
     store: str,
     run: str,
     model: str | Callable[..., Any],
-    checkpoints: str | Path | Sequence[str | Path],
+    checkpoints: str | Path | Sequence[str | Path] | None,
     probe_set: str | ProbeSet,
     layers: str | list[str] = "all",
     reduce: str | dict[str, str] | None = None,
@@ -324,6 +233,7 @@ def dump(
     factory_kwargs: dict[str, Any] | None = None,
     codec: str = DEFAULT_CODEC,
     execution: Execution | None = None,
+    step: int | None = None,
 ) -> DumpReport:
     """Record the activations of every checkpoint of one run into ``store``.
 
@@ -339,15 +249,19 @@ def dump(
     run : str
         Run id.
     model : str or callable
-        ``package.module:factory`` / ``file.py:factory``, or the factory itself.
-    checkpoints : str, Path or list
+        ``package.module:factory`` / ``file.py:factory``, ``hf:PATH`` (a Hugging Face model
+        folder, loaded offline from safetensors), or the factory itself.
+    checkpoints : str, Path, list or None
         A directory of ``.pt`` files, a glob, or a list of files. The step of a file is its
-        ``"step"`` entry or the last number in its name.
+        ``"step"`` entry or the last number in its name. None with ``step``: the weights the
+        factory gives (a pretrained model) are recorded as checkpoint ``step``.
     probe_set : str or ProbeSet
         A probe set in the store, an ``.npz`` file, or a :class:`ProbeSet`.
     execution : Execution, optional
         Only its progress callback is used: ``("dump <run> checkpoints", done, total)`` after
         each checkpoint (the run is recorded in this process, on ``device``).
+    step : int, optional
+        With no ``checkpoints``: the training step the factory's own weights are recorded as.
     """
     from actstore.store._layers import resolve_layers
     from actstore.store._open import create_store, open_store, store_exists, undo_additions
@@ -361,13 +275,13 @@ def dump(
     model_name = model if isinstance(model, str) else getattr(model, "__name__", "model")
     net = make_model(factory, factory_kwargs, model_name)
     resolve_layers(net, layers)  # unknown names fail before anything is written
-    plan = plan_checkpoints(net, find_checkpoints(checkpoints), model_name)
+    plan = _plan(net, checkpoints, step, model_name)
 
     ps_obj: ProbeSet | None = None
     if isinstance(probe_set, ProbeSet):
         ps_obj = probe_set
     elif str(probe_set).endswith(".npz"):
-        ps_obj = probe_set_from_npz(probe_set)
+        ps_obj = read_probe_set(probe_set)
     created = not store_exists(store)
     if created and ps_obj is None:
         raise ActstoreError(
@@ -396,16 +310,18 @@ def dump(
         net.to(device)
         with st.writer(run, ps_name, [s for s, _, _ in plan], attrs=meta, codec=codec) as w:
             ex.report(stage, 0, len(plan))
-            for i, (step, f, wh) in enumerate(plan, start=1):
-                if w.is_complete(step, wh):
-                    report.skipped.append(step)
+            for i, (at, f, wh) in enumerate(plan, start=1):
+                if w.is_complete(at, wh):
+                    report.skipped.append(at)
                 else:
-                    state, _ = _load_state(f)
-                    net.load_state_dict(state, strict=True)
-                    w.capture(net, step, layers=layers, reduce=reduce, dtype=dtype,
+                    if f is not None:
+                        state, _ = _load_state(f)
+                        net.load_state_dict(state, strict=True)
+                    w.capture(net, at, layers=layers, reduce=reduce, dtype=dtype,
                               batch_size=batch_size, device=device, weights_hash=wh,
-                              source=str(Path(f).resolve()), model_name=model_name)
-                    report.written.append(step)
+                              source=None if f is None else str(Path(f).resolve()),
+                              model_name=model_name)
+                    report.written.append(at)
                 ex.report(stage, i, len(plan))
     except BaseException:
         undo_additions(store, st, created, ps_name if added else None)

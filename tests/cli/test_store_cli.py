@@ -76,7 +76,7 @@ def test_dump_ls_info(run_dir):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--layers", "fc9"], "no layer matches 'fc9'; available: conv1, relu1, conv2"),
+        (["--layers", "fc9"], "no layer matches 'fc9'; valid names: all, leaves, conv1, relu1"),
         (["--dtype", "int8"], "storage dtype must be float32 or float16"),
         (["--reduce", "median"], "unknown reduction 'median'"),
     ],

@@ -248,7 +248,8 @@ def test_a_complete_checkpoint_is_never_replaced_silently(store_url, image_probe
 def test_unknown_layer_lists_available(store_url, image_probe_set):
     st = create_store(store_url)
     st.add_probe_set(image_probe_set)
-    with pytest.raises(ActstoreError, match=r"no layer matches 'fc9'; available: conv1, relu1"):
+    with pytest.raises(ActstoreError, match=r"no layer matches 'fc9'; valid names: all, "
+                                            r"leaves, conv1, relu1.*actstore layers"):
         with st.writer("r", "images", steps=[0]) as w:
             w.capture(small_cnn(), 0, layers="fc9")
     assert st.run_ids() == []  # nothing left behind
