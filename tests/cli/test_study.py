@@ -312,3 +312,18 @@ def test_a_long_estimate_says_to_use_a_scheduler_or_a_gpu(monkeypatch):
     assert "--scheduler" in cost["advice"] and "GPU" in cost["advice"]
     monkeypatch.setattr(plan_mod, "_step_seconds", lambda spec, n: 0.001)
     assert plan_mod.estimate_cost(load_study("li2016", "small"))["advice"] == ""
+
+
+def test_the_summary_prints_the_findings(tmp_path, monkeypatch):
+    import actstore.cli._study as study_mod
+    from actstore.studies import StudyReport
+
+    row = {"claim": "complexity", "statement": "Simpler features are represented more strongly.",
+           "citation": "Lampinen et al., abstract", "quantity": "R^2 difference", "value": 0.129,
+           "uncertainty": 0.005, "verdict": "holds", "reason": "R^2 0.176 vs 0.047"}
+    monkeypatch.setattr(study_mod, "run_study", lambda *a, **kw: StudyReport(
+        "lampinen2024", "small", "s.zarr", report="r/index.html", findings=[row]))
+    res = CliRunner().invoke(app, ["study", "lampinen2024", str(tmp_path / "s.zarr")])
+    assert res.exit_code == 0, res.output
+    assert ("[holds] Simpler features are represented more strongly. (Lampinen et al., "
+            "abstract): +0.129 +- 0.005; R^2 0.176 vs 0.047") in res.stdout
