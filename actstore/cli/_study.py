@@ -131,6 +131,9 @@ def _plan_text(plan: dict) -> str:
     c = plan["cost"]
     lines.append("measured step time on this machine: " + ", ".join(
         f"{k} {v:.3g} s" for k, v in c["step_s"].items()))
-    lines.append(f"estimated training: {c['train_s'] / 60:.1f} min in one process (model "
-                 "compute only)" + (f"; {c['advice']}" if c["advice"] else ""))
+    t = c["train_s"]
+    lines.append(f"estimated training: {t / 3600:.1f} h" if t > 7200 else
+                 f"estimated training: {t / 60:.1f} min")
+    lines[-1] += (" in one process (model compute only)"
+                  + (f"; {c['advice']}" if c["advice"] else ""))
     return "\n".join(lines)

@@ -3,6 +3,7 @@ and a cost estimate from training steps timed on this machine."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 from pathlib import Path
@@ -55,14 +56,18 @@ def _step_seconds(spec: Any, n_steps: int) -> float:
     x = torch.randint(0, 256 if inp.kind == "image" else 2, (batch, *inp.shape),
                       dtype=torch.uint8)
     times: list[float] = []
-    while len(times) < n_steps + 1 or (sum(times[1:]) < 0.5 and len(times) < 50):
+    # fast models: at least n_steps + 1 steps and half a second of them; slow ones (a 224 px
+    # ResNet on a CPU): n_steps steps, the first of which allocates
+    while len(times) <= n_steps or (sum(times[1:]) < 0.5 and len(times) < 50):
+        if len(times) >= n_steps and sum(times) > 2.0:
+            break
         t = time.perf_counter()
         opt.zero_grad()
         net(x).float().square().mean().backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    step = sorted(times[1:])[len(times[1:]) // 2]
-    return step * spec.train.batch_size / batch
+    later = times[1:] or times
+    return sorted(later)[len(later) // 2] * spec.train.batch_size / batch
 
 
 def estimate_cost(study: Study, n_steps: int = 2) -> dict[str, Any]:
@@ -77,17 +82,21 @@ def estimate_cost(study: Study, n_steps: int = 2) -> dict[str, Any]:
         another), ``advice`` (a sentence, empty when the estimate is under an hour).
     """
     seen: dict[str, float] = {}
+    timed: dict[str, float] = {}  # runs that differ in their task only share a timing
     total = 0.0
     for r in study.sweep.runs:
         key = f"{r.dataset}-{r.task}-{r.model}" + (f"-{r.variant}" if r.variant else "")
-        if key not in seen:
-            seen[key] = _step_seconds(r, n_steps)
+        same = json.dumps([r.dataset, r.dataset_params, r.model, r.model_params,
+                           r.train.batch_size], sort_keys=True, default=str)
+        if same not in timed:
+            timed[same] = _step_seconds(r, n_steps)
+        seen[key] = timed[same]
         total += seen[key] * r.train.steps
     advice = ""
     if total > HOURS:
         advice = (f"about {total / HOURS:.0f} hours of training on this machine: run it on a "
-                  "GPU (--device is set per sweep) or spread it over a Dask cluster with "
-                  "--scheduler")
+                  "GPU (device = \"cuda\" under [sweep.train] of a copy of the study file) or "
+                  "spread it over a Dask cluster with --scheduler")
     return {"step_s": {k: round(v, 4) for k, v in seen.items()}, "train_s": round(total, 1),
             "advice": advice}
 
