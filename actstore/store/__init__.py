@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from actstore.store._capture import capture_slot, check_values, weights_hash
 from actstore.store._dump import DumpReport, dump, dump_many, read_probe_set, run_ids_for
+from actstore.store._images import image_probe_set
 from actstore.store._info import run_info, store_summary
 from actstore.store._ingest import ingest, read_activation_file, read_labels_csv
 from actstore.store._layers import layer_names, resolve_layers
 from actstore.store._layout import CODECS, DEFAULT_CODEC, FORMAT_VERSION, canonical_name
 from actstore.store._models import describe_model, load_hf_model
 from actstore.store._open import create_store, open_store
-from actstore.store._probeset import ProbeSet
+from actstore.store._probeset import ProbeSet, probe_set_from_npz
 from actstore.store._reader import RunReader
 from actstore.store._reduce import REDUCTIONS, parse_reduction, reduce_output
 from actstore.store._repair import RepairReport, repair, repair_command
@@ -21,7 +22,9 @@ from actstore.store._results import (
     settings_difference,
     settings_json,
 )
+from actstore.store._sources import probe_set_from_path
 from actstore.store._store import DamagedRunError, Store, first_line
+from actstore.store._text import load_tokenizer, text_probe_set
 from actstore.store._verify import FIX_SLOT, Problem, verify
 from actstore.store._writer import RunWriter
 from actstore.store._xarray import open, open_layer
@@ -50,13 +53,17 @@ __all__ = [
     "dump",
     "dump_many",
     "first_line",
+    "image_probe_set",
     "ingest",
     "layer_names",
     "load_hf_model",
+    "load_tokenizer",
     "open",
     "open_layer",
     "open_store",
     "parse_reduction",
+    "probe_set_from_npz",
+    "probe_set_from_path",
     "read_activation_file",
     "read_labels_csv",
     "read_probe_set",
@@ -69,6 +76,7 @@ __all__ = [
     "settings_difference",
     "settings_json",
     "store_summary",
+    "text_probe_set",
     "verify",
     "weights_hash",
 ]
