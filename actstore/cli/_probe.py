@@ -9,13 +9,13 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from actstore import ActstoreError
 from actstore.analyses import ANALYSES
 from actstore.cli._app import command
+from actstore.cli._tables import print_table
 
-console = Console()
+console = Console(soft_wrap=True)  # long lines (store paths) are not broken in logs
 PROBE = ANALYSES["probe"]
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -225,13 +225,9 @@ def probe_cmd(
         table, corner = table.T, "layer"  # many layers: one row per layer fits a terminal
     else:
         corner = "feature"
-    t = Table(title=f"{dec}: held-out score, first -> last checkpoint, mean over runs")
-    t.add_column(corner)
-    for col in table.columns:
-        t.add_column(str(col), justify="right", no_wrap=True)
-    for idx, row in table.iterrows():
-        t.add_row(str(idx), *[str(v) for v in row.values])
-    console.print(t)
+    print_table(console, [corner, *map(str, table.columns)],
+                [[str(idx), *map(str, row.values)] for idx, row in table.iterrows()],
+                title=f"{dec}: held-out score, first -> last checkpoint, mean over runs")
     reused = int(ds.attrs.get("reused", 0))
     n_sel = int(ds.attrs.get("computed", 0)) + reused
     console.print(f"{n_sel} jobs in {store} at {PROBE.result(name)}: "

@@ -96,7 +96,7 @@ def variance_cmd(
                                  for x in ds.layer.values} for f in ds.feature.values},
         }))
         return
-    from actstore.cli._similarity import print_table
+    from actstore.cli._tables import print_table
 
     lays = [str(x) for x in ds.layer.values]
     feats = [str(f) for f in ds.feature.values]
@@ -216,7 +216,7 @@ def complexity_cmd(
         typer.echo(json.dumps({"store": store, "result": COMPLEXITY.result(name),
                                "codes": f"results/nmf/{name}.<run>", "runs": rows}))
         return
-    from actstore.cli._similarity import print_table
+    from actstore.cli._tables import print_table
 
     print_table(
         console, ["run", "layer", "step", "NMF rel.\nerror", "mean K", "features"],

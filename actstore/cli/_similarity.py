@@ -10,57 +10,18 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from actstore import ActstoreError, Execution
 from actstore.analyses import ANALYSES
 from actstore.cli._app import command
 from actstore.cli._progress import progress_display
 from actstore.cli._store_cmds import parse_kv
+from actstore.cli._tables import print_table
 from actstore.similarity import SIMILARITIES
 
 console = Console()
 SIMILARITY, ALIGN = ANALYSES["similarity"], ANALYSES["align"]
 err_console = Console(stderr=True, soft_wrap=True)
-
-
-def print_table(
-    con: Console,
-    head: list[str],
-    rows: list[list[str]],
-    *,
-    keys: int = 1,
-    title: str | None = None,
-) -> None:
-    """Print a table whose cells are never cut: columns that do not fit the console's width
-    go to further blocks, each repeating the first ``keys`` (name) columns."""
-    from rich import box
-    from rich.text import Text
-
-    def width(i: int) -> int:
-        cells = [head[i], *(r[i] for r in rows)]
-        return max(len(line) for c in cells for line in str(c).split("\n"))
-
-    widths = [width(i) for i in range(len(head))]
-    fixed = sum(w + 3 for w in widths[:keys])
-    blocks: list[list[int]] = []
-    used = fixed
-    for i in range(keys, len(head)):
-        if not blocks or used + widths[i] > con.width:
-            blocks.append([])
-            used = fixed
-        blocks[-1].append(i)
-        used += widths[i] + 3
-    if title:
-        con.print(title, soft_wrap=True, markup=False, highlight=False)
-    for cols in blocks or [[]]:
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for i in [*range(keys), *cols]:
-            table.add_column(Text(head[i]), justify="left" if i < keys else "right",
-                             no_wrap=True, overflow="fold")
-        for r in rows:
-            table.add_row(*[Text(str(r[i])) for i in [*range(keys), *cols]])
-        con.print(table)
 
 
 def parse_bytes(text: str) -> int:

@@ -12,20 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 from actstore.cli._app import command
+from actstore.cli._tables import print_rich_table
 
 console = Console(soft_wrap=True)
 
 
 def print_table(table: Table) -> None:
     """Print a table without cutting or wrapping any cell (run ids and layer names are what
-    users type): a table wider than the console is printed at its full width."""
-    need = console.measure(table, options=console.options.update_width(10_000)).maximum
-    if need <= console.width:
-        console.print(table)
-        return
-    wide = Console(file=console.file, width=need, force_terminal=console.is_terminal,
-                   color_system=console.color_system)  # type: ignore[arg-type]
-    wide.print(table)
+    users type): wider than the console on a terminal if need be, plain text in a log."""
+    print_rich_table(console, table)
 
 
 def name_table(*columns: str) -> Table:
@@ -209,6 +204,19 @@ def _damaged_note(store: str, run: str, reason: str) -> str:
     return f"run {run!r}: damaged: {reason}; run `actstore verify {store}` to see what is wrong"
 
 
+def _known(value: Any) -> str:
+    """A run attribute for a listing: ``-`` when not recorded (a dumped run has a model
+    factory and a probe set, and a task or seed only when given with --attr)."""
+    return "-" if value is None or value == "" else str(value)
+
+
+#: what ``info`` shows of a run on its first lines, or never (bookkeeping, JSON only)
+_INFO_SHOWN = ("run", "model", "task", "seed", "variant", "probe_set", "dataset", "dump",
+               "config", "metrics", "data", "writer", "writer_state", "n_samples", "features",
+               "checkpoints_complete", "checkpoints_total", "slots", "layers", "stored_bytes",
+               "probe_set_hash", "config_hash", "actstore_version", "created")
+
+
 #: what the checkpoint column of ``ls`` adds for a run's writer
 _WRITER_MARK = {"live": " (writing)", "unknown": " (writing?)", "stale": " (interrupted)"}
 
@@ -230,11 +238,12 @@ def ls_cmd(
     for ps in s["probe_sets"]:
         console.print(f"probe set [bold]{ps['name']}[/]: {ps['n']} samples, "
                       f"features {', '.join(ps['features'] or [])}")
-    table = name_table("run", "model", "task", "seed", "layers", "ckpts", "size")
+    table = name_table("run", "model", "task", "seed", "probe set", "layers", "ckpts", "size")
     notes = []
     for r in s["runs"]:
         if r["damaged"]:
-            table.add_row(r["run"], "-", "-", "-", "-", "damaged", human_bytes(r["stored_bytes"]))
+            table.add_row(r["run"], "-", "-", "-", "-", "-", "damaged",
+                          human_bytes(r["stored_bytes"]))
             notes.append(_damaged_note(store, r["run"], r["damaged"]))
             continue
         done = f"{r['checkpoints_complete']}/{r['checkpoints_total']}"
@@ -242,8 +251,9 @@ def ls_cmd(
         if r["writer_state"] in ("stale", "unknown"):
             notes.append(f"run {r['run']!r}: "
                          + _writer_note(store, r["writer"], r["writer_state"]))
-        table.add_row(r["run"], short_model(r["model"]), str(r["task"]), str(r["seed"]),
-                      str(r["layers"]), done, human_bytes(r["stored_bytes"]))
+        table.add_row(r["run"], short_model(r["model"]), _known(r["task"]),
+                      _known(r["seed"]), _known(r["probe_set"]), str(r["layers"]), done,
+                      human_bytes(r["stored_bytes"]))
     print_table(table)
     for note in notes:
         console.print(escape(note))
@@ -283,10 +293,21 @@ def info_cmd(
                           f"run `actstore verify {escape(store)}` to see what is wrong")
             continue
         console.print(
-            f"[bold]{info['run']}[/]: model {info.get('model')}, task {info.get('task')}, "
-            f"seed {info.get('seed')}, probe set {info.get('probe_set')} "
-            f"({info['n_samples']} samples), {human_bytes(info['stored_bytes'])}"
+            f"[bold]{info['run']}[/]: model {escape(str(info.get('model')))}, "
+            + "".join(f"{k} {escape(str(info[k]))}, " for k in ("task", "seed", "variant")
+                      if info.get(k) is not None)
+            + f"probe set {info.get('probe_set')} ({info['n_samples']} samples), "
+            f"{human_bytes(info['stored_bytes'])}"
         )
+        if isinstance(info.get("dump"), dict):  # recorded by `actstore dump`: how
+            d = info["dump"]
+            console.print(f"  dumped with --layers {escape(str(d.get('layers')))}, --reduce "
+                          f"{escape(str(d.get('reduce') or 'default'))}, dtype {d.get('dtype')}")
+        extra = {k: v for k, v in info.items() if k not in _INFO_SHOWN and v is not None}
+        if extra:
+            console.print("  attributes: " + escape(", ".join(
+                f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
+                for k, v in extra.items())))
         if info["writer_state"] not in ("none", None):
             console.print("  " + escape(_writer_note(store, info["writer"],
                                                      info["writer_state"])))

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from actstore import ActstoreError
@@ -133,13 +132,14 @@ def check_ranges(over: dict[str, Any]) -> None:
 
 
 def _listing() -> None:
+    from actstore.cli._tables import print_table
     from actstore.training import DATASETS, MODELS, TASKS, builtin_sweeps, make_dataset, tasks_for
 
-    table = Table("dataset", "tasks", "features")
+    rows = []
     for name in DATASETS:
         ds = make_dataset(name)
-        table.add_row(name, ", ".join(tasks_for(ds)), ", ".join(ds.features))
-    console.print(table)
+        rows.append([name, ", ".join(tasks_for(ds)), ", ".join(ds.features)])
+    print_table(console, ["dataset", "tasks", "features"], rows, keys=3)
     console.print(f"models: {', '.join(MODELS)}")
     console.print(f"tasks: {', '.join(TASKS)}")
     console.print(f"built-in sweeps: {', '.join(builtin_sweeps())}")

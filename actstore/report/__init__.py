@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actstore.report._heatmap import HEATMAP_FORMATS, check_heatmap_path, write_heatmap
+from actstore.report._layout import MANY_LAYERS, RunGroup, RunLayers, run_groups, run_layers
 from actstore.report._plots import (
     PLOTS,
     plot_alignment,
@@ -12,13 +13,17 @@ from actstore.report._plots import (
     plot_similarity,
     plot_variance,
 )
+from actstore.report._probe_plots import probe_checkpoints_figure, probe_layers_figure
 from actstore.report._report import SECTIONS, Report, default_report_dir, write_report
 
 __all__ = [
     "HEATMAP_FORMATS",
+    "MANY_LAYERS",
     "PLOTS",
     "SECTIONS",
     "Report",
+    "RunGroup",
+    "RunLayers",
     "check_heatmap_path",
     "default_report_dir",
     "plot_alignment",
@@ -27,6 +32,10 @@ __all__ = [
     "plot_probe_layers",
     "plot_similarity",
     "plot_variance",
+    "probe_checkpoints_figure",
+    "probe_layers_figure",
+    "run_groups",
+    "run_layers",
     "write_heatmap",
     "write_report",
 ]

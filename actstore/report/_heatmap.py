@@ -67,16 +67,13 @@ def write_heatmap(ds: xr.Dataset, path: str) -> str:
         The folder does not exist or is not writable (:func:`check_heatmap_path` checks a
         path beforehand).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from actstore.report._layout import MAX_WIDTH, pyplot, save_figure
 
     S = np.asarray(ds["similarity"].values)
     labels = [str(v) for v in ds["label_a"].values]
     M = len(S)
-    size = min(16.0, 3.0 + 0.25 * M)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    size = min(MAX_WIDTH - 1.5, 3.0 + 0.25 * M)
+    fig, ax = pyplot().subplots(figsize=(size + 1.5, size), layout="constrained")
     try:
         lo = min(0.0, float(np.nanmin(S)))
         im = ax.imshow(S, vmin=lo, vmax=1.0, cmap="viridis", interpolation="nearest")
@@ -87,9 +84,9 @@ def write_heatmap(ds: xr.Dataset, path: str) -> str:
         params = ds.attrs.get("params", "{}")
         title = " ".join([str(ds.attrs.get("metric", "")), "" if params == "{}" else params])
         ax.set_title(f"{title.strip()} ({ds.attrs.get('n_stimuli', '?')} stimuli)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
+    except BaseException:
+        pyplot().close(fig)
+        raise
+    save_figure(fig, path)
     return path
 

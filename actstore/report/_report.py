@@ -22,6 +22,14 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore.report import _plots as P
 from actstore.report._findings import findings_html
+from actstore.report._layout import (
+    drawn_features,
+    model_label,
+    network_order,
+    run_groups,
+    run_layers,
+    with_values,
+)
 
 __all__ = ["SECTIONS", "Report", "default_report_dir", "write_report"]
 
@@ -114,6 +122,29 @@ def _table(df: Any, float_format: str = "{:.3f}") -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+#: Run attributes the runs table shows in their own columns, or never (bookkeeping).
+_RUN_COLUMNS = ("model", "task", "seed", "dataset", "probe_set", "config", "metrics", "data",
+                "dump", "probe_set_hash", "config_hash", "actstore_version", "created")
+
+
+def _known(value: Any) -> str:
+    """A run attribute for a table: ``-`` when it was not recorded (a dumped run has no
+    task or seed unless given with --attr)."""
+    return "-" if value is None or value == "" else str(value)
+
+
+def _source(a: dict[str, Any]) -> str:
+    """How a run came into the store: trained by actstore, dumped from checkpoints or a
+    model factory, or ingested from arrays."""
+    cfg = a.get("config")
+    if isinstance(cfg, dict) and "train" in cfg:
+        return "trained"
+    if isinstance(a.get("dump"), dict):
+        reduce = a["dump"].get("reduce")
+        return f"dumped ({a['dump'].get('layers', 'all')} layers{', ' + reduce if reduce else ''})"
+    return "ingested" if a.get("model") == "external" else "-"
+
+
 def _run_table(store: Any) -> tuple[str, dict[str, list[str]]]:
     import pandas as pd
 
@@ -132,11 +163,16 @@ def _run_table(store: Any) -> tuple[str, dict[str, list[str]]]:
             acc = ", ".join(f"{h} {float(v[-1]):.2f}" for h, v in val.items()
                             if isinstance(v, list) and v)
         steps = rd.complete_steps
+        extra = ", ".join(f"{k}={v}" for k, v in a.items()
+                          if k not in _RUN_COLUMNS and v is not None)
         rows[rid] = {
-            "model": a.get("model", ""), "task": a.get("task", ""), "seed": a.get("seed", ""),
-            "dataset": a.get("dataset", ""),
+            "model": model_label(a.get("model")) or "-", "task": _known(a.get("task")),
+            "seed": _known(a.get("seed")),
+            "probe set": _known(a.get("probe_set") or a.get("dataset")),
+            "source": _source(a),
             "checkpoints": f"{len(steps)} ({steps[0]}..{steps[-1]})" if steps else "0",
             "layers": len(rd.layers), "final val. accuracy": acc or "-",
+            "attributes": extra or "-",
         }
     if not rows:
         return "<p>The store holds no runs.</p>", targets
@@ -166,25 +202,61 @@ def _mean_table(da: Any, index: str, columns: str) -> Any:
 # -- sections ---------------------------------------------------------------------------------
 
 
+def _layers_down(df: Any, order: list[str]) -> Any:
+    """A features x layers table with its layers in network order, turned to one row per
+    layer when there are more layers than features (tens of layers fit a page down, not
+    across)."""
+    df = df[[c for c in order if c in df.columns] + [c for c in df.columns if c not in order]]
+    if len(df.columns) <= len(df.index):
+        return df
+    df = df.T
+    df.index.name = "layer"
+    return df
+
+
+def _groups_html(groups: list[Any]) -> str:
+    """The run groups of a result's figures, with each group's layers in network order."""
+    if len(groups) < 2 and not any(len(g.layers) > 12 for g in groups):
+        return ""
+    items = []
+    for g in groups:
+        first, last = g.layers[0], g.layers[-1]
+        span = f"{_e(first)} &hellip; {_e(last)}" if len(g.layers) > 2 else _e(", ".join(g.layers))
+        items.append(
+            f'<li class="group"><b>{_e(g.name)}</b>: {_e(g.model or "model not recorded")}, '
+            f"runs {_e(', '.join(g.runs))}; <details><summary>{len(g.layers)} layers: {span}"
+            f'</summary><ol class="layers" start="0">'
+            + "".join(f"<li>{_e(x)}</li>" for x in g.layers) + "</ol></details></li>")
+    return ("<p>Run groups (each drawn as its own row of panels, its layers in network "
+            f"order):</p><ul>{''.join(items)}</ul>")
+
+
 def _probes(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     from actstore.decode import summary_table
 
-    fig("layers", P.plot_probe_layers, ds, targets=ctx.get("targets"))
-    fig("checkpoints", P.plot_probe_checkpoints, ds)
+    runs = ctx.get("runs")
+    fig("layers", P.plot_probe_layers, ds, targets=ctx.get("targets"), runs=runs)
+    fig("checkpoints", P.plot_probe_checkpoints, ds, runs=runs)
+    score, decoder = P.probe_score(ds)
+    groups = run_groups(ds, with_values(score.sel(feature=drawn_features(ds))), runs)
     table = summary_table(ds)
     table.index.name = "feature"
-    _, decoder = P.probe_score(ds)
-    return (f"<p>Held-out score of the <b>{_e(decoder)}</b> decoders (accuracy; R<sup>2</sup>"
+    table = _layers_down(table, network_order(groups))
+    return (_groups_html(groups)
+            + f"<p>Held-out score of the <b>{_e(decoder)}</b> decoders (accuracy; R<sup>2</sup>"
             f" for continuous features), first &rarr; last checkpoint, mean over runs. "
             f"{int(ds['done'].sum()) if 'done' in ds else '?'} jobs; folds: "
             f"{_e(ds.attrs.get('folds', '?'))}.</p>" + _table(table))
 
 
 def _variance(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
-    fig("variance", P.plot_variance, ds)
+    runs = ctx.get("runs")
+    fig("variance", P.plot_variance, ds, runs=runs)
+    groups = run_groups(ds, with_values(ds["r2"]), runs)
     last = ds.isel(checkpoint=-1)
-    df = _mean_table(last["r2"], "feature", "layer")
-    return (f"<p>Held-out R<sup>2</sup> of each layer regressed on each feature at step "
+    df = _layers_down(_mean_table(last["r2"], "feature", "layer"), network_order(groups))
+    return (_groups_html(groups)
+            + f"<p>Held-out R<sup>2</sup> of each layer regressed on each feature at step "
             f"{int(ds['checkpoint'].values[-1])} (mean over runs). Folds: "
             f"{_e(ds.attrs.get('folds', '?'))}; denominator over training: "
             f"{_e(ds.attrs.get('denominator', '?'))}.</p>" + _table(df))
@@ -253,11 +325,28 @@ def _complexity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
             f"<code>{_e(ds.attrs.get('codes', ''))}</code>.</p>" + _table(df))
 
 
+def _in_network_order(group: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
+    """The per-layer results of one alignment, in the aligned runs' layer order."""
+    import json
+
+    aligned: list[str] = []
+    for ds in group.values():
+        try:
+            aligned = list(json.loads(ds.attrs.get("actstore.config", "{}")).get("runs", []))
+        except (TypeError, ValueError):
+            continue
+        break
+    order = next((list(runs[r].layers) for r in aligned if r in runs), [])
+    rank = {x: i for i, x in enumerate(order)}
+    return {x: group[x] for x in sorted(group, key=lambda x: rank.get(x, len(rank)))}
+
+
 def _alignment(group: dict[str, Any], fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     import pandas as pd
 
     from actstore.alignment import summary_rows
 
+    group = _in_network_order(group, ctx.get("runs") or {})
     fig("alignment", P.plot_alignment, group)
     df = pd.DataFrame(summary_rows(group))
     keep = [c for c in ("layer", "run_a", "run_b", "bipartite_corr_mean", "semi_corr_mean",
@@ -289,6 +378,21 @@ SECTIONS: dict[str, Callable[..., str]] = {
 SHOWN_ELSEWHERE = ("nmf", "findings")
 
 
+def _alignment_name(name: str, ds: Any) -> tuple[str, str]:
+    """``<name>.<layer>`` -> (name, layer); the layer is the one recorded in the result's
+    settings, since layer names may hold dots (``encoder.layer.3``)."""
+    import json
+
+    try:
+        layer = json.loads(ds.attrs.get("actstore.config", "{}")).get("layer")
+    except (TypeError, ValueError):
+        layer = None
+    if isinstance(layer, str) and name.endswith("." + layer):
+        return name[: -len(layer) - 1], layer
+    base, _, layer = name.rpartition(".")
+    return base, layer
+
+
 def _groups(store: Any) -> list[tuple[str, str, Any]]:
     """``(group, name, dataset or {layer: dataset})`` for every result, in page order.
 
@@ -303,7 +407,7 @@ def _groups(store: Any) -> list[tuple[str, str, Any]]:
             continue
         ds = store.read_result(group, name)
         if group == "alignment" and "." in name:
-            base, layer = name.rsplit(".", 1)  # layer names hold no dots
+            base, layer = _alignment_name(name, ds)
             align.setdefault(base, {})[layer] = ds
             continue
         out.append((group, name, ds))
@@ -345,7 +449,7 @@ def write_report(
     report = Report(path=str(folder / "index.html"))
     run_html, targets = _run_table(store)
     findings = findings_html(store)
-    ctx = {"targets": targets or None}
+    ctx = {"targets": targets or None, "runs": run_layers(store)}
     body: list[str] = []
     toc: list[str] = []
     for analysis, name, ds in groups:
