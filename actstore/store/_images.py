@@ -13,7 +13,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.store._probeset import ProbeSet
-from actstore.store._sources import label_columns, read_table
+from actstore.store._sources import column_cells, label_columns, read_table
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_OPTIONS", "image_probe_set"]
 
@@ -173,12 +173,7 @@ def image_probe_set(folder: str | Path, *, labels: str | Path | None = None,
         raise ActstoreError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
     size, box = _pair(resize, "resize"), _pair(crop, "crop")
     table = read_table(table_path)
-    if file_column not in table:
-        raise ActstoreError(
-            f"{table_path} has no file column {file_column!r} (columns: {', '.join(table)}); "
-            "name it with file_column=NAME"
-        )
-    files = [str(f) for f in table[file_column].tolist()]
+    files = column_cells(table, table_path, file_column, "file", "file_column=NAME")
     lab, classes = label_columns(table, table_path, {file_column, "sample"})
     images: list[np.ndarray] = []
     modes: dict[str, str] = {}

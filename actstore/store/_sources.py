@@ -19,7 +19,7 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore.store._probeset import ProbeSet, probe_set_from_npz
 
-__all__ = ["TEXT_SUFFIXES", "label_columns", "probe_set_from_path", "read_table"]
+__all__ = ["TEXT_SUFFIXES", "column_cells", "label_columns", "probe_set_from_path", "read_table"]
 
 #: the files read as tables of sentences
 TEXT_SUFFIXES = (".csv", ".jsonl")
@@ -88,6 +88,23 @@ def read_table(path: str | Path) -> dict[str, np.ndarray]:
         else:
             out[k] = np.asarray([str(v) for v in vals], dtype=str)
     return out
+
+
+def column_cells(table: dict[str, np.ndarray], source: Path, column: str, what: str,
+                option: str) -> list[str]:
+    """The cells of the ``what`` column (texts, file names) as strings.
+
+    Raises
+    ------
+    ActstoreError
+        If the table has no such column (the message names ``option``, which sets it).
+    """
+    if column not in table:
+        raise ActstoreError(
+            f"{source} has no {what} column {column!r} (columns: {', '.join(table)}); name it "
+            f"with {option}"
+        )
+    return [str(t) for t in table[column].tolist()]
 
 
 def label_columns(table: dict[str, np.ndarray], source: Path, skip: set[str],

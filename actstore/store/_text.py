@@ -15,7 +15,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.store._probeset import ProbeSet
-from actstore.store._sources import label_columns, read_table
+from actstore.store._sources import column_cells, label_columns, read_table
 
 __all__ = ["TEXT_OPTIONS", "load_tokenizer", "text_probe_set"]
 
@@ -123,12 +123,7 @@ def text_probe_set(path: str | Path, tokenizer: Any, *, name: str | None = None,
         raise ActstoreError("padding to max_length needs --max-length N")
     truncation = max_length is not None if truncation is None else bool(truncation)
     table = read_table(p)
-    if text_column not in table:
-        raise ActstoreError(
-            f"{p} has no text column {text_column!r} (columns: {', '.join(table)}); name it "
-            "with --text-column"
-        )
-    texts = [str(t) for t in table[text_column].tolist()]
+    texts = column_cells(table, p, text_column, "text", "--text-column")
     empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
     if empty:
         raise ActstoreError(f"{p}: text column {text_column!r} is empty in data row "
