@@ -241,9 +241,10 @@ def findings_rows(ds: Any) -> list[dict[str, Any]]:
             for i, k in enumerate(ds["claim"].values)]
 
 
-def write_findings(study: Any, url: str) -> Any:
+def write_findings(study: Any, url: str, storage_options: dict[str, Any] | None = None) -> Any:
     """Measure the claims of ``study`` (a :class:`~actstore.studies.Study`) on the store
-    ``url`` and write the table to ``/results/findings/<study name>``.
+    ``url`` (opened with ``storage_options``) and write the table to
+    ``/results/findings/<study name>``.
 
     Returns
     -------
@@ -256,7 +257,7 @@ def write_findings(study: Any, url: str) -> Any:
     claims = CLAIMS.get(study.name)
     if not claims:
         return None
-    store = open_store(url, mode="a")
+    store = open_store(url, mode="a", storage_options=storage_options)
     ds = findings_dataset(study.name, study.paper, evaluate_claims(claims, store))
     ds.attrs["scale"] = study.scale
     store.write_result("findings", study.name, ds)

@@ -123,7 +123,7 @@ def run_study(
         analysis.run(store, a["name"], config, options, analysis_ex)
         stage(f"{a['kind']}:{a['name']}", t)
     t = time.perf_counter()
-    table = write_findings(study, store)
+    table = write_findings(study, store, storage_options=ex.options())
     if table is not None:
         rep.findings = findings_rows(table)
         stage("findings", t)
