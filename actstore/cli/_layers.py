@@ -59,7 +59,12 @@ def layers_cmd(
     ],
     probe_set: Annotated[
         str | None, typer.Option("--probe-set", "-p",
-                                 help="A probe set (.npz file) to run two samples of.")
+                                 help="A probe set to run two samples of: an .npz file, a "
+                                      "CSV/JSONL table of sentences (with --tokenizer) or a "
+                                      "folder of images.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer folder for a probe set of sentences.")
     ] = None,
     layers: Annotated[
         str, typer.Option(help="A --layers selection to mark (default: all).")
@@ -71,9 +76,13 @@ def layers_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the module list as JSON.")
                        ] = False,
 ) -> None:
-    from actstore.store import describe_model, read_probe_set
+    from actstore import ActstoreError
+    from actstore.store import describe_model, probe_set_from_path
 
-    ps = None if probe_set is None else read_probe_set(probe_set)
+    ps = None if probe_set is None else probe_set_from_path(probe_set, tokenizer=tokenizer)
+    if probe_set is not None and ps is None:
+        raise ActstoreError(f"--probe-set {probe_set}: no such file or folder; give an .npz "
+                            "file, a CSV/JSONL table of sentences or a folder of images")
     info = describe_model(model, parse_kv(model_arg, "--model-arg"), ps, layers, device)
     if as_json:
         typer.echo(json.dumps(info))

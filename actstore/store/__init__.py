@@ -4,7 +4,7 @@ the operations on whole stores: dump, ingest, verify, repair, info."""
 from __future__ import annotations
 
 from actstore.store._capture import capture_slot, check_values, weights_hash
-from actstore.store._dump import DumpReport, dump, dump_many, read_probe_set, run_ids_for
+from actstore.store._dump import DumpReport, dump, dump_many, run_ids_for
 from actstore.store._images import image_probe_set
 from actstore.store._info import run_info, store_summary
 from actstore.store._ingest import ingest, read_activation_file, read_labels_csv
@@ -66,7 +66,6 @@ __all__ = [
     "probe_set_from_path",
     "read_activation_file",
     "read_labels_csv",
-    "read_probe_set",
     "reduce_output",
     "repair",
     "repair_command",

@@ -29,7 +29,6 @@ __all__ = [
     "load_factory",
     "make_model",
     "probe_set_from_npz",
-    "read_probe_set",
     "run_ids_for",
 ]
 
@@ -43,20 +42,6 @@ class DumpReport:
     run: str
     written: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
-
-
-def read_probe_set(path: str | Path) -> ProbeSet:
-    """A probe set from a file (an ``.npz`` file: see :func:`probe_set_from_npz`).
-
-    Raises
-    ------
-    ActstoreError
-        If ``path`` is no probe set file actstore reads.
-    """
-    if str(path).endswith(".npz"):
-        return probe_set_from_npz(path)
-    raise ActstoreError(f"probe set file {path}: give an .npz file (inputs and one label "
-                        "array per feature)")
 
 
 def check_device(device: Any) -> None:
@@ -281,7 +266,7 @@ def dump(
     if isinstance(probe_set, ProbeSet):
         ps_obj = probe_set
     elif str(probe_set).endswith(".npz"):
-        ps_obj = read_probe_set(probe_set)
+        ps_obj = probe_set_from_npz(probe_set)
     created = not store_exists(store)
     if created and ps_obj is None:
         raise ActstoreError(
