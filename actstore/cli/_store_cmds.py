@@ -99,7 +99,10 @@ def dump_cmd(
                                                 "model folder (offline, safetensors only).")
     ],
     probe_set: Annotated[
-        str, typer.Option("--probe-set", "-p", help="Probe set in the store, or an .npz file.")
+        str, typer.Option("--probe-set", "-p",
+                          help="Probe set in the store, or one to add: an .npz file, a "
+                               "CSV/JSONL table of sentences (with --tokenizer), or a folder "
+                               "of images with a labels CSV (docs/FORMAT.md).")
     ],
     run: Annotated[
         str, typer.Option("--run", "-r", help="Run id to write; with several directories a "
@@ -114,6 +117,26 @@ def dump_cmd(
     step: Annotated[
         int | None, typer.Option(help="Record the model's own weights (no checkpoint files) "
                                       "as this training step.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer folder (save_pretrained; nothing is "
+                                      "downloaded) for a --probe-set table of sentences.")
+    ] = None,
+    text_column: Annotated[
+        str, typer.Option(help="Column of texts in a --probe-set table of sentences.")
+    ] = "text",
+    max_length: Annotated[
+        int | None, typer.Option(help="Most tokens per sentence; longer ones are cut (the "
+                                      "count is recorded).")
+    ] = None,
+    probe_option: Annotated[
+        list[str] | None,
+        typer.Option("--probe-option",
+                     help="key=value for a probe set made from a file: sentences take "
+                          "labels=a,b, padding=longest|max_length, truncation=true|false; "
+                          "image folders take labels=FILE.csv, file_column=NAME, resize=N or "
+                          "H,W, crop=N or H,W, mean=..., std=... (or imagenet), mode=RGB|L, "
+                          "input_name=pixel_values."),
     ] = None,
     layers: Annotated[
         str, typer.Option(help="'all' (the model's declared layers, else embeddings, each "
@@ -150,9 +173,13 @@ def dump_cmd(
 ) -> None:
     from actstore import Execution
     from actstore.cli._progress import progress_display
-    from actstore.store import dump, dump_many, run_ids_for
+    from actstore.store import dump, dump_many, probe_set_from_path, run_ids_for
 
     execution = Execution(scheduler, workers)  # a bad --workers or --scheduler: one line
+    made = probe_set_from_path(probe_set, tokenizer=tokenizer, text_column=text_column,
+                               max_length=max_length,
+                               options=parse_kv(probe_option, "--probe-option", raw=True))
+    source: Any = made if made is not None else probe_set
 
     common: dict[str, Any] = dict(
         layers=layers, reduce=reduce, dtype=dtype, batch_size=batch_size, device=device,
@@ -164,13 +191,13 @@ def dump_cmd(
             execution = execution.with_(progress=progress)
             if not checkpoints or step is not None:
                 reports = [dump(store, run, model, checkpoints[0] if checkpoints else None,
-                                probe_set, execution=execution, step=step, **common)]
+                                source, execution=execution, step=step, **common)]
             elif len(checkpoints) == 1 and scheduler is None:
-                reports = [dump(store, run, model, checkpoints[0], probe_set,
+                reports = [dump(store, run, model, checkpoints[0], source,
                                 execution=execution, **common)]
             else:
                 ids = run_ids_for(checkpoints, run) if len(checkpoints) > 1 else [run]
-                reports = dump_many(store, ids, checkpoints, model, probe_set,
+                reports = dump_many(store, ids, checkpoints, model, source,
                                     execution=execution, **common)
     except KeyboardInterrupt:
         from actstore.cli._train import interrupted

@@ -122,6 +122,7 @@ def text_probe_set(path: str | Path, tokenizer: Any, *, name: str | None = None,
     if padding == "max_length" and max_length is None:
         raise ActstoreError("padding to max_length needs --max-length N")
     truncation = max_length is not None if truncation is None else bool(truncation)
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     table = read_table(p)
     texts = column_cells(table, p, text_column, "text", "--text-column")
     empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
@@ -129,7 +130,6 @@ def text_probe_set(path: str | Path, tokenizer: Any, *, name: str | None = None,
         raise ActstoreError(f"{p}: text column {text_column!r} is empty in data row "
                             f"{empty[0]} ({len(empty)} row(s)); give a text in every row")
     lab, classes = label_columns(table, p, {text_column, "sample"}, labels)
-    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     pad_note = None
     if getattr(tok, "pad_token", None) is None:
         if getattr(tok, "eos_token", None) is None:

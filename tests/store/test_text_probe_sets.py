@@ -141,7 +141,7 @@ def test_bad_tables_are_one_clear_error(tmp_path, bert_tokenizer, content, kwarg
         text_probe_set(f, bert_tokenizer, **kwargs)
 
 
-def test_bad_tokenizer_folders_and_sources(tmp_path, sentences):
+def test_bad_tokenizer_folders_and_sources(tmp_path, sentences, bert_tokenizer):
     with pytest.raises(ActstoreError, match="tokenizer folder .*nope does not exist"):
         text_probe_set(sentences, tmp_path / "nope")
     (tmp_path / "empty").mkdir()
@@ -157,4 +157,4 @@ def test_bad_tokenizer_folders_and_sources(tmp_path, sentences):
     bad = tmp_path / "b.jsonl"
     bad.write_text('{"text": "a", "y": 1}\n[1]\n')
     with pytest.raises(ActstoreError, match="line 2: a list, not a JSON object"):
-        probe_set_from_path(bad, tokenizer=tmp_path)
+        probe_set_from_path(bad, tokenizer=bert_tokenizer)
