@@ -246,7 +246,7 @@ def probe_checkpoints_figure(
     grids, heights = [], []
     for g, (_, s) in zip(groups, data, strict=True):
         heat = len(g.layers) > MANY_LAYERS
-        rows, cols, w = panel_grid(len(feats), len(s) if heat else 0, extra=1.4)
+        rows, cols, w = panel_grid(len(feats), len(s) if heat else 0, base=2.8, extra=1.4)
         grids.append((rows, cols, w, heat))
         panel = (float(np.clip(0.11 * len(g.layers) + 0.8, 2.5, 7.0)) if heat else 2.5)
         heights.append(rows * (panel + 0.6) + 0.4)
