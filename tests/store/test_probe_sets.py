@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 from actstore import ActstoreError
-from actstore.store import ProbeSet, create_store, open_store, verify
+from actstore.store import ProbeSet, create_store, open_store, repair, verify
 from actstore.store._probeset import probe_set_from_npz
 
 N = 6
@@ -142,3 +142,33 @@ def test_npz_with_named_inputs(tmp_path):
     np.savez(f, **ps.labels)
     with pytest.raises(ActstoreError, match=r"no 'inputs' array and no named 'inputs.<name>'"):
         probe_set_from_npz(f)
+
+
+def test_plain_xarray_reads_named_inputs(tmp_path):
+    import xarray as xr
+
+    url = str(tmp_path / "s.zarr")
+    create_store(url).add_probe_set(_named())
+    ds = xr.open_zarr(url, group="probe_sets/sent", consolidated=False)
+    assert ds["inputs.attention_mask"].dims == ("sample", "attention_mask_dim1")
+    assert ds["inputs.attention_mask"].sum("attention_mask_dim1").values.tolist() == \
+        ds["length"].values.tolist()
+
+
+def test_a_damaged_label_of_a_probe_set_with_named_inputs_is_restored(tmp_path):
+    url = tmp_path / "s.zarr"
+    st = create_store(str(url))
+    ps = _named()
+    st.add_probe_set(ps)
+    with st.writer("r", "sent", [0], attrs={"model": "m"}) as w:
+        w.write_slot(0, {"fc": np.ones((N, 3), np.float32)})
+    chunk = url / "probe_sets" / "sent" / "kind" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    chunk.write_bytes(bytes(data))
+    problems = verify(open_store(str(url)))
+    assert [(p.key, p.fix) for p in problems] == [("probe_sets/sent/kind", "probe_set")]
+    repair(open_store(str(url), mode="a"))
+    assert verify(open_store(str(url))) == []
+    back = open_store(str(url)).probe_set("sent")
+    assert back.hash == ps.hash and back.input_names == ps.input_names
