@@ -147,10 +147,14 @@ def probe_cmd(
         check_export_path,
         default_decoder,
         export_results,
+        network_order,
+        run_groups,
+        run_layers,
         run_probes,
         select_result,
         summary_table,
     )
+    from actstore.store import open_store
 
     if out is not None:
         check_export_path(out)
@@ -220,6 +224,8 @@ def probe_cmd(
         }))
         return
     table = summary_table(view, decoder_table)
+    groups = run_groups(view, runs=run_layers(open_store(store)))
+    table = table[network_order(groups, list(table.columns))]  # as the networks run them
     dec = decoder_table or default_decoder([str(d) for d in ds.decoder.values])
     if len(table.columns) > len(table.index):
         table, corner = table.T, "layer"  # many layers: one row per layer fits a terminal

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from actstore.report._heatmap import HEATMAP_FORMATS, check_heatmap_path, write_heatmap
-from actstore.report._layout import MANY_LAYERS, RunGroup, RunLayers, run_groups, run_layers
+from actstore.report._layout import (
+    MANY_LAYERS,
+    RunGroup,
+    RunLayers,
+    network_order,
+    run_groups,
+    run_layers,
+)
 from actstore.report._plots import (
     PLOTS,
     plot_alignment,
@@ -26,6 +33,7 @@ __all__ = [
     "RunLayers",
     "check_heatmap_path",
     "default_report_dir",
+    "network_order",
     "plot_alignment",
     "plot_complexity",
     "plot_probe_checkpoints",

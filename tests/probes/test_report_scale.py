@@ -273,14 +273,15 @@ def test_report_of_fifty_layers_renders_in_chromium_in_network_order(deep_store,
 
 def test_logs_print_whole_names_and_known_attributes(deep_store, monkeypatch):
     """Off a terminal (a log, CliRunner) tables are plain text: no name is cut, even on a
-    narrow console; runs recorded without a task or seed show '-', not None."""
+    narrow console, and the probe table lists the layers in network order; runs recorded
+    without a task or seed show '-', not None."""
     url, probe_out = deep_store
     lines = probe_out.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("layer "))
     assert re.fullmatch(r"layer\s+shape \(acc\)\s+color \(acc\)", lines[head])
     assert set(lines[head + 1]) == {"-", " "}
     rows = [ln.split() for ln in lines[head + 2:head + 2 + len(DEEP + SHALLOW)]]
-    assert sorted(r[0] for r in rows) == sorted(DEEP + SHALLOW)  # every name whole
+    assert [r[0] for r in rows] == SHALLOW + DEEP  # every name whole, in network order
     assert all(len(r) == 7 and r[2] == r[5] == "->" for r in rows)  # and every score
     assert "…" not in probe_out
 
