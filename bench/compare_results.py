@@ -5,7 +5,8 @@ change that must leave every result as it was).
 
 Every result (``results/<analysis>/<name>``) of either store must exist in both with the same
 variables, coordinates, dimensions and values (exactly, or within ``--atol``; NaN where the
-other has NaN) and the same attributes except the time of writing. ``--activations`` also
+other has NaN; the job timings ``seconds`` are compared by shape only) and the same
+attributes except the time of writing. ``--activations`` also
 compares every recorded activation array (run, layer, checkpoint). Prints one line per
 difference and a summary; exit status 1 if anything differs, 0 if nothing does.
 """
@@ -20,6 +21,8 @@ import numpy as np
 
 #: attributes that record when or where a result was written, not what it holds
 VOLATILE_ATTRS = {"updated", "created", "computed_at", "duration_s", "host"}
+#: variables that record how long jobs took (they differ from run to run)
+TIMING_VARS = {"seconds", "wall_s"}
 
 
 def _same_values(a: Any, b: Any, atol: float) -> bool:
@@ -45,6 +48,9 @@ def compare_datasets(a: Any, b: Any, where: str, atol: float) -> list[str]:
                 diffs.append(f"{where}: {kind} {k} only in {'after' if k in xb else 'before'}")
             elif xa[k].dims != xb[k].dims:
                 diffs.append(f"{where}: {kind} {k} dims {xa[k].dims} vs {xb[k].dims}")
+            elif k in TIMING_VARS:
+                if xa[k].shape != xb[k].shape:
+                    diffs.append(f"{where}: {kind} {k} shape {xa[k].shape} vs {xb[k].shape}")
             elif not _same_values(xa[k].values, xb[k].values, atol):
                 diffs.append(f"{where}: {kind} {k} values differ{_largest(xa[k], xb[k])}")
     for k in sorted((set(a.attrs) | set(b.attrs)) - VOLATILE_ATTRS):
