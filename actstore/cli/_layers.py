@@ -11,6 +11,9 @@ import typer
 from actstore.cli._app import command
 from actstore.cli._store_cmds import parse_kv
 
+#: module lists and dicts hold modules but are never called themselves
+_CONTAINERS = ("ModuleList", "ModuleDict")
+
 
 def format_tree(info: dict[str, Any]) -> list[str]:
     """Plain-text lines of :func:`actstore.store.describe_model`'s result: one per module,
@@ -19,7 +22,8 @@ def format_tree(info: dict[str, Any]) -> list[str]:
     traced = info["probe_set"] is not None
     names = ["  " * max(r["depth"] - 1, 0) + (r["path"] or "(model)") for r in rows]
     shapes = [
-        ("-" if not traced else "did not run" if not r["ran"]
+        ("-" if not traced else "container" if r["type"] in _CONTAINERS
+         else "did not run" if not r["ran"]
          else "no tensor" if r["shape"] is None else "(" + ", ".join(map(str, r["shape"])) + ")")
         + (f" x{r['calls']}" if r["calls"] > 1 else "")
         for r in rows

@@ -193,7 +193,8 @@ def _model_device_dtype(model: Any, device: Any) -> tuple[Any, Any]:
     return device, floats[0].dtype if floats else torch.float32
 
 
-def dry_run(model: Any, ps: Any, n: int = 2, device: Any = None) -> dict[str, ModuleTrace]:
+def dry_run(model: Any, ps: Any, n: int = 2, device: Any = None,
+            model_name: str | None = None) -> dict[str, ModuleTrace]:
     """Run ``model`` once on the first ``n`` samples of probe set ``ps`` (in evaluation mode,
     without gradients) and trace which modules ran, with their output shapes.
 
@@ -223,8 +224,8 @@ def dry_run(model: Any, ps: Any, n: int = 2, device: Any = None) -> dict[str, Mo
     except ActstoreError:
         raise
     except Exception as e:
-        raise ActstoreError(_forward_error(type(model).__name__, ps, tensors, device, e)
-                            ) from None
+        raise ActstoreError(_forward_error(model_name or type(model).__name__, ps, tensors,
+                                           device, e)) from None
     finally:
         model.train(was_training)
 
@@ -339,7 +340,7 @@ def capture_slot(
     trace = None
     if _needs_trace(model, layers):
         ps = writer.store.probe_set(writer.probe_set_name)
-        trace = dry_run(model, ps, device=device)
+        trace = dry_run(model, ps, device=device, model_name=model_name)
     sel = resolve_layers(model, layers, trace)
     specs = {c: reduction_for(c, p, reduce, model) for c, p in sel}
     for s in specs.values():

@@ -257,7 +257,8 @@ def describe_model(model: str, model_args: dict[str, Any] | None = None,
     check_device(device)
     name = absolute_factory(model)
     net = make_model(load_factory(name), model_args, name).to(device)
-    trace = None if probe_set is None else dry_run(net, probe_set, device=device)
+    trace = None if probe_set is None else dry_run(net, probe_set, device=device,
+                                                   model_name=model)
     return {
         "model": model, "type": type(net).__name__,
         "probe_set": None if probe_set is None else probe_set.name,

@@ -100,3 +100,25 @@ def test_cli_dump_of_an_hf_folder_with_step(tmp_path, bert_folder):
     assert res.exit_code == 2 and "--step N" in res.output
     res = runner.invoke(app, [*args[:2], str(tmp_path), *args[2:], "--step", "7"])
     assert res.exit_code == 2 and "not both" in res.output
+
+
+class _Tokens(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(40, 4)
+
+    def forward(self, input_ids, attention_mask):
+        return self.embed(input_ids) * attention_mask[..., None]
+
+
+def test_named_inputs_the_model_does_not_take_fail_in_one_line(tmp_path):
+    ids = token_batch()["input_ids"]
+    ps = ProbeSet("odd", labels={"y": np.arange(len(ids)) % 2},
+                  inputs={"input_ids": ids, "pixel_values": np.zeros((len(ids), 3), "float32")})
+    with pytest.raises(ActstoreError) as e:
+        dump(str(tmp_path / "s.zarr"), "r", _Tokens, None, ps, step=0)
+    msg = str(e.value)
+    assert "\n" not in msg and "_Tokens" in msg and "probe set 'odd'" in msg
+    assert "input_ids=int64[2, 7], pixel_values=float32[2, 3] passed by name" in msg
+    assert "pixel_values" in msg.split("): ")[-1]  # the model's own complaint
+    assert not (tmp_path / "s.zarr").exists()
