@@ -21,23 +21,7 @@ from typing import Any
 import numpy as np
 
 from actstore._errors import ActstoreError
-from actstore.report._layout import (
-    MANY_LAYERS,
-    MAX_WIDTH,
-    RunLayers,
-    checkpoint_axis,
-    drawn_features,
-    group_figure,
-    label_room,
-    layer_ticks,
-    nanmean,
-    panel_grid,
-    panels,
-    pyplot,
-    run_groups,
-    save_figure,
-    with_values,
-)
+from actstore.report import _layout as L
 from actstore.report._probe_plots import (
     plot_probe_checkpoints,
     plot_probe_layers,
@@ -64,7 +48,7 @@ def _last_hidden(layers: Sequence[str], output: str = "out") -> str:
 
 
 def plot_variance(ds: Any, path: str, layer: str | None = None,
-                  runs: Mapping[str, RunLayers] | None = None) -> str:
+                  runs: Mapping[str, L.RunLayers] | None = None) -> str:
     """Variance explained by each feature, per run group: by layer at the group's last
     checkpoint, and over training (common final-checkpoint denominator) at ``layer``
     (default, and for a group without it: the group's last layer before the read-out
@@ -88,42 +72,42 @@ def plot_variance(ds: Any, path: str, layer: str | None = None,
     ActstoreError
         If ``layer`` is not in the result.
     """
-    feats = drawn_features(ds)
+    feats = L.drawn_features(ds)
     layers = [str(x) for x in ds["layer"].values]
     steps = [int(s) for s in ds["checkpoint"].values]
     if layer is not None and layer not in layers:
         raise ActstoreError(f"no layer {layer!r} in these results; layers: {layers}")
     sub = ds.sel(feature=feats)
-    groups = run_groups(ds, with_values(sub["r2"]), runs)
+    groups = L.run_groups(ds, L.with_values(sub["r2"]), runs)
     if not groups:
         raise ActstoreError("this variance result has no values to draw")
-    grids = [panel_grid(1, len(g.layers)) for g in groups]
-    heights = [2.9 + label_room(g.layers, len(g.layers) > 6) for g in groups]
-    side = min(MAX_WIDTH - 5.6, max(w for _, _, w in grids))  # the by-layer panel's width
-    fig, subfigs = group_figure(heights, side + 5.6, groups,
+    grids = [L.panel_grid(1, len(g.layers)) for g in groups]
+    heights = [2.9 + L.label_room(g.layers, len(g.layers) > 6) for g in groups]
+    side = min(L.MAX_WIDTH - 5.6, max(w for _, _, w in grids))  # the by-layer panel's width
+    fig, subfigs = L.group_figure(heights, side + 5.6, groups,
                                 "Variance explained by each feature (mean over runs)")
     for g, sf in zip(groups, subfigs, strict=True):
-        r2, r2f = (nanmean(sub[v].sel(run=list(g.runs), layer=list(g.layers)).transpose(
+        r2, r2f = (L.nanmean(sub[v].sel(run=list(g.runs), layer=list(g.layers)).transpose(
             "run", "checkpoint", "layer", "feature").values, axis=0) for v in ("r2", "r2_final"))
         done = [i for i in range(len(steps)) if np.isfinite(r2[i]).any()]
         at = layer if layer in g.layers else _last_hidden(g.layers)
-        a, b = panels(sf, 2, 1, 2, width_ratios=[side, 4.2])
+        a, b = L.panels(sf, 2, 1, 2, width_ratios=[side, 4.2])
         x = np.arange(len(g.layers))
         for j, f in enumerate(feats):
             a.plot(x, r2[done[-1], :, j], "o-", ms=3, color=f"C{j}", label=f)
             b.plot([steps[i] for i in done], r2f[done, g.layers.index(at), j], "o-",
                    color=f"C{j}", label=f)
-        layer_ticks(a, g.layers)
+        L.layer_ticks(a, g.layers)
         a.set_ylabel("variance explained\n(held-out R$^2$)", fontsize=8)
         a.set_title(f"by layer, step {steps[done[-1]]}", fontsize=9)
-        checkpoint_axis(b, [steps[i] for i in done])
+        L.checkpoint_axis(b, [steps[i] for i in done])
         b.set_ylabel("explained / final\ntotal variance", fontsize=8)
         b.set_title(f"over training, layer {at}", fontsize=9)
         for ax in (a, b):
             ax.axhline(0, color="k", lw=0.6)
             ax.grid(alpha=0.3)
         b.legend(fontsize=7)
-    return save_figure(fig, path)
+    return L.save_figure(fig, path)
 
 
 def plot_similarity(ds: Any, path: str) -> str:
@@ -156,13 +140,13 @@ def plot_complexity(ds: Any, path: str) -> str:
         PNG file to write (its folder must exist).
     """
     comp = ds["complexity"].values  # (run, atom)
-    fig, (a, b, c) = pyplot().subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    fig, (a, b, c) = L.pyplot().subplots(1, 3, figsize=(L.MAX_WIDTH, 3.6), layout="constrained")
     runs = [str(r) for r in ds["run"].values]
     has_imp = "importance" in ds and ds.sizes.get("target", 0) > 0
     for i, r in enumerate(runs):
         color = f"C{i % 10}"
         if has_imp:
-            imp = nanmean(ds["importance"].values[i], axis=0)  # mean over heads
+            imp = L.nanmean(ds["importance"].values[i], axis=0)  # mean over heads
             a.scatter(comp[i], imp, s=12, color=color, alpha=0.7, label=r)
         b.scatter(comp[i], ds["time_to_decode"].values[i], s=12, color=color, alpha=0.7)
     a.axhline(0, color="k", lw=0.6)
@@ -183,7 +167,7 @@ def plot_complexity(ds: Any, path: str) -> str:
     if has_imp and len(runs) <= 12:
         a.legend(fontsize=6)
     fig.suptitle("Dictionary features: complexity, importance, emergence", fontsize=10)
-    return save_figure(fig, path)
+    return L.save_figure(fig, path)
 
 
 def plot_alignment(datasets: Mapping[str, Any], path: str) -> str:
@@ -199,10 +183,10 @@ def plot_alignment(datasets: Mapping[str, Any], path: str) -> str:
     path : str
         PNG file to write (its folder must exist).
     """
-    plt = pyplot()
+    plt = L.pyplot()
     layers = list(datasets)
-    w = min(MAX_WIDTH - 5.0, panel_grid(1, len(layers))[2])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(w + 5.0, 3.2 + label_room(layers, len(layers) > 6)),
+    w = min(L.MAX_WIDTH - 5.0, L.panel_grid(1, len(layers))[2])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(w + 5.0, 3.2 + L.label_room(layers, len(layers) > 6)),
                                width_ratios=[w, 4.2], layout="constrained")
     x = np.arange(len(layers))
     for key, style, label in (("bipartite_corr_mean", "o-", "bipartite (one-to-one)"),
@@ -210,7 +194,7 @@ def plot_alignment(datasets: Mapping[str, Any], path: str) -> str:
         vals = [float(np.nanmean(datasets[ly][key].values)) if key in datasets[ly] else np.nan
                 for ly in layers]
         a.plot(x, vals, style, label=label)
-    layer_ticks(a, layers)
+    L.layer_ticks(a, layers)
     a.set_ylabel("mean matched correlation")
     a.set_ylim(min(0.0, a.get_ylim()[0]), 1.0)
     a.legend(fontsize=8)
@@ -227,7 +211,7 @@ def plot_alignment(datasets: Mapping[str, Any], path: str) -> str:
     b.set_xlabel("unit rank (fraction)")
     b.set_ylabel("bipartite-matched correlation")
     b.set_title("distribution over units", fontsize=9)
-    if len(layers) <= MANY_LAYERS:
+    if len(layers) <= L.MANY_LAYERS:
         b.legend(fontsize=7)
     else:  # a colour scale of depth instead of a legend of tens of layers
         from matplotlib.cm import ScalarMappable
@@ -239,7 +223,7 @@ def plot_alignment(datasets: Mapping[str, Any], path: str) -> str:
     for ax in (a, b):
         ax.grid(alpha=0.3)
     fig.suptitle("Convergent learning: unit alignment between runs", fontsize=10)
-    return save_figure(fig, path)
+    return L.save_figure(fig, path)
 
 
 #: analysis -> list of (figure name, function(ds, path, **context) -> path).
