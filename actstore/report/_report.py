@@ -23,6 +23,7 @@ from actstore._errors import ActstoreError
 from actstore.report import _plots as P
 from actstore.report._findings import findings_html
 from actstore.report._layout import (
+    MANY_LAYERS,
     drawn_features,
     model_label,
     network_order,
@@ -216,7 +217,7 @@ def _layers_down(df: Any, order: list[str]) -> Any:
 
 def _groups_html(groups: list[Any]) -> str:
     """The run groups of a result's figures, with each group's layers in network order."""
-    if len(groups) < 2 and not any(len(g.layers) > 12 for g in groups):
+    if len(groups) < 2 and not any(len(g.layers) > MANY_LAYERS for g in groups):
         return ""
     items = []
     for g in groups:
