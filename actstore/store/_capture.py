@@ -1,7 +1,9 @@
 """Capture: forward hooks -> reductions on the device -> a background writer into the store.
 
-The forward pass runs in batches over the probe set. Each requested module's output is
-reduced on the device (e.g. global average pool of a conv map), copied to the host, checked
+The forward pass runs in batches over the probe set: one input array is passed as
+``model(x)``, several named ones as ``model(**batch)`` (``input_ids``, ``attention_mask``, ...).
+Each requested module's output is reduced on the device (e.g. global average pool of a conv
+map, or the mean over the valid tokens of a sequence), copied to the host, checked
 (NaN/Inf, float16 range) and handed to a writer thread through a bounded queue, so that the
 next batch is computed while the previous one is compressed and written. The forward pass
 stops right after the last requested layer has produced its output.
@@ -306,11 +308,15 @@ def capture_slot(
         Any module; tuple, dict and dataclass outputs (Hugging Face) are handled.
     step : int
         Training step of this checkpoint.
-    layers : "all", list of str or comma-separated str
-        Names, module paths or glob patterns.
+    layers : str or list of str
+        ``all``, ``leaves``, names, module paths or glob patterns (see
+        :func:`actstore.store.resolve_layers`). For ``all`` of a model that declares no
+        layers, the model first runs on two samples: modules that do not run are left out.
     reduce : str or dict of glob to str, optional
         Reduction of conv maps / token sequences (see :data:`REDUCTIONS`). By default the
         model's ``actstore_reductions`` (glob -> spec) where it declares one, else ``mean``.
+        Token sequences are reduced over the valid tokens of the probe set's
+        ``attention_mask`` where it has one.
     dtype : {"float32", "float16"}
         Storage dtype; float16 refuses values beyond its range.
     batch_size : int
