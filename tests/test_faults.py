@@ -14,8 +14,8 @@ import xarray as xr
 
 from actstore import Execution
 from actstore.probes import run_probes, write_synthetic_store
-from actstore.report._report import write_report
-from actstore.similarity._jobs import similarity_job
+from actstore.report import write_report
+from actstore.similarity import similarity_job
 from actstore.store import dump, open_store
 
 FACTORIES = Path(__file__).parent / "store" / "factories.py"
@@ -48,10 +48,10 @@ def synthetic(tmp_path):
 
 
 def test_probe_with_a_killed_worker_equals_an_undisturbed_run(synthetic, dask_cluster):
-    run_probes(synthetic, name="local", n_workers=1)
-    run_probes(synthetic, name="calm", scheduler=dask_cluster.address)
+    run_probes(synthetic, name="local", execution=Execution(workers=1))
+    run_probes(synthetic, name="calm", execution=Execution(dask_cluster.address))
     watcher = _kill_when_busy(dask_cluster, dask_cluster.workers[0])
-    run_probes(synthetic, name="killed", scheduler=dask_cluster.address)
+    run_probes(synthetic, name="killed", execution=Execution(dask_cluster.address))
     watcher.join()
     assert dask_cluster.workers[0].poll() is not None  # the worker really died
     st = open_store(synthetic)
@@ -76,11 +76,11 @@ def _matrix(ds: xr.Dataset) -> np.ndarray:
 
 def test_similarity_with_a_killed_worker_equals_an_undisturbed_run(synthetic, dask_cluster):
     sel = {"checkpoints": "all"}
-    local = _matrix(similarity_job(synthetic, sel, name="local", n_workers=1))
-    calm = _matrix(similarity_job(synthetic, sel, name="calm", scheduler=dask_cluster.address))
+    local = _matrix(similarity_job(synthetic, sel, name="local", execution=Execution(workers=1)))
+    cluster = Execution(dask_cluster.address)
+    calm = _matrix(similarity_job(synthetic, sel, name="calm", execution=cluster))
     watcher = _kill_when_busy(dask_cluster, dask_cluster.workers[0])
-    killed = _matrix(similarity_job(synthetic, sel, name="killed",
-                                    scheduler=dask_cluster.address))
+    killed = _matrix(similarity_job(synthetic, sel, name="killed", execution=cluster))
     watcher.join()
     assert dask_cluster.workers[0].poll() is not None
     np.testing.assert_array_equal(killed, calm)
@@ -118,8 +118,8 @@ def test_whole_pipeline_on_s3_equals_local(s3_server, dumped_inputs):
         for seed in (0, 1):
             dump(url, f"cnn_s{seed}", f"{FACTORIES}:small_cnn", d / f"seed{seed}",
                  str(d / "probe.npz"), attrs={"seed": seed})
-        run_probes(url, name="p", layers="all", n_workers=1)
-        similarity_job(url, {"checkpoints": "all"}, name="cka", n_workers=1)
+        run_probes(url, name="p", layers="all", execution=Execution(workers=1))
+        similarity_job(url, {"checkpoints": "all"}, name="cka", execution=Execution(workers=1))
     a, b = open_store(local), open_store(remote)
     for r in a.run_ids():
         for ly in a.reader(r).layers:
@@ -172,4 +172,4 @@ def test_probe_refuses_a_corrupt_chunk(synthetic):
     data[len(data) // 2] ^= 0x10
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="corrupt data in run"):
-        run_probes(synthetic, name="p", n_workers=1)
+        run_probes(synthetic, name="p", execution=Execution(workers=1))
