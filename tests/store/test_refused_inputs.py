@@ -76,7 +76,7 @@ def test_a_layer_whose_first_axis_is_not_the_batch_is_refused(tmp_path, batch_si
     def go():  # the writer thread used to loop for ever on the extra rows
         try:
             with st.writer("r", "p", [0]) as w:
-                w.capture(SequenceFirst(), 0, batch_size=batch_size)
+                w.capture(SequenceFirst(), 0, layers="fc,seq", batch_size=batch_size)
         except BaseException as e:
             box["e"] = e
 
