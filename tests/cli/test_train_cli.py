@@ -241,7 +241,8 @@ BINARY = ["-d", "binary", "-t", "label", "-m", "mlp", "--steps", "2", "--checkpo
     ("args", "match"),
     [
         (["--serial", "--set", 'capture.layers="fc9"'],
-         r"\[capture\] layers of model 'mlp': no layer matches 'fc9'; valid names: all, leaves, fc1"),
+         r"\[capture\] layers of model 'mlp': no layer matches 'fc9'; valid names: all, "
+         r"leaves, fc1"),
         (["--serial", "--set", "capture.layers=5"], "capture layers=5 must be"),
         (["--serial", "--set", "train.lr=inf"], "lr=inf must be a finite number"),
         (["--serial", "--set", 'train.device="meta"'], "the meta device holds no data"),
