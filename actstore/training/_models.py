@@ -87,8 +87,12 @@ class HeadedModel(nn.Module):
 # -- AlexNet-style CNN -------------------------------------------------------------------------
 
 
-def _conv_relu(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2), nn.ReLU())
+def _conv_relu(c_in: int, c_out: int, k: int, stride: int = 1,
+               batch_norm: bool = False) -> nn.Sequential:
+    if not batch_norm:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
 
 
 class AlexNetCNN(HeadedModel):
@@ -103,25 +107,32 @@ class AlexNetCNN(HeadedModel):
         Channels of conv1; conv2..conv5 have 3, 6, 4, 4 times as many (AlexNet's ratios).
     fc_width : int
         Units of fc6 and fc7 (narrowed from AlexNet's 4096).
+    batch_norm : bool
+        Batch normalisation between each conv and its ReLU (default off, as in AlexNet); it
+        lets small networks train at a higher learning rate.
     """
 
     name = "alexnet"
     kinds = ("image",)
 
     def __init__(self, input_spec: InputSpec, heads: Sequence[Head], *, width: int = 16,
-                 fc_width: int = 128):
+                 fc_width: int = 128, batch_norm: bool = False):
         super().__init__(input_spec, heads)
         w = check_int("alexnet", "width", width, 1, 4096)
+        if not isinstance(batch_norm, bool):
+            raise ActstoreError(f"alexnet parameter batch_norm={batch_norm!r} must be true or "
+                                "false")
+        bn = batch_norm
         fc = check_int("alexnet", "fc_width", fc_width, 1, 65536)
         size = input_spec.shape[-1]
         # stride 1 for CPU-sized images, AlexNet's large strided kernel at full size
         stride, k1 = (1, 5) if size < 96 else ((2, 7) if size < 192 else (4, 11))
         c = (w, 3 * w, 6 * w, 4 * w, 4 * w)
-        self.conv1 = _conv_relu(3, c[0], k1, stride)
-        self.conv2 = _conv_relu(c[0], c[1], 3)
-        self.conv3 = _conv_relu(c[1], c[2], 3)
-        self.conv4 = _conv_relu(c[2], c[3], 3)
-        self.conv5 = _conv_relu(c[3], c[4], 3)
+        self.conv1 = _conv_relu(3, c[0], k1, stride, bn)
+        self.conv2 = _conv_relu(c[0], c[1], 3, batch_norm=bn)
+        self.conv3 = _conv_relu(c[1], c[2], 3, batch_norm=bn)
+        self.conv4 = _conv_relu(c[2], c[3], 3, batch_norm=bn)
+        self.conv5 = _conv_relu(c[3], c[4], 3, batch_norm=bn)
         self.pool3 = nn.MaxPool2d(2)
         self.fc6 = nn.Sequential(nn.Linear(c[4] * 16, fc), nn.ReLU())
         self.fc7 = nn.Sequential(nn.Linear(fc, fc), nn.ReLU())

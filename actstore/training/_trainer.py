@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from actstore._errors import ActstoreError
 from actstore.training._data import Split, TaskData
 
-__all__ = ["EVENTS", "OPTIMIZERS", "TrainConfig", "Trainer", "schedule"]
+__all__ = ["EVENTS", "LR_SCHEDULES", "OPTIMIZERS", "TrainConfig", "Trainer", "lr_factor",
+           "schedule"]
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], float, float], torch.optim.Optimizer]
 
@@ -36,6 +37,27 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
 
 #: Events a callback can be attached to.
 EVENTS = ("on_step", "on_checkpoint", "on_end")
+
+#: Learning-rate schedules after the warmup: constant, or cosine decay to 0 at the last step.
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, total_steps: int, warmup: int = 0, kind: str = "constant") -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
+
+    A linear warmup over the first ``warmup`` steps (``(step + 1) / warmup``), then
+    ``kind``: ``constant`` (1) or ``cosine`` (``(1 + cos(pi * t / T)) / 2`` with ``t`` the
+    steps since the warmup and ``T = total_steps - warmup``, the annealing of
+    ``torch.optim.lr_scheduler.CosineAnnealingLR`` with ``eta_min = 0``).
+    """
+    if kind not in LR_SCHEDULES:
+        raise ActstoreError(f"unknown lr_schedule {kind!r}; valid: {', '.join(LR_SCHEDULES)}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
 
 
 def schedule(total_steps: int, n: int) -> list[int]:
@@ -99,6 +121,10 @@ class TrainConfig:
         Samples of the training and validation sets evaluated at each checkpoint.
     device : str
         Torch device of training (``"cpu"``).
+    lr_schedule : str
+        One of :data:`LR_SCHEDULES` (see :func:`lr_factor`); ``constant`` by default.
+    warmup : int
+        Steps of linear learning-rate warmup (0: none).
     """
 
     steps: int = 300
@@ -111,9 +137,11 @@ class TrainConfig:
     first_steps: int = 0
     eval_size: int = 512
     device: str = "cpu"
+    lr_schedule: str = "constant"
+    warmup: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "first_steps", "eval_size"):
+        for name in ("steps", "batch_size", "first_steps", "eval_size", "warmup"):
             v = getattr(self, name)
             lo = 1 if name in ("batch_size", "eval_size") else 0
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -128,6 +156,11 @@ class TrainConfig:
             raise ActstoreError(
                 f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ActstoreError(f"unknown lr_schedule {self.lr_schedule!r}; valid schedules: "
+                                f"{', '.join(LR_SCHEDULES)}")
+        if self.warmup > self.steps:
+            raise ActstoreError(f"train parameter warmup={self.warmup} exceeds steps={self.steps}")
         if self.first_steps > self.steps:
             raise ActstoreError(
                 f"train parameter first_steps={self.first_steps} exceeds steps={self.steps}"
@@ -196,7 +229,8 @@ def _empty_metrics(heads: Iterable[str]) -> dict[str, Any]:
 
 @dataclass
 class Trainer:
-    """Train ``model`` on ``data``; callbacks see the trainer (``.step``, ``.loss``, ``.model``).
+    """Train ``model`` on ``data``; callbacks see the trainer (``.step``, ``.loss``, ``.lr``,
+    ``.model``).
 
     Parameters
     ----------
@@ -221,6 +255,7 @@ class Trainer:
     seed: int = 0
     step: int = 0
     loss: float = math.nan
+    lr: float = math.nan
     metrics: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, list[Callable[[Trainer], None]]] = field(
         default_factory=lambda: defaultdict(list)
@@ -302,6 +337,7 @@ class Trainer:
         x_all, y_all = self._tensors(self.data.train)
         gen = torch.Generator().manual_seed(int(self.seed))
         opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg.lr, cfg.weight_decay)
+        base_lr = [g["lr"] for g in opt.param_groups]
         ckpts = set(cfg.checkpoint_steps())
         heads = [h.name for h in self.data.heads]
         bs = min(cfg.batch_size, n)
@@ -326,6 +362,10 @@ class Trainer:
                 ).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            f = lr_factor(step, cfg.steps, cfg.warmup, cfg.lr_schedule)
+            for g, lr in zip(opt.param_groups, base_lr, strict=True):
+                g["lr"] = lr * f
+            self.lr = base_lr[0] * f
             opt.step()
             self.loss = loss.item()  # host sync, once per step
             self.fire("on_step")
