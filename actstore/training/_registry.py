@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from actstore._errors import ActstoreError
 from actstore.training._binary import BinaryEasyHard
+from actstore.training._conv1d import Conv1dNet
 from actstore.training._data import Dataset, Head, InputSpec
 from actstore.training._models import MLP, AlexNetCNN, HeadedModel, ResNetCNN
 from actstore.training._multifeature import MultiFeature
@@ -41,6 +42,7 @@ MODELS: dict[str, type[HeadedModel]] = {
     "resnet": ResNetCNN,
     "mlp": MLP,
     "transformer": SmallTransformer,
+    "conv1d": Conv1dNet,
 }
 
 
@@ -193,7 +195,8 @@ def build_model(
     Parameters
     ----------
     name : str
-        A key of :data:`MODELS` (``alexnet``, ``resnet``, ``mlp``, ``transformer``).
+        A key of :data:`MODELS` (``alexnet``, ``resnet``, ``mlp``, ``transformer``,
+        ``conv1d``).
     input_spec : InputSpec
         Kind and shape of one input (:attr:`Dataset.input_spec`).
     heads : tuple of Head

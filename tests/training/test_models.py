@@ -38,6 +38,8 @@ HEADS = (Head("a", 3, 0), Head("b", 2, 1))
          ["embed", "block0", "block1", "block2", "out"]),
         ("transformer", IMG, {"d_model": 16, "n_layers": 1, "n_heads": 2, "patch_size": 4},
          ["embed", "block0", "out"]),
+        ("conv1d", BITS, {"channels": [4, 6], "kernel_size": 5, "fc_width": 8},
+         ["conv1", "conv2", "fc", "out"]),
     ],
 )
 def test_layer_names_shapes_and_seeded_init(name, spec, params, layers):
@@ -88,7 +90,13 @@ def test_bad_models_and_parameters():
         build_model("transformer", BITS, HEADS, {"d_model": 10, "n_heads": 3})
     with pytest.raises(ActstoreError, match="activation"):
         build_model("mlp", BITS, HEADS, {"activation": "swish"})
-    assert set(MODELS) == {"alexnet", "resnet", "mlp", "transformer"}
+    with pytest.raises(ActstoreError, match="takes bits inputs"):
+        build_model("conv1d", IMG, HEADS)
+    with pytest.raises(ActstoreError, match="must be odd"):
+        build_model("conv1d", BITS, HEADS, {"kernel_size": 4})
+    with pytest.raises(ActstoreError, match="list of channel counts"):
+        build_model("conv1d", BITS, HEADS, {"channels": 8})
+    assert set(MODELS) == {"alexnet", "resnet", "mlp", "transformer", "conv1d"}
 
 
 TRIFEATURE = {"image_size": 16, "renders": 1, "n_val": 200, "n_heldout": 0}
@@ -105,6 +113,8 @@ TRIFEATURE = {"image_size": 16, "renders": 1, "n_val": 200, "n_heldout": 0}
          {"label": 0.75}),
         ("multifeature", {"n_train": 2048, "n_val": 500}, "all", "transformer",
          {"d_model": 32, "n_layers": 2}, 150, {"linear": 0.9}),
+        ("multifeature", {"n_train": 2048, "n_val": 500}, "all", "conv1d",
+         {"channels": [8, 8]}, 150, {"linear": 0.9}),
     ],
 )
 def test_each_model_trains_above_chance(dataset, dparams, task, model, mparams, steps, floor):
@@ -119,3 +129,25 @@ def test_each_model_trains_above_chance(dataset, dparams, task, model, mparams, 
         untrained, trained = metrics["val"]["acc"][head]
         assert trained > lo, (head, metrics["val"]["acc"])
         assert trained > untrained
+
+
+def test_conv1d_layers_are_recorded_whole(tmp_path):
+    """A conv layer of bits is recorded as channels x positions (a channel mean would average
+    away which input domain a unit reads), the fully connected layer as its units."""
+    from actstore.store import ProbeSet, create_store
+
+    torch.manual_seed(0)
+    net = build_model("conv1d", BITS, HEADS, {"channels": [3, 5], "fc_width": 7})
+    x = np.random.default_rng(0).integers(0, 2, (6, 24), dtype=np.uint8)
+    probe = ProbeSet(name="bits6", labels={"a": np.arange(6) % 3}, inputs=x)
+    st = create_store(str(tmp_path / "s.zarr"))
+    st.add_probe_set(probe)
+    with st.writer("r", "bits6", steps=[0]) as w:
+        assert w.capture(net, 0)
+    rd = st.reader("r")
+    assert {layer: rd.units(layer) for layer in ("conv1", "conv2", "fc")} == {
+        "conv1": 3 * 24, "conv2": 5 * 24, "fc": 7}
+    with torch.no_grad():
+        conv1 = net.conv1(torch.from_numpy(x).float().mul(2).sub(1).unsqueeze(1))
+    np.testing.assert_allclose(rd.read("conv1", 0), conv1.flatten(1).numpy(), rtol=1e-5,
+                               atol=1e-6)
