@@ -10,7 +10,7 @@ import numpy as np
 
 from actstore.alignment._alignment import PairAlignment
 
-__all__ = ["alignment_dataset", "summary_rows"]
+__all__ = ["alignment_dataset", "matched_r2", "sparse_summary", "summary_rows"]
 
 
 def alignment_dataset(
@@ -147,3 +147,64 @@ def summary_rows(datasets: dict[str, Any]) -> list[dict[str, Any]]:
             if isinstance(v, float) and math.isnan(v):
                 r[k] = None
     return rows
+
+
+def matched_r2(ds: Any, pair: int) -> np.ndarray:
+    """r^2 of every unit of a pair's second run (``unit_b``) with the unit of the first run it
+    is matched to one-to-one (bipartite matching); NaN for units of the second run that are
+    constant or left unmatched (a wider second net)."""
+    idx = np.asarray(ds["bipartite_index"].values[pair])
+    corr = np.asarray(ds["bipartite_corr"].values[pair], dtype=float)
+    out = np.full(ds.sizes.get("unit_b", ds.sizes["unit"]), np.nan)
+    ok = (idx >= 0) & (idx < out.size) & np.isfinite(corr)
+    out[idx[ok]] = corr[ok] ** 2
+    out[_constant_b(ds, pair)[: out.size]] = np.nan
+    return out
+
+
+def _constant_b(ds: Any, pair: int) -> np.ndarray:
+    """Constant units of a pair's second run, over ``unit_b`` (padding counts as constant)."""
+    runs = [str(r) for r in ds["run"].values] if "run" in ds.coords else []
+    run_b = str(ds["run_b"].values[pair]) if "run_b" in ds.coords else None
+    row = runs.index(run_b) if run_b in runs else 1  # a result of two runs: the second
+    const = np.asarray(ds["constant"].values[row], bool)
+    width = int(ds["units"].values[row]) if "units" in ds.coords else const.size
+    out = np.ones(ds.sizes.get("unit_b", const.size), dtype=bool)
+    n = min(width, out.size, const.size)
+    out[:n] = const[:n]
+    return out
+
+
+def sparse_summary(ds: Any) -> dict[str, np.ndarray]:
+    """How many units of one run it takes to predict a unit of another (Li et al. 2016, local
+    vs distributed codes), from one layer's alignment result with sparse prediction.
+
+    Every value is a mean over the non-constant units of each pair's second run, then over
+    pairs of runs.
+
+    Returns
+    -------
+    dict
+        ``alpha`` (the penalties), ``r2`` (held-out R^2 = 1 - held-out loss, per penalty),
+        ``nonzero`` (non-zero weights per predicted unit, per penalty), ``one_to_one`` (r^2
+        from the one-to-one match: the prediction from a single unit), ``local`` (share of
+        units predicted from one unit, per penalty).
+
+    Raises
+    ------
+    KeyError
+        If the result has no sparse prediction (aligned with ``lasso = false``).
+    """
+    loss = np.asarray(ds["lasso_test_loss"].values, dtype=float)  # (pair, alpha, unit_b)
+    nnz = np.asarray(ds["lasso_nonzero"].values, dtype=float)
+    r2, nz, one, local = [], [], [], []
+    for p in range(loss.shape[0]):
+        live = ~_constant_b(ds, p)[: loss.shape[2]]
+        r2.append(np.nanmean(1.0 - loss[p][:, live], axis=1))
+        counts = nnz[p][:, live]
+        nz.append(np.mean(counts, axis=1))
+        local.append(np.mean(counts == 1, axis=1))
+        one.append(np.nanmean(matched_r2(ds, p)[: loss.shape[2]][live]))
+    return {"alpha": np.asarray(ds["alpha"].values, dtype=float),
+            "r2": np.mean(r2, axis=0), "nonzero": np.mean(nz, axis=0),
+            "one_to_one": np.asarray(float(np.mean(one))), "local": np.mean(local, axis=0)}

@@ -22,6 +22,7 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore.report import _plots as P
 from actstore.report._findings import findings_html
+from actstore.report._lasso import lasso_html
 from actstore.report._layout import (
     MANY_LAYERS,
     drawn_features,
@@ -353,7 +354,8 @@ def _alignment(group: dict[str, Any], fig: Callable[..., str], ctx: dict[str, An
     keep = [c for c in ("layer", "run_a", "run_b", "bipartite_corr_mean", "semi_corr_mean",
                         "bipartite_mi_mean", "mixed_clusters") if c in df.columns]
     df = df[keep].set_index("layer")
-    return f"<p>{len(group)} layers aligned between runs.</p>" + _table(df.fillna(np.nan))
+    return (f"<p>{len(group)} layers aligned between runs.</p>" + _table(df.fillna(np.nan))
+            + lasso_html(group, fig))
 
 
 def _generic(ds: Any) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from actstore.alignment import matched_r2
 from actstore.studies._findings import Claim, Measure, Results, Untestable, directional, mean_se
 
 CITE = "Li, Yosinski, Clune, Lipson & Hopcroft, ICLR 2016"
@@ -62,13 +63,8 @@ def _subspaces(res: Results) -> Measure:
         for p in range(ds.sizes["pair"]):
             best = int(np.nanargmin(ds["lasso_test_loss_mean"].values[p]))
             group_r2 = 1.0 - np.asarray(ds["lasso_test_loss"].values[p, best], float)
-            # r^2 of each unit of b with the unit of a it is matched to one-to-one
-            one = np.full(group_r2.shape, np.nan)
-            idx = np.asarray(ds["bipartite_index"].values[p])
-            corr = np.asarray(ds["bipartite_corr"].values[p], float)
-            ok = (idx >= 0) & (idx < one.size)
-            one[idx[ok]] = corr[ok] ** 2
-            live = _live(ds, 1)[: one.size]
+            one = matched_r2(ds, p)[: group_r2.size]  # r^2 with the one-to-one match
+            live = np.isfinite(one)
             g = group_r2[live] - one[live]
             g = g[np.isfinite(g)]
             if g.size:
