@@ -42,9 +42,7 @@ def alignment_job(
     stimuli: Any = None,
     name: str = "align",
     config: AlignConfig | None = None,
-    write: bool = True,
-    overwrite: bool = False,
-    execution: Execution | None = None,
+    write: bool = True, overwrite: bool = False, execution: Execution | None = None,
 ) -> dict[str, xr.Dataset]:
     """Convergent-learning alignment of two or more runs, layer by layer.
 

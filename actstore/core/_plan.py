@@ -20,7 +20,13 @@ from actstore.core._folds import check_folds, label_folds
 from actstore.core._reprs import short_list
 from actstore.core._targets import encode_targets
 
-__all__ = ["META_PREFIXES", "Job", "ProbePlan", "ProbeWarning", "feature_kinds", "plan_jobs"]
+__all__ = ["META_PREFIXES", "Checkpoints", "Job", "ProbePlan", "ProbeWarning", "Selection",
+           "feature_kinds", "plan_jobs"]
+
+#: A selection of runs, layers or features: names or glob patterns, "all"/None for all.
+Selection = str | Sequence[str] | None
+#: A selection of checkpoints: "all", "first", "last" or training steps.
+Checkpoints = str | Sequence[int | str] | None
 
 #: Labels that describe the split design rather than the stimuli (``heldout_<feature>`` of
 #: Trifeature, ``split``): not decoded unless named with ``features``; usable with ``split``.
@@ -188,15 +194,10 @@ def feature_kinds(
 
 def plan_jobs(
     store: Any,
-    runs: str | Sequence[str] | None = None,
-    checkpoints: str | Sequence[int | str] | None = None,
-    layers: str | Sequence[str] | None = "all",
-    features: str | Sequence[str] | None = None,
+    runs: Selection = None, checkpoints: Checkpoints = None,
+    layers: Selection = "all", features: Selection = None,
     *,
-    n_splits: int = 5,
-    seed: int = 0,
-    split: str | None = None,
-    strict: bool = False,
+    n_splits: int = 5, seed: int = 0, split: str | None = None, strict: bool = False,
 ) -> ProbePlan:
     """Select runs, checkpoints, layers and features, and check every input before computing.
 

@@ -16,7 +16,6 @@ import contextlib
 import json
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from actstore._errors import ActstoreError
 from actstore._execution import GPU_DEVICES, Execution, connect, map_jobs
 from actstore.core._backend import check_device
 from actstore.core._folds import describe_folds
-from actstore.core._plan import Job, ProbePlan, ProbeWarning
+from actstore.core._plan import Checkpoints, Job, ProbePlan, ProbeWarning, Selection
 from actstore.core._reprs import short_list
 from actstore.decode._config import ProbeConfig, make_folds
 from actstore.decode._decode import DecodeResult
@@ -50,14 +49,10 @@ def run_probes(
     url: str,
     name: str = "default",
     *,
-    runs: str | Sequence[str] | None = None,
-    checkpoints: str | Sequence[int | str] | None = None,
-    layers: str | Sequence[str] | None = "all",
-    features: str | Sequence[str] | None = None,
+    runs: Selection = None, checkpoints: Checkpoints = None,
+    layers: Selection = "all", features: Selection = None, strict: bool = False,
     config: ProbeConfig | None = None,
-    strict: bool = False,
-    overwrite: bool = False,
-    flush_seconds: float = 60.0,
+    overwrite: bool = False, flush_seconds: float = 60.0,
     execution: Execution | None = None,
 ) -> xr.Dataset:
     """Decode every selected feature from every selected (run, checkpoint, layer) of a store.

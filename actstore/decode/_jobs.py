@@ -8,11 +8,11 @@ arrays; nothing large travels through the scheduler.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from actstore._errors import ActstoreError
-from actstore.core._plan import Job, ProbePlan, plan_jobs
+from actstore.core._plan import Checkpoints, Job, ProbePlan, Selection, plan_jobs
 from actstore.core._source import ReaderSource
 from actstore.decode._config import ProbeConfig
 from actstore.decode._decode import decode
@@ -25,10 +25,8 @@ ANALYSIS = "probes"
 
 def plan_probes(
     store: Any,
-    runs: str | Sequence[str] | None = None,
-    checkpoints: str | Sequence[int | str] | None = None,
-    layers: str | Sequence[str] | None = "all",
-    features: str | Sequence[str] | None = None,
+    runs: Selection = None, checkpoints: Checkpoints = None,
+    layers: Selection = "all", features: Selection = None,
     config: ProbeConfig | None = None,
     strict: bool = False,
 ) -> ProbePlan:

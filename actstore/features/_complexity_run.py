@@ -17,6 +17,7 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore._execution import Execution, map_jobs
 from actstore.core._folds import describe_folds
+from actstore.core._plan import Selection
 from actstore.core._select import check_not_blank
 from actstore.features._complexity import (
     ANALYSIS,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["run_complexity"]
 
 
-def _choose_runs(store: Any, url: str, runs: str | Sequence[str] | None) -> list[str]:
+def _choose_runs(store: Any, url: str, runs: Selection) -> list[str]:
     """The runs matching ``runs`` (ids or glob patterns, comma-separated; None/"all": all)."""
     all_runs = store.run_ids()
     check_not_blank(runs, "run", all_runs)
@@ -98,18 +99,16 @@ def run_complexity(
     url: str,
     name: str = "default",
     *,
-    runs: str | Sequence[str] | None = None,
+    runs: Selection = None,
+    write: bool = True, overwrite: bool = False, execution: Execution | None = None,
     config: ComplexityConfig | None = None,
-    write: bool = True,
-    overwrite: bool = False,
-    execution: Execution | None = None,
 ) -> xr.Dataset:
     """Dictionary features, their complexity, time-to-decode and importance for runs of a store.
 
     Parameters
     ----------
     url : str
-        Store path or URL.
+        The store's path or URL (every worker of the execution must reach it).
     name : str
         Results: ``/results/complexity/<name>`` and ``/results/nmf/<name>.<run>``.
     runs : str or list of str, optional

@@ -285,9 +285,8 @@ def variance_arrays(
 
     Parameters
     ----------
-    X : array of shape (n_samples, n_units)
-        numpy, torch or cupy.
-    labels : mapping name -> array (n_samples,)
+    X, labels
+        Activations and labels, as in :func:`actstore.decode.probe_arrays`.
     folds : Folds, optional
         Default: stratified ``n_splits``-fold on the categorical labels, seeded.
 

@@ -9,7 +9,6 @@ large travels through the scheduler.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from actstore._errors import ActstoreError
 from actstore._execution import Execution, map_jobs
 from actstore.core._blocks import CachedSource
 from actstore.core._folds import describe_folds, label_folds
-from actstore.core._plan import ProbePlan, plan_jobs
+from actstore.core._plan import Checkpoints, ProbePlan, Selection, plan_jobs
 from actstore.core._select import check_not_blank
 from actstore.core._source import ReaderSource
 from actstore.core._targets import encode_targets
@@ -36,9 +35,6 @@ __all__ = ["ANALYSIS", "run_variance"]
 
 #: Results go to ``/results/variance/<name>``.
 ANALYSIS = "variance"
-
-Selection = str | Sequence[str] | None
-Checkpoints = str | Sequence[int | str] | None
 
 
 def _job(
@@ -96,14 +92,10 @@ def run_variance(
     url: str,
     name: str = "default",
     *,
-    runs: Selection = None,
-    checkpoints: Checkpoints = None,
-    layers: Selection = "all",
-    features: Selection = None,
+    runs: Selection = None, checkpoints: Checkpoints = None,
+    layers: Selection = "all", features: Selection = None,
     config: VarianceConfig | None = None,
-    write: bool = True,
-    overwrite: bool = False,
-    execution: Execution | None = None,
+    write: bool = True, overwrite: bool = False, execution: Execution | None = None,
 ) -> xr.Dataset:
     """Variance explained by each feature for every (run, checkpoint, layer) of a store.
 

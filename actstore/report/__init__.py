@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from actstore.report import _plots
 from actstore.report._heatmap import HEATMAP_FORMATS, check_heatmap_path, write_heatmap
 from actstore.report._layout import (
     MANY_LAYERS,
@@ -11,22 +12,14 @@ from actstore.report._layout import (
     run_groups,
     run_layers,
 )
-from actstore.report._plots import (
-    PLOTS,
-    plot_alignment,
-    plot_complexity,
-    plot_probe_checkpoints,
-    plot_probe_layers,
-    plot_similarity,
-    plot_variance,
-)
+from actstore.report._plots import *  # noqa: F403
 from actstore.report._probe_plots import probe_checkpoints_figure, probe_layers_figure
 from actstore.report._report import SECTIONS, Report, default_report_dir, write_report
 
 __all__ = [
+    *_plots.__all__,
     "HEATMAP_FORMATS",
     "MANY_LAYERS",
-    "PLOTS",
     "SECTIONS",
     "Report",
     "RunGroup",
@@ -34,12 +27,6 @@ __all__ = [
     "check_heatmap_path",
     "default_report_dir",
     "network_order",
-    "plot_alignment",
-    "plot_complexity",
-    "plot_probe_checkpoints",
-    "plot_probe_layers",
-    "plot_similarity",
-    "plot_variance",
     "probe_checkpoints_figure",
     "probe_layers_figure",
     "run_groups",

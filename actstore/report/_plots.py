@@ -25,8 +25,6 @@ from actstore.report import _layout as L
 from actstore.report._probe_plots import (
     plot_probe_checkpoints,
     plot_probe_layers,
-    probe_layer_lines,
-    probe_score,
 )
 
 __all__ = [
@@ -37,8 +35,6 @@ __all__ = [
     "plot_probe_layers",
     "plot_similarity",
     "plot_variance",
-    "probe_layer_lines",
-    "probe_score",
 ]
 
 def _last_hidden(layers: Sequence[str], output: str = "out") -> str:

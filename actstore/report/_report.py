@@ -32,6 +32,7 @@ from actstore.report._layout import (
     run_layers,
     with_values,
 )
+from actstore.report._probe_plots import probe_score
 
 __all__ = ["SECTIONS", "Report", "default_report_dir", "write_report"]
 
@@ -239,7 +240,7 @@ def _probes(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     runs = ctx.get("runs")
     fig("layers", P.plot_probe_layers, ds, targets=ctx.get("targets"), runs=runs)
     fig("checkpoints", P.plot_probe_checkpoints, ds, runs=runs)
-    score, decoder = P.probe_score(ds)
+    score, decoder = probe_score(ds)
     groups = run_groups(ds, with_values(score.sel(feature=drawn_features(ds))), runs)
     table = summary_table(ds)
     table.index.name = "feature"

@@ -122,9 +122,7 @@ def similarity_job(
     name: str | None = None,
     *,
     config: SimilarityConfig | None = None,
-    write: bool = True,
-    overwrite: bool = False,
-    execution: Execution | None = None,
+    write: bool = True, overwrite: bool = False, execution: Execution | None = None,
 ) -> xr.Dataset:
     """All-pairs similarity of representations selected from a store.
 

@@ -29,7 +29,6 @@ __all__ = [
     "cka_signature",
     "procrustes_signature",
     "rbf_cka_signature",
-    "strict_upper_mask",
 ]
 
 #: A representation whose centred activations are smaller than this fraction of its raw

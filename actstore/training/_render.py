@@ -422,15 +422,16 @@ def _ref_texture(name: str, s: float, r: float, seed: int) -> bool:
         du, dv = abs(fs - 0.5), abs(fr - 0.5)
         return (du < 0.1 and dv < 0.35) or (dv < 0.1 and du < 0.35)
     if name == "hexgrid":
-        ya = math.floor(r / _SQRT3 + 0.5) * _SQRT3
-        xa = math.floor(s + 0.5)
-        yb = (math.floor(r / _SQRT3) + 0.5) * _SQRT3
-        xb = math.floor(s) + 0.5
-        da = (s - xa) ** 2 + (r - ya) ** 2
-        db = (s - xb) ** 2 + (r - yb) ** 2
-        x, y = (s - xa, r - ya) if da <= db else (s - xb, r - yb)
-        h = max(abs(0.5 * x + _SQRT3_2 * y), abs(-0.5 * x + _SQRT3_2 * y))
-        return max(abs(x), h) > 0.38
+        # nearest point of the triangular lattice i * (1, 0) + j * (1/2, sqrt 3 / 2), searched
+        # among the neighbours of the rounded coordinates; then the hexagonal norm (largest
+        # projection on the normals at 0, 60 and 120 degrees) of the offset
+        j0 = round(r / _SQRT3_2)
+        i0 = round(s - 0.5 * j0)
+        offsets = [(s - i - 0.5 * j, r - _SQRT3_2 * j)
+                   for j in range(j0 - 1, j0 + 2) for i in range(i0 - 1, i0 + 2)]
+        x, y = min(offsets, key=lambda o: o[0] ** 2 + o[1] ** 2)
+        return max(abs(x * math.cos(t) + y * math.sin(t))
+                   for t in (0.0, math.pi / 3, 2 * math.pi / 3)) > 0.38
     raise ActstoreError(f"unknown texture {name!r}; valid textures: {', '.join(TEXTURES)}")
 
 

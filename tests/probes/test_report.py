@@ -222,7 +222,7 @@ def _probe_ds(values, steps, runs=("a", "b"), layers=("l1", "l2"), feats=("shape
 
 
 def test_layer_lines_take_each_run_at_its_own_last_checkpoint():
-    from actstore.report._plots import probe_layer_lines
+    from actstore.report._probe_plots import probe_layer_lines
 
     nan = np.nan
     # run a: steps 0 and 20; run b: steps 0 and 5 (it stops earlier)
@@ -236,7 +236,7 @@ def test_layer_lines_take_each_run_at_its_own_last_checkpoint():
 
 
 def test_layer_lines_of_one_checkpoint_per_run_have_no_first_line():
-    from actstore.report._plots import probe_layer_lines
+    from actstore.report._probe_plots import probe_layer_lines
 
     ds = _probe_ds([[[[0.9], [0.8]]], [[[0.5], [0.6]]]], steps=[300])
     lines = probe_layer_lines(ds, ds["accuracy"], targets={"a": ["shape"], "b": ["color"]})
