@@ -162,15 +162,9 @@ def probe_cmd(
         decoders=tuple(d.strip() for d in decoders.split(",") if d.strip()),
         alphas=parse_penalties(alphas, "--alphas"),
         Cs=parse_penalties(cs, "--cs"),
-        n_splits=folds,
-        seed=seed,
-        split=split,
-        device=device,
-        logistic_dtype=logistic_dtype,
-        cache_mb=cache_mb,
-        standardize=standardize,
-        select=select,
-        permutations=permutations,
+        n_splits=folds, seed=seed, split=split,
+        device=device, logistic_dtype=logistic_dtype, cache_mb=cache_mb,
+        standardize=standardize, select=select, permutations=permutations,
         extend_grid=extend_grid,
     )
     if decoder_table is not None and decoder_table not in config.decoders:

@@ -292,11 +292,7 @@ def plan_jobs(
     return ProbePlan(
         jobs=jobs,
         runs=[r for r in run_ids if r in features_of],
-        steps=sorted(steps_all),
-        layers=lays_used,
-        features=feats_used,
-        features_of=features_of,
-        kinds=kinds,
-        skipped=skipped,
-        units=units,
+        steps=sorted(steps_all), layers=lays_used,
+        features=feats_used, features_of=features_of, kinds=kinds,
+        skipped=skipped, units=units,
     )

@@ -217,6 +217,12 @@ def _layers_down(df: Any, order: list[str]) -> Any:
     return df
 
 
+def _grouped_table(groups: list[Any], df: Any, text: str) -> str:
+    """A result's run groups, a paragraph of HTML and its table, layers in network order."""
+    return (_groups_html(groups) + f"<p>{text}</p>"
+            + _table(_layers_down(df, network_order(groups))))
+
+
 def _groups_html(groups: list[Any]) -> str:
     """The run groups of a result's figures, with each group's layers in network order."""
     if len(groups) < 2 and not any(len(g.layers) > MANY_LAYERS for g in groups):
@@ -244,12 +250,12 @@ def _probes(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     groups = run_groups(ds, with_values(score.sel(feature=drawn_features(ds))), runs)
     table = summary_table(ds)
     table.index.name = "feature"
-    table = _layers_down(table, network_order(groups))
-    return (_groups_html(groups)
-            + f"<p>Held-out score of the <b>{_e(decoder)}</b> decoders (accuracy; R<sup>2</sup>"
-            f" for continuous features), first &rarr; last checkpoint, mean over runs. "
-            f"{int(ds['done'].sum()) if 'done' in ds else '?'} jobs; folds: "
-            f"{_e(ds.attrs.get('folds', '?'))}.</p>" + _table(table))
+    jobs = int(ds["done"].sum()) if "done" in ds else "?"
+    return _grouped_table(
+        groups, table,
+        f"Held-out score of the <b>{_e(decoder)}</b> decoders (accuracy; R<sup>2</sup> for "
+        f"continuous features), first &rarr; last checkpoint, mean over runs. {jobs} jobs; "
+        f"folds: {_e(ds.attrs.get('folds', '?'))}.")
 
 
 def _variance(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
@@ -257,12 +263,12 @@ def _variance(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     fig("variance", P.plot_variance, ds, runs=runs)
     groups = run_groups(ds, with_values(ds["r2"]), runs)
     last = ds.isel(checkpoint=-1)
-    df = _layers_down(_mean_table(last["r2"], "feature", "layer"), network_order(groups))
-    return (_groups_html(groups)
-            + f"<p>Held-out R<sup>2</sup> of each layer regressed on each feature at step "
-            f"{int(ds['checkpoint'].values[-1])} (mean over runs). Folds: "
-            f"{_e(ds.attrs.get('folds', '?'))}; denominator over training: "
-            f"{_e(ds.attrs.get('denominator', '?'))}.</p>" + _table(df))
+    return _grouped_table(
+        groups, _mean_table(last["r2"], "feature", "layer"),
+        f"Held-out R<sup>2</sup> of each layer regressed on each feature at step "
+        f"{int(ds['checkpoint'].values[-1])} (mean over runs). Folds: "
+        f"{_e(ds.attrs.get('folds', '?'))}; denominator over training: "
+        f"{_e(ds.attrs.get('denominator', '?'))}.")
 
 
 def _similarity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:

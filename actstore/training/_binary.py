@@ -76,17 +76,8 @@ class BinaryEasyHard(Dataset):
         self.probe_seed = check_int("binary", "probe_seed", probe_seed, 0)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "domain_bits": self.domain_bits,
-            "easy_bits": self.easy_bits,
-            "hard_bits": self.hard_bits,
-            "easy_predictivity": self.easy_predictivity,
-            "hard_predictivity": self.hard_predictivity,
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "n_probe": self.n_probe,
-            "probe_seed": self.probe_seed,
-        }
+        return self.attributes("domain_bits", "easy_bits", "hard_bits", "easy_predictivity",
+                               "hard_predictivity", "n_train", "n_val", "n_probe", "probe_seed")
 
     def input_spec(self) -> InputSpec:
         return InputSpec("bits", (2 * self.domain_bits,))
@@ -113,9 +104,7 @@ class BinaryEasyHard(Dataset):
 
     def probe_params(self) -> dict[str, Any]:
         """The parameters the probe set depends on."""
-        return {"domain_bits": self.domain_bits, "easy_bits": self.easy_bits,
-                "hard_bits": self.hard_bits, "n_probe": self.n_probe,
-                "probe_seed": self.probe_seed}
+        return self.attributes("domain_bits", "easy_bits", "hard_bits", "n_probe", "probe_seed")
 
     def probe_set(self) -> Any:
         """Inputs whose ``easy`` and ``hard`` features are independent and balanced."""

@@ -132,6 +132,10 @@ class Dataset(ABC):
     def params(self) -> dict[str, Any]:
         """Resolved parameters (defaults filled in), JSON-serialisable."""
 
+    def attributes(self, *names: str) -> dict[str, Any]:
+        """``{name: self.<name>}`` for each name, in order (for :meth:`params`)."""
+        return {n: getattr(self, n) for n in names}
+
     @abstractmethod
     def input_spec(self) -> InputSpec:
         """Kind and shape of one input sample."""

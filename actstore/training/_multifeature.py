@@ -116,12 +116,8 @@ class MultiFeature(Dataset):
     def params(self) -> dict[str, Any]:
         return {
             "features": [dict(s) for s in self.specs],
-            "domain_bits": self.domain_bits,
-            "noise_bits": self.noise_bits,
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "n_probe": self.n_probe,
-            "probe_seed": self.probe_seed,
+            **self.attributes("domain_bits", "noise_bits", "n_train", "n_val", "n_probe",
+                              "probe_seed"),
         }
 
     def input_spec(self) -> InputSpec:
@@ -158,10 +154,7 @@ class MultiFeature(Dataset):
         """The parameters the probe set depends on (not prevalence nor position)."""
         return {
             "features": [{"name": s["name"], "bits": s["bits"]} for s in self.specs],
-            "domain_bits": self.domain_bits,
-            "noise_bits": self.noise_bits,
-            "n_probe": self.n_probe,
-            "probe_seed": self.probe_seed,
+            **self.attributes("domain_bits", "noise_bits", "n_probe", "probe_seed"),
         }
 
     def probe_set(self) -> Any:

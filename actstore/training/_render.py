@@ -185,12 +185,8 @@ def sample_render_params(
         shape=np.asarray(shape, dtype=np.int64),
         texture=np.asarray(texture, dtype=np.int64),
         color=np.asarray(color, dtype=np.int64),
-        angle=angle,
-        cx=cx,
-        cy=cy,
-        tex_angle=tex_angle,
-        tex_dx=tex_dx,
-        tex_dy=tex_dy,
+        angle=angle, cx=cx, cy=cy,
+        tex_angle=tex_angle, tex_dx=tex_dx, tex_dy=tex_dy,
         seed=seed,
     )
 

@@ -196,17 +196,10 @@ class Trifeature(Dataset):
 
     def params(self) -> dict[str, Any]:
         return {
-            "image_size": self.image_size,
-            "renders": self.renders,
-            "n_heldout": self.n_heldout,
-            "cv_split": self.cv_split,
-            "p": self.p,
+            **self.attributes("image_size", "renders", "n_heldout", "cv_split", "p"),
             "correlate": list(self.correlate),
-            "n_val": self.n_val,
-            "texture_period": self.texture_period,
-            "probe_renders": self.probe_renders,
-            "probe_combos": self.probe_combos,
-            "probe_seed": self.probe_seed,
+            **self.attributes("n_val", "texture_period", "probe_renders", "probe_combos",
+                              "probe_seed"),
         }
 
     def input_spec(self) -> InputSpec:
@@ -276,12 +269,8 @@ class Trifeature(Dataset):
     def probe_params(self) -> dict[str, Any]:
         """The parameters the probe set depends on."""
         return {
-            "image_size": self.image_size,
-            "texture_period": self.texture_period,
-            "probe_renders": self.probe_renders,
-            "probe_combos": self.probe_combos,
-            "probe_seed": self.probe_seed,
-            "n_heldout": self.n_heldout,
+            **self.attributes("image_size", "texture_period", "probe_renders", "probe_combos",
+                              "probe_seed", "n_heldout"),
             "cv_split": self.cv_split if self.n_heldout else None,
         }
 
