@@ -459,6 +459,11 @@ def write_report(
     report = Report(path=str(folder / "index.html"))
     run_html, targets = _run_table(store)
     findings = findings_html(store)
+    from actstore.report._training import training_section
+
+    training, train_figs, train_problems = training_section(store, folder)
+    report.figures += train_figs
+    report.problems += train_problems
     ctx = {"targets": targets or None, "runs": run_layers(store)}
     body: list[str] = []
     toc: list[str] = []
@@ -510,9 +515,11 @@ def write_report(
 <p class="meta">Store <code>{_e(url)}</code> &middot; {len(store.run_ids())} runs &middot;
 {len(report.sections)} results &middot; written {_e(now)} by actstore {_e(__version__)}</p>
 {f'<h2 id="findings">Findings</h2>{findings}' if findings else ''}
-<nav><h2>Contents</h2><ul><li><a href="#runs">Runs</a></li>{''.join(toc)}</ul></nav>
+<nav><h2>Contents</h2><ul><li><a href="#runs">Runs</a></li>
+{'<li><a href="#training">Training curves</a></li>' if training else ''}{''.join(toc)}</ul></nav>
 <h2 id="runs">Runs</h2>
 {run_html}
+{training}
 <h2>Results</h2>
 {''.join(body) if body else '<p>No results yet: run <code>actstore probe</code>, '
  '<code>actstore similarity</code>, <code>actstore variance</code> or '
