@@ -141,7 +141,8 @@ def _importance(rd: Any, layer: str, head: str, step: int, res: NMFResult,
 
 def complexity_job(url: str, run: str, config: ComplexityConfig,
                    storage_options: dict | None = None) -> dict[str, Any]:
-    """One run: NMF, V-information per layer and checkpoint, importance (small arrays back)."""
+    """One run: NMF, V-information per layer and checkpoint (and per layer x checkpoint with
+    ``layers_over_checkpoints``), importance (small arrays back)."""
     from actstore.store import open_store
 
     rd = open_store(url, storage_options=storage_options).reader(run)
@@ -157,13 +158,17 @@ def complexity_job(url: str, run: str, config: ComplexityConfig,
     # the dictionary's own (layer, checkpoint) is decoded once
     by_step = {s: by_layer[layer] if s == step and layer in by_layer
                else _vinfo(rd, layer, s, Z, folds, config) for s in ckpts}
+    # every probed layer at every checkpoint, each (layer, checkpoint) decoded once
+    by_both = {s: {lay: by_layer[lay] if s == step else by_step[s] if lay == layer
+                   else _vinfo(rd, lay, s, Z, folds, config) for lay in probed}
+               for s in ckpts} if config.layers_over_checkpoints else {}
     imp, basis, residual = _importance(rd, layer, head, step, res, config)
     return {
         "run": run, "layer": layer, "step": step, "probed": probed, "steps": ckpts,
         "codes": Z.astype(np.float32), "dictionary": res.dictionary.astype(np.float32),
         "sample": rd.sample, "error": res.error, "relative_error": res.relative_error,
         "clipped": res.clipped, "n_epochs": res.n_epochs,
-        "vinfo_layer": by_layer, "vinfo_step": by_step,
+        "vinfo_layer": by_layer, "vinfo_step": by_step, "vinfo_layer_step": by_both,
         "importance": imp, "basis": basis, "head_residual": residual, "folds": folds.description,
     }
 

@@ -180,11 +180,15 @@ def _stack(parts: list[dict[str, Any]], config: ComplexityConfig) -> dict[str, A
     imp = np.full((R, H, K), np.nan)
     basis = np.full((R, H), "", dtype=object)
     comp, ttd, first, mean_code = (np.full((R, K), np.nan) for _ in range(4))
+    v_both = np.full((R, S, L, K), np.nan)
     for i, p in enumerate(parts):
         for lay, v in p["vinfo_layer"].items():
             v_lay[i, lays.index(lay)] = v
         for s, v in p["vinfo_step"].items():
             v_step[i, ckpts.index(int(s))] = v
+        for s, by_lay in p.get("vinfo_layer_step", {}).items():
+            for lay, v in by_lay.items():
+                v_both[i, ckpts.index(int(s)), lays.index(lay)] = v
         for h, v in p["importance"].items():
             imp[i, heads.index(h)] = v
             basis[i, heads.index(h)] = p["basis"][h]
@@ -195,6 +199,7 @@ def _stack(parts: list[dict[str, Any]], config: ComplexityConfig) -> dict[str, A
         mean_code[i] = p["codes"].astype(np.float64).mean(axis=0)
     return {"layer": lays, "checkpoint": ckpts, "target": heads, "vinfo_layer": v_lay,
             "vinfo_checkpoint": v_step, "importance": imp, "importance_class": basis,
+            "vinfo_layer_checkpoint": v_both if config.layers_over_checkpoints else None,
             "complexity": comp, "time_to_decode": ttd, "decodable_step": first,
             "code_mean": mean_code}
 
@@ -215,6 +220,8 @@ def _dataset(parts: list[dict[str, Any]], name: str, config: ComplexityConfig,
                 "complexity", "time_to_decode", "decodable_step", "code_mean")},
             "vinfo_layer": (("run", "layer", "atom"), a["vinfo_layer"]),
             "vinfo_checkpoint": (("run", "checkpoint", "atom"), a["vinfo_checkpoint"]),
+            **({} if a["vinfo_layer_checkpoint"] is None else {"vinfo_layer_checkpoint": (
+                ("run", "checkpoint", "layer", "atom"), a["vinfo_layer_checkpoint"])}),
             "importance": (("run", "target", "atom"), a["importance"]),
             "importance_class": (("run", "target"), a["importance_class"]),
             "source_layer": (("run",), np.asarray([p["layer"] for p in parts], dtype=object)),
@@ -232,7 +239,9 @@ def _dataset(parts: list[dict[str, Any]], name: str, config: ComplexityConfig,
                 "Dictionary features (NMF, k per run) of one layer; V-information (held-out "
                 "ridge R^2 of the standardised code, clipped at 0) from every probed layer "
                 "(vinfo_layer) and from the feature's layer at every checkpoint "
-                "(vinfo_checkpoint); complexity = 1 - mean over layers; time_to_decode = 1 - "
+                "(vinfo_checkpoint), and with layers_over_checkpoints from every probed layer "
+                "at every checkpoint (vinfo_layer_checkpoint); complexity = 1 - mean over "
+                "layers; time_to_decode = 1 - "
                 "mean over checkpoints (inferred); importance = mean gradient x activation of "
                 "each input's class logit (linear head recovered from the recorded logits)."
             ),

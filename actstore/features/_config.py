@@ -101,6 +101,10 @@ class ComplexityConfig:
         Ridge penalties.
     over_checkpoints : bool
         Also decode the features from ``layer`` at every complete checkpoint.
+    layers_over_checkpoints : bool
+        Decode the features from every probed layer at every complete checkpoint
+        (``vinfo_layer_checkpoint``: where in the network each feature is accessible, over
+        training); layers x checkpoints decoders per run instead of layers + checkpoints.
     threshold : float
         V-information that counts as decodable (``decodable_step``).
     importance : bool
@@ -131,6 +135,7 @@ class ComplexityConfig:
     split: str | None = None
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     over_checkpoints: bool = True
+    layers_over_checkpoints: bool = False
     threshold: float = 0.5
     importance: bool = True
     head_tol: float = 1e-3
@@ -147,6 +152,7 @@ class ComplexityConfig:
         "layers": ("layers", None), "folds": ("n_splits", int), "seed": ("seed", None),
         "split": ("split", None), "threshold": ("threshold", None),
         "checkpoints": ("over_checkpoints", bool), "importance": ("importance", None),
+        "layer_checkpoints": ("layers_over_checkpoints", bool),
         "negative": ("negative", None), "max_epochs": ("max_epochs", None),
     }
 
@@ -167,8 +173,11 @@ class ComplexityConfig:
         object.__setattr__(self, "standardize", bool(self.standardize))
 
     def to_json(self) -> dict[str, Any]:
-        """The settings as recorded in the results (with the run selection, by the driver)."""
-        return {
+        """The settings as recorded in the results (with the run selection, by the driver);
+        ``layers_over_checkpoints`` only when set (results written without it keep their
+        settings)."""
+        extra = {"layers_over_checkpoints": True} if self.layers_over_checkpoints else {}
+        return {**extra,
             "k": self.k, "layer": self.layer, "step": self.step,
             "layers": None if self.layers is None else list(self.layers),
             "head_layer": self.head_layer, "n_splits": self.n_splits, "seed": self.seed,
@@ -183,5 +192,6 @@ class ComplexityConfig:
     def from_options(cls, options: Mapping[str, Any]) -> ComplexityConfig:
         """The config of a study file's ``complexity`` analysis (``k``, ``layer``, ``step``,
         ``layers``, ``folds``, ``seed``, ``split``, ``threshold``, ``checkpoints``,
-        ``importance``, ``negative``, ``max_epochs``; ``runs`` is the driver's argument)."""
+        ``layer_checkpoints``, ``importance``, ``negative``, ``max_epochs``; ``runs`` is the
+        driver's argument)."""
         return cls(**fields_from_options(options, cls.OPTIONS, "complexity", ("runs",)))

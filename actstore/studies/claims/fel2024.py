@@ -23,7 +23,10 @@ def _complexity(res: Results) -> Any:
 
 def _spearman_over_runs(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[float, float]:
     """Mean over runs of Spearman(x, y), and its bootstrap standard error over features."""
-    value = float(np.nanmean([rank_correlation(x, y) for x, y in zip(xs, ys, strict=True)]))
+    per_run = [rank_correlation(x, y) for x, y in zip(xs, ys, strict=True)]
+    if not np.isfinite(per_run).any():
+        return float("nan"), float("nan")
+    value = float(np.nanmean(per_run))
     rng = np.random.default_rng(0)
     boots = []
     for _ in range(N_BOOT):
@@ -98,25 +101,44 @@ def _needs_emergence(ds: Any) -> None:
 
 def _sedimentation(res: Results) -> Measure:
     ds = _complexity(res)
-    var = next((k for k, v in ds.data_vars.items()
-                if {"run", "checkpoint", "layer", "atom"} <= set(v.dims)), None)
-    if var is None:
+    if "vinfo_layer_checkpoint" not in ds:
         raise Untestable("V-information per layer is in the complexity result at the final "
-                         "checkpoint only (vinfo_layer); the claim needs it at every checkpoint")
+                         "checkpoint only (vinfo_layer); the claim needs it at every checkpoint "
+                         "(complexity analysis with layer_checkpoints = true)")
     _needs_importance(ds)
-    v = ds[var].transpose("run", "checkpoint", "layer", "atom").values  # (R, C, L, A)
-    imp = np.nanmean(ds["importance"].values, axis=1)  # (R, A)
-    early = slice(0, max(1, v.shape[2] // 2))
-    gains = []
-    for r in range(v.shape[0]):
+    if ds.sizes["checkpoint"] < 2:
+        raise Untestable("the complexity result has one checkpoint: no change over training")
+    v = ds["vinfo_layer_checkpoint"].transpose("run", "checkpoint", "layer", "atom").values
+    early = _early_layers(ds)
+    # per feature: gain in V-information from the earlier layers, first -> last checkpoint
+    gain = np.nanmean(v[:, -1, early] - v[:, 0, early], axis=1)  # (R, A)
+    imp = np.nanmean(ds["importance"].values, axis=1)  # (R, A): mean over output heads
+    runs = range(ds.sizes["run"])
+    value, unc = _spearman_over_runs([imp[r] for r in runs], [gain[r] for r in runs])
+    if not np.isfinite(value):
+        raise Untestable("importance or the gain in V-information has no spread over the "
+                         "dictionary features")
+    halves = []
+    for r in runs:
         top = imp[r] >= np.nanmedian(imp[r])
-        gains.append(float(np.nanmean(v[r, -1, early][:, top] - v[r, 0, early][:, top])))
-    value = float(np.mean(gains))
-    unc = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+        halves.append(f"{np.nanmean(gain[r, top]):+.2f} vs {np.nanmean(gain[r, ~top]):+.2f}")
+    layers = [str(x) for x in ds["layer"].values[early]]
+    steps = ds["checkpoint"].values
     return directional(value, unc, +1,
-                       f"V-information of the more important half of the features in the "
-                       f"first {early.stop} layers: {value:+.3f} from the first to the last "
-                       f"checkpoint ({len(gains)} runs)")
+                       f"Spearman(importance, gain) {value:+.2f} ({len(runs)} runs x "
+                       f"{ds.sizes['atom']} features); gain of V-information from "
+                       f"{', '.join(layers)}, step {int(steps[0])} -> {int(steps[-1])}, of "
+                       "the more vs the less important half of the features, per run: "
+                       + "; ".join(halves) + _heads(res, [str(r) for r in ds["run"].values]))
+
+
+def _early_layers(ds: Any) -> list[int]:
+    """Indices of the earlier half of the probed layers, without the dictionary's own layer
+    (its V-information is the features themselves at the dictionary's checkpoint)."""
+    names = [str(x) for x in ds["layer"].values]
+    own = {str(x) for x in ds["source_layer"].values} if "source_layer" in ds else set()
+    idx = [i for i, x in enumerate(names) if x not in own] or list(range(len(names)))
+    return idx[: max(1, (len(idx) + 1) // 2)]
 
 
 CLAIMS = (
@@ -136,6 +158,7 @@ CLAIMS = (
     Claim("sedimentation",
           "Important features become accessible at earlier layers during training, like a "
           "sedimentation process.", f"{CITE}, abstract",
-          "V-information of the more important half of the features in the earlier half of "
-          "the layers, last - first checkpoint; +- s.e. over runs", _sedimentation),
+          "Spearman correlation over dictionary features of importance with the gain in "
+          "V-information from the earlier half of the probed layers (first to last "
+          "checkpoint), mean over runs; +- bootstrap s.e. over features", _sedimentation),
 )

@@ -1,0 +1,73 @@
+"""Fel et al. (2024) and Li et al. (2016) experiments beyond the first findings table:
+sedimentation (important features become accessible at earlier layers over training) and the
+study settings that feed them. Each verdict flips when its numbers flip."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from test_findings import FakeStore
+
+from actstore.studies import evaluate_claims, load_study
+from actstore.studies._findings import FAILS, HOLDS, UNTESTABLE
+from actstore.studies.claims import CLAIMS
+
+LAYERS = ["conv1", "conv2", "conv3", "fc6", "fc7"]
+STEPS = [0, 10, 100]
+
+
+def _verdicts(study: str, store: FakeStore) -> dict[str, Any]:
+    return {c.key: m for c, m in evaluate_claims(CLAIMS[study], store)}
+
+
+def _fel(sign: float, n_atoms: int = 20) -> FakeStore:
+    """Complexity results of 2 runs whose features' V-information in the early layers grows
+    over training with their importance (``sign`` +1) or against it (-1)."""
+    rng = np.random.default_rng(4)
+    imp = rng.uniform(0, 1, (2, n_atoms))
+    v = np.full((2, len(STEPS), len(LAYERS), n_atoms), 0.2)
+    for t in range(len(STEPS)):
+        frac = t / (len(STEPS) - 1)
+        # the earlier layers gain V-information over training in proportion to importance
+        v[:, t, :3] += frac * 0.5 * (0.5 + sign * (imp - 0.5))[:, None, :]
+    v += rng.normal(0, 0.01, v.shape)
+    v[:, :, -1] = 1.0  # the dictionary's layer
+    K = 1 - v[:, -1].mean(axis=1)
+    ds = xr.Dataset(
+        {"complexity": (("run", "atom"), K),
+         "importance": (("run", "target", "atom"), imp[:, None, :].repeat(2, axis=1)),
+         "time_to_decode": (("run", "atom"), rng.uniform(0, 1, K.shape)),
+         "decodable_step": (("run", "atom"), rng.choice([0.0, 10.0, 100.0], K.shape)),
+         "vinfo_layer": (("run", "layer", "atom"), v[:, -1]),
+         "vinfo_layer_checkpoint": (("run", "checkpoint", "layer", "atom"), v),
+         "source_layer": (("run",), np.array(["fc7", "fc7"], dtype=object))},
+        coords={"run": ["a", "b"], "target": ["x", "y"], "checkpoint": STEPS,
+                "layer": LAYERS})
+    return FakeStore({}, {"complexity/main": ds})
+
+
+def test_fel_sedimentation_flips_with_the_numbers():
+    m = _verdicts("fel2024", _fel(+1))["sedimentation"]
+    assert m.verdict == HOLDS and m.value > 0.8
+    # the earlier half of the probed layers, not the dictionary's own layer
+    assert "from conv1, conv2, step 0 -> 100" in m.reason
+    m = _verdicts("fel2024", _fel(-1))["sedimentation"]
+    assert m.verdict == FAILS and m.value < -0.8
+    store = _fel(+1)
+    store.results["complexity/main"] = store.results["complexity/main"].drop_vars(
+        "vinfo_layer_checkpoint")
+    m = _verdicts("fel2024", store)["sedimentation"]
+    assert m.verdict == UNTESTABLE and "layer_checkpoints = true" in m.reason
+    store = _fel(+1)
+    store.results["complexity/main"]["vinfo_layer_checkpoint"][:] = 0.5
+    m = _verdicts("fel2024", store)["sedimentation"]
+    assert m.verdict == UNTESTABLE and "no spread" in m.reason
+
+
+def test_the_fel_study_decodes_every_layer_at_every_checkpoint():
+    for scale in ("small", "paper"):
+        study = load_study("fel2024", scale)
+        cx = next(a for a in study.analyses if a["kind"] == "complexity")
+        assert cx["layer_checkpoints"] is True
