@@ -19,6 +19,10 @@ A sweep file (see ``actstore/training/sweeps/*.toml`` and docs/training.md)::
     width = 16
     [variants.p05.dataset.trifeature]       # named variants override any of the above
     p = 0.5
+    [variants.bits]                         # ... and may train other datasets, tasks, models
+    datasets = ["binary"]                   # or seeds than the sweep's (each axis it names
+    tasks = ["label"]                       # replaces the sweep's)
+    models = ["mlp"]
 
 Every key is checked; unknown keys, names and parameters are errors that list the valid ones.
 """
@@ -62,7 +66,9 @@ SWEEP_DIR = Path(__file__).parent / "sweeps"
 
 _TOP = ("name", "description", "datasets", "tasks", "models", "seeds", "train", "capture",
         "dataset", "model", "variants")
-_VARIANT = ("description", "train", "capture", "dataset", "model")
+_VARIANT = ("description", "datasets", "tasks", "models", "seeds", "train", "capture", "dataset",
+            "model")
+_AXES = ("datasets", "tasks", "models", "seeds")
 
 
 @dataclass
@@ -259,6 +265,30 @@ def _names(doc: dict[str, Any], key: str, registry: dict[str, Any], what: str) -
     return list(dict.fromkeys(names))
 
 
+def _axes(doc: dict[str, Any], where: str = "") -> tuple[list[str], dict[str, list[str]],
+                                                       list[str], list[int]]:
+    """The datasets, tasks (per dataset), models and seeds of a sweep or of one variant
+    (``where``: the variant's table, for messages)."""
+    try:
+        datasets = _names(doc, "datasets", DATASETS, "dataset")
+        models = _names(doc, "models", MODELS, "model")
+        tasks_v = doc.get("tasks")
+        if isinstance(tasks_v, dict):
+            check_table_keys(tasks_v, datasets, "[tasks]")
+            tasks = {d: _names(tasks_v, d, TASKS, "task") for d in datasets if d in tasks_v}
+            missing = [d for d in datasets if d not in tasks]
+            if missing:
+                raise ActstoreError(
+                    f"[tasks] gives no tasks for dataset(s) {', '.join(missing)}")
+        else:
+            names = _names(doc, "tasks", TASKS, "task")
+            tasks = {d: names for d in datasets}
+        seeds = parse_seeds(doc.get("seeds", [0]))
+    except ActstoreError as e:
+        raise ActstoreError(f"{where}{e}") from None
+    return datasets, tasks, models, seeds
+
+
 def _dataclass_from(cls: Any, table: Any, where: str) -> Any:
     check_table_keys(table, [f.name for f in fields(cls)], where)
     return cls(**table)
@@ -295,25 +325,13 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
         runs with the same id; the message names the place in the document.
     """
     check_table_keys(doc, _TOP, f"sweep {source}")
-    datasets = _names(doc, "datasets", DATASETS, "dataset")
-    models = _names(doc, "models", MODELS, "model")
-    tasks_v = doc.get("tasks")
-    if isinstance(tasks_v, dict):
-        check_table_keys(tasks_v, datasets, "[tasks]")
-        tasks = {d: _names(tasks_v, d, TASKS, "task") for d in datasets if d in tasks_v}
-        missing = [d for d in datasets if d not in tasks]
-        if missing:
-            raise ActstoreError(f"[tasks] gives no tasks for dataset(s) {', '.join(missing)}")
-    else:
-        names = _names(doc, "tasks", TASKS, "task")
-        tasks = {d: names for d in datasets}
-    seeds = parse_seeds(doc.get("seeds", [0]))
+    axes = _axes(doc)
     base = {k: doc.get(k, {}) for k in ("train", "capture", "dataset", "model")}
     _params_tables(base, "dataset", DATASETS, "")
     _params_tables(base, "model", MODELS, "")
     variants_doc = check_table_keys(doc.get("variants", {}), list(doc.get("variants", {})),
                                "[variants]")
-    variants: list[tuple[str, dict[str, Any]]] = [("", base)]
+    variants: list[tuple[str, dict[str, Any], Any]] = [("", base, axes)]
     if variants_doc:
         variants = []
         for vname, vdoc in variants_doc.items():
@@ -325,11 +343,14 @@ def parse_sweep(doc: dict[str, Any], source: str = "<sweep>") -> Sweep:
             check_table_keys(vdoc, _VARIANT, f"[variants.{vname}]")
             _params_tables(vdoc, "dataset", DATASETS, f"variants.{vname}.")
             _params_tables(vdoc, "model", MODELS, f"variants.{vname}.")
-            over = {k: v for k, v in vdoc.items() if k != "description"}
-            variants.append((vname, merge_tables(base, over)))
+            over = {k: v for k, v in vdoc.items() if k not in ("description", *_AXES)}
+            own = {k: vdoc[k] for k in _AXES if k in vdoc}
+            variants.append((vname, merge_tables(base, over),
+                             _axes({**{k: doc[k] for k in _AXES if k in doc}, **own},
+                                   f"[variants.{vname}] ") if own else axes))
 
     runs: list[RunSpec] = []
-    for vname, vdoc in variants:
+    for vname, vdoc, (datasets, tasks, models, seeds) in variants:
         where = f"[variants.{vname}]" if vname else "sweep"
         train = _dataclass_from(TrainConfig, vdoc.get("train", {}), f"[train] of {where}")
         capture = _dataclass_from(CaptureConfig, vdoc.get("capture", {}),

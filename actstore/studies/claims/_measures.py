@@ -11,8 +11,8 @@ import numpy as np
 
 from actstore.studies._findings import Results
 
-__all__ = ["DECODED_LAYERS", "decoded_layers", "probe_accuracy", "rank_correlation",
-           "similarity_pairs", "task_summary"]
+__all__ = ["DECODED_LAYERS", "decoded_layers", "probe_accuracy", "probe_accuracy_for",
+           "rank_correlation", "similarity_pairs", "task_summary"]
 
 #: the layers Hermann & Lampinen decode (AlexNet: conv5 after max-pool, fc6, fc7; ResNet: the
 #: last block before and after global pooling); other models: the last layer before ``out``
@@ -82,3 +82,22 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
         return float("nan")
     return float(np.corrcoef(rankdata(x[ok]), rankdata(y[ok]))[0, 1])
+
+
+def probe_accuracy_for(res: Results, features: Sequence[str], what: str) -> tuple[Any, Any, int]:
+    """As :func:`probe_accuracy`, from the first probe result that decodes one of
+    ``features`` (a store can hold probe results of networks with different labels).
+
+    Raises
+    ------
+    Untestable
+        No such probe result (``what`` names it).
+    """
+    from actstore.decode import default_decoder
+
+    ds = res.need("probes", what,
+                  lambda d: bool(set(features) & {str(f) for f in d["feature"].values}))
+    dec = default_decoder([str(d) for d in ds["decoder"].values])
+    n = int(json.loads(ds.attrs.get("actstore.config", "{}")).get("n_splits") or 1)
+    return (ds["accuracy"].sel(decoder=dec),
+            ds["accuracy_std"].sel(decoder=dec) / np.sqrt(n), n)
