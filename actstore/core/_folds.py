@@ -19,14 +19,8 @@ from actstore._args import whole_number
 from actstore._errors import ActstoreError
 from actstore.core._reprs import short_text
 
-__all__ = [
-    "Folds",
-    "check_folds",
-    "explicit_split",
-    "label_folds",
-    "predefined_folds",
-    "stratified_folds",
-]
+__all__ = ["Folds", "check_folds", "explicit_split", "label_folds", "predefined_folds",
+           "stratified_folds"]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,6 @@ from actstore.core._reprs import short_list
 
 __all__ = ["FeatureSpec", "Targets", "encode_targets", "infer_kind"]
 
-KINDS = ("categorical", "continuous")
-
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -47,6 +45,10 @@ class FeatureSpec:
     def n_classes(self) -> int:
         """Number of classes (0 for a continuous feature)."""
         return 0 if self.classes is None else int(self.classes.size)
+
+
+#: The kinds of feature a target encodes (one column per class, or one column).
+KINDS = ("categorical", "continuous")
 
 
 @dataclass(frozen=True)

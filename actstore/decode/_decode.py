@@ -115,6 +115,9 @@ def decode(
 ) -> DecodeResult:
     """Run every decoder of ``config`` on one streamed activation matrix.
 
+    One pass over the blocks accumulates each fold's moments and Gram matrices; every decoder,
+    penalty and feature is then solved from those statistics (no second read).
+
     Parameters
     ----------
     source : BlockSource

@@ -100,14 +100,6 @@ def with_values(da: Any) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class RunLayers:
-    """What the store says of one run: its model and its layers in network order."""
-
-    model: str
-    layers: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class RunGroup:
     """Runs of one model whose results cover the same layers; drawn as one small multiple.
 
@@ -136,6 +128,14 @@ class RunGroup:
         n = len(self.layers)
         return f"{self.name}: {model}{n} layer{'s' * (n != 1)}, run{'s' * (len(self.runs) != 1)}" \
                f" {runs}"
+
+
+@dataclass(frozen=True)
+class RunLayers:
+    """What the store says of one run: its model and its layers in network order."""
+
+    model: str
+    layers: tuple[str, ...]
 
 
 def model_label(model: Any) -> str:

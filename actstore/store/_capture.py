@@ -300,6 +300,9 @@ def capture_slot(
 ) -> bool:
     """Record one checkpoint of ``model`` into an open :class:`RunWriter`.
 
+    The probe set runs through the model in batches; forward hooks reduce each selected
+    layer's output and write it to the checkpoint's slot, which is marked complete last.
+
     Parameters
     ----------
     writer : RunWriter

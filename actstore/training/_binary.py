@@ -52,9 +52,7 @@ class BinaryEasyHard(Dataset):
         hard_bits: int = 2,
         easy_predictivity: float = 0.9,
         hard_predictivity: float = 0.9,
-        n_train: int = 4096,
-        n_val: int = 1024,
-        n_probe: int = 1024,
+        n_train: int = 4096, n_val: int = 1024, n_probe: int = 1024,
         probe_seed: int = 0,
     ):
         self.features = {"label": 2, "easy": 2, "hard": 2}

@@ -293,11 +293,10 @@ def _saved_config(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ActstoreError(
-            f"{path} is not a readable run config ({type(e).__name__}: {e}); the weights next "
-            "to it cannot be told apart from another run's: remove that directory or give "
-            "another weights directory"
-        ) from None
+        why = f"{type(e).__name__}: {e}"
+    raise ActstoreError(f"{path} is not a readable run config ({why}); the weights next to it "
+                        "cannot be told apart from another run's: remove that directory or "
+                        "give another weights directory")
 
 
 def _write_atomic(path: Path, text: str) -> None:
