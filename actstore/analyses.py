@@ -216,7 +216,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
            ("runs", "layers", "checkpoints", "where", "stimuli")),
     _entry("align", "alignment", "Unit alignment between runs", AlignConfig, _align,
            ("runs", "layers", "checkpoint", "stimuli", "mutual_info", "lasso", "n_clusters",
-            "seed"), ("runs", "layers", "checkpoint", "stimuli")),
+            "positions", "seed"), ("runs", "layers", "checkpoint", "stimuli")),
     _entry("complexity", "complexity", "Feature complexity", ComplexityConfig, _complexity,
            ("runs", "k", "layer", "step", "layers", "folds", "seed", "split", "threshold",
             "checkpoints", "layer_checkpoints", "importance", "negative", "max_epochs"),

@@ -146,9 +146,11 @@ def alignment_job(
 
 
 def _is_map(info: dict[str, Any]) -> bool:
-    """The store holds a whole conv map (channels x positions) for this layer."""
+    """The store holds a conv map (channels x positions: all of them, or a grid of them) for
+    this layer."""
     shape = list(info.get("output_shape", []))
-    return info.get("reduction") in ("flatten", "none") and len(shape) == 3
+    reduction = str(info.get("reduction"))
+    return (reduction in ("flatten", "none") or reduction.startswith("grid:")) and len(shape) == 3
 
 
 def _sub_moments(m: PairMoments, ia: np.ndarray, ib: np.ndarray) -> PairMoments:
@@ -191,9 +193,9 @@ def align_layer(
     maps = [_is_map(i) for i in infos]
     if positions == "yes" and not all(maps):
         raise ActstoreError(
-            f"layer {layer!r} is not stored as whole conv maps in every run (reduction "
-            f"{[i.get('reduction') for i in infos]}); record it with --reduce flatten, or "
-            "use --positions no"
+            f"layer {layer!r} is not stored as conv maps in every run (reduction "
+            f"{[i.get('reduction') for i in infos]}); record it with --reduce flatten (or "
+            "grid:S, a grid of positions), or use --positions no"
         )
     conv = all(maps) and positions != "no"
     widths = [int(i["output_shape"][0]) if conv else rd.units(layer)

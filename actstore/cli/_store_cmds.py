@@ -147,7 +147,7 @@ def dump_cmd(
     reduce: Annotated[
         str | None,
         typer.Option(help="Reduction of conv maps / sequences: mean, max, center, flatten, "
-                          "randproj:K, first, last, all (default: the model's declared "
+                          "grid:S, randproj:K, first, last, all (default: the model's declared "
                           "actstore_reductions, else mean). Token sequences are reduced over "
                           "the tokens the probe set's attention_mask marks valid."),
     ] = None,

@@ -64,6 +64,26 @@ def _red_flatten(t: Any, arg: int | None, name: str, mask: Any) -> Any:
     return t.reshape(t.shape[0], -1)
 
 
+def _red_grid(t: Any, arg: int | None, name: str, mask: Any) -> Any:
+    """The activations at ``arg`` x ``arg`` evenly spaced positions of a conv map (every
+    position of a smaller map), as they are (no pooling), channel-major:
+    ``(B, C, H, W) -> (B, C * h * w)``. Analyses that use positions as samples (alignment)
+    read them back as ``(B * h * w, C)``."""
+    import torch
+
+    if not arg or arg < 1:
+        raise ActstoreError("reduction 'grid:S' needs a positive S, e.g. grid:8")
+    if t.ndim != 4:
+        raise ActstoreError(
+            f"reduction 'grid' keeps positions of a conv map (batch, channels, height, width); "
+            f"layer {name!r} gives shape {tuple(t.shape)}; use 'mean' or 'flatten'"
+        )
+    for axis, n in ((2, t.shape[2]), (3, t.shape[3])):
+        idx = np.unique(np.round(np.linspace(0, n - 1, min(arg, n))).astype(np.int64))
+        t = t.index_select(axis, torch.as_tensor(idx, device=t.device))
+    return t.reshape(t.shape[0], -1)
+
+
 def _token_at(t: Any, index: Any) -> Any:
     """``t[b, index[b]]`` for every sample b: (B, T, D), (B,) -> (B, D)."""
     return t[t.new_tensor(range(t.shape[0]), dtype=index.dtype), index]
@@ -125,7 +145,7 @@ def _red_randproj(t: Any, arg: int | None, name: str, mask: Any) -> Any:
     return torch.sparse.mm(proj, x.float().T).T  # (B, K)
 
 
-#: Reductions applied at capture time; ``randproj`` takes ``:K``. Each is
+#: Reductions applied at capture time; ``randproj`` takes ``:K``, ``grid`` ``:S``. Each is
 #: ``fn(output, K, layer name, mask)``; ``mask`` is a boolean (B, T) tensor for a token
 #: sequence whose probe set has an attention mask, else None.
 REDUCTIONS: dict[str, Callable[[Any, int | None, str, Any], Any]] = {
@@ -133,6 +153,7 @@ REDUCTIONS: dict[str, Callable[[Any, int | None, str, Any], Any]] = {
     "max": _red_max,
     "center": _red_center,
     "flatten": _red_flatten,
+    "grid": _red_grid,
     "first": _red_first,
     "last": _red_last,
     "all": _red_all,
@@ -148,7 +169,8 @@ def parse_reduction(spec: str) -> tuple[str, int | None]:
     name, _, arg = spec.partition(":")
     if name not in REDUCTIONS:
         raise ActstoreError(
-            f"unknown reduction {spec!r}; choose one of {', '.join(REDUCTIONS)} (randproj:K)"
+            f"unknown reduction {spec!r}; choose one of {', '.join(REDUCTIONS)} (randproj:K, "
+            "grid:S)"
         )
     try:
         return name, int(arg) if arg else None

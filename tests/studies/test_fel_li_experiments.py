@@ -71,3 +71,25 @@ def test_the_fel_study_decodes_every_layer_at_every_checkpoint():
         study = load_study("fel2024", scale)
         cx = next(a for a in study.analyses if a["kind"] == "complexity")
         assert cx["layer_checkpoints"] is True
+
+
+def test_li_says_whether_conv_units_were_correlated_over_positions():
+    from test_findings import _li
+
+    mixed = np.r_[np.full(8, 0.95), np.full(8, 0.2)]
+    store = _li(mixed, lasso_loss=0.1)
+    m = _verdicts("li2016", store)["reliable_features"]
+    assert "spatial positions" not in m.reason
+    for ds in store.results.values():
+        ds.attrs.update(positions=True, n_samples=300 * 64)
+    m = _verdicts("li2016", store)["reliable_features"]
+    assert m.verdict == HOLDS
+    assert "over stimuli x spatial positions in conv1 (19200 samples)" in m.reason
+
+
+def test_the_li_study_keeps_a_grid_of_positions_of_conv_maps():
+    for scale in ("small", "paper"):
+        study = load_study("li2016", scale)
+        assert {r.capture.reduce for r in study.sweep.runs} == {"grid:8"}
+        align = next(a for a in study.analyses if a["kind"] == "align")
+        assert align.get("positions", "auto") == "auto"  # fc layers have no positions

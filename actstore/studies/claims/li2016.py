@@ -52,7 +52,24 @@ def _reliable_and_not(res: Results) -> Measure:
     value, unc = mean_se(per_layer)
     return directional(value, unc, +1,
                        f"units matched one-to-one at r >= {HIGH} / at r < {LOW}: "
-                       + ", ".join(parts))
+                       + ", ".join(parts) + _positions(res))
+
+
+def _positions(res: Results) -> str:
+    """``"; correlated over stimuli x spatial positions in conv1, conv2 (19200 samples
+    each in conv1, ...)"``: the layers whose units were correlated over positions as well."""
+    over = [(layer, int(ds.attrs.get("n_samples", 0))) for layer, ds in _layers(res)
+            if bool(ds.attrs.get("positions", False))]
+    if not over:
+        for rid in res.runs():
+            table = getattr(res.store.reader(rid), "layer_table", {})
+            conv = [info for info in table.values() if info.get("kind") == "conv"]
+            if conv:
+                return (f"; conv units are whole-map summaries (reduction "
+                        f"{conv[0].get('reduction')}), correlated over stimuli only")
+        return ""
+    return ("; correlated over stimuli x spatial positions in "
+            + ", ".join(f"{layer} ({n} samples)" for layer, n in over))
 
 
 def _subspaces(res: Results) -> Measure:
