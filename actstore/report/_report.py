@@ -21,6 +21,7 @@ import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.report import _plots as P
+from actstore.report._dictionary import dictionary_html
 from actstore.report._findings import findings_html
 from actstore.report._lasso import lasso_html
 from actstore.report._layout import (
@@ -331,7 +332,8 @@ def _complexity(ds: Any, fig: Callable[..., str], ctx: dict[str, Any]) -> str:
     df.index.name = "run"
     return (f"<p>{ds.sizes['atom']} dictionary features per run; complexity "
             f"K = 1 - mean V-information over {ds.sizes['layer']} layers. Codes: "
-            f"<code>{_e(ds.attrs.get('codes', ''))}</code>.</p>" + _table(df))
+            f"<code>{_e(ds.attrs.get('codes', ''))}</code>.</p>" + _table(df)
+            + dictionary_html(ds, fig, ctx.get("store")))
 
 
 def _in_network_order(group: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
@@ -464,7 +466,7 @@ def write_report(
     training, train_figs, train_problems = training_section(store, folder)
     report.figures += train_figs
     report.problems += train_problems
-    ctx = {"targets": targets or None, "runs": run_layers(store)}
+    ctx = {"targets": targets or None, "runs": run_layers(store), "store": store}
     body: list[str] = []
     toc: list[str] = []
     for analysis, name, ds in groups:
