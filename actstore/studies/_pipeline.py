@@ -8,6 +8,7 @@ re-running a study resumes: complete runs are skipped and finished probe jobs ar
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ class StudyReport:
     ----------
     study, scale, store : str
     stages : list of dict
-        ``stage`` (``train``, ``<kind>:<name>``, ``report``) and ``wall_s``.
+        ``stage`` (``train``, ``<kind>:<name>``, ``report``) and ``wall_s``; ``skipped``
+        (why) for an analysis whose ``runs`` match no run the study trains at this scale.
     report : str
         Path of the HTML page.
     store_bytes : int or None
@@ -59,6 +61,19 @@ class StudyReport:
                 "stages": self.stages, "report": self.report, "store_bytes": self.store_bytes,
                 "wall_s": round(self.wall_s, 3), "failed_runs": self.failed_runs,
                 "problems": self.problems, "findings": self.findings}
+
+
+def _narrowed(analysis: dict[str, Any], run_ids: list[str]) -> dict[str, Any] | None:
+    """``analysis`` with its ``runs`` patterns narrowed to those matching one of ``run_ids``
+    (a study file names the runs of every experiment; a scale may train only some); ``None``
+    when none matches."""
+    sel = analysis.get("runs")
+    if sel is None or sel == "all":
+        return analysis
+    pats = [p.strip() for p in (",".join(sel) if isinstance(sel, list) else str(sel)).split(",")
+            if p.strip()]
+    keep = [p for p in pats if any(fnmatch.fnmatchcase(r, p) for r in run_ids)]
+    return {**analysis, "runs": ",".join(keep)} if keep else None
 
 
 def run_study(
@@ -115,7 +130,16 @@ def run_study(
             f"{first['run_id']}: {first.get('error')}); the analyses were not run"
         )
     stage("train", t)
-    for a in study.analyses:
+    run_ids = [r.run_id for r in study.sweep.runs]
+    for entry in study.analyses:
+        a = _narrowed(entry, run_ids)
+        if a is None:  # an experiment this scale does not train
+            rep.stages.append({"stage": f"{entry['kind']}:{entry['name']}", "wall_s": 0.0,
+                               "skipped": f"no run of this scale matches runs = "
+                                          f"{entry['runs']!r}"})
+            if log is not None:
+                log(f"{entry['kind']}:{entry['name']}: skipped ({rep.stages[-1]['skipped']})")
+            continue
         t = time.perf_counter()
         analysis = ANALYSES[a["kind"]]
         config, options = analysis.configure(

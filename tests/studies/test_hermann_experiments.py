@@ -305,3 +305,48 @@ def test_tiny_study_measures_every_experiment(tmp_path):
         assert rows[key]["reason"]
         assert "no runs" not in rows[key]["reason"] and "no multi-task" not in rows[key][
             "reason"] and "step 0" not in rows[key]["reason"], rows[key]
+
+
+def test_an_analysis_of_an_experiment_a_scale_does_not_train_is_skipped(tmp_path):
+    """A study names the runs of each experiment; at a scale that trains only some, the
+    analyses of the others are skipped (saying why) and the rest run on their runs."""
+    from actstore.store import open_store
+    from actstore.studies import run_study
+
+    f = tmp_path / "mine.toml"
+    f.write_text('''
+name = "mine"
+[sweep]
+datasets = ["binary"]
+tasks = ["label"]
+models = ["mlp"]
+seeds = [0]
+train = { steps = 4, checkpoints = 2, eval_size = 16 }
+dataset.binary = { n_train = 64, n_val = 16, n_probe = 32 }
+model.mlp = { hidden = [4] }
+[sweep.variants.a]
+[sweep.variants.b]
+dataset.binary = { easy_predictivity = 0.6 }
+[[analysis]]
+kind = "probe"
+name = "both"
+runs = "*-a-*,*-b-*"
+decoders = ["ridge"]
+folds = 2
+[[analysis]]
+kind = "probe"
+name = "bonly"
+runs = "*-b-*"
+decoders = ["ridge"]
+folds = 2
+[scale.small]
+variants = ["a"]
+''')
+    rep = run_study(load_study(str(f), "small"), str(tmp_path / "s.zarr"), serial=True)
+    stages = {s["stage"]: s for s in rep.stages}
+    assert stages["probe:bonly"]["skipped"] == "no run of this scale matches runs = '*-b-*'"
+    assert "skipped" not in stages["probe:both"]
+    names = open_store(str(tmp_path / "s.zarr")).result_names()
+    assert "probes/both" in names and "probes/bonly" not in names
+    assert list(open_store(str(tmp_path / "s.zarr")).read_result("probes", "both")[
+        "run"].values) == ["binary-label-mlp-a-s0"]

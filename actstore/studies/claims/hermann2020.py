@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from actstore.studies._findings import Claim, Measure, Results, Untestable, directional, mean_se
+from actstore.studies._findings import (
+    Claim,
+    Measure,
+    Results,
+    Untestable,
+    Z,
+    directional,
+    mean_se,
+)
 from actstore.studies.claims._measures import (
     decoded_layers,
     probe_accuracy_for,
@@ -264,9 +272,11 @@ def _redundant(res: Results) -> Measure:
                          f"({task_summary(res, top, target)})")
     first = _untrained(res, acc, top + base)
     gap = first[other] - first[target]
-    if abs(gap) < 0.02:
+    gap_se = float(np.sqrt(2 * (se.sel(run=top + base, feature=[other, target])
+                                .isel(checkpoint=0) ** 2).mean()))
+    if abs(gap) <= Z * gap_se:
         raise Untestable(f"the untrained networks decode {other} and {target} alike "
-                         f"({_fmt(first)}): no preference to reflect")
+                         f"({_fmt(first)}, within {Z:g} s.e.): no preference to reflect")
     (p_top, u_top, e_top), (p_base, u_base, e_base) = pref(top), pref(base)
     sign = 1.0 if gap > 0 else -1.0
     value = sign * (p_top - p_base)
