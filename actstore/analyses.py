@@ -219,7 +219,8 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
             "positions", "seed"), ("runs", "layers", "checkpoint", "stimuli")),
     _entry("complexity", "complexity", "Feature complexity", ComplexityConfig, _complexity,
            ("runs", "k", "layer", "step", "layers", "folds", "seed", "split", "threshold",
-            "checkpoints", "layer_checkpoints", "importance", "negative", "max_epochs"),
+            "checkpoints", "layer_checkpoints", "flow_layers", "importance", "negative",
+            "max_epochs"),
            ("runs",)),
 )}
 

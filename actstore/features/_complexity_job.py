@@ -21,7 +21,8 @@ from actstore.features._importance import linear_importance, recover_linear_head
 from actstore.features._nmf import NMFResult, nmf
 from actstore.features._variance import default_features
 
-__all__ = ["codes_dataset", "complexity_job", "dictionary_layer", "head_layer", "probed_layers"]
+__all__ = ["codes_dataset", "complexity_job", "dictionary_layer", "flow_layers", "head_layer",
+           "probed_layers"]
 
 
 def head_layer(reader: Any, head: str | None) -> str:
@@ -58,6 +59,13 @@ def probed_layers(order: Sequence[str], layer: str, head: str,
     if patterns is None:
         return [x for x in order[: list(order).index(layer) + 1] if x != head]
     return list(dict.fromkeys(x for p in patterns for x in order if fnmatch.fnmatchcase(x, p)))
+
+
+def flow_layers(order: Sequence[str], patterns: Sequence[str] | None) -> list[str]:
+    """Layers of ``order`` that match ``patterns`` (the flow layers: decoded, not probed)."""
+    import fnmatch
+
+    return [x for x in order if any(fnmatch.fnmatchcase(x, p) for p in patterns or ())]
 
 
 def _heads(reader: Any, n_logits: int) -> list[tuple[str, int, int]]:
@@ -147,7 +155,8 @@ def complexity_job(url: str, run: str, config: ComplexityConfig,
 
     rd = open_store(url, storage_options=storage_options).reader(run)
     head, layer, step, steps = _source(rd, config)
-    probed = probed_layers(rd.layers, layer, head, config.layers)
+    flow = flow_layers(rd.layers, config.flow_layers)
+    probed = [x for x in probed_layers(rd.layers, layer, head, config.layers) if x not in flow]
     res = nmf(ReaderSource(rd, layer, step), config.k, mode=config.mode,
               batch_rows=config.batch_rows, max_epochs=config.max_epochs, tol=config.tol,
               seed=config.seed, negative=config.negative, backend=config.backend)
@@ -162,6 +171,7 @@ def complexity_job(url: str, run: str, config: ComplexityConfig,
     by_both = {s: {lay: by_layer[lay] if s == step else by_step[s] if lay == layer
                    else _vinfo(rd, lay, s, Z, folds, config) for lay in probed}
                for s in ckpts} if config.layers_over_checkpoints else {}
+    by_flow = {lay: _vinfo(rd, lay, step, Z, folds, config) for lay in flow}
     imp, basis, residual = _importance(rd, layer, head, step, res, config)
     return {
         "run": run, "layer": layer, "step": step, "probed": probed, "steps": ckpts,
@@ -169,6 +179,7 @@ def complexity_job(url: str, run: str, config: ComplexityConfig,
         "sample": rd.sample, "error": res.error, "relative_error": res.relative_error,
         "clipped": res.clipped, "n_epochs": res.n_epochs,
         "vinfo_layer": by_layer, "vinfo_step": by_step, "vinfo_layer_step": by_both,
+        "vinfo_flow": by_flow,
         "importance": imp, "basis": basis, "head_residual": residual, "folds": folds.description,
     }
 

@@ -30,6 +30,7 @@ from actstore.features._complexity_job import (
     codes_dataset,
     complexity_job,
     dictionary_layer,
+    flow_layers,
     head_layer,
     probed_layers,
 )
@@ -78,7 +79,9 @@ def _check_runs(store: Any, chosen: list[str], config: ComplexityConfig) -> None
                 + (f" {step}; complete: {', '.join(map(str, complete))}"
                    if step is not None and complete else "")
             )
-        probed_of[r] = probed_layers(rd.layers, src, head, config.layers)
+        flow = flow_layers(rd.layers, config.flow_layers)
+        probed_of[r] = [x for x in probed_layers(rd.layers, src, head, config.layers)
+                        if x not in flow]
     if config.layers == ():
         raise ActstoreError(
             "the probed layer selection is empty; give layer names or patterns, or leave it "
@@ -181,11 +184,15 @@ def _stack(parts: list[dict[str, Any]], config: ComplexityConfig) -> dict[str, A
     basis = np.full((R, H), "", dtype=object)
     comp, ttd, first, mean_code = (np.full((R, K), np.nan) for _ in range(4))
     v_both = np.full((R, S, L, K), np.nan)
+    flows = list(dict.fromkeys(x for p in parts for x in p.get("vinfo_flow", {})))
+    v_flow = np.full((R, len(flows), K), np.nan)
     for i, p in enumerate(parts):
         for lay, v in p["vinfo_layer"].items():
             v_lay[i, lays.index(lay)] = v
         for s, v in p["vinfo_step"].items():
             v_step[i, ckpts.index(int(s))] = v
+        for lay, v in p.get("vinfo_flow", {}).items():
+            v_flow[i, flows.index(lay)] = v
         for s, by_lay in p.get("vinfo_layer_step", {}).items():
             for lay, v in by_lay.items():
                 v_both[i, ckpts.index(int(s)), lays.index(lay)] = v
@@ -200,6 +207,7 @@ def _stack(parts: list[dict[str, Any]], config: ComplexityConfig) -> dict[str, A
     return {"layer": lays, "checkpoint": ckpts, "target": heads, "vinfo_layer": v_lay,
             "vinfo_checkpoint": v_step, "importance": imp, "importance_class": basis,
             "vinfo_layer_checkpoint": v_both if config.layers_over_checkpoints else None,
+            "flow_layer": flows, "vinfo_flow": v_flow,
             "complexity": comp, "time_to_decode": ttd, "decodable_step": first,
             "code_mean": mean_code}
 
@@ -222,6 +230,8 @@ def _dataset(parts: list[dict[str, Any]], name: str, config: ComplexityConfig,
             "vinfo_checkpoint": (("run", "checkpoint", "atom"), a["vinfo_checkpoint"]),
             **({} if a["vinfo_layer_checkpoint"] is None else {"vinfo_layer_checkpoint": (
                 ("run", "checkpoint", "layer", "atom"), a["vinfo_layer_checkpoint"])}),
+            **({"vinfo_flow": (("run", "flow_layer", "atom"), a["vinfo_flow"])}
+               if a["flow_layer"] else {}),
             "importance": (("run", "target", "atom"), a["importance"]),
             "importance_class": (("run", "target"), a["importance_class"]),
             "source_layer": (("run",), np.asarray([p["layer"] for p in parts], dtype=object)),
@@ -232,7 +242,9 @@ def _dataset(parts: list[dict[str, Any]], name: str, config: ComplexityConfig,
         },
         coords={"run": [p["run"] for p in parts], "atom": np.arange(config.k),
                 "layer": a["layer"], "checkpoint": np.asarray(a["checkpoint"], dtype=np.int64),
-                "target": np.asarray(a["target"], dtype=str)},
+                "target": np.asarray(a["target"], dtype=str),
+                **({"flow_layer": np.asarray(a["flow_layer"], dtype=str)}
+                   if a["flow_layer"] else {})},
         attrs={
             "analysis": ANALYSIS,
             "description": (
@@ -240,7 +252,8 @@ def _dataset(parts: list[dict[str, Any]], name: str, config: ComplexityConfig,
                 "ridge R^2 of the standardised code, clipped at 0) from every probed layer "
                 "(vinfo_layer) and from the feature's layer at every checkpoint "
                 "(vinfo_checkpoint), and with layers_over_checkpoints from every probed layer "
-                "at every checkpoint (vinfo_layer_checkpoint); complexity = 1 - mean over "
+                "at every checkpoint (vinfo_layer_checkpoint), and from the flow layers "
+                "(vinfo_flow: decoded, not counted in complexity); complexity = 1 - mean over "
                 "layers; time_to_decode = 1 - "
                 "mean over checkpoints (inferred); importance = mean gradient x activation of "
                 "each input's class logit (linear head recovered from the recorded logits)."

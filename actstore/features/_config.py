@@ -101,6 +101,11 @@ class ComplexityConfig:
         Ridge penalties.
     over_checkpoints : bool
         Also decode the features from ``layer`` at every complete checkpoint.
+    flow_layers : tuple of str, optional
+        Layers (names or glob patterns) whose V-information of the features is computed at
+        the dictionary's checkpoint (``vinfo_flow``) but that are not probed for complexity,
+        such as the residual branches of a ResNet's blocks next to the blocks' outputs
+        (``block*_bn_b``); patterns that match no layer of a run are skipped.
     layers_over_checkpoints : bool
         Decode the features from every probed layer at every complete checkpoint
         (``vinfo_layer_checkpoint``: where in the network each feature is accessible, over
@@ -136,6 +141,7 @@ class ComplexityConfig:
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     over_checkpoints: bool = True
     layers_over_checkpoints: bool = False
+    flow_layers: tuple[str, ...] | None = None
     threshold: float = 0.5
     importance: bool = True
     head_tol: float = 1e-3
@@ -153,6 +159,7 @@ class ComplexityConfig:
         "split": ("split", None), "threshold": ("threshold", None),
         "checkpoints": ("over_checkpoints", bool), "importance": ("importance", None),
         "layer_checkpoints": ("layers_over_checkpoints", bool),
+        "flow_layers": ("flow_layers", None),
         "negative": ("negative", None), "max_epochs": ("max_epochs", None),
     }
 
@@ -169,14 +176,18 @@ class ComplexityConfig:
                 raise ActstoreError(f"{what} must be 1 or more, got {v}")
         object.__setattr__(self, "k", int(k))
         object.__setattr__(self, "layers", _layer_patterns(self.layers))
+        object.__setattr__(self, "flow_layers", _layer_patterns(self.flow_layers))
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         object.__setattr__(self, "standardize", bool(self.standardize))
 
     def to_json(self) -> dict[str, Any]:
         """The settings as recorded in the results (with the run selection, by the driver);
-        ``layers_over_checkpoints`` only when set (results written without it keep their
-        settings)."""
-        extra = {"layers_over_checkpoints": True} if self.layers_over_checkpoints else {}
+        ``layers_over_checkpoints`` and ``flow_layers`` only when set (results written
+        without them keep their settings)."""
+        extra: dict[str, Any] = {"layers_over_checkpoints": True} \
+            if self.layers_over_checkpoints else {}
+        if self.flow_layers:
+            extra["flow_layers"] = list(self.flow_layers)
         return {**extra,
             "k": self.k, "layer": self.layer, "step": self.step,
             "layers": None if self.layers is None else list(self.layers),
@@ -192,6 +203,6 @@ class ComplexityConfig:
     def from_options(cls, options: Mapping[str, Any]) -> ComplexityConfig:
         """The config of a study file's ``complexity`` analysis (``k``, ``layer``, ``step``,
         ``layers``, ``folds``, ``seed``, ``split``, ``threshold``, ``checkpoints``,
-        ``layer_checkpoints``, ``importance``, ``negative``, ``max_epochs``; ``runs`` is the
-        driver's argument)."""
+        ``layer_checkpoints``, ``flow_layers``, ``importance``, ``negative``, ``max_epochs``;
+        ``runs`` is the driver's argument)."""
         return cls(**fields_from_options(options, cls.OPTIONS, "complexity", ("runs",)))

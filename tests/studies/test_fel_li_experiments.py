@@ -93,3 +93,33 @@ def test_the_li_study_keeps_a_grid_of_positions_of_conv_maps():
         assert {r.capture.reduce for r in study.sweep.runs} == {"grid:8"}
         align = next(a for a in study.analyses if a["kind"] == "align")
         assert align.get("positions", "auto") == "auto"  # fc layers have no positions
+
+
+def _resnet(sign: float) -> FakeStore:
+    """Complexity results of 2 ResNet runs whose features are decoded from each block's
+    output and from its residual branch; the branch holds complex features (``sign`` +1) or
+    simple ones (-1) better than the block's output does."""
+    rng = np.random.default_rng(5)
+    blocks = ["block1", "block2", "block3"]
+    K = rng.uniform(0, 1, (2, 16))
+    v = np.clip(1 - K[:, None, :] + rng.normal(0, 0.01, (2, 3, 16)), 0, 1)
+    flow = v + sign * 0.3 * (K[:, None, :] - 0.5) + rng.normal(0, 0.01, v.shape)
+    ds = xr.Dataset(
+        {"complexity": (("run", "atom"), K), "vinfo_layer": (("run", "layer", "atom"), v),
+         "vinfo_flow": (("run", "flow_layer", "atom"), flow)},
+        coords={"run": ["a", "b"], "layer": blocks,
+                "flow_layer": [f"{b}_bn_b" for b in blocks]})
+    return FakeStore({}, {"complexity/main": ds})
+
+
+def test_fel_residual_bypass_flips_with_the_numbers():
+    m = _verdicts("fel2024", _resnet(+1))["residual_bypass"]
+    assert m.verdict == HOLDS and m.value > 0.8 and "3 blocks: block1_bn_b vs block1" in m.reason
+    m = _verdicts("fel2024", _resnet(-1))["residual_bypass"]
+    assert m.verdict == FAILS and m.value < -0.8
+    from test_findings import _Reader
+
+    store = _fel(+1)  # an AlexNet: no residual blocks
+    store.runs = {"a": _Reader({"model": "alexnet"}, STEPS, LAYERS)}
+    m = _verdicts("fel2024", store)["residual_bypass"]
+    assert m.verdict == UNTESTABLE and "(runs: alexnet)" in m.reason

@@ -132,6 +132,37 @@ def _sedimentation(res: Results) -> Measure:
                        + "; ".join(halves) + _heads(res, [str(r) for r in ds["run"].values]))
 
 
+def _residual_bypass(res: Results) -> Measure:
+    ds = _complexity(res)
+    stream = [str(x) for x in ds["layer"].values]
+    flows = [str(x) for x in ds["flow_layer"].values] if "vinfo_flow" in ds else []
+    # each branch next to its block's output: "block3_bn_b" -> "block3"
+    pairs = [(f, max(parents, key=len)) for f in flows
+             if (parents := [x for x in stream if f.startswith(x + "_")])]
+    if not pairs:
+        models = sorted({str(a.get("model", "-")) for a in res.runs().values()}) or ["-"]
+        raise Untestable(
+            "no residual branch next to a block's output in the complexity result (runs: "
+            f"{', '.join(models)}); the claim needs a ResNet whose blocks' branches are "
+            "recorded and decoded (flow_layers)")
+    v_flow = ds["vinfo_flow"].transpose("run", "flow_layer", "atom").values
+    v = ds["vinfo_layer"].transpose("run", "layer", "atom").values
+    # per feature: V-information from the branch - from the block's output, mean over blocks
+    gap = np.nanmean(np.stack([v_flow[:, flows.index(f)] - v[:, stream.index(b)]
+                               for f, b in pairs]), axis=0)  # (R, A)
+    K = np.asarray(ds["complexity"].values, float)
+    runs = range(ds.sizes["run"])
+    value, unc = _spearman_over_runs([K[r] for r in runs], [gap[r] for r in runs])
+    if not np.isfinite(value):
+        raise Untestable("K or the branch - block V-information has no spread over the "
+                         "dictionary features")
+    return directional(value, unc, +1,
+                       f"Spearman(K, V-information from the residual branch - from the "
+                       f"block's output) {value:+.2f} ({len(pairs)} blocks: "
+                       f"{pairs[0][0]} vs {pairs[0][1]} ...; {ds.sizes['run']} runs x "
+                       f"{ds.sizes['atom']} features)")
+
+
 def _early_layers(ds: Any) -> list[int]:
     """Indices of the earlier half of the probed layers, without the dictionary's own layer
     (its V-information is the features themselves at the dictionary's checkpoint)."""
@@ -161,4 +192,11 @@ CLAIMS = (
           "Spearman correlation over dictionary features of importance with the gain in "
           "V-information from the earlier half of the probed layers (first to last "
           "checkpoint), mean over runs; +- bootstrap s.e. over features", _sedimentation),
+    Claim("residual_bypass",
+          "Simpler features tend to bypass the visual hierarchy via residual connections.",
+          f"{CITE}, abstract",
+          "Spearman correlation over dictionary features of complexity K with the "
+          "V-information from each residual block's branch (before the shortcut is added) - "
+          "from the block's output, mean over blocks, mean over runs; +- bootstrap s.e. over "
+          "features", _residual_bypass),
 )
