@@ -158,7 +158,8 @@ def plot_sedimentation(ds: Any, path: str) -> str:
     ax.set_ylabel("V-information (held-out R$^2$)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, title="solid: more important half; dashed: less", title_fontsize=7)
+    ax.legend(fontsize=7, title="solid: more important half\ndashed: less important half",
+              title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("where the dictionary features are accessible, over training", fontsize=9)
     return L.save_figure(fig, path)
 
