@@ -181,3 +181,94 @@ def test_top_pcs_and_single_units_flip_with_the_activations():
     assert m["top_pcs"].verdict == UNTESTABLE and "parity3 not learned" in m["top_pcs"].reason
     m = _m(_store("complexity", "mlp", COMPLEXITY, (0.5, 0.1), acts=acts, labels={}))
     assert m["single_units"].verdict == UNTESTABLE and "no labels" in m["single_units"].reason
+
+
+TINY = """
+name = "lampinen2024"
+description = "the study's experiments at a size that trains in seconds"
+paper = "Lampinen, Chan & Hermann, TMLR 2024"
+
+[sweep]
+datasets = ["multifeature"]
+tasks = ["all"]
+models = ["mlp"]
+seeds = [0]
+
+[sweep.train]
+steps = 40
+checkpoints = 2
+batch_size = 32
+lr = 3e-3
+eval_size = 64
+
+[sweep.dataset.multifeature]
+domain_bits = 3
+n_train = 256
+n_val = 64
+n_probe = 64
+
+[sweep.model.mlp]
+hidden = [16]
+
+[sweep.model.conv1d]
+channels = [4]
+fc_width = 16
+
+[sweep.model.transformer]
+d_model = 8
+n_layers = 1
+n_heads = 2
+mlp_ratio = 1
+
+[sweep.variants.complexity]
+models = ["mlp", "conv1d", "transformer"]
+
+[sweep.variants.complexity.dataset.multifeature]
+features = [{ name = "linear", bits = 1 }, { name = "parity2", bits = 2 }]
+
+[sweep.variants.order.dataset.multifeature]
+features = [{ name = "later", bits = 1 }, { name = "first", bits = 1 }]
+
+[sweep.variants.order.train]
+first_head = "first"
+first_steps = 20
+
+[sweep.variants.position]
+models = ["transformer"]
+
+[sweep.variants.position.dataset.multifeature]
+features = [{ name = "p0", bits = 1, position = 0 }, { name = "p1", bits = 1, position = 1 }]
+
+[[analysis]]
+kind = "variance"
+name = "main"
+folds = 2
+"""
+
+
+def test_the_experiments_train_and_reach_the_findings_table(tmp_path):
+    """Order, position, the CNN and the principal-component and unit rows, on a tiny study
+    trained end to end: every row reads its runs (whatever their verdict at this size)."""
+    from actstore._execution import Execution
+    from actstore.store import open_store
+    from actstore.studies import load_study, run_study
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    study = load_study(str(path), "small")
+    assert sorted({(r.variant, r.model) for r in study.sweep.runs}) == [
+        ("complexity", "conv1d"), ("complexity", "mlp"), ("complexity", "transformer"),
+        ("order", "mlp"), ("position", "transformer")]
+    store = str(tmp_path / "tiny.zarr")
+    rep = run_study(study, store, execution=Execution(workers=1))
+    assert rep.failed_runs == []
+    assert open_store(store).reader("multifeature-all-conv1d-complexity-s0").units(
+        "conv1") == 4 * 6  # channels x input bits
+    rows = {r["claim"]: r for r in rep.findings}
+    assert list(rows) == [c.key for c in CLAIMS["lampinen2024"]]
+    for key in ("complexity", "complexity_cnn", "complexity_transformer", "top_pcs",
+                "single_units", "order", "position"):
+        reason = rows[key]["reason"]
+        assert "no runs" not in reason and "no variance result" not in reason, (key, reason)
+        assert ("not learned" in reason) or rows[key]["value"] is not None, (key, reason)
+    assert "no runs of the 'prevalence' variant" in rows["prevalence"]["reason"]
