@@ -10,7 +10,11 @@ checkpoints). Settings: 5-fold stratified CV, 13 ridge alphas, 13 logistic Cs.
 Timed in this one process run, side by side, all on one core (`--threads 1`, BLAS limited
 with threadpoolctl; the machine is shared, and one core per contestant keeps the ratios stable):
   floor           reading + decoding every activation array once, plus X^T X of every array
-                  in float64 at this machine's measured matrix-product rate
+                  in float64 at this machine's measured matrix-product rate, plus one d x d
+                  symmetric eigendecomposition per job (`numpy.linalg.eigh`, LAPACK dsyevd)
+                  at its measured time: what every exact cross-validated ridge over a grid of
+                  penalties needs at least. Printed in total and per width, with the
+                  engine's ridge time per width (the result's per-job seconds) over it
   engine ridge    `run_probes(decoders=("ridge",), execution=Execution(workers=1))`: all
                   jobs, in this process, on standardised units (the default)
   engine logistic `run_probes(decoders=("logistic",))` likewise, standardised
@@ -60,23 +64,44 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def floor(store, jobs, n: int) -> dict:
-    """Read every array once; X^T X (float64) per width at the measured rate."""
-    t0 = time.perf_counter()
+    """Read every array once; X^T X (float64) and one eigendecomposition per job, at the
+    rates measured here for each width."""
     nbytes = 0
-    for run, step, layer, _ in jobs:
+    read_of: dict[int, list[float]] = {}
+    for run, step, layer, w in jobs:
+        t0 = time.perf_counter()
         for _, _, blk in store.reader(run).iter_blocks(layer, step):
             nbytes += blk.nbytes
-    read_s = time.perf_counter() - t0
+        read_of.setdefault(w, []).append(time.perf_counter() - t0)
+    read_s = sum(sum(v) for v in read_of.values())
     rng = np.random.default_rng(0)
-    xtx = {}
+    xtx, eig = {}, {}
     for d in sorted({j[3] for j in jobs}):
         X = rng.standard_normal((n, d))
         xtx[d] = best_of(lambda X=X: X.T @ X)
+        C = X.T @ X
+        eig[d] = best_of(lambda C=C: np.linalg.eigh(C))
     big = max(xtx)
     rate = 2.0 * n * big * big / xtx[big] / 1e9
     compute_s = sum(xtx[j[3]] for j in jobs)
-    return {"read_s": read_s, "xtx_s": compute_s, "floor_s": read_s + compute_s,
-            "gflops": rate, "read_mb": nbytes / 2**20}
+    eig_s = sum(eig[j[3]] for j in jobs)
+    per_job = {d: float(np.mean(read_of[d])) + xtx[d] + eig[d] for d in xtx}
+    return {"read_s": read_s, "xtx_s": compute_s, "eigh_s": eig_s,
+            "floor_s": read_s + compute_s + eig_s, "gflops": rate, "read_mb": nbytes / 2**20,
+            "eigh_per_width_s": {str(d): t for d, t in eig.items()},
+            "floor_per_job_s": {str(d): t for d, t in per_job.items()}}
+
+
+def per_width_ratios(ds, decoder: str, fl: dict, widths, names) -> dict:
+    """Engine seconds per job of each width (mean over the store) / the floor per job."""
+    out = {}
+    for i, w in enumerate(widths):
+        sec = float(ds["seconds"].sel(layer=names[i]).mean())
+        out[str(w)] = {"engine_s": sec, "floor_s": fl["floor_per_job_s"][str(w)],
+                       "ratio": sec / fl["floor_per_job_s"][str(w)]}
+        print(f"  {decoder} width {w:5}: {sec:7.3f} s per job, floor {out[str(w)]['floor_s']:.3f}"
+              f" s -> {out[str(w)]['ratio']:.2f}x")
+    return out
 
 
 def _grid(model, param, values, splits):
@@ -205,10 +230,13 @@ def main() -> None:
     limits = threadpool_limits(args.threads)
     fl = floor(store, jobs, args.n)
     print(f"floor: read+decode {fl['read_s']:.1f} s ({fl['read_mb']:.0f} MiB), X^T X "
-          f"{fl['xtx_s']:.1f} s at {fl['gflops']:.0f} GFLOP/s -> {fl['floor_s']:.1f} s")
+          f"{fl['xtx_s']:.1f} s at {fl['gflops']:.0f} GFLOP/s, one eigh per job "
+          f"{fl['eigh_s']:.1f} s -> {fl['floor_s']:.1f} s")
 
     t_ridge, ds_ridge = engine(args.store, ("ridge",), config, 1, "bench-ridge")
     print(f"engine ridge: {t_ridge:.1f} s for {len(jobs)} jobs", flush=True)
+    layer_names = [f"layer{i}" for i in range(len(widths))]
+    ridge_widths = per_width_ratios(ds_ridge, "ridge", fl, widths, layer_names)
     t_log, ds_log = engine(args.store, ("logistic",), config, 1, "bench-logistic")
     print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs", flush=True)
     raw = {**config, "standardize": False}
@@ -265,7 +293,7 @@ def main() -> None:
     def extrapolate(times: dict) -> float:
         return sum(np.mean(v) * per_width[w] for w, v in times.items())
 
-    rows = [("floor (read + X^T X)", fl["floor_s"], None, None),
+    rows = [("floor (read + X^T X + eigh)", fl["floor_s"], None, None),
             ("engine ridge", t_ridge, None, None),
             ("engine logistic", t_log, None, None)]
     if t_ridge_raw is not None:
@@ -277,7 +305,7 @@ def main() -> None:
     out = {"floor": fl, "engine_ridge_s": t_ridge, "engine_logistic_s": t_log, "jobs": len(jobs),
            "engine_ridge_raw_s": t_ridge_raw, "engine_logistic_raw_s": t_log_raw,
            "engine_ridge_dask_s": t_dask, "engine_logistic_dask_s": t_dask_log,
-           "threads": args.threads}
+           "threads": args.threads, "ridge_per_width": ridge_widths}
     for name, times in base.items():
         if len(times) == len(widths):
             total = extrapolate(times)
