@@ -272,3 +272,17 @@ def test_the_experiments_train_and_reach_the_findings_table(tmp_path):
         assert "no runs" not in reason and "no variance result" not in reason, (key, reason)
         assert ("not learned" in reason) or rows[key]["value"] is not None, (key, reason)
     assert "no runs of the 'prevalence' variant" in rows["prevalence"]["reason"]
+
+
+def test_a_rare_feature_is_learned_only_beyond_its_majority_rate():
+    """On 5% of the inputs, always answering 0 scores 0.95: chance is the majority rate."""
+    feats = [{"name": "common", "bits": 1, "prevalence": 0.5},
+             {"name": "rare", "bits": 1, "prevalence": 0.05}]
+    m = _m(_store("prevalence", "mlp", feats, (0.30, 0.35), acc=(1.0, 0.99)))["prevalence"]
+    assert m.verdict == HOLDS and m.value == pytest.approx(-0.045)  # either sign counts
+    assert "rare 0.350" in m.reason and "0.99 held-out, chance 0.95" in m.reason
+    m = _m(_store("prevalence", "mlp", feats, (0.30, 0.35), acc=(1.0, 0.95)))["prevalence"]
+    assert m.verdict == UNTESTABLE
+    assert m.reason == "rare not learned (0.95 held-out, chance 0.95)"
+    m = _m(_store("prevalence", "mlp", feats, (0.35, 0.35), acc=(1.0, 1.0)))["prevalence"]
+    assert m.verdict == UNTESTABLE and "within 2 x its uncertainty" in m.reason
