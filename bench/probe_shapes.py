@@ -1,0 +1,121 @@
+"""Benchmark profile: decoders at the shapes of real-model probes, engine vs scikit-learn.
+
+Run:  .venv/bin/python bench/probe_shapes.py                      # the two shapes below
+      .venv/bin/python bench/probe_shapes.py --shapes 800x384,4000x768,5000x2048
+
+Each shape ``n x d`` is one activation matrix as a user probes it: n stimuli, d units of a
+sentence encoder (800 x 384), BERT-base (4,000 x 768) or a wide CNN layer (5,000 x 2,048);
+synthetic post-ReLU activations (`actstore.testing.synthetic_activations`, trained state) with
+six categorical features of 2, 3, 4, 5, 8 and 10 classes. Same 5 stratified folds for every
+method, 13 ridge alphas (1e-2..1e4), 13 logistic Cs (1e-4..1e2), one BLAS thread for all.
+
+Timed in this one process run, side by side (best of ``--repeat``):
+  engine ridge      `probe_arrays(X, labels, decoders=("ridge",))` on standardised units
+  engine logistic   `probe_arrays(X, labels, decoders=("logistic",))`, standardised
+  sklearn ridge     `GridSearchCV(make_pipeline(StandardScaler(), RidgeClassifier()), alphas,
+                    cv=<same folds>)` per feature
+  sklearn logistic  `GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(
+                    max_iter=100)), Cs, cv=<same folds>)` per feature
+
+Printed per shape: seconds, speed-up of the engine, and the largest difference of the CV
+accuracy at the chosen penalty (percentage points) over the six features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from probe import sklearn_logistic, sklearn_ridge
+
+from actstore.probes import ProbeConfig, make_folds, probe_arrays
+from actstore.testing import synthetic_activations, synthetic_labels
+
+FEATURES = {"f2": 2, "f3": 3, "f4": 4, "f5": 5, "f8": 8, "f10": 10}
+ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
+CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
+
+
+def best_of(fn, repeat: int):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def one_shape(n: int, d: int, repeat: int, skip: set[str]) -> dict:
+    labels = synthetic_labels(n, FEATURES, seed=0)
+    X = synthetic_activations(labels, d, progress=1.0, run_seed=0, layer_seed=d)
+    config = {"alphas": ALPHAS, "Cs": CS, "n_splits": 5, "seed": 0}
+    folds, _ = make_folds(labels, ProbeConfig(**config))
+    splits = list(folds.split())
+    out: dict = {"n": n, "d": d}
+    for kind, baseline, grid in (("ridge", sklearn_ridge, ALPHAS),
+                                 ("logistic", sklearn_logistic, CS)):
+        t_eng, ds = best_of(lambda kind=kind: probe_arrays(
+            X, labels, folds=folds, **{**config, "decoders": (kind,)}), repeat)
+        eng = {f: float(ds["accuracy"].sel(decoder=kind, feature=f)) for f in FEATURES}
+        row = {"engine_s": t_eng, "engine_acc": eng}
+        if f"sklearn-{kind}" not in skip:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lbfgs convergence warnings at max_iter=100
+                t_base, (_, acc) = best_of(
+                    lambda b=baseline, g=grid: b(X, labels, splits, g), repeat)
+            row.update(sklearn_s=t_base, sklearn_acc=acc, speedup=t_base / t_eng,
+                       max_acc_diff_pt=max(abs(100 * (eng[f] - acc[f])) for f in FEATURES))
+        out[kind] = row
+        base = (f"sklearn {row['sklearn_s']:.2f} s -> {row['speedup']:.1f}x, max |acc diff| "
+                f"{row['max_acc_diff_pt']:.2f} pt" if "sklearn_s" in row else "")
+        print(f"n={n:5} d={d:5} {kind:8}: engine {t_eng:.2f} s; {base}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--shapes", default="800x384,4000x768", help="n x d, comma-separated")
+    ap.add_argument("--repeat", type=int, default=1, help="best of this many rounds")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads for everything")
+    ap.add_argument("--skip", default="", help="sklearn-ridge, sklearn-logistic")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = ap.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    skip = set(args.skip.split(","))
+    with threadpool_limits(args.threads):
+        # first calls import and compile what both sides use lazily: not timed
+        with open("/dev/null", "w") as null:
+            stdout, sys.stdout = sys.stdout, null
+            try:
+                one_shape(120, 16, 1, skip)
+            finally:
+                sys.stdout = stdout
+        rows = [one_shape(n, d, args.repeat, skip) for n, d in shapes]
+    print()
+    print("| shape | ridge engine vs sklearn loop | logistic engine vs sklearn loop |")
+    print("| --- | --- | --- |")
+    for r in rows:
+        cells = []
+        for kind in ("ridge", "logistic"):
+            x = r[kind]
+            cells.append(f"{x['speedup']:.1f}x ({x['engine_s']:.2f} s vs {x['sklearn_s']:.2f} s;"
+                         f" acc diff <= {x['max_acc_diff_pt']:.2f} pt)" if "speedup" in x
+                         else f"{x['engine_s']:.2f} s")
+        print(f"| n={r['n']}, d={r['d']} | {cells[0]} | {cells[1]} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
