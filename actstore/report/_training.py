@@ -134,6 +134,7 @@ def plot_training(curves: list[Curves], path: str) -> str:
     steps = sorted({s for c in curves for s in c.steps})
     for ax in (ax_l, ax_a):
         L.checkpoint_axis(ax, steps)
+        ax.set_xlim(-0.3, max(steps) * 1.3 + 0.3)  # no room for negative steps
         ax.legend(fontsize=7)
     ax_l.set_ylabel("cross-entropy (mean over heads)")
     ax_l.set_title("loss: training set (solid), validation set (dashed)", fontsize=9)
