@@ -233,11 +233,9 @@ def _pcs_units(units: bool, models: tuple[str, ...]) -> Callable[[Results], Meas
 QUANTITY = ("variance of the hidden layers explained (held-out R^2, last checkpoint): {a} - "
             "{b}; +- s.e. over seeds")
 SIMPLER = "Features that are simpler to compute tend to be represented more strongly"
-ARCHITECTURES = ("We train various deep learning architectures to compute these multiple "
-                 "abstract features about their inputs. We find that their learned feature "
-                 "representations are systematically biased towards representing some "
-                 "features more strongly than others, depending upon extraneous properties "
-                 "such as feature complexity")
+ARCHITECTURES = ("The learned feature representations of various deep learning architectures "
+                 "are systematically biased towards representing some features more strongly "
+                 "than others, depending upon extraneous properties such as feature complexity")
 
 CLAIMS = (
     Claim("complexity",
