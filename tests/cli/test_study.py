@@ -63,8 +63,8 @@ def test_every_study_parses_at_every_scale(name, scale):
     for spec in s.sweep.runs:
         spec.resolve()  # every model builds (on the meta device)
     seeds = {r.seed for r in s.sweep.runs}
-    if scale == "small":
-        assert len(seeds) == 2
+    if scale == "small":  # two seeds (four for lampinen2024's prevalence: a smaller effect)
+        assert len({r.seed for r in s.sweep.runs if r.variant != "prevalence"}) == 2
     else:
         assert len(seeds) >= 3
 
