@@ -123,3 +123,22 @@ def test_fel_residual_bypass_flips_with_the_numbers():
     store.runs = {"a": _Reader({"model": "alexnet"}, STEPS, LAYERS)}
     m = _verdicts("fel2024", store)["residual_bypass"]
     assert m.verdict == UNTESTABLE and "(runs: alexnet)" in m.reason
+
+
+def test_fel_reads_the_flow_result_beside_the_main_one():
+    store = _fel(+1)
+    store.results["complexity/flow"] = _resnet(+1).results["complexity/main"]
+    m = _verdicts("fel2024", store)
+    assert m["residual_bypass"].verdict == HOLDS
+    assert m["sedimentation"].verdict == _verdicts("fel2024", _fel(+1))["sedimentation"].verdict
+
+
+def test_the_fel_study_trains_a_resnet_for_the_flow_row_at_small_scale():
+    small = load_study("fel2024", "small")
+    flow = [r for r in small.sweep.runs if r.variant == "flow"]
+    assert [r.model for r in flow] == ["resnet"]
+    assert list(flow[0].capture.layers) == ["all", "block*.bn_b"]
+    assert {r.model for r in small.sweep.runs if r.variant == "main"} == {"alexnet"}
+    paper = load_study("fel2024", "paper")
+    assert {(r.model, r.variant) for r in paper.sweep.runs} == {("resnet", "main")}
+    assert list(paper.sweep.runs[0].capture.layers) == ["all", "block*.bn_b"]

@@ -18,7 +18,19 @@ N_BOOT = 500
 
 
 def _complexity(res: Results) -> Any:
+    """The study's complexity result (``main`` where there are several)."""
+    if "main" in res.names("complexity"):
+        return res.get("complexity", "main")
     return res.need("complexity", "complexity result (dictionary features)")
+
+
+def _flow(res: Results) -> Any:
+    """The complexity result that decoded flow layers (a ResNet's residual branches), else
+    the study's."""
+    for name in res.names("complexity"):
+        if "vinfo_flow" in res.get("complexity", name):
+            return res.get("complexity", name)
+    return _complexity(res)
 
 
 def _spearman_over_runs(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[float, float]:
@@ -133,7 +145,7 @@ def _sedimentation(res: Results) -> Measure:
 
 
 def _residual_bypass(res: Results) -> Measure:
-    ds = _complexity(res)
+    ds = _flow(res)
     stream = [str(x) for x in ds["layer"].values]
     flows = [str(x) for x in ds["flow_layer"].values] if "vinfo_flow" in ds else []
     # each branch next to its block's output: "block3_bn_b" -> "block3"
@@ -160,7 +172,8 @@ def _residual_bypass(res: Results) -> Measure:
                        f"Spearman(K, V-information from the residual branch - from the "
                        f"block's output) {value:+.2f} ({len(pairs)} blocks: "
                        f"{pairs[0][0]} vs {pairs[0][1]} ...; {ds.sizes['run']} runs x "
-                       f"{ds.sizes['atom']} features)")
+                       f"{ds.sizes['atom']} features)"
+                       + _heads(res, [str(r) for r in ds["run"].values]))
 
 
 def _early_layers(ds: Any) -> list[int]:
