@@ -401,7 +401,8 @@ def _consistency(res: Results) -> Measure:
         if a["task"] == b["task"] and a["run"] < b["run"]:
             per.setdefault((a["task"], a["layer"]), []).append(s)
     tasks = sorted({t for t, _ in per})
-    summary = "; ".join(f"{t}: {task_summary(res, rs, t)}" for t, rs in of.items())
+    summary = "; ".join(f"{t}: {task_summary(res, rs, t)}" for t, rs in of.items()) or (
+        "no single-task networks")
     if len(tasks) < 2:
         raise Untestable("needs two tasks each learned by two seeds, in the RSA result at the "
                          f"last checkpoint; learned by two: {', '.join(tasks) or 'none'} "
