@@ -24,7 +24,8 @@ class Curves:
 
     Attributes
     ----------
-    run, task : str
+    run, model, variant, task : str
+        The run and what it trained (``variant`` ``""`` outside a study's variants).
     steps : list of int
         Checkpoint steps.
     loss : dict
@@ -36,7 +37,14 @@ class Curves:
     """
 
     run: str
+    model: str
+    variant: str
     task: str
+
+    @property
+    def label(self) -> str:
+        """The task, and the variant where there is one: ``shape [main]``."""
+        return f"{self.task} [{self.variant}]" if self.variant else self.task
     steps: list[int]
     loss: dict[str, list[float]]
     acc: dict[str, dict[str, list[float]]]
@@ -78,9 +86,10 @@ def _curves(run: str, attrs: dict[str, Any]) -> Curves | None:
         k = h.get("n_classes") if isinstance(h, dict) else None
         if isinstance(k, int) and k > 0:
             chance[str(h.get("name"))] = 1.0 / k
-    task = attrs.get("task")
-    return Curves(run=run, task="-" if task is None else str(task), steps=steps, loss=loss,
-                  acc=acc, chance=chance)
+    task, variant = attrs.get("task"), attrs.get("variant")
+    return Curves(run=run, model=L.model_label(attrs.get("model")) or "-",
+                  variant=str(variant or ""), task="-" if task is None else str(task),
+                  steps=steps, loss=loss, acc=acc, chance=chance)
 
 
 def training_curves(store: Any) -> list[Curves]:
@@ -95,8 +104,8 @@ def training_curves(store: Any) -> list[Curves]:
 
 def plot_training(curves: list[Curves], path: str) -> str:
     """Loss (training set solid, validation set dashed) and validation accuracy per head
-    (chance dotted) against the training step, one line per run; runs of one task and head
-    share a colour.
+    (chance dotted) against the training step, one line per run, one row of panels per
+    model; runs of one variant, task and head share a colour.
 
     Parameters
     ----------
@@ -111,36 +120,41 @@ def plot_training(curves: list[Curves], path: str) -> str:
         ``path``.
     """
     plt = L.pyplot()
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(min(L.MAX_WIDTH, 11.0), 4.0))
-    keys = list(dict.fromkeys((c.task, h) for c in curves for h in c.acc.get("val", {})))
-    colour = {k: f"C{i % 10}" for i, k in enumerate(keys)}
-    tasks = list(dict.fromkeys(c.task for c in curves))
-    tcolour = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
-    labelled: set[Any] = set()
-    for c in curves:
-        for part, style in (("train", "-"), ("val", "--")):
-            if part in c.loss:
-                lab = f"{c.task} ({part})" if (c.task, part) not in labelled else None
-                labelled.add((c.task, part))
-                ax_l.plot(c.steps, c.loss[part], style, color=tcolour[c.task], marker=".",
-                          label=lab)
-        for h, v in c.acc.get("val", {}).items():
-            k = (c.task, h)
-            lab = (h if c.task == h else f"{c.task}: {h}") if k not in labelled else None
-            labelled.add(k)
-            ax_a.plot(c.steps, v, color=colour[k], marker=".", label=lab)
-    for p in sorted({p for c in curves for p in c.chance.values()}):
-        ax_a.axhline(p, color="grey", linestyle=":", linewidth=1)
-    steps = sorted({s for c in curves for s in c.steps})
-    for ax in (ax_l, ax_a):
-        L.checkpoint_axis(ax, steps)
-        ax.set_xlim(-0.3, max(steps) * 1.3 + 0.3)  # no room for negative steps
-        ax.legend(fontsize=7)
-    ax_l.set_ylabel("cross-entropy (mean over heads)")
-    ax_l.set_title("loss: training set (solid), validation set (dashed)", fontsize=9)
-    ax_a.set_ylabel("validation accuracy")
-    ax_a.set_ylim(0, 1.02)
-    ax_a.set_title("validation accuracy per head (dotted: chance)", fontsize=9)
+    models = list(dict.fromkeys(c.model for c in curves))
+    fig, axes = plt.subplots(len(models), 2, figsize=(min(L.MAX_WIDTH, 11.0),
+                                                      3.6 * len(models)), squeeze=False)
+    for (ax_l, ax_a), model in zip(axes, models, strict=True):
+        mine = [c for c in curves if c.model == model]
+        keys = list(dict.fromkeys((c.label, h) for c in mine for h in c.acc.get("val", {})))
+        colour = {k: f"C{i % 10}" for i, k in enumerate(keys)}
+        tcolour = {t: f"C{i % 10}" for i, t in enumerate(dict.fromkeys(c.label for c in mine))}
+        labelled: set[Any] = set()
+        for c in mine:
+            for part, style in (("train", "-"), ("val", "--")):
+                if part in c.loss:
+                    lab = f"{c.label} ({part})" if (c.label, part) not in labelled else None
+                    labelled.add((c.label, part))
+                    ax_l.plot(c.steps, c.loss[part], style, color=tcolour[c.label],
+                              marker=".", label=lab)
+            for h, v in c.acc.get("val", {}).items():
+                k = (c.label, h)
+                lab = (c.label if c.task == h else f"{c.label}: {h}") if k not in labelled \
+                    else None
+                labelled.add(k)
+                ax_a.plot(c.steps, v, color=colour[k], marker=".", label=lab)
+        for p in sorted({p for c in mine for p in c.chance.values()}):
+            ax_a.axhline(p, color="grey", linestyle=":", linewidth=1)
+        steps = sorted({s for c in mine for s in c.steps})
+        for ax in (ax_l, ax_a):
+            L.checkpoint_axis(ax, steps)
+            ax.set_xlim(-0.3, max(steps) * 1.3 + 0.3)  # no room for negative steps
+            ax.legend(fontsize=7)
+        ax_l.set_ylabel("cross-entropy (mean over heads)")
+        ax_l.set_title(f"{model}: loss, training set (solid), validation set (dashed)",
+                       fontsize=9)
+        ax_a.set_ylabel("validation accuracy")
+        ax_a.set_ylim(0, 1.02)
+        ax_a.set_title(f"{model}: validation accuracy per head (dotted: chance)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -51,6 +51,8 @@ def test_the_report_draws_and_tabulates_the_recorded_curves(trained_store, tmp_p
         assert f"<td>{m['val']['acc'][head][-1]:.2f}</td></tr>" in page.split(rid, 1)[1]
     curves = {c.run: c for c in training_curves(st)}
     assert curves["trifeature-shape-alexnet-s0"].chance == {"shape": 0.1}
+    assert curves["trifeature-shape-alexnet-s0"].model == "alexnet"
+    assert curves["trifeature-shape-alexnet-s0"].label == "shape"  # no variant
     assert set(curves["trifeature-color-alexnet-s1"].acc["val"]) == {"color"}
 
 
@@ -62,5 +64,8 @@ def test_runs_without_usable_metrics_are_left_out():
         "val": {"loss": [2.3], "acc": {"a": [0.1, 0.4], "b": "x"}}},
         "config": {"task": {"heads": [{"name": "a", "n_classes": 4}]}}})
     assert c is not None and c.steps == [0, 5] and c.chance == {"a": 0.25}
+    assert c.model == "-" and c.label == "t"
+    v = _curves("r", {"task": "t", "variant": "easy", "model": "mlp", "metrics": {"step": [0]}})
+    assert v is not None and v.label == "t [easy]" and v.acc == {"train": {}, "val": {}}
     assert "val" not in c.loss and c.loss["train"] == [2.3, 1.0]  # a list of the wrong length
     assert c.acc["val"] == {"a": [0.1, 0.4]} and str(c.acc["train"]["a"][1]) == "nan"
