@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from probe import sklearn_logistic, sklearn_ridge
+from render import timed as best_of
 
 from actstore.probes import ProbeConfig, make_folds, probe_arrays
 from actstore.testing import synthetic_activations, synthetic_labels
@@ -42,15 +42,6 @@ from actstore.testing import synthetic_activations, synthetic_labels
 FEATURES = {"f2": 2, "f3": 3, "f4": 4, "f5": 5, "f8": 8, "f10": 10}
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
-
-
-def best_of(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def one_shape(n: int, d: int, repeat: int, skip: set[str]) -> dict:
