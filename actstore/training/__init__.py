@@ -44,7 +44,7 @@ from actstore.training._sweep import (
     parse_value,
     read_toml,
 )
-from actstore.training._trainer import OPTIMIZERS, TrainConfig, Trainer, schedule
+from actstore.training._trainer import OPTIMIZERS, TrainConfig, Trainer, lr_factor, schedule
 from actstore.training._transformer import SmallTransformer
 from actstore.training._trifeature import Trifeature, heldout_mask, pairing
 
@@ -84,6 +84,7 @@ __all__ = [
     "heldout_mask",
     "load_saved_model",
     "load_sweep",
+    "lr_factor",
     "make_dataset",
     "merge_tables",
     "model_from_config",

@@ -11,10 +11,9 @@ import torch
 
 from actstore import ActstoreError
 from actstore.store import resolve_layers
-from actstore.training import TrainConfig, Trainer, build_model, make_dataset
+from actstore.training import TrainConfig, Trainer, build_model, lr_factor, make_dataset
 from actstore.training._data import Head, InputSpec
 from actstore.training._registry import model_params
-from actstore.training._trainer import lr_factor
 
 
 def test_cosine_matches_torch_cosine_annealing():
