@@ -362,3 +362,14 @@ variants = ["a"]
     assert "probes/both" in names and "probes/bonly" not in names
     assert list(open_store(str(tmp_path / "s.zarr")).read_result("probes", "both")[
         "run"].values) == ["binary-label-mlp-a-s0"]
+
+
+def test_run_patterns_are_narrowed_to_the_runs_a_study_trains():
+    from actstore.studies._pipeline import _narrowed
+
+    ids = ["trifeature-shape-alexnet-main-s0", "binary-label-mlp-easy0.5-s0"]
+    a = {"kind": "similarity", "name": "rsa"}
+    assert _narrowed({**a, "runs": "*-main-*,*-multitask-*"}, ids)["runs"] == "*-main-*"
+    assert _narrowed({**a, "runs": ["binary-*", "x-*"]}, ids)["runs"] == "binary-*"
+    assert _narrowed({**a, "runs": "*-multitask-*"}, ids) is None
+    assert _narrowed(a, ids) is a and _narrowed({**a, "runs": "all"}, ids)["runs"] == "all"
