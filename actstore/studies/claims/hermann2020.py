@@ -239,7 +239,10 @@ def _redundant(res: Results) -> Measure:
         raise Untestable("no runs trained with a correlated feature pair (variants corr_p*)")
     data = {r: res.runs()[r].get("data") or {} for r in corr}
     target = str(res.runs()[corr[0]].get("task", ""))
-    other = next((str(f) for f in data[corr[0]].get("correlate", []) if f != target), "")
+    pair = data[corr[0]].get("correlate", [])
+    other = next((str(f) for f in pair if f != target), "")
+    corr = [r for r in corr if res.runs()[r].get("task") == target  # one design
+            and data[r].get("correlate") == pair]
     if other not in acc["feature"].values.tolist():
         raise Untestable(f"the probes do not decode the correlated feature {other!r}")
     ps = sorted({float(d.get("p", np.nan)) for d in data.values()})
