@@ -8,19 +8,14 @@ activations."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore.studies._findings import (
-    LEARNED,
-    Claim,
-    Measure,
-    Results,
-    Untestable,
-    directional,
-    mean_se,
-)
+from actstore.studies._findings import LEARNED, Claim, Untestable, directional, mean_se
+
+if TYPE_CHECKING:
+    from actstore.studies._findings import Measure, Results
 
 CITE = "Lampinen, Chan & Hermann, TMLR 2024"
 
