@@ -77,7 +77,7 @@ def test_paper_scale_uses_the_published_sizes():
     assert "logistic" in h.analyses[0]["decoders"]
     small = load_study("hermann2020", "small")
     assert {r.dataset_params["image_size"] for r in small.sweep.runs
-            if r.dataset == "trifeature"} == {32}
+            if r.dataset == "trifeature"} == {40}
     lam = load_study("lampinen2024", "paper")
     assert {r.variant for r in lam.sweep.runs} == {"complexity", "prevalence", "order",
                                                    "position"}
