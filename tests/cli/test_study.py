@@ -180,6 +180,7 @@ def test_lampinen2024_small_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # hermann2020 trains 16 networks: about 8 minutes on 2 idle cores
 @pytest.mark.parametrize("name,results,n_figs", [
     ("hermann2020", {"probes/main", "similarity/rsa", "similarity/cka"}, 4),
     ("fel2024", {"complexity/main", "probes/main"}, 3),
