@@ -117,9 +117,12 @@ def _centre(X: Any, xp: Any) -> tuple[Any, bool]:
     """Column-centre ``X``; also say whether nothing but round-off is left."""
     from actstore.core._backend import to_numpy
 
-    Xc = X - xp.mean(X, axis=0, keepdims=True)
-    raw, left = (float(v) for v in to_numpy(xp.stack([xp.sum(X * X), xp.sum(Xc * Xc)])))
-    return Xc, left <= (_REL_CONSTANT**2) * raw
+    mean = xp.mean(X, axis=0, keepdims=True)
+    Xc = X - mean
+    # ||X||^2 = ||Xc||^2 + n ||mean||^2: no n x d temporaries (a norm is a dot product)
+    left, spread = (float(v) for v in to_numpy(xp.stack([
+        xp.linalg.vector_norm(Xc) ** 2, X.shape[0] * xp.sum(mean * mean)])))
+    return Xc, left <= (_REL_CONSTANT**2) * (left + spread)
 
 
 def _need(n: int, at_least: int, what: str) -> None:
