@@ -277,7 +277,6 @@ def test_the_study_trains_each_experiment():
         r.resolve()
 
 
-@pytest.mark.slow
 def test_tiny_study_measures_every_experiment(tmp_path):
     """Every experiment trains, is analysed and gives a row with a computed verdict (a few
     training steps: the verdicts themselves are not the point here)."""
