@@ -76,7 +76,7 @@ class SoftmaxProblems:
     fold_penalty : (ndarray (P,), list of arrays (r, r)), optional
         The group of each problem and, per group, a symmetric matrix added to the diagonal
         penalty of its problems (``W^T (diag(omega) + D_g) W``): the per-fold correction of
-        standardised decoders. Problems of one group must be consecutive.
+        standardised decoders.
     """
 
     def __init__(self, Z: Any, omega: Any, Y01: np.ndarray, M: np.ndarray,
@@ -108,16 +108,21 @@ class SoftmaxProblems:
         MY = Mc * Y01
         self.pieces = [self._piece(a, e, p0, p1, Mc, MY, M)
                        for a, e, p0, p1 in _segments(M > 0)]
-        # column range and correction matrix of every group with a penalty correction
-        self.pen_blocks: list[tuple[int, int, Any]] = []
+        # columns and correction matrix of every group with a penalty correction; the
+        # corrected columns are gathered group after group and put back by one permutation
+        self.pen_blocks: list[tuple[Any, Any]] = []
+        self.pen_back: Any = None
         if fold_penalty is not None and self.r:
             group, mats = fold_penalty
             col_group = np.asarray(group)[self.col_prob]
+            order = []
             for g in np.unique(col_group):
                 cols = np.flatnonzero(col_group == g)
-                if cols[-1] - cols[0] + 1 != cols.size:
-                    raise ValueError("problems with one penalty correction must be consecutive")
-                self.pen_blocks.append((int(cols[0]), int(cols[-1]) + 1, mats[int(g)]))
+                order.append(cols)
+                self.pen_blocks.append((_on(cols, Z, xp.int64), mats[int(g)]))
+            back = np.empty(self.Qt, dtype=np.int64)
+            back[np.concatenate(order)] = np.arange(self.Qt)
+            self.pen_back = _on(back, Z, xp.int64)
 
     def _piece(self, a: int, e: int, p0: int, p1: int, Mc: np.ndarray, MY: np.ndarray,
                M: np.ndarray) -> _Piece:
@@ -206,15 +211,8 @@ class SoftmaxProblems:
         xp = self.xp
         OW = self.omega[:, None] * W
         if self.pen_blocks:
-            parts, last = [], 0
-            for c0, c1, D in self.pen_blocks:
-                if c0 > last:
-                    parts.append(OW[:, last:c0])
-                parts.append(OW[:, c0:c1] + D @ W[:, c0:c1])
-                last = c1
-            if last < W.shape[1]:
-                parts.append(OW[:, last:])
-            OW = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+            DW = [D @ xp.take(W, cols, axis=1) for cols, D in self.pen_blocks]
+            OW = OW + xp.take(xp.concat(DW, axis=1), self.pen_back, axis=1)
         return xp.sum(W * OW, axis=0), OW
 
     def penalty_sums(self, W: Any) -> Any:
@@ -527,6 +525,8 @@ def _segments(active: np.ndarray, most: int = 64) -> list[tuple[int, int, int, i
         edges = np.flatnonzero(on[1:] != on[:-1])  # starts and stops of the active runs
         out.extend((a, e, int(p0), int(p1)) for p0, p1 in zip(edges[::2], edges[1::2],
                                                               strict=True))
-        if len(out) > most:
+        if len(out) > min(most, 2 * (len(bounds) - 1)):
+            # the problems of a run are scattered: the rows' skipped products save less
+            # than the pieces cost (one softmax per piece and class count)
             return [(0, n, 0, P)]
     return out

@@ -96,3 +96,15 @@ def test_segments_leave_out_rows_that_weigh_in_nothing():
     active = np.array([[1, 1], [1, 1], [0, 0], [0, 0]], dtype=bool)  # train, then validation
     assert _segments(active) == [(0, 2, 0, 2)]
     assert _segments(np.zeros((0, 3), dtype=bool)) == []
+
+
+def test_segments_of_scattered_problems_are_one_piece():
+    # class-major order: the problems of fold k are every third one, so each fold's rows
+    # would need a piece per problem; one piece of all rows and problems is cheaper
+    fold_of_problem = np.tile(np.arange(3), 4)
+    held_out_fold = np.repeat(np.arange(3), 5)
+    active = fold_of_problem[None, :] != held_out_fold[:, None]
+    assert _segments(active) == [(0, 15, 0, 12)]
+    # two features per fold, fold-major: at most two ranges per run are kept
+    fold_major = np.repeat(np.arange(3), 2)
+    assert len(_segments(fold_major[None, :] != held_out_fold[:, None])) == 4
