@@ -155,6 +155,27 @@ class SoftmaxProblems:
                               None if fp is None else (np.asarray(fp[0])[keep], fp[1]))
         return sub, cols
 
+    def subset_sums(self, sums: list[tuple[Any, Any]], keep: np.ndarray, sub: SoftmaxProblems
+                    ) -> list[tuple[Any, Any]]:
+        """The curvature sums (:meth:`value_grad`) of the problems ``keep``, grouped as in
+        ``sub`` (:meth:`subset` of ``keep``)."""
+        xp = self.xp
+        group = np.empty(self.P, dtype=np.int64)
+        local = np.empty(self.P, dtype=np.int64)
+        for g, (_, npg, _, p0) in enumerate(self.groups):
+            group[p0 : p0 + npg], local[p0 : p0 + npg] = g, np.arange(npg)
+        out = []
+        for _, npg, _, p0 in sub.groups:
+            ks = keep[p0 : p0 + npg]
+            cut = np.flatnonzero(np.diff(group[ks])) + 1  # runs from one parent group each
+            parts: tuple[list[Any], list[Any]] = ([], [])
+            for run in np.split(ks, cut):
+                q = _on(local[run], self.Z, xp.int64)
+                for part, arr in zip(parts, sums[int(group[run[0]])], strict=True):
+                    part.append(xp.take(arr, q, axis=0))
+            out.append(tuple(a[0] if len(a) == 1 else xp.concat(a, axis=0) for a in parts))
+        return out
+
     def lam(self, C: float) -> Any:
         """Penalty per problem (P,) in the mean-loss scaling."""
         return _on(1.0 / (C * self.host[2]), self.Z)
@@ -328,23 +349,47 @@ def _lbfgs(
     tol: float,
     max_iter: int,
     memory: int = 10,
-    compact: float = 0.0,
+    compact: float = 0.6,
 ) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Batched L-BFGS over the problems of ``prob`` at one penalty.
 
     The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
     :meth:`SoftmaxProblems.curvature`, refreshed at every iteration and scaled by the latest
-    curvature pair (Shanno). Returns ``(W, b, n_iter, done, converged, objective)``; with
-    ``compact > 0`` it returns early once at most that fraction of the problems is unfinished.
+    curvature pair (Shanno). Whenever at most ``compact`` of the current problems are
+    unfinished, the finished ones are dropped from the products; the others keep their
+    iterates, gradients and curvature history. Returns ``(W, b, n_iter, done, converged,
+    objective)`` for all problems of ``prob``.
     """
     xp = prob.xp
+    W_out, b_out = W, b
+    idx, cols = np.arange(prob.P), np.arange(prob.Qt)  # the current problems and columns
+    n_all = np.zeros(prob.P, dtype=np.int64)
+    done_all = np.zeros(prob.P, dtype=bool)
+    gm_all, f_all = np.zeros(prob.P), np.zeros(prob.P)
     f, gW, gb, sums = prob.value_grad(W, b, lam)
     hist: list[tuple[Any, Any, Any, Any, Any]] = []
     n_iter = np.zeros(prob.P, dtype=np.int64)
-    done = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
+    step = np.ones(prob.P)  # the first step length to try, per problem
+    gm = _np(prob.gmax(gW, gb))
+    done = np.asarray(gm <= tol)
     for _ in range(max_iter):
-        if done.all() or (compact > 0 and (~done).sum() <= compact * done.size):
+        if done.all():
             break
+        if compact > 0 and done.any() and (~done).sum() <= compact * done.size:
+            W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)
+            n_all[idx], done_all[idx], gm_all[idx], f_all[idx] = n_iter, done, gm, _np(f)
+            keep = np.flatnonzero(~done)
+            sub, sc = prob.subset(keep)
+            cd, kd = _on(sc, W, xp.int64), _on(keep, W, xp.int64)
+            W, b, gW, gb = (xp.take(W, cd, axis=1), xp.take(b, cd, axis=0),
+                            xp.take(gW, cd, axis=1), xp.take(gb, cd, axis=0))
+            f, lam = xp.take(f, kd, axis=0), xp.take(lam, kd, axis=0)
+            sums = prob.subset_sums(sums, keep, sub)
+            hist = [(xp.take(sW, cd, axis=1), xp.take(sb, cd, axis=0), xp.take(yW, cd, axis=1),
+                     xp.take(yb, cd, axis=0), xp.take(rho, kd, axis=0))
+                    for sW, sb, yW, yb, rho in hist]
+            n_iter, done, gm, step = n_iter[keep], done[keep], gm[keep], step[keep]
+            idx, cols, prob = idx[keep], cols[sc], sub
         act_c = prob.to_cols(_on((~done).astype(np.float64), f))  # (Qt,)
         qW, qb = gW, gb
         alphas = []
@@ -372,7 +417,7 @@ def _lbfgs(
             rW, rb = prob.precondition(gW, gb, curv, lam)
             pW, pb = _blend(-rW, pW, badc[None, :]), _blend(-rb, pb, badc)
             slope = prob.dot(pW, pb, gW, gb)
-        t = np.ones(prob.P)
+        t = step
         pending = ~done
         f_np, slope_np = _np(f), _np(slope)
         # Noise-tolerant Armijo test: the objective is only known to a few units of its
@@ -381,34 +426,32 @@ def _lbfgs(
         # float32's resolution of the objective (strongly penalised problems on activations
         # of tiny spread), and those problems run to max_iter.
         slack = max(1e-12, 8.0 * float(np.finfo(f_np.dtype).eps)) * np.abs(f_np)
-        new = (W, b, f, gW, gb, sums)
-        for ls in range(30):
-            tc = prob.to_cols(_on(np.where(pending, t, 0.0), f))
-            cand = (W + tc[None, :] * pW, b + tc * pb)
-            cf, cgW, cgb, csums = prob.value_grad(*cand, lam)
-            ok = _np(cf) <= f_np + 1e-4 * t * slope_np + slack
-            acc = pending & ok
-            if ls == 0 and (acc == pending).all():  # the usual case: every step accepted
-                new = (*cand, cf, cgW, cgb, csums)
-                pending = pending & ~ok
-                break
+        tc = prob.to_cols(_on(np.where(pending, t, 0.0), f))
+        cand = (W + tc[None, :] * pW, b + tc * pb)
+        cf, cgW, cgb, csums = prob.value_grad(*cand, lam)
+        ok = _np(cf) <= f_np + 1e-4 * t * slope_np + slack
+        acc = pending & ok
+        if (acc == pending).all():  # the usual case: every step accepted
+            new = (*cand, cf, cgW, cgb, csums)
+        else:
+            new = (W, b, f, gW, gb, sums)
             if acc.any():
                 tk = _on(acc.astype(np.float64), f)
                 tkc = prob.to_cols(tk)
-                nW, nb, nf, ngW, ngb, nsums = new
                 mixed = []
-                for (_, npg, _, p0), old, newg in zip(prob.groups, nsums, csums, strict=True):
+                for (_, npg, _, p0), old, newg in zip(prob.groups, sums, csums, strict=True):
                     m = tk[p0 : p0 + npg]
                     mixed.append((_blend(newg[0], old[0], m[:, None]),
                                   _blend(newg[1], old[1], m[:, None, None])))
-                new = (_blend(cand[0], nW, tkc[None, :]), _blend(cand[1], nb, tkc),
-                       _blend(cf, nf, tk), _blend(cgW, ngW, tkc[None, :]),
-                       _blend(cgb, ngb, tkc), mixed)
-            pending = pending & ~ok
-            if not pending.any():
-                break
-            t = np.where(pending, t * 0.5, t)
-        stalled = pending  # no decrease found: the point is as good as this precision allows
+                new = (_blend(cand[0], W, tkc[None, :]), _blend(cand[1], b, tkc),
+                       _blend(cf, f, tk), _blend(cgW, gW, tkc[None, :]),
+                       _blend(cgb, gb, tkc), mixed)
+        # A refused step is backtracked in the next iteration, at half its length, where its
+        # evaluation shares the products of the other problems' steps (a problem stays where
+        # it is meanwhile, and its curvature pair is empty).
+        failed = pending & ~ok
+        step = np.where(failed, t * 0.5, 1.0)
+        stalled = failed & (t < 2.0**-29)  # no decrease found: as good as this precision allows
         nW, nb, nf, ngW, ngb, nsums = new
         sW, sb, yW, yb = nW - W, nb - b, ngW - gW, ngb - gb
         sy = prob.dot(sW, sb, yW, yb)
@@ -418,9 +461,11 @@ def _lbfgs(
             hist.pop(0)
         W, b, f, gW, gb, sums = nW, nb, nf, ngW, ngb, nsums
         n_iter += ~done
-        done = done | (_np(prob.gmax(gW, gb)) <= tol) | stalled
-    converged = np.asarray(_np(prob.gmax(gW, gb)) <= tol)
-    return W, b, n_iter, done, converged, _np(f)
+        gm = _np(prob.gmax(gW, gb))
+        done = done | (gm <= tol) | stalled
+    W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)
+    n_all[idx], done_all[idx], gm_all[idx], f_all[idx] = n_iter, done, gm, _np(f)
+    return W_out, b_out, n_all, done_all, gm_all <= tol, f_all
 
 
 def solve_problems(
@@ -428,7 +473,7 @@ def solve_problems(
 ) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every problem at inverse penalty ``C`` from the start ``(W, b)``.
 
-    Runs batched L-BFGS and, whenever at most 60% of the problems are unfinished, continues
+    Runs batched L-BFGS; whenever at most 60% of the problems are unfinished, it continues
     on those alone (fewer columns in every product; the others keep their solution).
 
     Returns
@@ -436,35 +481,8 @@ def solve_problems(
     W : array (r, Qt), b : array (Qt,), n_iter : ndarray (P,), converged : ndarray (P,) bool,
     objective : ndarray (P,) at the solution
     """
-    xp = prob.xp
-    lam = prob.lam(C)
-    n_iter = np.zeros(prob.P, dtype=np.int64)
-    done = np.zeros(prob.P, dtype=bool)
-    conv = np.zeros(prob.P, dtype=bool)
-    fval = np.zeros(prob.P)
-    keep = np.arange(prob.P)
-    sub, cols = prob, np.arange(prob.Qt)
-    used = 0
-    while True:
-        if sub is prob:
-            Ws, bs, lam_s = W, b, lam
-        else:
-            cd = _on(cols, W, xp.int64)
-            Ws, bs = xp.take(W, cd, axis=1), xp.take(b, cd, axis=0)
-            lam_s = xp.take(lam, _on(keep, W, xp.int64), axis=0)
-        Ws, bs, it, d, c, fs = _lbfgs(sub, Ws, bs, lam_s, tol, max_iter - used, compact=0.6)
-        fval[keep] = fs
-        if sub is prob:
-            W, b = Ws, bs
-        else:
-            W, b = _embed(W, Ws, cols), _embed(b, bs, cols)
-        n_iter[keep] += it
-        done[keep], conv[keep] = d, c
-        used += int(it.max()) if it.size else 0
-        if done.all() or used >= max_iter:
-            return W, b, n_iter, conv, fval
-        keep = np.flatnonzero(~done)
-        sub, cols = prob.subset(keep)
+    W, b, n_iter, _done, conv, fval = _lbfgs(prob, W, b, prob.lam(C), tol, max_iter)
+    return W, b, n_iter, conv, fval
 
 
 def _embed(full: Any, part: Any, cols: np.ndarray) -> Any:

@@ -108,3 +108,39 @@ def test_segments_of_scattered_problems_are_one_piece():
     # two features per fold, fold-major: at most two ranges per run are kept
     fold_major = np.repeat(np.arange(3), 2)
     assert len(_segments(fold_major[None, :] != held_out_fold[:, None])) == 4
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), classes=st.lists(st.integers(2, 4), min_size=2, max_size=4),
+       data=st.data())
+def test_curvature_sums_of_a_subset_equal_the_subsets_own(seed, classes, data):
+    # groups of the subset may join problems of several groups of the whole set
+    prob, (*_, W, b) = _problems(40, 5, 3, classes, seed, sort_rows=True)
+    keep = np.array(sorted(data.draw(st.sets(st.integers(0, prob.P - 1), min_size=1))))
+    lam = np.asarray(prob.lam(0.3))
+    sums = prob.value_grad(W, b, lam)[3]
+    sub, cols = prob.subset(keep)
+    want = sub.value_grad(W[:, cols], b[cols], lam[keep])[3]
+    got = prob.subset_sums(sums, keep, sub)
+    assert len(got) == len(want) == len(sub.groups)
+    for (gd, gm), (wd, wm) in zip(got, want, strict=True):
+        np.testing.assert_allclose(gd, wd, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(gm, wm, rtol=1e-12, atol=1e-14)
+
+
+def test_dropping_finished_problems_keeps_the_solutions():
+    from actstore.decode._lbfgs import _lbfgs
+
+    prob, (*_, W, b) = _problems(60, 6, 3, [2, 3, 4], 7, sort_rows=True)
+    lam = np.asarray(prob.lam(1.0))
+    W0, b0 = np.zeros_like(W), np.zeros_like(b)
+    kept = _lbfgs(prob, W0, b0, lam, 1e-8, 500, compact=0.0)
+    subsets = []
+    take = prob.subset
+    prob.subset = lambda keep: subsets.append(keep) or take(keep)  # type: ignore[method-assign]
+    dropped = _lbfgs(prob, W0, b0, lam, 1e-8, 500, compact=0.9)
+    assert subsets  # finished problems were dropped on the way
+    assert kept[4].all() and dropped[4].all()  # converged
+    np.testing.assert_allclose(dropped[0], kept[0], atol=1e-6)
+    np.testing.assert_allclose(dropped[1], kept[1], atol=1e-6)
+    np.testing.assert_allclose(dropped[5], kept[5], rtol=1e-10)
