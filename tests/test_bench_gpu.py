@@ -26,6 +26,15 @@ gpu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gpu)
 
 
+@pytest.fixture(autouse=True)
+def _himalaya_back_to_numpy():
+    """bench/gpu.py sets himalaya's (global) backend; other tests expect its default."""
+    yield
+    from himalaya.backend import set_backend
+
+    set_backend("numpy")
+
+
 @pytest.fixture(scope="module")
 def data():
     labels = synthetic_labels(250, {"f2": 2, "f3": 3, "f5": 5}, seed=1)
@@ -98,3 +107,24 @@ def test_bad_widths_one_line_exit_2(capsys):
         gpu.main(["--widths", "wide"])
     assert e.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_himalaya_keeps_its_arrays_on_an_emulated_cuda_device(data, monkeypatch):
+    """The `torch_cuda` path under the CUDA emulator of tests/probes/test_device_paths.py,
+    which refuses host arrays mixed with device ones: the same accuracies as the engine."""
+    import torch
+
+    path = Path(__file__).resolve().parent / "probes" / "test_device_paths.py"
+    spec = importlib.util.spec_from_file_location("device_paths_emulator", path)
+    assert spec is not None and spec.loader is not None
+    emulator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(emulator)
+    X, labels, folds, splits = data
+    eng = gpu.engine(X, labels, folds, "ridge", gpu.ALPHAS, "numpy")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with emulator.FakeCuda() as mode:
+        him = gpu.himalaya_ridge(X, labels, splits, gpu.ALPHAS, "torch_cuda")
+    assert mode.counts["to_host"] > 0 and mode.counts["non_blocking_to_host"] == 0
+    for f in labels:
+        assert him[f] == pytest.approx(eng[f], abs=1e-6), f
