@@ -166,7 +166,7 @@ def cuml_decoders(kind: str, X: np.ndarray, labels: dict, splits: list, grid: tu
     for f, y in labels.items():
         classes = np.unique(y)
         yd = xp.asarray(np.searchsorted(classes, y))
-        Yd = xp.asarray(np.where(y[:, None] == classes[None, :], 1.0, -1.0).astype("float32"))
+        Yd = xp.asarray(one_hot({f: y})[0])
         fold_acc = np.zeros((len(splits), len(grid)))
         for k, (train, test) in enumerate(splits):
             tr, te = xp.asarray(train), xp.asarray(test)
