@@ -24,8 +24,10 @@ How the batch is solved:
   (units, folds x classes): logits and gradients of all problems are a few large matrix
   products per iteration. Rows are sorted by the fold that holds them out, so each fold's rows
   meet only the other folds' problems. Line searches and convergence tests are per problem.
-* L-BFGS with a diagonal initial Hessian (data curvature + penalty), Armijo backtracking, and
-  warm starts along the penalty path from strong to weak regularisation.
+* L-BFGS with a Kronecker initial Hessian (mean softmax curvature + penalty), Armijo
+  backtracking, and warm starts along the penalty path from strong to weak regularisation:
+  each penalty starts from the extrapolated solutions of the two before it and with the
+  curvature pairs of the last one (moved to the new penalty).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from actstore.core._folds import Folds
 from actstore.core._gram import GramStats, fold_gram, unit_sums
 from actstore.core._stats import GroupStats, UnitSums, unit_scale
 from actstore.core._targets import Targets
-from actstore.decode._lbfgs import SoftmaxProblems, solve_problems
+from actstore.decode._lbfgs import SoftmaxProblems, shift_history, solve_problems
 from actstore.decode._metrics import HeldOutScores
 
 __all__ = [
@@ -292,6 +294,7 @@ def fit_logistic_path(
     prev: tuple[Any, Any, float] | None = None  # the solution before the last, and its log C
     last = 0.0  # log C of the last solution
     f_last, lam_last = np.zeros(prob.P), prob.lam(1.0)  # its objective and penalty
+    hist: list[Any] = []  # curvature pairs of the last solve
     for i, p in enumerate(np.argsort(Cs_arr)):
         C = float(Cs_arr[p])
         W0, b0 = W, b
@@ -309,7 +312,10 @@ def fit_logistic_path(
             better = _asarray((_np(prob.value(We, be, lam)) < here).astype(np.float64), Z)
             bc = prob.to_cols(better)
             W0, b0 = W + bc[None, :] * (We - W), b + bc * (be - b)
-        Wn, bn, it, ok, f_last = solve_problems(prob, W0, b0, C, tol, max_iter)
+        if hist:
+            # the curvature of the data term carries over from the last penalty
+            hist = shift_history(prob, hist, lam_last, prob.lam(C))
+        Wn, bn, it, ok, f_last, hist = solve_problems(prob, W0, b0, C, tol, max_iter, hist)
         lam_last = prob.lam(C)
         prev = (W, b, last) if i > 0 else None
         last = float(np.log(C))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax
 
-from actstore.decode._lbfgs import SoftmaxProblems, _segments
+from actstore.decode._softmax import SoftmaxProblems, _segments
 
 
 def _problems(n, r, K, classes, seed, sort_rows, never=0):
@@ -144,3 +144,22 @@ def test_dropping_finished_problems_keeps_the_solutions():
     np.testing.assert_allclose(dropped[0], kept[0], atol=1e-6)
     np.testing.assert_allclose(dropped[1], kept[1], atol=1e-6)
     np.testing.assert_allclose(dropped[5], kept[5], rtol=1e-10)
+
+
+def test_curvature_pairs_moved_to_another_penalty_equal_the_pairs_there():
+    from actstore.decode._lbfgs import shift_history
+
+    prob, (*_, W, b) = _problems(50, 4, 3, [2, 3], 3, sort_rows=True)
+    rng = np.random.default_rng(1)
+    W2, b2 = W + 0.1 * rng.standard_normal(W.shape), b + 0.1 * rng.standard_normal(b.shape)
+
+    def pair(lam):
+        _, gW1, gb1, _ = prob.value_grad(W, b, lam)
+        _, gW2, gb2, _ = prob.value_grad(W2, b2, lam)
+        sW, sb, yW, yb = W2 - W, b2 - b, gW2 - gW1, gb2 - gb1
+        return sW, sb, yW, yb, 1.0 / prob.dot(sW, sb, yW, yb)
+
+    lam_a, lam_b = np.asarray(prob.lam(0.01)), np.asarray(prob.lam(0.3))
+    (moved,) = shift_history(prob, [pair(lam_a)], lam_a, lam_b)
+    for got, want in zip(moved, pair(lam_b), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

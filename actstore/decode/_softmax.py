@@ -1,0 +1,394 @@
+"""Many L2-penalised softmax regressions on shared (whitened) data: their objective.
+
+A *problem* is one (fold, feature) pair: a softmax over the feature's classes, trained on the
+fold's training rows (row weights ``M[:, p]``), with a diagonal L2 penalty
+``lam_p / 2 * sum_j omega_j ||W_j||^2`` on the coefficients (not the intercept). All problems
+share the data ``Z`` (n, r); their coefficients sit side by side in ``W`` (r, columns), so one
+evaluation is a few large matrix products over all problems, with the elementwise softmax work
+done in blocks of rows small enough to stay in cache.
+
+Rows that weigh in the same problems form *segments* when the caller sorts them that way (by
+held-out fold: the rows of fold k count for every problem but fold k's). Each segment is
+multiplied only with the columns of its own problems, so a row's held-out problems cost
+nothing; with unsorted rows, or problems of one fold scattered over the columns, there is one
+segment of all rows and all problems.
+
+Consecutive problems with the same class count ``c`` form one group of columns, handled by one
+reshape (rows, problems, c): callers order the problems so that the groups are few (by class
+count, then fold). The solver is :mod:`actstore.decode._lbfgs`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from actstore.core._backend import device_of, get_namespace, to_numpy
+
+__all__ = ["SoftmaxProblems"]
+
+
+def _dev(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def _on(a: np.ndarray, like: Any, dtype: Any = None) -> Any:
+    xp = get_namespace(like)
+    return xp.asarray(a, dtype=dtype if dtype is not None else like.dtype, device=_dev(like))
+
+
+def _on_host(x: Any) -> bool:
+    return device_of(x) == "cpu"
+
+
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(to_numpy(x))  # sync point: small per-problem arrays
+
+
+def _blend(new: Any, old: Any, take: Any) -> Any:
+    """``new`` where ``take`` (broadcast 0/1 floats) else ``old``."""
+    return old + take * (new - old)
+
+
+class SoftmaxProblems:
+    """The objective of a set of softmax problems on shared data.
+
+    Parameters
+    ----------
+    Z : array (n, r)
+        Whitened data (float64, or float32 on GPUs).
+    omega : array (r,)
+        Penalty weight per coordinate.
+    Y01 : ndarray (n, Qt)
+        0/1 one-hot targets, problem after problem.
+    M : ndarray (n, P)
+        Row weights of each problem's loss (1 / n_train on its training rows, else 0).
+    n_classes : sequence of int (P,)
+        Classes per problem; runs of equal counts are handled together.
+    scale : ndarray (P,)
+        ``n_train * C_eff / C`` per problem: the penalty is ``1 / (C * scale)``.
+    fold_penalty : (ndarray (P,), list of arrays (r, r)), optional
+        The group of each problem and, per group, a symmetric matrix added to the diagonal
+        penalty of its problems (``W^T (diag(omega) + D_g) W``): the per-fold correction of
+        standardised decoders.
+    """
+
+    def __init__(self, Z: Any, omega: Any, Y01: np.ndarray, M: np.ndarray,
+                 n_classes: Sequence[int], scale: np.ndarray,
+                 fold_penalty: tuple[np.ndarray, list[Any]] | None = None) -> None:
+        xp = get_namespace(Z)
+        self.xp, self.Z, self.omega = xp, Z, omega
+        self.fold_penalty = fold_penalty
+        self.n, self.r = Z.shape
+        self.n_classes = [int(c) for c in n_classes]
+        self.P, self.Qt = len(self.n_classes), int(sum(self.n_classes))
+        self.host = (Y01, M, np.asarray(scale, dtype=np.float64))
+        self.groups: list[tuple[int, int, int, int]] = []  # (col0, problems, classes, p0)
+        col = 0
+        for p, c in enumerate(self.n_classes):
+            if self.groups and self.groups[-1][2] == c:
+                a, npg, cc, p0 = self.groups[-1]
+                self.groups[-1] = (a, npg + 1, cc, p0)
+            else:
+                self.groups.append((col, 1, c, p))
+            col += c
+        self.col_prob = np.concatenate([np.full(c, p) for p, c in enumerate(self.n_classes)])
+        self.col0 = np.concatenate([[0], np.cumsum(self.n_classes)]).astype(np.int64)
+        E = np.zeros((self.Qt, self.P))
+        E[np.arange(self.Qt), self.col_prob] = 1.0
+        self.E = _on(E, Z)
+        self.Et = xp.matrix_transpose(self.E)
+        Mc = M[:, self.col_prob]
+        MY = Mc * Y01
+        self.pieces = [self._piece(a, e, p0, p1, Mc, MY, M)
+                       for a, e, p0, p1 in _segments(M > 0)]
+        # columns and correction matrix of every group with a penalty correction; the
+        # corrected columns are gathered group after group and put back by one permutation
+        self.pen_blocks: list[tuple[Any, Any]] = []
+        self.pen_back: Any = None
+        if fold_penalty is not None and self.r:
+            group, mats = fold_penalty
+            col_group = np.asarray(group)[self.col_prob]
+            order = []
+            for g in np.unique(col_group):
+                cols = np.flatnonzero(col_group == g)
+                order.append(cols)
+                self.pen_blocks.append((_on(cols, Z, xp.int64), mats[int(g)]))
+            back = np.empty(self.Qt, dtype=np.int64)
+            back[np.concatenate(order)] = np.arange(self.Qt)
+            self.pen_back = _on(back, Z, xp.int64)
+
+    def _piece(self, a: int, e: int, p0: int, p1: int, Mc: np.ndarray, MY: np.ndarray,
+               M: np.ndarray) -> _Piece:
+        """Rows ``a:e`` against problems ``p0:p1``: views and row weights of one product."""
+        c0, c1 = int(self.col0[p0]), int(self.col0[p1])
+        # per group of classes: (local column, problems, classes, group, first problem in
+        # the group, first local problem)
+        groups = []
+        for g, (_, npg, c, q) in enumerate(self.groups):
+            lo, hi = max(q, p0), min(q + npg, p1)
+            if lo < hi:
+                groups.append((int(self.col0[lo]) - c0, hi - lo, c, g, lo - q, lo - p0))
+        # Rows per block: on a CPU keep the (rows, columns) intermediates near 512 KiB, in
+        # cache; on a GPU, where every block costs kernel launches and caches do not hold the
+        # rows anyway, take up to 16 Mi entries (64 MiB in float32) at once.
+        entries = (1 << 16) if _on_host(self.Z) else (1 << 24)
+        rows = max(64, min(e - a, entries // max(c1 - c0, 1)))
+        return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
+                      _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
+                      _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
+                      _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z))
+
+    def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
+        """The problems ``keep`` (indices), and their columns in this set."""
+        Y01, M, scale = self.host
+        cols = np.concatenate([np.flatnonzero(self.col_prob == p) for p in keep])
+        fp = self.fold_penalty
+        sub = SoftmaxProblems(self.Z, self.omega, Y01[:, cols], M[:, keep],
+                              [self.n_classes[p] for p in keep], scale[keep],
+                              None if fp is None else (np.asarray(fp[0])[keep], fp[1]))
+        return sub, cols
+
+    def subset_sums(self, sums: list[tuple[Any, Any]], keep: np.ndarray, sub: SoftmaxProblems
+                    ) -> list[tuple[Any, Any]]:
+        """The curvature sums (:meth:`value_grad`) of the problems ``keep``, grouped as in
+        ``sub`` (:meth:`subset` of ``keep``)."""
+        xp = self.xp
+        group = np.empty(self.P, dtype=np.int64)
+        local = np.empty(self.P, dtype=np.int64)
+        for g, (_, npg, _, p0) in enumerate(self.groups):
+            group[p0 : p0 + npg], local[p0 : p0 + npg] = g, np.arange(npg)
+        out = []
+        for _, npg, _, p0 in sub.groups:
+            ks = keep[p0 : p0 + npg]
+            cut = np.flatnonzero(np.diff(group[ks])) + 1  # runs from one parent group each
+            parts: tuple[list[Any], list[Any]] = ([], [])
+            for run in np.split(ks, cut):
+                q = _on(local[run], self.Z, xp.int64)
+                for part, arr in zip(parts, sums[int(group[run[0]])], strict=True):
+                    part.append(xp.take(arr, q, axis=0))
+            out.append(tuple(a[0] if len(a) == 1 else xp.concat(a, axis=0) for a in parts))
+        return out
+
+    def lam(self, C: float) -> Any:
+        """Penalty per problem (P,) in the mean-loss scaling."""
+        return _on(1.0 / (C * self.host[2]), self.Z)
+
+    def per_problem(self, colvals: Any) -> Any:
+        """Sum (..., Qt) column values into (..., P) problem values."""
+        return colvals @ self.E
+
+    def to_cols(self, probvals: Any) -> Any:
+        """Broadcast (..., P) problem values to (..., Qt) columns."""
+        return probvals @ self.Et
+
+    def _split(self, A: Any, groups: Sequence[tuple[int, int, int]] | None = None
+               ) -> list[Any]:
+        """Views of (m, columns) as (m, problems, classes), one per ``(column, problems,
+        classes)`` group (default: the groups of all columns)."""
+        xp = self.xp
+        m = A.shape[0]
+        groups = [g[:3] for g in self.groups] if groups is None else groups
+        return [xp.reshape(A[:, a : a + npg * c], (m, npg, c)) for a, npg, c in groups]
+
+    def _join(self, parts: list[Any]) -> Any:
+        xp = self.xp
+        flat = [xp.reshape(p, (p.shape[0], p.shape[1] * p.shape[2])) for p in parts]
+        return flat[0] if len(flat) == 1 else xp.concat(flat, axis=1)
+
+    def _softmax(self, L: Any, groups: Sequence[tuple[int, int, int]]
+                 ) -> tuple[list[Any], list[Any]]:
+        """Log-probabilities and probabilities of logit rows ``L`` (m, columns), per group
+        (m, problems, c)."""
+        xp = self.xp
+        logps, ps = [], []
+        for blk in self._split(L, groups):
+            m, npg, c = blk.shape
+            if isinstance(blk, np.ndarray):
+                # numpy reduces a short last axis slowly: c maxima of strided views instead
+                mx = np.array(blk[:, :, :1])
+                for j in range(1, c):
+                    np.maximum(mx, blk[:, :, j : j + 1], out=mx)
+            else:
+                mx = xp.max(blk, axis=-1, keepdims=True)
+            sh = blk - mx
+            ex = xp.exp(sh)
+            # the class sums as a matrix-vector product (fast on every backend)
+            ones = xp.ones((c, 1), dtype=ex.dtype, device=_dev(ex))
+            tot = xp.reshape(xp.reshape(ex, (m * npg, c)) @ ones, (m, npg, 1))
+            logps.append(sh - xp.log(tot))
+            ps.append(ex / tot)
+        return logps, ps
+
+    def _pen(self, W: Any) -> tuple[Any, Any]:
+        """Per-column ``W^T Omega W`` (Qt,) and ``Omega W`` (r, Qt) of the penalty matrix
+        ``Omega`` (diagonal ``omega`` plus the groups' corrections)."""
+        xp = self.xp
+        OW = self.omega[:, None] * W
+        if self.pen_blocks:
+            DW = [D @ xp.take(W, cols, axis=1) for cols, D in self.pen_blocks]
+            OW = OW + xp.take(xp.concat(DW, axis=1), self.pen_back, axis=1)
+        return xp.sum(W * OW, axis=0), OW
+
+    def penalty_sums(self, W: Any) -> Any:
+        """``W^T Omega W`` per problem (P,): the penalty without its factor ``lam / 2``."""
+        return self.per_problem(self._pen(W)[0])
+
+    def _penalty(self, W: Any, lam: Any) -> Any:
+        return 0.5 * lam * self.penalty_sums(W)
+
+    def value(self, W: Any, b: Any, lam: Any) -> Any:
+        """Objective per problem (P,)."""
+        xp = self.xp
+        data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
+        for pc in self.pieces:
+            L = self.Z[pc.a : pc.e, :] @ W[:, pc.c0 : pc.c1] + b[None, pc.c0 : pc.c1]
+            for a, e in pc.blocks():
+                logp = self._join(self._softmax(L[a:e, :], pc.split)[0])
+                data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
+        return self.per_problem(data) + self._penalty(W, lam)
+
+    def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, list[Any]]:
+        """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums per group
+        (:meth:`curvature`).
+
+        Per segment of rows, two products with ``Z`` cover all of its problems at once; the
+        softmax work between them goes block by block, so that its intermediates stay in
+        cache.
+        """
+        xp = self.xp
+        dt, dev = W.dtype, _dev(W)
+        data = xp.zeros((self.Qt,), dtype=dt, device=dev)
+        gW = xp.zeros((self.r, self.Qt), dtype=dt, device=dev)
+        gb = xp.zeros((self.Qt,), dtype=dt, device=dev)
+        curv = [(xp.zeros((npg, c), dtype=dt, device=dev),
+                 xp.zeros((npg, c, c), dtype=dt, device=dev)) for _, npg, c, _ in self.groups]
+        for pc in self.pieces:
+            Zs = self.Z[pc.a : pc.e, :]
+            L = Zs @ W[:, pc.c0 : pc.c1] + b[None, pc.c0 : pc.c1]
+            Rs = []
+            for a, e in pc.blocks():
+                logps, ps = self._softmax(L[a:e, :], pc.split)
+                logp, P = self._join(logps), self._join(ps)
+                data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
+                Rs.append(pc.Mc[a:e, :] * P - pc.MY[a:e, :])  # (m, columns)
+                for (_, npg, _, g, q, lp), Pg in zip(pc.groups, ps, strict=True):
+                    w = pc.M[a:e, lp : lp + npg][:, :, None]
+                    Pw = Pg * w  # (m, problems, c)
+                    curv[g][0][q : q + npg] += xp.sum(Pw, axis=0)
+                    curv[g][1][q : q + npg] += (xp.permute_dims(Pw, (1, 2, 0))
+                                                @ xp.permute_dims(Pg, (1, 0, 2)))
+            R = Rs[0] if len(Rs) == 1 else xp.concat(Rs, axis=0)
+            gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ R
+            gb[pc.c0 : pc.c1] += xp.sum(R, axis=0)
+        quad, OW = self._pen(W)
+        f = self.per_problem(data) + 0.5 * lam * self.per_problem(quad)
+        gW = gW + self.to_cols(lam)[None, :] * OW
+        return f, gW, gb, curv
+
+    def curvature(self, sums: list[Any]) -> list[tuple[Any, Any]]:
+        """Eigen-decompositions of each problem's mean softmax curvature.
+
+        ``A_p = mean_i (diag(p_i) - p_i p_i^T)`` over the problem's training rows. In whitened
+        coordinates the data Hessian of problem p is close to ``I (x) A_p``; with the diagonal
+        penalty this is a cheap, well-scaled inverse-Hessian approximation.
+        """
+        xp = self.xp
+        out = []
+        for (diag, PtP), (_, _, ncls, _) in zip(sums, self.groups, strict=True):
+            eye = xp.eye(ncls, dtype=diag.dtype, device=_dev(diag))
+            A = diag[:, :, None] * eye[None, :, :] - PtP
+            lamb, U = xp.linalg.eigh((A + xp.matrix_transpose(A)) / 2)
+            out.append((xp.clip(lamb, 0.0, None), U))
+        return out
+
+    def precondition(self, gW: Any, gb: Any, curv: list[tuple[Any, Any]], lam: Any
+                     ) -> tuple[Any, Any]:
+        """Apply the approximate inverse Hessian to (r, Qt) and (Qt,) arrays."""
+        xp = self.xp
+        outW, outb = [], []
+        for (a, npg, c, p0), (lamb, U) in zip(self.groups, curv, strict=True):
+            G = xp.permute_dims(xp.reshape(gW[:, a : a + npg * c], (self.r, npg, c)), (1, 0, 2))
+            Ut = xp.matrix_transpose(U)
+            lam_g = xp.reshape(lam[p0 : p0 + npg], (npg, 1, 1))
+            den = lamb[:, None, :] + lam_g * self.omega[None, :, None]  # (problems, r, c)
+            H = ((G @ U) / den) @ Ut
+            outW.append(xp.permute_dims(H, (1, 0, 2)))
+            floor = 1e-3 * xp.max(lamb, axis=1, keepdims=True) + 1e-12
+            Gb = xp.reshape(gb[a : a + npg * c], (npg, 1, c))
+            Hb = ((Gb @ U) / xp.maximum(lamb, floor)[:, None, :]) @ Ut
+            outb.append(xp.reshape(Hb, (1, npg, c)))
+        return self._join(outW), xp.reshape(self._join(outb), (self.Qt,))
+
+    def dot(self, aW: Any, ab: Any, bW: Any, bb: Any) -> Any:
+        """Per-problem inner products (P,)."""
+        xp = self.xp
+        return self.per_problem(xp.sum(aW * bW, axis=0) + ab * bb)
+
+    def gmax(self, gW: Any, gb: Any) -> Any:
+        """Per-problem max-abs gradient (P,)."""
+        xp = self.xp
+        # no weight rows when every unit is constant (a dead layer): the intercepts remain
+        colmax = (xp.maximum(xp.max(xp.abs(gW), axis=0), xp.abs(gb)) if gW.shape[0]
+                  else xp.abs(gb))[None, :]  # (1, Qt)
+        parts = [xp.max(g, axis=-1)[0, :] for g in self._split(colmax)]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+@dataclass
+class _Piece:
+    """Rows ``a:e`` of the data against the problems ``p0:p1`` (columns ``c0:c1``)."""
+
+    a: int
+    e: int
+    c0: int
+    c1: int
+    p0: int
+    p1: int
+    groups: list[tuple[int, int, int, int, int, int]]
+    split: list[tuple[int, int, int]]  # (local column, problems, classes) of each group
+    rows: int
+    Mc: Any  # (e - a, c1 - c0) row weight of every column
+    MY: Any  # (e - a, c1 - c0) weighted 0/1 targets
+    M: Any  # (e - a, p1 - p0) row weight of every problem
+
+    def blocks(self) -> list[tuple[int, int]]:
+        m = self.e - self.a
+        return [(a, min(m, a + self.rows)) for a in range(0, m, self.rows)]
+
+
+def _segments(active: np.ndarray, most: int = 64) -> list[tuple[int, int, int, int]]:
+    """Runs of consecutive rows with equal activity, cut into ranges of active problems.
+
+    ``active`` (n, P) tells which problems each row weighs in. Returns ``(a, e, p0, p1)``:
+    rows ``a:e`` weigh in problems ``p0:p1``. Rows that weigh in nothing are left out. When
+    the rows are not grouped by pattern, or it would take more than ``most`` pieces, it is
+    one piece of everything.
+    """
+    n, P = active.shape
+    if n == 0 or P == 0:
+        return []
+    change = np.flatnonzero(np.any(active[1:] != active[:-1], axis=1)) + 1
+    if change.size >= most:
+        return [(0, n, 0, P)]
+    bounds = [0, *change.tolist(), n]
+    runs = active[bounds[:-1]]  # the pattern of each run of rows
+    if np.any(np.all(runs[:, None, :] == runs[None, :, :], axis=2).sum(axis=1) > 1):
+        return [(0, n, 0, P)]  # a pattern recurs in a later run: rows are not grouped
+    out: list[tuple[int, int, int, int]] = []
+    for a, e in itertools.pairwise(bounds):
+        on = np.concatenate([[False], active[a], [False]])
+        edges = np.flatnonzero(on[1:] != on[:-1])  # starts and stops of the active runs
+        out.extend((a, e, int(p0), int(p1)) for p0, p1 in zip(edges[::2], edges[1::2],
+                                                              strict=True))
+        if len(out) > min(most, 2 * (len(bounds) - 1)):
+            # the problems of a run are scattered: the rows' skipped products save less
+            # than the pieces cost (one softmax per piece and class count)
+            return [(0, n, 0, P)]
+    return out
