@@ -46,7 +46,7 @@ def _lbfgs(
     gm_all, f_all = np.zeros(prob.P), np.zeros(prob.P)
     f, gW, gb, sums = prob.value_grad(W, b, lam)
     hist: list[Pair] = list(hist0 or [])[-memory:]
-    hist_out, P0 = hist, prob.P
+    levels: list[tuple[list[Pair], np.ndarray, np.ndarray]] = []  # histories dropped
     n_iter = np.zeros(prob.P, dtype=np.int64)
     step = np.ones(prob.P)  # the first step length to try, per problem
     gm = _np(prob.gmax(gW, gb))
@@ -57,7 +57,7 @@ def _lbfgs(
         if compact > 0 and done.any() and (~done).sum() <= compact * done.size:
             W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)
             n_all[idx], done_all[idx], gm_all[idx], f_all[idx] = n_iter, done, gm, _np(f)
-            hist_out = _merge_history(hist_out, hist, cols, idx, W_out, P0)
+            levels.append((hist, cols, idx))
             keep = np.flatnonzero(~done)
             sub, sc = prob.subset(keep)
             cd, kd = _on(sc, W, xp.int64), _on(keep, W, xp.int64)
@@ -145,8 +145,8 @@ def _lbfgs(
         done = done | (gm <= tol) | stalled
     W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)
     n_all[idx], done_all[idx], gm_all[idx], f_all[idx] = n_iter, done, gm, _np(f)
-    if len(idx) < P0:
-        hist = _merge_history(hist_out, hist, cols, idx, W_out, P0)
+    if levels:
+        hist = _merge_history([*levels, (hist, cols, idx)], W_out, n_all.size)
     return W_out, b_out, n_all, done_all, gm_all <= tol, f_all, hist
 
 
@@ -155,25 +155,37 @@ def _lbfgs(
 Pair = tuple[Any, Any, Any, Any, Any]
 
 
-def _merge_history(full: list[Pair], part: list[Pair], cols: np.ndarray, idx: np.ndarray,
-                   like: Any, P: int) -> list[Pair]:
-    """The pairs of ``part`` (the problems ``idx``, columns ``cols``) written over those of
-    ``full`` (all ``P`` problems, shaped as ``like`` (r, Qt)), aligned on the latest pair."""
+def _merge_history(levels: list[tuple[list[Pair], np.ndarray, np.ndarray]], like: Any,
+                   P: int) -> list[Pair]:
+    """The curvature pairs of all ``P`` problems from the histories of successive subsets.
+
+    ``levels`` are ``(pairs, columns, problems)`` from all problems down to the last subset;
+    each problem's pairs are those of the last level that holds it, aligned on the latest
+    pair (empty pairs where its history is shorter). ``like`` is an (r, Qt) array.
+    """
     xp = get_namespace(like)
-    n = max(len(full), len(part))
-
-    def zeros(r: int, q: int, p: int) -> Pair:
-        z = [xp.zeros(shape, dtype=like.dtype, device=_dev(like))
-             for shape in ((r, q), (q,), (r, q), (q,), (p,))]
-        return (z[0], z[1], z[2], z[3], z[4])
-
-    full = [zeros(like.shape[0], like.shape[1], P)] * (n - len(full)) + list(full)
-    # the current problems had no pair that far back: empty pairs
-    part = [zeros(like.shape[0], cols.size, idx.size)] * (n - len(part)) + list(part)
-    where = (cols, cols, cols, cols, idx)
-    return [(_embed(o[0], q[0], where[0]), _embed(o[1], q[1], where[1]),
-             _embed(o[2], q[2], where[2]), _embed(o[3], q[3], where[3]),
-             _embed(o[4], q[4], where[4])) for o, q in zip(full, part, strict=True)]
+    r, Qt = like.shape
+    src_c, src_p = np.zeros(Qt, dtype=np.int64), np.zeros(P, dtype=np.int64)
+    off_c = off_p = 0
+    for _, cols, idx in levels:
+        src_c[cols], src_p[idx] = off_c + np.arange(cols.size), off_p + np.arange(idx.size)
+        off_c, off_p = off_c + cols.size, off_p + idx.size
+    where = (_on(src_c, like, xp.int64), _on(src_p, like, xp.int64))
+    n = max(len(h) for h, _, _ in levels)
+    out = []
+    for j in range(n, 0, -1):
+        parts = []
+        for h, cols, idx in levels:
+            if j <= len(h):
+                parts.append(h[-j])
+            else:
+                z = [xp.zeros(shape, dtype=like.dtype, device=_dev(like))
+                     for shape in ((r, cols.size), (cols.size,), (idx.size,))]
+                parts.append((z[0], z[1], z[0], z[1], z[2]))
+        merged = [xp.take(xp.concat([q[i] for q in parts], axis=-1), where[i == 4], axis=-1)
+                  for i in range(5)]
+        out.append((merged[0], merged[1], merged[2], merged[3], merged[4]))
+    return out
 
 
 def shift_history(prob: SoftmaxProblems, hist: list[Pair], lam_old: Any, lam_new: Any

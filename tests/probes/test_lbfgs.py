@@ -163,3 +163,25 @@ def test_curvature_pairs_moved_to_another_penalty_equal_the_pairs_there():
     (moved,) = shift_history(prob, [pair(lam_a)], lam_a, lam_b)
     for got, want in zip(moved, pair(lam_b), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_merged_history_takes_each_problems_pairs_from_its_last_subset():
+    from actstore.decode._lbfgs import _merge_history
+
+    # 3 problems of 2 columns; problem 1 is dropped after 2 pairs, 0 and 2 go on to 3 pairs
+    def pair(v, cols, probs):
+        return (np.full((2, cols), v), np.full(cols, v), np.full((2, cols), -v),
+                np.full(cols, -v), np.full(probs, 1.0 / v))
+
+    full = [pair(1.0, 6, 3), pair(2.0, 6, 3)]
+    sub = [pair(3.0, 4, 2), pair(4.0, 4, 2), pair(5.0, 4, 2)]
+    out = _merge_history([(full, np.arange(6), np.arange(3)),
+                          (sub, np.array([0, 1, 4, 5]), np.array([0, 2]))], np.zeros((2, 6)), 3)
+    assert len(out) == 3
+    # latest pair: 5 for problems 0 and 2, problem 1's own latest (2) for problem 1
+    np.testing.assert_array_equal(out[-1][1], [5, 5, 2, 2, 5, 5])
+    np.testing.assert_array_equal(out[-2][1], [4, 4, 1, 1, 4, 4])
+    np.testing.assert_array_equal(out[-3][1], [3, 3, 0, 0, 3, 3])  # problem 1: an empty pair
+    np.testing.assert_array_equal(out[-1][4], [0.2, 0.5, 0.2])
+    np.testing.assert_array_equal(out[-3][4], [1 / 3, 0.0, 1 / 3])
+    np.testing.assert_array_equal(out[-1][0][:, 2], [2, 2])
