@@ -22,7 +22,7 @@ from actstore.core._backend import to_numpy
 from actstore.similarity._inputs import array_library, load_rep, mixed_error
 from actstore.similarity._metrics import build_signature, check_params, get_metric
 from actstore.similarity._plan import Plan
-from actstore.similarity._signatures import Signature
+from actstore.similarity._signatures import Signature, fresh_empty
 
 __all__ = ["accumulate"]
 
@@ -140,7 +140,7 @@ def _gram_block(
         size = m * h * (n - r0)
         flat = buffers.get(side)
         if flat is None or flat.shape[0] < size:
-            flat = buffers[side] = xp.empty((size,), dtype=xp.float64, device=S[0].device)
+            flat = buffers[side] = fresh_empty((size,), xp, S[0].device)
         sq = xp.reshape(flat[: m * h * h], (m, h, h))
         rt = xp.reshape(flat[m * h * h : size], (m, h, n - r1))
         for k, s in enumerate(S):
@@ -148,7 +148,9 @@ def _gram_block(
         return xp.reshape(sq, (m, h * h)), xp.reshape(rt, (m, h * (n - r1)))
 
     sqa, rta = stack(SA, "a")
-    sums = xp.sum(sqa, axis=1) + 2.0 * xp.sum(rta, axis=1)
+    # entry sums: only a Pearson comparison of signatures (RSA) needs them
+    sums = (xp.sum(sqa, axis=1) + 2.0 * xp.sum(rta, axis=1) if SA[0].centred_entries
+            else xp.zeros((len(SA),), dtype=xp.float64, device=SA[0].device))
     if same:
         G = _products(sqa, sqa, 1.0, True) + _products(rta, rta, 2.0, True)
     else:

@@ -26,6 +26,13 @@ __all__ = ["DEFAULT_MEMORY", "Plan", "plan_similarity"]
 #: Default working-memory budget of one similarity computation (bytes).
 DEFAULT_MEMORY = 2 * 2**30
 
+#: Rows of a stimulus block at its widest (the first block): the strip products of one block
+#: are (rows x units) by (units x n) matrix products, which reach the machine's matrix-product
+#: rate at about 100 rows. Taller blocks only make the stacked strip buffer larger (more fresh
+#: memory to fault in, less of it in cache) without making a product faster; the M x M
+#: products over the stacked strips have an inner dimension of ``rows * n`` either way.
+STRIP_ROWS = 128
+
 
 @dataclass
 class Plan:
@@ -101,11 +108,12 @@ def plan_similarity(
         per_rep = [n * d * 8 * 2 for d in widths]
     blocks = _group(per_rep, widths, max_memory, method)
     bmax = max(len(b) for b in blocks)
-    # What the representations of the (at most two) blocks in memory leave of the budget goes
-    # to the stacked strip buffers: taller stimulus blocks make larger, faster products.
+    # The stacked strip buffers hold STRIP_ROWS rows of every strip of a block of
+    # representations, or less when the representations leave less of the budget. Blocks
+    # further down are shorter strips, so they get more rows for the same buffer.
     held = sorted((sum(per_rep[i] for i in b) for b in blocks), reverse=True)[:2]
     spare = max(max_memory - sum(held), max_memory // 4)
-    entries = spare / (8 * bmax * (1 if len(blocks) == 1 else 2))
+    entries = min(spare / (8 * bmax * (1 if len(blocks) == 1 else 2)), STRIP_ROWS * n)
     chunks = _stimulus_chunks(n, max(n, entries)) if method == "gram" else [(0, n)]
     return Plan(method=method, n=n, chunks=chunks, blocks=blocks, cost=cost)
 

@@ -19,7 +19,10 @@ signature from an array; adding a metric is one factory plus one registry line.
 from __future__ import annotations
 
 import math
+import mmap
 from typing import Any
+
+import numpy as np
 
 from actstore._errors import ActstoreError
 from actstore.core._backend import array_device
@@ -27,6 +30,7 @@ from actstore.core._backend import array_device
 __all__ = [
     "Signature",
     "cka_signature",
+    "fresh_empty",
     "procrustes_signature",
     "rbf_cka_signature",
 ]
@@ -113,12 +117,44 @@ class Signature:
         return None
 
 
+#: Arrays at least this large (bytes) get memory of their own from :func:`fresh_empty`.
+_OWN_MAPPING = 2**20
+
+
+def fresh_empty(shape: tuple[int, ...], xp: Any, device: Any) -> Any:
+    """An uninitialised float64 array of namespace ``xp`` on ``device``.
+
+    A large numpy array gets an anonymous memory mapping of its own, paged in as the kernel
+    does for any process. numpy asks for huge pages on its large arrays
+    (``madvise(MADV_HUGEPAGE)``); on a kernel that then compacts memory at each page fault to
+    find them (``defrag`` set to ``madvise``, the usual default), the first touch of fresh
+    memory stalls: a 557 MB array took 1.55 s to fill for the first time with numpy's advice,
+    0.39 s without it, on the machine of docs/BENCHMARKS.md. The engine's working arrays
+    (centred activations, stacked strips) are written once and read a few times, so their
+    first touch is a large share of the cost. The mapping is released with the last array
+    that views it.
+    """
+    size = math.prod(shape) * 8
+    if xp.__name__.endswith("numpy") and size >= _OWN_MAPPING:
+        if hasattr(mmap, "MAP_PRIVATE"):  # POSIX; Linux maps all pages in one call
+            flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+            buf = mmap.mmap(-1, size, flags=flags | getattr(mmap, "MAP_ANONYMOUS", 0))
+        else:
+            buf = mmap.mmap(-1, size)
+        return np.frombuffer(buf, dtype=np.float64).reshape(shape)
+    return xp.empty(shape, dtype=xp.float64, device=device)
+
+
 def _centre(X: Any, xp: Any) -> tuple[Any, bool]:
     """Column-centre ``X``; also say whether nothing but round-off is left."""
     from actstore.core._backend import to_numpy
 
     mean = xp.mean(X, axis=0, keepdims=True)
-    Xc = X - mean
+    if isinstance(X, np.ndarray):
+        Xc = fresh_empty(X.shape, xp, None)
+        np.subtract(X, mean, out=Xc)
+    else:
+        Xc = X - mean
     # ||X||^2 = ||Xc||^2 + n ||mean||^2: no n x d temporaries (a norm is a dot product)
     left, spread = (float(v) for v in to_numpy(xp.stack([
         xp.linalg.vector_norm(Xc) ** 2, X.shape[0] * xp.sum(mean * mean)])))

@@ -1,0 +1,88 @@
+"""Working memory of the all-pairs engine: short stimulus blocks, memory of its own, none kept."""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import types
+import weakref
+
+import numpy as np
+import pytest
+
+from actstore.core._backend import get_namespace
+from actstore.similarity import _signatures, plan_similarity, similarity_matrix
+from actstore.similarity._plan import STRIP_ROWS
+
+
+def _linear_cka(X, Y):
+    """Kornblith et al. (2019), feature-space formula, one pair."""
+    X, Y = X - X.mean(0), Y - Y.mean(0)
+    return np.linalg.norm(Y.T @ X) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
+
+
+def _mapping_of(a):
+    """The mmap object under an array made by ``fresh_empty`` (None for ordinary memory)."""
+    b = a
+    while isinstance(b, np.ndarray):
+        b = b.base
+    return b.obj if isinstance(b, memoryview) else None
+
+
+def test_fresh_empty_maps_large_arrays_and_releases_them():
+    xp = get_namespace(np.zeros(1))
+    a = _signatures.fresh_empty((300, 1000), xp, None)
+    assert a.shape == (300, 1000) and a.dtype == np.float64 and a.flags.writeable
+    a[...] = np.arange(300.0)[:, None]
+    assert a[299, 999] == 299.0
+    m = _mapping_of(a)
+    assert isinstance(m, mmap.mmap)
+    ref = weakref.ref(m)
+    del a, m
+    gc.collect()
+    assert ref() is None  # the mapping goes with the last array that views it
+    small = _signatures.fresh_empty((3, 4), xp, None)
+    assert small.shape == (3, 4) and _mapping_of(small) is None
+
+
+def test_stimulus_blocks_are_short_unless_the_budget_is_tighter():
+    shapes = [(2000, 64)] * 10
+    plan = plan_similarity(shapes, "cka", method="gram")
+    r0, r1 = plan.chunks[0]
+    assert (r0, r1 - r0) == (0, STRIP_ROWS)
+    # contiguous blocks that cover every stimulus; none larger than the first in area
+    assert [c[0] for c in plan.chunks[1:]] == [c[1] for c in plan.chunks[:-1]]
+    assert plan.chunks[-1][1] == 2000
+    assert all((b - a) * (2000 - a) <= STRIP_ROWS * 2000 for a, b in plan.chunks)
+    tight = plan_similarity(shapes, "cka", method="gram", max_memory=4 * 2**20)
+    assert tight.chunks[0][1] < STRIP_ROWS
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_engine_maps_its_memory_and_keeps_none(monkeypatch, debiased):
+    made = []
+
+    def recording_mmap(*args, **kwargs):
+        m = mmap.mmap(*args, **kwargs)
+        made.append(weakref.ref(m))
+        return m
+
+    fake = types.SimpleNamespace(**{k: getattr(mmap, k) for k in dir(mmap) if k.isupper()})
+    fake.mmap = recording_mmap
+    monkeypatch.setattr(_signatures, "mmap", fake)
+    rng = np.random.default_rng(0)
+    n = 600  # several stimulus blocks at the default budget
+    latent = rng.standard_normal((n, 4))
+    reps = [np.maximum(latent @ rng.standard_normal((4, d)) + rng.standard_normal((n, d)), 0)
+            for d in (230, 300, 40)]
+    assert len(plan_similarity([r.shape for r in reps], "cka", method="gram").chunks) > 1
+    got = similarity_matrix(reps, "cka", method="gram", debiased=debiased).values
+    gc.collect()
+    assert made and all(r() is None for r in made)
+    if not debiased:
+        for i in range(3):
+            for j in range(3):
+                assert got[i, j] == pytest.approx(_linear_cka(reps[i], reps[j]), abs=1e-13)
+    else:
+        feature = similarity_matrix(reps, "cka", method="feature", debiased=True).values
+        np.testing.assert_allclose(got, feature, atol=1e-12)
