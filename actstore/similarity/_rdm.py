@@ -39,6 +39,8 @@ from actstore.similarity._signatures import (
     _centre,
     _diag_mask,
     _zero_diagonal_,
+    fresh_copy,
+    row_sqnorms,
     strict_upper_mask,
 )
 
@@ -76,24 +78,24 @@ def pattern_form(X: Any, kind: str, xp: Any) -> tuple[Any, Any]:
     sqnorm : array of shape (n_stimuli,), float64
         Squared row norms of ``Z`` (used by the euclidean kinds).
     """
-    if kind == "correlation":
-        Z = X - xp.mean(X, axis=1, keepdims=True)
-    elif kind == "cosine":
-        Z = X
-    elif kind in ("euclidean", "sqeuclidean"):
-        Z = X - xp.mean(X, axis=0, keepdims=True)
-        return Z, xp.sum(Z * Z, axis=1)
-    else:
+    if kind not in RDM_KINDS:
         raise ValueError(f"unknown RDM distance {kind!r}; choose one of {', '.join(RDM_KINDS)}")
-    norm = xp.sqrt(xp.sum(Z * Z, axis=1, keepdims=True))
+    # one n x d array, worked on in place (fresh memory is slow to fault in, see fresh_empty)
+    Z = fresh_copy(X, xp)
+    if kind == "correlation":
+        Z -= xp.mean(X, axis=1, keepdims=True)
+    elif kind in ("euclidean", "sqeuclidean"):
+        Z -= xp.mean(X, axis=0, keepdims=True)
+        return Z, row_sqnorms(Z, xp)
+    norm = xp.sqrt(row_sqnorms(Z, xp))[:, None]
     # A pattern with nothing but round-off left after centring (constant across units) is a
     # zero pattern: normalising the round-off would make a random direction of it.
-    raw = xp.sqrt(xp.sum(X * X, axis=1, keepdims=True))
+    raw = xp.sqrt(row_sqnorms(X, xp))[:, None]
     defined = norm > _REL_CONSTANT * raw
     # A zero pattern keeps zero entries: its dot products, hence correlations, are 0.
-    safe = xp.where(defined, norm, xp.ones_like(norm))
-    Z = xp.where(defined, Z / safe, xp.zeros_like(Z))
-    return Z, xp.sum(Z * Z, axis=1)
+    Z /= xp.where(defined, norm, xp.ones_like(norm))
+    Z[~defined[:, 0]] = 0.0
+    return Z, row_sqnorms(Z, xp)
 
 
 def rdm_strip(Z: Any, sqnorm: Any, kind: str, r0: int, r1: int, xp: Any) -> Any:
@@ -187,7 +189,7 @@ class _RSA(Signature):
             self.first = xp.asarray(first, device=array_device(self.Z))
             self.pattern = xp.asarray(np.asarray(inv).reshape(-1), device=array_device(self.Z))
         # Identical activation patterns for every stimulus: no structure to compare.
-        self.degenerate = _centre(X, xp)[1]
+        self.degenerate = _centre(X, xp, keep=False)[1]
         if rdm in ("correlation", "cosine"):
             # Fewer than two patterns with a defined correlation (cosine), e.g. 1-unit
             # patterns for ``correlation``: every distance is set by the zero-pattern

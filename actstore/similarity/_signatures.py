@@ -30,9 +30,11 @@ from actstore.core._backend import array_device
 __all__ = [
     "Signature",
     "cka_signature",
+    "fresh_copy",
     "fresh_empty",
     "procrustes_signature",
     "rbf_cka_signature",
+    "row_sqnorms",
 ]
 
 #: A representation whose centred activations are smaller than this fraction of its raw
@@ -145,19 +147,48 @@ def fresh_empty(shape: tuple[int, ...], xp: Any, device: Any) -> Any:
     return xp.empty(shape, dtype=xp.float64, device=device)
 
 
-def _centre(X: Any, xp: Any) -> tuple[Any, bool]:
-    """Column-centre ``X``; also say whether nothing but round-off is left."""
+def fresh_copy(X: Any, xp: Any) -> Any:
+    """A copy of ``X`` to work on in place (a large float64 numpy array: in a mapping of its
+    own, see :func:`fresh_empty`)."""
+    if isinstance(X, np.ndarray) and X.dtype == np.float64:
+        out = fresh_empty(X.shape, xp, None)
+        out[...] = X
+        return out
+    return xp.asarray(X, copy=True)
+
+
+def row_sqnorms(Z: Any, xp: Any) -> Any:
+    """Squared norms of the rows of ``Z``, without an n x d temporary for numpy."""
+    if isinstance(Z, np.ndarray):
+        return np.einsum("ij,ij->i", Z, Z)
+    return xp.sum(Z * Z, axis=1)
+
+
+def _centre(X: Any, xp: Any, keep: bool = True) -> tuple[Any, bool]:
+    """Column-centre ``X``; also say whether nothing but round-off is left.
+
+    With ``keep=False`` only the second answer is wanted: ``X`` is centred a block of rows at
+    a time and the centred array returned is None.
+    """
     from actstore.core._backend import to_numpy
 
     mean = xp.mean(X, axis=0, keepdims=True)
-    if isinstance(X, np.ndarray):
-        Xc = fresh_empty(X.shape, xp, None)
-        np.subtract(X, mean, out=Xc)
+    Xc = None
+    if not keep:
+        step = max(1, 2**16 // max(1, X.shape[1]))  # blocks of about 512 KB
+        left = sum(xp.linalg.vector_norm(X[i : i + step, :] - mean) ** 2
+                   for i in range(0, X.shape[0], step))
     else:
-        Xc = X - mean
+        if isinstance(X, np.ndarray) and X.dtype == np.float64:
+            Xc = fresh_empty(X.shape, xp, None)
+            np.subtract(X, mean, out=Xc)
+        else:
+            Xc = X - mean
+        left = xp.linalg.vector_norm(Xc) ** 2
     # ||X||^2 = ||Xc||^2 + n ||mean||^2: no n x d temporaries (a norm is a dot product)
     left, spread = (float(v) for v in to_numpy(xp.stack([
-        xp.linalg.vector_norm(Xc) ** 2, X.shape[0] * xp.sum(mean * mean)])))
+        xp.asarray(left, dtype=mean.dtype, device=array_device(mean)),
+        X.shape[0] * xp.sum(mean * mean)])))
     return Xc, left <= (_REL_CONSTANT**2) * (left + spread)
 
 

@@ -86,3 +86,40 @@ def test_engine_maps_its_memory_and_keeps_none(monkeypatch, debiased):
     else:
         feature = similarity_matrix(reps, "cka", method="feature", debiased=True).values
         np.testing.assert_allclose(got, feature, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fresh_copy_is_independent_and_keeps_the_dtype(dtype):
+    X = np.random.default_rng(1).standard_normal((400, 500)).astype(dtype)
+    xp = get_namespace(X)
+    Z = _signatures.fresh_copy(X, xp)
+    assert Z.dtype == dtype and Z.shape == X.shape
+    np.testing.assert_array_equal(Z, X)
+    assert (_mapping_of(Z) is not None) == (dtype == np.float64)
+    before = X.copy()
+    Z -= 1.0
+    assert not np.shares_memory(Z, X)
+    np.testing.assert_array_equal(X, before)
+
+
+def test_row_sqnorms_match_the_sum_of_squares():
+    import torch
+
+    Z = np.random.default_rng(2).standard_normal((50, 7))
+    want = (Z * Z).sum(axis=1)
+    np.testing.assert_allclose(_signatures.row_sqnorms(Z, get_namespace(Z)), want, rtol=1e-14)
+    T = torch.from_numpy(Z)
+    np.testing.assert_allclose(_signatures.row_sqnorms(T, get_namespace(T)).numpy(), want,
+                               rtol=1e-14)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_blockwise_centring_check_agrees(offset):
+    rng = np.random.default_rng(3)
+    xp = get_namespace(np.zeros(1))
+    varied = offset + rng.standard_normal((300, 900))
+    constant = np.full((300, 900), offset + 2.5)
+    for X, want in ((varied, False), (constant, True)):
+        Xc, flag = _signatures._centre(X, xp)
+        assert flag is want and Xc is not None
+        assert _signatures._centre(X, xp, keep=False) == (None, want)
