@@ -10,18 +10,19 @@ from scipy.special import log_softmax
 from actstore.decode._softmax import SoftmaxProblems, _segments
 
 
-def _problems(n, r, K, classes, seed, sort_rows, never=0):
-    """Fold-major problems (fold, feature) on rows sorted by held-out fold, or shuffled."""
+def _problems(n, r, K, classes, seed, sort_rows, never=0, class_major=False):
+    """Problems (fold, feature), fold-major or by class count then fold, on rows sorted by
+    held-out fold, or shuffled."""
     rng = np.random.default_rng(seed)
     never = max(never, 1) if K == 1 else never  # one fold: an explicit split needs train rows
     test_fold = np.concatenate([np.full(never, -1), np.arange(n - never) % K])
     order = np.argsort(test_fold, kind="stable") if sort_rows else rng.permutation(n)
     test_fold = test_fold[order]
-    ncls = [c for _ in range(K) for c in sorted(classes)]
-    Y01 = np.concatenate(
-        [np.eye(c)[rng.integers(0, c, n)] for _ in range(K) for c in sorted(classes)], axis=1)
-    M = np.stack([(test_fold != k) / np.sum(test_fold != k)
-                  for k in range(K) for _ in classes], axis=1)
+    probs = ([(k, c) for c in sorted(classes) for k in range(K)] if class_major
+             else [(k, c) for k in range(K) for c in sorted(classes)])
+    ncls = [c for _, c in probs]
+    Y01 = np.concatenate([np.eye(c)[rng.integers(0, c, n)] for _, c in probs], axis=1)
+    M = np.stack([(test_fold != k) / np.sum(test_fold != k) for k, _ in probs], axis=1)
     Z = rng.standard_normal((n, r))
     omega = rng.uniform(0.5, 2.0, r)
     scale = rng.uniform(50, 100, len(ncls))
@@ -52,7 +53,7 @@ def _direct(Z, omega, Y01, M, ncls, W, b, lam):
     return np.array(f), gW, gb, diag, PtP
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(12, 80),
     r=st.integers(1, 9),
@@ -60,11 +61,13 @@ def _direct(Z, omega, Y01, M, ncls, W, b, lam):
     classes=st.lists(st.integers(2, 4), min_size=1, max_size=3),
     never=st.integers(0, 5),
     sort_rows=st.booleans(),
+    class_major=st.booleans(),
     seed=st.integers(0, 10_000),
 )
 def test_objective_gradient_and_curvature_equal_a_direct_computation(
-        n, r, K, classes, never, sort_rows, seed):
-    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(n, r, K, classes, seed, sort_rows, never)
+        n, r, K, classes, never, sort_rows, class_major, seed):
+    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(n, r, K, classes, seed, sort_rows, never,
+                                                     class_major)
     lam = np.asarray(prob.lam(0.3))
     f, gW, gb, curv = prob.value_grad(W, b, lam)
     rf, rgW, rgb, rdiag, rPtP = _direct(Z, omega, Y01, M, ncls, W, b, lam)
