@@ -119,8 +119,9 @@ class Signature:
         return None
 
 
-#: Arrays at least this large (bytes) get memory of their own from :func:`fresh_empty`.
-_OWN_MAPPING = 2**20
+#: Arrays at least this large (bytes) get memory of their own from :func:`fresh_empty`: the
+#: size from which numpy advises huge pages.
+_OWN_MAPPING = 2**22
 
 
 def fresh_empty(shape: tuple[int, ...], xp: Any, device: Any) -> Any:
@@ -138,11 +139,14 @@ def fresh_empty(shape: tuple[int, ...], xp: Any, device: Any) -> Any:
     """
     size = math.prod(shape) * 8
     if xp.__name__.endswith("numpy") and size >= _OWN_MAPPING:
-        if hasattr(mmap, "MAP_PRIVATE"):  # POSIX; Linux maps all pages in one call
-            flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
-            buf = mmap.mmap(-1, size, flags=flags | getattr(mmap, "MAP_ANONYMOUS", 0))
-        else:
-            buf = mmap.mmap(-1, size)
+        try:
+            if hasattr(mmap, "MAP_PRIVATE"):  # POSIX; Linux maps all pages in one call
+                flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+                buf = mmap.mmap(-1, size, flags=flags | getattr(mmap, "MAP_ANONYMOUS", 0))
+            else:
+                buf = mmap.mmap(-1, size)
+        except OSError:  # e.g. the process's limit of mappings: numpy's memory will do
+            return np.empty(shape)
         return np.frombuffer(buf, dtype=np.float64).reshape(shape)
     return xp.empty(shape, dtype=xp.float64, device=device)
 

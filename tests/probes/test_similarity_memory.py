@@ -31,18 +31,18 @@ def _mapping_of(a):
 
 def test_fresh_empty_maps_large_arrays_and_releases_them():
     xp = get_namespace(np.zeros(1))
-    a = _signatures.fresh_empty((300, 1000), xp, None)
-    assert a.shape == (300, 1000) and a.dtype == np.float64 and a.flags.writeable
-    a[...] = np.arange(300.0)[:, None]
-    assert a[299, 999] == 299.0
+    a = _signatures.fresh_empty((600, 1000), xp, None)
+    assert a.shape == (600, 1000) and a.dtype == np.float64 and a.flags.writeable
+    a[...] = np.arange(600.0)[:, None]
+    assert a[599, 999] == 599.0
     m = _mapping_of(a)
     assert isinstance(m, mmap.mmap)
     ref = weakref.ref(m)
     del a, m
     gc.collect()
     assert ref() is None  # the mapping goes with the last array that views it
-    small = _signatures.fresh_empty((3, 4), xp, None)
-    assert small.shape == (3, 4) and _mapping_of(small) is None
+    small = _signatures.fresh_empty((500, 1000), xp, None)  # 4 MB: numpy's own memory
+    assert small.shape == (500, 1000) and _mapping_of(small) is None
 
 
 def test_stimulus_blocks_are_short_unless_the_budget_is_tighter():
@@ -71,10 +71,10 @@ def test_engine_maps_its_memory_and_keeps_none(monkeypatch, debiased):
     fake.mmap = recording_mmap
     monkeypatch.setattr(_signatures, "mmap", fake)
     rng = np.random.default_rng(0)
-    n = 600  # several stimulus blocks at the default budget
+    n = 1200  # several stimulus blocks at the default budget
     latent = rng.standard_normal((n, 4))
     reps = [np.maximum(latent @ rng.standard_normal((4, d)) + rng.standard_normal((n, d)), 0)
-            for d in (230, 300, 40)]
+            for d in (460, 600, 40)]
     assert len(plan_similarity([r.shape for r in reps], "cka", method="gram").chunks) > 1
     got = similarity_matrix(reps, "cka", method="gram", debiased=debiased).values
     gc.collect()
@@ -90,7 +90,7 @@ def test_engine_maps_its_memory_and_keeps_none(monkeypatch, debiased):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fresh_copy_is_independent_and_keeps_the_dtype(dtype):
-    X = np.random.default_rng(1).standard_normal((400, 500)).astype(dtype)
+    X = np.random.default_rng(1).standard_normal((800, 700)).astype(dtype)
     xp = get_namespace(X)
     Z = _signatures.fresh_copy(X, xp)
     assert Z.dtype == dtype and Z.shape == X.shape
@@ -123,3 +123,14 @@ def test_blockwise_centring_check_agrees(offset):
         Xc, flag = _signatures._centre(X, xp)
         assert flag is want and Xc is not None
         assert _signatures._centre(X, xp, keep=False) == (None, want)
+
+
+def test_fresh_empty_falls_back_to_numpy_memory(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    fake = types.SimpleNamespace(**{k: getattr(mmap, k) for k in dir(mmap) if k.isupper()})
+    fake.mmap = refuse
+    monkeypatch.setattr(_signatures, "mmap", fake)
+    a = _signatures.fresh_empty((600, 1000), get_namespace(np.zeros(1)), None)
+    assert a.shape == (600, 1000) and a.dtype == np.float64 and _mapping_of(a) is None
