@@ -2,7 +2,8 @@
 
 Line searches, convergence tests and curvature pairs are per problem; finished problems are
 dropped from the products (keeping the others' curvature history), and the curvature pairs
-carry over from one penalty to the next along a path.
+carry over from one penalty to the next along a path (with a restart for problems that do
+not converge from them).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _lbfgs(
     curvature pair (Shanno). Whenever at most ``compact`` of the current problems are
     unfinished, the finished ones are dropped from the products; the others keep their
     iterates, gradients and curvature history. ``hist0`` is a curvature history to start
-    from (:func:`shift_history`). Returns ``(W, b, n_iter, done, converged, objective,
+    from (:func:`shift_history`); a problem still unfinished after ``2 * memory``
+    iterations drops it (and the pairs since). Returns ``(W, b, n_iter, done, converged, objective,
     history)`` for all problems of ``prob`` (the history of each problem as it finished).
     """
     xp = prob.xp
@@ -141,6 +143,14 @@ def _lbfgs(
             hist.pop(0)
         W, b, f, gW, gb, sums = nW, nb, nf, ngW, ngb, nsums
         n_iter += ~done
+        if hist0:
+            # pairs carried over from another penalty can mislead a problem (float32 pairs
+            # taken at noise-level steps): one that has not converged after 2 x memory
+            # iterations forgets them all and goes on with fresh pairs
+            restart = (n_iter == 2 * memory) & ~done
+            if restart.any():
+                keep_c = _on((~restart).astype(np.float64), f)
+                hist = [(sW, sb, yW, yb, rho * keep_c) for sW, sb, yW, yb, rho in hist]
         gm = _np(prob.gmax(gW, gb))
         done = done | (gm <= tol) | stalled
     W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)

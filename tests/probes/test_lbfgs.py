@@ -188,3 +188,22 @@ def test_merged_history_takes_each_problems_pairs_from_its_last_subset():
     np.testing.assert_array_equal(out[-1][4], [0.2, 0.5, 0.2])
     np.testing.assert_array_equal(out[-3][4], [1 / 3, 0.0, 1 / 3])
     np.testing.assert_array_equal(out[-1][0][:, 2], [2, 2])
+
+
+def test_misleading_carried_pairs_do_not_keep_the_problems_from_converging():
+    from actstore.decode._lbfgs import _lbfgs
+
+    prob, (*_, W, b) = _problems(60, 6, 3, [2, 3, 4], 5, sort_rows=True)
+    lam = np.asarray(prob.lam(1.0))
+    W0, b0 = np.zeros_like(W), np.zeros_like(b)
+    fresh = _lbfgs(prob, W0, b0, lam, 1e-8, 500)
+    rng = np.random.default_rng(0)
+    bad = []
+    for _ in range(10):  # positive curvature, meaningless directions, tiny steps
+        sW, sb = 1e-6 * rng.standard_normal(W.shape), 1e-6 * rng.standard_normal(b.shape)
+        yW, yb = np.abs(sW) * 1e3 * np.sign(sW), np.abs(sb) * 1e-3 * np.sign(sb)
+        bad.append((sW, sb, yW, yb, 1.0 / np.asarray(prob.dot(sW, sb, yW, yb))))
+    carried = _lbfgs(prob, W0, b0, lam, 1e-8, 500, hist0=bad)
+    assert carried[4].all() and fresh[4].all()
+    assert carried[2].max() <= fresh[2].max() + 2 * 10  # pairs flushed, or one restart
+    np.testing.assert_allclose(carried[0], fresh[0], atol=1e-6)
