@@ -37,8 +37,9 @@ def _lbfgs(
     unfinished, the finished ones are dropped from the products; the others keep their
     iterates, gradients and curvature history. ``hist0`` is a curvature history to start
     from (:func:`shift_history`); a problem still unfinished after ``2 * memory``
-    iterations drops it (and the pairs since). Returns ``(W, b, n_iter, done, converged, objective,
-    history)`` for all problems of ``prob`` (the history of each problem as it finished).
+    iterations forgets it and the pairs since. Returns ``(W, b, n_iter, done, converged,
+    objective, history)`` for all problems of ``prob`` (each problem's history as it
+    finished).
     """
     xp = prob.xp
     W_out, b_out = W, b
@@ -203,8 +204,9 @@ def shift_history(prob: SoftmaxProblems, hist: list[Pair], lam_old: Any, lam_new
     """Curvature pairs of one penalty moved to another.
 
     The data term's curvature does not depend on the penalty: ``y = y_data + lam Omega s``
-    becomes ``y + (lam_new - lam_old) Omega s``, here with the diagonal of ``Omega`` (the
-    pairs only shape the search directions; the per-fold corrections are small next to it).
+    becomes ``y + (lam_new - lam_old) Omega s``, here with the diagonal of ``Omega`` only
+    (the pairs only shape the search directions, and the per-fold corrections are usually
+    small next to it; a problem the moved pairs mislead restarts, see :func:`_lbfgs`).
     Pairs whose curvature ``s . y`` is no longer positive are emptied.
     """
     xp = prob.xp
