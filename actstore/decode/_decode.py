@@ -26,6 +26,7 @@ from actstore.core._backend import get_namespace, index_on, move_to
 from actstore.core._blocks import ArraySource, BlockSource, CachedSource
 from actstore.core._folds import Folds, check_folds
 from actstore.core._gram import GramStats, accumulate_gram, unit_sums
+from actstore.core._pages import plain_pages
 from actstore.core._reprs import short_list
 from actstore.core._stats import GroupStats, accumulate_groups
 from actstore.core._targets import Targets, encode_targets
@@ -107,6 +108,7 @@ def penalty_at_edge(path: np.ndarray, chosen: np.ndarray, strong_first: np.ndarr
             out[(chosen == end) & rising] = 1.0
     return np.where(np.isnan(path).all(axis=0), np.nan, out)
 
+@plain_pages
 def decode(
     source: BlockSource,
     labels: Mapping[str, np.ndarray],
@@ -161,7 +163,7 @@ def decode(
     src = CachedSource(source, backend=backend, cache_bytes=int(config.cache_mb * 2**20))
     t0 = time.perf_counter()
     form = choose_form(source.d, folds, len(config.alphas), src.cache_bytes,
-                       config.standardize)
+                       config.standardize, host=backend is None)
     stats: GroupStats | GramStats
     # per-fold moments are needed only by the primal ridge form
     pooled = form == "lgo" or not any(DECODERS[d].fold_moments for d in config.decoders)

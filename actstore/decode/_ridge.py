@@ -1,10 +1,12 @@
-"""Ridge decoders for every penalty and every target from one eigendecomposition per fold.
+"""Ridge decoders for every penalty and every target from one factorisation per fold.
 
 Primal form (n_units <= n_train): the centred training Gram ``C = Xc^T Xc`` (d, d) is
-diagonalised once, ``C = V diag(s) V^T``; with ``B = Xc^T Yc`` the coefficients of penalty
-``a`` are ``W(a) = V diag(1 / (s + a)) V^T B`` and the intercept is ``mean_y - mean_x W(a)``
-(scikit-learn's ``Ridge(alpha=a, fit_intercept=True)``). All penalties and all target columns
-cost one ``eigh`` plus matrix products.
+factorised once (:func:`~actstore.core._shifted.shifted_system`: a tridiagonal reduction
+``C = Q T Q^T`` on the host, an eigendecomposition on other backends); with
+``B = Xc^T Yc`` the coefficients of penalty ``a`` are ``W(a) = (C + a I)^{-1} B`` and the
+intercept is ``mean_y - mean_x W(a)`` (scikit-learn's ``Ridge(alpha=a, fit_intercept=True)``).
+All penalties and all target columns cost one factorisation plus a tridiagonal solve per
+penalty and matrix products.
 
 Standardised units (the default of the probe engine): every fold works on units z-scored with
 its training rows' mean and standard deviation, as ``make_pipeline(StandardScaler(), Ridge)``
@@ -14,9 +16,12 @@ z-scored units. Constant units (zero training variance) keep a scale of 1 and, b
 after centring, contribute nothing.
 
 Dual (kernel) form (n_units > n_train): the centred training kernel ``K = Xc Xc^T`` is
-diagonalised instead, ``W(a) = Xc^T U diag(1 / (lam + a)) U^T Yc``, and held-out predictions
-only need the centred cross-kernel, so they come from the n x n Gram without another pass over
-the activations.
+factorised instead, ``W(a) = Xc^T (K + a I)^{-1} Yc``, and held-out predictions only need the
+centred cross-kernel, so they come from the n x n Gram without another pass over the
+activations.
+
+Leave-group-out form (raw units only): one eigendecomposition of the full-data Gram, and each
+fold's held-out predictions from an n_test x n_test update per penalty.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from actstore.core._backend import get_namespace, spd_solve, unit_minus_gram
 from actstore.core._blocks import BlockSource, coalesce
 from actstore.core._folds import Folds
 from actstore.core._gram import GramStats, accumulate_gram, fold_gram, unit_sums
+from actstore.core._shifted import ShiftedSystem, shifted_system
 from actstore.core._stats import GroupStats, Moments, accumulate_groups, unit_scale
 from actstore.core._targets import Targets
 from actstore.decode._metrics import HeldOutScores
@@ -49,13 +55,6 @@ __all__ = [
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 
 
-def _eigh_psd(M: Any) -> tuple[Any, Any]:
-    """Eigenvalues (clipped at 0) and eigenvectors of a symmetric PSD matrix."""
-    xp = get_namespace(M)
-    s, V = xp.linalg.eigh(M)
-    return xp.clip(s, 0.0, None), V
-
-
 def _alphas_on(alphas: Sequence[float], like: Any) -> Any:
     xp = get_namespace(like)
     from array_api_compat import device
@@ -65,37 +64,30 @@ def _alphas_on(alphas: Sequence[float], like: Any) -> Any:
 
 @dataclass
 class PrimalFold:
-    """A ridge problem solved for all penalties in the primal (unit-space) form.
+    """A ridge problem factorised once for all penalties in the primal (unit-space) form.
 
     Attributes
     ----------
     mean_x : array (d,), mean_y : array (q,)
         Training means (original coordinates).
-    V : array (d, d)
-        Eigenvectors of the centred training Gram.
-    s : array (d,)
-        Its eigenvalues (ascending, >= 0).
-    VB : array (d, q)
-        ``V^T Xc^T Yc``.
+    system : ShiftedSystem
+        The factorised centred training Gram (of the z-scored units with ``inv_scale``).
+    B : array (d, q)
+        ``Xc^T Yc`` (scaled by ``inv_scale`` when standardised).
     inv_scale : array (d,) or None
-        ``1 / sd`` of each unit when the problem was solved on z-scored units (``V``, ``s``
-        and ``VB`` then belong to the z-scored Gram); coefficients and predictions are in the
-        original units either way.
+        ``1 / sd`` of each unit when the problem was solved on z-scored units; coefficients
+        and predictions are in the original units either way.
     """
 
     mean_x: Any
     mean_y: Any
-    V: Any
-    s: Any
-    VB: Any
+    system: ShiftedSystem
+    B: Any
     inv_scale: Any = None
 
     def coef(self, alphas: Sequence[float]) -> Any:
         """Coefficients of shape (n_alphas, d, q), in the original units."""
-        xp = get_namespace(self.V)
-        a = _alphas_on(alphas, self.V)
-        scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])  # (P, d, q)
-        W = xp.permute_dims(_apply(self.V, scaled), (1, 0, 2))  # one (d, d) x (d, P*q)
+        W = self.system.solve(self.B, alphas)  # (P, d, q)
         return W if self.inv_scale is None else W * self.inv_scale[None, :, None]
 
     def intercept(self, coef: Any) -> Any:
@@ -104,21 +96,11 @@ class PrimalFold:
         return self.mean_y[None, :] - xp.sum(self.mean_x[None, :, None] * coef, axis=1)
 
     def predict(self, X: Any, alphas: Sequence[float], coef: Any | None = None) -> Any:
-        """Decision values of shape (m, n_alphas, q) for rows ``X`` (m, d).
-
-        With ``coef`` given (from :meth:`coef`) the rows are multiplied by it directly;
-        otherwise they are rotated into the eigenbasis first (cheaper when m is small).
-        """
+        """Decision values of shape (m, n_alphas, q) for rows ``X`` (m, d); ``coef`` from
+        :meth:`coef` saves solving again."""
         xp = get_namespace(X)
         Xc = xp.astype(X, xp.float64, copy=False) - self.mean_x
-        if coef is not None:
-            out = _apply(Xc, coef)
-        else:
-            a = _alphas_on(alphas, self.V)
-            Z = (Xc if self.inv_scale is None else Xc * self.inv_scale) @ self.V  # (m, d)
-            scaled = self.VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])
-            out = _apply(Z, scaled)
-        return out + self.mean_y
+        return _apply(Xc, self.coef(alphas) if coef is None else coef) + self.mean_y
 
 
 def _apply(A: Any, W: Any) -> Any:
@@ -130,35 +112,32 @@ def _apply(A: Any, W: Any) -> Any:
 
 
 def solve_primal(mom: Moments, standardize: bool = False) -> PrimalFold:
-    """Diagonalise one fold's centred Gram: every penalty is then a matrix product away.
+    """Factorise one fold's centred Gram: every penalty is then a cheap solve away.
 
-    With ``standardize`` the Gram of the z-scored units is diagonalised instead (each unit
+    With ``standardize`` the Gram of the z-scored units is factorised instead (each unit
     divided by its training standard deviation, :func:`unit_scale`).
     """
     xp = get_namespace(mom.C)
     if not standardize:
-        s, V = _eigh_psd(mom.C)
-        return PrimalFold(mom.mean_x, mom.mean_y, V, s, xp.matrix_transpose(V) @ mom.B)
+        return PrimalFold(mom.mean_x, mom.mean_y, shifted_system(mom.C), mom.B)
     inv = 1.0 / unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n,
                            offset=mom.offset_x)
-    s, V = _eigh_psd(mom.C * inv[:, None] * inv[None, :])
-    VB = xp.matrix_transpose(V) @ (mom.B * inv[:, None])
-    return PrimalFold(mom.mean_x, mom.mean_y, V, s, VB, inv)
+    system = shifted_system(mom.C * inv[:, None] * inv[None, :])
+    return PrimalFold(mom.mean_x, mom.mean_y, system, mom.B * inv[:, None], inv)
 
 
 @dataclass
 class DualFold:
-    """A ridge problem solved for all penalties in the dual (kernel) form.
+    """A ridge problem factorised once for all penalties in the dual (kernel) form.
 
     Attributes
     ----------
     train, test : ndarray of int
         Row indices (host).
-    lam : array (r,)
-        Eigenvalues of the centred training kernel (>= 0).
-    UY : array (r, q)
-        ``U^T Yc`` (eigenvectors transposed times centred training targets).
-    U : array (n_train, r)
+    system : ShiftedSystem
+        The factorised centred training kernel (n_train, n_train).
+    Yc : array (n_train, q)
+        Centred training targets.
     mean_y : array (q,)
     Kx : array (n_test, n_train)
         Centred cross-kernel between held-out and training rows.
@@ -166,28 +145,22 @@ class DualFold:
 
     train: np.ndarray
     test: np.ndarray
-    lam: Any
-    U: Any
-    UY: Any
+    system: ShiftedSystem
+    Yc: Any
     mean_y: Any
     Kx: Any
 
     def predict_test(self, alphas: Sequence[float]) -> Any:
         """Held-out decision values of shape (n_test, n_alphas, q)."""
-        a = _alphas_on(alphas, self.U)
-        KU = self.Kx @ self.U  # (n_test, r)
-        scaled = self.UY[None, :, :] / (self.lam[None, :, None] + a[:, None, None])
-        return _apply(KU, scaled) + self.mean_y
+        return _apply(self.Kx, self.dual_coef(alphas)) + self.mean_y
 
     def dual_coef(self, alphas: Sequence[float]) -> Any:
         """Dual coefficients of shape (n_alphas, n_train, q): ``W = Xc_train^T @ dual``."""
-        a = _alphas_on(alphas, self.U)
-        scaled = self.UY[None, :, :] / (self.lam[None, :, None] + a[:, None, None])
-        return self.U[None, :, :] @ scaled
+        return self.system.solve(self.Yc, alphas)
 
 
 def solve_dual(gram: GramStats, Y: Any, train: np.ndarray, test: np.ndarray) -> DualFold:
-    """Diagonalise the centred training kernel of one fold.
+    """Factorise the centred training kernel of one fold.
 
     Parameters
     ----------
@@ -201,9 +174,7 @@ def solve_dual(gram: GramStats, Y: Any, train: np.ndarray, test: np.ndarray) -> 
     tr = xp.asarray(train, dtype=xp.int64, device=_device(gram.G))
     Ytr = xp.take(Y, tr, axis=0)
     mean_y = xp.mean(Ytr, axis=0)
-    lam, U = _eigh_psd(K)
-    UY = xp.matrix_transpose(U) @ (Ytr - mean_y)
-    return DualFold(train, test, lam, U, UY, mean_y, Kx)
+    return DualFold(train, test, shifted_system(K), Ytr - mean_y, mean_y, Kx)
 
 
 def centred_kernels(gram: GramStats, train: np.ndarray, test: np.ndarray) -> tuple[Any, Any]:
@@ -226,7 +197,7 @@ def centred_kernels(gram: GramStats, train: np.ndarray, test: np.ndarray) -> tup
 
 def choose_form(
     n_units: int, folds: Folds, n_alphas: int = len(DEFAULT_ALPHAS), cache_bytes: int = 0,
-    standardize: bool = False,
+    standardize: bool = False, host: bool = True,
 ) -> str:
     """The cheapest exact form for these sizes.
 
@@ -235,22 +206,26 @@ def choose_form(
 
     * ``"dual"`` when there are more units than training rows (diagonalise the kernel);
     * ``"lgo"`` (leave-group-out updates of one full-data eigendecomposition) when the held-out
-      folds are small next to the units, so that ``n_splits`` eigendecompositions cost more
-      than one plus the per-fold ``n_test x n_test`` updates, and the rotated activations
-      (``n x d`` float64) fit ``cache_bytes``;
-    * ``"primal"`` otherwise (one eigendecomposition per fold).
+      folds are small next to the units, so that ``n_splits`` factorisations (tridiagonal on
+      the ``host``, eigendecompositions elsewhere) cost more than one eigendecomposition plus
+      the per-fold ``n_test x n_test`` updates, and the rotated activations (``n x d``
+      float64) fit ``cache_bytes``;
+    * ``"primal"`` otherwise (one factorisation per fold).
     """
     n_train, n_test = folds.counts()
     d, K = n_units, folds.n_splits
     if d > int(n_train.max()):
         return "dual"
     # Flop-equivalents at matrix-product speed: a symmetric eigendecomposition with vectors
-    # runs at a fraction of that speed (about 15 d^3); an LU solve of size m about 1.3 m^3.
+    # runs at a fraction of that speed (about 15 d^3), the tridiagonal reduction that the
+    # host's primal form uses instead at about a third of that; an LU solve of size m costs
+    # about 1.3 m^3.
     eigh = 15.0 * d**3
+    per_fold = 5.0 * d**3 if host else eigh
     m = float(n_test.max())
     lgo = eigh + 2.0 * folds.n * d * d + K * n_alphas * (m * m * d + 1.3 * m**3)
     fits = folds.n * d * 8 <= cache_bytes
-    return "lgo" if fits and lgo < K * eigh and not standardize else "primal"
+    return "lgo" if fits and lgo < K * per_fold and not standardize else "primal"
 
 
 def ridge_cv(
@@ -291,7 +266,8 @@ def ridge_cv(
     if isinstance(stats, GramStats):
         form = "dual"
     elif form == "auto":
-        form = choose_form(source.d, folds, len(alphas), cache, standardize)
+        form = choose_form(source.d, folds, len(alphas), cache, standardize,
+                           host=getattr(source, "backend", None) in (None, "numpy"))
         form = "primal" if form == "dual" and isinstance(stats, GroupStats) else form
     if form not in ("primal", "dual", "lgo"):
         raise ValueError(f"form must be 'auto', 'primal', 'dual' or 'lgo', got {form!r}")
@@ -308,20 +284,9 @@ def ridge_cv(
     if form == "lgo":
         _leave_group_out(source, targets, folds, alphas, stats, acc)
         return acc.finalize()
-    n_test = folds.counts()[1]
-    q = targets.Y.shape[1]
-    solved: list[PrimalFold] = []
-    coefs: list[Any] = []
-    for k in range(folds.n_splits):
-        pf = solve_primal(stats.moments(exclude=k), standardize)
-        # Multiply held-out rows by precomputed coefficients when that is cheaper than
-        # rotating them into the fold's eigenbasis: d*d*P*q (coef) vs n_test*d*d (rotation).
-        if len(alphas) * q < n_test[k]:
-            coefs.append(pf.coef(alphas))
-            pf.V = pf.VB = None  # only the coefficients are needed now
-        else:
-            coefs.append(None)
-        solved.append(pf)
+    solved = [solve_primal(stats.moments(exclude=k), standardize)
+              for k in range(folds.n_splits)]
+    coefs = [pf.coef(alphas) for pf in solved]
     for a, b, block in coalesce(source.blocks(), source.d):
         tf = folds.test_fold[a:b]
         for k in np.unique(tf[tf >= 0]):

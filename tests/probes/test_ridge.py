@@ -138,7 +138,11 @@ def test_form_choice():
     from actstore.decode._ridge import choose_form
 
     folds = stratified_folds(5000, 5, seed=0)
-    assert choose_form(2048, folds, 13, cache_bytes=2**30) == "lgo"
+    # on the host a fold's tridiagonal reduction is cheaper than the fold updates ...
+    assert choose_form(2048, folds, 13, cache_bytes=2**30) == "primal"
+    # ... unless the folds are many and small; other backends diagonalise every fold
+    assert choose_form(2048, stratified_folds(5000, 10, seed=0), 13, cache_bytes=2**30) == "lgo"
+    assert choose_form(2048, folds, 13, cache_bytes=2**30, host=False) == "lgo"
     assert choose_form(2048, folds, 13, cache_bytes=0) == "primal"  # Z would not fit
     assert choose_form(256, folds, 13, cache_bytes=2**30) == "primal"
     assert choose_form(6000, folds, 13, cache_bytes=2**30) == "dual"
@@ -276,3 +280,29 @@ def test_pooled_statistics_equal_the_sum_of_the_groups():
     np.testing.assert_allclose(full.C, Xc.T @ Xc, rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="no per-fold moments"):
         pooled.moments(exclude=0)
+
+
+@pytest.mark.parametrize("m, rank", [(2, 2), (7, 7), (40, 12), (300, 300)])
+def test_shifted_system_tridiagonal_equals_eigen(m, rank):
+    """Every shift's solution from the tridiagonal reduction equals the eigendecomposition's
+    and a direct solve, also for a rank-deficient matrix with small shifts."""
+    from actstore.core._shifted import _Eigen, shifted_system
+
+    rng = np.random.default_rng(m)
+    F = rng.standard_normal((m, rank)) * np.logspace(0, 3, rank)
+    M = F @ F.T
+    B = rng.standard_normal((m, 5))
+    alphas = [1e-5, 1e-2, 1.0, 1e4]
+    system = shifted_system(M)
+    assert type(system).__name__ == "_Tridiagonal"
+    got = system.solve(B, alphas)
+    assert got.shape == (4, m, 5)
+    ref = _Eigen(M).solve(B, alphas)
+    norm = np.linalg.norm(M, 2)
+    for i, a in enumerate(alphas):
+        # backward error at rounding level, also where the system is ill-conditioned ...
+        resid = (M + a * np.eye(m)) @ got[i] - B
+        assert np.linalg.norm(resid) / ((norm + a) * np.linalg.norm(got[i])) < 1e-13
+        if np.linalg.cond(M + a * np.eye(m)) < 1e6:  # ... and the same solution where not
+            assert _rel(got[i], np.linalg.solve(M + a * np.eye(m), B)) < 1e-9
+            assert _rel(got[i], ref[i]) < 1e-9

@@ -134,3 +134,48 @@ def test_fresh_empty_falls_back_to_numpy_memory(monkeypatch):
     monkeypatch.setattr(_signatures, "mmap", fake)
     a = _signatures.fresh_empty((600, 1000), get_namespace(np.zeros(1)), None)
     assert a.shape == (600, 1000) and a.dtype == np.float64 and _mapping_of(a) is None
+
+
+def test_decoders_run_without_huge_page_advice_and_restore_it(monkeypatch):
+    """The decode engine turns numpy's huge-page advice off while it works (first touches of
+    advised memory are slow where the kernel compacts memory on faults) and leaves the
+    process's setting as it found it, also when nested or after an error."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from actstore.core._pages import plain_pages
+
+    seen = []
+
+    @plain_pages
+    def work(fail=False):
+        current = _set_madvise_hugepage(False)  # returns the setting in force
+        seen.append(current)
+        if fail:
+            raise RuntimeError("boom")
+        return plain_pages(lambda: _set_madvise_hugepage(False))()
+
+    before = _set_madvise_hugepage(True)
+    try:
+        assert work() is False  # nested use: still off inside
+        assert seen == [False]
+        assert _set_madvise_hugepage(True) is True  # restored
+        with pytest.raises(RuntimeError):
+            work(fail=True)
+        assert _set_madvise_hugepage(True) is True
+        # inside a decode job the advice is off
+        from actstore.decode import _decode
+
+        real = _decode.choose_form
+
+        def spy(*args, **kwargs):
+            seen.append(_set_madvise_hugepage(False))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(_decode, "choose_form", spy)
+        rng = np.random.default_rng(0)
+        _decode.probe_arrays(rng.standard_normal((60, 5)), {"f": rng.integers(0, 2, 60)},
+                             decoders=("ridge",))
+        assert seen[-1] is False
+        assert _set_madvise_hugepage(True) is True
+    finally:
+        _set_madvise_hugepage(before)
