@@ -7,6 +7,9 @@ Store: runs x checkpoints x layers (widths 64..2048) x three 10-class features, 
 written with the store API (`actstore.probes.write_synthetic_store`; decodability grows over
 checkpoints). Settings: 5-fold stratified CV, 13 ridge alphas, 13 logistic Cs.
 
+The whole run works without numpy's huge-page advice, as the engine does (memory is first
+touched alike by the engine and the baselines; see actstore/core/_pages.py).
+
 Timed in this one process run, side by side, all on one core (`--threads 1`, BLAS limited
 with threadpoolctl; the machine is shared, and one core per contestant keeps the ratios stable):
   floor           reading + decoding every activation array once, plus X^T X of every array
@@ -48,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from actstore import Execution
+from actstore.core._pages import plain_pages
 from actstore.probes import ProbeConfig, make_folds, run_probes, write_synthetic_store
 from actstore.store import open_store
 
@@ -332,4 +336,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The engine works without numpy's huge-page advice (actstore.core._pages); the whole
+    # run does, so that the baselines' memory behaves the same way (on this machine the
+    # advice slows their first touches of large arrays too).
+    plain_pages(main)()

@@ -9,6 +9,9 @@ synthetic post-ReLU activations (`actstore.testing.synthetic_activations`, train
 six categorical features of 2, 3, 4, 5, 8 and 10 classes. Same 5 stratified folds for every
 method, 13 ridge alphas (1e-2..1e4), 13 logistic Cs (1e-4..1e2), one BLAS thread for all.
 
+The whole run works without numpy's huge-page advice, as the engine does (memory is first
+touched alike by the engine and the baselines; see actstore/core/_pages.py).
+
 Timed in this one process run, side by side (best of ``--repeat``):
   engine ridge      `probe_arrays(X, labels, decoders=("ridge",))` on standardised units
   engine logistic   `probe_arrays(X, labels, decoders=("logistic",))`, standardised
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe import sklearn_logistic, sklearn_ridge
 from render import timed as best_of
 
+from actstore.core._pages import plain_pages
 from actstore.probes import ProbeConfig, make_folds, probe_arrays
 from actstore.testing import synthetic_activations, synthetic_labels
 
@@ -109,4 +113,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The engine works without numpy's huge-page advice (actstore.core._pages); the whole
+    # run does, so that the baselines' memory behaves the same way (on this machine the
+    # advice slows their first touches of large arrays too).
+    plain_pages(main)()
