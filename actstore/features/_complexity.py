@@ -35,6 +35,7 @@ import numpy as np
 from actstore._errors import ActstoreError
 from actstore.core._blocks import ArraySource, BlockSource, CachedSource
 from actstore.core._folds import Folds
+from actstore.core._pages import plain_pages
 from actstore.core._targets import FeatureSpec, Targets
 from actstore.decode._metrics import select_penalty
 from actstore.decode._ridge import DEFAULT_ALPHAS, ridge_cv
@@ -87,6 +88,7 @@ def code_targets(codes: np.ndarray, prefix: str = "atom") -> tuple[Targets, np.n
     return Targets(Y, codes_int, specs), usable
 
 
+@plain_pages
 def vinfo_of_codes(
     source: BlockSource | Any,
     codes: np.ndarray,
