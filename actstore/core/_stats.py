@@ -324,7 +324,8 @@ def accumulate_groups(
         st.count[g] += Xg.shape[0]
         st.sx[g] += xp.sum(Xg, axis=0)
         st.sy[g] += xp.sum(Yg, axis=0)
-        st.xtx[g] += Xt @ Xg
+        if not _syrk_update(st.xtx[g], Xt):
+            st.xtx[g] += Xt @ Xg
         st.xty[g] += Xt @ Yg
         pending[g], n_pending[g] = [], 0
 
@@ -365,4 +366,36 @@ def accumulate_groups(
             flush(g)
     if st is None:
         raise ActstoreError(f"{source.name}: no activation rows to read")
+    for C in st.xtx:
+        _mirror_upper(C)
     return st
+
+
+def _syrk_update(C: Any, At: Any) -> bool:
+    """``C += At @ At^T`` in the upper triangle of a host float64 ``C`` (d, d) by BLAS
+    ``dsyrk`` (half the multiply-adds of a full product); False where that does not apply
+    (other backends, dtypes or layouts: the caller multiplies instead). The lower triangle
+    is left stale until :func:`_mirror_upper`."""
+    if not (isinstance(C, np.ndarray) and isinstance(At, np.ndarray)
+            and C.dtype == np.float64 and At.dtype == np.float64
+            and C.flags.c_contiguous and At.flags.f_contiguous and C.shape[0] > 1):
+        return False
+    from scipy.linalg import blas
+
+    # C^T is the same matrix in Fortran order; its lower triangle is C's upper one
+    blas.dsyrk(1.0, At, beta=1.0, c=C.T, trans=0, lower=1, overwrite_c=1)
+    return True
+
+
+def _mirror_upper(C: Any) -> None:
+    """Copy the upper triangle of a host float64 Gram into its lower one, in place (the
+    Grams of :func:`_syrk_update`); other arrays are left as they are."""
+    if not (isinstance(C, np.ndarray) and C.dtype == np.float64 and C.flags.c_contiguous):
+        return
+    d = C.shape[0]
+    for a in range(0, d, 256):  # by row blocks: slices, no index arrays of d^2 entries
+        e = min(a + 256, d)
+        C[a:e, :a] = C[:a, a:e].T
+        blk = C[a:e, a:e]
+        low = np.tril_indices(e - a, -1)
+        blk[low] = blk.T[low]

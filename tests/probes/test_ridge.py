@@ -306,3 +306,22 @@ def test_shifted_system_tridiagonal_equals_eigen(m, rank):
         if np.linalg.cond(M + a * np.eye(m)) < 1e6:  # ... and the same solution where not
             assert _rel(got[i], np.linalg.solve(M + a * np.eye(m), B)) < 1e-9
             assert _rel(got[i], ref[i]) < 1e-9
+
+
+@pytest.mark.parametrize("d", [1, 7, 300, 513])
+def test_group_grams_equal_products_and_are_exactly_symmetric(d):
+    """Each fold group's Gram (accumulated in one triangle by BLAS syrk, then mirrored)
+    equals the product of its centred rows and is exactly symmetric."""
+    rng = np.random.default_rng(d)
+    X = rng.standard_normal((650, d)).astype(np.float32) + 3.0
+    labels = {"a": rng.integers(0, 3, 650)}
+    T = encode_targets(labels)
+    folds = stratified_folds(650, 5, seed=1, stratify=labels)
+    stats = accumulate_groups(ArraySource(X, block_rows=97), T.Y, folds)
+    Xc = X.astype(np.float64) - stats.shift_x
+    group = folds.group_of()
+    for g in range(folds.n_groups):
+        rows = Xc[group == g]
+        C = stats.xtx[g]
+        assert np.array_equal(C, C.T)
+        assert _rel(C, rows.T @ rows) < 1e-12
