@@ -22,7 +22,8 @@ with threadpoolctl; the machine is shared, and one core per contestant keeps the
                   jobs, in this process, on standardised units (the default)
   engine logistic `run_probes(decoders=("logistic",))` likewise, standardised
   engine raw      both again with `standardize=False`: the cost of standardising is the
-                  ratio of the two (`--skip raw` to leave them out)
+                  ratio of the two (`--skip raw` to leave them out; `--skip logistic` times
+                  the ridge decoders alone, on every side)
   (`--dask`: also both passes on the default local Dask cluster, one worker per core)
   sklearn ridge   `GridSearchCV(make_pipeline(StandardScaler(), RidgeClassifier()),
                   alphas, cv=<same folds>)` per decoder (job x feature): what a user writes to
@@ -200,7 +201,9 @@ def main() -> None:
     ap.add_argument("--device", default="numpy")
     ap.add_argument("--baseline-checkpoints", default="last",
                     help="checkpoints of run0 timed for the baselines: last, first,last, all")
-    ap.add_argument("--skip", default="", help="comma list: sklearn-logistic, himalaya, ...")
+    ap.add_argument("--skip", default="",
+                    help="comma list: sklearn-logistic, himalaya, raw (the raw-unit passes), "
+                         "logistic (every logistic pass: ridge alone), ...")
     ap.add_argument("--quick", action="store_true",
                     help="2 runs x 3 checkpoints, widths 64..512, n=2000")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
@@ -241,23 +244,29 @@ def main() -> None:
     print(f"engine ridge: {t_ridge:.1f} s for {len(jobs)} jobs", flush=True)
     layer_names = [f"layer{i}" for i in range(len(widths))]
     ridge_widths = per_width_ratios(ds_ridge, "ridge", fl, widths, layer_names)
-    t_log, ds_log = engine(args.store, ("logistic",), config, 1, "bench-logistic")
-    print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs", flush=True)
+    no_log = "logistic" in skip  # ridge alone: no logistic pass on either side
+    t_log = ds_log = None
+    if not no_log:
+        t_log, ds_log = engine(args.store, ("logistic",), config, 1, "bench-logistic")
+        print(f"engine logistic: {t_log:.1f} s for {len(jobs)} jobs", flush=True)
     raw = {**config, "standardize": False}
     t_ridge_raw = t_log_raw = None
     ds_ridge_raw = ds_ridge
     if "raw" not in skip:
         t_ridge_raw, ds_ridge_raw = engine(args.store, ("ridge",), raw, 1, "bench-ridge-raw")
         print(f"engine ridge, raw units: {t_ridge_raw:.1f} s", flush=True)
-        t_log_raw, _ = engine(args.store, ("logistic",), raw, 1, "bench-logistic-raw")
-        print(f"engine logistic, raw units: {t_log_raw:.1f} s", flush=True)
+        if not no_log:
+            t_log_raw, _ = engine(args.store, ("logistic",), raw, 1, "bench-logistic-raw")
+            print(f"engine logistic, raw units: {t_log_raw:.1f} s", flush=True)
     t_dask = t_dask_log = None
     if args.dask:
         limits.restore_original_limits()
         t_dask, _ = engine(args.store, ("ridge",), config, None, "bench-ridge-dask")
         print(f"engine ridge, local Dask cluster: {t_dask:.1f} s", flush=True)
-        t_dask_log, _ = engine(args.store, ("logistic",), config, None, "bench-logistic-dask")
-        print(f"engine logistic, local Dask cluster: {t_dask_log:.1f} s", flush=True)
+        if not no_log:
+            t_dask_log, _ = engine(args.store, ("logistic",), config, None,
+                                   "bench-logistic-dask")
+            print(f"engine logistic, local Dask cluster: {t_dask_log:.1f} s", flush=True)
         limits = threadpool_limits(args.threads)
 
     sel = {"last": [steps[-1]], "first,last": [steps[0], steps[-1]], "all": steps}[
@@ -274,8 +283,8 @@ def main() -> None:
             X = rd.read(layer, step)
             eng_r = ds_ridge.accuracy.sel(decoder="ridge", run="run0", checkpoint=step,
                                           layer=layer)
-            eng_l = ds_log.accuracy.sel(decoder="logistic", run="run0", checkpoint=step,
-                                        layer=layer)
+            eng_l = None if ds_log is None else ds_log.accuracy.sel(
+                decoder="logistic", run="run0", checkpoint=step, layer=layer)
             eng_raw = ds_ridge_raw.accuracy.sel(decoder="ridge", run="run0", checkpoint=step,
                                                 layer=layer)
             todo = [("sklearn ridge", sklearn_ridge, (X, labels, splits, alphas), eng_r),
@@ -283,7 +292,8 @@ def main() -> None:
                     ("sklearn logistic", sklearn_logistic,
                      (X, labels, splits, Cs, args.max_iter), eng_l)]
             for name, fn, fargs, eng in todo:
-                if name.replace(" ", "-") in skip or name.split()[0] in skip:
+                if (name.replace(" ", "-") in skip or name.split()[0] in skip
+                        or (no_log and "logistic" in name)):
                     continue
                 dt, acc = fn(*fargs)
                 base[name].setdefault(w, []).append(dt)
@@ -299,13 +309,12 @@ def main() -> None:
 
     rows = [("floor (read + X^T X + eigh)", fl["floor_s"], None, None),
             ("engine ridge", t_ridge, None, None),
-            ("engine logistic", t_log, None, None)]
-    if t_ridge_raw is not None:
-        rows.append(("engine ridge, raw units", t_ridge_raw, None, None))
-        rows.append(("engine logistic, raw units", t_log_raw, None, None))
-    if t_dask is not None:
-        rows.append(("engine ridge, Dask (all cores)", t_dask, None, None))
-        rows.append(("engine logistic, Dask (all cores)", t_dask_log, None, None))
+            ("engine logistic", t_log, None, None),
+            ("engine ridge, raw units", t_ridge_raw, None, None),
+            ("engine logistic, raw units", t_log_raw, None, None),
+            ("engine ridge, Dask (all cores)", t_dask, None, None),
+            ("engine logistic, Dask (all cores)", t_dask_log, None, None)]
+    rows = [row for row in rows if row[1] is not None]
     out = {"floor": fl, "engine_ridge_s": t_ridge, "engine_logistic_s": t_log, "jobs": len(jobs),
            "engine_ridge_raw_s": t_ridge_raw, "engine_logistic_raw_s": t_log_raw,
            "engine_ridge_dask_s": t_dask, "engine_logistic_dask_s": t_dask_log,
@@ -328,9 +337,11 @@ def main() -> None:
     print(f"{'engine ridge / floor':34} {t_ridge / fl['floor_s']:9.2f}")
     if t_ridge_raw is not None:
         print(f"{'standardised / raw units, ridge':34} {t_ridge / t_ridge_raw:9.2f}")
+    if t_log is not None and t_log_raw is not None:
         print(f"{'standardised / raw units, logistic':34} {t_log / t_log_raw:9.2f}")
     limits.restore_original_limits()
-    print(f"{'engine ridge+logistic / floor':34} {(t_ridge + t_log) / fl['floor_s']:9.2f}")
+    if t_log is not None:
+        print(f"{'engine ridge+logistic / floor':34} {(t_ridge + t_log) / fl['floor_s']:9.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -70,7 +70,6 @@ class _Tridiagonal(ShiftedSystem):
         # lower trapezoid of c, as LAPACK's dormtr uses them.
         self.reflectors = np.asfortranarray(c[1:, :-1])
         self.m = m
-        self._M = M
 
     def _apply_q(self, C: np.ndarray, trans: bytes) -> np.ndarray:
         """``Q C`` (trans ``N``) or ``Q^T C`` (``T``) for C of shape (m, k)."""
@@ -92,18 +91,27 @@ class _Tridiagonal(ShiftedSystem):
         B = np.asarray(B, dtype=np.float64)
         m, q = B.shape
         P = len(alphas)
-        if self.m < 2 or q == 0 or P == 0:
-            return _Eigen(self._M).solve(B, alphas)
+        if q == 0 or P == 0:
+            return np.zeros((P, m, q))
         QB = self._apply_q(B, b"T")
         Z = np.empty((m, P * q), dtype=np.float64, order="F")
         for i, a in enumerate(alphas):
             _, _, x, info = lapack.dptsv(self.diag + float(a), self.off, QB)
             if info != 0:  # not positive definite to working precision (a = 0, rounding)
                 _, _, _, x, info = lapack.dgtsv(self.off, self.diag + float(a), self.off, QB)
-            if info != 0:
-                return _Eigen(self._M).solve(B, alphas)
+            if info != 0:  # singular: as the eigen path, with eigenvalues clipped at 0
+                x = self._eigen_solve(QB, float(a))
             Z[:, i * q:(i + 1) * q] = x
         return np.ascontiguousarray(self._apply_q(Z, b"N").reshape(m, P, q).transpose(1, 0, 2))
+
+    def _eigen_solve(self, QB: np.ndarray, a: float) -> np.ndarray:
+        """``(T + a I)^+ QB`` from the eigendecomposition of the tridiagonal ``T``."""
+        from scipy.linalg import eigh_tridiagonal
+
+        w, U = eigh_tridiagonal(self.diag, self.off)
+        den = np.clip(w, 0.0, None) + a
+        inv = np.divide(1.0, den, out=np.zeros_like(den), where=den > 0)
+        return U @ (inv[:, None] * (U.T @ QB))
 
 
 def _check(info: int, what: str) -> None:

@@ -189,6 +189,9 @@ class GroupStats:
     units: UnitSums | None = field(default=None, repr=False, compare=False)
     _eig_std: tuple[Any, Any, Moments, Any] | None = field(default=None, repr=False,
                                                           compare=False)
+    #: Factorisations of per-fold Grams of ``X`` (keyed by their user, e.g. the ridge
+    #: decoders), shared with :meth:`columns` subsets: they depend on ``X`` alone.
+    factors: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def xp(self) -> Any:
@@ -229,14 +232,15 @@ class GroupStats:
 
     def columns(self, cols: np.ndarray) -> GroupStats:
         """The same statistics of ``X`` with the target columns ``cols`` only (shares the
-        ``X`` sums and unit sums; cached moments, which hold the targets, are not kept)."""
+        ``X`` sums, unit sums and :attr:`factors`; cached moments, which hold the targets,
+        are not kept)."""
         xp = self.xp
         idx = index_on(np.asarray(cols, dtype=np.int64), self.shift_x)
         return GroupStats(
             self.count, self.shift_x, xp.take(self.shift_y, idx, axis=0), self.sx,
             [xp.take(v, idx, axis=0) for v in self.sy], self.xtx,
             [xp.take(v, idx, axis=1) for v in self.xty],
-            rotated=self.rotated, pooled=self.pooled, units=self.units,
+            rotated=self.rotated, pooled=self.pooled, units=self.units, factors=self.factors,
         )
 
     def moments(self, exclude: int | None = None) -> Moments:

@@ -111,19 +111,29 @@ def _apply(A: Any, W: Any) -> Any:
     return xp.reshape(A @ flat, (A.shape[0], P, q))
 
 
-def solve_primal(mom: Moments, standardize: bool = False) -> PrimalFold:
+def solve_primal(mom: Moments, standardize: bool = False,
+                 cache: dict[Any, Any] | None = None, key: Any = None) -> PrimalFold:
     """Factorise one fold's centred Gram: every penalty is then a cheap solve away.
 
     With ``standardize`` the Gram of the z-scored units is factorised instead (each unit
-    divided by its training standard deviation, :func:`unit_scale`).
+    divided by its training standard deviation, :func:`unit_scale`). With ``cache`` the
+    factorisation is stored there under ``key`` and reused when it is already there (it
+    depends on the activations alone, not on the targets).
     """
     xp = get_namespace(mom.C)
-    if not standardize:
-        return PrimalFold(mom.mean_x, mom.mean_y, shifted_system(mom.C), mom.B)
-    inv = 1.0 / unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n,
-                           offset=mom.offset_x)
-    system = shifted_system(mom.C * inv[:, None] * inv[None, :])
-    return PrimalFold(mom.mean_x, mom.mean_y, system, mom.B * inv[:, None], inv)
+    found = cache.get(key) if cache is not None else None
+    if found is None:
+        inv = None
+        if standardize:
+            inv = 1.0 / unit_scale(xp.linalg.diagonal(mom.C) / mom.n, mom.mean_x, mom.n,
+                                   offset=mom.offset_x)
+        found = (shifted_system(mom.C if inv is None else mom.C * inv[:, None] * inv[None, :]),
+                 inv)
+        if cache is not None:
+            cache[key] = found
+    system, inv = found
+    B = mom.B if inv is None else mom.B * inv[:, None]
+    return PrimalFold(mom.mean_x, mom.mean_y, system, B, inv)
 
 
 @dataclass
@@ -284,8 +294,10 @@ def ridge_cv(
     if form == "lgo":
         _leave_group_out(source, targets, folds, alphas, stats, acc)
         return acc.finalize()
-    solved = [solve_primal(stats.moments(exclude=k), standardize)
-              for k in range(folds.n_splits)]
+    # the folds' factorisations depend on the activations alone: kept with the statistics,
+    # they serve every later call on them (e.g. the penalties of an extended grid)
+    solved = [solve_primal(stats.moments(exclude=k), standardize, stats.factors,
+                           ("ridge-primal", k, standardize)) for k in range(folds.n_splits)]
     coefs = [pf.coef(alphas) for pf in solved]
     for a, b, block in coalesce(source.blocks(), source.d):
         tf = folds.test_fold[a:b]

@@ -325,3 +325,45 @@ def test_group_grams_equal_products_and_are_exactly_symmetric(d):
         C = stats.xtx[g]
         assert np.array_equal(C, C.T)
         assert _rel(C, rows.T @ rows) < 1e-12
+
+
+def test_tridiagonal_fallback_solves_through_the_eigenvectors_of_t():
+    """Where a shifted tridiagonal system is not positive definite to working precision,
+    the solve goes through T's eigendecomposition; it gives the same solution."""
+    from actstore.core._shifted import shifted_system
+
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((30, 30))
+    M = F @ F.T
+    B = rng.standard_normal((30, 4))
+    system = shifted_system(M)
+    QB = system._apply_q(B, b"T")
+    got = system._apply_q(system._eigen_solve(QB, 0.5), b"N")
+    assert _rel(got, np.linalg.solve(M + 0.5 * np.eye(30), B)) < 1e-10
+
+
+def test_fold_factorisations_are_reused_for_more_penalties(monkeypatch):
+    """The per-fold factorisations depend on the activations only: a second call on the same
+    statistics (as the grid extension makes) reuses them, also for a subset of the targets,
+    and gives what a fresh computation gives."""
+    from actstore.decode import _ridge
+
+    X, labels = _data(300, 40, seed=6)
+    T = encode_targets(labels)
+    folds = stratified_folds(300, 5, seed=0)
+    stats = accumulate_groups(ArraySource(X, block_rows=64), T.Y, folds)
+    calls = []
+    real = _ridge.shifted_system
+    monkeypatch.setattr(_ridge, "shifted_system", lambda M: calls.append(1) or real(M))
+    _ridge.ridge_cv(ArraySource(X), T, folds, ALPHAS, form="primal", stats=stats)
+    assert len(calls) == 5
+    more = (1e5, 1e6)
+    sub = encode_targets({"a": labels["a"]})
+    cols = np.arange(T.features[0].start, T.features[0].stop)
+    again = _ridge.ridge_cv(ArraySource(X), sub, folds, more, form="primal",
+                            stats=stats.columns(cols))
+    assert len(calls) == 5  # nothing factorised again
+    fresh = _ridge.ridge_cv(ArraySource(X), sub, folds, more, form="primal")
+    assert len(calls) == 10
+    for key in ("accuracy", "balanced_accuracy"):
+        np.testing.assert_array_equal(again[key], fresh[key])
