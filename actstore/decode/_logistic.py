@@ -400,13 +400,23 @@ def logistic_cv(
     if standardize and (isinstance(stats, GramStats) or (stats is None and d > n)):
         fit = _dual_by_fold(X, stats, targets, folds, Cs, tol, max_iter, dtype)
     else:
-        Z, T, omega, _mean = whiten(X, stats, dtype=dtype, standardize=standardize)
-        fold_pen = None
-        if standardize and T is not None and T.shape[1]:
-            units = getattr(stats, "units", None)
-            if units is None:
-                units = unit_sums(ArraySource(X, name="activations"), folds)
-            fold_pen = fold_penalties(T, units, folds.n_splits, dtype)
+        # the whitened activations and penalty corrections depend on the activations alone:
+        # kept with the job's statistics, they serve later calls (an extended grid of Cs)
+        cache = stats.factors if isinstance(stats, GroupStats) else None
+        key = ("logistic-whiten", standardize, dtype, folds.n_splits)
+        found = cache.get(key) if cache is not None else None
+        if found is None:
+            Z, T, omega, _mean = whiten(X, stats, dtype=dtype, standardize=standardize)
+            fold_pen = None
+            if standardize and T is not None and T.shape[1]:
+                units = getattr(stats, "units", None)
+                if units is None:
+                    units = unit_sums(ArraySource(X, name="activations"), folds)
+                fold_pen = fold_penalties(T, units, folds.n_splits, dtype)
+            found = (Z, omega, fold_pen)
+            if cache is not None:
+                cache[key] = found
+        Z, omega, fold_pen = found
         fit = fit_logistic_path(Z, omega, targets, folds, Cs, tol=tol, max_iter=max_iter,
                                 fold_penalty=fold_pen)
     xp = get_namespace(fit.log_proba)

@@ -231,3 +231,31 @@ def test_float32_converges_on_activations_of_tiny_spread():
     assert got["converged"].all()
     assert got["n_iter"].max() <= 5 * max(ref["n_iter"].max(), 1)
     assert np.nanmax(np.abs(got["accuracy"].mean(axis=0) - ref["accuracy"].mean(axis=0))) <= 0.01
+
+
+def test_whitening_is_reused_for_more_penalties(monkeypatch):
+    """The whitened activations and per-fold penalty corrections depend on the activations
+    only: a second call on the same statistics (as the grid extension makes) reuses them and
+    gives what a fresh computation gives."""
+    from actstore.core._blocks import ArraySource
+    from actstore.core._stats import accumulate_groups
+    from actstore.decode import _logistic
+
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((240, 12))
+    y = rng.integers(0, 3, 240)
+    X[:, 0] += y
+    T = encode_targets({"y": y})
+    folds = stratified_folds(240, 4, seed=0, stratify={"y": y})
+    stats = accumulate_groups(ArraySource(X), T.Y, folds)
+    calls = []
+    real = _logistic.whiten
+    monkeypatch.setattr(_logistic, "whiten", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _logistic.logistic_cv(X, T, folds, (0.1, 1.0), stats=stats)
+    again = _logistic.logistic_cv(X, T, folds, (10.0, 100.0), stats=stats.columns(
+        np.arange(T.Y.shape[1])))
+    assert len(calls) == 1
+    fresh = _logistic.logistic_cv(X, T, folds, (10.0, 100.0))
+    assert len(calls) == 2
+    np.testing.assert_allclose(again["accuracy"], fresh["accuracy"])
+    np.testing.assert_allclose(again["cross_entropy"], fresh["cross_entropy"], rtol=1e-6)
