@@ -10,7 +10,7 @@ about ``z`` is the held-out R^2 of a ridge probe, clipped at zero::
 where R^2 is the mean over folds of the held-out R^2 at the penalty it selects (the clip
 applies to that mean, not to each fold)
 
-computed by the probe engine for all ``k`` features at once (one eigendecomposition per fold
+computed by the probe engine for all ``k`` features at once (one factorisation per fold
 serves every feature and penalty, :func:`~actstore.probes.ridge_cv`). Then
 
 * complexity ``K(z) = 1 - mean over probed layers of I_V`` (in [0, 1]: features decodable
