@@ -23,7 +23,23 @@ import numpy as np
 
 from actstore.core._backend import get_namespace
 
-__all__ = ["ShiftedSystem", "shifted_system"]
+__all__ = ["ShiftedSystem", "alphas_on", "apply_each", "shifted_system"]
+
+
+def alphas_on(alphas: Sequence[float], like: Any) -> Any:
+    """Penalties as a float64 array of ``like``'s namespace and device."""
+    from array_api_compat import device
+
+    xp = get_namespace(like)
+    return xp.asarray(np.asarray(alphas, dtype=np.float64), dtype=xp.float64, device=device(like))
+
+
+def apply_each(A: Any, W: Any) -> Any:
+    """``A @ W[p]`` for every p as one product: (m, k) x (P, k, q) -> (m, P, q)."""
+    xp = get_namespace(A)
+    P, k, q = W.shape
+    flat = xp.reshape(xp.permute_dims(W, (1, 0, 2)), (k, P * q))
+    return xp.reshape(A @ flat, (A.shape[0], P, q))
 
 
 class ShiftedSystem:
@@ -43,16 +59,11 @@ class _Eigen(ShiftedSystem):
         self.s, self.V, self.m = xp.clip(s, 0.0, None), V, int(M.shape[0])
 
     def solve(self, B: Any, alphas: Sequence[float]) -> Any:
-        from array_api_compat import device
-
         xp = get_namespace(self.V)
-        a = xp.asarray(np.asarray(alphas, dtype=np.float64), dtype=self.V.dtype,
-                       device=device(self.V))
+        a = xp.astype(alphas_on(alphas, self.V), self.V.dtype)
         VB = xp.matrix_transpose(self.V) @ B  # (m, q)
         scaled = VB[None, :, :] / (self.s[None, :, None] + a[:, None, None])  # (P, m, q)
-        P, m, q = scaled.shape
-        flat = xp.reshape(xp.permute_dims(scaled, (1, 0, 2)), (m, P * q))
-        return xp.permute_dims(xp.reshape(self.V @ flat, (m, P, q)), (1, 0, 2))
+        return xp.permute_dims(apply_each(self.V, scaled), (1, 0, 2))
 
 
 class _Tridiagonal(ShiftedSystem):

@@ -36,7 +36,7 @@ from actstore.core._backend import get_namespace, spd_solve, unit_minus_gram
 from actstore.core._blocks import BlockSource, coalesce
 from actstore.core._folds import Folds
 from actstore.core._gram import GramStats, accumulate_gram, fold_gram, unit_sums
-from actstore.core._shifted import ShiftedSystem, shifted_system
+from actstore.core._shifted import ShiftedSystem, alphas_on, apply_each, shifted_system
 from actstore.core._stats import GroupStats, Moments, accumulate_groups, unit_scale
 from actstore.core._targets import Targets
 from actstore.decode._metrics import HeldOutScores
@@ -53,13 +53,6 @@ __all__ = [
 
 #: 13 penalties from 1e-2 to 1e4 (half-decade steps), as in scikit-learn's usual grids.
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
-
-
-def _alphas_on(alphas: Sequence[float], like: Any) -> Any:
-    xp = get_namespace(like)
-    from array_api_compat import device
-
-    return xp.asarray(np.asarray(alphas, dtype=np.float64), dtype=xp.float64, device=device(like))
 
 
 @dataclass
@@ -100,15 +93,7 @@ class PrimalFold:
         :meth:`coef` saves solving again."""
         xp = get_namespace(X)
         Xc = xp.astype(X, xp.float64, copy=False) - self.mean_x
-        return _apply(Xc, self.coef(alphas) if coef is None else coef) + self.mean_y
-
-
-def _apply(A: Any, W: Any) -> Any:
-    """``A @ W[p]`` for every p as one product: (m, k) x (P, k, q) -> (m, P, q)."""
-    xp = get_namespace(A)
-    P, k, q = W.shape
-    flat = xp.reshape(xp.permute_dims(W, (1, 0, 2)), (k, P * q))
-    return xp.reshape(A @ flat, (A.shape[0], P, q))
+        return apply_each(Xc, self.coef(alphas) if coef is None else coef) + self.mean_y
 
 
 def solve_primal(mom: Moments, standardize: bool = False,
@@ -162,7 +147,7 @@ class DualFold:
 
     def predict_test(self, alphas: Sequence[float]) -> Any:
         """Held-out decision values of shape (n_test, n_alphas, q)."""
-        return _apply(self.Kx, self.dual_coef(alphas)) + self.mean_y
+        return apply_each(self.Kx, self.dual_coef(alphas)) + self.mean_y
 
     def dual_coef(self, alphas: Sequence[float]) -> Any:
         """Dual coefficients of shape (n_alphas, n_train, q): ``W = Xc_train^T @ dual``."""
@@ -363,7 +348,7 @@ def _leave_group_out(
     s, V, mom = stats.eigh_full()
     xp = get_namespace(mom.C)
     Bt = xp.matrix_transpose(V) @ mom.B  # (d, q)
-    a = _alphas_on(alphas, V)
+    a = alphas_on(alphas, V)
     g = 1.0 / (s[None, :] + a[:, None])  # (P, d)
     Z = xp.concat(
         [(blk - mom.mean_x) @ V for _, _, blk in coalesce(source.blocks(), source.d)], axis=0
@@ -376,7 +361,7 @@ def _leave_group_out(
         idx = _idx(test, Z)
         ZT = xp.take(Z, idx, axis=0)  # (m, d)
         YT = xp.take(Yd, idx, axis=0)  # (m, q)
-        fitted = _apply(ZT, g[:, :, None] * Bt[None, :, :]) + mom.mean_y  # (m, P, q)
+        fitted = apply_each(ZT, g[:, :, None] * Bt[None, :, :]) + mom.mean_y  # (m, P, q)
         if isinstance(ZT, np.ndarray):
             preds = []
             for p in range(len(alphas)):
