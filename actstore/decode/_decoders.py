@@ -101,7 +101,7 @@ def _ridge(source: CachedSource, targets: Targets, folds: Folds, penalties: Sequ
            stats: GroupStats | GramStats, config: ProbeConfig) -> dict[str, np.ndarray]:
     """Ridge decoders (scikit-learn ``Ridge``/``RidgeClassifier``) for every ``alpha``."""
     return ridge_cv(source, targets, folds, penalties, stats=stats,
-                    standardize=config.standardize)
+                    standardize=config.standardize, dtype=config.ridge_dtype)
 
 
 def _logistic(source: CachedSource, targets: Targets, folds: Folds, penalties: Sequence[float],
@@ -118,7 +118,7 @@ def _logistic(source: CachedSource, targets: Targets, folds: Folds, penalties: S
 DECODERS: dict[str, Decoder] = {d.name: d for d in (
     Decoder("ridge", _ridge, penalty="alpha", grid="alphas", default_grid=DEFAULT_ALPHAS,
             option="--alphas", larger_is_stronger=True, kinds=("categorical", "continuous"),
-            settings=("standardize",), fold_moments=True),
+            settings=("standardize", "ridge_dtype"), fold_moments=True),
     Decoder("logistic", _logistic, penalty="C", grid="Cs", default_grid=DEFAULT_CS,
             option="--cs", larger_is_stronger=False, kinds=("categorical",),
             settings=("tol", "max_iter", "logistic_dtype", "standardize"),

@@ -354,7 +354,7 @@ def test_fold_factorisations_are_reused_for_more_penalties(monkeypatch):
     stats = accumulate_groups(ArraySource(X, block_rows=64), T.Y, folds)
     calls = []
     real = _ridge.shifted_system
-    monkeypatch.setattr(_ridge, "shifted_system", lambda M: calls.append(1) or real(M))
+    monkeypatch.setattr(_ridge, "shifted_system", lambda M, *a: calls.append(1) or real(M, *a))
     _ridge.ridge_cv(ArraySource(X), T, folds, ALPHAS, form="primal", stats=stats)
     assert len(calls) == 5
     more = (1e5, 1e6)
