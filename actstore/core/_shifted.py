@@ -162,12 +162,17 @@ class _Checked(ShiftedSystem):
         self.fast: _Tridiagonal | None = _Tridiagonal(
             self.M.T if self.M.flags.c_contiguous else self.M, np.float32)
         self.exact: _Tridiagonal | None = None
+        #: The smallest shift checked so far: the error bound only falls as the shift grows,
+        #: so calls with larger shifts only (e.g. a grid extended upward) are not checked again.
+        self.checked = float("inf")
 
     def solve(self, B: Any, alphas: Sequence[float]) -> Any:
         B = np.asarray(B, dtype=np.float64)
         if self.fast is not None:
             X = self.fast.solve(B, alphas)
-            if self.accurate(B, X, alphas):
+            low = min((float(a) for a in alphas), default=float("inf"))
+            if low >= self.checked or self.accurate(B, X, alphas):
+                self.checked = min(self.checked, low)
                 return X
             self.exact, self.fast = _Tridiagonal(self.M), None
         assert self.exact is not None

@@ -51,8 +51,8 @@ class Moments:
     n : float
     mean_x : array (d,), mean_y : array (q,)
         Means in the original coordinates.
-    C : array (d, d)
-        Centred ``X^T X``.
+    C : array (d, d) or None
+        Centred ``X^T X`` (None where it was not asked for).
     B : array (d, q)
         Centred ``X^T Y``.
     offset_x : array (d,), optional
@@ -180,7 +180,6 @@ class GroupStats:
     sy: list[Any]
     xtx: list[Any]
     xty: list[Any]
-    _tot: tuple[Any, Any, Any, Any] | None = field(default=None, repr=False, compare=False)
     _eig: tuple[Any, Any, Moments] | None = field(default=None, repr=False, compare=False)
     #: ``(X - mean) @ V`` (n, d) over all rows, when a solver computed it (shared by decoders).
     rotated: Any = field(default=None, repr=False, compare=False)
@@ -189,19 +188,23 @@ class GroupStats:
     units: UnitSums | None = field(default=None, repr=False, compare=False)
     _eig_std: tuple[Any, Any, Moments, Any] | None = field(default=None, repr=False,
                                                           compare=False)
-    #: Factorisations of per-fold Grams of ``X`` (keyed by their user, e.g. the ridge
-    #: decoders), shared with :meth:`columns` subsets: they depend on ``X`` alone.
+    #: What depends on ``X`` alone, shared with :meth:`columns` subsets: factorisations of
+    #: per-fold Grams (keyed by their user, e.g. the ridge decoders) and the sums over groups.
     factors: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    _y_totals: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def xp(self) -> Any:
         return get_namespace(self.shift_x)
 
-    def _totals(self) -> tuple[Any, Any, Any, Any]:
-        if self._tot is None:
-            self._tot = (sum_arrays(self.sx), sum_arrays(self.sy), sum_arrays(self.xtx),
-                         sum_arrays(self.xty))
-        return self._tot
+    def _total(self, name: str) -> Any:
+        """The sum over groups of ``sx``, ``sy``, ``xtx`` or ``xty`` (cached; those of ``X``
+        in :attr:`factors`, shared with :meth:`columns` subsets)."""
+        key = ("group-total", name)
+        cache = self.factors if name in ("sx", "xtx") else self._y_totals
+        if key not in cache:
+            cache[key] = sum_arrays(getattr(self, name))
+        return cache[key]
 
     def eigh_full(self) -> tuple[Any, Any, Moments]:
         """``(s, V, moments)``: eigendecomposition of the centred Gram of all rows (cached).
@@ -243,12 +246,15 @@ class GroupStats:
             rotated=self.rotated, pooled=self.pooled, units=self.units, factors=self.factors,
         )
 
-    def moments(self, exclude: int | None = None) -> Moments:
+    def moments(self, exclude: int | None = None, gram: bool = True) -> Moments:
         """Centred moments over every group except ``exclude`` (``None``: all rows).
 
-        The result is exactly symmetric: every term is a sum of symmetric products.
+        The Gram is exactly symmetric: every term is a sum of symmetric products. With
+        ``gram=False`` it is left out (``C`` is None): the d x d work is skipped where a
+        factorisation of it is already at hand.
         """
-        sx, sy, C, B = self._totals()
+        sx, sy, B = self._total("sx"), self._total("sy"), self._total("xty")
+        C = self._total("xtx") if gram else None
         n = float(self.count.sum())
         if exclude is not None and self.pooled:
             raise ValueError("pooled statistics hold no per-fold moments; accumulate by group")
@@ -256,12 +262,15 @@ class GroupStats:
             g = exclude
             n -= float(self.count[g])
             sx, sy = sx - self.sx[g], sy - self.sy[g]
-            C, B = C - self.xtx[g], B - self.xty[g]
-        else:
-            C, B = C + 0.0, B + 0.0  # copies: the totals are reused
+            C = None if C is None else C - self.xtx[g]
+            B = B - self.xty[g]
+        else:  # copies: the totals are reused
+            C = None if C is None else C + 0.0
+            B = B + 0.0
         xp = self.xp
         mx, my = sx / n, sy / n
-        C -= n * xp.linalg.outer(mx, mx)
+        if C is not None:
+            C -= n * xp.linalg.outer(mx, mx)
         B -= n * xp.linalg.outer(mx, my)
         return Moments(n, mx + self.shift_x, my + self.shift_y, C, B, mx)
 

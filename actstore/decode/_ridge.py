@@ -107,7 +107,7 @@ def solve_primal(mom: Moments, standardize: bool = False,
     depends on the activations alone, not on the targets). ``dtype`` is the precision of
     the factorisation (:func:`~actstore.core._shifted.shifted_system`).
     """
-    xp = get_namespace(mom.C)
+    xp = get_namespace(mom.B)
     found = cache.get(key) if cache is not None else None
     if found is None:
         inv = None
@@ -295,8 +295,9 @@ def ridge_cv(
         return acc.finalize()
     # the folds' factorisations depend on the activations alone: kept with the statistics,
     # they serve every later call on them (e.g. the penalties of an extended grid)
-    solved = [solve_primal(stats.moments(exclude=k), standardize, stats.factors,
-                           ("ridge-primal", k, standardize, dtype), dtype)
+    keys = [("ridge-primal", k, standardize, dtype) for k in range(folds.n_splits)]
+    solved = [solve_primal(stats.moments(exclude=k, gram=keys[k] not in stats.factors),
+                           standardize, stats.factors, keys[k], dtype)
               for k in range(folds.n_splits)]
     coefs = [pf.coef(alphas) for pf in solved]
     for a, b, block in coalesce(source.blocks(), source.d):

@@ -112,3 +112,37 @@ def test_ridge_dtype_is_validated_and_is_a_setting():
         ProbeConfig(ridge_dtype="half")
     assert "ridge_dtype" in ProbeConfig.RESULT_KEYS
     assert ProbeConfig().key() != ProbeConfig(ridge_dtype="float64").key()
+
+
+def test_larger_shifts_than_a_checked_one_are_not_checked_again(monkeypatch):
+    """The error bound falls as the shift grows: a later call whose shifts are all at least
+    the smallest one checked (a grid extended upward) is not checked again; a smaller one is."""
+    M, B = _gram(MIXED_MIN, 2, seed=3)
+    system = shifted_system(M, "float32")
+    calls = []
+    real = type(system).accurate
+    monkeypatch.setattr(type(system), "accurate",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    system.solve(B, [1.0, 10.0])
+    system.solve(B[:, :2], [1e3, 1e4])
+    assert len(calls) == 1 and system.checked == 1.0
+    system.solve(B, [1e-2])
+    assert len(calls) == 2 and system.checked == 1e-2
+
+
+def test_moments_without_the_gram_equal_the_rest_of_the_full_moments():
+    from actstore.core._stats import accumulate_groups
+    from actstore.probes import ArraySource, encode_targets, stratified_folds
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 20)) + 2.0
+    labels = {"y": rng.integers(0, 3, 300)}
+    T = encode_targets(labels)
+    stats = accumulate_groups(ArraySource(X, block_rows=64), T.Y,
+                              stratified_folds(300, 5, seed=0))
+    for k in (None, 0, 3):
+        full, light = stats.moments(exclude=k), stats.moments(exclude=k, gram=False)
+        assert light.C is None and full.C is not None
+        for a, b in ((full.B, light.B), (full.mean_x, light.mean_x), (full.mean_y, light.mean_y)):
+            np.testing.assert_array_equal(a, b)
+        assert full.n == light.n
