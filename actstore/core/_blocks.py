@@ -164,32 +164,48 @@ def _itemsize(x: Any) -> int:
 
 
 def coalesce(
-    blocks: Iterator[tuple[int, int, Any]], d: int, target_bytes: int = 8 * 2**20
+    blocks: Iterator[tuple[int, int, Any]], d: int, target_bytes: int = 8 * 2**20,
+    reuse: bool = False,
 ) -> Iterator[tuple[int, int, Any]]:
-    """Copy consecutive row blocks into fresh float64 blocks of about ``target_bytes``.
+    """Copy consecutive row blocks into float64 blocks of about ``target_bytes``.
 
     Rank-k updates of a d x d Gram are memory-bound for small k; larger blocks keep them
     compute-bound. The yielded arrays are new (the caller may modify them in place); memory
-    grows by one such block plus one source block.
+    grows by one such block plus one source block. With ``reuse`` every block is written
+    into the memory of the one before (the caller must be done with a block, and hold no
+    view of it, before asking for the next): no fresh memory per block.
     """
     target = max(1, target_bytes // (8 * max(d, 1)))
     pending: list[tuple[int, int, Any]] = []
     rows = 0
+    spare: list[Any] = []
     for a, b, blk in blocks:
         pending.append((a, b, blk))
         rows += b - a
         if rows >= target:
-            yield _merge(pending, rows, d)
+            yield _merge(pending, rows, d, spare if reuse else None)
             pending, rows = [], 0
     if pending:
-        yield _merge(pending, rows, d)
+        yield _merge(pending, rows, d, spare if reuse else None)
 
 
-def _merge(pending: list[tuple[int, int, Any]], rows: int, d: int) -> tuple[int, int, Any]:
+def _merge(pending: list[tuple[int, int, Any]], rows: int, d: int, spare: list[Any] | None
+           ) -> tuple[int, int, Any]:
+    """The rows of ``pending`` as one float64 block; with ``spare`` (a list holding at most
+    one earlier block) in that block's memory when it is large enough, kept there for the
+    next call."""
     first = pending[0][2]
     xp = get_namespace(first)
-    out = xp.empty((rows, d), dtype=xp.float64, device=array_device(first))
+    if spare and spare[0].shape[0] >= rows:
+        out = spare[0][:rows, :]
+    else:
+        out = xp.empty((rows, d), dtype=xp.float64, device=array_device(first))
+        if spare is not None:
+            spare[:] = [out]
     start = pending[0][0]
     for a, b, blk in pending:
-        out[a - start : b - start, :] = xp.astype(blk, xp.float64)
+        if isinstance(blk, np.ndarray) and isinstance(out, np.ndarray):
+            out[a - start : b - start, :] = blk  # cast while copying, no temporary
+        else:
+            out[a - start : b - start, :] = xp.astype(blk, xp.float64)
     return start, start + rows, out

@@ -322,17 +322,17 @@ def accumulate_groups(
     Yd = None
     # Rows are gathered per group and added as one rank-k update once a group holds
     # ``flush_rows`` of them: with random folds a block holds a few rows of every group, and
-    # many thin updates of a d x d Gram are bound by memory traffic, not arithmetic.
+    # many thin updates of a d x d Gram are bound by memory traffic, not arithmetic. Each
+    # group gathers into one buffer, allocated once and reused (fresh memory per part costs
+    # page faults and a second copy to join the parts).
     flush_rows = int(np.clip(group_buffer_bytes // (8 * G * max(source.d, 1)), 64, 1024))
-    pending: list[list[tuple[Any, Any]]] = [[] for _ in range(G)]
-    n_pending = np.zeros(G, dtype=np.int64)
+    buf_x: list[Any] = [None] * G
+    buf_y: list[Any] = [None] * G
+    fill = np.zeros(G, dtype=np.int64)
 
-    def flush(g: int) -> None:
+    def update(g: int, Xg: Any, Yg: Any) -> None:
         assert st is not None
-        parts = pending[g]
-        xp = get_namespace(parts[0][0])
-        Xg = parts[0][0] if len(parts) == 1 else xp.concat([x for x, _ in parts], axis=0)
-        Yg = parts[0][1] if len(parts) == 1 else xp.concat([y for _, y in parts], axis=0)
+        xp = get_namespace(Xg)
         Xt = xp.matrix_transpose(Xg)
         st.count[g] += Xg.shape[0]
         st.sx[g] += xp.sum(Xg, axis=0)
@@ -340,10 +340,41 @@ def accumulate_groups(
         if not _syrk_update(st.xtx[g], Xt):
             st.xtx[g] += Xt @ Xg
         st.xty[g] += Xt @ Yg
-        pending[g], n_pending[g] = [], 0
 
-    for a, b, Xb in coalesce(source.blocks(), source.d):
-        xp = get_namespace(Xb)  # Xb: a fresh float64 block, modified in place below
+    def flush(g: int) -> None:
+        if fill[g]:
+            n = int(fill[g])
+            update(g, buf_x[g][:n, :], buf_y[g][:n, :])
+            fill[g] = 0
+
+    def add(g: int, Xb: Any, Yb: Any, rows: np.ndarray, whole: bool) -> None:
+        k = rows.size
+        if fill[g] + k > flush_rows:
+            flush(g)
+        xp = get_namespace(Xb)
+        if k >= flush_rows:  # enough for one update by themselves
+            idx = index_on(rows, Xb)
+            update(g, Xb if whole else xp.take(Xb, idx, axis=0),
+                   Yb if whole else xp.take(Yb, idx, axis=0))
+            return
+        if buf_x[g] is None:
+            make = zeros_maker(Xb)
+            buf_x[g], buf_y[g] = make(flush_rows, Xb.shape[1]), make(flush_rows, Yb.shape[1])
+        at = slice(int(fill[g]), int(fill[g]) + k)
+        if isinstance(Xb, np.ndarray):  # gathered straight into the buffer
+            np.take(Xb, rows, axis=0, out=buf_x[g][at, :])
+            np.take(Yb, rows, axis=0, out=buf_y[g][at, :])
+        else:
+            idx = index_on(rows, Xb)
+            buf_x[g][at, :] = xp.take(Xb, idx, axis=0)
+            buf_y[g][at, :] = xp.take(Yb, idx, axis=0)
+        fill[g] += k
+        if fill[g] >= flush_rows:
+            flush(g)
+
+    # the coalesced block is consumed before the next one: its memory is reused
+    for a, b, Xb in coalesce(source.blocks(), source.d, reuse=True):
+        xp = get_namespace(Xb)  # Xb: a float64 block of this pass, modified in place below
         if st is None:
             Yd = float64_like(Y, Xb)
             d, q = Xb.shape[1], Yd.shape[1]
@@ -366,17 +397,9 @@ def accumulate_groups(
         g_blk = group[a:b]
         for g in np.unique(g_blk):
             rows = np.flatnonzero(g_blk == g)
-            if rows.size == b - a:
-                pending[g].append((Xb, Yb))
-            else:
-                idx = index_on(rows, Xb)
-                pending[g].append((xp.take(Xb, idx, axis=0), xp.take(Yb, idx, axis=0)))
-            n_pending[g] += rows.size
-            if n_pending[g] >= flush_rows:
-                flush(int(g))
+            add(int(g), Xb, Yb, rows, rows.size == b - a)
     for g in range(G):
-        if pending[g]:
-            flush(g)
+        flush(g)
     if st is None:
         raise ActstoreError(f"{source.name}: no activation rows to read")
     for C in st.xtx:

@@ -146,3 +146,23 @@ def test_moments_without_the_gram_equal_the_rest_of_the_full_moments():
         for a, b in ((full.B, light.B), (full.mean_x, light.mean_x), (full.mean_y, light.mean_y)):
             np.testing.assert_array_equal(a, b)
         assert full.n == light.n
+
+
+def test_coalesce_reusing_its_memory_yields_the_same_blocks():
+    """With ``reuse`` each block is written into the memory of the one before (no fresh
+    memory per block), and the rows and values are those of fresh blocks."""
+    from actstore.core._blocks import coalesce
+    from actstore.probes import ArraySource
+
+    X = np.random.default_rng(6).standard_normal((1000, 16)).astype(np.float32)
+    fresh = [(a, b, blk.copy()) for a, b, blk in
+             coalesce(ArraySource(X, block_rows=70).blocks(), 16, target_bytes=8 * 16 * 200)]
+    seen = []
+    for (a, b, blk), (a0, b0, ref) in zip(
+            coalesce(ArraySource(X, block_rows=70).blocks(), 16, target_bytes=8 * 16 * 200,
+                     reuse=True), fresh, strict=True):
+        assert (a, b) == (a0, b0) and blk.dtype == np.float64
+        np.testing.assert_array_equal(blk, ref)
+        seen.append(blk)
+    assert len(fresh) > 2
+    assert all(np.shares_memory(seen[0], s) for s in seen[1:])
