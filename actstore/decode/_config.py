@@ -15,6 +15,7 @@ from actstore._errors import ActstoreError
 from actstore.core._backend import BACKENDS
 from actstore.core._folds import Folds, label_folds
 from actstore.core._options import fields_from_options
+from actstore.core._shifted import PRECISIONS
 from actstore.decode._decoders import DECODERS
 
 __all__ = ["SELECTIONS", "ProbeConfig", "make_folds"]
@@ -63,7 +64,7 @@ class ProbeConfig:
         Logistic convergence tolerance and iteration cap per penalty.
     logistic_dtype : {"float32", "float64"}
         Working precision of the logistic solver's iterations (about twice as fast in
-        float32, on CPUs and GPUs; accuracies agree to the reported digits). Statistics,
+        float32, on CPUs and GPUs; accuracies agree to the reported digits). Statistics and
         whitening are float64 either way.
     ridge_dtype : {"float32", "float64"}
         Precision of the ridge folds' factorisations. ``"float32"`` (default) reduces the
@@ -131,9 +132,9 @@ class ProbeConfig:
                 f"available: {', '.join(DECODERS)}"
             )
         for name in ("logistic_dtype", "ridge_dtype"):
-            if getattr(self, name) not in ("float32", "float64"):
+            if getattr(self, name) not in PRECISIONS:
                 raise ActstoreError(
-                    f"{name} must be float32 or float64, not {getattr(self, name)!r}")
+                    f"{name} must be {' or '.join(PRECISIONS)}, not {getattr(self, name)!r}")
         if self.device not in BACKENDS:
             raise ActstoreError(
                 f"unknown device {self.device!r}; choose one of {', '.join(BACKENDS)}"
