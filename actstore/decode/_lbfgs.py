@@ -28,7 +28,8 @@ def _lbfgs(
     memory: int = 10,
     compact: float = 0.6,
     hist0: list[Pair] | None = None,
-) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Pair]]:
+    start: Start | None = None,
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Pair], Any, Any]:
     """Batched L-BFGS over the problems of ``prob`` at one penalty.
 
     The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
@@ -37,17 +38,18 @@ def _lbfgs(
     unfinished, the finished ones are dropped from the products; the others keep their
     iterates, gradients and curvature history. ``hist0`` is a curvature history to start
     from (:func:`shift_history`); a problem still unfinished after ``2 * memory``
-    iterations forgets it and the pairs since. Returns ``(W, b, n_iter, done, converged,
-    objective, history)`` for all problems of ``prob`` (each problem's history as it
-    finished).
+    iterations forgets it and the pairs since. ``start`` is the objective, gradients and
+    curvature sums at ``(W, b)`` where the caller has them (otherwise they are evaluated).
+    Returns ``(W, b, n_iter, done, converged, objective, history, gW, gb)`` for all problems
+    of ``prob`` (each problem's history as it finished, the gradients at the solutions).
     """
     xp = prob.xp
-    W_out, b_out = W, b
     idx, cols = np.arange(prob.P), np.arange(prob.Qt)  # the current problems and columns
     n_all = np.zeros(prob.P, dtype=np.int64)
     done_all = np.zeros(prob.P, dtype=bool)
     gm_all, f_all = np.zeros(prob.P), np.zeros(prob.P)
-    f, gW, gb, sums = prob.value_grad(W, b, lam)
+    f, gW, gb, sums = prob.value_grad(W, b, lam) if start is None else start
+    W_out, b_out, gW_out, gb_out = W, b, gW, gb
     hist: list[Pair] = list(hist0 or [])[-memory:]
     levels: list[tuple[list[Pair], np.ndarray, np.ndarray]] = []  # histories dropped
     n_iter = np.zeros(prob.P, dtype=np.int64)
@@ -59,6 +61,7 @@ def _lbfgs(
             break
         if compact > 0 and done.any() and (~done).sum() <= compact * done.size:
             W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)
+            gW_out, gb_out = _embed(gW_out, gW, cols), _embed(gb_out, gb, cols)
             n_all[idx], done_all[idx], gm_all[idx], f_all[idx] = n_iter, done, gm, _np(f)
             levels.append((hist, cols, idx))
             keep = np.flatnonzero(~done)
@@ -155,15 +158,20 @@ def _lbfgs(
         gm = _np(prob.gmax(gW, gb))
         done = done | (gm <= tol) | stalled
     W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)
+    gW_out, gb_out = _embed(gW_out, gW, cols), _embed(gb_out, gb, cols)
     n_all[idx], done_all[idx], gm_all[idx], f_all[idx] = n_iter, done, gm, _np(f)
     if levels:
         hist = _merge_history([*levels, (hist, cols, idx)], W_out, n_all.size)
-    return W_out, b_out, n_all, done_all, gm_all <= tol, f_all, hist
+    return W_out, b_out, n_all, done_all, gm_all <= tol, f_all, hist, gW_out, gb_out
 
 
 #: One curvature pair of every problem: ``(sW, sb, yW, yb, rho)``, (r, Qt), (Qt,), (r, Qt),
 #: (Qt,), (P,); ``rho = 1 / (s . y)``, 0 for an empty pair.
 Pair = tuple[Any, Any, Any, Any, Any]
+
+#: The objective (P,), gradients (r, Qt) and (Qt,) and curvature sums at a point
+#: (:meth:`SoftmaxProblems.value_grad`).
+Start = tuple[Any, Any, Any, list[Any]]
 
 
 def _merge_history(levels: list[tuple[list[Pair], np.ndarray, np.ndarray]], like: Any,
@@ -222,9 +230,10 @@ def shift_history(prob: SoftmaxProblems, hist: list[Pair], lam_old: Any, lam_new
 
 def solve_problems(
     prob: SoftmaxProblems, W: Any, b: Any, C: float, tol: float, max_iter: int,
-    hist: list[Pair] | None = None,
-) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, list[Pair]]:
-    """Solve every problem at inverse penalty ``C`` from the start ``(W, b)``.
+    hist: list[Pair] | None = None, start: Start | None = None,
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, list[Pair], tuple[Any, Any]]:
+    """Solve every problem at inverse penalty ``C`` from the start ``(W, b)``
+    (where its objective, gradients and curvature sums are ``start``, if given).
 
     Runs batched L-BFGS (from the curvature pairs ``hist``, if given); whenever at most 60%
     of the problems are unfinished, it continues on those alone (fewer columns in every
@@ -233,12 +242,12 @@ def solve_problems(
     Returns
     -------
     W : array (r, Qt), b : array (Qt,), n_iter : ndarray (P,), converged : ndarray (P,) bool,
-    objective : ndarray (P,) at the solution, and the curvature pairs at the end (for the
-    next penalty: :func:`shift_history`)
+    objective : ndarray (P,) at the solution, the curvature pairs at the end (for the
+    next penalty: :func:`shift_history`) and the gradients (r, Qt), (Qt,) at the solution
     """
-    W, b, n_iter, _done, conv, fval, hist = _lbfgs(prob, W, b, prob.lam(C), tol, max_iter,
-                                                   hist0=hist)
-    return W, b, n_iter, conv, fval, hist
+    W, b, n_iter, _done, conv, fval, hist, gW, gb = _lbfgs(
+        prob, W, b, prob.lam(C), tol, max_iter, hist0=hist, start=start)
+    return W, b, n_iter, conv, fval, hist, (gW, gb)
 
 
 def _embed(full: Any, part: Any, cols: np.ndarray) -> Any:

@@ -297,28 +297,35 @@ def fit_logistic_path(
     prev: tuple[Any, Any, float] | None = None  # the solution before the last, and its log C
     last = 0.0  # log C of the last solution
     f_last, lam_last = np.zeros(prob.P), prob.lam(1.0)  # its objective and penalty
+    g_last: tuple[Any, Any] | None = None  # its gradients
     hist: list[Any] = []  # curvature pairs of the last solve
     for i, p in enumerate(np.argsort(Cs_arr)):
         C = float(Cs_arr[p])
-        W0, b0 = W, b
-        if prev is not None and prev[2] != last:
+        W0, b0, start = W, b, None
+        if prev is not None and prev[2] != last and g_last is not None:
             # Warm start by linear extrapolation along log C from the two previous solutions,
-            # kept per problem where it lowers the objective.
+            # kept per problem where it lowers the objective. Only the penalty term of the
+            # objective and gradient at (W, b) changes with the penalty: they come from the
+            # last solve, so the one evaluation here is the extrapolated point's.
             Wp, bp, logCp = prev
             step = float((np.log(C) - last) / (last - logCp))  # a Python float keeps the dtype
             We, be = W + step * (W - Wp), b + step * (b - bp)
             lam = prob.lam(C)
-            # the objective at (W, b) under the new penalty, from the one the solver ended
-            # with: only the penalty term changes
-            pen = _np(prob.penalty_sums(W))
-            here = f_last + 0.5 * (_np(lam) - _np(lam_last)) * pen
-            better = _asarray((_np(prob.value(We, be, lam)) < here).astype(np.float64), Z)
-            bc = prob.to_cols(better)
-            W0, b0 = W + bc[None, :] * (We - W), b + bc * (be - b)
+            dlam = lam - lam_last
+            pen, OW = prob.penalty_terms(W)
+            here = _asarray(f_last, lam) + 0.5 * dlam * pen
+            fe, gWe, gbe, sums = prob.value_grad(We, be, lam)
+            better = fe < here
+            bc = prob.to_cols(xp.astype(better, lam.dtype)) > 0.5
+            W0, b0 = xp.where(bc[None, :], We, W), xp.where(bc, be, b)
+            gW0 = xp.where(bc[None, :], gWe, g_last[0] + prob.to_cols(dlam)[None, :] * OW)
+            # the curvature sums (only a preconditioner) from the extrapolated point for all
+            start = (xp.where(better, fe, here), gW0, xp.where(bc, gbe, g_last[1]), sums)
         if hist:
             # the curvature of the data term carries over from the last penalty
             hist = shift_history(prob, hist, lam_last, prob.lam(C))
-        Wn, bn, it, ok, f_last, hist = solve_problems(prob, W0, b0, C, tol, max_iter, hist)
+        Wn, bn, it, ok, f_last, hist, g_last = solve_problems(prob, W0, b0, C, tol, max_iter,
+                                                              hist, start)
         lam_last = prob.lam(C)
         prev = (W, b, last) if i > 0 else None
         last = float(np.log(C))

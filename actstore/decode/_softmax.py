@@ -243,6 +243,12 @@ class SoftmaxProblems:
         """``W^T Omega W`` per problem (P,): the penalty without its factor ``lam / 2``."""
         return self.per_problem(self._pen(W)[0])
 
+    def penalty_terms(self, W: Any) -> tuple[Any, Any]:
+        """``W^T Omega W`` per problem (P,) and ``Omega W`` (r, Qt): the penalty and its
+        gradient without the factor ``lam``."""
+        quad, OW = self._pen(W)
+        return self.per_problem(quad), OW
+
     def _penalty(self, W: Any, lam: Any) -> Any:
         return 0.5 * lam * self.penalty_sums(W)
 
