@@ -168,7 +168,6 @@ def fold_penalties(T: Any, units: UnitSums, n_splits: int, dtype: str = "float64
     -------
     list of arrays (r, r), one per fold, in ``dtype``.
     """
-    xp = get_namespace(T)
     sd = units.scale()
     # the products in the solver's precision: the corrections enter its float32 objective
     # (d r^2 flops per fold, half the time in float32)
@@ -179,10 +178,25 @@ def fold_penalties(T: Any, units: UnitSums, n_splits: int, dtype: str = "float64
         # penalty weight: keeping the all-rows weight (no correction) keeps the problem as
         # well conditioned as the others, where scikit-learn's scale of 1 would put a weight
         # of 1 / sd^2 on it
-        diff = units.scale(exclude=k, fallback=sd) ** 2 - sd * sd
-        D = xp.matrix_transpose(Tw * _cast(diff, dtype)[:, None]) @ Tw
-        out.append((D + xp.matrix_transpose(D)) / 2)
+        diff = _cast(units.scale(exclude=k, fallback=sd) ** 2 - sd * sd, dtype)
+        out.append(_signed_gram(Tw, diff))
     return out
+
+
+def _signed_gram(T: Any, w: Any) -> Any:
+    """``T^T diag(w) T`` as two symmetric rank-k products (half the multiply-adds of a
+    general product): the rows of positive and of negative weight."""
+    xp = get_namespace(T)
+    pos = w > 0
+    if isinstance(T, np.ndarray):
+        out = np.zeros((T.shape[1], T.shape[1]), dtype=T.dtype)
+        for rows, sign in ((pos, 1.0), (w < 0, -1.0)):
+            if rows.any():
+                A = T[rows] * np.sqrt(sign * w[rows])[:, None]
+                out += sign * (A.T @ A)  # numpy computes A.T @ A by a symmetric rank-k update
+        return out
+    D = xp.matrix_transpose(T * w[:, None]) @ T
+    return (D + xp.matrix_transpose(D)) / 2
 
 
 def _cast(a: Any, dtype: str) -> Any:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from actstore.core._backend import device_of, get_namespace, to_numpy
+from actstore.decode import _kernels
 
 __all__ = ["SoftmaxProblems"]
 
@@ -143,10 +144,13 @@ class SoftmaxProblems:
         # rows anyway, take up to 16 Mi entries (64 MiB in float32) at once.
         entries = (1 << 16) if _on_host(self.Z) else (1 << 24)
         rows = max(64, min(e - a, entries // max(c1 - c0, 1)))
+        ncls = np.asarray(self.n_classes[p0:p1], dtype=np.int64)
         return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
                       _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
-                      _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z))
+                      _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z),
+                      np.concatenate([[0], np.cumsum(ncls)]).astype(np.int64),
+                      np.concatenate([[0], np.cumsum(ncls * ncls)]).astype(np.int64))
 
     def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
         """The problems ``keep`` (indices), and their columns in this set."""
@@ -267,9 +271,10 @@ class SoftmaxProblems:
         """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums per group
         (:meth:`curvature`; from every ``curv_stride``-th row, scaled up).
 
-        Per segment of rows, two products with ``Z`` cover all of its problems at once; the
-        softmax work between them goes block by block, so that its intermediates stay in
-        cache.
+        Per segment of rows, two products with ``Z`` cover all of its problems at once. On
+        numpy arrays the softmax work between them is one compiled pass over the rows
+        (:mod:`actstore.decode._kernels`); on other namespaces it goes block by block, so
+        that its intermediates stay in cache.
         """
         xp = self.xp
         dt, dev = W.dtype, _dev(W)
@@ -278,20 +283,33 @@ class SoftmaxProblems:
         gb = xp.zeros((self.Qt,), dtype=dt, device=dev)
         curv = [(xp.zeros((npg, c), dtype=dt, device=dev),
                  xp.zeros((npg, c, c), dtype=dt, device=dev)) for _, npg, c, _ in self.groups]
+        st = self.curv_stride
+        compiled = isinstance(self.Z, np.ndarray) and _kernels.available()
         for pc in self.pieces:
             Zs = self.Z[pc.a : pc.e, :]
             L = Zs @ W[:, pc.c0 : pc.c1] + b[None, pc.c0 : pc.c1]
+            if compiled:
+                # one compiled pass over the rows; L becomes the residuals
+                loss, rsum, cdiag, cptp = _kernels.softmax_rows(L, pc.MY, pc.M, pc.col0,
+                                                                pc.poff, 0, st)
+                data[pc.c0 : pc.c1] += loss
+                gb[pc.c0 : pc.c1] += rsum
+                for lc, npg, c, grp, q, lp in pc.groups:
+                    curv[grp][0][q : q + npg] += np.reshape(cdiag[lc : lc + npg * c], (npg, c))
+                    curv[grp][1][q : q + npg] += np.reshape(
+                        cptp[int(pc.poff[lp]) : int(pc.poff[lp + npg])], (npg, c, c))
+                gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ L
+                continue
             Rs = []
             for a, e in pc.blocks():
                 logps, ps = self._softmax(L[a:e, :], pc.split)
                 logp, P = self._join(logps), self._join(ps)
                 data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
                 Rs.append(pc.Mc[a:e, :] * P - pc.MY[a:e, :])  # (m, columns)
-                st = self.curv_stride
+                j0 = (-a) % st  # every st-th row of the piece: the sums only precondition
                 for (_, npg, _, g, q, lp), Pg in zip(pc.groups, ps, strict=True):
-                    # every st-th row: the sums only shape the preconditioner
-                    Pg = Pg[::st] if st > 1 else Pg
-                    w = pc.M[a:e:st, lp : lp + npg][:, :, None] * float(st)
+                    Pg = Pg[j0::st] if st > 1 else Pg
+                    w = pc.M[a + j0 : e : st, lp : lp + npg][:, :, None] * float(st)
                     Pw = Pg * w  # (m, problems, c)
                     curv[g][0][q : q + npg] += xp.sum(Pw, axis=0)
                     curv[g][1][q : q + npg] += (xp.permute_dims(Pw, (1, 2, 0))
@@ -369,6 +387,8 @@ class _Piece:
     Mc: Any  # (e - a, c1 - c0) row weight of every column
     MY: Any  # (e - a, c1 - c0) weighted 0/1 targets
     M: Any  # (e - a, p1 - p0) row weight of every problem
+    col0: np.ndarray  # (p1 - p0 + 1,) first local column of every problem, and the end
+    poff: np.ndarray  # (p1 - p0 + 1,) offsets of the problems' c x c curvature sums, flat
 
     def blocks(self) -> list[tuple[int, int]]:
         m = self.e - self.a

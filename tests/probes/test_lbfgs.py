@@ -207,3 +207,42 @@ def test_misleading_carried_pairs_do_not_keep_the_problems_from_converging():
     assert carried[4].all() and fresh[4].all()
     assert carried[2].max() <= fresh[2].max() + 2 * 10  # pairs flushed, or one restart
     np.testing.assert_allclose(carried[0], fresh[0], atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(12, 90),
+    r=st.integers(1, 7),
+    K=st.integers(1, 4),
+    classes=st.lists(st.integers(2, 6), min_size=1, max_size=3),
+    never=st.integers(0, 5),
+    class_major=st.booleans(),
+    stride=st.integers(1, 4),
+    dtype=st.sampled_from(["float64", "float32"]),
+    seed=st.integers(0, 10_000),
+)
+def test_compiled_rows_equal_the_array_api_path(n, r, K, classes, never, class_major, stride,
+                                               dtype, seed):
+    from actstore.decode import _kernels
+
+    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(n, r, K, classes, seed, True, never,
+                                                     class_major)
+    cast = np.dtype(dtype).type
+    prob = SoftmaxProblems(Z.astype(dtype), omega.astype(dtype), Y01, M, ncls, prob.host[2])
+    prob.curv_stride = stride  # a sample of the rows for the curvature sums, as on large n
+    W, b, lam = W.astype(dtype), b.astype(dtype), np.asarray(prob.lam(0.3))
+    assert _kernels.available() and lam.dtype == cast
+    got = prob.value_grad(W, b, lam)
+    available = _kernels.available
+    try:
+        _kernels.available = lambda: False  # type: ignore[assignment]
+        want = prob.value_grad(W, b, lam)
+    finally:
+        _kernels.available = available  # type: ignore[assignment]
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-4, atol=2e-5)
+    for g, w in zip(got[:3], want[:3], strict=True):
+        assert g.dtype == w.dtype == cast
+        np.testing.assert_allclose(g, w, **tol)
+    for (gd, gm), (wd, wm) in zip(got[3], want[3], strict=True):
+        np.testing.assert_allclose(gd, wd, **tol)
+        np.testing.assert_allclose(gm, wm, **tol)

@@ -259,3 +259,19 @@ def test_whitening_is_reused_for_more_penalties(monkeypatch):
     assert len(calls) == 2
     np.testing.assert_allclose(again["accuracy"], fresh["accuracy"])
     np.testing.assert_allclose(again["cross_entropy"], fresh["cross_entropy"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("signs", ["mixed", "positive", "negative", "zero"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_penalty_correction_gram_equals_the_weighted_product(signs, backend):
+    from actstore.decode._logistic import _signed_gram
+
+    rng = np.random.default_rng(3)
+    T = rng.standard_normal((40, 12))
+    w = {"mixed": rng.standard_normal(40), "positive": rng.random(40) + 0.1,
+         "negative": -rng.random(40), "zero": np.zeros(40)}[signs]
+    w[::7] = 0.0
+    got = _signed_gram(move_to(T, backend), move_to(w, backend))
+    got = np.asarray(got.cpu() if hasattr(got, "cpu") else got)
+    np.testing.assert_allclose(got, T.T @ np.diag(w) @ T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got, got.T)
