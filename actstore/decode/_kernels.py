@@ -37,14 +37,11 @@ def available() -> bool:
     return bool(_compiled["ok"])
 
 
-def _softmax_rows(L: Any, MY: Any, M: Any, col0: Any, poff: Any, first: int, stride: int,
+def _softmax_rows(L: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
                   data: Any, gb: Any, diag: Any, ptp: Any) -> None:
     m = L.shape[0]
     n_prob = M.shape[1]
-    cmax = 1
-    for p in range(n_prob):
-        cmax = max(cmax, col0[p + 1] - col0[p])
-    pr = np.empty(cmax)
+    pr = np.empty(diag.shape[1])
     for i in range(m):
         sampled = (i - first) % stride == 0
         for p in range(n_prob):
@@ -74,21 +71,19 @@ def _softmax_rows(L: Any, MY: Any, M: Any, col0: Any, poff: Any, first: int, str
                 gb[c] += res
             if sampled:
                 ws = w * stride
-                k, nc = poff[p], e - a
-                for u in range(nc):
+                for u in range(e - a):
                     wu = ws * pr[u]
-                    diag[a + u] += wu
+                    diag[p, u] += wu
                     for v in range(u + 1):  # the lower triangle; mirrored at the end
-                        ptp[k + u * nc + v] += wu * pr[v]
+                        ptp[p, u, v] += wu * pr[v]
     for p in range(n_prob):
-        k, nc = poff[p], col0[p + 1] - col0[p]
-        for u in range(nc):
+        for u in range(col0[p + 1] - col0[p]):
             for v in range(u):
-                ptp[k + v * nc + u] = ptp[k + u * nc + v]
+                ptp[p, v, u] = ptp[p, u, v]
 
 
-def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray,
-                 poff: np.ndarray, first: int, stride: int
+def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray, cmax: int,
+                 first: int, stride: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Softmax loss, residuals and curvature sums of rows ``L`` (m, columns) of logits.
 
@@ -102,8 +97,8 @@ def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray,
         Row weight of every problem (0: the row does not count).
     col0 : ndarray (problems + 1,) int64
         First column of every problem, and the end.
-    poff : ndarray (problems + 1,) int64
-        Offset of every problem's ``c x c`` block in the flat curvature sums.
+    cmax : int
+        Width of the padded curvature sums (at least every problem's class count).
     first, stride : int
         Curvature sums from the rows ``first, first + stride, ...`` (modulo ``stride``),
         each weighted ``stride`` times.
@@ -114,15 +109,15 @@ def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray,
         ``-sum_i MY * log P`` per column.
     gb : ndarray (columns,)
         Column sums of the residuals.
-    diag : ndarray (columns,)
-        ``sum_i M P`` per column over the sampled rows.
-    ptp : ndarray (poff[-1],)
-        ``sum_i M p_i p_i^T`` per problem, flat, over the sampled rows.
+    diag : ndarray (problems, cmax)
+        ``sum_i M p_i`` per problem over the sampled rows, zero-padded.
+    ptp : ndarray (problems, cmax, cmax)
+        ``sum_i M p_i p_i^T`` per problem over the sampled rows, zero-padded.
     """
-    C = L.shape[1]
-    data, gb, diag = np.zeros(C), np.zeros(C), np.zeros(C)
-    ptp = np.zeros(int(poff[-1]))
+    C, n_prob = L.shape[1], M.shape[1]
+    data, gb = np.zeros(C), np.zeros(C)
+    diag, ptp = np.zeros((n_prob, cmax)), np.zeros((n_prob, cmax, cmax))
     if not available():
         raise RuntimeError("the compiled softmax loop needs numba")
-    _compiled["softmax"](L, MY, M, col0, poff, first, stride, data, gb, diag, ptp)
+    _compiled["softmax"](L, MY, M, col0, first, stride, data, gb, diag, ptp)
     return data, gb, diag, ptp

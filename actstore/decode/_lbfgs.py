@@ -83,11 +83,11 @@ def _lbfgs(
             a = prob.to_cols(rho * prob.dot(sW, sb, qW, qb))
             qW, qb = qW - a[None, :] * yW, qb - a * yb
             alphas.append(a)
-        curv = prob.curvature(sums)
-        rW, rb = prob.precondition(qW, qb, curv, lam)
+        curv = prob.curvature(sums, lam)
+        rW, rb = prob.precondition(qW, qb, curv)
         if hist:
             sW, sb, yW, yb, rho = hist[-1]
-            HyW, Hyb = prob.precondition(yW, yb, curv, lam)
+            HyW, Hyb = prob.precondition(yW, yb, curv)
             yHy, sy = prob.dot(yW, yb, HyW, Hyb), prob.dot(sW, sb, yW, yb)
             good = (rho > 0) & (yHy > 0)
             gamma = prob.to_cols(xp.where(good, sy / xp.where(good, yHy, 1.0), 1.0))
@@ -100,7 +100,7 @@ def _lbfgs(
         bad = (_np(slope) >= 0) & ~done
         if bad.any():  # not a descent direction: the preconditioned gradient there
             badc = prob.to_cols(_on(bad.astype(np.float64), f))
-            rW, rb = prob.precondition(gW, gb, curv, lam)
+            rW, rb = prob.precondition(gW, gb, curv)
             pW, pb = _blend(-rW, pW, badc[None, :]), _blend(-rb, pb, badc)
             slope = prob.dot(pW, pb, gW, gb)
         t = step
@@ -124,11 +124,8 @@ def _lbfgs(
             if acc.any():
                 tk = _on(acc.astype(np.float64), f)
                 tkc = prob.to_cols(tk)
-                mixed = []
-                for (_, npg, _, p0), old, newg in zip(prob.groups, sums, csums, strict=True):
-                    m = tk[p0 : p0 + npg]
-                    mixed.append((_blend(newg[0], old[0], m[:, None]),
-                                  _blend(newg[1], old[1], m[:, None, None])))
+                mixed = (_blend(csums[0], sums[0], tk[:, None]),
+                         _blend(csums[1], sums[1], tk[:, None, None]))
                 new = (_blend(cand[0], W, tkc[None, :]), _blend(cand[1], b, tkc),
                        _blend(cf, f, tk), _blend(cgW, gW, tkc[None, :]),
                        _blend(cgb, gb, tkc), mixed)
@@ -171,7 +168,7 @@ Pair = tuple[Any, Any, Any, Any, Any]
 
 #: The objective (P,), gradients (r, Qt) and (Qt,) and curvature sums at a point
 #: (:meth:`SoftmaxProblems.value_grad`).
-Start = tuple[Any, Any, Any, list[Any]]
+Start = tuple[Any, Any, Any, tuple[Any, Any]]
 
 
 def _merge_history(levels: list[tuple[list[Pair], np.ndarray, np.ndarray]], like: Any,

@@ -273,11 +273,13 @@ def fit_logistic_path(
     K = folds.n_splits
     ext_start = np.cumsum([0] + [f.n_classes for f in cat])
     n_train = folds.counts()[0].astype(np.float64)
-    # Problems: by class count, then fold, so that all problems with the same number of
-    # classes form one block of columns (one softmax per class count). Rows are sorted by
-    # the fold that holds them out (never-held-out rows first).
+    # Problems: fold after fold where the softmax is compiled (each fold's held-out rows
+    # skip its problems in the products); elsewhere by class count, then fold, so that all
+    # problems with the same number of classes form one block of columns (one softmax per
+    # class count). Rows are sorted by the fold that holds them out (never-held-out first).
     order = sorted(range(len(cat)), key=lambda j: cat[j].n_classes)
-    probs = [(k, j) for j in order for k in range(K)]
+    probs = ([(k, j) for k in range(K) for j in order] if SoftmaxProblems.fold_major(Z)
+             else [(k, j) for j in order for k in range(K)])
     rows = np.argsort(folds.test_fold, kind="stable")
     Y01 = np.concatenate(
         [(targets.Y[rows, cat[j].start : cat[j].stop] + 1) / 2 for _, j in probs], axis=1)

@@ -13,9 +13,12 @@ multiplied only with the columns of its own problems, so a row's held-out proble
 nothing; with unsorted rows, or problems of one fold scattered over the columns, there is one
 segment of all rows and all problems.
 
-Consecutive problems with the same class count ``c`` form one group of columns, handled by one
-reshape (rows, problems, c): callers order the problems so that the groups are few (by class
-count, then fold). The solver is :mod:`actstore.decode._lbfgs`.
+On numpy arrays the softmax work of a segment is one compiled pass over its rows
+(:mod:`actstore.decode._kernels`). Elsewhere, consecutive problems with the same class count
+``c`` form one group of columns, handled by one reshape (rows, problems, c): callers order the
+problems so that the groups are few (by class count, then fold; :meth:`SoftmaxProblems.
+fold_major` says which order suits the data). The preconditioner works on all problems at
+once, padded to the largest class count. The solver is :mod:`actstore.decode._lbfgs`.
 """
 
 from __future__ import annotations
@@ -104,6 +107,17 @@ class SoftmaxProblems:
             col += c
         self.col_prob = np.concatenate([np.full(c, p) for p, c in enumerate(self.n_classes)])
         self.col0 = np.concatenate([[0], np.cumsum(self.n_classes)]).astype(np.int64)
+        # Per-problem quantities of the preconditioner are padded to the largest class count,
+        # (P, cmax) and (P, cmax, cmax), so that all problems go through one batched
+        # operation: padded slots take column Qt (a zero), and their curvature is -1 (an
+        # eigenvalue apart from the softmax curvature's, which are >= 0; clipped to 0).
+        self.cmax = max(self.n_classes, default=1)
+        slot = np.full(self.P * self.cmax, self.Qt, dtype=np.int64)
+        for p, c in enumerate(self.n_classes):
+            slot[p * self.cmax : p * self.cmax + c] = self.col0[p] + np.arange(c)
+        self.pad_cols = _on(slot, Z, xp.int64)
+        self.unpad = _on(np.flatnonzero(slot < self.Qt), Z, xp.int64)
+        self.pad_diag = _on(np.where(slot < self.Qt, 0.0, -1.0).reshape(self.P, self.cmax), Z)
         E = np.zeros((self.Qt, self.P))
         E[np.arange(self.Qt), self.col_prob] = 1.0
         self.E = _on(E, Z)
@@ -114,8 +128,10 @@ class SoftmaxProblems:
                        for a, e, p0, p1 in _segments(M > 0)]
         # columns and correction matrix of every group with a penalty correction; the
         # corrected columns are gathered group after group and put back by one permutation
+        # (problems ordered fold after fold: one slice of columns per group instead)
         self.pen_blocks: list[tuple[Any, Any]] = []
         self.pen_back: Any = None
+        self.pen_slices: list[tuple[int, int, Any]] = []
         if fold_penalty is not None and self.r:
             group, mats = fold_penalty
             col_group = np.asarray(group)[self.col_prob]
@@ -124,9 +140,21 @@ class SoftmaxProblems:
                 cols = np.flatnonzero(col_group == g)
                 order.append(cols)
                 self.pen_blocks.append((_on(cols, Z, xp.int64), mats[int(g)]))
+                self.pen_slices.append((int(cols[0]), int(cols[-1]) + 1, mats[int(g)]))
             back = np.empty(self.Qt, dtype=np.int64)
             back[np.concatenate(order)] = np.arange(self.Qt)
             self.pen_back = _on(back, Z, xp.int64)
+            if any(e - a != len(c) for (a, e, _), c in zip(self.pen_slices, order, strict=True)):
+                self.pen_slices = []
+
+    @staticmethod
+    def fold_major(Z: Any) -> bool:
+        """Whether problems on ``Z`` are best ordered fold after fold (each fold's held-out
+        rows then skip its problems in the products, and its penalty correction is one slice
+        of columns) rather than by class count (one softmax per class count): where the
+        softmax work is compiled (:mod:`actstore.decode._kernels`), and so does not depend on
+        the number of class-count groups."""
+        return isinstance(Z, np.ndarray) and _kernels.available()
 
     def _piece(self, a: int, e: int, p0: int, p1: int, Mc: np.ndarray, MY: np.ndarray,
                M: np.ndarray) -> _Piece:
@@ -149,8 +177,7 @@ class SoftmaxProblems:
                       _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z),
-                      np.concatenate([[0], np.cumsum(ncls)]).astype(np.int64),
-                      np.concatenate([[0], np.cumsum(ncls * ncls)]).astype(np.int64))
+                      np.concatenate([[0], np.cumsum(ncls)]).astype(np.int64))
 
     def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
         """The problems ``keep`` (indices), and their columns in this set."""
@@ -162,26 +189,26 @@ class SoftmaxProblems:
                               None if fp is None else (np.asarray(fp[0])[keep], fp[1]))
         return sub, cols
 
-    def subset_sums(self, sums: list[tuple[Any, Any]], keep: np.ndarray, sub: SoftmaxProblems
-                    ) -> list[tuple[Any, Any]]:
-        """The curvature sums (:meth:`value_grad`) of the problems ``keep``, grouped as in
+    def subset_sums(self, sums: tuple[Any, Any], keep: np.ndarray, sub: SoftmaxProblems
+                    ) -> tuple[Any, Any]:
+        """The curvature sums (:meth:`value_grad`) of the problems ``keep``, padded as in
         ``sub`` (:meth:`subset` of ``keep``)."""
+        xp, c = self.xp, sub.cmax
+        k = _on(keep, self.Z, xp.int64)
+        return xp.take(sums[0], k, axis=0)[:, :c], xp.take(sums[1], k, axis=0)[:, :c, :c]
+
+    def _pad(self, cols: Any) -> Any:
+        """(..., Qt) column values as (..., P, cmax), zero in the padded slots."""
         xp = self.xp
-        group = np.empty(self.P, dtype=np.int64)
-        local = np.empty(self.P, dtype=np.int64)
-        for g, (_, npg, _, p0) in enumerate(self.groups):
-            group[p0 : p0 + npg], local[p0 : p0 + npg] = g, np.arange(npg)
-        out = []
-        for _, npg, _, p0 in sub.groups:
-            ks = keep[p0 : p0 + npg]
-            cut = np.flatnonzero(np.diff(group[ks])) + 1  # runs from one parent group each
-            parts: tuple[list[Any], list[Any]] = ([], [])
-            for run in np.split(ks, cut):
-                q = _on(local[run], self.Z, xp.int64)
-                for part, arr in zip(parts, sums[int(group[run[0]])], strict=True):
-                    part.append(xp.take(arr, q, axis=0))
-            out.append(tuple(a[0] if len(a) == 1 else xp.concat(a, axis=0) for a in parts))
-        return out
+        zero = xp.zeros((*cols.shape[:-1], 1), dtype=cols.dtype, device=_dev(cols))
+        wide = xp.take(xp.concat([cols, zero], axis=-1), self.pad_cols, axis=cols.ndim - 1)
+        return xp.reshape(wide, (*cols.shape[:-1], self.P, self.cmax))
+
+    def _unpad(self, padded: Any) -> Any:
+        """(..., P, cmax) back to (..., Qt)."""
+        xp = self.xp
+        flat = xp.reshape(padded, (*padded.shape[:-2], self.P * self.cmax))
+        return xp.take(flat, self.unpad, axis=flat.ndim - 1)
 
     def lam(self, C: float) -> Any:
         """Penalty per problem (P,) in the mean-loss scaling."""
@@ -238,7 +265,10 @@ class SoftmaxProblems:
         ``Omega`` (diagonal ``omega`` plus the groups' corrections)."""
         xp = self.xp
         OW = self.omega[:, None] * W
-        if self.pen_blocks:
+        if self.pen_slices:
+            for a, e, D in self.pen_slices:
+                OW[:, a:e] += D @ W[:, a:e]
+        elif self.pen_blocks:
             DW = [D @ xp.take(W, cols, axis=1) for cols, D in self.pen_blocks]
             OW = OW + xp.take(xp.concat(DW, axis=1), self.pen_back, axis=1)
         return xp.sum(W * OW, axis=0), OW
@@ -267,8 +297,9 @@ class SoftmaxProblems:
                 data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
         return self.per_problem(data) + self._penalty(W, lam)
 
-    def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, list[Any]]:
-        """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums per group
+    def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, tuple[Any, Any]]:
+        """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums
+        ``sum_i w_i p_i`` (P, cmax) and ``sum_i w_i p_i p_i^T`` (P, cmax, cmax), zero-padded
         (:meth:`curvature`; from every ``curv_stride``-th row, scaled up).
 
         Per segment of rows, two products with ``Z`` cover all of its problems at once. On
@@ -281,8 +312,9 @@ class SoftmaxProblems:
         data = xp.zeros((self.Qt,), dtype=dt, device=dev)
         gW = xp.zeros((self.r, self.Qt), dtype=dt, device=dev)
         gb = xp.zeros((self.Qt,), dtype=dt, device=dev)
-        curv = [(xp.zeros((npg, c), dtype=dt, device=dev),
-                 xp.zeros((npg, c, c), dtype=dt, device=dev)) for _, npg, c, _ in self.groups]
+        cm = self.cmax
+        diag = xp.zeros((self.P, cm), dtype=dt, device=dev)
+        PtP = xp.zeros((self.P, cm, cm), dtype=dt, device=dev)
         st = self.curv_stride
         compiled = isinstance(self.Z, np.ndarray) and _kernels.available()
         for pc in self.pieces:
@@ -291,13 +323,11 @@ class SoftmaxProblems:
             if compiled:
                 # one compiled pass over the rows; L becomes the residuals
                 loss, rsum, cdiag, cptp = _kernels.softmax_rows(L, pc.MY, pc.M, pc.col0,
-                                                                pc.poff, 0, st)
+                                                                cm, 0, st)
                 data[pc.c0 : pc.c1] += loss
                 gb[pc.c0 : pc.c1] += rsum
-                for lc, npg, c, grp, q, lp in pc.groups:
-                    curv[grp][0][q : q + npg] += np.reshape(cdiag[lc : lc + npg * c], (npg, c))
-                    curv[grp][1][q : q + npg] += np.reshape(
-                        cptp[int(pc.poff[lp]) : int(pc.poff[lp + npg])], (npg, c, c))
+                diag[pc.p0 : pc.p1] += cdiag
+                PtP[pc.p0 : pc.p1] += cptp
                 gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ L
                 continue
             Rs = []
@@ -307,54 +337,52 @@ class SoftmaxProblems:
                 data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
                 Rs.append(pc.Mc[a:e, :] * P - pc.MY[a:e, :])  # (m, columns)
                 j0 = (-a) % st  # every st-th row of the piece: the sums only precondition
-                for (_, npg, _, g, q, lp), Pg in zip(pc.groups, ps, strict=True):
+                for (_, npg, c, _, _, lp), Pg in zip(pc.groups, ps, strict=True):
                     Pg = Pg[j0::st] if st > 1 else Pg
                     w = pc.M[a + j0 : e : st, lp : lp + npg][:, :, None] * float(st)
                     Pw = Pg * w  # (m, problems, c)
-                    curv[g][0][q : q + npg] += xp.sum(Pw, axis=0)
-                    curv[g][1][q : q + npg] += (xp.permute_dims(Pw, (1, 2, 0))
-                                                @ xp.permute_dims(Pg, (1, 0, 2)))
+                    q = pc.p0 + lp
+                    diag[q : q + npg, :c] += xp.sum(Pw, axis=0)
+                    PtP[q : q + npg, :c, :c] += (xp.permute_dims(Pw, (1, 2, 0))
+                                                 @ xp.permute_dims(Pg, (1, 0, 2)))
             R = Rs[0] if len(Rs) == 1 else xp.concat(Rs, axis=0)
             gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ R
             gb[pc.c0 : pc.c1] += xp.sum(R, axis=0)
         quad, OW = self._pen(W)
         f = self.per_problem(data) + 0.5 * lam * self.per_problem(quad)
         gW = gW + self.to_cols(lam)[None, :] * OW
-        return f, gW, gb, curv
+        return f, gW, gb, (diag, PtP)
 
-    def curvature(self, sums: list[Any]) -> list[tuple[Any, Any]]:
-        """Eigen-decompositions of each problem's mean softmax curvature.
+    def curvature(self, sums: tuple[Any, Any], lam: Any) -> tuple[Any, Any, Any, Any]:
+        """The preconditioner from each problem's mean softmax curvature.
 
         ``A_p = mean_i (diag(p_i) - p_i p_i^T)`` over the problem's training rows. In whitened
         coordinates the data Hessian of problem p is close to ``I (x) A_p``; with the diagonal
-        penalty this is a cheap, well-scaled inverse-Hessian approximation.
+        penalty ``lam_p omega`` this is a cheap, well-scaled inverse-Hessian approximation,
+        ``U diag(1 / (a + lam_p omega_j)) U^T`` per coordinate j (eigenvalues ``a`` clipped at
+        0; for the intercepts floored at 1e-3 of the largest). Returns the eigenvectors
+        (P, cmax, cmax), their transposes and the inverse curvatures (P, r, cmax) and
+        (P, 1, cmax) (:meth:`precondition`), padded.
         """
         xp = self.xp
-        out = []
-        for (diag, PtP), (_, _, ncls, _) in zip(sums, self.groups, strict=True):
-            eye = xp.eye(ncls, dtype=diag.dtype, device=_dev(diag))
-            A = diag[:, :, None] * eye[None, :, :] - PtP
-            lamb, U = xp.linalg.eigh((A + xp.matrix_transpose(A)) / 2)
-            out.append((xp.clip(lamb, 0.0, None), U))
-        return out
+        diag, PtP = sums
+        eye = xp.eye(self.cmax, dtype=diag.dtype, device=_dev(diag))
+        A = (diag + self.pad_diag)[:, :, None] * eye[None, :, :] - PtP
+        lamb, U = xp.linalg.eigh((A + xp.matrix_transpose(A)) / 2)
+        lamb = xp.clip(lamb, 0.0, None)
+        inv = 1.0 / (lamb[:, None, :] + lam[:, None, None] * self.omega[None, :, None])
+        floor = 1e-3 * xp.max(lamb, axis=1, keepdims=True) + 1e-12
+        return U, xp.matrix_transpose(U), inv, 1.0 / xp.maximum(lamb, floor)[:, None, :]
 
-    def precondition(self, gW: Any, gb: Any, curv: list[tuple[Any, Any]], lam: Any
+    def precondition(self, gW: Any, gb: Any, curv: tuple[Any, Any, Any, Any]
                      ) -> tuple[Any, Any]:
-        """Apply the approximate inverse Hessian to (r, Qt) and (Qt,) arrays."""
+        """Apply the approximate inverse Hessian (:meth:`curvature`) to (r, Qt) and (Qt,)
+        arrays."""
         xp = self.xp
-        outW, outb = [], []
-        for (a, npg, c, p0), (lamb, U) in zip(self.groups, curv, strict=True):
-            G = xp.permute_dims(xp.reshape(gW[:, a : a + npg * c], (self.r, npg, c)), (1, 0, 2))
-            Ut = xp.matrix_transpose(U)
-            lam_g = xp.reshape(lam[p0 : p0 + npg], (npg, 1, 1))
-            den = lamb[:, None, :] + lam_g * self.omega[None, :, None]  # (problems, r, c)
-            H = ((G @ U) / den) @ Ut
-            outW.append(xp.permute_dims(H, (1, 0, 2)))
-            floor = 1e-3 * xp.max(lamb, axis=1, keepdims=True) + 1e-12
-            Gb = xp.reshape(gb[a : a + npg * c], (npg, 1, c))
-            Hb = ((Gb @ U) / xp.maximum(lamb, floor)[:, None, :]) @ Ut
-            outb.append(xp.reshape(Hb, (1, npg, c)))
-        return self._join(outW), xp.reshape(self._join(outb), (self.Qt,))
+        U, Ut, inv, inv_b = curv
+        H = ((xp.permute_dims(self._pad(gW), (1, 0, 2)) @ U) * inv) @ Ut  # (P, r, cmax)
+        Hb = ((self._pad(gb)[:, None, :] @ U) * inv_b) @ Ut
+        return self._unpad(xp.permute_dims(H, (1, 0, 2))), self._unpad(Hb[:, 0, :])
 
     def dot(self, aW: Any, ab: Any, bW: Any, bb: Any) -> Any:
         """Per-problem inner products (P,)."""
@@ -367,8 +395,7 @@ class SoftmaxProblems:
         # no weight rows when every unit is constant (a dead layer): the intercepts remain
         colmax = (xp.maximum(xp.max(xp.abs(gW), axis=0), xp.abs(gb)) if gW.shape[0]
                   else xp.abs(gb))[None, :]  # (1, Qt)
-        parts = [xp.max(g, axis=-1)[0, :] for g in self._split(colmax)]
-        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+        return xp.max(self._pad(colmax[0, :]), axis=1)
 
 
 @dataclass
@@ -388,7 +415,6 @@ class _Piece:
     MY: Any  # (e - a, c1 - c0) weighted 0/1 targets
     M: Any  # (e - a, p1 - p0) row weight of every problem
     col0: np.ndarray  # (p1 - p0 + 1,) first local column of every problem, and the end
-    poff: np.ndarray  # (p1 - p0 + 1,) offsets of the problems' c x c curvature sums, flat
 
     def blocks(self) -> list[tuple[int, int]]:
         m = self.e - self.a

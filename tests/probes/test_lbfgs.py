@@ -72,16 +72,15 @@ def test_objective_gradient_and_curvature_equal_a_direct_computation(
     f, gW, gb, curv = prob.value_grad(W, b, lam)
     rf, rgW, rgb, rdiag, rPtP = _direct(Z, omega, Y01, M, ncls, W, b, lam)
     np.testing.assert_allclose(f, rf, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(prob.value(W, b, lam), rf, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gW, rgW, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(gb, rgb, rtol=1e-9, atol=1e-12)
-    # curvature sums come per group of equal class counts: (problems, c) and (problems, c, c)
-    got_diag = [row for d, _ in curv for row in d]
-    got_PtP = [blk for _, m in curv for blk in m]
-    for a, e in zip(got_diag, rdiag, strict=True):
-        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
-    for a, e in zip(got_PtP, rPtP, strict=True):
-        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    # curvature sums come padded to the largest class count: (P, cmax) and (P, cmax, cmax)
+    cmax = max(ncls)
+    assert curv[0].shape == (len(ncls), cmax) and curv[1].shape == (len(ncls), cmax, cmax)
+    for p, c in enumerate(ncls):
+        np.testing.assert_allclose(curv[0][p, :c], rdiag[p], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(curv[1][p, :c, :c], rPtP[p], rtol=1e-10, atol=1e-12)
+        assert not curv[0][p, c:].any() and not curv[1][p, c:].any() and not curv[1][p, :, c:].any()
 
 
 def test_rows_sorted_by_fold_skip_each_folds_own_problems():
@@ -125,10 +124,9 @@ def test_curvature_sums_of_a_subset_equal_the_subsets_own(seed, classes, data):
     sub, cols = prob.subset(keep)
     want = sub.value_grad(W[:, cols], b[cols], lam[keep])[3]
     got = prob.subset_sums(sums, keep, sub)
-    assert len(got) == len(want) == len(sub.groups)
-    for (gd, gm), (wd, wm) in zip(got, want, strict=True):
-        np.testing.assert_allclose(gd, wd, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(gm, wm, rtol=1e-12, atol=1e-14)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
 
 
 def test_dropping_finished_problems_keeps_the_solutions():
@@ -243,6 +241,27 @@ def test_compiled_rows_equal_the_array_api_path(n, r, K, classes, never, class_m
     for g, w in zip(got[:3], want[:3], strict=True):
         assert g.dtype == w.dtype == cast
         np.testing.assert_allclose(g, w, **tol)
-    for (gd, gm), (wd, wm) in zip(got[3], want[3], strict=True):
-        np.testing.assert_allclose(gd, wd, **tol)
-        np.testing.assert_allclose(gm, wm, **tol)
+    for g, w in zip(got[3], want[3], strict=True):
+        np.testing.assert_allclose(g, w, **tol)
+
+
+@settings(max_examples=25, deadline=None)
+@given(classes=st.lists(st.integers(2, 6), min_size=1, max_size=4), K=st.integers(1, 3),
+       class_major=st.booleans(), seed=st.integers(0, 10_000))
+def test_preconditioner_inverts_each_problems_kronecker_curvature(classes, K, class_major, seed):
+    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(50, 4, K, classes, seed, True, 0,
+                                                     class_major)
+    lam = np.asarray(prob.lam(0.3))
+    _, gW, gb, sums = prob.value_grad(W, b, lam)
+    hW, hb = prob.precondition(gW, gb, prob.curvature(sums, lam))
+    *_, rdiag, rPtP = _direct(Z, omega, Y01, M, ncls, W, b, lam)
+    for p, c in enumerate(ncls):
+        sl = slice(prob.col0[p], prob.col0[p] + c)
+        a, U = np.linalg.eigh(np.diag(rdiag[p]) - rPtP[p])
+        a = np.clip(a, 0.0, None)
+        for j in range(prob.r):  # (A_p + lam_p omega_j I)^-1 on every weight row
+            want = U @ ((U.T @ gW[j, sl]) / (a + lam[p] * omega[j]))
+            np.testing.assert_allclose(hW[j, sl], want, rtol=1e-8, atol=1e-10)
+        floor = 1e-3 * a.max() + 1e-12  # the intercepts: curvature floored
+        np.testing.assert_allclose(hb[sl], U @ ((U.T @ gb[sl]) / np.maximum(a, floor)),
+                                   rtol=1e-8, atol=1e-10)
