@@ -32,8 +32,11 @@ def available() -> bool:
         except ImportError:  # pragma: no cover - numba is a dependency
             _compiled["ok"] = False
             return False
-        jit = njit(cache=True, nogil=True)
-        _compiled.update(ok=True, softmax=jit(_softmax_rows))
+        try:  # compiled once, then loaded from numba's cache next to this file (or the user's)
+            softmax = njit(cache=True, nogil=True)(_softmax_rows)
+        except RuntimeError:  # no writable cache location: compile in every process
+            softmax = njit(nogil=True)(_softmax_rows)
+        _compiled.update(ok=True, softmax=softmax)
     return bool(_compiled["ok"])
 
 
