@@ -273,29 +273,11 @@ class SoftmaxProblems:
             OW = OW + xp.take(xp.concat(DW, axis=1), self.pen_back, axis=1)
         return xp.sum(W * OW, axis=0), OW
 
-    def penalty_sums(self, W: Any) -> Any:
-        """``W^T Omega W`` per problem (P,): the penalty without its factor ``lam / 2``."""
-        return self.per_problem(self._pen(W)[0])
-
     def penalty_terms(self, W: Any) -> tuple[Any, Any]:
         """``W^T Omega W`` per problem (P,) and ``Omega W`` (r, Qt): the penalty and its
         gradient without the factor ``lam``."""
         quad, OW = self._pen(W)
         return self.per_problem(quad), OW
-
-    def _penalty(self, W: Any, lam: Any) -> Any:
-        return 0.5 * lam * self.penalty_sums(W)
-
-    def value(self, W: Any, b: Any, lam: Any) -> Any:
-        """Objective per problem (P,)."""
-        xp = self.xp
-        data = xp.zeros((self.Qt,), dtype=W.dtype, device=_dev(W))
-        for pc in self.pieces:
-            L = self.Z[pc.a : pc.e, :] @ W[:, pc.c0 : pc.c1] + b[None, pc.c0 : pc.c1]
-            for a, e in pc.blocks():
-                logp = self._join(self._softmax(L[a:e, :], pc.split)[0])
-                data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
-        return self.per_problem(data) + self._penalty(W, lam)
 
     def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, tuple[Any, Any]]:
         """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums
