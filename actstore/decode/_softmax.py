@@ -126,26 +126,27 @@ class SoftmaxProblems:
         MY = Mc * Y01
         self.pieces = [self._piece(a, e, p0, p1, Mc, MY, M)
                        for a, e, p0, p1 in _segments(M > 0)]
-        # columns and correction matrix of every group with a penalty correction; the
-        # corrected columns are gathered group after group and put back by one permutation
-        # (problems ordered fold after fold: one slice of columns per group instead)
+        # columns and correction matrix of every group with a penalty correction: one slice
+        # of columns per group where each group's columns are contiguous (problems ordered
+        # fold after fold); otherwise gathered group after group and put back by one
+        # permutation
+        self.pen_slices: list[tuple[int, int, Any]] = []
         self.pen_blocks: list[tuple[Any, Any]] = []
         self.pen_back: Any = None
-        self.pen_slices: list[tuple[int, int, Any]] = []
         if fold_penalty is not None and self.r:
             group, mats = fold_penalty
             col_group = np.asarray(group)[self.col_prob]
-            order = []
-            for g in np.unique(col_group):
-                cols = np.flatnonzero(col_group == g)
-                order.append(cols)
-                self.pen_blocks.append((_on(cols, Z, xp.int64), mats[int(g)]))
-                self.pen_slices.append((int(cols[0]), int(cols[-1]) + 1, mats[int(g)]))
-            back = np.empty(self.Qt, dtype=np.int64)
-            back[np.concatenate(order)] = np.arange(self.Qt)
-            self.pen_back = _on(back, Z, xp.int64)
-            if any(e - a != len(c) for (a, e, _), c in zip(self.pen_slices, order, strict=True)):
-                self.pen_slices = []
+            order = [np.flatnonzero(col_group == g) for g in np.unique(col_group)]
+            gmats = [mats[int(col_group[cols[0]])] for cols in order]
+            if all(cols[-1] - cols[0] + 1 == cols.size for cols in order):
+                self.pen_slices = [(int(cols[0]), int(cols[-1]) + 1, D)
+                                   for cols, D in zip(order, gmats, strict=True)]
+            else:
+                self.pen_blocks = [(_on(cols, Z, xp.int64), D)
+                                   for cols, D in zip(order, gmats, strict=True)]
+                back = np.empty(self.Qt, dtype=np.int64)
+                back[np.concatenate(order)] = np.arange(self.Qt)
+                self.pen_back = _on(back, Z, xp.int64)
 
     @staticmethod
     def fold_major(Z: Any) -> bool:
@@ -172,12 +173,11 @@ class SoftmaxProblems:
         # rows anyway, take up to 16 Mi entries (64 MiB in float32) at once.
         entries = (1 << 16) if _on_host(self.Z) else (1 << 24)
         rows = max(64, min(e - a, entries // max(c1 - c0, 1)))
-        ncls = np.asarray(self.n_classes[p0:p1], dtype=np.int64)
         return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
                       _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z),
-                      np.concatenate([[0], np.cumsum(ncls)]).astype(np.int64))
+                      self.col0[p0 : p1 + 1] - c0)
 
     def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
         """The problems ``keep`` (indices), and their columns in this set."""
