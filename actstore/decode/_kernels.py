@@ -46,7 +46,7 @@ def _softmax_rows(L: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
     n_prob = M.shape[1]
     pr = np.empty(diag.shape[1])
     for i in range(m):
-        sampled = (i - first) % stride == 0
+        sampled = stride > 0 and (i - first) % stride == 0
         for p in range(n_prob):
             a, e = col0[p], col0[p + 1]
             w = M[i, p]
@@ -104,7 +104,7 @@ def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray,
         Width of the padded curvature sums (at least every problem's class count).
     first, stride : int
         Curvature sums from the rows ``first, first + stride, ...`` (modulo ``stride``),
-        each weighted ``stride`` times.
+        each weighted ``stride`` times; none with ``stride = 0``.
 
     Returns
     -------

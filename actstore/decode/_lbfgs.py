@@ -33,10 +33,11 @@ def _lbfgs(
     """Batched L-BFGS over the problems of ``prob`` at one penalty.
 
     The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
-    :meth:`SoftmaxProblems.curvature`, refreshed at every iteration and scaled by the latest
-    curvature pair (Shanno). Whenever at most ``compact`` of the current problems are
-    unfinished, the finished ones are dropped from the products; the others keep their
-    iterates, gradients and curvature history. ``hist0`` is a curvature history to start
+    :meth:`SoftmaxProblems.curvature` at the starting point, kept for the whole solve (it
+    only shapes the steps; refreshing it at every iteration saves no evaluations), and
+    scaled by the latest curvature pair (Shanno). Whenever at most ``compact`` of the current
+    problems are unfinished, the finished ones are dropped from the products; the others keep
+    their iterates, gradients and curvature history. ``hist0`` is a curvature history to start
     from (:func:`shift_history`); a problem still unfinished after ``2 * memory``
     iterations forgets it and the pairs since. ``start`` is the objective, gradients and
     curvature sums at ``(W, b)`` where the caller has them (otherwise they are evaluated).
@@ -49,6 +50,7 @@ def _lbfgs(
     done_all = np.zeros(prob.P, dtype=bool)
     gm_all, f_all = np.zeros(prob.P), np.zeros(prob.P)
     f, gW, gb, sums = prob.value_grad(W, b, lam) if start is None else start
+    curv = prob.curvature(sums, lam)
     W_out, b_out, gW_out, gb_out = W, b, gW, gb
     hist: list[Pair] = list(hist0 or [])[-memory:]
     levels: list[tuple[list[Pair], np.ndarray, np.ndarray]] = []  # histories dropped
@@ -71,6 +73,7 @@ def _lbfgs(
                             xp.take(gW, cd, axis=1), xp.take(gb, cd, axis=0))
             f, lam = xp.take(f, kd, axis=0), xp.take(lam, kd, axis=0)
             sums = prob.subset_sums(sums, keep, sub)
+            curv = sub.curvature(sums, lam)
             hist = [(xp.take(sW, cd, axis=1), xp.take(sb, cd, axis=0), xp.take(yW, cd, axis=1),
                      xp.take(yb, cd, axis=0), xp.take(rho, kd, axis=0))
                     for sW, sb, yW, yb, rho in hist]
@@ -83,7 +86,6 @@ def _lbfgs(
             a = prob.to_cols(rho * prob.dot(sW, sb, qW, qb))
             qW, qb = qW - a[None, :] * yW, qb - a * yb
             alphas.append(a)
-        curv = prob.curvature(sums, lam)
         rW, rb = prob.precondition(qW, qb, curv)
         if hist:
             sW, sb, yW, yb, rho = hist[-1]
@@ -114,35 +116,33 @@ def _lbfgs(
         slack = max(1e-12, 8.0 * float(np.finfo(f_np.dtype).eps)) * np.abs(f_np)
         tc = prob.to_cols(_on(np.where(pending, t, 0.0), f))
         cand = (W + tc[None, :] * pW, b + tc * pb)
-        cf, cgW, cgb, csums = prob.value_grad(*cand, lam)
+        cf, cgW, cgb, _ = prob.value_grad(*cand, lam, sums=False)
         ok = _np(cf) <= f_np + 1e-4 * t * slope_np + slack
         acc = pending & ok
         if (acc == pending).all():  # the usual case: every step accepted
-            new = (*cand, cf, cgW, cgb, csums)
+            new = (*cand, cf, cgW, cgb)
         else:
-            new = (W, b, f, gW, gb, sums)
+            new = (W, b, f, gW, gb)
             if acc.any():
                 tk = _on(acc.astype(np.float64), f)
                 tkc = prob.to_cols(tk)
-                mixed = (_blend(csums[0], sums[0], tk[:, None]),
-                         _blend(csums[1], sums[1], tk[:, None, None]))
                 new = (_blend(cand[0], W, tkc[None, :]), _blend(cand[1], b, tkc),
                        _blend(cf, f, tk), _blend(cgW, gW, tkc[None, :]),
-                       _blend(cgb, gb, tkc), mixed)
+                       _blend(cgb, gb, tkc))
         # A refused step is backtracked in the next iteration, at half its length, where its
         # evaluation shares the products of the other problems' steps (a problem stays where
         # it is meanwhile, and its curvature pair is empty).
         failed = pending & ~ok
         step = np.where(failed, t * 0.5, 1.0)
         stalled = failed & (t < 2.0**-29)  # no decrease found: as good as this precision allows
-        nW, nb, nf, ngW, ngb, nsums = new
+        nW, nb, nf, ngW, ngb = new
         sW, sb, yW, yb = nW - W, nb - b, ngW - gW, ngb - gb
         sy = prob.dot(sW, sb, yW, yb)
         pos = sy > 1e-300
         hist.append((sW, sb, yW, yb, xp.where(pos, 1.0 / xp.where(pos, sy, 1.0), 0.0)))
         if len(hist) > memory:
             hist.pop(0)
-        W, b, f, gW, gb, sums = nW, nb, nf, ngW, ngb, nsums
+        W, b, f, gW, gb = nW, nb, nf, ngW, ngb
         n_iter += ~done
         if hist0:
             # pairs carried over from another penalty can mislead a problem (float32 pairs

@@ -279,10 +279,12 @@ class SoftmaxProblems:
         quad, OW = self._pen(W)
         return self.per_problem(quad), OW
 
-    def value_grad(self, W: Any, b: Any, lam: Any) -> tuple[Any, Any, Any, tuple[Any, Any]]:
+    def value_grad(self, W: Any, b: Any, lam: Any, sums: bool = True
+                   ) -> tuple[Any, Any, Any, Any]:
         """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums
         ``sum_i w_i p_i`` (P, cmax) and ``sum_i w_i p_i p_i^T`` (P, cmax, cmax), zero-padded
-        (:meth:`curvature`; from every ``curv_stride``-th row, scaled up).
+        (:meth:`curvature`; from every ``curv_stride``-th row, scaled up; ``None`` with
+        ``sums=False``).
 
         Per segment of rows, two products with ``Z`` cover all of its problems at once. On
         numpy arrays the softmax work between them is one compiled pass over the rows
@@ -297,7 +299,7 @@ class SoftmaxProblems:
         cm = self.cmax
         diag = xp.zeros((self.P, cm), dtype=dt, device=dev)
         PtP = xp.zeros((self.P, cm, cm), dtype=dt, device=dev)
-        st = self.curv_stride
+        st = self.curv_stride if sums else 0
         compiled = isinstance(self.Z, np.ndarray) and _kernels.available()
         for pc in self.pieces:
             Zs = self.Z[pc.a : pc.e, :]
@@ -308,8 +310,9 @@ class SoftmaxProblems:
                                                                 cm, 0, st)
                 data[pc.c0 : pc.c1] += loss
                 gb[pc.c0 : pc.c1] += rsum
-                diag[pc.p0 : pc.p1] += cdiag
-                PtP[pc.p0 : pc.p1] += cptp
+                if sums:
+                    diag[pc.p0 : pc.p1] += cdiag
+                    PtP[pc.p0 : pc.p1] += cptp
                 gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ L
                 continue
             Rs = []
@@ -318,6 +321,8 @@ class SoftmaxProblems:
                 logp, P = self._join(logps), self._join(ps)
                 data[pc.c0 : pc.c1] -= xp.sum(pc.MY[a:e, :] * logp, axis=0)
                 Rs.append(pc.Mc[a:e, :] * P - pc.MY[a:e, :])  # (m, columns)
+                if not sums:
+                    continue
                 j0 = (-a) % st  # every st-th row of the piece: the sums only precondition
                 for (_, npg, c, _, _, lp), Pg in zip(pc.groups, ps, strict=True):
                     Pg = Pg[j0::st] if st > 1 else Pg
@@ -333,7 +338,7 @@ class SoftmaxProblems:
         quad, OW = self._pen(W)
         f = self.per_problem(data) + 0.5 * lam * self.per_problem(quad)
         gW = gW + self.to_cols(lam)[None, :] * OW
-        return f, gW, gb, (diag, PtP)
+        return f, gW, gb, ((diag, PtP) if sums else None)
 
     def curvature(self, sums: tuple[Any, Any], lam: Any) -> tuple[Any, Any, Any, Any]:
         """The preconditioner from each problem's mean softmax curvature.
