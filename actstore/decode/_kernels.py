@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "softmax_rows"]
+__all__ = ["available", "softmax_rows", "two_loop_back", "two_loop_forward"]
 
 _compiled: dict[str, Any] = {}
 
@@ -32,11 +32,13 @@ def available() -> bool:
         except ImportError:  # pragma: no cover - numba is a dependency
             _compiled["ok"] = False
             return False
-        try:  # compiled once, then loaded from numba's cache next to this file (or the user's)
-            softmax = njit(cache=True, nogil=True)(_softmax_rows)
-        except RuntimeError:  # no writable cache location: compile in every process
-            softmax = njit(nogil=True)(_softmax_rows)
-        _compiled.update(ok=True, softmax=softmax)
+        funcs = {"softmax": _softmax_rows, "sweep": _sweep}
+        for name, fn in funcs.items():
+            try:  # compiled once, then loaded from numba's cache next to this file
+                _compiled[name] = njit(cache=True, nogil=True)(fn)
+            except RuntimeError:  # no writable cache location: compile in every process
+                _compiled[name] = njit(nogil=True)(fn)
+        _compiled["ok"] = True
     return bool(_compiled["ok"])
 
 
@@ -124,3 +126,68 @@ def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray,
         raise RuntimeError("the compiled softmax loop needs numba")
     _compiled["softmax"](L, MY, M, col0, first, stride, data, gb, diag, ptp)
     return data, gb, diag, ptp
+
+
+def _sweep(D: Any, Db: Any, U: Any, Ub: Any, rho: Any, base: Any, slots: Any, col_prob: Any,
+           x: Any, xb: Any, coef: Any) -> None:
+    r, Q = x.shape
+    m = slots.shape[0]
+    colacc, ccol = np.zeros(Q), np.zeros(Q)
+    dots = np.zeros(rho.shape[1])
+    for k in range(m + 1):
+        i = slots[k] if k < m else -1
+        colacc[:] = 0.0
+        if k > 0:  # x += coef_prev u_prev, fused with this pair's d . x
+            ip = slots[k - 1]
+            for j in range(r):
+                for c in range(Q):
+                    v = x[j, c] + ccol[c] * U[ip, j, c]
+                    x[j, c] = v
+                    if i >= 0:
+                        colacc[c] += D[i, j, c] * v
+            for c in range(Q):
+                xb[c] += ccol[c] * Ub[ip, c]
+        else:
+            for j in range(r):
+                for c in range(Q):
+                    colacc[c] += D[i, j, c] * x[j, c]
+        if i < 0:
+            break
+        dots[:] = 0.0  # per problem: its columns' sums, and the intercepts' products
+        for c in range(Q):
+            dots[col_prob[c]] += colacc[c] + Db[i, c] * xb[c]
+        for p in range(dots.shape[0]):
+            coef[i, p] = base[i, p] - rho[i, p] * dots[p]
+        for c in range(Q):
+            ccol[c] = coef[i, col_prob[c]]
+
+
+def two_loop_back(S: np.ndarray, Sb: np.ndarray, Y: np.ndarray, Yb: np.ndarray,
+                  rho: np.ndarray, order: np.ndarray, col_prob: np.ndarray, qW: np.ndarray,
+                  qb: np.ndarray, alpha: np.ndarray) -> None:
+    """First loop of the L-BFGS recursion, newest pair first, in place.
+
+    For each pair ``i`` of ``order`` (slots, oldest first; newest handled first):
+    ``alpha[i] = rho[i] * (s_i . q)`` per problem, then ``q -= alpha[i] y_i``, where ``.``
+    sums over the rows and each problem's columns (``col_prob`` gives the problem of every
+    column). ``S``, ``Y`` (memory, r, Q), ``Sb``, ``Yb`` (memory, Q), ``rho`` and ``alpha``
+    (memory, P); ``qW`` (r, Q) and ``qb`` (Q,) are updated.
+    """
+    if not available():
+        raise RuntimeError("the compiled two-loop recursion needs numba")
+    if order.size:
+        _compiled["sweep"](S, Sb, Y, Yb, rho, np.zeros_like(alpha), order[::-1].copy(),
+                           col_prob, qW, qb, alpha)
+        np.negative(alpha, out=alpha)
+
+
+def two_loop_forward(S: np.ndarray, Sb: np.ndarray, Y: np.ndarray, Yb: np.ndarray,
+                     rho: np.ndarray, order: np.ndarray, col_prob: np.ndarray,
+                     alpha: np.ndarray, rW: np.ndarray, rb: np.ndarray) -> None:
+    """Second loop of the L-BFGS recursion, oldest pair first, in place:
+    ``r += (alpha[i] - rho[i] * (y_i . r)) s_i`` per pair (:func:`two_loop_back`)."""
+    if not available():
+        raise RuntimeError("the compiled two-loop recursion needs numba")
+    if order.size:
+        _compiled["sweep"](Y, Yb, S, Sb, rho, alpha, order, col_prob, rW, rb,
+                           np.zeros_like(alpha))

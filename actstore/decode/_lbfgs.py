@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from actstore.core._backend import get_namespace
-from actstore.decode._softmax import SoftmaxProblems, _blend, _dev, _np, _on
+from actstore.decode._pairs import Pairs, direction, merge_pairs, shift_pairs
+from actstore.decode._softmax import SoftmaxProblems, _blend, _np, _on
 
-__all__ = ["SoftmaxProblems", "shift_history", "solve_problems"]
+__all__ = ["Pairs", "SoftmaxProblems", "shift_pairs", "solve_problems"]
 
 
 def _lbfgs(
@@ -27,9 +28,9 @@ def _lbfgs(
     max_iter: int,
     memory: int = 10,
     compact: float = 0.6,
-    hist0: list[Pair] | None = None,
+    hist0: Pairs | None = None,
     start: Start | None = None,
-) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Pair], Any, Any]:
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Pairs, Any, Any]:
     """Batched L-BFGS over the problems of ``prob`` at one penalty.
 
     The initial inverse Hessian of the two-loop recursion is the Kronecker approximation of
@@ -37,10 +38,11 @@ def _lbfgs(
     only shapes the steps; refreshing it at every iteration saves no evaluations), and
     scaled by the latest curvature pair (Shanno). Whenever at most ``compact`` of the current
     problems are unfinished, the finished ones are dropped from the products; the others keep
-    their iterates, gradients and curvature history. ``hist0`` is a curvature history to start
-    from (:func:`shift_history`); a problem still unfinished after ``2 * memory``
-    iterations forgets it and the pairs since. ``start`` is the objective, gradients and
-    curvature sums at ``(W, b)`` where the caller has them (otherwise they are evaluated).
+    their iterates, gradients and curvature history. ``hist0`` are curvature pairs to start
+    from (:func:`~actstore.decode._pairs.shift_pairs`; updated in place); a problem still
+    unfinished after ``2 * memory`` iterations forgets them and the pairs since. ``start``
+    is the objective, gradients and curvature sums at ``(W, b)`` where the caller has them
+    (otherwise they are evaluated).
     Returns ``(W, b, n_iter, done, converged, objective, history, gW, gb)`` for all problems
     of ``prob`` (each problem's history as it finished, the gradients at the solutions).
     """
@@ -52,8 +54,9 @@ def _lbfgs(
     f, gW, gb, sums = prob.value_grad(W, b, lam) if start is None else start
     curv = prob.curvature(sums, lam)
     W_out, b_out, gW_out, gb_out = W, b, gW, gb
-    hist: list[Pair] = list(hist0 or [])[-memory:]
-    levels: list[tuple[list[Pair], np.ndarray, np.ndarray]] = []  # histories dropped
+    carried = hist0 is not None and len(hist0) > 0 and hist0.memory == memory
+    hist = hist0 if hist0 is not None and carried else Pairs.empty(W, prob.P, memory)
+    levels: list[tuple[Pairs, np.ndarray, np.ndarray]] = []  # histories dropped
     n_iter = np.zeros(prob.P, dtype=np.int64)
     step = np.ones(prob.P)  # the first step length to try, per problem
     gm = _np(prob.gmax(gW, gb))
@@ -74,29 +77,11 @@ def _lbfgs(
             f, lam = xp.take(f, kd, axis=0), xp.take(lam, kd, axis=0)
             sums = prob.subset_sums(sums, keep, sub)
             curv = sub.curvature(sums, lam)
-            hist = [(xp.take(sW, cd, axis=1), xp.take(sb, cd, axis=0), xp.take(yW, cd, axis=1),
-                     xp.take(yb, cd, axis=0), xp.take(rho, kd, axis=0))
-                    for sW, sb, yW, yb, rho in hist]
+            hist = hist.take(cd, kd)
             n_iter, done, gm, step = n_iter[keep], done[keep], gm[keep], step[keep]
             idx, cols, prob = idx[keep], cols[sc], sub
         act_c = prob.to_cols(_on((~done).astype(np.float64), f))  # (Qt,)
-        qW, qb = gW, gb
-        alphas = []
-        for sW, sb, yW, yb, rho in reversed(hist):
-            a = prob.to_cols(rho * prob.dot(sW, sb, qW, qb))
-            qW, qb = qW - a[None, :] * yW, qb - a * yb
-            alphas.append(a)
-        rW, rb = prob.precondition(qW, qb, curv)
-        if hist:
-            sW, sb, yW, yb, rho = hist[-1]
-            HyW, Hyb = prob.precondition(yW, yb, curv)
-            yHy, sy = prob.dot(yW, yb, HyW, Hyb), prob.dot(sW, sb, yW, yb)
-            good = (rho > 0) & (yHy > 0)
-            gamma = prob.to_cols(xp.where(good, sy / xp.where(good, yHy, 1.0), 1.0))
-            rW, rb = rW * gamma[None, :], rb * gamma
-        for (sW, sb, yW, yb, rho), a in zip(hist, reversed(alphas), strict=True):
-            c = a - prob.to_cols(rho * prob.dot(yW, yb, rW, rb))
-            rW, rb = rW + c[None, :] * sW, rb + c * sb
+        rW, rb = direction(prob, hist, gW, gb, curv)
         pW, pb = -rW * act_c[None, :], -rb * act_c  # search direction; zero when finished
         slope = prob.dot(pW, pb, gW, gb)
         bad = (_np(slope) >= 0) & ~done
@@ -139,96 +124,36 @@ def _lbfgs(
         sW, sb, yW, yb = nW - W, nb - b, ngW - gW, ngb - gb
         sy = prob.dot(sW, sb, yW, yb)
         pos = sy > 1e-300
-        hist.append((sW, sb, yW, yb, xp.where(pos, 1.0 / xp.where(pos, sy, 1.0), 0.0)))
-        if len(hist) > memory:
-            hist.pop(0)
+        hist.append(sW, sb, yW, yb, xp.where(pos, 1.0 / xp.where(pos, sy, 1.0), 0.0))
         W, b, f, gW, gb = nW, nb, nf, ngW, ngb
         n_iter += ~done
-        if hist0:
+        if carried:
             # pairs carried over from another penalty can mislead a problem (float32 pairs
             # taken at noise-level steps): one that has not converged after 2 x memory
             # iterations forgets them all and goes on with fresh pairs
             restart = (n_iter == 2 * memory) & ~done
             if restart.any():
                 keep_c = _on((~restart).astype(np.float64), f)
-                hist = [(sW, sb, yW, yb, rho * keep_c) for sW, sb, yW, yb, rho in hist]
+                hist.forget(keep_c)
         gm = _np(prob.gmax(gW, gb))
         done = done | (gm <= tol) | stalled
     W_out, b_out = _embed(W_out, W, cols), _embed(b_out, b, cols)
     gW_out, gb_out = _embed(gW_out, gW, cols), _embed(gb_out, gb, cols)
     n_all[idx], done_all[idx], gm_all[idx], f_all[idx] = n_iter, done, gm, _np(f)
     if levels:
-        hist = _merge_history([*levels, (hist, cols, idx)], W_out, n_all.size)
+        hist = merge_pairs([*levels, (hist, cols, idx)], W_out, n_all.size)
     return W_out, b_out, n_all, done_all, gm_all <= tol, f_all, hist, gW_out, gb_out
 
-
-#: One curvature pair of every problem: ``(sW, sb, yW, yb, rho)``, (r, Qt), (Qt,), (r, Qt),
-#: (Qt,), (P,); ``rho = 1 / (s . y)``, 0 for an empty pair.
-Pair = tuple[Any, Any, Any, Any, Any]
 
 #: The objective (P,), gradients (r, Qt) and (Qt,) and curvature sums at a point
 #: (:meth:`SoftmaxProblems.value_grad`).
 Start = tuple[Any, Any, Any, tuple[Any, Any]]
 
 
-def _merge_history(levels: list[tuple[list[Pair], np.ndarray, np.ndarray]], like: Any,
-                   P: int) -> list[Pair]:
-    """The curvature pairs of all ``P`` problems from the histories of successive subsets.
-
-    ``levels`` are ``(pairs, columns, problems)`` from all problems down to the last subset;
-    each problem's pairs are those of the last level that holds it, aligned on the latest
-    pair (empty pairs where its history is shorter). ``like`` is an (r, Qt) array.
-    """
-    xp = get_namespace(like)
-    r, Qt = like.shape
-    src_c, src_p = np.zeros(Qt, dtype=np.int64), np.zeros(P, dtype=np.int64)
-    off_c = off_p = 0
-    for _, cols, idx in levels:
-        src_c[cols], src_p[idx] = off_c + np.arange(cols.size), off_p + np.arange(idx.size)
-        off_c, off_p = off_c + cols.size, off_p + idx.size
-    where = (_on(src_c, like, xp.int64), _on(src_p, like, xp.int64))
-    n = max(len(h) for h, _, _ in levels)
-    out = []
-    for j in range(n, 0, -1):
-        parts = []
-        for h, cols, idx in levels:
-            if j <= len(h):
-                parts.append(h[-j])
-            else:
-                z = [xp.zeros(shape, dtype=like.dtype, device=_dev(like))
-                     for shape in ((r, cols.size), (cols.size,), (idx.size,))]
-                parts.append((z[0], z[1], z[0], z[1], z[2]))
-        merged = [xp.take(xp.concat([q[i] for q in parts], axis=-1), where[i == 4], axis=-1)
-                  for i in range(5)]
-        out.append((merged[0], merged[1], merged[2], merged[3], merged[4]))
-    return out
-
-
-def shift_history(prob: SoftmaxProblems, hist: list[Pair], lam_old: Any, lam_new: Any
-                  ) -> list[Pair]:
-    """Curvature pairs of one penalty moved to another.
-
-    The data term's curvature does not depend on the penalty: ``y = y_data + lam Omega s``
-    becomes ``y + (lam_new - lam_old) Omega s``, here with the diagonal of ``Omega`` only
-    (the pairs only shape the search directions, and the per-fold corrections are usually
-    small next to it; a problem the moved pairs mislead restarts, see :func:`_lbfgs`).
-    Pairs whose curvature ``s . y`` is no longer positive are emptied.
-    """
-    xp = prob.xp
-    dl = prob.to_cols(lam_new - lam_old)
-    out = []
-    for sW, sb, yW, yb, _rho in hist:
-        yW = yW + dl[None, :] * (prob.omega[:, None] * sW)
-        sy = prob.dot(sW, sb, yW, yb)
-        pos = sy > 1e-30
-        out.append((sW, sb, yW, yb, xp.where(pos, 1.0 / xp.where(pos, sy, 1.0), 0.0)))
-    return out
-
-
 def solve_problems(
     prob: SoftmaxProblems, W: Any, b: Any, C: float, tol: float, max_iter: int,
-    hist: list[Pair] | None = None, start: Start | None = None,
-) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, list[Pair], tuple[Any, Any]]:
+    hist: Pairs | None = None, start: Start | None = None,
+) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, Pairs, tuple[Any, Any]]:
     """Solve every problem at inverse penalty ``C`` from the start ``(W, b)``
     (where its objective, gradients and curvature sums are ``start``, if given).
 
@@ -239,8 +164,9 @@ def solve_problems(
     Returns
     -------
     W : array (r, Qt), b : array (Qt,), n_iter : ndarray (P,), converged : ndarray (P,) bool,
-    objective : ndarray (P,) at the solution, the curvature pairs at the end (for the
-    next penalty: :func:`shift_history`) and the gradients (r, Qt), (Qt,) at the solution
+    objective : ndarray (P,) at the solution, the curvature pairs at the end (for the next
+    penalty: :func:`~actstore.decode._pairs.shift_pairs`) and the gradients (r, Qt), (Qt,)
+    at the solution
     """
     W, b, n_iter, _done, conv, fval, hist, gW, gb = _lbfgs(
         prob, W, b, prob.lam(C), tol, max_iter, hist0=hist, start=start)

@@ -45,7 +45,7 @@ from actstore.core._folds import Folds
 from actstore.core._gram import GramStats, fold_gram, unit_sums
 from actstore.core._stats import GroupStats, UnitSums, unit_scale
 from actstore.core._targets import Targets
-from actstore.decode._lbfgs import SoftmaxProblems, shift_history, solve_problems
+from actstore.decode._lbfgs import Pairs, SoftmaxProblems, shift_pairs, solve_problems
 from actstore.decode._metrics import HeldOutScores
 
 __all__ = [
@@ -314,7 +314,7 @@ def fit_logistic_path(
     last = 0.0  # log C of the last solution
     f_last, lam_last = np.zeros(prob.P), prob.lam(1.0)  # its objective and penalty
     g_last: tuple[Any, Any] | None = None  # its gradients
-    hist: list[Any] = []  # curvature pairs of the last solve
+    hist: Pairs | None = None  # curvature pairs of the last solve
     for i, p in enumerate(np.argsort(Cs_arr)):
         C = float(Cs_arr[p])
         W0, b0, start = W, b, None
@@ -337,9 +337,9 @@ def fit_logistic_path(
             gW0 = xp.where(bc[None, :], gWe, g_last[0] + prob.to_cols(dlam)[None, :] * OW)
             # the curvature sums (only a preconditioner) from the extrapolated point for all
             start = (xp.where(better, fe, here), gW0, xp.where(bc, gbe, g_last[1]), sums)
-        if hist:
+        if hist is not None:
             # the curvature of the data term carries over from the last penalty
-            hist = shift_history(prob, hist, lam_last, prob.lam(C))
+            hist = shift_pairs(prob, hist, lam_last, prob.lam(C))
         Wn, bn, it, ok, f_last, hist, g_last = solve_problems(prob, W0, b0, C, tol, max_iter,
                                                               hist, start)
         lam_last = prob.lam(C)

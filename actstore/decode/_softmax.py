@@ -371,6 +371,17 @@ class SoftmaxProblems:
         Hb = ((self._pad(gb)[:, None, :] @ U) * inv_b) @ Ut
         return self._unpad(xp.permute_dims(H, (1, 0, 2))), self._unpad(Hb[:, 0, :])
 
+    def inverse_quad(self, gW: Any, gb: Any, curv: tuple[Any, Any, Any, Any]) -> Any:
+        """Per-problem ``g . H0 g`` (P,) of the approximate inverse Hessian
+        (:meth:`precondition`), without forming ``H0 g``."""
+        xp = self.xp
+        U, _, inv, inv_b = curv
+        T = xp.permute_dims(self._pad(gW), (1, 0, 2)) @ U  # (P, r, cmax), contiguous
+        Tb = self._pad(gb)[:, None, :] @ U
+        # sums over one long axis (numpy reduces short last axes slowly)
+        per_row = xp.reshape(T * T * inv, (self.P, T.shape[1] * self.cmax))
+        return xp.sum(per_row, axis=1) + xp.sum(Tb[:, 0, :] ** 2 * inv_b[:, 0, :], axis=1)
+
     def dot(self, aW: Any, ab: Any, bW: Any, bb: Any) -> Any:
         """Per-problem inner products (P,)."""
         xp = self.xp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax
@@ -147,8 +148,18 @@ def test_dropping_finished_problems_keeps_the_solutions():
     np.testing.assert_allclose(dropped[5], kept[5], rtol=1e-10)
 
 
+def _ring(pairs, like, P, memory=10):
+    """Curvature pairs (oldest first) in a ring of ``memory``."""
+    from actstore.decode._pairs import Pairs
+
+    ring = Pairs.empty(like, P, memory)
+    for pair in pairs:
+        ring.append(*pair)
+    return ring
+
+
 def test_curvature_pairs_moved_to_another_penalty_equal_the_pairs_there():
-    from actstore.decode._lbfgs import shift_history
+    from actstore.decode._pairs import shift_pairs
 
     prob, (*_, W, b) = _problems(50, 4, 3, [2, 3], 3, sort_rows=True)
     rng = np.random.default_rng(1)
@@ -161,31 +172,43 @@ def test_curvature_pairs_moved_to_another_penalty_equal_the_pairs_there():
         return sW, sb, yW, yb, 1.0 / prob.dot(sW, sb, yW, yb)
 
     lam_a, lam_b = np.asarray(prob.lam(0.01)), np.asarray(prob.lam(0.3))
-    (moved,) = shift_history(prob, [pair(lam_a)], lam_a, lam_b)
-    for got, want in zip(moved, pair(lam_b), strict=True):
+    moved = shift_pairs(prob, _ring([pair(lam_a)], W, prob.P, 3), lam_a, lam_b)
+    assert len(moved) == 1
+    for got, want in zip(moved.pair(-1), pair(lam_b), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_merged_history_takes_each_problems_pairs_from_its_last_subset():
-    from actstore.decode._lbfgs import _merge_history
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_merged_history_takes_each_problems_pairs_from_its_last_subset(backend):
+    from actstore.decode._pairs import merge_pairs
 
     # 3 problems of 2 columns; problem 1 is dropped after 2 pairs, 0 and 2 go on to 3 pairs
     def pair(v, cols, probs):
         return (np.full((2, cols), v), np.full(cols, v), np.full((2, cols), -v),
                 np.full(cols, -v), np.full(probs, 1.0 / v))
 
-    full = [pair(1.0, 6, 3), pair(2.0, 6, 3)]
-    sub = [pair(3.0, 4, 2), pair(4.0, 4, 2), pair(5.0, 4, 2)]
-    out = _merge_history([(full, np.arange(6), np.arange(3)),
-                          (sub, np.array([0, 1, 4, 5]), np.array([0, 2]))], np.zeros((2, 6)), 3)
-    assert len(out) == 3
+    on = np.asarray if backend == "numpy" else pytest.importorskip("torch").asarray
+    # a ring of 4 that wrapped around in the subset: slots in use are not in time order
+    full = _ring([tuple(map(on, pair(v, 6, 3))) for v in (1.0, 2.0)], on(np.zeros((2, 6))), 3,
+                 4)
+    sub = _ring([tuple(map(on, pair(v, 4, 2))) for v in (9.0, 9.0, 3.0, 4.0, 5.0)],
+                on(np.zeros((2, 4))), 2, 4)
+    assert sub.order != sorted(sub.order)
+    out = merge_pairs([(full, np.arange(6), np.arange(3)),
+                       (sub, np.array([0, 1, 4, 5]), np.array([0, 2]))], on(np.zeros((2, 6))), 3)
+    assert len(out) == 4 and out.memory == 4
+    got = [tuple(np.asarray(a) for a in out.pair(k)) for k in range(4)]
     # latest pair: 5 for problems 0 and 2, problem 1's own latest (2) for problem 1
-    np.testing.assert_array_equal(out[-1][1], [5, 5, 2, 2, 5, 5])
-    np.testing.assert_array_equal(out[-2][1], [4, 4, 1, 1, 4, 4])
-    np.testing.assert_array_equal(out[-3][1], [3, 3, 0, 0, 3, 3])  # problem 1: an empty pair
-    np.testing.assert_array_equal(out[-1][4], [0.2, 0.5, 0.2])
-    np.testing.assert_array_equal(out[-3][4], [1 / 3, 0.0, 1 / 3])
-    np.testing.assert_array_equal(out[-1][0][:, 2], [2, 2])
+    np.testing.assert_array_equal(got[-1][1], [5, 5, 2, 2, 5, 5])
+    np.testing.assert_array_equal(got[-2][1], [4, 4, 1, 1, 4, 4])
+    np.testing.assert_array_equal(got[-3][1], [3, 3, 0, 0, 3, 3])  # problem 1: an empty pair
+    np.testing.assert_array_equal(got[-4][1], [9, 9, 0, 0, 9, 9])
+    np.testing.assert_allclose(got[-1][4], [0.2, 0.5, 0.2])
+    np.testing.assert_allclose(got[-3][4], [1 / 3, 0.0, 1 / 3])
+    np.testing.assert_array_equal(got[-1][0][:, 2], [2, 2])
+    out.append(*[on(np.asarray(a)) for a in pair(7.0, 6, 3)])  # the oldest slot is reused
+    assert len(out) == 4 and np.asarray(out.pair(-1)[1])[0] == 7.0
+    assert np.asarray(out.pair(0)[1])[0] == 3.0
 
 
 def test_misleading_carried_pairs_do_not_keep_the_problems_from_converging():
@@ -201,7 +224,7 @@ def test_misleading_carried_pairs_do_not_keep_the_problems_from_converging():
         sW, sb = 1e-6 * rng.standard_normal(W.shape), 1e-6 * rng.standard_normal(b.shape)
         yW, yb = np.abs(sW) * 1e3 * np.sign(sW), np.abs(sb) * 1e-3 * np.sign(sb)
         bad.append((sW, sb, yW, yb, 1.0 / np.asarray(prob.dot(sW, sb, yW, yb))))
-    carried = _lbfgs(prob, W0, b0, lam, 1e-8, 500, hist0=bad)
+    carried = _lbfgs(prob, W0, b0, lam, 1e-8, 500, hist0=_ring(bad, W0, prob.P))
     assert carried[4].all() and fresh[4].all()
     assert carried[2].max() <= fresh[2].max() + 2 * 10  # pairs flushed, or one restart
     np.testing.assert_allclose(carried[0], fresh[0], atol=1e-6)
@@ -265,3 +288,61 @@ def test_preconditioner_inverts_each_problems_kronecker_curvature(classes, K, cl
         floor = 1e-3 * a.max() + 1e-12  # the intercepts: curvature floored
         np.testing.assert_allclose(hb[sl], U @ ((U.T @ gb[sl]) / np.maximum(a, floor)),
                                    rtol=1e-8, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(classes=st.lists(st.integers(2, 6), min_size=1, max_size=4), K=st.integers(1, 3),
+       n_pairs=st.integers(0, 7), memory=st.integers(1, 5),
+       dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 10_000))
+def test_compiled_two_loop_recursion_equals_the_array_api_path(classes, K, n_pairs, memory,
+                                                                dtype, seed):
+    from actstore.decode import _kernels
+    from actstore.decode._pairs import direction
+
+    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(40, 5, K, classes, seed, True)
+    prob = SoftmaxProblems(Z.astype(dtype), omega.astype(dtype), Y01, M, ncls, prob.host[2])
+    W, b, lam = W.astype(dtype), b.astype(dtype), np.asarray(prob.lam(0.3))
+    _, gW, gb, sums = prob.value_grad(W, b, lam)
+    curv = prob.curvature(sums, lam)
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n_pairs):  # true curvature pairs of random steps (some refused: empty)
+        sW = (0.1 * rng.standard_normal(W.shape)).astype(dtype)
+        sb = (0.1 * rng.standard_normal(b.shape)).astype(dtype)
+        if rng.random() < 0.2:
+            sW, sb = 0 * sW, 0 * sb
+        _, gW2, gb2, _ = prob.value_grad(W + sW, b + sb, lam)
+        yW, yb = gW2 - gW, gb2 - gb
+        sy = np.asarray(prob.dot(sW, sb, yW, yb))
+        pairs.append((sW, sb, yW, yb, np.where(sy > 0, 1 / np.where(sy > 0, sy, 1), 0)
+                      .astype(dtype)))
+    ring = _ring(pairs, W, prob.P, memory)  # wraps around when n_pairs > memory
+    got = direction(prob, ring, gW, gb, curv)
+    available = _kernels.available
+    try:
+        _kernels.available = lambda: False  # type: ignore[assignment]
+        want = direction(prob, ring, gW, gb, curv)
+    finally:
+        _kernels.available = available  # type: ignore[assignment]
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype == np.dtype(dtype)
+        # float32: sums in a different order, relative to the largest entry
+        big = float(np.abs(w).max(initial=1.0))
+        tol = (dict(rtol=1e-9, atol=1e-12 * big) if dtype == "float64"
+               else dict(rtol=2e-3, atol=2e-5 * big))
+        np.testing.assert_allclose(g, w, **tol)
+    if pairs:  # the pairs are left as they were
+        for a, p in zip(ring.pair(-1), pairs[-1], strict=True):
+            np.testing.assert_array_equal(a, p)
+
+
+@settings(max_examples=15, deadline=None)
+@given(classes=st.lists(st.integers(2, 6), min_size=1, max_size=4), seed=st.integers(0, 10_000))
+def test_inverse_quadratic_form_equals_the_preconditioned_product(classes, seed):
+    prob, (*_, W, b) = _problems(40, 5, 2, classes, seed, True)
+    lam = np.asarray(prob.lam(0.3))
+    _, gW, gb, sums = prob.value_grad(W, b, lam)
+    curv = prob.curvature(sums, lam)
+    hW, hb = prob.precondition(gW, gb, curv)
+    np.testing.assert_allclose(prob.inverse_quad(gW, gb, curv), prob.dot(gW, gb, hW, hb),
+                               rtol=1e-10)
