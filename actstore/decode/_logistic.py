@@ -307,7 +307,7 @@ def fit_logistic_path(
     b = _asarray(np.log(np.maximum((M[:, prob.col_prob] * Y01).sum(axis=0), 1e-12)), Z)
     Cs_arr = np.asarray(Cs, dtype=np.float64)
     P = len(Cs_arr)
-    Ws, bs, lps = [None] * P, [None] * P, [None] * P
+    Ws, bs = [None] * P, [None] * P
     n_iter = np.zeros((P, K, len(cat)), dtype=np.int64)
     conv = np.zeros((P, K, len(cat)), dtype=bool)
     prev: tuple[Any, Any, float] | None = None  # the solution before the last, and its log C
@@ -346,35 +346,33 @@ def fit_logistic_path(
         prev = (W, b, last) if i > 0 else None
         last = float(np.log(C))
         W, b = Wn, bn
-        Wk = [xp.take(W, colidx_d[k], axis=1) for k in range(K)]
-        bk = [xp.take(b, colidx_d[k], axis=0) for k in range(K)]
-        # held-out log-probabilities: each fold's model on its own held-out rows only
-        held = [xp.zeros((never, colidx.shape[1]), dtype=W.dtype, device=_dev(W))]
-        held += [_log_softmax(Z_test[k] @ Wk[k] + bk[k][None, :], ext_start) for k in range(K)]
-        lps[p] = xp.take(xp.concat(held, axis=0), back, axis=0)  # (n, Qcat)
-        Ws[p] = xp.stack(Wk, axis=1)
-        bs[p] = xp.stack(bk, axis=0)
+        Ws[p] = xp.stack([xp.take(W, colidx_d[k], axis=1) for k in range(K)], axis=1)
+        bs[p] = xp.stack([xp.take(b, colidx_d[k], axis=0) for k in range(K)], axis=0)
         for q, (k, j) in enumerate(probs):
             n_iter[p, k, j], conv[p, k, j] = it[q], ok[q]
-    return LogisticFit(
-        Cs_arr,
-        xp.stack(Ws, axis=0),
-        xp.stack(bs, axis=0),
-        xp.stack(lps, axis=0),
-        n_iter,
-        conv,
-    )
+    W_all, b_all = xp.stack(Ws, axis=0), xp.stack(bs, axis=0)  # (P, r, K, Q), (P, K, Q)
+    # held-out log-probabilities, all penalties at once: each fold's models on its own
+    # held-out rows only
+    Q = colidx.shape[1]
+    held = [xp.zeros((never, P, Q), dtype=W.dtype, device=_dev(W))]
+    for k in range(K):
+        Wk = xp.reshape(xp.permute_dims(W_all[:, :, k, :], (1, 0, 2)), (prob.r, P * Q))
+        L = xp.reshape(Z_test[k] @ Wk, (Z_test[k].shape[0], P, Q)) + b_all[None, :, k, :]
+        held.append(_log_softmax(L, ext_start))
+    lps = xp.permute_dims(xp.take(xp.concat(held, axis=0), back, axis=0), (1, 0, 2))
+    return LogisticFit(Cs_arr, W_all, b_all, lps, n_iter, conv)
 
 
 def _log_softmax(L: Any, starts: np.ndarray) -> Any:
-    """Log-softmax of each feature's block of columns ``starts[j]:starts[j + 1]`` of ``L``."""
+    """Log-softmax of each feature's block of last-axis entries ``starts[j]:starts[j + 1]``
+    of ``L``."""
     xp = get_namespace(L)
     out = []
     for a, e in itertools.pairwise(starts):
-        blk = L[:, int(a) : int(e)]
-        sh = blk - xp.max(blk, axis=1, keepdims=True)
-        out.append(sh - xp.log(xp.sum(xp.exp(sh), axis=1, keepdims=True)))
-    return out[0] if len(out) == 1 else xp.concat(out, axis=1)
+        blk = L[..., int(a) : int(e)]
+        sh = blk - xp.max(blk, axis=-1, keepdims=True)
+        out.append(sh - xp.log(xp.sum(xp.exp(sh), axis=-1, keepdims=True)))
+    return out[0] if len(out) == 1 else xp.concat(out, axis=-1)
 
 
 def _np(x: Any) -> np.ndarray:
