@@ -66,7 +66,7 @@ class Pairs:
     def append(self, sW: Any, sb: Any, yW: Any, yb: Any, rho: Any) -> None:
         """Add a pair, in place of the oldest when the ring is full."""
         if len(self.order) < self.memory:
-            slot = (self.order[-1] + 1) % self.memory if self.order else 0
+            slot = min(set(range(self.memory)) - set(self.order))
         else:
             slot = self.order.pop(0)
         self.sW[slot, ...], self.sb[slot, ...] = sW, sb
@@ -94,6 +94,8 @@ def merge_pairs(levels: list[tuple[Pairs, np.ndarray, np.ndarray]], like: Any,
     each problem's pairs are those of the last level that holds it, aligned on the latest
     pair (empty pairs where its history is shorter). ``like`` is an (r, Qt) array.
     """
+    if isinstance(like, np.ndarray):
+        return _merge_in_place(levels)
     xp = get_namespace(like)
     r, Qt = like.shape
     src_c, src_p = np.zeros(Qt, dtype=np.int64), np.zeros(P, dtype=np.int64)
@@ -119,6 +121,42 @@ def merge_pairs(levels: list[tuple[Pairs, np.ndarray, np.ndarray]], like: Any,
                                    axis=-1)
     out.order = list(range(n))
     return out
+
+
+def _merge_in_place(levels: list[tuple[Pairs, np.ndarray, np.ndarray]]) -> Pairs:
+    """:func:`merge_pairs` on numpy arrays, written into the first level's ring: only the
+    columns of later levels move (problems that finished first keep their slots), each pair
+    into the slot of the same rank from the latest."""
+    top = levels[0][0]
+    n = max(len(h) for h, _, _ in levels)
+    order = list(top.order)
+    if n > len(order):  # older ranks than the first level holds: free slots, emptied
+        free = [i for i in range(top.memory) if i not in set(order)][: n - len(order)]
+        for a in (top.sW, top.sb, top.yW, top.yb, top.rho):
+            a[free, ...] = 0
+        order = free + order
+    owner_c = np.zeros(top.sW.shape[-1], dtype=np.int64)
+    owner_p = np.zeros(top.rho.shape[-1], dtype=np.int64)
+    for lv, (_, cols, idx) in enumerate(levels):
+        owner_c[cols], owner_p[idx] = lv, lv
+    for lv, (h, cols, idx) in enumerate(levels[1:], start=1):
+        mine_c, mine_p = owner_c[cols] == lv, owner_p[idx] == lv
+        if not mine_p.any():
+            continue
+        dst_c, dst_p = cols[mine_c], idx[mine_p]
+        for j in range(n):  # rank j before the latest
+            dst = order[n - 1 - j]
+            if j < len(h):
+                src = h.order[len(h) - 1 - j]
+                for a, b in ((top.sW, h.sW), (top.yW, h.yW), (top.sb, h.sb), (top.yb, h.yb)):
+                    a[dst, ..., dst_c] = b[src, ..., mine_c]
+                top.rho[dst, dst_p] = h.rho[src, mine_p]
+            else:  # its history is shorter: an empty pair
+                for a in (top.sW, top.yW, top.sb, top.yb):
+                    a[dst, ..., dst_c] = 0
+                top.rho[dst, dst_p] = 0
+    top.order = order
+    return top
 
 
 def shift_pairs(prob: SoftmaxProblems, pairs: Pairs, lam_old: Any, lam_new: Any) -> Pairs:

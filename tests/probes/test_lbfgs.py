@@ -209,6 +209,19 @@ def test_merged_history_takes_each_problems_pairs_from_its_last_subset(backend):
     out.append(*[on(np.asarray(a)) for a in pair(7.0, 6, 3)])  # the oldest slot is reused
     assert len(out) == 4 and np.asarray(out.pair(-1)[1])[0] == 7.0
     assert np.asarray(out.pair(0)[1])[0] == 3.0
+    # a first level with fewer pairs than the subset, in a ring with room: merged, then
+    # filled up, every pair keeps its own slot
+    full = _ring([tuple(map(on, pair(1.0, 6, 3)))], on(np.zeros((2, 6))), 3, 5)
+    sub = _ring([tuple(map(on, pair(v, 4, 2))) for v in (3.0, 4.0, 5.0)],
+                on(np.zeros((2, 4))), 2, 5)
+    out = merge_pairs([(full, np.arange(6), np.arange(3)),
+                       (sub, np.array([0, 1, 4, 5]), np.array([0, 2]))], on(np.zeros((2, 6))), 3)
+    for v in (6.0, 7.0, 8.0):
+        out.append(*[on(np.asarray(a)) for a in pair(v, 6, 3)])
+    assert len(out) == 5 and len(set(out.order)) == 5
+    sb = [np.asarray(out.pair(k)[1]) for k in range(5)]
+    np.testing.assert_array_equal(np.stack(sb)[:, [0, 2]], [[4, 0], [5, 1], [6, 6], [7, 7],
+                                                            [8, 8]])
 
 
 def test_misleading_carried_pairs_do_not_keep_the_problems_from_converging():
