@@ -311,13 +311,14 @@ def fit_logistic_path(
     n_iter = np.zeros((P, K, len(cat)), dtype=np.int64)
     conv = np.zeros((P, K, len(cat)), dtype=bool)
     prev: tuple[Any, Any, float] | None = None  # the solution before the last, and its log C
+    OW_prev: Any = None  # Omega times the last solution (the penalty's gradient without lam)
     last = 0.0  # log C of the last solution
     f_last, lam_last = np.zeros(prob.P), prob.lam(1.0)  # its objective and penalty
     g_last: tuple[Any, Any] | None = None  # its gradients
     hist: Pairs | None = None  # curvature pairs of the last solve
     for i, p in enumerate(np.argsort(Cs_arr)):
         C = float(Cs_arr[p])
-        W0, b0, start = W, b, None
+        W0, b0, start, OW = W, b, None, None
         if prev is not None and prev[2] != last and g_last is not None:
             # Warm start by linear extrapolation along log C from the two previous solutions,
             # kept per problem where it lowers the objective. Only the penalty term of the
@@ -330,7 +331,9 @@ def fit_logistic_path(
             dlam = lam - lam_last
             pen, OW = prob.penalty_terms(W)
             here = _asarray(f_last, lam) + 0.5 * dlam * pen
-            fe, gWe, gbe, sums = prob.value_grad(We, be, lam)
+            # the penalty is linear in W: Omega We from Omega W and Omega Wp
+            OWe = None if OW_prev is None else OW + step * (OW - OW_prev)
+            fe, gWe, gbe, sums = prob.value_grad(We, be, lam, OW=OWe)
             better = fe < here
             bc = prob.to_cols(xp.astype(better, lam.dtype)) > 0.5
             W0, b0 = xp.where(bc[None, :], We, W), xp.where(bc, be, b)
@@ -343,6 +346,7 @@ def fit_logistic_path(
         Wn, bn, it, ok, f_last, hist, g_last = solve_problems(prob, W0, b0, C, tol, max_iter,
                                                               hist, start)
         lam_last = prob.lam(C)
+        OW_prev = OW  # of W, the solution before the last at the next penalty
         prev = (W, b, last) if i > 0 else None
         last = float(np.log(C))
         W, b = Wn, bn

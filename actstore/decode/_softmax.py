@@ -279,12 +279,13 @@ class SoftmaxProblems:
         quad, OW = self._pen(W)
         return self.per_problem(quad), OW
 
-    def value_grad(self, W: Any, b: Any, lam: Any, sums: bool = True
+    def value_grad(self, W: Any, b: Any, lam: Any, sums: bool = True, OW: Any = None
                    ) -> tuple[Any, Any, Any, Any]:
         """Objective (P,), gradients (r, Qt) and (Qt,), and the curvature sums
         ``sum_i w_i p_i`` (P, cmax) and ``sum_i w_i p_i p_i^T`` (P, cmax, cmax), zero-padded
         (:meth:`curvature`; from every ``curv_stride``-th row, scaled up; ``None`` with
-        ``sums=False``).
+        ``sums=False``). ``OW`` is ``Omega W`` (:meth:`penalty_terms`) where the caller has
+        it.
 
         Per segment of rows, two products with ``Z`` cover all of its problems at once. On
         numpy arrays the softmax work between them is one compiled pass over the rows
@@ -335,7 +336,10 @@ class SoftmaxProblems:
             R = Rs[0] if len(Rs) == 1 else xp.concat(Rs, axis=0)
             gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ R
             gb[pc.c0 : pc.c1] += xp.sum(R, axis=0)
-        quad, OW = self._pen(W)
+        if OW is None:
+            quad, OW = self._pen(W)
+        else:
+            quad = xp.sum(W * OW, axis=0)
         f = self.per_problem(data) + 0.5 * lam * self.per_problem(quad)
         gW = gW + self.to_cols(lam)[None, :] * OW
         return f, gW, gb, ((diag, PtP) if sums else None)
