@@ -42,7 +42,7 @@ def available() -> bool:
     return bool(_compiled["ok"])
 
 
-def _softmax_rows(L: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
+def _softmax_rows(L: Any, b: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
                   data: Any, gb: Any, diag: Any, ptp: Any) -> None:
     m = L.shape[0]
     n_prob = M.shape[1]
@@ -56,6 +56,8 @@ def _softmax_rows(L: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
                 for c in range(a, e):  # no weight, no target: the residual is zero
                     L[i, c] = 0.0
                 continue
+            for c in range(a, e):
+                L[i, c] += b[c]
             mx = L[i, a]
             for c in range(a + 1, e):
                 mx = max(mx, L[i, c])
@@ -87,7 +89,8 @@ def _softmax_rows(L: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
                 ptp[p, v, u] = ptp[p, u, v]
 
 
-def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray, cmax: int,
+def softmax_rows(L: np.ndarray, b: np.ndarray, MY: np.ndarray, M: np.ndarray,
+                 col0: np.ndarray, cmax: int,
                  first: int, stride: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Softmax loss, residuals and curvature sums of rows ``L`` (m, columns) of logits.
@@ -95,7 +98,10 @@ def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray,
     Parameters
     ----------
     L : ndarray (m, columns), C-contiguous
-        Logits of consecutive problems; overwritten with the residuals ``M_p (P - Y)``.
+        Logits of consecutive problems, less the intercepts; overwritten with the residuals
+        ``M_p (P - Y)``.
+    b : ndarray (columns,)
+        Intercepts, added to ``L``.
     MY : ndarray (m, columns)
         Row weight times the 0/1 target of every column.
     M : ndarray (m, problems)
@@ -124,7 +130,7 @@ def softmax_rows(L: np.ndarray, MY: np.ndarray, M: np.ndarray, col0: np.ndarray,
     diag, ptp = np.zeros((n_prob, cmax)), np.zeros((n_prob, cmax, cmax))
     if not available():
         raise RuntimeError("the compiled softmax loop needs numba")
-    _compiled["softmax"](L, MY, M, col0, first, stride, data, gb, diag, ptp)
+    _compiled["softmax"](L, b, MY, M, col0, first, stride, data, gb, diag, ptp)
     return data, gb, diag, ptp
 
 

@@ -162,9 +162,10 @@ class SoftmaxProblems:
         """Rows ``a:e`` against problems ``p0:p1``: views and row weights of one product."""
         c0, c1 = int(self.col0[p0]), int(self.col0[p1])
         # per group of classes: (local column, problems, classes, group, first problem in
-        # the group, first local problem)
+        # the group, first local problem); the compiled row pass needs none of it
         groups = []
-        for g, (_, npg, c, q) in enumerate(self.groups):
+        compiled = self.fold_major(self.Z)
+        for g, (_, npg, c, q) in enumerate([] if compiled else self.groups):
             lo, hi = max(q, p0), min(q + npg, p1)
             if lo < hi:
                 groups.append((int(self.col0[lo]) - c0, hi - lo, c, g, lo - q, lo - p0))
@@ -174,7 +175,7 @@ class SoftmaxProblems:
         entries = (1 << 16) if _on_host(self.Z) else (1 << 24)
         rows = max(64, min(e - a, entries // max(c1 - c0, 1)))
         return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
-                      _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
+                      None if compiled else _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
                       _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z),
                       self.col0[p0 : p1 + 1] - c0)
@@ -304,10 +305,12 @@ class SoftmaxProblems:
         compiled = isinstance(self.Z, np.ndarray) and _kernels.available()
         for pc in self.pieces:
             Zs = self.Z[pc.a : pc.e, :]
-            L = Zs @ W[:, pc.c0 : pc.c1] + b[None, pc.c0 : pc.c1]
+            L = Zs @ W[:, pc.c0 : pc.c1]
             if compiled:
-                # one compiled pass over the rows; L becomes the residuals
-                loss, rsum, cdiag, cptp = _kernels.softmax_rows(L, pc.MY, pc.M, pc.col0,
+                # one compiled pass over the rows (it adds the intercepts); L becomes the
+                # residuals
+                loss, rsum, cdiag, cptp = _kernels.softmax_rows(L, b[pc.c0 : pc.c1], pc.MY,
+                                                                pc.M, pc.col0,
                                                                 cm, 0, st)
                 data[pc.c0 : pc.c1] += loss
                 gb[pc.c0 : pc.c1] += rsum
@@ -316,6 +319,7 @@ class SoftmaxProblems:
                     PtP[pc.p0 : pc.p1] += cptp
                 gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ L
                 continue
+            L = L + b[None, pc.c0 : pc.c1]
             Rs = []
             for a, e in pc.blocks():
                 logps, ps = self._softmax(L[a:e, :], pc.split)
