@@ -138,27 +138,19 @@ def _sweep(D: Any, Db: Any, U: Any, Ub: Any, rho: Any, base: Any, slots: Any, co
            x: Any, xb: Any, coef: Any) -> None:
     r, Q = x.shape
     m = slots.shape[0]
-    colacc, ccol = np.zeros(Q), np.zeros(Q)
+    colacc = np.zeros(Q)
+    ccol = np.zeros(Q)  # the previous pair's coefficient per column (none before the first)
     dots = np.zeros(rho.shape[1])
-    for k in range(m + 1):
-        i = slots[k] if k < m else -1
+    for k in range(m):
+        i, ip = slots[k], slots[max(k - 1, 0)]
         colacc[:] = 0.0
-        if k > 0:  # x += coef_prev u_prev, fused with this pair's d . x
-            ip = slots[k - 1]
-            for j in range(r):
-                for c in range(Q):
-                    v = x[j, c] + ccol[c] * U[ip, j, c]
-                    x[j, c] = v
-                    if i >= 0:
-                        colacc[c] += D[i, j, c] * v
+        for j in range(r):  # x += coef_prev u_prev, fused with this pair's d . x
             for c in range(Q):
-                xb[c] += ccol[c] * Ub[ip, c]
-        else:
-            for j in range(r):
-                for c in range(Q):
-                    colacc[c] += D[i, j, c] * x[j, c]
-        if i < 0:
-            break
+                v = x[j, c] + ccol[c] * U[ip, j, c]
+                x[j, c] = v
+                colacc[c] += D[i, j, c] * v
+        for c in range(Q):
+            xb[c] += ccol[c] * Ub[ip, c]
         dots[:] = 0.0  # per problem: its columns' sums, and the intercepts' products
         for c in range(Q):
             dots[col_prob[c]] += colacc[c] + Db[i, c] * xb[c]
@@ -166,6 +158,13 @@ def _sweep(D: Any, Db: Any, U: Any, Ub: Any, rho: Any, base: Any, slots: Any, co
             coef[i, p] = base[i, p] - rho[i, p] * dots[p]
         for c in range(Q):
             ccol[c] = coef[i, col_prob[c]]
+    if m:  # the last pair's update
+        ip = slots[m - 1]
+        for j in range(r):
+            for c in range(Q):
+                x[j, c] += ccol[c] * U[ip, j, c]
+        for c in range(Q):
+            xb[c] += ccol[c] * Ub[ip, c]
 
 
 def two_loop_back(S: np.ndarray, Sb: np.ndarray, Y: np.ndarray, Yb: np.ndarray,

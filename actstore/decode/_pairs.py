@@ -131,7 +131,8 @@ def _merge_in_place(levels: list[tuple[Pairs, np.ndarray, np.ndarray]]) -> Pairs
     n = max(len(h) for h, _, _ in levels)
     order = list(top.order)
     if n > len(order):  # older ranks than the first level holds: free slots, emptied
-        free = [i for i in range(top.memory) if i not in set(order)][: n - len(order)]
+        used = set(order)
+        free = [i for i in range(top.memory) if i not in used][: n - len(order)]
         for a in (top.sW, top.sb, top.yW, top.yb, top.rho):
             a[free, ...] = 0
         order = free + order

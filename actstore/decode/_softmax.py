@@ -299,8 +299,9 @@ class SoftmaxProblems:
         gW = xp.zeros((self.r, self.Qt), dtype=dt, device=dev)
         gb = xp.zeros((self.Qt,), dtype=dt, device=dev)
         cm = self.cmax
-        diag = xp.zeros((self.P, cm), dtype=dt, device=dev)
-        PtP = xp.zeros((self.P, cm, cm), dtype=dt, device=dev)
+        if sums:
+            diag = xp.zeros((self.P, cm), dtype=dt, device=dev)
+            PtP = xp.zeros((self.P, cm, cm), dtype=dt, device=dev)
         st = self.curv_stride if sums else 0
         compiled = isinstance(self.Z, np.ndarray) and _kernels.available()
         for pc in self.pieces:
