@@ -1,15 +1,18 @@
-"""Compiled row loops of the softmax objective for numpy arrays (numba).
+"""Compiled loops of the softmax objective and of batched L-BFGS for numpy arrays (numba).
 
 On a CPU the elementwise work of :meth:`SoftmaxProblems.value_grad
 <actstore.decode._softmax.SoftmaxProblems.value_grad>` between its two matrix products is a
 few hundred small numpy operations per evaluation (one set per class count and row block),
 and their dispatch, not their arithmetic, dominates at the shapes of real probes (hundreds of
-rows and units). Here one pass over the rows does all of it: each problem's softmax, its
+rows and units). Here the exponentials and logarithms of all blocks are one vectorised numpy
+pass each, and one compiled pass over the rows does the rest: each problem's softmax, its
 loss, the residuals ``R = M * P - M * Y`` (in place of the logits) and the sums of the
-curvature preconditioner. Sums are kept in float64 whatever the data's precision.
+curvature preconditioner. Sums are kept in float64 whatever the data's precision. The
+two-loop recursion and the Kronecker preconditioner of the search direction are compiled
+too, straight on the problems' columns.
 
-Other array namespaces (torch, CuPy) take the array-API path of ``value_grad``; the two
-give the same numbers (tests/probes/test_lbfgs.py).
+Other array namespaces (torch, CuPy) take the array-API paths; the two give the same numbers
+(tests/probes/test_lbfgs.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "softmax_rows", "two_loop_back", "two_loop_forward"]
+__all__ = ["available", "precondition", "softmax_rows", "two_loop_back", "two_loop_forward"]
 
 _compiled: dict[str, Any] = {}
 
@@ -32,7 +35,7 @@ def available() -> bool:
         except ImportError:  # pragma: no cover - numba is a dependency
             _compiled["ok"] = False
             return False
-        funcs = {"softmax": _softmax_rows, "sweep": _sweep}
+        funcs = {"softmax": _softmax_rows, "sweep": _sweep, "precond": _precond}
         for name, fn in funcs.items():
             try:  # compiled once, then loaded from numba's cache next to this file
                 _compiled[name] = njit(cache=True, nogil=True)(fn)
@@ -42,11 +45,10 @@ def available() -> bool:
     return bool(_compiled["ok"])
 
 
-def _softmax_rows(L: Any, b: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
-                  data: Any, gb: Any, diag: Any, ptp: Any) -> None:
+def _softmax_rows(L: Any, E: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
+                  tot: Any, data: Any, gb: Any, diag: Any, ptp: Any) -> None:
     m = L.shape[0]
     n_prob = M.shape[1]
-    pr = np.empty(diag.shape[1])
     for i in range(m):
         sampled = stride > 0 and (i - first) % stride == 0
         for p in range(n_prob):
@@ -55,53 +57,63 @@ def _softmax_rows(L: Any, b: Any, MY: Any, M: Any, col0: Any, first: int, stride
             if w == 0.0:
                 for c in range(a, e):  # no weight, no target: the residual is zero
                     L[i, c] = 0.0
+                tot[i, p] = 1.0
                 continue
+            t = 0.0
             for c in range(a, e):
-                L[i, c] += b[c]
-            mx = L[i, a]
-            for c in range(a + 1, e):
-                mx = max(mx, L[i, c])
-            tot = 0.0
-            for c in range(a, e):
-                v = np.exp(L[i, c] - mx)
-                pr[c - a] = v
-                tot += v
-            lse = mx + np.log(tot)
-            for c in range(a, e):
+                t += E[i, c]
+            shift = 0.0
+            if not (t > 1e-30 and t < 1e30):
+                # exponentials of the logits as they are overflow or underflow: shifted by
+                # the problem's largest logit instead
+                shift = L[i, a]
+                for c in range(a + 1, e):
+                    shift = max(shift, L[i, c])
+                t = 0.0
+                for c in range(a, e):
+                    v = np.exp(L[i, c] - shift)
+                    E[i, c] = v
+                    t += v
+            tot[i, p] = t
+            inv = 1.0 / t
+            ws = w * stride
+            for u in range(e - a):
+                c = a + u
                 y = MY[i, c]
                 if y != 0.0:
-                    data[c] -= y * (L[i, c] - lse)
-                q = pr[c - a] / tot
-                pr[c - a] = q
+                    data[c] -= y * (L[i, c] - shift)
+                q = E[i, c] * inv
                 res = w * q - y
                 L[i, c] = res
                 gb[c] += res
-            if sampled:
-                ws = w * stride
-                for u in range(e - a):
-                    wu = ws * pr[u]
+                if sampled:
+                    wu = ws * q
                     diag[p, u] += wu
                     for v in range(u + 1):  # the lower triangle; mirrored at the end
-                        ptp[p, u, v] += wu * pr[v]
+                        ptp[p, u, v] += wu * (E[i, a + v] * inv)
     for p in range(n_prob):
         for u in range(col0[p + 1] - col0[p]):
             for v in range(u):
                 ptp[p, v, u] = ptp[p, u, v]
 
 
-def softmax_rows(L: np.ndarray, b: np.ndarray, MY: np.ndarray, M: np.ndarray,
-                 col0: np.ndarray, cmax: int,
-                 first: int, stride: int
+def softmax_rows(L: np.ndarray, E: np.ndarray, MY: np.ndarray, M: np.ndarray,
+                 col0: np.ndarray, cmax: int, first: int, stride: int, tot: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Softmax loss, residuals and curvature sums of rows ``L`` (m, columns) of logits.
+
+    The exponentials come from the caller (one vectorised pass over every block of logits);
+    where those of a problem's logits overflow or underflow, they are recomputed shifted by
+    its largest logit. The logarithms of the sums of exponentials are left to the caller too:
+    the loss is ``data`` plus ``sum_i MY_i log(tot_i)`` over each problem's rows.
 
     Parameters
     ----------
     L : ndarray (m, columns), C-contiguous
-        Logits of consecutive problems, less the intercepts; overwritten with the residuals
+        Logits of consecutive problems (intercepts included); overwritten with the residuals
         ``M_p (P - Y)``.
-    b : ndarray (columns,)
-        Intercepts, added to ``L``.
+    E : ndarray (m, columns)
+        ``exp(L)``; rewritten where shifted.
     MY : ndarray (m, columns)
         Row weight times the 0/1 target of every column.
     M : ndarray (m, problems)
@@ -113,11 +125,14 @@ def softmax_rows(L: np.ndarray, b: np.ndarray, MY: np.ndarray, M: np.ndarray,
     first, stride : int
         Curvature sums from the rows ``first, first + stride, ...`` (modulo ``stride``),
         each weighted ``stride`` times; none with ``stride = 0``.
+    tot : ndarray (m, problems), float64
+        Filled with each row's sum of its problem's (shifted) exponentials (1 where the row
+        has no weight).
 
     Returns
     -------
     data : ndarray (columns,)
-        ``-sum_i MY * log P`` per column.
+        ``-sum_i MY * (L - shift)`` per column.
     gb : ndarray (columns,)
         Column sums of the residuals.
     diag : ndarray (problems, cmax)
@@ -130,7 +145,7 @@ def softmax_rows(L: np.ndarray, b: np.ndarray, MY: np.ndarray, M: np.ndarray,
     diag, ptp = np.zeros((n_prob, cmax)), np.zeros((n_prob, cmax, cmax))
     if not available():
         raise RuntimeError("the compiled softmax loop needs numba")
-    _compiled["softmax"](L, b, MY, M, col0, first, stride, data, gb, diag, ptp)
+    _compiled["softmax"](L, E, MY, M, col0, first, stride, tot, data, gb, diag, ptp)
     return data, gb, diag, ptp
 
 
@@ -196,3 +211,93 @@ def two_loop_forward(S: np.ndarray, Sb: np.ndarray, Y: np.ndarray, Yb: np.ndarra
     if order.size:
         _compiled["sweep"](Y, Yb, S, Sb, rho, alpha, order, col_prob, rW, rb,
                            np.zeros_like(alpha))
+
+
+def _precond(gW: Any, gb: Any, U: Any, invT: Any, inv_b: Any, col0: Any, out: Any,
+             outb: Any, quad: Any, apply: bool, gblk: Any, oblk: Any, t: Any, qrow: Any
+             ) -> None:
+    r, Q = gW.shape
+    cm = U.shape[1]
+    JB = gblk.shape[1]
+    n_prob = col0.shape[0] - 1
+    # Weight rows in blocks of JB, transposed into (columns, JB) buffers that stay in cache,
+    # so that every inner loop runs over the rows of a block (vectorised).
+    for j0 in range(0, r, JB):
+        nb = min(JB, r - j0)
+        for jj in range(nb):
+            for c in range(Q):
+                gblk[c, jj] = gW[j0 + jj, c]
+        for p in range(n_prob):
+            a, e = col0[p], col0[p + 1]
+            v0 = cm - (e - a)  # the padded slots' eigenvectors come first (eigenvalue -1)
+            for v in range(v0, cm):  # t = U^T g
+                for jj in range(nb):
+                    t[v, jj] = 0.0
+                for u in range(e - a):
+                    w = U[p, u, v]
+                    for jj in range(nb):
+                        t[v, jj] += w * gblk[a + u, jj]
+            for jj in range(nb):
+                qrow[jj] = 0.0
+            for v in range(v0, cm):  # t *= the inverse curvature; g . H0 g
+                for jj in range(nb):
+                    x = t[v, jj]
+                    h = invT[p, v, j0 + jj]
+                    qrow[jj] += x * x * h
+                    t[v, jj] = x * h
+            for jj in range(nb):
+                quad[p] += qrow[jj]
+            if apply:
+                for u in range(e - a):  # H0 g = U t
+                    for jj in range(nb):
+                        oblk[a + u, jj] = 0.0
+                    for v in range(v0, cm):
+                        w = U[p, u, v]
+                        for jj in range(nb):
+                            oblk[a + u, jj] += w * t[v, jj]
+        if apply:
+            for jj in range(nb):
+                for c in range(Q):
+                    out[j0 + jj, c] = oblk[c, jj]
+    for p in range(n_prob):  # the intercepts
+        a, e = col0[p], col0[p + 1]
+        v0 = cm - (e - a)
+        for v in range(v0, cm):
+            x = 0.0
+            for u in range(e - a):
+                x += gb[a + u] * U[p, u, v]
+            h = inv_b[p, 0, v]
+            quad[p] += x * x * h
+            t[v, 0] = x * h
+        if apply:
+            for u in range(e - a):
+                x = 0.0
+                for v in range(v0, cm):
+                    x += U[p, u, v] * t[v, 0]
+                outb[a + u] = x
+
+
+def precondition(gW: np.ndarray, gb: np.ndarray, curv: tuple[Any, Any, Any, Any],
+                 col0: np.ndarray, apply: bool = True
+                 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """The Kronecker preconditioner of every problem applied to (r, columns) and (columns,)
+    arrays, straight on the problems' columns (no padding to the largest class count).
+
+    ``curv`` is :meth:`SoftmaxProblems.curvature
+    <actstore.decode._softmax.SoftmaxProblems.curvature>`'s ``(U, Ut, inv, inv_b)`` (``inv``
+    a transposed view of a C-contiguous (problems, cmax, r) array); ``col0`` (problems + 1,)
+    the first column of every problem, and the end. Returns ``H0 g`` (``None, None`` unless
+    ``apply``) and ``g . H0 g`` per problem, in the dtype of ``gW``.
+    """
+    if not available():
+        raise RuntimeError("the compiled preconditioner needs numba")
+    U, _, inv, inv_b = curv
+    invT = np.ascontiguousarray(inv.transpose(0, 2, 1))  # a view, as curvature() builds it
+    Q, dt, cm, JB = gW.shape[1], gW.dtype, U.shape[1], 32
+    out = np.empty_like(gW) if apply else np.empty((0, 0), dtype=dt)
+    outb = np.empty_like(gb) if apply else np.empty(0, dtype=dt)
+    quad = np.zeros(col0.size - 1)
+    _compiled["precond"](gW, gb, U, invT, inv_b, col0, out, outb, quad, apply,
+                         np.empty((Q, JB), dtype=dt), np.empty((Q, JB), dtype=dt),
+                         np.empty((cm, JB), dtype=dt), np.empty(JB))
+    return (out if apply else None), (outb if apply else None), quad.astype(dt)

@@ -175,6 +175,10 @@ def solve_problems(
 
 def _embed(full: Any, part: Any, cols: np.ndarray) -> Any:
     """Write ``part`` (..., len(cols)) into ``full`` (..., Qt) at ``cols``."""
+    if isinstance(full, np.ndarray):
+        out = full.copy()
+        out[..., cols] = part
+        return out
     xp = get_namespace(full)
     Qt = full.shape[-1]
     where = np.zeros(Qt, dtype=np.int64)

@@ -172,6 +172,14 @@ def shift_pairs(prob: SoftmaxProblems, pairs: Pairs, lam_old: Any, lam_new: Any)
     """
     xp = prob.xp
     dl = prob.to_cols(lam_new - lam_old)
+    if isinstance(pairs.yW, np.ndarray):  # in place, the slots in use only
+        step = prob.omega[:, None] * dl[None, :]
+        for i in pairs.order:
+            pairs.yW[i] += step * pairs.sW[i]
+            sy = prob.per_problem(np.einsum("rq,rq->q", pairs.sW[i], pairs.yW[i])
+                                  + pairs.sb[i] * pairs.yb[i])
+            pairs.rho[i] = np.where(sy > 1e-30, 1.0 / np.where(sy > 1e-30, sy, 1.0), 0.0)
+        return pairs
     pairs.yW = pairs.yW + (prob.omega[:, None] * dl[None, :])[None, :, :] * pairs.sW
     sy = prob.per_problem(xp.sum(pairs.sW * pairs.yW, axis=1) + pairs.sb * pairs.yb)
     pos = sy > 1e-30

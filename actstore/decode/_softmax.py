@@ -13,7 +13,8 @@ multiplied only with the columns of its own problems, so a row's held-out proble
 nothing; with unsorted rows, or problems of one fold scattered over the columns, there is one
 segment of all rows and all problems.
 
-On numpy arrays the softmax work of a segment is one compiled pass over its rows
+On numpy arrays the softmax work of a segment is one compiled pass over its rows, between one
+vectorised pass of exponentials and one of logarithms over all segments
 (:mod:`actstore.decode._kernels`). Elsewhere, consecutive problems with the same class count
 ``c`` form one group of columns, handled by one reshape (rows, problems, c): callers order the
 problems so that the groups are few (by class count, then fold; :meth:`SoftmaxProblems.
@@ -174,11 +175,12 @@ class SoftmaxProblems:
         # rows anyway, take up to 16 Mi entries (64 MiB in float32) at once.
         entries = (1 << 16) if _on_host(self.Z) else (1 << 24)
         rows = max(64, min(e - a, entries // max(c1 - c0, 1)))
+        col0 = self.col0[p0 : p1 + 1] - c0
+        MYs = np.ascontiguousarray(MY[a:e, c0:c1])
         return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
                       None if compiled else _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
-                      _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
-                      _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z),
-                      self.col0[p0 : p1 + 1] - c0)
+                      _on(MYs, self.Z), _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z), col0,
+                      np.add.reduceat(MYs, col0[:-1], axis=1) if compiled else None)
 
     def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
         """The problems ``keep`` (indices), and their columns in this set."""
@@ -290,7 +292,7 @@ class SoftmaxProblems:
 
         Per segment of rows, two products with ``Z`` cover all of its problems at once. On
         numpy arrays the softmax work between them is one compiled pass over the rows
-        (:mod:`actstore.decode._kernels`); on other namespaces it goes block by block, so
+        (:meth:`_rows_compiled`); on other namespaces it goes block by block, so
         that its intermediates stay in cache.
         """
         xp = self.xp
@@ -299,27 +301,19 @@ class SoftmaxProblems:
         gW = xp.zeros((self.r, self.Qt), dtype=dt, device=dev)
         gb = xp.zeros((self.Qt,), dtype=dt, device=dev)
         cm = self.cmax
+        diag: Any = None
+        PtP: Any = None
         if sums:
             diag = xp.zeros((self.P, cm), dtype=dt, device=dev)
             PtP = xp.zeros((self.P, cm, cm), dtype=dt, device=dev)
         st = self.curv_stride if sums else 0
         compiled = isinstance(self.Z, np.ndarray) and _kernels.available()
-        for pc in self.pieces:
+        dataP = None
+        if compiled:  # all pieces at once
+            dataP = self._rows_compiled(W, b, st, data, gW, gb, diag, PtP)
+        for pc in [] if compiled else self.pieces:
             Zs = self.Z[pc.a : pc.e, :]
             L = Zs @ W[:, pc.c0 : pc.c1]
-            if compiled:
-                # one compiled pass over the rows (it adds the intercepts); L becomes the
-                # residuals
-                loss, rsum, cdiag, cptp = _kernels.softmax_rows(L, b[pc.c0 : pc.c1], pc.MY,
-                                                                pc.M, pc.col0,
-                                                                cm, 0, st)
-                data[pc.c0 : pc.c1] += loss
-                gb[pc.c0 : pc.c1] += rsum
-                if sums:
-                    diag[pc.p0 : pc.p1] += cdiag
-                    PtP[pc.p0 : pc.p1] += cptp
-                gW[:, pc.c0 : pc.c1] += xp.matrix_transpose(Zs) @ L
-                continue
             L = L + b[None, pc.c0 : pc.c1]
             Rs = []
             for a, e in pc.blocks():
@@ -346,8 +340,47 @@ class SoftmaxProblems:
         else:
             quad = xp.sum(W * OW, axis=0)
         f = self.per_problem(data) + 0.5 * lam * self.per_problem(quad)
+        if dataP is not None:
+            f = f + dataP
         gW = gW + self.to_cols(lam)[None, :] * OW
         return f, gW, gb, ((diag, PtP) if sums else None)
+
+    def _rows_compiled(self, W: np.ndarray, b: np.ndarray, st: int, data: np.ndarray,
+                       gW: np.ndarray, gb: np.ndarray, diag: np.ndarray | None,
+                       PtP: np.ndarray | None) -> np.ndarray:
+        """The softmax work of :meth:`value_grad` on numpy arrays: the logits of every piece
+        in one buffer, their exponentials in one vectorised pass, one compiled pass over each
+        piece's rows (:func:`~actstore.decode._kernels.softmax_rows`), the logarithms in one
+        more pass. Accumulates into ``data``, ``gW``, ``gb`` and the curvature sums; returns
+        the per-problem log-sum-exp part of the loss (P,)."""
+        shapes = [(pc.e - pc.a, pc.c1 - pc.c0, pc.p1 - pc.p0) for pc in self.pieces]
+        off = np.cumsum([0] + [m * c for m, c, _ in shapes])
+        toff = np.cumsum([0] + [m * q for m, _, q in shapes])
+        buf, tot = np.empty(int(off[-1]), dtype=W.dtype), np.empty(int(toff[-1]))
+        Ls = []
+        for pc, (m, c, _), o in zip(self.pieces, shapes, off, strict=False):
+            L = buf[o : o + m * c].reshape(m, c)
+            np.matmul(self.Z[pc.a : pc.e, :], W[:, pc.c0 : pc.c1], out=L)
+            L += b[pc.c0 : pc.c1]
+            Ls.append(L)
+        with np.errstate(over="ignore", under="ignore"):
+            E = np.exp(buf)  # overflow and underflow are caught in the row pass
+        for pc, L, (m, c, q), o, to in zip(self.pieces, Ls, shapes, off, toff, strict=False):
+            loss, rsum, cdiag, cptp = _kernels.softmax_rows(
+                L, E[o : o + m * c].reshape(m, c), pc.MY, pc.M, pc.col0, self.cmax, 0, st,
+                tot[to : to + m * q].reshape(m, q))
+            data[pc.c0 : pc.c1] += loss
+            gb[pc.c0 : pc.c1] += rsum
+            if diag is not None and PtP is not None:
+                diag[pc.p0 : pc.p1] += cdiag
+                PtP[pc.p0 : pc.p1] += cptp
+            gW[:, pc.c0 : pc.c1] += self.Z[pc.a : pc.e, :].T @ L  # L: the residuals
+        np.log(tot, out=tot)
+        lse = np.zeros(self.P)
+        for pc, (m, _, q), to in zip(self.pieces, shapes, toff, strict=False):
+            lse[pc.p0 : pc.p1] += np.einsum("ij,ij->j", pc.MYp,
+                                            tot[to : to + m * q].reshape(m, q))
+        return lse.astype(W.dtype)
 
     def curvature(self, sums: tuple[Any, Any], lam: Any) -> tuple[Any, Any, Any, Any]:
         """The preconditioner from each problem's mean softmax curvature.
@@ -366,15 +399,20 @@ class SoftmaxProblems:
         A = (diag + self.pad_diag)[:, :, None] * eye[None, :, :] - PtP
         lamb, U = xp.linalg.eigh((A + xp.matrix_transpose(A)) / 2)
         lamb = xp.clip(lamb, 0.0, None)
-        inv = 1.0 / (lamb[:, None, :] + lam[:, None, None] * self.omega[None, :, None])
+        # (P, cmax, r) in memory, so that the compiled preconditioner reads it row by row
+        inv = 1.0 / (lamb[:, :, None] + lam[:, None, None] * self.omega[None, None, :])
         floor = 1e-3 * xp.max(lamb, axis=1, keepdims=True) + 1e-12
-        return U, xp.matrix_transpose(U), inv, 1.0 / xp.maximum(lamb, floor)[:, None, :]
+        return (U, xp.matrix_transpose(U), xp.permute_dims(inv, (0, 2, 1)),
+                1.0 / xp.maximum(lamb, floor)[:, None, :])
 
     def precondition(self, gW: Any, gb: Any, curv: tuple[Any, Any, Any, Any]
                      ) -> tuple[Any, Any]:
         """Apply the approximate inverse Hessian (:meth:`curvature`) to (r, Qt) and (Qt,)
         arrays."""
         xp = self.xp
+        if isinstance(gW, np.ndarray) and _kernels.available():
+            hW, hb, _ = _kernels.precondition(gW, gb, curv, self.col0)
+            return hW, hb
         U, Ut, inv, inv_b = curv
         H = ((xp.permute_dims(self._pad(gW), (1, 0, 2)) @ U) * inv) @ Ut  # (P, r, cmax)
         Hb = ((self._pad(gb)[:, None, :] @ U) * inv_b) @ Ut
@@ -384,6 +422,8 @@ class SoftmaxProblems:
         """Per-problem ``g . H0 g`` (P,) of the approximate inverse Hessian
         (:meth:`precondition`), without forming ``H0 g``."""
         xp = self.xp
+        if isinstance(gW, np.ndarray) and _kernels.available():
+            return _kernels.precondition(gW, gb, curv, self.col0, apply=False)[2]
         U, _, inv, inv_b = curv
         T = xp.permute_dims(self._pad(gW), (1, 0, 2)) @ U  # (P, r, cmax), contiguous
         Tb = self._pad(gb)[:, None, :] @ U
@@ -422,6 +462,7 @@ class _Piece:
     MY: Any  # (e - a, c1 - c0) weighted 0/1 targets
     M: Any  # (e - a, p1 - p0) row weight of every problem
     col0: np.ndarray  # (p1 - p0 + 1,) first local column of every problem, and the end
+    MYp: Any  # (e - a, p1 - p0) MY summed per problem (the compiled pass only; else None)
 
     def blocks(self) -> list[tuple[int, int]]:
         m = self.e - self.a

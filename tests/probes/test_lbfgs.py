@@ -84,6 +84,33 @@ def test_objective_gradient_and_curvature_equal_a_direct_computation(
         assert not curv[0][p, c:].any() and not curv[1][p, c:].any() and not curv[1][p, :, c:].any()
 
 
+@settings(max_examples=25, deadline=None)
+@given(classes=st.lists(st.integers(2, 5), min_size=2, max_size=4), K=st.integers(1, 3),
+       dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 10_000))
+def test_logits_far_outside_the_exponentials_range_give_the_direct_objective(classes, K, dtype,
+                                                                            seed):
+    # intercepts shift whole problems by up to +-800 (+-120 in float32): their exponentials
+    # overflow or underflow unless shifted, and the row pass must notice it
+    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(40, 4, K, classes, seed, True)
+    rng = np.random.default_rng(seed)
+    big = 800.0 if dtype == "float64" else 120.0
+    offset = rng.choice([-big, -big / 8, 0.0, big / 8, big], size=len(ncls))
+    b = b + np.repeat(offset, ncls)
+    prob = SoftmaxProblems(Z.astype(dtype), omega.astype(dtype), Y01, M, ncls, prob.host[2])
+    lam = np.asarray(prob.lam(0.3))
+    f, gW, gb, curv = prob.value_grad(W.astype(dtype), b.astype(dtype), lam)
+    rf, rgW, rgb, rdiag, _ = _direct(Z.astype(dtype).astype(float), omega.astype(dtype),
+                                     Y01, M, ncls, W.astype(dtype).astype(float),
+                                     b.astype(dtype).astype(float), lam.astype(float))
+    assert np.isfinite(f).all() and np.isfinite(gW).all() and np.isfinite(gb).all()
+    tol = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(f, rf, **tol)
+    np.testing.assert_allclose(gW, rgW, **tol)
+    np.testing.assert_allclose(gb, rgb, **tol)
+    for p, c in enumerate(ncls):
+        np.testing.assert_allclose(curv[0][p, :c], rdiag[p], **tol)
+
+
 def test_rows_sorted_by_fold_skip_each_folds_own_problems():
     prob, _ = _problems(30, 4, 3, [2, 3], seed=0, sort_rows=True, never=3)
     pieces = [(pc.a, pc.e, pc.p0, pc.p1) for pc in prob.pieces]
