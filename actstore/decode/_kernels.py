@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "precondition", "softmax_rows", "two_loop_back", "two_loop_forward"]
+__all__ = ["available", "precondition", "softmax_cols", "two_loop_back", "two_loop_forward"]
 
 _compiled: dict[str, Any] = {}
 
@@ -35,118 +35,117 @@ def available() -> bool:
         except ImportError:  # pragma: no cover - numba is a dependency
             _compiled["ok"] = False
             return False
-        funcs = {"softmax": _softmax_rows, "sweep": _sweep, "precond": _precond}
+        funcs = {"softmax": _softmax_cols, "sweep": _sweep, "precond": _precond}
         for name, fn in funcs.items():
+            # sums over the samples may be reassociated (vectorised); no flag that assumes
+            # finite values: the softmax pass tests for overflow
+            opts = {"fastmath": {"reassoc", "contract", "arcp", "nsz"}} if name == "softmax" \
+                else {}
             try:  # compiled once, then loaded from numba's cache next to this file
-                _compiled[name] = njit(cache=True, nogil=True)(fn)
+                _compiled[name] = njit(cache=True, nogil=True, **opts)(fn)
             except RuntimeError:  # no writable cache location: compile in every process
-                _compiled[name] = njit(nogil=True)(fn)
+                _compiled[name] = njit(nogil=True, **opts)(fn)
         _compiled["ok"] = True
     return bool(_compiled["ok"])
 
 
-def _softmax_rows(L: Any, E: Any, MY: Any, M: Any, col0: Any, first: int, stride: int,
-                  tot: Any, data: Any, gb: Any, diag: Any, ptp: Any) -> None:
-    m = L.shape[0]
-    n_prob = M.shape[1]
-    for i in range(m):
-        sampled = stride > 0 and (i - first) % stride == 0
-        for p in range(n_prob):
-            a, e = col0[p], col0[p + 1]
-            w = M[i, p]
-            if w == 0.0:
-                for c in range(a, e):  # no weight, no target: the residual is zero
-                    L[i, c] = 0.0
-                tot[i, p] = 1.0
-                continue
-            t = 0.0
-            for c in range(a, e):
-                t += E[i, c]
-            shift = 0.0
-            if not (t > 1e-30 and t < 1e30):
-                # exponentials of the logits as they are overflow or underflow: shifted by
-                # the problem's largest logit instead
-                shift = L[i, a]
-                for c in range(a + 1, e):
-                    shift = max(shift, L[i, c])
-                t = 0.0
-                for c in range(a, e):
-                    v = np.exp(L[i, c] - shift)
-                    E[i, c] = v
-                    t += v
-            tot[i, p] = t
-            inv = 1.0 / t
-            ws = w * stride
+def _softmax_cols(LT: Any, ET: Any, MYT: Any, MT: Any, col0: Any, stride: int, tot: Any,
+                  data: Any, gb: Any, diag: Any, ptp: Any, t: Any, inv: Any) -> None:
+    m = LT.shape[1]
+    for p in range(MT.shape[0]):
+        a, e = col0[p], col0[p + 1]
+        for c in range(a, e):  # the loss at the logits as they are: - sum_i MY L
+            s = 0.0
+            for i in range(m):
+                s += MYT[c, i] * LT[c, i]
+            data[c] -= s
+        for i in range(m):
+            t[i] = 0.0
+        for c in range(a, e):
+            for i in range(m):
+                t[i] += ET[c, i]
+        bad = 0
+        for i in range(m):
+            bad += not (t[i] > 1e-30 and t[i] < 1e30)
+        if bad:
+            # rows where the exponentials of the logits as they are overflow or underflow:
+            # shifted by the row's largest logit of the problem (the loss by as much back)
+            for i in range(m):
+                if not (t[i] > 1e-30 and t[i] < 1e30) and MT[p, i] != 0.0:
+                    shift = LT[a, i]
+                    for c in range(a + 1, e):
+                        shift = max(shift, LT[c, i])
+                    t[i] = 0.0
+                    for c in range(a, e):
+                        ET[c, i] = np.exp(LT[c, i] - shift)
+                        t[i] += ET[c, i]
+                        data[c] += MYT[c, i] * shift
+        for i in range(m):  # rows of no weight: no residual, a sum of 1
+            w = MT[p, i] != 0.0
+            inv[i] = 1.0 / t[i] if w else 0.0
+            tot[p, i] = t[i] if w else 1.0
+        for c in range(a, e):  # the residuals M P - MY, in place of the logits
+            s = 0.0
+            for i in range(m):
+                res = MT[p, i] * (ET[c, i] * inv[i]) - MYT[c, i]
+                LT[c, i] = res
+                s += res
+            gb[c] += s
+        if stride > 0:
             for u in range(e - a):
-                c = a + u
-                y = MY[i, c]
-                if y != 0.0:
-                    data[c] -= y * (L[i, c] - shift)
-                q = E[i, c] * inv
-                res = w * q - y
-                L[i, c] = res
-                gb[c] += res
-                if sampled:
-                    wu = ws * q
-                    diag[p, u] += wu
-                    for v in range(u + 1):  # the lower triangle; mirrored at the end
-                        ptp[p, u, v] += wu * (E[i, a + v] * inv)
-    for p in range(n_prob):
-        for u in range(col0[p + 1] - col0[p]):
-            for v in range(u):
-                ptp[p, v, u] = ptp[p, u, v]
+                s = 0.0
+                for i in range(0, m, stride):
+                    s += MT[p, i] * (ET[a + u, i] * inv[i])
+                diag[p, u] += s * stride
+                for v in range(u + 1):
+                    s = 0.0
+                    for i in range(0, m, stride):
+                        s += MT[p, i] * (ET[a + u, i] * inv[i]) * (ET[a + v, i] * inv[i])
+                    ptp[p, u, v] += s * stride
+                    if v < u:
+                        ptp[p, v, u] += s * stride
 
 
-def softmax_rows(L: np.ndarray, E: np.ndarray, MY: np.ndarray, M: np.ndarray,
-                 col0: np.ndarray, cmax: int, first: int, stride: int, tot: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Softmax loss, residuals and curvature sums of rows ``L`` (m, columns) of logits.
+def softmax_cols(LT: np.ndarray, ET: np.ndarray, MYT: np.ndarray, MT: np.ndarray,
+                 col0: np.ndarray, stride: int, tot: np.ndarray, data: np.ndarray,
+                 gb: np.ndarray, diag: np.ndarray, ptp: np.ndarray) -> None:
+    """Softmax loss, residuals and curvature sums of a block of logits, one row per column
+    of the problems (so that every inner loop runs over the samples, vectorised).
 
-    The exponentials come from the caller (one vectorised pass over every block of logits);
-    where those of a problem's logits overflow or underflow, they are recomputed shifted by
-    its largest logit. The logarithms of the sums of exponentials are left to the caller too:
-    the loss is ``data`` plus ``sum_i MY_i log(tot_i)`` over each problem's rows.
+    The exponentials come from the caller (one vectorised pass over every block); where
+    those of a sample's logits overflow or underflow, they are recomputed shifted by its
+    largest logit of the problem. The logarithms are left to the caller too: the loss is
+    ``data`` plus ``sum_i MYp_i log(tot_i)`` over each problem's samples.
 
     Parameters
     ----------
-    L : ndarray (m, columns), C-contiguous
-        Logits of consecutive problems (intercepts included); overwritten with the residuals
-        ``M_p (P - Y)``.
-    E : ndarray (m, columns)
-        ``exp(L)``; rewritten where shifted.
-    MY : ndarray (m, columns)
-        Row weight times the 0/1 target of every column.
-    M : ndarray (m, problems)
-        Row weight of every problem (0: the row does not count).
+    LT : ndarray (columns, m), C-contiguous
+        Logits of consecutive problems (intercepts included), column by column; overwritten
+        with the residuals ``M_p (P - Y)``.
+    ET : ndarray (columns, m)
+        ``exp(LT)``; rewritten where shifted.
+    MYT : ndarray (columns, m)
+        Sample weight times the 0/1 target of every column.
+    MT : ndarray (problems, m)
+        Sample weight of every problem (0: the sample does not count).
     col0 : ndarray (problems + 1,) int64
         First column of every problem, and the end.
-    cmax : int
-        Width of the padded curvature sums (at least every problem's class count).
-    first, stride : int
-        Curvature sums from the rows ``first, first + stride, ...`` (modulo ``stride``),
-        each weighted ``stride`` times; none with ``stride = 0``.
-    tot : ndarray (m, problems), float64
-        Filled with each row's sum of its problem's (shifted) exponentials (1 where the row
-        has no weight).
-
-    Returns
-    -------
-    data : ndarray (columns,)
-        ``-sum_i MY * (L - shift)`` per column.
-    gb : ndarray (columns,)
-        Column sums of the residuals.
-    diag : ndarray (problems, cmax)
-        ``sum_i M p_i`` per problem over the sampled rows, zero-padded.
-    ptp : ndarray (problems, cmax, cmax)
-        ``sum_i M p_i p_i^T`` per problem over the sampled rows, zero-padded.
+    stride : int
+        Curvature sums from the samples ``0, stride, 2 stride, ...``, each weighted
+        ``stride`` times; none with ``stride = 0``.
+    tot : ndarray (problems, m), float64
+        Filled with each sample's sum of the problem's (shifted) exponentials (1 where it has
+        no weight).
+    data, gb : ndarray (columns,), float64
+        ``- sum_i MY (L - shift)`` and the residuals' sums are added to them.
+    diag, ptp : ndarray (problems, cmax) and (problems, cmax, cmax), float64
+        ``sum_i M p_i`` and ``sum_i M p_i p_i^T`` over the sampled rows are added to them.
     """
-    C, n_prob = L.shape[1], M.shape[1]
-    data, gb = np.zeros(C), np.zeros(C)
-    diag, ptp = np.zeros((n_prob, cmax)), np.zeros((n_prob, cmax, cmax))
     if not available():
-        raise RuntimeError("the compiled softmax loop needs numba")
-    _compiled["softmax"](L, E, MY, M, col0, first, stride, tot, data, gb, diag, ptp)
-    return data, gb, diag, ptp
+        raise RuntimeError("the compiled softmax pass needs numba")
+    m = LT.shape[1]
+    _compiled["softmax"](LT, ET, MYT, MT, col0, stride, tot, data, gb, diag, ptp,
+                         np.empty(m), np.empty(m))
 
 
 def _sweep(D: Any, Db: Any, U: Any, Ub: Any, rho: Any, base: Any, slots: Any, col_prob: Any,

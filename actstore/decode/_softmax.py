@@ -82,11 +82,14 @@ class SoftmaxProblems:
         The group of each problem and, per group, a symmetric matrix added to the diagonal
         penalty of its problems (``W^T (diag(omega) + D_g) W``): the per-fold correction of
         standardised decoders.
+    full_penalty : dict, optional
+        ``diag(omega) + D_g`` by group, where already formed (shared with :meth:`subset`).
     """
 
     def __init__(self, Z: Any, omega: Any, Y01: np.ndarray, M: np.ndarray,
                  n_classes: Sequence[int], scale: np.ndarray,
-                 fold_penalty: tuple[np.ndarray, list[Any]] | None = None) -> None:
+                 fold_penalty: tuple[np.ndarray, list[Any]] | None = None,
+                 full_penalty: dict[int, Any] | None = None) -> None:
         xp = get_namespace(Z)
         self.xp, self.Z, self.omega = xp, Z, omega
         self.fold_penalty = fold_penalty
@@ -134,14 +137,22 @@ class SoftmaxProblems:
         self.pen_slices: list[tuple[int, int, Any]] = []
         self.pen_blocks: list[tuple[Any, Any]] = []
         self.pen_back: Any = None
+        self.full_penalty = {} if full_penalty is None else full_penalty
         if fold_penalty is not None and self.r:
             group, mats = fold_penalty
             col_group = np.asarray(group)[self.col_prob]
             order = [np.flatnonzero(col_group == g) for g in np.unique(col_group)]
             gmats = [mats[int(col_group[cols[0]])] for cols in order]
             if all(cols[-1] - cols[0] + 1 == cols.size for cols in order):
-                self.pen_slices = [(int(cols[0]), int(cols[-1]) + 1, D)
-                                   for cols, D in zip(order, gmats, strict=True)]
+                # every column in one slice: Omega W is one product per slice with the
+                # whole penalty matrix, formed once per group
+                for cols in order:
+                    g = int(col_group[cols[0]])
+                    if g not in self.full_penalty:
+                        self.full_penalty[g] = _with_diagonal(mats[g], omega)
+                self.pen_slices = [(int(cols[0]), int(cols[-1]) + 1,
+                                    self.full_penalty[int(col_group[cols[0]])])
+                                   for cols in order]
             else:
                 self.pen_blocks = [(_on(cols, Z, xp.int64), D)
                                    for cols, D in zip(order, gmats, strict=True)]
@@ -176,11 +187,15 @@ class SoftmaxProblems:
         entries = (1 << 16) if _on_host(self.Z) else (1 << 24)
         rows = max(64, min(e - a, entries // max(c1 - c0, 1)))
         col0 = self.col0[p0 : p1 + 1] - c0
-        MYs = np.ascontiguousarray(MY[a:e, c0:c1])
+        if compiled:  # one row per column or problem, samples contiguous (float64)
+            MYt = np.ascontiguousarray(MY[a:e, c0:c1].T)
+            return _Piece(a, e, c0, c1, p0, p1, [], [], rows, None, MYt,
+                          np.ascontiguousarray(M[a:e, p0:p1].T), col0,
+                          np.add.reduceat(MYt, col0[:-1], axis=0))
         return _Piece(a, e, c0, c1, p0, p1, groups, [g[:3] for g in groups], rows,
-                      None if compiled else _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
-                      _on(MYs, self.Z), _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z), col0,
-                      np.add.reduceat(MYs, col0[:-1], axis=1) if compiled else None)
+                      _on(np.ascontiguousarray(Mc[a:e, c0:c1]), self.Z),
+                      _on(np.ascontiguousarray(MY[a:e, c0:c1]), self.Z),
+                      _on(np.ascontiguousarray(M[a:e, p0:p1]), self.Z), col0, None)
 
     def subset(self, keep: np.ndarray) -> tuple[SoftmaxProblems, np.ndarray]:
         """The problems ``keep`` (indices), and their columns in this set."""
@@ -189,7 +204,8 @@ class SoftmaxProblems:
         fp = self.fold_penalty
         sub = SoftmaxProblems(self.Z, self.omega, Y01[:, cols], M[:, keep],
                               [self.n_classes[p] for p in keep], scale[keep],
-                              None if fp is None else (np.asarray(fp[0])[keep], fp[1]))
+                              None if fp is None else (np.asarray(fp[0])[keep], fp[1]),
+                              self.full_penalty)
         return sub, cols
 
     def subset_sums(self, sums: tuple[Any, Any], keep: np.ndarray, sub: SoftmaxProblems
@@ -267,11 +283,16 @@ class SoftmaxProblems:
         """Per-column ``W^T Omega W`` (Qt,) and ``Omega W`` (r, Qt) of the penalty matrix
         ``Omega`` (diagonal ``omega`` plus the groups' corrections)."""
         xp = self.xp
+        if self.pen_slices:  # (a, e, diag(omega) + D) covering all columns
+            if isinstance(W, np.ndarray):
+                OW = np.empty_like(W)
+                for a, e, F in self.pen_slices:
+                    np.matmul(F, W[:, a:e], out=OW[:, a:e])
+                return np.einsum("rq,rq->q", W, OW), OW
+            OW = xp.concat([F @ W[:, a:e] for a, e, F in self.pen_slices], axis=1)
+            return xp.sum(W * OW, axis=0), OW
         OW = self.omega[:, None] * W
-        if self.pen_slices:
-            for a, e, D in self.pen_slices:
-                OW[:, a:e] += D @ W[:, a:e]
-        elif self.pen_blocks:
+        if self.pen_blocks:
             DW = [D @ xp.take(W, cols, axis=1) for cols, D in self.pen_blocks]
             OW = OW + xp.take(xp.concat(DW, axis=1), self.pen_back, axis=1)
         return xp.sum(W * OW, axis=0), OW
@@ -348,38 +369,39 @@ class SoftmaxProblems:
     def _rows_compiled(self, W: np.ndarray, b: np.ndarray, st: int, data: np.ndarray,
                        gW: np.ndarray, gb: np.ndarray, diag: np.ndarray | None,
                        PtP: np.ndarray | None) -> np.ndarray:
-        """The softmax work of :meth:`value_grad` on numpy arrays: the logits of every piece
-        in one buffer, their exponentials in one vectorised pass, one compiled pass over each
-        piece's rows (:func:`~actstore.decode._kernels.softmax_rows`), the logarithms in one
-        more pass. Accumulates into ``data``, ``gW``, ``gb`` and the curvature sums; returns
-        the per-problem log-sum-exp part of the loss (P,)."""
+        """The softmax work of :meth:`value_grad` on numpy arrays.
+
+        The logits of every piece, column by column (``W^T Z^T``, samples contiguous), go into
+        one buffer; their exponentials are one vectorised pass over it, the rest one compiled
+        pass per piece (:func:`~actstore.decode._kernels.softmax_cols`), the logarithms one
+        more pass. Accumulates into ``data``, ``gW``, ``gb`` and the curvature sums (``None``:
+        none); returns the log-sum-exp part of each problem's loss (P,).
+        """
         shapes = [(pc.e - pc.a, pc.c1 - pc.c0, pc.p1 - pc.p0) for pc in self.pieces]
         off = np.cumsum([0] + [m * c for m, c, _ in shapes])
         toff = np.cumsum([0] + [m * q for m, _, q in shapes])
         buf, tot = np.empty(int(off[-1]), dtype=W.dtype), np.empty(int(toff[-1]))
         Ls = []
-        for pc, (m, c, _), o in zip(self.pieces, shapes, off, strict=False):
-            L = buf[o : o + m * c].reshape(m, c)
-            np.matmul(self.Z[pc.a : pc.e, :], W[:, pc.c0 : pc.c1], out=L)
-            L += b[pc.c0 : pc.c1]
-            Ls.append(L)
+        for pc, (m, c, _), o in zip(self.pieces, shapes, off[:-1], strict=True):
+            LT = buf[o : o + m * c].reshape(c, m)
+            np.matmul(W[:, pc.c0 : pc.c1].T, self.Z[pc.a : pc.e, :].T, out=LT)
+            LT += b[pc.c0 : pc.c1, None]
+            Ls.append(LT)
         with np.errstate(over="ignore", under="ignore"):
-            E = np.exp(buf)  # overflow and underflow are caught in the row pass
-        for pc, L, (m, c, q), o, to in zip(self.pieces, Ls, shapes, off, toff, strict=False):
-            loss, rsum, cdiag, cptp = _kernels.softmax_rows(
-                L, E[o : o + m * c].reshape(m, c), pc.MY, pc.M, pc.col0, self.cmax, 0, st,
-                tot[to : to + m * q].reshape(m, q))
-            data[pc.c0 : pc.c1] += loss
-            gb[pc.c0 : pc.c1] += rsum
-            if diag is not None and PtP is not None:
-                diag[pc.p0 : pc.p1] += cdiag
-                PtP[pc.p0 : pc.p1] += cptp
-            gW[:, pc.c0 : pc.c1] += self.Z[pc.a : pc.e, :].T @ L  # L: the residuals
+            E = np.exp(buf)  # overflow and underflow are caught in the compiled pass
+        if diag is None or PtP is None:
+            st, diag, PtP = 0, np.zeros((self.P, 0)), np.zeros((self.P, 0, 0))
+        for pc, LT, (m, c, q), o, to in zip(self.pieces, Ls, shapes, off[:-1], toff[:-1],
+                                             strict=True):
+            _kernels.softmax_cols(LT, E[o : o + m * c].reshape(c, m), pc.MY, pc.M, pc.col0,
+                                  st, tot[to : to + m * q].reshape(q, m), data[pc.c0 : pc.c1],
+                                  gb[pc.c0 : pc.c1], diag[pc.p0 : pc.p1], PtP[pc.p0 : pc.p1])
+            gW[:, pc.c0 : pc.c1] += self.Z[pc.a : pc.e, :].T @ LT.T  # LT: the residuals
         np.log(tot, out=tot)
         lse = np.zeros(self.P)
-        for pc, (m, _, q), to in zip(self.pieces, shapes, toff, strict=False):
-            lse[pc.p0 : pc.p1] += np.einsum("ij,ij->j", pc.MYp,
-                                            tot[to : to + m * q].reshape(m, q))
+        for pc, (m, _, q), to in zip(self.pieces, shapes, toff[:-1], strict=True):
+            lse[pc.p0 : pc.p1] += np.einsum("ji,ji->j", pc.MYp,
+                                            tot[to : to + m * q].reshape(q, m))
         return lse.astype(W.dtype)
 
     def curvature(self, sums: tuple[Any, Any], lam: Any) -> tuple[Any, Any, Any, Any]:
@@ -458,15 +480,22 @@ class _Piece:
     groups: list[tuple[int, int, int, int, int, int]]
     split: list[tuple[int, int, int]]  # (local column, problems, classes) of each group
     rows: int
-    Mc: Any  # (e - a, c1 - c0) row weight of every column
-    MY: Any  # (e - a, c1 - c0) weighted 0/1 targets
-    M: Any  # (e - a, p1 - p0) row weight of every problem
+    # (e - a, columns or problems); transposed, float64 and without Mc for the compiled pass
+    Mc: Any  # row weight of every column
+    MY: Any  # weighted 0/1 targets
+    M: Any  # row weight of every problem
     col0: np.ndarray  # (p1 - p0 + 1,) first local column of every problem, and the end
-    MYp: Any  # (e - a, p1 - p0) MY summed per problem (the compiled pass only; else None)
+    MYp: Any  # (p1 - p0, e - a) MY summed per problem (the compiled pass only; else None)
 
     def blocks(self) -> list[tuple[int, int]]:
         m = self.e - self.a
         return [(a, min(m, a + self.rows)) for a in range(0, m, self.rows)]
+
+
+def _with_diagonal(D: Any, d: Any) -> Any:
+    """``D + diag(d)``, a new array."""
+    xp = get_namespace(D)
+    return D + xp.eye(D.shape[0], dtype=D.dtype, device=_dev(D)) * d[None, :]
 
 
 def _segments(active: np.ndarray, most: int = 64) -> list[tuple[int, int, int, int]]:

@@ -111,6 +111,53 @@ def test_logits_far_outside_the_exponentials_range_give_the_direct_objective(cla
         np.testing.assert_allclose(curv[0][p, :c], rdiag[p], **tol)
 
 
+@settings(max_examples=25, deadline=None)
+@given(classes=st.lists(st.integers(2, 4), min_size=1, max_size=3), K=st.integers(1, 3),
+       class_major=st.booleans(), backend=st.sampled_from(["numpy", "torch"]),
+       seed=st.integers(0, 10_000))
+def test_per_fold_penalty_corrections_give_the_direct_objective(classes, K, class_major,
+                                                                backend, seed):
+    # standardised decoders: fold k's problems are penalised by diag(omega) + D_k (one slice
+    # of columns per fold when fold-major, gathered blocks otherwise)
+    prob, (Z, omega, Y01, M, ncls, W, b) = _problems(30, 4, K, classes, seed, True, 2,
+                                                     class_major)
+    rng = np.random.default_rng(seed)
+    mats = []
+    for _ in range(K):
+        A = 0.3 * rng.standard_normal((4, 4))
+        mats.append(A + A.T)
+    folds = [k for k in range(K) for _ in classes] if not class_major else \
+        [k for _ in sorted(classes) for k in range(K)]
+    group = np.array(folds)
+    xp_arrays = (lambda a: a) if backend == "numpy" else None
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        xp_arrays = torch.as_tensor
+    sub = SoftmaxProblems(xp_arrays(Z), xp_arrays(omega), Y01, M, ncls, prob.host[2],
+                          (group, [xp_arrays(D) for D in mats]))
+    if K > 1 and len(classes) > 1:  # both layouts of the corrections
+        assert bool(sub.pen_slices) != class_major
+    lam = np.asarray(prob.lam(0.3))
+    f, gW, gb, _ = sub.value_grad(xp_arrays(W), xp_arrays(b), xp_arrays(lam), sums=False)
+    rf, rgW, rgb, _, _ = _direct(Z, omega, Y01, M, ncls, W, b, lam)
+    col = 0
+    for p, c in enumerate(ncls):  # plus the corrections, problem by problem
+        sl = slice(col, col + c)
+        D = mats[group[p]]
+        rf[p] += 0.5 * lam[p] * np.sum(W[:, sl] * (D @ W[:, sl]))
+        rgW[:, sl] += lam[p] * (D @ W[:, sl])
+        col += c
+    for got, want in ((f, rf), (gW, rgW), (gb, rgb)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-11)
+    # subsets keep their problems' corrections
+    keep = np.array([p for p in range(len(ncls)) if p % 2 == 0])
+    part, cols = sub.subset(keep)
+    pf, pgW, _, _ = part.value_grad(xp_arrays(W[:, cols]), xp_arrays(b[cols]),
+                                    xp_arrays(lam[keep]), sums=False)
+    np.testing.assert_allclose(np.asarray(pf), rf[keep], rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(np.asarray(pgW), rgW[:, cols], rtol=1e-9, atol=1e-11)
+
+
 def test_rows_sorted_by_fold_skip_each_folds_own_problems():
     prob, _ = _problems(30, 4, 3, [2, 3], seed=0, sort_rows=True, never=3)
     pieces = [(pc.a, pc.e, pc.p0, pc.p1) for pc in prob.pieces]
