@@ -39,8 +39,9 @@ def available() -> bool:
         for name, fn in funcs.items():
             # sums over the samples may be reassociated (vectorised); no flag that assumes
             # finite values: the softmax pass tests for overflow
-            opts = {"fastmath": {"reassoc", "contract", "arcp", "nsz"}} if name == "softmax" \
-                else {}
+            opts: dict[str, Any] = (
+                {"fastmath": {"reassoc", "contract", "arcp", "nsz"}} if name == "softmax"
+                else {})
             try:  # compiled once, then loaded from numba's cache next to this file
                 _compiled[name] = njit(cache=True, nogil=True, **opts)(fn)
             except RuntimeError:  # no writable cache location: compile in every process
