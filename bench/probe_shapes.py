@@ -12,7 +12,8 @@ method, 13 ridge alphas (1e-2..1e4), 13 logistic Cs (1e-4..1e2), one BLAS thread
 The whole run works without numpy's huge-page advice, as the engine does (memory is first
 touched alike by the engine and the baselines; see actstore/core/_pages.py).
 
-Timed in this one process run, side by side (best of ``--repeat``):
+Timed in this one process run, side by side, engine and baseline alternating round by round
+(``--repeat`` rounds; best and median of each):
   engine ridge      `probe_arrays(X, labels, decoders=("ridge",))` on standardised units
   engine logistic   `probe_arrays(X, labels, decoders=("logistic",))`, standardised
   sklearn ridge     `GridSearchCV(make_pipeline(StandardScaler(), RidgeClassifier()), alphas,
@@ -20,7 +21,9 @@ Timed in this one process run, side by side (best of ``--repeat``):
   sklearn logistic  `GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(
                     max_iter=100)), Cs, cv=<same folds>)` per feature
 
-Printed per shape: seconds, speed-up of the engine, and the largest difference of the CV
+Printed per shape: seconds, speed-up of the engine (best over best, and median over median:
+on a shared machine short engine runs catch quiet spells that a long baseline run averages
+over, so the medians are the conservative ratio), and the largest difference of the CV
 accuracy at the chosen penalty (percentage points) over the six features.
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -37,7 +41,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from probe import sklearn_logistic, sklearn_ridge
-from render import timed as best_of
 
 from actstore.core._pages import plain_pages
 from actstore.probes import ProbeConfig, make_folds, probe_arrays
@@ -46,6 +49,12 @@ from actstore.testing import synthetic_activations, synthetic_labels
 FEATURES = {"f2": 2, "f3": 3, "f4": 4, "f5": 5, "f8": 8, "f10": 10}
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
+
+
+def _clock(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
 
 
 def one_shape(n: int, d: int, repeat: int, skip: set[str]) -> dict:
@@ -57,21 +66,38 @@ def one_shape(n: int, d: int, repeat: int, skip: set[str]) -> dict:
     out: dict = {"n": n, "d": d}
     for kind, baseline, grid in (("ridge", sklearn_ridge, ALPHAS),
                                  ("logistic", sklearn_logistic, CS)):
-        t_eng, ds = best_of(lambda kind=kind: probe_arrays(
-            X, labels, folds=folds, **{**config, "decoders": (kind,)}), repeat)
-        eng = {f: float(ds["accuracy"].sel(decoder=kind, feature=f)) for f in FEATURES}
-        row = {"engine_s": t_eng, "engine_acc": eng}
-        if f"sklearn-{kind}" not in skip:
+        def eng(kind=kind):
+            return probe_arrays(X, labels, folds=folds, **{**config, "decoders": (kind,)})
+
+        def base(b=baseline, g=grid):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # lbfgs convergence warnings at max_iter=100
-                t_base, (_, acc) = best_of(
-                    lambda b=baseline, g=grid: b(X, labels, splits, g), repeat)
-            row.update(sklearn_s=t_base, sklearn_acc=acc, speedup=t_base / t_eng,
-                       max_acc_diff_pt=max(abs(100 * (eng[f] - acc[f])) for f in FEATURES))
+                return b(X, labels, splits, g)
+
+        with_base = f"sklearn-{kind}" not in skip
+        # engine and baseline alternate round by round, so that both see the same spells of
+        # load on a shared machine
+        t_eng, t_base, ds, acc = [], [], None, {}
+        for _ in range(repeat):
+            t, ds = _clock(eng)
+            t_eng.append(t)
+            if with_base:
+                t, (_, acc) = _clock(base)
+                t_base.append(t)
+        eng_acc = {f: float(ds["accuracy"].sel(decoder=kind, feature=f)) for f in FEATURES}
+        row = {"engine_s": min(t_eng), "engine_s_median": float(np.median(t_eng)),
+               "engine_acc": eng_acc}
+        if with_base:
+            row.update(sklearn_s=min(t_base), sklearn_s_median=float(np.median(t_base)),
+                       sklearn_acc=acc, speedup=min(t_base) / min(t_eng),
+                       speedup_median=float(np.median(t_base) / np.median(t_eng)),
+                       max_acc_diff_pt=max(abs(100 * (eng_acc[f] - acc[f])) for f in FEATURES))
         out[kind] = row
-        base = (f"sklearn {row['sklearn_s']:.2f} s -> {row['speedup']:.1f}x, max |acc diff| "
-                f"{row['max_acc_diff_pt']:.2f} pt" if "sklearn_s" in row else "")
-        print(f"n={n:5} d={d:5} {kind:8}: engine {t_eng:.2f} s; {base}", flush=True)
+        line = (f"sklearn {row['sklearn_s']:.2f} s -> {row['speedup']:.1f}x (medians "
+                f"{row['engine_s_median']:.2f} s vs {row['sklearn_s_median']:.2f} s: "
+                f"{row['speedup_median']:.1f}x), max |acc diff| {row['max_acc_diff_pt']:.2f} pt"
+                if with_base else "")
+        print(f"n={n:5} d={d:5} {kind:8}: engine {row['engine_s']:.2f} s; {line}", flush=True)
     return out
 
 
@@ -105,6 +131,7 @@ def main() -> None:
         for kind in ("ridge", "logistic"):
             x = r[kind]
             cells.append(f"{x['speedup']:.1f}x ({x['engine_s']:.2f} s vs {x['sklearn_s']:.2f} s;"
+                         f" medians {x['speedup_median']:.1f}x;"
                          f" acc diff <= {x['max_acc_diff_pt']:.2f} pt)" if "speedup" in x
                          else f"{x['engine_s']:.2f} s")
         print(f"| n={r['n']}, d={r['d']} | {cells[0]} | {cells[1]} |")
