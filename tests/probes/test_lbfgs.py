@@ -222,6 +222,34 @@ def test_dropping_finished_problems_keeps_the_solutions():
     np.testing.assert_allclose(dropped[5], kept[5], rtol=1e-10)
 
 
+@settings(max_examples=10, deadline=None)
+@given(classes=st.lists(st.integers(2, 5), min_size=1, max_size=3), K=st.integers(2, 3),
+       seed=st.integers(0, 10_000))
+def test_compiled_iterations_equal_the_array_api_iterations(classes, K, seed):
+    # on numpy the softmax pass, the preconditioner and the two-loop recursion are compiled;
+    # with nothing compiled (as on torch) the solver takes the same steps
+    from actstore.decode import _kernels
+    from actstore.decode._lbfgs import _lbfgs
+
+    prob, (*_, W, b) = _problems(60, 5, K, classes, seed, sort_rows=True)
+    lam = np.asarray(prob.lam(1.0))
+    W0, b0 = np.zeros_like(W), np.zeros_like(b)
+    got = _lbfgs(prob, W0, b0, lam, 1e-8, 500)
+    Y01, M, scale = prob.host
+    available = _kernels.available
+    try:
+        _kernels.available = lambda: False  # type: ignore[assignment]
+        ref = SoftmaxProblems(prob.Z, prob.omega, Y01, M, prob.n_classes, scale)
+        want = _lbfgs(ref, W0, b0, np.asarray(ref.lam(1.0)), 1e-8, 500)
+    finally:
+        _kernels.available = available  # type: ignore[assignment]
+    assert got[4].all() and want[4].all()  # converged
+    np.testing.assert_allclose(got[0], want[0], atol=1e-6)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-6)
+    np.testing.assert_allclose(got[5], want[5], rtol=1e-10)
+    assert np.abs(got[2] - want[2]).max() <= 1  # iterations: the same, up to rounding ties
+
+
 def _ring(pairs, like, P, memory=10):
     """Curvature pairs (oldest first) in a ring of ``memory``."""
     from actstore.decode._pairs import Pairs
