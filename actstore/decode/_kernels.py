@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "precondition", "softmax_cols", "two_loop_back", "two_loop_forward"]
+__all__ = [
+    "available", "precondition", "shift_cols", "softmax_cols", "two_loop_back",
+    "two_loop_forward",
+]
 
 _compiled: dict[str, Any] = {}
 
@@ -35,10 +38,10 @@ def available() -> bool:
         except ImportError:  # pragma: no cover - numba is a dependency
             _compiled["ok"] = False
             return False
-        funcs = {"softmax": _softmax_cols, "sweep": _sweep, "precond": _precond}
+        funcs = {"softmax": _softmax_cols, "shift": _shift_cols, "sweep": _sweep,
+                 "precond": _precond}
         for name, fn in funcs.items():
-            # sums over the samples may be reassociated (vectorised); no flag that assumes
-            # finite values: the softmax pass tests for overflow
+            # sums over the samples may be reassociated (vectorised)
             opts: dict[str, Any] = (
                 {"fastmath": {"reassoc", "contract", "arcp", "nsz"}} if name == "softmax"
                 else {})
@@ -50,37 +53,45 @@ def available() -> bool:
     return bool(_compiled["ok"])
 
 
-def _softmax_cols(LT: Any, ET: Any, MYT: Any, MT: Any, col0: Any, stride: int, tot: Any,
-                  data: Any, gb: Any, diag: Any, ptp: Any, t: Any, inv: Any) -> None:
+def _shift_cols(LT: Any, E: Any, shift: Any, col0: Any) -> None:
+    m = LT.shape[1]
+    for p in range(col0.shape[0] - 1):
+        a, e = col0[p], col0[p + 1]
+        for i in range(m):
+            shift[p, i] = LT[a, i]
+        for c in range(a + 1, e):
+            for i in range(m):
+                shift[p, i] = max(shift[p, i], LT[c, i])
+        for c in range(a, e):
+            for i in range(m):
+                E[c, i] = LT[c, i] - shift[p, i]
+
+
+def shift_cols(LT: np.ndarray, E: np.ndarray, shift: np.ndarray, col0: np.ndarray) -> None:
+    """Each sample's logits less its largest logit of the problem, ``E = LT - shift``
+    (exponentiated by the caller: one vectorised pass over all blocks), and the shifts
+    ``shift`` (problems, m). Layout as :func:`softmax_cols`."""
+    if not available():
+        raise RuntimeError("the compiled softmax pass needs numba")
+    _compiled["shift"](LT, E, shift, col0)
+
+
+def _softmax_cols(LT: Any, ET: Any, shift: Any, MYT: Any, MT: Any, col0: Any, stride: int,
+                  tot: Any, data: Any, gb: Any, diag: Any, ptp: Any, t: Any, inv: Any
+                  ) -> None:
     m = LT.shape[1]
     for p in range(MT.shape[0]):
         a, e = col0[p], col0[p + 1]
-        for c in range(a, e):  # the loss at the logits as they are: - sum_i MY L
+        for c in range(a, e):  # the loss less the log-sum-exp: - sum_i MY (L - shift)
             s = 0.0
             for i in range(m):
-                s += MYT[c, i] * LT[c, i]
+                s += MYT[c, i] * (LT[c, i] - shift[p, i])
             data[c] -= s
         for i in range(m):
             t[i] = 0.0
-        for c in range(a, e):
+        for c in range(a, e):  # >= 1: the largest logit's term is exp(0)
             for i in range(m):
                 t[i] += ET[c, i]
-        bad = 0
-        for i in range(m):
-            bad += not (t[i] > 1e-30 and t[i] < 1e30)
-        if bad:
-            # rows where the exponentials of the logits as they are overflow or underflow:
-            # shifted by the row's largest logit of the problem (the loss by as much back)
-            for i in range(m):
-                if not (t[i] > 1e-30 and t[i] < 1e30) and MT[p, i] != 0.0:
-                    shift = LT[a, i]
-                    for c in range(a + 1, e):
-                        shift = max(shift, LT[c, i])
-                    t[i] = 0.0
-                    for c in range(a, e):
-                        ET[c, i] = np.exp(LT[c, i] - shift)
-                        t[i] += ET[c, i]
-                        data[c] += MYT[c, i] * shift
         for i in range(m):  # rows of no weight: no residual, a sum of 1
             w = MT[p, i] != 0.0
             inv[i] = 1.0 / t[i] if w else 0.0
@@ -107,16 +118,17 @@ def _softmax_cols(LT: Any, ET: Any, MYT: Any, MT: Any, col0: Any, stride: int, t
                         ptp[p, v, u] += s * stride
 
 
-def softmax_cols(LT: np.ndarray, ET: np.ndarray, MYT: np.ndarray, MT: np.ndarray,
-                 col0: np.ndarray, stride: int, tot: np.ndarray, data: np.ndarray,
-                 gb: np.ndarray, diag: np.ndarray, ptp: np.ndarray) -> None:
+def softmax_cols(LT: np.ndarray, ET: np.ndarray, shift: np.ndarray, MYT: np.ndarray,
+                 MT: np.ndarray, col0: np.ndarray, stride: int, tot: np.ndarray,
+                 data: np.ndarray, gb: np.ndarray, diag: np.ndarray, ptp: np.ndarray) -> None:
     """Softmax loss, residuals and curvature sums of a block of logits, one row per column
     of the problems (so that every inner loop runs over the samples, vectorised).
 
-    The exponentials come from the caller (one vectorised pass over every block); where
-    those of a sample's logits overflow or underflow, they are recomputed shifted by its
-    largest logit of the problem. The logarithms are left to the caller too: the loss is
-    ``data`` plus ``sum_i MYp_i log(tot_i)`` over each problem's samples.
+    The shifted exponentials come from the caller (:func:`shift_cols`, then one vectorised
+    pass over every block): each sample's logits less its largest of the problem, so that
+    their sum is at least 1 and the loss keeps float32's precision near the optimum. The
+    logarithms are left to the caller too: the loss is ``data`` plus ``sum_i MYp_i
+    log(tot_i)`` over each problem's samples.
 
     Parameters
     ----------
@@ -124,7 +136,9 @@ def softmax_cols(LT: np.ndarray, ET: np.ndarray, MYT: np.ndarray, MT: np.ndarray
         Logits of consecutive problems (intercepts included), column by column; overwritten
         with the residuals ``M_p (P - Y)``.
     ET : ndarray (columns, m)
-        ``exp(LT)``; rewritten where shifted.
+        ``exp(LT - shift)``.
+    shift : ndarray (problems, m)
+        Each sample's largest logit of the problem.
     MYT : ndarray (columns, m)
         Sample weight times the 0/1 target of every column.
     MT : ndarray (problems, m)
@@ -135,17 +149,17 @@ def softmax_cols(LT: np.ndarray, ET: np.ndarray, MYT: np.ndarray, MT: np.ndarray
         Curvature sums from the samples ``0, stride, 2 stride, ...``, each weighted
         ``stride`` times; none with ``stride = 0``.
     tot : ndarray (problems, m), float64
-        Filled with each sample's sum of the problem's (shifted) exponentials (1 where it has
+        Filled with each sample's sum of the problem's shifted exponentials (1 where it has
         no weight).
-    data, gb : ndarray (columns,), float64
+    data, gb : ndarray (columns,)
         ``- sum_i MY (L - shift)`` and the residuals' sums are added to them.
-    diag, ptp : ndarray (problems, cmax) and (problems, cmax, cmax), float64
+    diag, ptp : ndarray (problems, cmax) and (problems, cmax, cmax)
         ``sum_i M p_i`` and ``sum_i M p_i p_i^T`` over the sampled rows are added to them.
     """
     if not available():
         raise RuntimeError("the compiled softmax pass needs numba")
     m = LT.shape[1]
-    _compiled["softmax"](LT, ET, MYT, MT, col0, stride, tot, data, gb, diag, ptp,
+    _compiled["softmax"](LT, ET, shift, MYT, MT, col0, stride, tot, data, gb, diag, ptp,
                          np.empty(m), np.empty(m))
 
 

@@ -150,9 +150,9 @@ class SoftmaxProblems:
                     g = int(col_group[cols[0]])
                     if g not in self.full_penalty:
                         self.full_penalty[g] = _with_diagonal(mats[g], omega)
-                self.pen_slices = [(int(cols[0]), int(cols[-1]) + 1,
-                                    self.full_penalty[int(col_group[cols[0]])])
-                                   for cols in order]
+                self.pen_slices = sorted((int(cols[0]), int(cols[-1]) + 1,
+                                          self.full_penalty[int(col_group[cols[0]])])
+                                         for cols in order)  # by column
             else:
                 self.pen_blocks = [(_on(cols, Z, xp.int64), D)
                                    for cols, D in zip(order, gmats, strict=True)]
@@ -372,29 +372,33 @@ class SoftmaxProblems:
         """The softmax work of :meth:`value_grad` on numpy arrays.
 
         The logits of every piece, column by column (``W^T Z^T``, samples contiguous), go into
-        one buffer; their exponentials are one vectorised pass over it, the rest one compiled
-        pass per piece (:func:`~actstore.decode._kernels.softmax_cols`), the logarithms one
-        more pass. Accumulates into ``data``, ``gW``, ``gb`` and the curvature sums (``None``:
-        none); returns the log-sum-exp part of each problem's loss (P,).
+        one buffer, shifted by each sample's largest logit of the problem into another
+        (:func:`~actstore.decode._kernels.shift_cols`); their exponentials are one vectorised
+        pass over it, the rest one compiled pass per piece
+        (:func:`~actstore.decode._kernels.softmax_cols`), the logarithms one more pass.
+        Accumulates into ``data``, ``gW``, ``gb`` and the curvature sums (``None``: none);
+        returns the log-sum-exp part of each problem's loss (P,).
         """
         shapes = [(pc.e - pc.a, pc.c1 - pc.c0, pc.p1 - pc.p0) for pc in self.pieces]
         off = np.cumsum([0] + [m * c for m, c, _ in shapes])
         toff = np.cumsum([0] + [m * q for m, _, q in shapes])
-        buf, tot = np.empty(int(off[-1]), dtype=W.dtype), np.empty(int(toff[-1]))
-        Ls = []
-        for pc, (m, c, _), o in zip(self.pieces, shapes, off[:-1], strict=True):
-            LT = buf[o : o + m * c].reshape(c, m)
+        buf, E = np.empty(int(off[-1]), dtype=W.dtype), np.empty(int(off[-1]), dtype=W.dtype)
+        tot, shift = np.empty(int(toff[-1])), np.empty(int(toff[-1]), dtype=W.dtype)
+        blocks = []
+        for pc, (m, c, q), o, to in zip(self.pieces, shapes, off[:-1], toff[:-1], strict=True):
+            LT, Eb = buf[o : o + m * c].reshape(c, m), E[o : o + m * c].reshape(c, m)
+            sh = shift[to : to + m * q].reshape(q, m)
             np.matmul(W[:, pc.c0 : pc.c1].T, self.Z[pc.a : pc.e, :].T, out=LT)
             LT += b[pc.c0 : pc.c1, None]
-            Ls.append(LT)
-        with np.errstate(over="ignore", under="ignore"):
-            E = np.exp(buf)  # overflow and underflow are caught in the compiled pass
+            _kernels.shift_cols(LT, Eb, sh, pc.col0)
+            blocks.append((LT, Eb, sh))
+        np.exp(E, out=E)
         if diag is None or PtP is None:
             st, diag, PtP = 0, np.zeros((self.P, 0)), np.zeros((self.P, 0, 0))
-        for pc, LT, (m, c, q), o, to in zip(self.pieces, Ls, shapes, off[:-1], toff[:-1],
-                                             strict=True):
-            _kernels.softmax_cols(LT, E[o : o + m * c].reshape(c, m), pc.MY, pc.M, pc.col0,
-                                  st, tot[to : to + m * q].reshape(q, m), data[pc.c0 : pc.c1],
+        for pc, (LT, Eb, sh), (m, _, q), to in zip(self.pieces, blocks, shapes, toff[:-1],
+                                                 strict=True):
+            _kernels.softmax_cols(LT, Eb, sh, pc.MY, pc.M, pc.col0, st,
+                                  tot[to : to + m * q].reshape(q, m), data[pc.c0 : pc.c1],
                                   gb[pc.c0 : pc.c1], diag[pc.p0 : pc.p1], PtP[pc.p0 : pc.p1])
             gW[:, pc.c0 : pc.c1] += self.Z[pc.a : pc.e, :].T @ LT.T  # LT: the residuals
         np.log(tot, out=tot)

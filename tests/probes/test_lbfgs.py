@@ -90,7 +90,7 @@ def test_objective_gradient_and_curvature_equal_a_direct_computation(
 def test_logits_far_outside_the_exponentials_range_give_the_direct_objective(classes, K, dtype,
                                                                             seed):
     # intercepts shift whole problems by up to +-800 (+-120 in float32): their exponentials
-    # overflow or underflow unless shifted, and the row pass must notice it
+    # overflow or underflow unless shifted by the largest logit
     prob, (Z, omega, Y01, M, ncls, W, b) = _problems(40, 4, K, classes, seed, True)
     rng = np.random.default_rng(seed)
     big = 800.0 if dtype == "float64" else 120.0
