@@ -4,8 +4,9 @@ On a CPU the elementwise work of :meth:`SoftmaxProblems.value_grad
 <actstore.decode._softmax.SoftmaxProblems.value_grad>` between its two matrix products is a
 few hundred small numpy operations per evaluation (one set per class count and row block),
 and their dispatch, not their arithmetic, dominates at the shapes of real probes (hundreds of
-rows and units). Here the exponentials and logarithms of all blocks are one vectorised numpy
-pass each, and one compiled pass over the rows does the rest: each problem's softmax, its
+rows and units). Here the logits are shifted by each sample's largest of the problem in one
+compiled pass, their exponentials and the logarithms of their sums are one vectorised numpy
+pass each, and one compiled pass over the samples does the rest: each problem's softmax, its
 loss, the residuals ``R = M * P - M * Y`` (in place of the logits) and the sums of the
 curvature preconditioner. Sums are kept in float64 whatever the data's precision. The
 two-loop recursion and the Kronecker preconditioner of the search direction are compiled
